@@ -1,0 +1,180 @@
+//! Candidate actions: what the scan proposes and the approval and delivery states it moves through.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ActionId, OpaqueRef, PracticeId};
+use crate::treatment::Treatment;
+
+/// The kinds of trigger (DESIGN §4.2), without the `action.` prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    RebookNudge,
+    SlotOffer,
+    FollowUp,
+    NoShowRecovery,
+    WinBack,
+    SeriesContinue,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 6] =
+        [Self::RebookNudge, Self::SlotOffer, Self::FollowUp, Self::NoShowRecovery, Self::WinBack, Self::SeriesContinue];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RebookNudge => "rebook_nudge",
+            Self::SlotOffer => "slot_offer",
+            Self::FollowUp => "follow_up",
+            Self::NoShowRecovery => "no_show_recovery",
+            Self::WinBack => "win_back",
+            Self::SeriesContinue => "series_continue",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The trigger `type` on the wire.
+    pub fn wire_type(self) -> String {
+        format!("action.{}", self.as_str())
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RebookNudge => "Rebook nudge",
+            Self::SlotOffer => "Slot offer",
+            Self::FollowUp => "Follow-up",
+            Self::NoShowRecovery => "No-show recovery",
+            Self::WinBack => "Win-back",
+            Self::SeriesContinue => "Series continuation",
+        }
+    }
+
+    pub fn default_template(self) -> &'static str {
+        match self {
+            Self::RebookNudge => "rebook_default",
+            Self::SlotOffer => "slot_offer_default",
+            Self::FollowUp => "follow_up_default",
+            Self::NoShowRecovery => "no_show_default",
+            Self::WinBack => "win_back_default",
+            Self::SeriesContinue => "series_continue_default",
+        }
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an action was proposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    CycleDue,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CycleDue => "cycle_due",
+        }
+    }
+    pub fn plain_words(self) -> &'static str {
+        match self {
+            Self::CycleDue => "treatment cycle has passed and nothing is booked",
+        }
+    }
+}
+
+/// Where an action is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    /// Created by the scan, not yet evaluated against the policy.
+    Proposed,
+    /// Waiting for the owner.
+    Pending,
+    /// Approved (by the owner or by a policy rule); waiting for delivery.
+    Approved,
+    /// The owner said no.
+    Rejected,
+    /// The policy turned it off.
+    Suppressed,
+    /// The PMS acknowledged the trigger.
+    Delivered,
+    /// Delivery failed for good.
+    Failed,
+    /// Nobody decided before it expired.
+    Expired,
+}
+
+impl ActionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proposed => "proposed",
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Suppressed => "suppressed",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Rejected | Self::Suppressed | Self::Delivered | Self::Failed | Self::Expired)
+    }
+}
+
+/// Who approved: a policy rule or an owner (by a hash of their address, never the address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Decider {
+    Policy { rule: String },
+    Owner { approver: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: ActionId,
+    pub practice_id: PracticeId,
+    pub kind: ActionKind,
+    pub patient_ref: OpaqueRef,
+    pub treatment: Treatment,
+    pub reason: Reason,
+    /// Evidence: the last completed treatment date the gap is computed from.
+    pub evidence_date: Date,
+    /// The date the gap opened.
+    pub due_since: Date,
+    /// Estimated value in whole currency units.
+    pub value: u32,
+    pub status: ActionStatus,
+    pub created_at: Timestamp,
+    /// When the trigger stops making sense (the PMS should drop it after this).
+    pub expires_at: Timestamp,
+    #[serde(default)]
+    pub decided_by: Option<Decider>,
+    #[serde(default)]
+    pub decided_at: Option<Timestamp>,
+    #[serde(default)]
+    pub delivered_at: Option<Timestamp>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Set while one emitter holds the delivery lease.
+    #[serde(default)]
+    pub lease_until: Option<Timestamp>,
+    /// Revision: every update is conditional on the revision it read.
+    #[serde(default)]
+    pub rev: u64,
+}

@@ -1,0 +1,254 @@
+//! Value-level PHI guard (DESIGN §2.2).
+//!
+//! Every free-form string that crosses the boundary is an opaque reference. The guard first
+//! looks for the shapes of PHI (so the refusal can name a precise rule), then checks that
+//! what is left is an opaque, random-looking id: 16–64 characters of `[A-Za-z0-9_-]`, or a
+//! canonical UUID. The rule is reported; the value never is.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// Why a value was refused. `code()` is the stable machine-readable name used on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PhiRule {
+    Email,
+    Phone,
+    Ssn,
+    Mrn,
+    Date,
+    PersonName,
+    PostalAddress,
+    Url,
+    IpAddress,
+    /// Not PHI-shaped, but not an opaque id either (wrong length or charset, or not random-looking).
+    RefFormat,
+}
+
+impl PhiRule {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Phone => "phone",
+            Self::Ssn => "ssn",
+            Self::Mrn => "mrn",
+            Self::Date => "date",
+            Self::PersonName => "person_name",
+            Self::PostalAddress => "postal_address",
+            Self::Url => "url",
+            Self::IpAddress => "ip_address",
+            Self::RefFormat => "ref_format",
+        }
+    }
+
+    /// A human sentence for the rule; never includes the value.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Email => "looks like an e-mail address",
+            Self::Phone => "looks like a phone number",
+            Self::Ssn => "looks like a social security number",
+            Self::Mrn => "looks like an all-digit or labelled identifier (MRN-like)",
+            Self::Date => "looks like a date",
+            Self::PersonName => "looks like a person name",
+            Self::PostalAddress => "looks like a postal address",
+            Self::Url => "looks like a URL",
+            Self::IpAddress => "looks like an IP address",
+            Self::RefFormat => {
+                "is not an opaque reference (16-64 characters of A-Z a-z 0-9 _ -, random-looking, or a UUID)"
+            }
+        }
+    }
+}
+
+pub const REF_MIN_LEN: usize = 16;
+pub const REF_MAX_LEN: usize = 64;
+/// Longest accepted prefix such as `p_` or `appt_` (letters then one `_` or `-`).
+const MAX_PREFIX_LEN: usize = 8;
+
+#[allow(clippy::expect_used)]
+fn re(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("static regex compiles")
+}
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| re(r"[^\s@]+@[^\s@]+\.[^\s@]+|^[^\s@]+@[^\s@]+$"));
+static URL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)^[a-z][a-z0-9+.-]*://|(?i)^www\.|(?i)^[a-z0-9-]+(\.[a-z0-9-]+)+/"));
+static IPV4: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{1,3}(\.\d{1,3}){3}(:\d+)?$"));
+static IPV6: LazyLock<Regex> = LazyLock::new(|| re(r"^\[?[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}\]?$"));
+static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{3}[- .]\d{2}[- .]\d{4}$"));
+static DATE: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})([T ].*)?$")
+});
+static DATE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)^\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{2,4}$|^(?i)(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2},?\s+\d{2,4}$")
+});
+static PHONE: LazyLock<Regex> = LazyLock::new(|| re(r"^\+?[\d\s().-]{7,24}$"));
+static MRN_LABEL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)^(mrn|med\s*rec|chart|acct|account|patient|pt|dob|ssn)[\s#:._-]*\d"));
+static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)^\d+[a-z]?\s+.*\b(st|street|ave|avenue|rd|road|blvd|boulevard|dr|drive|ln|lane|way|ct|court|pl|place|pkwy|parkway|hwy|highway|suite|ste|apt|unit|terrace|ter|circle|cir)\b|(?i)\bp\.?\s?o\.?\s+box\b")
+});
+/// One or more words of letters (with name punctuation), separated by white space: a name,
+/// a title plus a name, or any phrase. Refs never contain white space.
+static WORDS: LazyLock<Regex> = LazyLock::new(|| re(r"^[\p{L}][\p{L}'’.-]*(\s+[\p{L}][\p{L}'’.,-]*)+$"));
+static UUID: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+});
+
+/// Checks one opaque-reference value. `Ok(())` means it may be stored.
+pub fn check_ref(value: &str) -> Result<(), PhiRule> {
+    if let Some(rule) = phi_shape(value) {
+        return Err(rule);
+    }
+    if UUID.is_match(value) {
+        return Ok(());
+    }
+    opaque_shape(value)
+}
+
+/// The PHI shapes, most specific first. `None` when the value looks like none of them.
+fn phi_shape(v: &str) -> Option<PhiRule> {
+    let t = v.trim();
+    if t.contains('@') && EMAIL.is_match(t) {
+        return Some(PhiRule::Email);
+    }
+    if URL.is_match(t) {
+        return Some(PhiRule::Url);
+    }
+    if IPV4.is_match(t) || (t.contains(':') && IPV6.is_match(t) && t.chars().any(|c| c.is_ascii_digit())) {
+        return Some(PhiRule::IpAddress);
+    }
+    if SSN.is_match(t) {
+        return Some(PhiRule::Ssn);
+    }
+    if DATE.is_match(t) || DATE_WORDS.is_match(t) {
+        return Some(PhiRule::Date);
+    }
+    let digits = t.bytes().filter(u8::is_ascii_digit).count();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        // Eight digits that read as YYYYMMDD are a date; any other all-digit value is an
+        // identifier from some other system (MRN, account, chart number).
+        if t.len() == 8 && is_compact_date(t) {
+            return Some(PhiRule::Date);
+        }
+        return Some(PhiRule::Mrn);
+    }
+    if PHONE.is_match(t) && (7..=15).contains(&digits) {
+        return Some(PhiRule::Phone);
+    }
+    if MRN_LABEL.is_match(t) {
+        return Some(PhiRule::Mrn);
+    }
+    if ADDRESS.is_match(t) {
+        return Some(PhiRule::PostalAddress);
+    }
+    if WORDS.is_match(t) {
+        return Some(PhiRule::PersonName);
+    }
+    None
+}
+
+fn is_compact_date(s: &str) -> bool {
+    let n = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<u32>().ok());
+    matches!((n(0..4), n(4..6), n(6..8)), (Some(y), Some(m), Some(d))
+        if (1900..=2099).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d))
+}
+
+/// The positive shape of an opaque ref, for values that matched no PHI shape.
+fn opaque_shape(v: &str) -> Result<(), PhiRule> {
+    let len = v.len();
+    if !(REF_MIN_LEN..=REF_MAX_LEN).contains(&len)
+        || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(PhiRule::RefFormat);
+    }
+    // Strip a short letter prefix such as `p_` or `appt-`.
+    let body = match v.find(['_', '-']) {
+        Some(i) if i <= MAX_PREFIX_LEN && v[..i].bytes().all(|b| b.is_ascii_alphabetic()) => &v[i + 1..],
+        _ => v,
+    };
+    let bytes = body.as_bytes();
+    // Long digit runs carry identifiers from other systems (phone, SSN, MRN) or dates.
+    let mut run = 0usize;
+    let mut start = 0usize;
+    for (i, b) in bytes.iter().enumerate() {
+        if b.is_ascii_digit() {
+            if run == 0 {
+                start = i;
+            }
+            run += 1;
+            if run >= 9 {
+                return Err(PhiRule::Mrn);
+            }
+        } else {
+            if run == 8 && is_compact_date(&body[start..start + 8]) {
+                return Err(PhiRule::Date);
+            }
+            run = 0;
+        }
+    }
+    if run == 8 && is_compact_date(&body[start..start + 8]) {
+        return Err(PhiRule::Date);
+    }
+    // Random-looking: an id mixes digits and letters. A value of letters only reads as a
+    // word or a name run together ("mariagonzalez1985" is caught by the date run above).
+    let has_digit = bytes.iter().any(u8::is_ascii_digit);
+    let has_alpha = bytes.iter().any(u8::is_ascii_alphabetic);
+    if !has_digit || !has_alpha {
+        return Err(PhiRule::RefFormat);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_reference_examples() {
+        for r in [
+            "p_7Hq2kX9mZ4rT1vB8yW3n",
+            "3f6c2a9e-8b1d-4e57-a0c4-9d2b7e1f5a38",
+            "01JD4R8Q6W9ZB3K7M2N5P8T1VX",
+            "appt_Qm8Zr2Lx7Vt4Nw9Kc1Pb",
+            "12345678-1234-4234-8234-123456789012",
+        ] {
+            assert_eq!(check_ref(r), Ok(()), "{r}");
+        }
+    }
+
+    #[test]
+    fn refuses_each_phi_shape_with_its_rule() {
+        let cases = [
+            ("jane.doe@example.com", PhiRule::Email),
+            ("mgonzalez@example.org", PhiRule::Email),
+            ("+1 (407) 555-0142", PhiRule::Phone),
+            ("407-555-0142", PhiRule::Phone),
+            ("4075550142", PhiRule::Mrn),
+            ("078-05-1120", PhiRule::Ssn),
+            ("004821377", PhiRule::Mrn),
+            ("1985-03-14", PhiRule::Date),
+            ("03/14/1985", PhiRule::Date),
+            ("19850314", PhiRule::Date),
+            ("March 14, 1985", PhiRule::Date),
+            ("Maria Gonzalez", PhiRule::PersonName),
+            ("Dr. Sarah Lee", PhiRule::PersonName),
+            ("https://pms.example.com/clients/4821", PhiRule::Url),
+            ("www.example.com", PhiRule::Url),
+            ("192.168.10.4", PhiRule::IpAddress),
+            ("2001:db8::1", PhiRule::IpAddress),
+            ("123 Main Street, Orlando", PhiRule::PostalAddress),
+            ("MRN-0048213", PhiRule::Mrn),
+            ("mrn:48213", PhiRule::Mrn),
+            ("p_mariagonzalez19850314x", PhiRule::Date),
+            ("p_40755501420000abc", PhiRule::Mrn),
+            ("short", PhiRule::RefFormat),
+            ("mariagonzalezsmith", PhiRule::RefFormat),
+            ("p_abc def ghi jkl mno", PhiRule::RefFormat),
+            (&"a1".repeat(40), PhiRule::RefFormat),
+        ];
+        for (value, rule) in cases {
+            assert_eq!(check_ref(value), Err(rule), "{value}");
+        }
+    }
+}

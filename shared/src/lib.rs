@@ -1,0 +1,14 @@
+//! The Practice Intelligence Layer's domain: boundary types, the inbound parser and PHI guard,
+//! state merges, rules, policy, approval tokens, triggers, and the services the Lambda
+//! handlers call. Nothing here knows about AWS; the ports in [`ports`] are implemented by
+//! `infra/aws`.
+
+pub mod action;
+pub mod guard;
+pub mod ids;
+pub mod inbound;
+pub mod ports;
+pub mod practice;
+pub mod signature;
+pub mod state;
+pub mod treatment;

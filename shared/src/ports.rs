@@ -1,0 +1,204 @@
+//! Narrow ports, one per capability. AWS adapters implement them (infra/aws); unit tests use
+//! in-memory fakes. Each handler's IAM policy follows the ports it takes.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use crate::action::{Action, ActionKind};
+use crate::ids::{ActionId, OpaqueRef, PracticeId};
+use crate::practice::Practice;
+use crate::state::{Appointment, Entity, EntityKey, Stored};
+
+/// A storage failure. Messages carry error codes, never item contents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost a race: re-read and try again.
+    #[error("conditional write conflict")]
+    Conflict,
+    /// Throttling, 5xx, timeouts, network: the caller retries (HTTP 503 / SQS redelivery).
+    #[error("transient storage failure: {0}")]
+    Transient(String),
+    /// Anything a retry will not fix.
+    #[error("storage failure: {0}")]
+    Permanent(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_) | Self::Conflict)
+    }
+}
+
+/// A failure of a queue, bus, mailer or key service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("transient failure: {0}")]
+    Transient(String),
+    #[error("failure: {0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for PortError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict | StoreError::Transient(_) => Self::Transient(e.to_string()),
+            StoreError::Permanent(m) => Self::Permanent(m),
+        }
+    }
+}
+
+#[async_trait]
+pub trait PracticeRepo: Send + Sync {
+    async fn get_practice(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError>;
+    /// Writes the practice if its stored version is `expected` (`None`: it must not exist).
+    /// The stored version becomes `practice.version`.
+    async fn put_practice(&self, practice: &Practice, expected: Option<u64>) -> Result<(), StoreError>;
+    async fn list_practices(&self) -> Result<Vec<PracticeId>, StoreError>;
+}
+
+#[async_trait]
+pub trait EntityRepo: Send + Sync {
+    async fn get_entity(&self, practice: &PracticeId, key: &EntityKey) -> Result<Option<Stored<Entity>>, StoreError>;
+    /// Writes `entity` if the stored version is `expected` (`None`: must not exist).
+    /// `due_on` places the record in the due index (`None` removes it).
+    async fn put_entity(
+        &self,
+        practice: &PracticeId,
+        entity: &Entity,
+        expected: Option<u64>,
+        due_on: Option<Date>,
+    ) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait DueIndex: Send + Sync {
+    /// Keys of records whose due date is on or before `day`, at most `limit`.
+    async fn due_keys(&self, practice: &PracticeId, day: Date, limit: usize) -> Result<Vec<EntityKey>, StoreError>;
+}
+
+#[async_trait]
+pub trait PatientIndex: Send + Sync {
+    async fn appointments_of(&self, practice: &PracticeId, patient: &OpaqueRef) -> Result<Vec<Appointment>, StoreError>;
+}
+
+#[async_trait]
+pub trait ActionRepo: Send + Sync {
+    /// Creates the action unless one with its id exists; `Ok(false)` when it did.
+    async fn create_action(&self, action: &Action) -> Result<bool, StoreError>;
+    async fn get_action(&self, practice: &PracticeId, id: &ActionId) -> Result<Option<Action>, StoreError>;
+    /// Replaces the action if the stored revision is still `action.rev` (what the caller read),
+    /// storing it as `action.rev + 1`. `Ok(false)` when someone else changed it first.
+    async fn update_action(&self, action: &Action) -> Result<bool, StoreError>;
+    /// Counts one auto-approval of `kind` on the practice-local `day`, unless `max` were
+    /// counted already (`Ok(false)`).
+    async fn reserve_auto_approval(&self, practice: &PracticeId, kind: ActionKind, day: Date, max: u32) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait TokenLedger: Send + Sync {
+    /// Marks a token nonce used. `Ok(false)` when it was used before. Kept until `keep_until`.
+    async fn consume_token(&self, practice: &PracticeId, nonce: &str, keep_until: Timestamp) -> Result<bool, StoreError>;
+}
+
+/// The scan's hand-over to approval-check: one message per scan with the new action ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateBatch {
+    pub practice_id: PracticeId,
+    pub scan_date: Date,
+    pub action_ids: Vec<ActionId>,
+}
+
+#[async_trait]
+pub trait CandidateSink: Send + Sync {
+    async fn send_candidates(&self, batch: &CandidateBatch) -> Result<(), PortError>;
+}
+
+/// Events other parts react to, published on the bus. PHI-free by construction: ids only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum DomainEvent {
+    #[serde(rename = "slot.opened")]
+    SlotOpened { practice_id: PracticeId, slot_ref: OpaqueRef },
+    #[serde(rename = "action.approved")]
+    ActionApproved { practice_id: PracticeId, action_id: ActionId },
+}
+
+impl DomainEvent {
+    /// EventBridge `source`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::SlotOpened { .. } => "pil.receiver",
+            Self::ActionApproved { .. } => "pil.approval",
+        }
+    }
+    /// EventBridge `detail-type`.
+    pub fn detail_type(&self) -> &'static str {
+        match self {
+            Self::SlotOpened { .. } => "slot.opened",
+            Self::ActionApproved { .. } => "action.approved",
+        }
+    }
+}
+
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    async fn publish(&self, events: &[DomainEvent]) -> Result<(), PortError>;
+}
+
+/// An e-mail to the owner: no PHI by construction (short codes, kinds, values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    async fn send(&self, mail: &Mail) -> Result<(), PortError>;
+}
+
+/// Envelope encryption of secrets at rest (KMS in AWS).
+#[async_trait]
+pub trait KeyService: Send + Sync {
+    async fn seal(&self, plaintext: &[u8]) -> Result<String, PortError>;
+    async fn open(&self, sealed: &str) -> Result<Vec<u8>, PortError>;
+}
+
+/// What the PMS answered to a trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportReply {
+    pub status: u16,
+    /// `Retry-After` in seconds, when given.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed")]
+    Connect,
+}
+
+#[async_trait]
+pub trait TriggerTransport: Send + Sync {
+    async fn post(&self, url: &str, headers: &[(&'static str, String)], body: Vec<u8>) -> Result<TransportReply, TransportError>;
+}
+
+/// The clock, so tests and `pil scan --date` can pin time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}

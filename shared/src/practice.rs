@@ -1,0 +1,221 @@
+//! Practice configuration and the owner's policy (DESIGN §4.4).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+
+use crate::action::ActionKind;
+use crate::ids::PracticeId;
+use crate::treatment::Treatment;
+
+/// How a kind of action is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Sent without asking, within the limits.
+    Auto,
+    /// The owner approves each one (the default).
+    Approve,
+    /// Never proposed.
+    Off,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "approve" => Some(Self::Approve),
+            "off" => Some(Self::Off),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Approve => "approve",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// Per-kind policy. Anything over a limit falls back to owner approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindPolicy {
+    pub mode: Mode,
+    /// Most auto-approved actions of this kind per practice-local day.
+    pub max_auto_per_day: u32,
+    /// Largest estimated value that may be auto-approved.
+    pub max_auto_value: u32,
+}
+
+impl Default for KindPolicy {
+    fn default() -> Self {
+        Self { mode: Mode::Approve, max_auto_per_day: 20, max_auto_value: 1000 }
+    }
+}
+
+/// The whole policy. `Policy::default()` is "everything needs approval" (DESIGN §2.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub kinds: BTreeMap<ActionKind, KindPolicy>,
+    /// Days after a nudge before the same patient may be nudged again.
+    pub cooldown_days: u32,
+    /// Most nudges per patient in any 30 days.
+    pub max_nudges_per_30_days: u32,
+    /// Practice-local hours [start, end) in which triggers are not delivered.
+    pub quiet_hours: Option<(u8, u8)>,
+    /// Hours an approval link stays valid.
+    pub approval_expiry_hours: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            kinds: ActionKind::ALL.into_iter().map(|k| (k, KindPolicy::default())).collect(),
+            cooldown_days: 14,
+            max_nudges_per_30_days: 2,
+            quiet_hours: Some((20, 8)),
+            approval_expiry_hours: 72,
+        }
+    }
+}
+
+impl Policy {
+    pub fn for_kind(&self, kind: ActionKind) -> KindPolicy {
+        self.kinds.get(&kind).cloned().unwrap_or_default()
+    }
+}
+
+/// Secrets as stored: sealed (KMS ciphertext, base64). Opening them needs the key service.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecrets {
+    /// Inbound webhook secrets, newest first; two during a rotation overlap.
+    pub webhook: Vec<String>,
+    pub trigger: String,
+    /// Key for approval-link tokens.
+    pub link: String,
+}
+
+impl fmt::Debug for SealedSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedSecrets(webhook: {}, <sealed>)", self.webhook.len())
+    }
+}
+
+/// One practice's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Practice {
+    pub id: PracticeId,
+    /// IANA time zone name.
+    pub time_zone: String,
+    pub owner_emails: Vec<String>,
+    pub trigger_url: String,
+    pub secrets: SealedSecrets,
+    pub policy: Policy,
+    #[serde(default)]
+    pub cycle_days: BTreeMap<Treatment, u32>,
+    #[serde(default)]
+    pub avg_ticket: BTreeMap<Treatment, u32>,
+    #[serde(default)]
+    pub disabled: bool,
+    /// Set when the PMS answered 410: no triggers are sent until the URL is updated.
+    #[serde(default)]
+    pub endpoint_retired: bool,
+    /// Last practice-local date the nightly scan ran for.
+    #[serde(default)]
+    pub last_scan_date: Option<Date>,
+    /// Bumped on every write; writes are conditional on it.
+    #[serde(default)]
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("time_zone: not an IANA time zone name")]
+    TimeZone,
+    #[error("owner_email: not an e-mail address")]
+    OwnerEmail,
+    #[error("trigger_url: must be https (http only for loopback in the local stack)")]
+    TriggerUrl,
+}
+
+impl Practice {
+    pub fn tz(&self) -> TimeZone {
+        TimeZone::get(&self.time_zone).unwrap_or(TimeZone::UTC)
+    }
+
+    pub fn cycle_days(&self, t: Treatment) -> Option<u32> {
+        self.cycle_days.get(&t).copied().or_else(|| t.default_cycle_days())
+    }
+
+    pub fn avg_ticket(&self, t: Treatment) -> u32 {
+        self.avg_ticket.get(&t).copied().unwrap_or_else(|| t.default_avg_ticket())
+    }
+
+    /// The practice-local calendar date of an instant.
+    pub fn local_date(&self, at: jiff::Timestamp) -> Date {
+        at.to_zoned(self.tz()).date()
+    }
+}
+
+pub fn validate_time_zone(tz: &str) -> Result<(), ConfigError> {
+    TimeZone::get(tz).map(|_| ()).map_err(|_| ConfigError::TimeZone)
+}
+
+pub fn validate_email(e: &str) -> Result<(), ConfigError> {
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && !e.contains(char::is_whitespace);
+    if ok { Ok(()) } else { Err(ConfigError::OwnerEmail) }
+}
+
+/// Trigger URLs are https. Plain http is allowed only to a loopback host and only when the
+/// caller says loopback is allowed (the local stack).
+pub fn validate_trigger_url(u: &str, allow_loopback_http: bool) -> Result<(), ConfigError> {
+    let url = url::Url::parse(u).map_err(|_| ConfigError::TriggerUrl)?;
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if allow_loopback_http && is_loopback(&url) => Ok(()),
+        _ => Err(ConfigError::TriggerUrl),
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_urls_are_https_except_loopback_locally() {
+        assert!(validate_trigger_url("https://pms.example.com/hooks", false).is_ok());
+        assert!(validate_trigger_url("http://pms.example.com/hooks", true).is_err());
+        assert!(validate_trigger_url("http://127.0.0.1:4000/t", true).is_ok());
+        assert!(validate_trigger_url("http://127.0.0.1:4000/t", false).is_err());
+        assert!(validate_trigger_url("ftp://x", true).is_err());
+    }
+
+    #[test]
+    fn default_policy_needs_approval_for_everything() {
+        let p = Policy::default();
+        assert!(ActionKind::ALL.iter().all(|k| p.for_kind(*k).mode == Mode::Approve));
+    }
+
+    #[test]
+    fn time_zone_and_email_checks() {
+        assert!(validate_time_zone("America/New_York").is_ok());
+        assert!(validate_time_zone("Mars/Base").is_err());
+        assert!(validate_email("owner@clinic.example").is_ok());
+        assert!(validate_email("owner").is_err());
+    }
+}

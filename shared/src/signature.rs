@@ -1,0 +1,205 @@
+//! Standard Webhooks (HMAC-SHA256, `v1`) for both directions.
+//!
+//! The `standardwebhooks` crate does the key handling (`whsec_` prefix, base64) and computes
+//! the signature. Its `verify` reads the wall clock and accepts `+`-prefixed timestamps, so
+//! verification here parses the headers strictly, takes the clock as an argument (the shared
+//! vectors pin `now`), accepts any of several secrets (rotation with overlap) and any of
+//! several space-separated signatures, and compares in constant time.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore;
+use standardwebhooks::Webhook;
+
+pub const TOLERANCE_SECONDS: i64 = 300;
+pub const HEADER_ID: &str = "webhook-id";
+pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+pub const HEADER_SIGNATURE: &str = "webhook-signature";
+const MAX_ID_LEN: usize = 256;
+
+/// A `whsec_` signing secret. `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct WebhookSecret {
+    encoded: String,
+    key: Vec<u8>,
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("secret is not base64 (with or without the whsec_ prefix), or shorter than 24 bytes")]
+pub struct SecretError;
+
+impl WebhookSecret {
+    /// Accepts `whsec_<base64>` or the bare base64 (the same key).
+    pub fn parse(s: &str) -> Result<Self, SecretError> {
+        let bare = s.strip_prefix("whsec_").unwrap_or(s);
+        let key = STANDARD.decode(bare).map_err(|_| SecretError)?;
+        if key.len() < 16 {
+            return Err(SecretError);
+        }
+        Ok(Self { encoded: format!("whsec_{bare}"), key })
+    }
+
+    /// A fresh random 32-byte secret.
+    pub fn generate() -> Self {
+        let mut key = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        Self { encoded: format!("whsec_{}", STANDARD.encode(&key)), key }
+    }
+
+    /// The `whsec_…` form, for showing once at onboarding and for sealing at rest.
+    pub fn expose(&self) -> &str {
+        &self.encoded
+    }
+
+    fn webhook(&self) -> Webhook {
+        // from_bytes cannot fail; the key was decoded when the secret was parsed.
+        match Webhook::from_bytes(self.key.clone()) {
+            Ok(w) => w,
+            Err(_) => unreachable!("Webhook::from_bytes is infallible"),
+        }
+    }
+
+    /// `v1,<base64>` for `{id}.{timestamp}.{body}`. `None` only for a non-UTF-8 body.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+        self.webhook().sign(id, timestamp, body).ok()
+    }
+
+    /// The three headers for an outbound message.
+    pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> Option<[(&'static str, String); 3]> {
+        let sig = self.sign(id, timestamp, body)?;
+        Some([(HEADER_ID, id.to_owned()), (HEADER_TIMESTAMP, timestamp.to_string()), (HEADER_SIGNATURE, sig)])
+    }
+}
+
+/// Why a signature was refused (all map to HTTP 401, except `BodyNotUtf8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("malformed header {0}")]
+    MalformedHeader(&'static str),
+    #[error("timestamp outside the 5-minute tolerance")]
+    StaleTimestamp,
+    #[error("no signature matches")]
+    NoMatch,
+    #[error("body is not UTF-8")]
+    BodyNotUtf8,
+}
+
+impl SignatureError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::MissingHeader(_) => "missing_signature_header",
+            Self::MalformedHeader(_) => "malformed_signature_header",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::NoMatch => "signature_mismatch",
+            Self::BodyNotUtf8 => "body_not_utf8",
+        }
+    }
+}
+
+/// The three header values as received (`None` when absent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SignedHeaders<'a> {
+    pub id: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
+/// A verified delivery: its `webhook-id` and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub webhook_id: String,
+    pub timestamp: i64,
+}
+
+/// Verifies a delivery against any of `secrets` with the clock at `now` (Unix seconds).
+pub fn verify(
+    headers: SignedHeaders<'_>,
+    body: &[u8],
+    secrets: &[WebhookSecret],
+    now: i64,
+) -> Result<Verified, SignatureError> {
+    let id = headers.id.ok_or(SignatureError::MissingHeader(HEADER_ID))?;
+    let ts_raw = headers.timestamp.ok_or(SignatureError::MissingHeader(HEADER_TIMESTAMP))?;
+    let sig_header = headers.signature.ok_or(SignatureError::MissingHeader(HEADER_SIGNATURE))?;
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(SignatureError::MalformedHeader(HEADER_ID));
+    }
+    // Integer Unix seconds only: digits, no sign, no fraction.
+    if ts_raw.is_empty() || ts_raw.len() > 12 || !ts_raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SignatureError::MalformedHeader(HEADER_TIMESTAMP));
+    }
+    let ts: i64 = ts_raw.parse().map_err(|_| SignatureError::MalformedHeader(HEADER_TIMESTAMP))?;
+    if (now - ts).abs() > TOLERANCE_SECONDS {
+        return Err(SignatureError::StaleTimestamp);
+    }
+    let candidates: Vec<Vec<u8>> = sig_header
+        .split(' ')
+        .filter_map(|part| part.split_once(','))
+        .filter(|(version, _)| *version == "v1")
+        .filter_map(|(_, b64)| STANDARD.decode(b64).ok())
+        .filter(|raw| raw.len() == 32)
+        .collect();
+    if candidates.is_empty() {
+        return Err(SignatureError::NoMatch);
+    }
+    if std::str::from_utf8(body).is_err() {
+        return Err(SignatureError::BodyNotUtf8);
+    }
+    for secret in secrets {
+        let Some(expected) = secret.sign(id, ts, body) else { continue };
+        let Some(expected) = expected.split_once(',').and_then(|(_, b)| STANDARD.decode(b).ok()) else {
+            continue;
+        };
+        if candidates.iter().any(|c| constant_time_eq(c, &expected)) {
+            return Ok(Verified { webhook_id: id.to_owned(), timestamp: ts });
+        }
+    }
+    Err(SignatureError::NoMatch)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted_and_generate_round_trips() {
+        let s = WebhookSecret::generate();
+        assert_eq!(format!("{s:?}"), "WebhookSecret(<redacted>)");
+        let again = WebhookSecret::parse(s.expose()).unwrap();
+        let sig = s.sign("msg_1", 1_700_000_000, b"{}").unwrap();
+        let headers = SignedHeaders { id: Some("msg_1"), timestamp: Some("1700000000"), signature: Some(&sig) };
+        assert!(verify(headers, b"{}", &[again], 1_700_000_000).is_ok());
+    }
+
+    #[test]
+    fn either_of_two_secrets_verifies_during_rotation() {
+        let old = WebhookSecret::generate();
+        let new = WebhookSecret::generate();
+        let sig = new.sign("msg_2", 10_000, b"[]").unwrap();
+        let headers = SignedHeaders { id: Some("msg_2"), timestamp: Some("10000"), signature: Some(&sig) };
+        assert!(verify(headers, b"[]", &[old.clone(), new], 10_000).is_ok());
+        assert_eq!(verify(headers, b"[]", &[old], 10_000), Err(SignatureError::NoMatch));
+    }
+
+    #[test]
+    fn plus_sign_timestamp_is_malformed() {
+        let s = WebhookSecret::generate();
+        let sig = s.sign("m", 10_000, b"{}").unwrap();
+        let headers = SignedHeaders { id: Some("m"), timestamp: Some("+10000"), signature: Some(&sig) };
+        assert_eq!(verify(headers, b"{}", &[s], 10_000), Err(SignatureError::MalformedHeader(HEADER_TIMESTAMP)));
+    }
+}

@@ -1,0 +1,299 @@
+//! State kept per practice, as commutative merges of inbound events.
+//!
+//! Every field that an event can change is a last-writer-wins register keyed by the event's
+//! `occurred_at` (ties broken by the value itself), so applying the same events in any order,
+//! any number of times, gives the same state. That is what makes redeliveries and
+//! out-of-order deliveries harmless (DESIGN §4.1).
+//!
+//! Patient-linked dates are kept at day precision in the practice's time zone (DESIGN §2.3).
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::OpaqueRef;
+use crate::inbound::Series;
+use crate::treatment::Treatment;
+
+/// A last-writer-wins register.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lww<T> {
+    pub value: T,
+    pub at: Timestamp,
+}
+
+impl<T: Ord + Clone> Lww<T> {
+    pub fn new(value: T, at: Timestamp) -> Self {
+        Self { value, at }
+    }
+
+    /// Merges `other` in; returns whether anything changed.
+    pub fn merge(slot: &mut Option<Lww<T>>, other: Lww<T>) -> bool {
+        match slot {
+            Some(cur) if (cur.at, &cur.value) >= (other.at, &other.value) => false,
+            _ => {
+                *slot = Some(other);
+                true
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppointmentStatus {
+    Booked,
+    Cancelled,
+    Completed,
+    NoShow,
+}
+
+/// What we know of one appointment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appointment {
+    pub appointment_ref: OpaqueRef,
+    /// Known once `appointment.booked` (or `completed`) arrived; a reschedule may come first.
+    pub patient: Option<Lww<PatientTreatmentKey>>,
+    pub starts_on: Option<Lww<Date>>,
+    pub status: Option<Lww<AppointmentStatus>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PatientTreatmentKey {
+    pub patient_ref: OpaqueRef,
+    pub treatment: Treatment,
+}
+
+impl Appointment {
+    pub fn new(appointment_ref: OpaqueRef) -> Self {
+        Self { appointment_ref, patient: None, starts_on: None, status: None }
+    }
+
+    /// Booked and starting on or after `day`: this blocks a rebook nudge for its category.
+    pub fn is_booked_from(&self, day: Date) -> bool {
+        matches!(&self.status, Some(s) if s.value == AppointmentStatus::Booked)
+            && matches!(&self.starts_on, Some(d) if d.value >= day)
+    }
+
+    pub fn treatment(&self) -> Option<Treatment> {
+        self.patient.as_ref().map(|p| p.value.treatment)
+    }
+}
+
+/// The last completed treatment of one category for one patient: what the rebook rule reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientTreatment {
+    pub patient_ref: OpaqueRef,
+    pub treatment: Treatment,
+    pub last: Option<Lww<Completion>>,
+    /// The due date an action was already created for (so a re-run adds nothing).
+    #[serde(default)]
+    pub actioned_due: Option<Date>,
+    /// Re-check no earlier than this (set when a gap was suppressed, e.g. booked ahead).
+    #[serde(default)]
+    pub recheck_on: Option<Date>,
+}
+
+/// One completion, as the rules need it: the day, not the minute.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Completion {
+    pub on: Date,
+    pub series_index: Option<u16>,
+    pub series_of: Option<u16>,
+    pub cycle_days: Option<u16>,
+}
+
+impl Completion {
+    pub fn new(on: Date, series: Option<Series>, cycle_days: Option<u16>) -> Self {
+        Self { on, series_index: series.map(|s| s.index), series_of: series.map(|s| s.of), cycle_days }
+    }
+}
+
+impl PatientTreatment {
+    pub fn new(patient_ref: OpaqueRef, treatment: Treatment) -> Self {
+        Self { patient_ref, treatment, last: None, actioned_due: None, recheck_on: None }
+    }
+
+    /// Merges a completion. The latest completion *date* wins (a late-arriving older visit
+    /// never replaces a newer one); `occurred_at` breaks ties within a day.
+    pub fn merge_completion(&mut self, c: Completion, at: Timestamp) -> bool {
+        let newer = match &self.last {
+            None => true,
+            Some(cur) => (&c.on, at, &c) > (&cur.value.on, cur.at, &cur.value),
+        };
+        if newer {
+            self.last = Some(Lww::new(c, at));
+            self.recheck_on = None;
+        }
+        newer
+    }
+
+    /// The day the rebook gap opens, given the practice's cycle for this category.
+    pub fn due_on(&self, practice_cycle_days: Option<u32>) -> Option<Date> {
+        let last = &self.last.as_ref()?.value;
+        let days = last.cycle_days.map(u32::from).or(practice_cycle_days)?;
+        last.on.checked_add(jiff::Span::new().days(i64::from(days))).ok()
+    }
+
+    /// The key under which this record sits in the due index, or `None` when nothing is due
+    /// (no rule applies, or the action for this due date exists already).
+    pub fn due_index_date(&self, practice_cycle_days: Option<u32>) -> Option<Date> {
+        let due = self.due_on(practice_cycle_days)?;
+        if self.actioned_due == Some(due) {
+            return None;
+        }
+        Some(match self.recheck_on {
+            Some(r) if r > due => r,
+            _ => due,
+        })
+    }
+}
+
+/// Consent to nudges, per patient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub patient_ref: OpaqueRef,
+    pub opted_out: Option<Lww<bool>>,
+}
+
+impl Consent {
+    pub fn is_opted_out(&self) -> bool {
+        self.opted_out.as_ref().is_some_and(|o| o.value)
+    }
+}
+
+/// An open slot (not patient-linked: kept to the minute for real-time matching).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub slot_ref: OpaqueRef,
+    pub provider_ref: OpaqueRef,
+    pub starts_at: Timestamp,
+    pub duration_min: u16,
+    pub treatments: Vec<Treatment>,
+    pub opened_at: Timestamp,
+}
+
+/// How an entity is addressed within a practice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EntityKey {
+    Appointment(OpaqueRef),
+    PatientTreatment(OpaqueRef, Treatment),
+    Consent(OpaqueRef),
+    Slot(OpaqueRef),
+}
+
+impl EntityKey {
+    /// The sort key inside the practice's partition.
+    pub fn sort_key(&self) -> String {
+        match self {
+            Self::Appointment(a) => format!("APPT#{a}"),
+            Self::PatientTreatment(p, t) => format!("PT#{p}#{t}"),
+            Self::Consent(p) => format!("CONSENT#{p}"),
+            Self::Slot(s) => format!("SLOT#{s}"),
+        }
+    }
+
+    pub fn parse_sort_key(sk: &str) -> Option<Self> {
+        let (kind, rest) = sk.split_once('#')?;
+        let r = |s: &str| OpaqueRef::parse(s).ok();
+        match kind {
+            "APPT" => Some(Self::Appointment(r(rest)?)),
+            "CONSENT" => Some(Self::Consent(r(rest)?)),
+            "SLOT" => Some(Self::Slot(r(rest)?)),
+            "PT" => {
+                let (p, t) = rest.split_once('#')?;
+                Some(Self::PatientTreatment(r(p)?, Treatment::parse(t)?))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Any stored entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "entity", rename_all = "snake_case")]
+pub enum Entity {
+    Appointment(Appointment),
+    PatientTreatment(PatientTreatment),
+    Consent(Consent),
+    Slot(Slot),
+}
+
+impl Entity {
+    pub fn key(&self) -> EntityKey {
+        match self {
+            Self::Appointment(a) => EntityKey::Appointment(a.appointment_ref.clone()),
+            Self::PatientTreatment(p) => EntityKey::PatientTreatment(p.patient_ref.clone(), p.treatment),
+            Self::Consent(c) => EntityKey::Consent(c.patient_ref.clone()),
+            Self::Slot(s) => EntityKey::Slot(s.slot_ref.clone()),
+        }
+    }
+
+    /// The patient this entity belongs to, for the per-patient index (rotation, erasure,
+    /// booked-ahead checks).
+    pub fn patient(&self) -> Option<&OpaqueRef> {
+        match self {
+            Self::Appointment(a) => a.patient.as_ref().map(|p| &p.value.patient_ref),
+            Self::PatientTreatment(p) => Some(&p.patient_ref),
+            Self::Consent(c) => Some(&c.patient_ref),
+            Self::Slot(_) => None,
+        }
+    }
+}
+
+/// An entity as read from the store, with the version its next write is conditional on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored<T> {
+    pub value: T,
+    pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+    fn d(s: &str) -> Date {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn lww_is_order_independent_and_idempotent() {
+        let a = Lww::new(AppointmentStatus::Booked, ts("2026-01-01T00:00:00Z"));
+        let b = Lww::new(AppointmentStatus::Cancelled, ts("2026-01-02T00:00:00Z"));
+        let mut x = None;
+        Lww::merge(&mut x, a.clone());
+        Lww::merge(&mut x, b.clone());
+        let mut y = None;
+        Lww::merge(&mut y, b.clone());
+        assert!(!Lww::merge(&mut y, a.clone()));
+        assert!(!Lww::merge(&mut y, b));
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn latest_completion_date_wins_regardless_of_arrival() {
+        let r = OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap();
+        let mut pt = PatientTreatment::new(r, Treatment::Neurotoxin);
+        assert!(pt.merge_completion(Completion::new(d("2026-05-01"), None, None), ts("2026-05-01T10:00:00Z")));
+        assert!(!pt.merge_completion(Completion::new(d("2026-02-01"), None, None), ts("2026-02-01T10:00:00Z")));
+        assert_eq!(pt.due_on(Some(90)), Some(d("2026-07-30")));
+        pt.actioned_due = Some(d("2026-07-30"));
+        assert_eq!(pt.due_index_date(Some(90)), None);
+    }
+
+    #[test]
+    fn sort_keys_round_trip() {
+        let r = OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap();
+        for k in [
+            EntityKey::Appointment(r.clone()),
+            EntityKey::PatientTreatment(r.clone(), Treatment::DermalFiller),
+            EntityKey::Consent(r.clone()),
+            EntityKey::Slot(r),
+        ] {
+            assert_eq!(EntityKey::parse_sort_key(&k.sort_key()), Some(k));
+        }
+    }
+}
