@@ -12,3 +12,6 @@ pub mod practice;
 pub mod signature;
 pub mod state;
 pub mod treatment;
+pub mod secrets;
+pub mod service;
+pub mod token;

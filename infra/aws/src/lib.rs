@@ -1,1 +1,139 @@
+//! AWS adapters for the domain ports, and the per-cold-start wiring every handler shares.
 
+pub mod adapters;
+pub mod meter;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pil_shared::ports::SystemClock;
+use pil_shared::secrets::SecretCache;
+use pil_shared::service::emitter::RetryPolicy;
+
+pub use adapters::{EventBus, HttpTransport, KmsKeys, SesMailer, SqsQueue};
+pub use meter::Meter;
+pub use store::DynamoStore;
+
+/// Configuration, read from the environment in Lambda and from a map in the local stack.
+/// Names match the template's `Environment.Variables`.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    vars: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("missing configuration variable {0}")]
+pub struct MissingVar(pub &'static str);
+
+impl Config {
+    pub fn from_env() -> Self {
+        Self { vars: std::env::vars().collect() }
+    }
+    pub fn from_map(vars: HashMap<String, String>) -> Self {
+        Self { vars }
+    }
+    pub fn get(&self, k: &'static str) -> Result<&str, MissingVar> {
+        self.vars.get(k).map(String::as_str).filter(|v| !v.is_empty()).ok_or(MissingVar(k))
+    }
+    pub fn opt(&self, k: &str) -> Option<&str> {
+        self.vars.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+    pub fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> T {
+        self.opt(k).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+    pub fn table(&self) -> Result<&str, MissingVar> {
+        self.get("TABLE_NAME")
+    }
+    /// Plain-http trigger URLs are accepted only for loopback, and only where this is set
+    /// (the local stack).
+    pub fn allow_loopback_http(&self) -> bool {
+        self.opt("PIL_ALLOW_LOOPBACK_HTTP") == Some("1")
+    }
+    pub fn retry_policy(&self) -> RetryPolicy {
+        let d = RetryPolicy::default();
+        RetryPolicy {
+            max_attempts: self.num("TRIGGER_MAX_ATTEMPTS", d.max_attempts),
+            base_seconds: self.num("TRIGGER_BACKOFF_BASE_SECONDS", d.base_seconds),
+            cap_seconds: self.num("TRIGGER_BACKOFF_CAP_SECONDS", d.cap_seconds),
+            lease_seconds: self.num("TRIGGER_LEASE_SECONDS", d.lease_seconds),
+        }
+    }
+}
+
+/// The SDK clients, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub eventbridge: aws_sdk_eventbridge::Client,
+    pub sesv2: aws_sdk_sesv2::Client,
+    pub kms: aws_sdk_kms::Client,
+}
+
+impl Clients {
+    pub fn new(cfg: &aws_config::SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(cfg),
+            sqs: aws_sdk_sqs::Client::new(cfg),
+            eventbridge: aws_sdk_eventbridge::Client::new(cfg),
+            sesv2: aws_sdk_sesv2::Client::new(cfg),
+            kms: aws_sdk_kms::Client::new(cfg),
+        }
+    }
+
+    /// From the environment (Lambda, or a shell with `stack.env` sourced).
+    pub async fn from_env() -> Self {
+        Self::new(&aws_config::load_from_env().await)
+    }
+
+    /// For the local stack and tests: a fixed endpoint, region and dummy credentials.
+    pub fn local(endpoint: &str, region: &str) -> Self {
+        let creds = aws_config::Region::new(region.to_owned());
+        let cfg = aws_config::SdkConfig::builder()
+            .endpoint_url(endpoint)
+            .region(creds)
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "pil-local"),
+            ))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .connect_timeout(Duration::from_secs(3))
+                    .build(),
+            )
+            .build();
+        Self::new(&cfg)
+    }
+}
+
+/// The adapters every handler may use. Each handler takes what it needs.
+#[derive(Debug, Clone)]
+pub struct Adapters {
+    pub store: DynamoStore,
+    pub secrets: Arc<SecretCache>,
+    pub clock: SystemClock,
+}
+
+impl Adapters {
+    pub fn new(clients: &Clients, config: &Config, meter: Meter) -> Result<Self, MissingVar> {
+        let store = DynamoStore::new(clients.dynamodb.clone(), config.table()?, meter);
+        let keys = KmsKeys::new(clients.kms.clone(), config.get("KMS_KEY_ID")?);
+        let secrets = Arc::new(SecretCache::new(Arc::new(keys), Duration::from_secs(300)));
+        Ok(Self { store, secrets, clock: SystemClock })
+    }
+}
+
+/// Structured logs: JSON in Lambda (one object per line, ids and reason codes only), compact
+/// text elsewhere. Level from `RUST_LOG`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = if std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok() {
+        builder.json().flatten_event(true).without_time().try_init()
+    } else {
+        builder.with_writer(std::io::stderr).try_init()
+    };
+}

@@ -1,0 +1,214 @@
+//! SQS, EventBridge, SESv2, KMS and HTTP adapters for the domain ports.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use pil_shared::ports::{
+    CandidateBatch, CandidateSink, DomainEvent, EventPublisher, KeyService, Mail, Mailer, PortError, TransportError, TransportReply,
+    TriggerTransport,
+};
+
+fn transient<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> PortError + '_ {
+    move |_| PortError::Transient(what.to_owned())
+}
+
+/// Sends JSON messages to one SQS queue.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+        Self { client, url: url.into() }
+    }
+
+    pub async fn send_json<T: serde::Serialize>(&self, msg: &T) -> Result<(), PortError> {
+        let body = serde_json::to_string(msg).map_err(|_| PortError::Permanent("serialize".into()))?;
+        self.client.send_message().queue_url(&self.url).message_body(body).send().await.map_err(transient("sqs_send"))?;
+        Ok(())
+    }
+
+    /// Keeps a received message invisible for `seconds` (retry backoff).
+    pub async fn delay(&self, receipt_handle: &str, seconds: u64) -> Result<(), PortError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(i32::try_from(seconds.min(43_200)).unwrap_or(43_200))
+            .send()
+            .await
+            .map_err(transient("sqs_visibility"))?;
+        Ok(())
+    }
+
+    /// Sends a raw body as is (dead-lettering a message by hand).
+    pub async fn send_raw(&self, body: &str) -> Result<(), PortError> {
+        self.client.send_message().queue_url(&self.url).message_body(body).send().await.map_err(transient("sqs_send"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CandidateSink for SqsQueue {
+    async fn send_candidates(&self, batch: &CandidateBatch) -> Result<(), PortError> {
+        self.send_json(batch).await
+    }
+}
+
+/// Publishes domain events on the EventBridge bus.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+}
+
+impl EventBus {
+    pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> Self {
+        Self { client, bus: bus.into() }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for EventBus {
+    async fn publish(&self, events: &[DomainEvent]) -> Result<(), PortError> {
+        for chunk in events.chunks(10) {
+            let entries = chunk
+                .iter()
+                .map(|e| {
+                    let detail = serde_json::to_string(e).map_err(|_| PortError::Permanent("serialize".into()))?;
+                    Ok(PutEventsRequestEntry::builder()
+                        .event_bus_name(&self.bus)
+                        .source(e.source())
+                        .detail_type(e.detail_type())
+                        .detail(detail)
+                        .build())
+                })
+                .collect::<Result<Vec<_>, PortError>>()?;
+            let out = self.client.put_events().set_entries(Some(entries)).send().await.map_err(transient("eventbridge_put"))?;
+            if out.failed_entry_count > 0 {
+                return Err(PortError::Transient(format!("eventbridge_failed_entries:{}", out.failed_entry_count)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends owner e-mail through SESv2.
+#[derive(Debug, Clone)]
+pub struct SesMailer {
+    client: aws_sdk_sesv2::Client,
+    from: String,
+}
+
+impl SesMailer {
+    pub fn new(client: aws_sdk_sesv2::Client, from: impl Into<String>) -> Self {
+        Self { client, from: from.into() }
+    }
+}
+
+fn content(s: &str) -> Result<Content, PortError> {
+    Content::builder().data(s).charset("UTF-8").build().map_err(|_| PortError::Permanent("mail_build".into()))
+}
+
+#[async_trait]
+impl Mailer for SesMailer {
+    async fn send(&self, mail: &Mail) -> Result<(), PortError> {
+        let message = Message::builder()
+            .subject(content(&mail.subject)?)
+            .body(Body::builder().html(content(&mail.html)?).text(content(&mail.text)?).build())
+            .build();
+        self.client
+            .send_email()
+            .from_email_address(&self.from)
+            .destination(Destination::builder().set_to_addresses(Some(mail.to.clone())).build())
+            .content(EmailContent::builder().simple(message).build())
+            .send()
+            .await
+            .map_err(transient("ses_send"))?;
+        Ok(())
+    }
+}
+
+/// Seals secrets with a KMS key (the ciphertext, base64, is what is stored).
+#[derive(Debug, Clone)]
+pub struct KmsKeys {
+    client: aws_sdk_kms::Client,
+    key_id: String,
+}
+
+impl KmsKeys {
+    pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
+        Self { client, key_id: key_id.into() }
+    }
+}
+
+#[async_trait]
+impl KeyService for KmsKeys {
+    async fn seal(&self, plaintext: &[u8]) -> Result<String, PortError> {
+        let out = self
+            .client
+            .encrypt()
+            .key_id(&self.key_id)
+            .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext))
+            .send()
+            .await
+            .map_err(transient("kms_encrypt"))?;
+        let blob = out.ciphertext_blob.ok_or_else(|| PortError::Permanent("kms_no_ciphertext".into()))?;
+        Ok(STANDARD.encode(blob.as_ref()))
+    }
+
+    async fn open(&self, sealed: &str) -> Result<Vec<u8>, PortError> {
+        let ct = STANDARD.decode(sealed).map_err(|_| PortError::Permanent("sealed_not_base64".into()))?;
+        let out = self
+            .client
+            .decrypt()
+            .key_id(&self.key_id)
+            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ct))
+            .send()
+            .await
+            .map_err(transient("kms_decrypt"))?;
+        Ok(out.plaintext.ok_or_else(|| PortError::Permanent("kms_no_plaintext".into()))?.into_inner())
+    }
+}
+
+/// POSTs triggers over HTTPS (or loopback HTTP in the local stack). No redirects: a trigger
+/// goes to the configured URL or nowhere.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("pil-trigger-emitter/1")
+            .build()?;
+        Ok(Self { client })
+    }
+}
+
+#[async_trait]
+impl TriggerTransport for HttpTransport {
+    async fn post(&self, url: &str, headers: &[(&'static str, String)], body: Vec<u8>) -> Result<TransportReply, TransportError> {
+        let mut req = self.client.post(url).header("content-type", "application/json").body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.map_err(|e| if e.is_timeout() { TransportError::Timeout } else { TransportError::Connect })?;
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        Ok(TransportReply { status: resp.status().as_u16(), retry_after })
+    }
+}

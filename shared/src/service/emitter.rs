@@ -1,0 +1,217 @@
+//! trigger-emitter's domain: deliver one approved action to the PMS, once.
+//!
+//! A lease on the action (a conditional write on its revision) lets one emitter deliver at a
+//! time; the `webhook-id` is the trigger id on every attempt so the PMS can de-duplicate a
+//! retry after a crash; `delivered` is recorded by a conditional write.
+
+use jiff::SignedDuration;
+use serde::Serialize;
+
+use crate::action::{Action, ActionStatus};
+use crate::ids::{ActionId, PracticeId};
+use crate::ports::{ActionRepo, Clock, PortError, PracticeRepo, StoreError, TransportError, TriggerTransport};
+use crate::secrets::SecretCache;
+
+pub struct EmitterDeps<'a> {
+    pub practices: &'a dyn PracticeRepo,
+    pub actions: &'a dyn ActionRepo,
+    pub transport: &'a dyn TriggerTransport,
+    pub secrets: &'a SecretCache,
+    pub clock: &'a dyn Clock,
+    pub policy: RetryPolicy,
+}
+
+/// Backoff: `base * 2^(attempt-1)`, capped, with ±20 % jitter; `Retry-After` is a floor.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_seconds: u64,
+    pub cap_seconds: u64,
+    /// How long one delivery attempt may hold the action.
+    pub lease_seconds: i64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 6, base_seconds: 30, cap_seconds: 3600, lease_seconds: 60 }
+    }
+}
+
+impl RetryPolicy {
+    pub fn delay(&self, attempt: u32, retry_after: Option<u64>, jitter_unit: f64) -> u64 {
+        let exp = self.base_seconds.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+        let capped = exp.min(self.cap_seconds) as f64;
+        let jittered = (capped * (0.8 + 0.4 * jitter_unit.clamp(0.0, 1.0))).round() as u64;
+        // SQS visibility can be at most 12 h.
+        jittered.max(retry_after.unwrap_or(0)).clamp(1, 43_200)
+    }
+}
+
+/// What became of one delivery attempt. Each maps to one SQS decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmitOutcome {
+    /// 2xx or 409: the PMS has it.
+    Delivered,
+    /// Delivered before (a redelivery): nothing sent.
+    AlreadyDelivered,
+    /// Not ours to send (rejected, unknown, retired endpoint): acknowledged, nothing sent.
+    Dropped(&'static str),
+    /// Try again after this many seconds (SQS keeps the message).
+    Retry { after_seconds: u64, reason: String },
+    /// Permanent failure: recorded, and the message goes to the dead-letter queue.
+    DeadLetter(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmitError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("secrets: {0}")]
+    Port(#[from] PortError),
+}
+
+/// The trigger on the wire (DESIGN §4.2, version 1).
+#[derive(Debug, Clone, Serialize)]
+pub struct Trigger<'a> {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub trigger_id: String,
+    pub practice_id: &'a str,
+    pub patient_ref: &'a str,
+    pub treatment: &'static str,
+    pub reason: &'static str,
+    pub due_since: String,
+    pub template: &'static str,
+    pub slot: Option<serde_json::Value>,
+    pub expires_at: String,
+}
+
+impl<'a> Trigger<'a> {
+    pub fn of(a: &'a Action) -> Self {
+        Self {
+            kind: a.kind.wire_type(),
+            trigger_id: a.id.trigger_id(),
+            practice_id: a.practice_id.as_str(),
+            patient_ref: a.patient_ref.as_str(),
+            treatment: a.treatment.as_str(),
+            reason: a.reason.as_str(),
+            due_since: a.due_since.to_string(),
+            template: a.kind.default_template(),
+            slot: None,
+            expires_at: a.expires_at.to_string(),
+        }
+    }
+}
+
+pub async fn emit(deps: &EmitterDeps<'_>, practice_id: &PracticeId, action_id: &ActionId, jitter_unit: f64) -> Result<EmitOutcome, EmitError> {
+    let Some(action) = deps.actions.get_action(practice_id, action_id).await? else {
+        return Ok(EmitOutcome::Dropped("unknown_action"));
+    };
+    match action.status {
+        ActionStatus::Approved => {}
+        ActionStatus::Delivered => return Ok(EmitOutcome::AlreadyDelivered),
+        _ => return Ok(EmitOutcome::Dropped("not_approved")),
+    }
+    let now = deps.clock.now();
+    if let Some(until) = action.lease_until
+        && until > now
+    {
+        let wait = until.duration_since(now).as_secs().max(1) as u64;
+        return Ok(EmitOutcome::Retry { after_seconds: wait, reason: "leased_by_another_emitter".into() });
+    }
+    let Some(practice) = deps.practices.get_practice(practice_id).await? else {
+        return Ok(EmitOutcome::Dropped("unknown_practice"));
+    };
+    if practice.endpoint_retired {
+        fail(deps, &action, "endpoint_retired").await?;
+        return Ok(EmitOutcome::Dropped("endpoint_retired"));
+    }
+    if now >= action.expires_at {
+        fail(deps, &action, "expired_before_delivery").await?;
+        return Ok(EmitOutcome::Dropped("expired_before_delivery"));
+    }
+    // Take the lease (and count the attempt) by a conditional write on the revision.
+    let mut leased = action.clone();
+    leased.attempts += 1;
+    leased.lease_until = Some(now + SignedDuration::from_secs(deps.policy.lease_seconds));
+    if !deps.actions.update_action(&leased).await? {
+        return Ok(EmitOutcome::Retry { after_seconds: 1, reason: "lost_lease_race".into() });
+    }
+    leased.rev += 1;
+
+    let secrets = deps.secrets.get(&practice.id, &practice.secrets).await?;
+    let body = serde_json::to_vec(&Trigger::of(&leased)).unwrap_or_default();
+    let trigger_id = leased.id.trigger_id();
+    let Some(headers) = secrets.trigger.headers(&trigger_id, now.as_second(), &body) else {
+        return Ok(EmitOutcome::DeadLetter("unsignable_body".into()));
+    };
+    let reply = deps.transport.post(&practice.trigger_url, &headers, body).await;
+    let attempt = leased.attempts;
+    match reply {
+        Ok(r) if (200..300).contains(&r.status) || r.status == 409 => {
+            let mut done = leased.clone();
+            done.status = ActionStatus::Delivered;
+            done.delivered_at = Some(deps.clock.now());
+            done.lease_until = None;
+            done.last_error = None;
+            deps.actions.update_action(&done).await?;
+            Ok(EmitOutcome::Delivered)
+        }
+        Ok(r) if r.status == 410 => {
+            let mut p = practice.clone();
+            p.endpoint_retired = true;
+            p.version += 1;
+            // Best effort: if a concurrent config change won, the next attempt sees 410 again.
+            let _ = deps.practices.put_practice(&p, Some(practice.version)).await;
+            fail(deps, &leased, "endpoint_gone_410").await?;
+            tracing::error!(practice_id = %practice.id, action_id = %leased.id, alert = "trigger_endpoint_retired", "PMS answered 410: endpoint retired, triggers stopped");
+            Ok(EmitOutcome::DeadLetter("endpoint_gone_410".into()))
+        }
+        Ok(r) if r.status == 429 || r.status >= 500 => {
+            retry_or_give_up(deps, &leased, attempt, r.retry_after, format!("http_{}", r.status), jitter_unit).await
+        }
+        Ok(r) => {
+            let reason = format!("http_{}", r.status);
+            fail(deps, &leased, &reason).await?;
+            Ok(EmitOutcome::DeadLetter(reason))
+        }
+        Err(TransportError::Timeout) => retry_or_give_up(deps, &leased, attempt, None, "timeout".into(), jitter_unit).await,
+        Err(TransportError::Connect) => retry_or_give_up(deps, &leased, attempt, None, "connect".into(), jitter_unit).await,
+    }
+}
+
+async fn retry_or_give_up(deps: &EmitterDeps<'_>, leased: &Action, attempt: u32, retry_after: Option<u64>, reason: String, jitter: f64) -> Result<EmitOutcome, EmitError> {
+    if attempt >= deps.policy.max_attempts {
+        fail(deps, leased, "retries_exhausted").await?;
+        return Ok(EmitOutcome::DeadLetter(format!("retries_exhausted:{reason}")));
+    }
+    let mut released = leased.clone();
+    released.lease_until = None;
+    released.last_error = Some(reason.clone());
+    deps.actions.update_action(&released).await?;
+    Ok(EmitOutcome::Retry { after_seconds: deps.policy.delay(attempt, retry_after, jitter), reason })
+}
+
+async fn fail(deps: &EmitterDeps<'_>, action: &Action, reason: &str) -> Result<(), EmitError> {
+    let mut failed = action.clone();
+    failed.status = ActionStatus::Failed;
+    failed.lease_until = None;
+    failed.last_error = Some(reason.to_owned());
+    deps.actions.update_action(&failed).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_honours_retry_after() {
+        let p = RetryPolicy { max_attempts: 6, base_seconds: 30, cap_seconds: 600, lease_seconds: 60 };
+        assert_eq!(p.delay(1, None, 0.5), 30);
+        assert_eq!(p.delay(2, None, 0.5), 60);
+        assert_eq!(p.delay(10, None, 0.5), 600);
+        assert_eq!(p.delay(1, Some(120), 0.5), 120);
+        assert!((24..=36).contains(&p.delay(1, None, 0.0)) && (24..=36).contains(&p.delay(1, None, 1.0)));
+    }
+}

@@ -1,0 +1,124 @@
+//! The shared test vectors (`../shared/vectors/` beside the repository): every build passes them.
+
+use std::path::PathBuf;
+
+use pil_shared::inbound::{RefusalCode, parse_body};
+use pil_shared::signature::{SignedHeaders, WebhookSecret, verify};
+use serde_json::Value;
+
+fn vectors_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PIL_VECTORS_DIR") {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+}
+
+fn load(name: &str) -> Value {
+    let path = vectors_dir().join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("shared vectors must be present at {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("vector file is JSON")
+}
+
+#[test]
+fn standard_webhooks_vectors() {
+    let v = load("standard-webhooks.json");
+    let cases = v["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 20, "expected the full vector set");
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let secret = WebhookSecret::parse(case["secret"].as_str().unwrap()).expect(name);
+        let h = &case["headers"];
+        let headers = SignedHeaders {
+            id: h["webhook-id"].as_str(),
+            timestamp: h["webhook-timestamp"].as_str(),
+            signature: h["webhook-signature"].as_str(),
+        };
+        let body = case["body"].as_str().unwrap().as_bytes();
+        let now = case["now"].as_i64().unwrap();
+        let got = verify(headers, body, &[secret], now);
+        assert_eq!(got.is_ok(), case["valid"].as_bool().unwrap(), "case `{name}`: {got:?}");
+    }
+}
+
+#[test]
+fn official_vectors_also_sign_identically() {
+    let v = load("standard-webhooks.json");
+    for case in v["cases"].as_array().unwrap().iter().take(2) {
+        let secret = WebhookSecret::parse(case["secret"].as_str().unwrap()).unwrap();
+        let h = &case["headers"];
+        let ts: i64 = h["webhook-timestamp"].as_str().unwrap().parse().unwrap();
+        let sig = secret.sign(h["webhook-id"].as_str().unwrap(), ts, case["body"].as_str().unwrap().as_bytes());
+        assert_eq!(sig.as_deref(), h["webhook-signature"].as_str());
+    }
+}
+
+/// The vectors' descriptive rule names, mapped to the stable codes on the wire.
+fn rule_code(vector_rule: &str) -> &'static str {
+    match vector_rule {
+        "email" => "email",
+        "phone" => "phone",
+        "ssn" => "ssn",
+        "all-digit identifier (MRN-like)" => "mrn",
+        "date-like" => "date",
+        "person name" => "person_name",
+        "url" => "url",
+        "unknown field" => "unknown_field",
+        "closed vocabulary" => "closed_vocabulary",
+        other => panic!("vector rule `{other}` has no mapping: add it"),
+    }
+}
+
+#[test]
+fn phi_vectors_are_refused_naming_field_and_rule_never_the_value() {
+    let v = load("phi-examples.json");
+    let now = "2026-11-21T00:00:00Z".parse().unwrap();
+    for case in v["reject"].as_array().unwrap() {
+        let body = case["body"].to_string();
+        let refusal = parse_body(body.as_bytes(), now).expect_err(&body);
+        assert_eq!(refusal.field, case["field"].as_str().unwrap(), "{body}");
+        assert_eq!(refusal.rule, rule_code(case["rule"].as_str().unwrap()), "{body}");
+        assert_ne!(refusal.code, RefusalCode::MalformedJson);
+        // Nothing of any string value in the body appears in the refusal.
+        let shown = format!("{refusal} {refusal:?}");
+        for s in string_values(&case["body"]) {
+            if s.len() >= 4 && !is_wire_word(&s) {
+                assert!(!shown.contains(&s), "refusal echoes a value: {shown}");
+            }
+        }
+    }
+}
+
+/// Words the schema itself defines (event types, timestamps of the envelope): not input values.
+fn is_wire_word(s: &str) -> bool {
+    s.contains('.') && s.starts_with(|c: char| c.is_ascii_lowercase()) && !s.contains('@') && !s.contains(' ')
+        || s.starts_with("2026-")
+}
+
+fn string_values(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().flat_map(string_values).collect(),
+        Value::Object(o) => o.values().flat_map(string_values).collect(),
+        _ => vec![],
+    }
+}
+
+#[test]
+fn accepted_refs_pass_in_every_ref_field() {
+    let v = load("phi-examples.json");
+    let now = "2026-11-21T00:00:00Z".parse().unwrap();
+    for r in v["accept_refs"].as_array().unwrap() {
+        let r = r.as_str().unwrap();
+        let body = serde_json::json!({"type": "patient.opted_out", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": r}});
+        assert!(parse_body(body.to_string().as_bytes(), now).is_ok(), "{r}");
+    }
+}
+
+#[test]
+fn a_batch_with_one_refused_event_is_refused_whole() {
+    let v = load("phi-examples.json");
+    let batch = v["reject"].as_array().unwrap().iter().find(|c| c["body"].get("events").is_some()).unwrap();
+    let now = "2026-11-21T00:00:00Z".parse().unwrap();
+    assert!(parse_body(batch["body"].to_string().as_bytes(), now).is_err());
+}
