@@ -1,1 +1,101 @@
+//! approval-check: one function, two event sources.
+//! - SQS (candidates queue): applies the owner's policy; auto-approves or e-mails the owner.
+//! - HTTP API: `GET /v1/approvals/{token}` shows a confirmation page (never changes state);
+//!   `POST /v1/approvals/{token}` decides.
 
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use futures::StreamExt;
+use lambda_runtime::{Error, LambdaEvent};
+use pil_aws::lambda::{PAGE_HEADERS, batch_failures, response};
+use pil_aws::{Adapters, Clients, Config, EventBus, Meter, MissingVar, SesMailer};
+use pil_shared::ports::CandidateBatch;
+use pil_shared::service::approval::{self, ApprovalDeps};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub adapters: Adapters,
+    pub bus: EventBus,
+    pub mailer: SesMailer,
+    pub base_url: String,
+}
+
+impl Deps {
+    pub fn new(clients: &Clients, config: &Config, meter: Meter) -> Result<Self, MissingVar> {
+        Ok(Self {
+            adapters: Adapters::new(clients, config, meter)?,
+            bus: EventBus::new(clients.eventbridge.clone(), config.get("EVENT_BUS_NAME")?),
+            mailer: SesMailer::new(clients.sesv2.clone(), config.get("SENDER_EMAIL")?),
+            base_url: config.get("PUBLIC_BASE_URL")?.to_owned(),
+        })
+    }
+
+    fn approval(&self) -> ApprovalDeps<'_> {
+        let s = &self.adapters.store;
+        ApprovalDeps {
+            practices: s,
+            actions: s,
+            tokens: s,
+            bus: &self.bus,
+            mailer: &self.mailer,
+            secrets: &self.adapters.secrets,
+            clock: &self.adapters.clock,
+            base_url: &self.base_url,
+        }
+    }
+}
+
+/// Lambda entry: dispatches on the event's shape.
+pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let payload = event.payload;
+    if payload.get("Records").is_some() {
+        let sqs: SqsEvent = serde_json::from_value(payload)?;
+        Ok(serde_json::to_value(handle_sqs(deps, sqs).await)?)
+    } else {
+        let req: ApiGatewayV2httpRequest = serde_json::from_value(payload)?;
+        Ok(serde_json::to_value(handle_http(deps, &req).await)?)
+    }
+}
+
+pub async fn handle_sqs(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    let failed: Vec<String> = futures::stream::iter(event.records.into_iter().map(|m| async move {
+        let id = m.message_id.clone().unwrap_or_default();
+        let Ok(batch) = serde_json::from_str::<CandidateBatch>(m.body.as_deref().unwrap_or("")) else {
+            tracing::error!(message_id = %id, reason = "unrecognised_candidate_message", "dropped");
+            return None;
+        };
+        match approval::handle_candidates(&deps.approval(), &batch).await {
+            Ok(r) => {
+                tracing::info!(message_id = %id, practice_id = %batch.practice_id, candidates = batch.action_ids.len(),
+                    auto_approved = r.auto_approved.len(), pending = r.pending.len(), suppressed = r.suppressed.len(),
+                    fell_back = r.fell_back, mailed = r.mailed, "candidates evaluated");
+                None
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(message_id = %id, practice_id = %batch.practice_id, error = %e, "candidates failed; will retry");
+                Some(id)
+            }
+            Err(e) => {
+                tracing::error!(message_id = %id, practice_id = %batch.practice_id, error = %e, "candidates failed permanently");
+                Some(id)
+            }
+        }
+    }))
+    .buffer_unordered(4)
+    .filter_map(|x| async move { x })
+    .collect()
+    .await;
+    batch_failures(failed)
+}
+
+pub async fn handle_http(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    let token = req.path_parameters.get("token").map(String::as_str).unwrap_or("");
+    let page = match req.request_context.http.method.as_str() {
+        "GET" | "HEAD" => approval::show(&deps.approval(), token).await,
+        "POST" => approval::decide(&deps.approval(), token).await,
+        _ => return response(405, "text/plain; charset=utf-8", "method not allowed".into(), PAGE_HEADERS),
+    };
+    tracing::info!(method = %req.request_context.http.method, status = page.status, outcome = page.outcome, "approval page");
+    response(page.status, "text/html; charset=utf-8", page.html, PAGE_HEADERS)
+}

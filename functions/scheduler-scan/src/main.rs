@@ -1,1 +1,11 @@
-fn main() {}
+use lambda_runtime::{Error, run, service_fn};
+use pil_aws::{Clients, Config, Meter};
+use scheduler_scan::{Deps, handler};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    pil_aws::init_logging();
+    let config = Config::from_env();
+    let deps = Deps::new(&Clients::from_env().await, &config, Meter::default())?;
+    run(service_fn(|event| handler(&deps, event))).await
+}

@@ -1,1 +1,117 @@
+//! trigger-emitter: consumes approved actions (EventBridge → SQS), delivers each as a
+//! signed trigger to the practice's PMS, once. Retries back off by keeping the message
+//! invisible (honouring `Retry-After`); permanent failures go to the dead-letter queue.
 
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use lambda_runtime::{Error, LambdaEvent};
+use pil_aws::lambda::batch_failures;
+use pil_aws::{Adapters, Clients, Config, HttpTransport, Meter, MissingVar, SqsQueue};
+use pil_shared::ports::DomainEvent;
+use pil_shared::service::emitter::{self, EmitOutcome, EmitterDeps, RetryPolicy};
+use serde::Deserialize;
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub adapters: Adapters,
+    pub transport: HttpTransport,
+    pub queue: SqsQueue,
+    pub dead_letters: SqsQueue,
+    pub policy: RetryPolicy,
+}
+
+impl Deps {
+    pub fn new(clients: &Clients, config: &Config, meter: Meter) -> Result<Self, Error> {
+        let missing = |e: MissingVar| -> Error { e.into() };
+        Ok(Self {
+            adapters: Adapters::new(clients, config, meter).map_err(missing)?,
+            transport: HttpTransport::new(Duration::from_secs(config.num("TRIGGER_TIMEOUT_SECONDS", 10)))?,
+            queue: SqsQueue::new(clients.sqs.clone(), config.get("TRIGGERS_QUEUE_URL").map_err(missing)?),
+            dead_letters: SqsQueue::new(clients.sqs.clone(), config.get("TRIGGERS_DLQ_URL").map_err(missing)?),
+            policy: config.retry_policy(),
+        })
+    }
+
+    fn emitter(&self) -> EmitterDeps<'_> {
+        let s = &self.adapters.store;
+        EmitterDeps {
+            practices: s,
+            actions: s,
+            transport: &self.transport,
+            secrets: &self.adapters.secrets,
+            clock: &self.adapters.clock,
+            policy: self.policy,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventEnvelope {
+    detail: DomainEvent,
+}
+
+pub async fn handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    Ok(handle(deps, event.payload).await)
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    let failed: Vec<String> = futures::stream::iter(event.records.into_iter().map(|m| process(deps, m)))
+        .buffer_unordered(10)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    batch_failures(failed)
+}
+
+/// Returns the message id when the message must stay on the queue.
+async fn process(deps: &Deps, m: SqsMessage) -> Option<String> {
+    let id = m.message_id.clone().unwrap_or_default();
+    let body = m.body.as_deref().unwrap_or("");
+    let Ok(EventEnvelope { detail: DomainEvent::ActionApproved { practice_id, action_id } }) = serde_json::from_str(body) else {
+        tracing::error!(message_id = %id, reason = "unrecognised_trigger_message", "dropped");
+        return None;
+    };
+    let jitter = rand_unit(&id);
+    match emitter::emit(&deps.emitter(), &practice_id, &action_id, jitter).await {
+        Ok(EmitOutcome::Delivered) => {
+            tracing::info!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "delivered", "trigger delivered");
+            None
+        }
+        Ok(EmitOutcome::AlreadyDelivered) => {
+            tracing::info!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "already_delivered", "redelivery ignored");
+            None
+        }
+        Ok(EmitOutcome::Dropped(reason)) => {
+            tracing::warn!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "dropped", reason, "trigger not sent");
+            None
+        }
+        Ok(EmitOutcome::Retry { after_seconds, reason }) => {
+            tracing::warn!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "retry", reason = %reason, after_seconds, "trigger will be retried");
+            if let Some(rh) = m.receipt_handle.as_deref()
+                && let Err(e) = deps.queue.delay(rh, after_seconds).await
+            {
+                tracing::warn!(message_id = %id, error = %e, "could not set retry delay; default visibility applies");
+            }
+            Some(id)
+        }
+        Ok(EmitOutcome::DeadLetter(reason)) => {
+            tracing::error!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "dead_letter", reason = %reason, alert = "trigger_dead_lettered", "trigger failed permanently");
+            match deps.dead_letters.send_raw(body).await {
+                Ok(()) => None,
+                Err(_) => Some(id),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(message_id = %id, practice_id = %practice_id, action_id = %action_id, error = %e, "emitter storage failure; will retry");
+            Some(id)
+        }
+    }
+}
+
+/// A jitter value in [0, 1) that differs per message (no RNG state needed).
+fn rand_unit(seed: &str) -> f64 {
+    let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,1 +1,83 @@
+//! webhook-receiver: `POST /v1/practices/{practice_id}/events` behind API Gateway (HTTP API).
+//! Parses the request, calls the domain, maps the result. Logs carry ids, counts and reason
+//! codes; never the body.
 
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_runtime::{Error, LambdaEvent};
+use pil_aws::lambda::{header, json_response, request_body};
+use pil_aws::{Adapters, Clients, Config, EventBus, Meter, MissingVar};
+use pil_shared::service::receiver::{self, Delivery, ReceiveError, ReceiverDeps};
+use pil_shared::signature::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignedHeaders};
+
+/// Built once per cold start.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub adapters: Adapters,
+    pub bus: EventBus,
+}
+
+impl Deps {
+    pub fn new(clients: &Clients, config: &Config, meter: Meter) -> Result<Self, MissingVar> {
+        Ok(Self {
+            adapters: Adapters::new(clients, config, meter)?,
+            bus: EventBus::new(clients.eventbridge.clone(), config.get("EVENT_BUS_NAME")?),
+        })
+    }
+}
+
+pub async fn handler(deps: &Deps, event: LambdaEvent<ApiGatewayV2httpRequest>) -> Result<ApiGatewayV2httpResponse, Error> {
+    Ok(handle(deps, &event.payload).await)
+}
+
+pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    let practice_id = req.path_parameters.get("practice_id").map(String::as_str);
+    let Some(body) = request_body(req) else {
+        return refuse(practice_id, None, &ReceiveError::Refused(pil_shared::inbound::Refusal {
+            code: pil_shared::inbound::RefusalCode::MalformedJson,
+            field: String::new(),
+            rule: "json",
+        }));
+    };
+    let delivery = Delivery {
+        practice_id,
+        content_type: header(req, "content-type"),
+        headers: SignedHeaders {
+            id: header(req, HEADER_ID),
+            timestamp: header(req, HEADER_TIMESTAMP),
+            signature: header(req, HEADER_SIGNATURE),
+        },
+        body: &body,
+    };
+    let rd = ReceiverDeps {
+        practices: &deps.adapters.store,
+        entities: &deps.adapters.store,
+        bus: &deps.bus,
+        secrets: &deps.adapters.secrets,
+        clock: &deps.adapters.clock,
+    };
+    match receiver::receive(&rd, delivery).await {
+        Ok(a) => {
+            tracing::info!(practice_id = %a.practice_id, webhook_id = %a.webhook_id, events = a.events, changed = a.changed,
+                published = a.published, status = 202, "webhook accepted");
+            json_response(202, &serde_json::json!({"accepted": a.events, "webhook_id": a.webhook_id}))
+        }
+        Err(e) => refuse(practice_id, delivery.headers.id, &e),
+    }
+}
+
+fn refuse(practice_id: Option<&str>, webhook_id: Option<&str>, e: &ReceiveError) -> ApiGatewayV2httpResponse {
+    // Ids only if they are well-formed: a header could carry anything.
+    let practice = practice_id.filter(|p| pil_shared::ids::PracticeId::parse(p).is_ok()).unwrap_or("-");
+    let wid = webhook_id.filter(|w| w.len() <= 64 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')).unwrap_or("-");
+    let status = e.status();
+    if status >= 500 {
+        tracing::error!(practice_id = practice, webhook_id = wid, status, reason = %e.reason(), "webhook not processed; PMS will retry");
+    } else {
+        tracing::warn!(practice_id = practice, webhook_id = wid, status, reason = %e.reason(), "webhook refused");
+    }
+    let mut resp = json_response(status, &e.body());
+    if status == 503 {
+        resp.headers.insert("retry-after", http::HeaderValue::from_static("5"));
+    }
+    resp
+}

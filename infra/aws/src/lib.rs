@@ -1,6 +1,7 @@
 //! AWS adapters for the domain ports, and the per-cold-start wiring every handler shares.
 
 pub mod adapters;
+pub mod lambda;
 pub mod meter;
 pub mod store;
 

@@ -243,3 +243,48 @@ pub fn due_for_nightly_scan(practice: &Practice, now: Timestamp) -> Option<Date>
         _ => Some(scan_day),
     }
 }
+
+/// The hourly fan-out tick: scans every practice that has reached its local night for a date
+/// it has not scanned, and records the date. One practice failing does not stop the others;
+/// the tick reports the first error so the queue retries it (re-runs add nothing).
+pub async fn nightly_tick(deps: &ScanDeps<'_>, now: Timestamp) -> Result<Vec<ScanReport>, ScanError> {
+    let mut reports = Vec::new();
+    let mut first_error = None;
+    for id in deps.practices.list_practices().await? {
+        let Some(practice) = deps.practices.get_practice(&id).await? else { continue };
+        let Some(day) = due_for_nightly_scan(&practice, now) else { continue };
+        match scan_practice(deps, &id, day).await {
+            Ok(r) => {
+                mark_scanned(deps, &id, day).await?;
+                reports.push(r);
+            }
+            Err(e) => {
+                tracing::error!(practice_id = %id, error = %e, "nightly scan failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(reports),
+    }
+}
+
+/// Records that `day` was scanned (never moving the date backwards).
+pub async fn mark_scanned(deps: &ScanDeps<'_>, id: &PracticeId, day: Date) -> Result<(), ScanError> {
+    for _ in 0..5 {
+        let Some(mut p) = deps.practices.get_practice(id).await? else { return Ok(()) };
+        if p.last_scan_date.is_some_and(|d| d >= day) {
+            return Ok(());
+        }
+        let expected = p.version;
+        p.last_scan_date = Some(day);
+        p.version += 1;
+        match deps.practices.put_practice(&p, Some(expected)).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
