@@ -1,1 +1,172 @@
-fn main() {}
+//! `pil`: the admin CLI. Works on whatever stack its environment names: source
+//! `target/local/stack.env` for the local stack, or export the deployed stack's outputs
+//! (see README, "Deploy") with real credentials for AWS.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use jiff::civil::Date;
+use pil_aws::{Adapters, Clients, Config, Meter};
+use pil_shared::action::ActionKind;
+use pil_shared::ids::PracticeId;
+use pil_shared::ports::PracticeRepo;
+use pil_shared::practice::Mode;
+use pil_shared::service::admin::{self, KindChange, NewPractice};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pil",
+    about = "Admin CLI for the Practice Intelligence Layer",
+    long_about = "Admin CLI for the Practice Intelligence Layer.\n\nIt finds the stack from its environment: `source target/local/stack.env` for the local stack \
+                  (`make serve`), or the variables of a deployed stack (README, \"Deploy\"). Output is JSON on stdout; errors go to stderr."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Onboard and inspect practices.
+    #[command(subcommand)]
+    Practice(PracticeCmd),
+    /// Show or change a practice's approval policy.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Run a practice's nightly scan now, as if on DATE (default: today in the practice's time zone).
+    Scan {
+        #[arg(long)]
+        practice_id: String,
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        date: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PracticeCmd {
+    /// Onboard a practice with the default policy (everything needs approval). Prints its
+    /// secrets once; they are stored encrypted and never shown again.
+    Create {
+        #[arg(long)]
+        practice_id: String,
+        /// IANA time zone, e.g. America/New_York.
+        #[arg(long)]
+        time_zone: String,
+        /// The owner's address for approval e-mails (repeat for several).
+        #[arg(long = "owner-email", required = true)]
+        owner_emails: Vec<String>,
+        /// Where triggers are POSTed (https; http only to loopback on the local stack).
+        #[arg(long)]
+        trigger_url: String,
+    },
+    /// Show a practice's configuration (secrets stay sealed).
+    Show {
+        #[arg(long)]
+        practice_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Print the policy as JSON.
+    Show {
+        #[arg(long)]
+        practice_id: String,
+    },
+    /// Change one kind's settings; unspecified settings stay as they are.
+    Set(PolicySet),
+}
+
+#[derive(Args, Debug)]
+struct PolicySet {
+    #[arg(long)]
+    practice_id: String,
+    /// rebook_nudge, slot_offer, follow_up, no_show_recovery, win_back, series_continue
+    #[arg(long)]
+    kind: String,
+    /// auto (sent within the limits), approve (owner approves each), off (never proposed)
+    #[arg(long)]
+    mode: Option<String>,
+    /// Most auto-approved actions of this kind per practice-local day.
+    #[arg(long)]
+    max_auto_per_day: Option<u32>,
+    /// Largest estimated value that may be auto-approved.
+    #[arg(long)]
+    max_auto_value: Option<u32>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(out) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn practice_id(s: &str) -> Result<PracticeId> {
+    PracticeId::parse(s).map_err(|e| anyhow!("--practice-id: {e}"))
+}
+
+async fn run(cli: Cli) -> Result<serde_json::Value> {
+    let config = Config::from_env();
+    if config.opt("TABLE_NAME").is_none() {
+        return Err(anyhow!("no stack configured: `source target/local/stack.env` (local) or export the stack's variables (README, \"Deploy\")"));
+    }
+    let clients = Clients::from_env().await;
+    let adapters = Adapters::new(&clients, &config, Meter::default()).map_err(|e| anyhow!("{e}"))?;
+    let store = &adapters.store;
+    Ok(match cli.cmd {
+        Cmd::Practice(PracticeCmd::Create { practice_id: id, time_zone, owner_emails, trigger_url }) => {
+            let input = NewPractice { id: practice_id(&id)?, time_zone, owner_emails, trigger_url };
+            let out = admin::create_practice(store, adapters.secrets.keys(), input, config.allow_loopback_http()).await?;
+            serde_json::to_value(out)?
+        }
+        Cmd::Practice(PracticeCmd::Show { practice_id: id }) => {
+            let p = store.get_practice(&practice_id(&id)?).await?.ok_or_else(|| anyhow!("practice {id} not found"))?;
+            serde_json::json!({
+                "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "trigger_url": p.trigger_url,
+                "disabled": p.disabled, "endpoint_retired": p.endpoint_retired, "last_scan_date": p.last_scan_date,
+                "webhook_secrets": p.secrets.webhook.len(), "policy": p.policy,
+            })
+        }
+        Cmd::Policy(PolicyCmd::Show { practice_id: id }) => {
+            let p = store.get_practice(&practice_id(&id)?).await?.ok_or_else(|| anyhow!("practice {id} not found"))?;
+            serde_json::json!({"practice_id": p.id, "policy": p.policy})
+        }
+        Cmd::Policy(PolicyCmd::Set(s)) => {
+            let kind = ActionKind::parse(&s.kind).ok_or_else(|| {
+                anyhow!("--kind: one of {}", ActionKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
+            })?;
+            let mode = s.mode.as_deref().map(|m| Mode::parse(m).ok_or_else(|| anyhow!("--mode: auto, approve or off"))).transpose()?;
+            let change = KindChange { mode, max_auto_per_day: s.max_auto_per_day, max_auto_value: s.max_auto_value };
+            let pid = practice_id(&s.practice_id)?;
+            let policy = admin::set_kind_policy(store, &pid, kind, change).await?;
+            serde_json::json!({"practice_id": pid, "policy": policy})
+        }
+        Cmd::Scan { practice_id: id, date } => {
+            let pid = practice_id(&id)?;
+            let p = store.get_practice(&pid).await?.ok_or_else(|| anyhow!("practice {id} not found"))?;
+            let day = match date {
+                Some(d) => d.parse::<Date>().with_context(|| "--date: YYYY-MM-DD")?,
+                None => p.local_date(jiff::Timestamp::now()),
+            };
+            let deps = scheduler_scan::Deps::new(&clients, &config, Meter::default()).map_err(|e| anyhow!("{e}"))?;
+            let report = deps.scan(&pid, day).await?;
+            serde_json::json!({
+                "practice_id": pid, "scan_date": day, "due_read": report.due_read,
+                "created": report.created, "handed_over": report.handed_over,
+                "suppressed": report.suppressed,
+            })
+        }
+    })
+}

@@ -1,5 +1,6 @@
 //! The domain services the four handlers call. Each takes its ports by reference.
 
+pub mod admin;
 pub mod approval;
 pub mod emitter;
 pub mod receiver;

@@ -1,0 +1,472 @@
+//! The local stack: moto, the template's resources, and the four handlers running in-process
+//! behind a local API Gateway (HTTP API, payload v2) and SQS pollers that behave like Lambda's
+//! event-source mappings (batch size, partial batch failures, visibility timeout, redrive).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body as LambdaBody;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, Response, StatusCode};
+use base64::Engine;
+use lambda_runtime::{Context, LambdaEvent};
+use pil_aws::{Clients, Config, Meter};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::moto::Moto;
+use crate::pms::PmsSim;
+use crate::template::{self, Deployed, Mapping, Route};
+
+pub const REGION: &str = "us-east-1";
+pub const STACK_NAME: &str = "pil-local";
+pub const SENDER: &str = "approvals@pil.localhost";
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub workspace: PathBuf,
+    pub api_port: u16,
+    pub emulator_port: u16,
+    pub pms_port: u16,
+    /// How often the local runner fires the template's schedule (`None`: never; scans are
+    /// then started explicitly).
+    pub tick: Option<Duration>,
+    /// Trigger retry backoff base, seconds (Lambda default 30; shorter locally).
+    pub backoff_base_seconds: u64,
+    /// How often pollers ask for messages when a queue is empty.
+    pub poll_wait_seconds: i32,
+}
+
+impl StackOptions {
+    /// Ports from `PIL_API_PORT`, `PIL_EMULATOR_PORT`, `PIL_PMS_PORT` (3000, 5000, 3100).
+    pub fn from_env(workspace: PathBuf) -> Self {
+        let port = |k: &str, d: u16| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        Self {
+            workspace,
+            api_port: port("PIL_API_PORT", 3000),
+            emulator_port: port("PIL_EMULATOR_PORT", 5000),
+            pms_port: port("PIL_PMS_PORT", 3100),
+            tick: Some(Duration::from_secs(3600)),
+            backoff_base_seconds: 2,
+            poll_wait_seconds: 1,
+        }
+    }
+
+    /// Free ports everywhere: for tests running several stacks at once.
+    pub fn ephemeral(workspace: PathBuf) -> Result<Self> {
+        Ok(Self {
+            workspace,
+            api_port: crate::moto::free_port()?,
+            emulator_port: crate::moto::free_port()?,
+            pms_port: 0,
+            tick: None,
+            backoff_base_seconds: 1,
+            poll_wait_seconds: 1,
+        })
+    }
+}
+
+fn ev<T>(payload: T) -> LambdaEvent<T> {
+    LambdaEvent::new(payload, Context::default())
+}
+
+/// One function of the template, built once (its "cold start").
+#[derive(Debug)]
+pub enum Handler {
+    Receiver(webhook_receiver::Deps),
+    Scan(scheduler_scan::Deps),
+    Approval(approval_check::Deps),
+    Emitter(trigger_emitter::Deps),
+}
+
+impl Handler {
+    async fn http(&self, req: ApiGatewayV2httpRequest) -> Result<ApiGatewayV2httpResponse> {
+        match self {
+            Self::Receiver(d) => webhook_receiver::handler(d, ev(req)).await.map_err(|e| anyhow!("{e}")),
+            Self::Approval(d) => {
+                let v = approval_check::handler(d, ev(serde_json::to_value(req)?)).await.map_err(|e| anyhow!("{e}"))?;
+                Ok(serde_json::from_value(v)?)
+            }
+            _ => Err(anyhow!("function has no HTTP handler")),
+        }
+    }
+
+    async fn sqs(&self, event: SqsEvent) -> Result<SqsBatchResponse> {
+        match self {
+            Self::Scan(d) => scheduler_scan::handler(d, ev(event)).await.map_err(|e| anyhow!("{e}")),
+            Self::Emitter(d) => trigger_emitter::handler(d, ev(event)).await.map_err(|e| anyhow!("{e}")),
+            Self::Approval(d) => {
+                let v = approval_check::handler(d, ev(serde_json::to_value(event)?)).await.map_err(|e| anyhow!("{e}"))?;
+                Ok(serde_json::from_value(v)?)
+            }
+            Self::Receiver(_) => Err(anyhow!("function has no SQS handler")),
+        }
+    }
+}
+
+pub struct Stack {
+    pub moto: Moto,
+    pub clients: Clients,
+    pub deployed: Deployed,
+    pub api_url: String,
+    pub pms: PmsSim,
+    pub meter: Meter,
+    /// The variables `stack.env` holds (and the CLI reads).
+    pub env: Vec<(String, String)>,
+    pub handlers: Arc<HashMap<String, Handler>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stack(api: {}, emulator: {})", self.api_url, self.moto.url)
+    }
+}
+
+/// The workspace root (where template.yaml is).
+pub fn workspace_root() -> PathBuf {
+    if let Some(p) = std::env::var_os("PIL_WORKSPACE") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Stack {
+    pub async fn start(opts: StackOptions) -> Result<Self> {
+        let moto = Moto::start(&opts.workspace, opts.emulator_port).await?;
+        let clients = Clients::local(&moto.url, REGION);
+        let params: HashMap<String, String> = [("SenderEmail".to_owned(), SENDER.to_owned())].into();
+        let deployed = template::deploy(&opts.workspace.join("template.yaml"), &clients, REGION, STACK_NAME, &params)
+            .await
+            .context("creating the template's resources in the emulator")?;
+        let api_url = format!("http://127.0.0.1:{}", opts.api_port);
+        let meter = Meter::enabled();
+
+        let mut handlers = HashMap::new();
+        for f in &deployed.functions {
+            let mut env = f.env.clone();
+            // What differs from Lambda: the public URL, loopback triggers, shorter backoff.
+            env.insert("PUBLIC_BASE_URL".into(), api_url.clone());
+            env.insert("PIL_ALLOW_LOOPBACK_HTTP".into(), "1".into());
+            env.insert("TRIGGER_BACKOFF_BASE_SECONDS".into(), opts.backoff_base_seconds.to_string());
+            env.insert("TRIGGER_BACKOFF_CAP_SECONDS".into(), (opts.backoff_base_seconds * 8).to_string());
+            env.insert("TRIGGER_LEASE_SECONDS".into(), "10".into());
+            let config = Config::from_map(env);
+            let h = match f.binary.as_str() {
+                "webhook-receiver" => Handler::Receiver(webhook_receiver::Deps::new(&clients, &config, meter.clone())?),
+                "scheduler-scan" => Handler::Scan(scheduler_scan::Deps::new(&clients, &config, meter.clone())?),
+                "approval-check" => Handler::Approval(approval_check::Deps::new(&clients, &config, meter.clone())?),
+                "trigger-emitter" => Handler::Emitter(trigger_emitter::Deps::new(&clients, &config, meter.clone()).map_err(|e| anyhow!("{e}"))?),
+                other => return Err(anyhow!("template function {} builds unknown binary {other}", f.name)),
+            };
+            handlers.insert(f.name.clone(), h);
+        }
+        let handlers = Arc::new(handlers);
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        // The local API Gateway.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port))
+            .await
+            .with_context(|| format!("binding the local API on port {} (set PIL_API_PORT)", opts.api_port))?;
+        let state = Arc::new(ApiState { routes: deployed.routes.clone(), handlers: handlers.clone() });
+        let app = axum::Router::new().fallback(api).with_state(state);
+        let mut rx_api = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx_api.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+
+        // The SQS event-source mappings.
+        for m in &deployed.mappings {
+            tasks.push(tokio::spawn(poll(clients.sqs.clone(), m.clone(), handlers.clone(), rx.clone(), opts.poll_wait_seconds)));
+        }
+
+        // The schedule, fired by the local runner.
+        if let Some(every) = opts.tick {
+            for s in &deployed.schedules {
+                let (sqs, s, mut rx) = (clients.sqs.clone(), s.clone(), rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut iv = tokio::time::interval(every);
+                    iv.tick().await;
+                    loop {
+                        tokio::select! {
+                            _ = iv.tick() => {
+                                let _ = sqs.send_message().queue_url(&s.queue_url).message_body(&s.input).send().await;
+                                tracing::info!(schedule = %s.name, "schedule fired");
+                            }
+                            _ = rx.changed() => break,
+                        }
+                    }
+                }));
+            }
+        }
+
+        let pms = PmsSim::start(opts.pms_port, &clients, &deployed).await?;
+        let env = stack_env(&deployed, &moto.url, &api_url, &pms.url);
+        Ok(Self { moto, clients, deployed, api_url, pms, meter, env, handlers, shutdown, tasks })
+    }
+
+    /// A resolved reference from the template (`Ref`), e.g. a queue URL.
+    pub fn resource(&self, logical: &str) -> Result<&str> {
+        self.deployed.refs.get(logical).map(String::as_str).ok_or_else(|| anyhow!("template has no {logical}"))
+    }
+
+    /// The receiver's or scanner's dependencies, for in-process assertions.
+    pub fn scan_deps(&self) -> Result<&scheduler_scan::Deps> {
+        self.handlers
+            .values()
+            .find_map(|h| if let Handler::Scan(d) = h { Some(d) } else { None })
+            .ok_or_else(|| anyhow!("no scheduler-scan function in the template"))
+    }
+
+    pub fn write_env_file(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text: String = self.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.pms.stop().await;
+        self.moto.stop().await;
+    }
+}
+
+/// `stack.env`: what the CLI and outside scripts need to find the local stack.
+fn stack_env(d: &Deployed, emulator: &str, api: &str, pms: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("AWS_ENDPOINT_URL".to_owned(), emulator.to_owned()),
+        ("AWS_REGION".to_owned(), REGION.to_owned()),
+        ("AWS_DEFAULT_REGION".to_owned(), REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned()),
+        ("PIL_API_URL".to_owned(), api.to_owned()),
+        ("PIL_EMULATOR_URL".to_owned(), emulator.to_owned()),
+        ("PIL_PMS_URL".to_owned(), pms.to_owned()),
+        ("PIL_ALLOW_LOOPBACK_HTTP".to_owned(), "1".to_owned()),
+        ("PUBLIC_BASE_URL".to_owned(), api.to_owned()),
+    ];
+    // Every function's configuration (table, key, bus, queues), as the CLI needs it.
+    let mut seen = std::collections::BTreeMap::new();
+    for f in &d.functions {
+        for (k, v) in &f.env {
+            if k != "RUST_LOG" && k != "PUBLIC_BASE_URL" {
+                seen.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    for (k, v) in &d.refs {
+        if k.ends_with("Queue") || k.ends_with("DLQ") {
+            seen.insert(format!("PIL_QUEUE_{}", k.to_uppercase()), v.clone());
+        }
+    }
+    env.extend(seen);
+    env
+}
+
+struct ApiState {
+    routes: Vec<Route>,
+    handlers: Arc<HashMap<String, Handler>>,
+}
+
+/// Matches `/v1/practices/{practice_id}/events` style templates.
+fn match_route(template: &str, path: &str) -> Option<HashMap<String, String>> {
+    let t: Vec<&str> = template.trim_matches('/').split('/').collect();
+    let p: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if t.len() != p.len() {
+        return None;
+    }
+    let mut params = HashMap::new();
+    for (a, b) in t.iter().zip(&p) {
+        if let Some(name) = a.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+            if b.is_empty() {
+                return None;
+            }
+            params.insert(name.to_owned(), percent_decode(b));
+        } else if a != b {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+fn percent_decode(s: &str) -> String {
+    url_decode(s).unwrap_or_else(|| s.to_owned())
+}
+
+fn url_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let h = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+const API_GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
+
+async fn api(State(state): State<Arc<ApiState>>, req: Request<Body>) -> Response<Body> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let found = state
+        .routes
+        .iter()
+        .find_map(|r| if r.method == method || r.method == "ANY" { match_route(&r.path, &path).map(|p| (r, p)) } else { None });
+    let Some((route, params)) = found else {
+        return plain(StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#);
+    };
+    let Some(handler) = state.handlers.get(&route.function) else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, r#"{"message":"Internal Server Error"}"#);
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, API_GATEWAY_MAX_BODY).await else {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, r#"{"message":"Request Entity Too Large"}"#);
+    };
+    let mut ev = ApiGatewayV2httpRequest::default();
+    ev.version = Some("2.0".into());
+    ev.route_key = Some(format!("{} {}", route.method, route.path));
+    ev.raw_path = Some(path.clone());
+    ev.raw_query_string = Some(parts.uri.query().unwrap_or("").to_owned());
+    ev.headers = parts.headers.clone();
+    ev.path_parameters = params;
+    ev.request_context.http.method = parts.method.clone();
+    ev.request_context.http.path = Some(path);
+    ev.request_context.http.source_ip = Some("127.0.0.1".into());
+    ev.request_context.request_id = Some(format!("local-{}", rand::random::<u64>()));
+    ev.request_context.time_epoch = jiff::Timestamp::now().as_millisecond();
+    if !bytes.is_empty() {
+        match std::str::from_utf8(&bytes) {
+            Ok(s) => ev.body = Some(s.to_owned()),
+            Err(_) => {
+                ev.body = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+                ev.is_base64_encoded = true;
+            }
+        }
+    }
+    match handler.http(ev).await {
+        Ok(resp) => {
+            let mut b = Response::builder().status(u16::try_from(resp.status_code).unwrap_or(500));
+            for (k, v) in &resp.headers {
+                b = b.header(k, v);
+            }
+            let body = match resp.body {
+                Some(LambdaBody::Text(t)) => Body::from(t),
+                Some(LambdaBody::Binary(b)) => Body::from(b),
+                _ => Body::empty(),
+            };
+            b.body(body).unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "{}"))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "function error");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, r#"{"message":"Internal Server Error"}"#)
+        }
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// One event-source mapping: receive a batch, invoke, delete what succeeded. Failed messages
+/// stay and come back after their visibility timeout; the queue's redrive policy dead-letters
+/// them after `maxReceiveCount` receives.
+async fn poll(sqs: aws_sdk_sqs::Client, m: Mapping, handlers: Arc<HashMap<String, Handler>>, mut stop: watch::Receiver<bool>, wait: i32) {
+    let Some(handler) = handlers.get(&m.function) else { return };
+    let arn = format!("arn:aws:sqs:{REGION}:{}:{}", template::ACCOUNT, m.queue_url.rsplit('/').next().unwrap_or_default());
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let recv = sqs
+            .receive_message()
+            .queue_url(&m.queue_url)
+            .max_number_of_messages(m.batch_size.clamp(1, 10))
+            .wait_time_seconds(wait)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send();
+        let out = tokio::select! {
+            r = recv => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let msgs = match out {
+            Ok(o) => o.messages.unwrap_or_default(),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if msgs.is_empty() {
+            continue;
+        }
+        let mut event = SqsEvent::default();
+        for msg in &msgs {
+            let mut r = SqsMessage::default();
+            r.message_id = msg.message_id.clone();
+            r.receipt_handle = msg.receipt_handle.clone();
+            r.body = msg.body.clone();
+            r.md5_of_body = msg.md5_of_body.clone();
+            r.event_source = Some("aws:sqs".into());
+            r.event_source_arn = Some(arn.clone());
+            r.aws_region = Some(REGION.into());
+            if let Some(attrs) = &msg.attributes {
+                r.attributes = attrs.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect();
+            }
+            event.records.push(r);
+        }
+        let failed: Vec<String> = match handler.sqs(event).await {
+            Ok(resp) if m.partial_batch => resp.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+            Ok(resp) if resp.batch_item_failures.is_empty() => vec![],
+            // Without partial batch responses, any failure fails the whole batch, as in Lambda.
+            Ok(_) | Err(_) => msgs.iter().filter_map(|x| x.message_id.clone()).collect(),
+        };
+        for msg in &msgs {
+            if msg.message_id.as_ref().is_some_and(|id| failed.contains(id)) {
+                continue;
+            }
+            if let Some(rh) = &msg.receipt_handle {
+                let _ = sqs.delete_message().queue_url(&m.queue_url).receipt_handle(rh).send().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_templates() {
+        let p = match_route("/v1/practices/{practice_id}/events", "/v1/practices/demo-clinic/events").unwrap();
+        assert_eq!(p["practice_id"], "demo-clinic");
+        assert!(match_route("/v1/practices/{practice_id}/events", "/v1/practices/events").is_none());
+        assert!(match_route("/v1/approvals/{token}", "/v1/approvals/abc.def").is_some());
+    }
+}
