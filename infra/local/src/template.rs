@@ -196,8 +196,15 @@ pub async fn deploy(path: &Path, clients: &Clients, region: &str, stack: &str, p
             .collect()
     };
 
-    // Names every resource can be referred to by, before anything needs resolving.
-    ctx.refs.insert("HttpApi".into(), "local".into());
+    // Names every resource can be referred to by, before anything needs resolving. Resources
+    // the local stack does not emulate (roles, alarms, log groups) get placeholder ids.
+    for (name, r) in resources {
+        if let Some(name) = name.as_str() {
+            let ty = r.get("Type").and_then(Value::as_str).unwrap_or_default().replace("::", "-").to_lowercase();
+            ctx.refs.insert(name.to_owned(), name.to_owned());
+            ctx.attrs.insert(name.to_owned(), [("Arn".to_owned(), format!("arn:aws:local:{region}:{ACCOUNT}:{ty}/{name}"))].into());
+        }
+    }
     for (name, _) in by_type("AWS::Serverless::HttpApi") {
         ctx.refs.insert(name, "local".into());
     }
