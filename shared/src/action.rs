@@ -22,8 +22,14 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 6] =
-        [Self::RebookNudge, Self::SlotOffer, Self::FollowUp, Self::NoShowRecovery, Self::WinBack, Self::SeriesContinue];
+    pub const ALL: [ActionKind; 6] = [
+        Self::RebookNudge,
+        Self::SlotOffer,
+        Self::FollowUp,
+        Self::NoShowRecovery,
+        Self::WinBack,
+        Self::SeriesContinue,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -131,7 +137,10 @@ impl ActionStatus {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Rejected | Self::Suppressed | Self::Delivered | Self::Failed | Self::Expired)
+        matches!(
+            self,
+            Self::Rejected | Self::Suppressed | Self::Delivered | Self::Failed | Self::Expired
+        )
     }
 }
 

@@ -74,23 +74,29 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| re(r"[^\s@]+@[^\s@]+\.[^\s@]+|^
 static URL: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)^[a-z][a-z0-9+.-]*://|(?i)^www\.|(?i)^[a-z0-9-]+(\.[a-z0-9-]+)+/"));
 static IPV4: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{1,3}(\.\d{1,3}){3}(:\d+)?$"));
-static IPV6: LazyLock<Regex> = LazyLock::new(|| re(r"^\[?[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}\]?$"));
+static IPV6: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\[?[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}\]?$"));
 static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{3}[- .]\d{2}[- .]\d{4}$"));
 static DATE: LazyLock<Regex> = LazyLock::new(|| {
     re(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})([T ].*)?$")
 });
 static DATE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)^\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{2,4}$|^(?i)(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2},?\s+\d{2,4}$")
+    re(
+        r"(?i)^\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{2,4}$|^(?i)(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2},?\s+\d{2,4}$",
+    )
 });
 static PHONE: LazyLock<Regex> = LazyLock::new(|| re(r"^\+?[\d\s().-]{7,24}$"));
 static MRN_LABEL: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)^(mrn|med\s*rec|chart|acct|account|patient|pt|dob|ssn)[\s#:._-]*\d"));
 static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)^\d+[a-z]?\s+.*\b(st|street|ave|avenue|rd|road|blvd|boulevard|dr|drive|ln|lane|way|ct|court|pl|place|pkwy|parkway|hwy|highway|suite|ste|apt|unit|terrace|ter|circle|cir)\b|(?i)\bp\.?\s?o\.?\s+box\b")
+    re(
+        r"(?i)^\d+[a-z]?\s+.*\b(st|street|ave|avenue|rd|road|blvd|boulevard|dr|drive|ln|lane|way|ct|court|pl|place|pkwy|parkway|hwy|highway|suite|ste|apt|unit|terrace|ter|circle|cir)\b|(?i)\bp\.?\s?o\.?\s+box\b",
+    )
 });
 /// One or more words of letters (with name punctuation), separated by white space: a name,
 /// a title plus a name, or any phrase. Refs never contain white space.
-static WORDS: LazyLock<Regex> = LazyLock::new(|| re(r"^[\p{L}][\p{L}'’.-]*(\s+[\p{L}][\p{L}'’.,-]*)+$"));
+static WORDS: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[\p{L}][\p{L}'’.-]*(\s+[\p{L}][\p{L}'’.,-]*)+$"));
 static UUID: LazyLock<Regex> = LazyLock::new(|| {
     re(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 });
@@ -115,7 +121,9 @@ fn phi_shape(v: &str) -> Option<PhiRule> {
     if URL.is_match(t) {
         return Some(PhiRule::Url);
     }
-    if IPV4.is_match(t) || (t.contains(':') && IPV6.is_match(t) && t.chars().any(|c| c.is_ascii_digit())) {
+    if IPV4.is_match(t)
+        || (t.contains(':') && IPV6.is_match(t) && t.chars().any(|c| c.is_ascii_digit()))
+    {
         return Some(PhiRule::IpAddress);
     }
     if SSN.is_match(t) {
@@ -158,13 +166,17 @@ fn is_compact_date(s: &str) -> bool {
 fn opaque_shape(v: &str) -> Result<(), PhiRule> {
     let len = v.len();
     if !(REF_MIN_LEN..=REF_MAX_LEN).contains(&len)
-        || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         return Err(PhiRule::RefFormat);
     }
     // Strip a short letter prefix such as `p_` or `appt-`.
     let body = match v.find(['_', '-']) {
-        Some(i) if i <= MAX_PREFIX_LEN && v[..i].bytes().all(|b| b.is_ascii_alphabetic()) => &v[i + 1..],
+        Some(i) if i <= MAX_PREFIX_LEN && v[..i].bytes().all(|b| b.is_ascii_alphabetic()) => {
+            &v[i + 1..]
+        }
         _ => v,
     };
     let bytes = body.as_bytes();

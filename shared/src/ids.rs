@@ -63,13 +63,17 @@ string_id!(
 impl PracticeId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = (3..=40).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError { kind: "practice id", rule: "3-40 characters of a-z 0-9 -" })
+            Err(IdError {
+                kind: "practice id",
+                rule: "3-40 characters of a-z 0-9 -",
+            })
         }
     }
 }
@@ -87,7 +91,12 @@ impl fmt::Debug for OpaqueRef {
 }
 impl OpaqueRef {
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        Self::check(s).map(|()| Self(s.to_owned())).map_err(|rule| IdError { kind: "ref", rule: rule.code() })
+        Self::check(s)
+            .map(|()| Self(s.to_owned()))
+            .map_err(|rule| IdError {
+                kind: "ref",
+                rule: rule.code(),
+            })
     }
 
     /// The guard's verdict, for the inbound parser that reports the rule with a field path.
@@ -104,7 +113,11 @@ impl OpaqueRef {
 fn short_code(s: &str) -> String {
     let digest = Sha256::digest(s.as_bytes());
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    digest.iter().take(6).map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect()
+    digest
+        .iter()
+        .take(6)
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
 }
 
 impl fmt::Debug for PracticeId {
@@ -127,11 +140,16 @@ impl ActionId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = s.len() == 30
             && s.starts_with("act_")
-            && s[4..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && s[4..]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError { kind: "action id", rule: "act_ and 26 characters of a-z 0-9" })
+            Err(IdError {
+                kind: "action id",
+                rule: "act_ and 26 characters of a-z 0-9",
+            })
         }
     }
 
@@ -142,7 +160,10 @@ impl ActionId {
             h.update((p.len() as u32).to_be_bytes());
             h.update(p.as_bytes());
         }
-        Self(format!("act_{}", base32_lower(&h.finalize()[..17])[..26].to_owned()))
+        Self(format!(
+            "act_{}",
+            base32_lower(&h.finalize()[..17])[..26].to_owned()
+        ))
     }
 
     /// The trigger id sent to the PMS as `webhook-id`: stable across retries.
@@ -193,7 +214,10 @@ mod tests {
         assert_eq!(ActionId::parse(a.as_str()), Ok(a.clone()));
         assert!(a.trigger_id().starts_with("trg_"));
         // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(ActionId::derive(&["ab", "c"]), ActionId::derive(&["a", "bc"]));
+        assert_ne!(
+            ActionId::derive(&["ab", "c"]),
+            ActionId::derive(&["a", "bc"])
+        );
     }
 
     #[test]

@@ -130,7 +130,11 @@ pub struct Refusal {
 
 impl Refusal {
     fn schema(field: String, rule: &'static str) -> Self {
-        Self { code: RefusalCode::SchemaViolation, field, rule }
+        Self {
+            code: RefusalCode::SchemaViolation,
+            field,
+            rule,
+        }
     }
 }
 
@@ -215,7 +219,11 @@ impl<'a> Fields<'a> {
     fn opaque_ref(&mut self, key: &str) -> Result<OpaqueRef, Refusal> {
         let v = self.take(key)?;
         let s = self.str_of(key, v)?;
-        check_ref(&s).map_err(|rule| Refusal { code: phi_code(rule), field: self.path(key), rule: rule.code() })?;
+        check_ref(&s).map_err(|rule| Refusal {
+            code: phi_code(rule),
+            field: self.path(key),
+            rule: rule.code(),
+        })?;
         OpaqueRef::parse(&s).map_err(|_| Refusal::schema(self.path(key), PhiRule::RefFormat.code()))
     }
 
@@ -225,10 +233,16 @@ impl<'a> Fields<'a> {
         Treatment::parse(&s).ok_or_else(|| Refusal::schema(self.path(key), "closed_vocabulary"))
     }
 
-    fn timestamp(&mut self, key: &str, now: Timestamp, max_future: Option<SignedDuration>) -> Result<Timestamp, Refusal> {
+    fn timestamp(
+        &mut self,
+        key: &str,
+        now: Timestamp,
+        max_future: Option<SignedDuration>,
+    ) -> Result<Timestamp, Refusal> {
         let v = self.take(key)?;
         let s = self.str_of(key, v)?;
-        let ts = parse_rfc3339(&s).ok_or_else(|| Refusal::schema(self.path(key), "timestamp_rfc3339"))?;
+        let ts = parse_rfc3339(&s)
+            .ok_or_else(|| Refusal::schema(self.path(key), "timestamp_rfc3339"))?;
         let earliest = Timestamp::from_second(946_684_800).unwrap_or(Timestamp::UNIX_EPOCH); // 2000-01-01
         let latest_span = max_future.unwrap_or(SignedDuration::from_hours(24 * 366 * 2));
         if ts < earliest || now.checked_add(latest_span).is_ok_and(|latest| ts > latest) {
@@ -238,7 +252,9 @@ impl<'a> Fields<'a> {
     }
 
     fn int_in(&mut self, key: &str, v: Value, lo: u16, hi: u16) -> Result<u16, Refusal> {
-        let n = v.as_u64().ok_or_else(|| Refusal::schema(self.path(key), "type_integer"))?;
+        let n = v
+            .as_u64()
+            .ok_or_else(|| Refusal::schema(self.path(key), "type_integer"))?;
         u16::try_from(n)
             .ok()
             .filter(|n| (lo..=hi).contains(n))
@@ -268,7 +284,11 @@ fn range_rule(lo: u16, hi: u16) -> &'static str {
 }
 
 fn trim_dot(prefix: &str, here: &str) -> String {
-    if here.is_empty() { prefix.trim_end_matches('.').to_owned() } else { format!("{prefix}{here}") }
+    if here.is_empty() {
+        prefix.trim_end_matches('.').to_owned()
+    } else {
+        format!("{prefix}{here}")
+    }
 }
 
 fn phi_code(rule: PhiRule) -> RefusalCode {
@@ -303,7 +323,14 @@ fn parse_event(v: Value, prefix: &str, now: Timestamp) -> Result<InboundEvent, R
     let mut d = Fields::new(data_v, &data_prefix, "")?;
     let data = match ty.as_str() {
         "appointment.booked" => {
-            d.closed(&["appointment_ref", "patient_ref", "treatment", "provider_ref", "starts_at", "duration_min"])?;
+            d.closed(&[
+                "appointment_ref",
+                "patient_ref",
+                "treatment",
+                "provider_ref",
+                "starts_at",
+                "duration_min",
+            ])?;
             EventData::AppointmentBooked {
                 appointment_ref: d.opaque_ref("appointment_ref")?,
                 patient_ref: d.opaque_ref("patient_ref")?,
@@ -329,7 +356,13 @@ fn parse_event(v: Value, prefix: &str, now: Timestamp) -> Result<InboundEvent, R
             }
         }
         "appointment.completed" => {
-            d.closed(&["appointment_ref", "patient_ref", "treatment", "series", "cycle_days"])?;
+            d.closed(&[
+                "appointment_ref",
+                "patient_ref",
+                "treatment",
+                "series",
+                "cycle_days",
+            ])?;
             let appointment_ref = d.opaque_ref("appointment_ref")?;
             let patient_ref = d.opaque_ref("patient_ref")?;
             let treatment = d.treatment("treatment")?;
@@ -353,14 +386,28 @@ fn parse_event(v: Value, prefix: &str, now: Timestamp) -> Result<InboundEvent, R
                 None => None,
                 Some(cv) => Some(d.int_in("cycle_days", cv, 1, 1095)?),
             };
-            EventData::AppointmentCompleted { appointment_ref, patient_ref, treatment, series, cycle_days }
+            EventData::AppointmentCompleted {
+                appointment_ref,
+                patient_ref,
+                treatment,
+                series,
+                cycle_days,
+            }
         }
         "appointment.no_show" => {
             d.closed(&["appointment_ref"])?;
-            EventData::AppointmentNoShow { appointment_ref: d.opaque_ref("appointment_ref")? }
+            EventData::AppointmentNoShow {
+                appointment_ref: d.opaque_ref("appointment_ref")?,
+            }
         }
         "slot.opened" => {
-            d.closed(&["slot_ref", "provider_ref", "starts_at", "duration_min", "treatments"])?;
+            d.closed(&[
+                "slot_ref",
+                "provider_ref",
+                "starts_at",
+                "duration_min",
+                "treatments",
+            ])?;
             let slot_ref = d.opaque_ref("slot_ref")?;
             let provider_ref = d.opaque_ref("provider_ref")?;
             let starts_at = d.timestamp("starts_at", now, None)?;
@@ -377,13 +424,22 @@ fn parse_event(v: Value, prefix: &str, now: Timestamp) -> Result<InboundEvent, R
                 let parsed = t
                     .as_str()
                     .ok_or_else(|| Refusal::schema(path.clone(), "type_string"))
-                    .and_then(|s| Treatment::parse(s).ok_or_else(|| Refusal::schema(path.clone(), "closed_vocabulary")))?;
+                    .and_then(|s| {
+                        Treatment::parse(s)
+                            .ok_or_else(|| Refusal::schema(path.clone(), "closed_vocabulary"))
+                    })?;
                 if treatments.contains(&parsed) {
                     return Err(Refusal::schema(path, "unique"));
                 }
                 treatments.push(parsed);
             }
-            EventData::SlotOpened { slot_ref, provider_ref, starts_at, duration_min, treatments }
+            EventData::SlotOpened {
+                slot_ref,
+                provider_ref,
+                starts_at,
+                duration_min,
+                treatments,
+            }
         }
         "patient.opted_out" | "patient.opted_in" | "patient.erased" => {
             d.closed(&["patient_ref"])?;
@@ -403,7 +459,12 @@ fn parse_event(v: Value, prefix: &str, now: Timestamp) -> Result<InboundEvent, R
             }
             EventData::PatientRefRotated { old_ref, new_ref }
         }
-        _ => return Err(Refusal::schema(format!("{prefix}type"), "closed_vocabulary")),
+        _ => {
+            return Err(Refusal::schema(
+                format!("{prefix}type"),
+                "closed_vocabulary",
+            ));
+        }
     };
     Ok(InboundEvent { occurred_at, data })
 }
@@ -449,7 +510,14 @@ mod tests {
         assert_eq!(names.len(), 10);
         assert_eq!(names[0], "appointment.booked");
         assert_eq!(names[9], "patient.erased");
-        assert!(matches!(parsed[3].data, EventData::AppointmentCompleted { series: Some(Series { index: 2, of: 6 }), cycle_days: Some(40), .. }));
+        assert!(matches!(
+            parsed[3].data,
+            EventData::AppointmentCompleted {
+                series: Some(Series { index: 2, of: 6 }),
+                cycle_days: Some(40),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -457,23 +525,95 @@ mod tests {
         let ok = json!({"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": P}});
         assert!(parse(ok.clone()).is_ok());
         assert_eq!(refused(json!([ok])), (String::new(), "type_object"));
-        assert_eq!(refused(json!({"type": "patient.opted_in", "data": {"patient_ref": P}})), ("occurred_at".into(), "required"));
-        assert_eq!(refused(json!({"type": "patient.opted_in", "occurred_at": "2026-11-20 15:04", "data": {"patient_ref": P}})), ("occurred_at".into(), "timestamp_rfc3339"));
-        assert_eq!(refused(json!({"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05", "data": {"patient_ref": P}})), ("occurred_at".into(), "timestamp_rfc3339"));
-        assert_eq!(refused(json!({"type": "patient.opted_in", "occurred_at": "2030-11-20T15:04:05Z", "data": {"patient_ref": P}})), ("occurred_at".into(), "timestamp_range"));
-        assert_eq!(refused(json!({"type": "patient.renamed", "occurred_at": "2026-11-20T15:04:05Z", "data": {}})), ("type".into(), "closed_vocabulary"));
-        assert_eq!(refused(json!({"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": 5}})), ("data.patient_ref".into(), "type_string"));
-        assert_eq!(refused(json!({"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": "x"})), ("data".into(), "type_object"));
-        assert_eq!(refused(json!({"type": "appointment.cancelled", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": A, "reopens_slot": "yes"}})), ("data.reopens_slot".into(), "type_boolean"));
-        assert_eq!(refused(json!({"type": "appointment.rescheduled", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": A, "starts_at": "2026-12-02T15:00:00Z", "duration_min": 0}})), ("data.duration_min".into(), "integer_5_to_720"));
-        assert_eq!(refused(json!({"type": "appointment.completed", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": A, "patient_ref": P, "treatment": "neurotoxin", "series": {"index": 3, "of": 2}}})), ("data.series.index".into(), "index_at_most_of"));
-        assert_eq!(refused(json!({"type": "appointment.completed", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": A, "patient_ref": P, "treatment": "neurotoxin", "series": {"index": 1, "of": 2, "note": "x"}}})), ("data.series.note".into(), "unknown_field"));
-        assert_eq!(refused(json!({"type": "slot.opened", "occurred_at": "2026-11-20T15:04:05Z", "data": {"slot_ref": "slot_Zx3Vb7Nm1Qw9Er5Ty2Ui", "provider_ref": V, "starts_at": "2026-11-25T14:00:00Z", "duration_min": 30, "treatments": ["neurotoxin", "Botox"]}})), ("data.treatments[1]".into(), "closed_vocabulary"));
-        assert_eq!(refused(json!({"events": []})), ("events".into(), "batch_size_1_to_100"));
-        assert_eq!(refused(json!({"events": vec![ok.clone(); 101]})), ("events".into(), "batch_size_1_to_100"));
+        assert_eq!(
+            refused(json!({"type": "patient.opted_in", "data": {"patient_ref": P}})),
+            ("occurred_at".into(), "required")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "patient.opted_in", "occurred_at": "2026-11-20 15:04", "data": {"patient_ref": P}})
+            ),
+            ("occurred_at".into(), "timestamp_rfc3339")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05", "data": {"patient_ref": P}})
+            ),
+            ("occurred_at".into(), "timestamp_rfc3339")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "patient.opted_in", "occurred_at": "2030-11-20T15:04:05Z", "data": {"patient_ref": P}})
+            ),
+            ("occurred_at".into(), "timestamp_range")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "patient.renamed", "occurred_at": "2026-11-20T15:04:05Z", "data": {}})
+            ),
+            ("type".into(), "closed_vocabulary")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": 5}})
+            ),
+            ("data.patient_ref".into(), "type_string")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": "x"})
+            ),
+            ("data".into(), "type_object")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "appointment.cancelled", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": A, "reopens_slot": "yes"}})
+            ),
+            ("data.reopens_slot".into(), "type_boolean")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "appointment.rescheduled", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": A, "starts_at": "2026-12-02T15:00:00Z", "duration_min": 0}})
+            ),
+            ("data.duration_min".into(), "integer_5_to_720")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "appointment.completed", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": A, "patient_ref": P, "treatment": "neurotoxin", "series": {"index": 3, "of": 2}}})
+            ),
+            ("data.series.index".into(), "index_at_most_of")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "appointment.completed", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": A, "patient_ref": P, "treatment": "neurotoxin", "series": {"index": 1, "of": 2, "note": "x"}}})
+            ),
+            ("data.series.note".into(), "unknown_field")
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "slot.opened", "occurred_at": "2026-11-20T15:04:05Z", "data": {"slot_ref": "slot_Zx3Vb7Nm1Qw9Er5Ty2Ui", "provider_ref": V, "starts_at": "2026-11-25T14:00:00Z", "duration_min": 30, "treatments": ["neurotoxin", "Botox"]}})
+            ),
+            ("data.treatments[1]".into(), "closed_vocabulary")
+        );
+        assert_eq!(
+            refused(json!({"events": []})),
+            ("events".into(), "batch_size_1_to_100")
+        );
+        assert_eq!(
+            refused(json!({"events": vec![ok.clone(); 101]})),
+            ("events".into(), "batch_size_1_to_100")
+        );
         assert!(parse(json!({"events": vec![ok.clone(); 100]})).is_ok());
-        assert_eq!(refused(json!({"events": [ok], "meta": 1})), ("meta".into(), "unknown_field"));
-        assert_eq!(refused(json!({"events": [{"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": P}}, "x"]})), ("events[1]".into(), "type_object"));
+        assert_eq!(
+            refused(json!({"events": [ok], "meta": 1})),
+            ("meta".into(), "unknown_field")
+        );
+        assert_eq!(
+            refused(
+                json!({"events": [{"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": P}}, "x"]})
+            ),
+            ("events[1]".into(), "type_object")
+        );
     }
 
     #[test]

@@ -54,13 +54,21 @@ pub trait PracticeRepo: Send + Sync {
     async fn get_practice(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError>;
     /// Writes the practice if its stored version is `expected` (`None`: it must not exist).
     /// The stored version becomes `practice.version`.
-    async fn put_practice(&self, practice: &Practice, expected: Option<u64>) -> Result<(), StoreError>;
+    async fn put_practice(
+        &self,
+        practice: &Practice,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError>;
     async fn list_practices(&self) -> Result<Vec<PracticeId>, StoreError>;
 }
 
 #[async_trait]
 pub trait EntityRepo: Send + Sync {
-    async fn get_entity(&self, practice: &PracticeId, key: &EntityKey) -> Result<Option<Stored<Entity>>, StoreError>;
+    async fn get_entity(
+        &self,
+        practice: &PracticeId,
+        key: &EntityKey,
+    ) -> Result<Option<Stored<Entity>>, StoreError>;
     /// Writes `entity` if the stored version is `expected` (`None`: must not exist).
     /// `due_on` places the record in the due index (`None` removes it).
     async fn put_entity(
@@ -75,31 +83,55 @@ pub trait EntityRepo: Send + Sync {
 #[async_trait]
 pub trait DueIndex: Send + Sync {
     /// Keys of records whose due date is on or before `day`, at most `limit`.
-    async fn due_keys(&self, practice: &PracticeId, day: Date, limit: usize) -> Result<Vec<EntityKey>, StoreError>;
+    async fn due_keys(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        limit: usize,
+    ) -> Result<Vec<EntityKey>, StoreError>;
 }
 
 #[async_trait]
 pub trait PatientIndex: Send + Sync {
-    async fn appointments_of(&self, practice: &PracticeId, patient: &OpaqueRef) -> Result<Vec<Appointment>, StoreError>;
+    async fn appointments_of(
+        &self,
+        practice: &PracticeId,
+        patient: &OpaqueRef,
+    ) -> Result<Vec<Appointment>, StoreError>;
 }
 
 #[async_trait]
 pub trait ActionRepo: Send + Sync {
     /// Creates the action unless one with its id exists; `Ok(false)` when it did.
     async fn create_action(&self, action: &Action) -> Result<bool, StoreError>;
-    async fn get_action(&self, practice: &PracticeId, id: &ActionId) -> Result<Option<Action>, StoreError>;
+    async fn get_action(
+        &self,
+        practice: &PracticeId,
+        id: &ActionId,
+    ) -> Result<Option<Action>, StoreError>;
     /// Replaces the action if the stored revision is still `action.rev` (what the caller read),
     /// storing it as `action.rev + 1`. `Ok(false)` when someone else changed it first.
     async fn update_action(&self, action: &Action) -> Result<bool, StoreError>;
     /// Counts one auto-approval of `kind` on the practice-local `day`, unless `max` were
     /// counted already (`Ok(false)`).
-    async fn reserve_auto_approval(&self, practice: &PracticeId, kind: ActionKind, day: Date, max: u32) -> Result<bool, StoreError>;
+    async fn reserve_auto_approval(
+        &self,
+        practice: &PracticeId,
+        kind: ActionKind,
+        day: Date,
+        max: u32,
+    ) -> Result<bool, StoreError>;
 }
 
 #[async_trait]
 pub trait TokenLedger: Send + Sync {
     /// Marks a token nonce used. `Ok(false)` when it was used before. Kept until `keep_until`.
-    async fn consume_token(&self, practice: &PracticeId, nonce: &str, keep_until: Timestamp) -> Result<bool, StoreError>;
+    async fn consume_token(
+        &self,
+        practice: &PracticeId,
+        nonce: &str,
+        keep_until: Timestamp,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The scan's hand-over to approval-check: one message per scan with the new action ids.
@@ -120,9 +152,15 @@ pub trait CandidateSink: Send + Sync {
 #[serde(tag = "type")]
 pub enum DomainEvent {
     #[serde(rename = "slot.opened")]
-    SlotOpened { practice_id: PracticeId, slot_ref: OpaqueRef },
+    SlotOpened {
+        practice_id: PracticeId,
+        slot_ref: OpaqueRef,
+    },
     #[serde(rename = "action.approved")]
-    ActionApproved { practice_id: PracticeId, action_id: ActionId },
+    ActionApproved {
+        practice_id: PracticeId,
+        action_id: ActionId,
+    },
 }
 
 impl DomainEvent {
@@ -186,7 +224,12 @@ pub enum TransportError {
 
 #[async_trait]
 pub trait TriggerTransport: Send + Sync {
-    async fn post(&self, url: &str, headers: &[(&'static str, String)], body: Vec<u8>) -> Result<TransportReply, TransportError>;
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: Vec<u8>,
+    ) -> Result<TransportReply, TransportError>;
 }
 
 /// The clock, so tests and `pil scan --date` can pin time.

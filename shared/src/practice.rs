@@ -53,7 +53,11 @@ pub struct KindPolicy {
 
 impl Default for KindPolicy {
     fn default() -> Self {
-        Self { mode: Mode::Approve, max_auto_per_day: 20, max_auto_value: 1000 }
+        Self {
+            mode: Mode::Approve,
+            max_auto_per_day: 20,
+            max_auto_value: 1000,
+        }
     }
 }
 
@@ -74,7 +78,10 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            kinds: ActionKind::ALL.into_iter().map(|k| (k, KindPolicy::default())).collect(),
+            kinds: ActionKind::ALL
+                .into_iter()
+                .map(|k| (k, KindPolicy::default()))
+                .collect(),
             cooldown_days: 14,
             max_nudges_per_30_days: 2,
             quiet_hours: Some((20, 8)),
@@ -101,7 +108,11 @@ pub struct SealedSecrets {
 
 impl fmt::Debug for SealedSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SealedSecrets(webhook: {}, <sealed>)", self.webhook.len())
+        write!(
+            f,
+            "SealedSecrets(webhook: {}, <sealed>)",
+            self.webhook.len()
+        )
     }
 }
 
@@ -148,11 +159,17 @@ impl Practice {
     }
 
     pub fn cycle_days(&self, t: Treatment) -> Option<u32> {
-        self.cycle_days.get(&t).copied().or_else(|| t.default_cycle_days())
+        self.cycle_days
+            .get(&t)
+            .copied()
+            .or_else(|| t.default_cycle_days())
     }
 
     pub fn avg_ticket(&self, t: Treatment) -> u32 {
-        self.avg_ticket.get(&t).copied().unwrap_or_else(|| t.default_avg_ticket())
+        self.avg_ticket
+            .get(&t)
+            .copied()
+            .unwrap_or_else(|| t.default_avg_ticket())
     }
 
     /// The practice-local calendar date of an instant.
@@ -162,14 +179,21 @@ impl Practice {
 }
 
 pub fn validate_time_zone(tz: &str) -> Result<(), ConfigError> {
-    TimeZone::get(tz).map(|_| ()).map_err(|_| ConfigError::TimeZone)
+    TimeZone::get(tz)
+        .map(|_| ())
+        .map_err(|_| ConfigError::TimeZone)
 }
 
 pub fn validate_email(e: &str) -> Result<(), ConfigError> {
     let ok = e.len() <= 254
-        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && e.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
         && !e.contains(char::is_whitespace);
-    if ok { Ok(()) } else { Err(ConfigError::OwnerEmail) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::OwnerEmail)
+    }
 }
 
 /// Trigger URLs are https. Plain http is allowed only to a loopback host and only when the
@@ -208,7 +232,11 @@ mod tests {
     #[test]
     fn default_policy_needs_approval_for_everything() {
         let p = Policy::default();
-        assert!(ActionKind::ALL.iter().all(|k| p.for_kind(*k).mode == Mode::Approve));
+        assert!(
+            ActionKind::ALL
+                .iter()
+                .all(|k| p.for_kind(*k).mode == Mode::Approve)
+        );
     }
 
     #[test]

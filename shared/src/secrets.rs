@@ -20,11 +20,16 @@ pub struct OpenedSecrets {
 
 async fn open_secret(keys: &dyn KeyService, sealed: &str) -> Result<WebhookSecret, PortError> {
     let plain = keys.open(sealed).await?;
-    let text = String::from_utf8(plain).map_err(|_| PortError::Permanent("sealed secret is not text".into()))?;
-    WebhookSecret::parse(&text).map_err(|_| PortError::Permanent("sealed secret is not a whsec_ secret".into()))
+    let text = String::from_utf8(plain)
+        .map_err(|_| PortError::Permanent("sealed secret is not text".into()))?;
+    WebhookSecret::parse(&text)
+        .map_err(|_| PortError::Permanent("sealed secret is not a whsec_ secret".into()))
 }
 
-pub async fn open(keys: &dyn KeyService, sealed: &SealedSecrets) -> Result<OpenedSecrets, PortError> {
+pub async fn open(
+    keys: &dyn KeyService,
+    sealed: &SealedSecrets,
+) -> Result<OpenedSecrets, PortError> {
     let mut webhook = Vec::with_capacity(sealed.webhook.len());
     for s in &sealed.webhook {
         webhook.push(open_secret(keys, s).await?);
@@ -32,10 +37,17 @@ pub async fn open(keys: &dyn KeyService, sealed: &SealedSecrets) -> Result<Opene
     let trigger = open_secret(keys, &sealed.trigger).await?;
     let link = LinkKey::from_bytes(keys.open(&sealed.link).await?)
         .ok_or_else(|| PortError::Permanent("link key too short".into()))?;
-    Ok(OpenedSecrets { webhook, trigger, link })
+    Ok(OpenedSecrets {
+        webhook,
+        trigger,
+        link,
+    })
 }
 
-pub async fn seal(keys: &dyn KeyService, opened: &OpenedSecrets) -> Result<SealedSecrets, PortError> {
+pub async fn seal(
+    keys: &dyn KeyService,
+    opened: &OpenedSecrets,
+) -> Result<SealedSecrets, PortError> {
     let mut webhook = Vec::with_capacity(opened.webhook.len());
     for s in &opened.webhook {
         webhook.push(keys.seal(s.expose().as_bytes()).await?);
@@ -64,14 +76,22 @@ impl std::fmt::Debug for SecretCache {
 
 impl SecretCache {
     pub fn new(keys: Arc<dyn KeyService>, ttl: Duration) -> Self {
-        Self { keys, ttl, entries: Mutex::new(HashMap::new()) }
+        Self {
+            keys,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn keys(&self) -> &dyn KeyService {
         self.keys.as_ref()
     }
 
-    pub async fn get(&self, practice: &PracticeId, sealed: &SealedSecrets) -> Result<Arc<OpenedSecrets>, PortError> {
+    pub async fn get(
+        &self,
+        practice: &PracticeId,
+        sealed: &SealedSecrets,
+    ) -> Result<Arc<OpenedSecrets>, PortError> {
         if let Ok(map) = self.entries.lock()
             && let Some((s, at, opened)) = map.get(practice)
             && s == sealed
@@ -81,7 +101,10 @@ impl SecretCache {
         }
         let opened = Arc::new(open(self.keys.as_ref(), sealed).await?);
         if let Ok(mut map) = self.entries.lock() {
-            map.insert(practice.clone(), (sealed.clone(), Instant::now(), opened.clone()));
+            map.insert(
+                practice.clone(),
+                (sealed.clone(), Instant::now(), opened.clone()),
+            );
         }
         Ok(opened)
     }

@@ -44,14 +44,20 @@ impl WebhookSecret {
         if key.len() < 16 {
             return Err(SecretError);
         }
-        Ok(Self { encoded: format!("whsec_{bare}"), key })
+        Ok(Self {
+            encoded: format!("whsec_{bare}"),
+            key,
+        })
     }
 
     /// A fresh random 32-byte secret.
     pub fn generate() -> Self {
         let mut key = vec![0u8; 32];
         rand::rng().fill_bytes(&mut key);
-        Self { encoded: format!("whsec_{}", STANDARD.encode(&key)), key }
+        Self {
+            encoded: format!("whsec_{}", STANDARD.encode(&key)),
+            key,
+        }
     }
 
     /// The `whsec_…` form, for showing once at onboarding and for sealing at rest.
@@ -73,9 +79,18 @@ impl WebhookSecret {
     }
 
     /// The three headers for an outbound message.
-    pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> Option<[(&'static str, String); 3]> {
+    pub fn headers(
+        &self,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Option<[(&'static str, String); 3]> {
         let sig = self.sign(id, timestamp, body)?;
-        Some([(HEADER_ID, id.to_owned()), (HEADER_TIMESTAMP, timestamp.to_string()), (HEADER_SIGNATURE, sig)])
+        Some([
+            (HEADER_ID, id.to_owned()),
+            (HEADER_TIMESTAMP, timestamp.to_string()),
+            (HEADER_SIGNATURE, sig),
+        ])
     }
 }
 
@@ -129,8 +144,12 @@ pub fn verify(
     now: i64,
 ) -> Result<Verified, SignatureError> {
     let id = headers.id.ok_or(SignatureError::MissingHeader(HEADER_ID))?;
-    let ts_raw = headers.timestamp.ok_or(SignatureError::MissingHeader(HEADER_TIMESTAMP))?;
-    let sig_header = headers.signature.ok_or(SignatureError::MissingHeader(HEADER_SIGNATURE))?;
+    let ts_raw = headers
+        .timestamp
+        .ok_or(SignatureError::MissingHeader(HEADER_TIMESTAMP))?;
+    let sig_header = headers
+        .signature
+        .ok_or(SignatureError::MissingHeader(HEADER_SIGNATURE))?;
     if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(SignatureError::MalformedHeader(HEADER_ID));
     }
@@ -138,7 +157,9 @@ pub fn verify(
     if ts_raw.is_empty() || ts_raw.len() > 12 || !ts_raw.bytes().all(|b| b.is_ascii_digit()) {
         return Err(SignatureError::MalformedHeader(HEADER_TIMESTAMP));
     }
-    let ts: i64 = ts_raw.parse().map_err(|_| SignatureError::MalformedHeader(HEADER_TIMESTAMP))?;
+    let ts: i64 = ts_raw
+        .parse()
+        .map_err(|_| SignatureError::MalformedHeader(HEADER_TIMESTAMP))?;
     if (now - ts).abs() > TOLERANCE_SECONDS {
         return Err(SignatureError::StaleTimestamp);
     }
@@ -156,12 +177,20 @@ pub fn verify(
         return Err(SignatureError::BodyNotUtf8);
     }
     for secret in secrets {
-        let Some(expected) = secret.sign(id, ts, body) else { continue };
-        let Some(expected) = expected.split_once(',').and_then(|(_, b)| STANDARD.decode(b).ok()) else {
+        let Some(expected) = secret.sign(id, ts, body) else {
+            continue;
+        };
+        let Some(expected) = expected
+            .split_once(',')
+            .and_then(|(_, b)| STANDARD.decode(b).ok())
+        else {
             continue;
         };
         if candidates.iter().any(|c| constant_time_eq(c, &expected)) {
-            return Ok(Verified { webhook_id: id.to_owned(), timestamp: ts });
+            return Ok(Verified {
+                webhook_id: id.to_owned(),
+                timestamp: ts,
+            });
         }
     }
     Err(SignatureError::NoMatch)
@@ -181,7 +210,11 @@ mod tests {
         assert_eq!(format!("{s:?}"), "WebhookSecret(<redacted>)");
         let again = WebhookSecret::parse(s.expose()).unwrap();
         let sig = s.sign("msg_1", 1_700_000_000, b"{}").unwrap();
-        let headers = SignedHeaders { id: Some("msg_1"), timestamp: Some("1700000000"), signature: Some(&sig) };
+        let headers = SignedHeaders {
+            id: Some("msg_1"),
+            timestamp: Some("1700000000"),
+            signature: Some(&sig),
+        };
         assert!(verify(headers, b"{}", &[again], 1_700_000_000).is_ok());
     }
 
@@ -190,16 +223,30 @@ mod tests {
         let old = WebhookSecret::generate();
         let new = WebhookSecret::generate();
         let sig = new.sign("msg_2", 10_000, b"[]").unwrap();
-        let headers = SignedHeaders { id: Some("msg_2"), timestamp: Some("10000"), signature: Some(&sig) };
+        let headers = SignedHeaders {
+            id: Some("msg_2"),
+            timestamp: Some("10000"),
+            signature: Some(&sig),
+        };
         assert!(verify(headers, b"[]", &[old.clone(), new], 10_000).is_ok());
-        assert_eq!(verify(headers, b"[]", &[old], 10_000), Err(SignatureError::NoMatch));
+        assert_eq!(
+            verify(headers, b"[]", &[old], 10_000),
+            Err(SignatureError::NoMatch)
+        );
     }
 
     #[test]
     fn plus_sign_timestamp_is_malformed() {
         let s = WebhookSecret::generate();
         let sig = s.sign("m", 10_000, b"{}").unwrap();
-        let headers = SignedHeaders { id: Some("m"), timestamp: Some("+10000"), signature: Some(&sig) };
-        assert_eq!(verify(headers, b"{}", &[s], 10_000), Err(SignatureError::MalformedHeader(HEADER_TIMESTAMP)));
+        let headers = SignedHeaders {
+            id: Some("m"),
+            timestamp: Some("+10000"),
+            signature: Some(&sig),
+        };
+        assert_eq!(
+            verify(headers, b"{}", &[s], 10_000),
+            Err(SignatureError::MalformedHeader(HEADER_TIMESTAMP))
+        );
     }
 }

@@ -66,7 +66,12 @@ pub struct PatientTreatmentKey {
 
 impl Appointment {
     pub fn new(appointment_ref: OpaqueRef) -> Self {
-        Self { appointment_ref, patient: None, starts_on: None, status: None }
+        Self {
+            appointment_ref,
+            patient: None,
+            starts_on: None,
+            status: None,
+        }
     }
 
     /// Booked and starting on or after `day`: this blocks a rebook nudge for its category.
@@ -105,13 +110,24 @@ pub struct Completion {
 
 impl Completion {
     pub fn new(on: Date, series: Option<Series>, cycle_days: Option<u16>) -> Self {
-        Self { on, series_index: series.map(|s| s.index), series_of: series.map(|s| s.of), cycle_days }
+        Self {
+            on,
+            series_index: series.map(|s| s.index),
+            series_of: series.map(|s| s.of),
+            cycle_days,
+        }
     }
 }
 
 impl PatientTreatment {
     pub fn new(patient_ref: OpaqueRef, treatment: Treatment) -> Self {
-        Self { patient_ref, treatment, last: None, actioned_due: None, recheck_on: None }
+        Self {
+            patient_ref,
+            treatment,
+            last: None,
+            actioned_due: None,
+            recheck_on: None,
+        }
     }
 
     /// Merges a completion. The latest completion *date* wins (a late-arriving older visit
@@ -132,7 +148,9 @@ impl PatientTreatment {
     pub fn due_on(&self, practice_cycle_days: Option<u32>) -> Option<Date> {
         let last = &self.last.as_ref()?.value;
         let days = last.cycle_days.map(u32::from).or(practice_cycle_days)?;
-        last.on.checked_add(jiff::Span::new().days(i64::from(days))).ok()
+        last.on
+            .checked_add(jiff::Span::new().days(i64::from(days)))
+            .ok()
     }
 
     /// The key under which this record sits in the due index, or `None` when nothing is due
@@ -223,7 +241,9 @@ impl Entity {
     pub fn key(&self) -> EntityKey {
         match self {
             Self::Appointment(a) => EntityKey::Appointment(a.appointment_ref.clone()),
-            Self::PatientTreatment(p) => EntityKey::PatientTreatment(p.patient_ref.clone(), p.treatment),
+            Self::PatientTreatment(p) => {
+                EntityKey::PatientTreatment(p.patient_ref.clone(), p.treatment)
+            }
             Self::Consent(c) => EntityKey::Consent(c.patient_ref.clone()),
             Self::Slot(s) => EntityKey::Slot(s.slot_ref.clone()),
         }
@@ -277,8 +297,14 @@ mod tests {
     fn latest_completion_date_wins_regardless_of_arrival() {
         let r = OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap();
         let mut pt = PatientTreatment::new(r, Treatment::Neurotoxin);
-        assert!(pt.merge_completion(Completion::new(d("2026-05-01"), None, None), ts("2026-05-01T10:00:00Z")));
-        assert!(!pt.merge_completion(Completion::new(d("2026-02-01"), None, None), ts("2026-02-01T10:00:00Z")));
+        assert!(pt.merge_completion(
+            Completion::new(d("2026-05-01"), None, None),
+            ts("2026-05-01T10:00:00Z")
+        ));
+        assert!(!pt.merge_completion(
+            Completion::new(d("2026-02-01"), None, None),
+            ts("2026-02-01T10:00:00Z")
+        ));
         assert_eq!(pt.due_on(Some(90)), Some(d("2026-07-30")));
         pt.actioned_due = Some(d("2026-07-30"));
         assert_eq!(pt.due_index_date(Some(90)), None);

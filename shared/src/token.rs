@@ -84,7 +84,13 @@ pub struct Claims {
 }
 
 impl Claims {
-    pub fn new(practice_id: PracticeId, action_ids: Vec<ActionId>, decision: Decision, approver_email: &str, expires: Timestamp) -> Self {
+    pub fn new(
+        practice_id: PracticeId,
+        action_ids: Vec<ActionId>,
+        decision: Decision,
+        approver_email: &str,
+        expires: Timestamp,
+    ) -> Self {
         let mut n = [0u8; 12];
         rand::rng().fill_bytes(&mut n);
         Self {
@@ -125,7 +131,11 @@ pub fn sign(claims: &Claims, key: &LinkKey) -> String {
     };
     let mut mac = key.mac();
     mac.update(&body);
-    format!("{}.{}", B64.encode(&body), B64.encode(mac.finalize().into_bytes()))
+    format!(
+        "{}.{}",
+        B64.encode(&body),
+        B64.encode(mac.finalize().into_bytes())
+    )
 }
 
 /// Reads the practice id from a token without trusting it, to find the key to verify with.
@@ -152,7 +162,8 @@ pub fn verify(token: &str, key: &LinkKey, now: Timestamp) -> Result<Claims, Toke
     let (claims, body, tag) = decode_unverified(token)?;
     let mut mac = key.mac();
     mac.update(&body);
-    mac.verify_slice(&tag).map_err(|_| TokenError::BadSignature)?;
+    mac.verify_slice(&tag)
+        .map_err(|_| TokenError::BadSignature)?;
     if now.as_second() >= claims.expires {
         return Err(TokenError::Expired);
     }
@@ -179,16 +190,38 @@ mod tests {
     fn round_trip_and_refusals() {
         let key = LinkKey::generate();
         let t = sign(&claims(2_000), &key);
-        assert_eq!(verify(&t, &key, Timestamp::from_second(1_000).unwrap()).unwrap(), claims(2_000));
-        assert_eq!(verify(&t, &key, Timestamp::from_second(2_000).unwrap()), Err(TokenError::Expired));
-        assert_eq!(verify(&t, &LinkKey::generate(), Timestamp::from_second(1_000).unwrap()), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&t, &key, Timestamp::from_second(1_000).unwrap()).unwrap(),
+            claims(2_000)
+        );
+        assert_eq!(
+            verify(&t, &key, Timestamp::from_second(2_000).unwrap()),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify(
+                &t,
+                &LinkKey::generate(),
+                Timestamp::from_second(1_000).unwrap()
+            ),
+            Err(TokenError::BadSignature)
+        );
         // Tampering with the claims (say, another action or practice) breaks the signature.
         let (body, mac) = t.split_once('.').unwrap();
         let mut c: Claims = serde_json::from_slice(&B64.decode(body).unwrap()).unwrap();
         c.decision = Decision::Reject;
         let forged = format!("{}.{mac}", B64.encode(serde_json::to_vec(&c).unwrap()));
-        assert_eq!(verify(&forged, &key, Timestamp::from_second(1_000).unwrap()), Err(TokenError::BadSignature));
-        assert_eq!(verify("garbage", &key, Timestamp::UNIX_EPOCH), Err(TokenError::Malformed));
-        assert_eq!(approver_id("owner@clinic.example"), approver_id(" Owner@Clinic.example"));
+        assert_eq!(
+            verify(&forged, &key, Timestamp::from_second(1_000).unwrap()),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify("garbage", &key, Timestamp::UNIX_EPOCH),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            approver_id("owner@clinic.example"),
+            approver_id(" Owner@Clinic.example")
+        );
     }
 }

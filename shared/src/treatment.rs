@@ -136,10 +136,16 @@ mod tests {
     fn vocabulary_round_trips_and_is_closed() {
         for t in Treatment::ALL {
             assert_eq!(Treatment::parse(t.as_str()), Some(t));
-            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!(t.as_str()));
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::json!(t.as_str())
+            );
         }
         assert_eq!(Treatment::parse("Botox"), None);
         assert_eq!(Treatment::parse("Neurotoxin"), None);
-        assert_eq!(Treatment::default_cycle_days(Treatment::Neurotoxin), Some(90));
+        assert_eq!(
+            Treatment::default_cycle_days(Treatment::Neurotoxin),
+            Some(90)
+        );
     }
 }

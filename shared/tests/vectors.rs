@@ -37,7 +37,11 @@ fn standard_webhooks_vectors() {
         let body = case["body"].as_str().unwrap().as_bytes();
         let now = case["now"].as_i64().unwrap();
         let got = verify(headers, body, &[secret], now);
-        assert_eq!(got.is_ok(), case["valid"].as_bool().unwrap(), "case `{name}`: {got:?}");
+        assert_eq!(
+            got.is_ok(),
+            case["valid"].as_bool().unwrap(),
+            "case `{name}`: {got:?}"
+        );
     }
 }
 
@@ -48,7 +52,11 @@ fn official_vectors_also_sign_identically() {
         let secret = WebhookSecret::parse(case["secret"].as_str().unwrap()).unwrap();
         let h = &case["headers"];
         let ts: i64 = h["webhook-timestamp"].as_str().unwrap().parse().unwrap();
-        let sig = secret.sign(h["webhook-id"].as_str().unwrap(), ts, case["body"].as_str().unwrap().as_bytes());
+        let sig = secret.sign(
+            h["webhook-id"].as_str().unwrap(),
+            ts,
+            case["body"].as_str().unwrap().as_bytes(),
+        );
         assert_eq!(sig.as_deref(), h["webhook-signature"].as_str());
     }
 }
@@ -77,7 +85,11 @@ fn phi_vectors_are_refused_naming_field_and_rule_never_the_value() {
         let body = case["body"].to_string();
         let refusal = parse_body(body.as_bytes(), now).expect_err(&body);
         assert_eq!(refusal.field, case["field"].as_str().unwrap(), "{body}");
-        assert_eq!(refusal.rule, rule_code(case["rule"].as_str().unwrap()), "{body}");
+        assert_eq!(
+            refusal.rule,
+            rule_code(case["rule"].as_str().unwrap()),
+            "{body}"
+        );
         assert_ne!(refusal.code, RefusalCode::MalformedJson);
         // Nothing of any string value in the body appears in the refusal.
         let shown = format!("{refusal} {refusal:?}");
@@ -91,7 +103,10 @@ fn phi_vectors_are_refused_naming_field_and_rule_never_the_value() {
 
 /// Words the schema itself defines (event types, timestamps of the envelope): not input values.
 fn is_wire_word(s: &str) -> bool {
-    s.contains('.') && s.starts_with(|c: char| c.is_ascii_lowercase()) && !s.contains('@') && !s.contains(' ')
+    s.contains('.')
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.contains('@')
+        && !s.contains(' ')
         || s.starts_with("2026-")
 }
 
@@ -118,7 +133,12 @@ fn accepted_refs_pass_in_every_ref_field() {
 #[test]
 fn a_batch_with_one_refused_event_is_refused_whole() {
     let v = load("phi-examples.json");
-    let batch = v["reject"].as_array().unwrap().iter().find(|c| c["body"].get("events").is_some()).unwrap();
+    let batch = v["reject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["body"].get("events").is_some())
+        .unwrap();
     let now = "2026-11-21T00:00:00Z".parse().unwrap();
     assert!(parse_body(batch["body"].to_string().as_bytes(), now).is_err());
 }

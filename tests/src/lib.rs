@@ -1,1 +1,145 @@
+//! Test support: a local stack per test (its own moto on free ports), an onboarded practice,
+//! a signing PMS client, and helpers to look everywhere a value could have leaked.
 
+use std::time::Duration;
+
+use anyhow::Result;
+use pil_local::pms::{PmsClient, Reply};
+use pil_local::stack::{Stack, StackOptions, workspace_root};
+use pil_shared::ids::PracticeId;
+use pil_shared::service::admin::{self, NewPractice};
+use pil_shared::signature::WebhookSecret;
+
+pub use pil_local::scenario::{eventually, new_ref, table_dump};
+
+pub struct TestStack {
+    pub stack: Stack,
+    pub practice: PracticeId,
+    pub secret: WebhookSecret,
+    pub trigger_secret: WebhookSecret,
+    pub pms: PmsClient,
+}
+
+impl TestStack {
+    /// A stack with one onboarded practice (`America/New_York`, default policy).
+    pub async fn start() -> Result<Self> {
+        let stack = Stack::start(StackOptions::ephemeral(workspace_root())?).await?;
+        let practice = PracticeId::parse("test-clinic")?;
+        let store = &stack.scan_deps()?.adapters.store;
+        let keys = stack.scan_deps()?.adapters.secrets.clone();
+        let out = admin::create_practice(
+            store,
+            keys.keys(),
+            NewPractice {
+                id: practice.clone(),
+                time_zone: "America/New_York".into(),
+                owner_emails: vec!["owner@test-clinic.example".into()],
+                trigger_url: stack.pms.trigger_url(),
+            },
+            true,
+        )
+        .await?;
+        let secret =
+            WebhookSecret::parse(&out.webhook_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let trigger_secret =
+            WebhookSecret::parse(&out.trigger_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pms = PmsClient::new(&stack.api_url);
+        Ok(Self {
+            stack,
+            practice,
+            secret,
+            trigger_secret,
+            pms,
+        })
+    }
+
+    pub fn store(&self) -> &pil_aws::DynamoStore {
+        &self
+            .stack
+            .scan_deps()
+            .expect("scan function")
+            .adapters
+            .store
+    }
+
+    pub async fn send(&self, webhook_id: &str, body: &serde_json::Value) -> Reply {
+        self.pms
+            .send(
+                self.practice.as_str(),
+                &self.secret,
+                webhook_id,
+                &body.to_string(),
+            )
+            .await
+            .expect("request")
+    }
+
+    /// Sends a scan message through the scan queue, as the schedule does.
+    pub async fn scan_via_queue(&self, date: jiff::civil::Date) {
+        let url = self
+            .stack
+            .resource("ScanQueue")
+            .expect("ScanQueue")
+            .to_owned();
+        let body = serde_json::json!({"kind": "scan", "practice_id": self.practice.as_str(), "date": date.to_string()});
+        self.stack
+            .clients
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body.to_string())
+            .send()
+            .await
+            .expect("send");
+    }
+
+    pub fn today(&self) -> jiff::civil::Date {
+        jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::get("America/New_York").expect("tz"))
+            .date()
+    }
+
+    /// Every message body sitting in every queue of the template (made visible again after).
+    pub async fn queue_dump(&self) -> String {
+        let mut out = String::new();
+        for (name, url) in &self.stack.deployed.refs {
+            if !(name.ends_with("Queue") || name.ends_with("DLQ")) {
+                continue;
+            }
+            let sqs = &self.stack.clients.sqs;
+            if let Ok(r) = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .send()
+                .await
+            {
+                for m in r.messages.unwrap_or_default() {
+                    out.push_str(m.body.as_deref().unwrap_or(""));
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    pub async fn emails(&self) -> Vec<pil_local::moto::SentEmail> {
+        self.stack.moto.sent_emails().await.unwrap_or_default()
+    }
+
+    pub async fn stop(self) {
+        self.stack.stop().await;
+    }
+}
+
+pub fn ago(days: i64) -> String {
+    (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days)).to_string()
+}
+
+pub fn completed(patient: &str, treatment: &str, days_ago: i64) -> serde_json::Value {
+    serde_json::json!({"type": "appointment.completed", "occurred_at": ago(days_ago),
+        "data": {"appointment_ref": new_ref("appt"), "patient_ref": patient, "treatment": treatment}})
+}
+
+pub const WAIT: Duration = Duration::from_secs(30);

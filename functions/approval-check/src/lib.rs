@@ -90,12 +90,28 @@ pub async fn handle_sqs(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 }
 
 pub async fn handle_http(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
-    let token = req.path_parameters.get("token").map(String::as_str).unwrap_or("");
+    let token = req
+        .path_parameters
+        .get("token")
+        .map(String::as_str)
+        .unwrap_or("");
     let page = match req.request_context.http.method.as_str() {
         "GET" | "HEAD" => approval::show(&deps.approval(), token).await,
         "POST" => approval::decide(&deps.approval(), token).await,
-        _ => return response(405, "text/plain; charset=utf-8", "method not allowed".into(), PAGE_HEADERS),
+        _ => {
+            return response(
+                405,
+                "text/plain; charset=utf-8",
+                "method not allowed".into(),
+                PAGE_HEADERS,
+            );
+        }
     };
     tracing::info!(method = %req.request_context.http.method, status = page.status, outcome = page.outcome, "approval page");
-    response(page.status, "text/html; charset=utf-8", page.html, PAGE_HEADERS)
+    response(
+        page.status,
+        "text/html; charset=utf-8",
+        page.html,
+        PAGE_HEADERS,
+    )
 }

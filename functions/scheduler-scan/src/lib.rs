@@ -29,7 +29,15 @@ impl Deps {
 
     pub fn scan_deps(&self) -> ScanDeps<'_> {
         let s = &self.adapters.store;
-        ScanDeps { practices: s, entities: s, due: s, patients: s, actions: s, candidates: &self.candidates, clock: &self.adapters.clock }
+        ScanDeps {
+            practices: s,
+            entities: s,
+            due: s,
+            patients: s,
+            actions: s,
+            candidates: &self.candidates,
+            clock: &self.adapters.clock,
+        }
     }
 
     /// Runs one practice's nightly scan as if on `day` (also what `pil scan` calls).

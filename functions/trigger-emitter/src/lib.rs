@@ -27,9 +27,17 @@ impl Deps {
         let missing = |e: MissingVar| -> Error { e.into() };
         Ok(Self {
             adapters: Adapters::new(clients, config, meter).map_err(missing)?,
-            transport: HttpTransport::new(Duration::from_secs(config.num("TRIGGER_TIMEOUT_SECONDS", 10)))?,
-            queue: SqsQueue::new(clients.sqs.clone(), config.get("TRIGGERS_QUEUE_URL").map_err(missing)?),
-            dead_letters: SqsQueue::new(clients.sqs.clone(), config.get("TRIGGERS_DLQ_URL").map_err(missing)?),
+            transport: HttpTransport::new(Duration::from_secs(
+                config.num("TRIGGER_TIMEOUT_SECONDS", 10),
+            ))?,
+            queue: SqsQueue::new(
+                clients.sqs.clone(),
+                config.get("TRIGGERS_QUEUE_URL").map_err(missing)?,
+            ),
+            dead_letters: SqsQueue::new(
+                clients.sqs.clone(),
+                config.get("TRIGGERS_DLQ_URL").map_err(missing)?,
+            ),
             policy: config.retry_policy(),
         })
     }
@@ -57,11 +65,12 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBat
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    let failed: Vec<String> = futures::stream::iter(event.records.into_iter().map(|m| process(deps, m)))
-        .buffer_unordered(10)
-        .filter_map(|x| async move { x })
-        .collect()
-        .await;
+    let failed: Vec<String> =
+        futures::stream::iter(event.records.into_iter().map(|m| process(deps, m)))
+            .buffer_unordered(10)
+            .filter_map(|x| async move { x })
+            .collect()
+            .await;
     batch_failures(failed)
 }
 
@@ -69,7 +78,14 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 async fn process(deps: &Deps, m: SqsMessage) -> Option<String> {
     let id = m.message_id.clone().unwrap_or_default();
     let body = m.body.as_deref().unwrap_or("");
-    let Ok(EventEnvelope { detail: DomainEvent::ActionApproved { practice_id, action_id } }) = serde_json::from_str(body) else {
+    let Ok(EventEnvelope {
+        detail:
+            DomainEvent::ActionApproved {
+                practice_id,
+                action_id,
+            },
+    }) = serde_json::from_str(body)
+    else {
         tracing::error!(message_id = %id, reason = "unrecognised_trigger_message", "dropped");
         return None;
     };
@@ -87,7 +103,10 @@ async fn process(deps: &Deps, m: SqsMessage) -> Option<String> {
             tracing::warn!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "dropped", reason, "trigger not sent");
             None
         }
-        Ok(EmitOutcome::Retry { after_seconds, reason }) => {
+        Ok(EmitOutcome::Retry {
+            after_seconds,
+            reason,
+        }) => {
             tracing::warn!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "retry", reason = %reason, after_seconds, "trigger will be retried");
             if let Some(rh) = m.receipt_handle.as_deref()
                 && let Err(e) = deps.queue.delay(rh, after_seconds).await
@@ -112,6 +131,8 @@ async fn process(deps: &Deps, m: SqsMessage) -> Option<String> {
 
 /// A jitter value in [0, 1) that differs per message (no RNG state needed).
 fn rand_unit(seed: &str) -> f64 {
-    let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     (h >> 11) as f64 / (1u64 << 53) as f64
 }

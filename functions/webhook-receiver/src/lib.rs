@@ -25,18 +25,25 @@ impl Deps {
     }
 }
 
-pub async fn handler(deps: &Deps, event: LambdaEvent<ApiGatewayV2httpRequest>) -> Result<ApiGatewayV2httpResponse, Error> {
+pub async fn handler(
+    deps: &Deps,
+    event: LambdaEvent<ApiGatewayV2httpRequest>,
+) -> Result<ApiGatewayV2httpResponse, Error> {
     Ok(handle(deps, &event.payload).await)
 }
 
 pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     let practice_id = req.path_parameters.get("practice_id").map(String::as_str);
     let Some(body) = request_body(req) else {
-        return refuse(practice_id, None, &ReceiveError::Refused(pil_shared::inbound::Refusal {
-            code: pil_shared::inbound::RefusalCode::MalformedJson,
-            field: String::new(),
-            rule: "json",
-        }));
+        return refuse(
+            practice_id,
+            None,
+            &ReceiveError::Refused(pil_shared::inbound::Refusal {
+                code: pil_shared::inbound::RefusalCode::MalformedJson,
+                field: String::new(),
+                rule: "json",
+            }),
+        );
     };
     let delivery = Delivery {
         practice_id,
@@ -59,16 +66,31 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
         Ok(a) => {
             tracing::info!(practice_id = %a.practice_id, webhook_id = %a.webhook_id, events = a.events, changed = a.changed,
                 published = a.published, status = 202, "webhook accepted");
-            json_response(202, &serde_json::json!({"accepted": a.events, "webhook_id": a.webhook_id}))
+            json_response(
+                202,
+                &serde_json::json!({"accepted": a.events, "webhook_id": a.webhook_id}),
+            )
         }
         Err(e) => refuse(practice_id, delivery.headers.id, &e),
     }
 }
 
-fn refuse(practice_id: Option<&str>, webhook_id: Option<&str>, e: &ReceiveError) -> ApiGatewayV2httpResponse {
+fn refuse(
+    practice_id: Option<&str>,
+    webhook_id: Option<&str>,
+    e: &ReceiveError,
+) -> ApiGatewayV2httpResponse {
     // Ids only if they are well-formed: a header could carry anything.
-    let practice = practice_id.filter(|p| pil_shared::ids::PracticeId::parse(p).is_ok()).unwrap_or("-");
-    let wid = webhook_id.filter(|w| w.len() <= 64 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')).unwrap_or("-");
+    let practice = practice_id
+        .filter(|p| pil_shared::ids::PracticeId::parse(p).is_ok())
+        .unwrap_or("-");
+    let wid = webhook_id
+        .filter(|w| {
+            w.len() <= 64
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .unwrap_or("-");
     let status = e.status();
     if status >= 500 {
         tracing::error!(practice_id = practice, webhook_id = wid, status, reason = %e.reason(), "webhook not processed; PMS will retry");
@@ -77,7 +99,8 @@ fn refuse(practice_id: Option<&str>, webhook_id: Option<&str>, e: &ReceiveError)
     }
     let mut resp = json_response(status, &e.body());
     if status == 503 {
-        resp.headers.insert("retry-after", http::HeaderValue::from_static("5"));
+        resp.headers
+            .insert("retry-after", http::HeaderValue::from_static("5"));
     }
     resp
 }

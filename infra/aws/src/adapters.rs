@@ -8,8 +8,8 @@ use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use pil_shared::ports::{
-    CandidateBatch, CandidateSink, DomainEvent, EventPublisher, KeyService, Mail, Mailer, PortError, TransportError, TransportReply,
-    TriggerTransport,
+    CandidateBatch, CandidateSink, DomainEvent, EventPublisher, KeyService, Mail, Mailer,
+    PortError, TransportError, TransportReply, TriggerTransport,
 };
 
 fn transient<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> PortError + '_ {
@@ -25,12 +25,22 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        Self { client, url: url.into() }
+        Self {
+            client,
+            url: url.into(),
+        }
     }
 
     pub async fn send_json<T: serde::Serialize>(&self, msg: &T) -> Result<(), PortError> {
-        let body = serde_json::to_string(msg).map_err(|_| PortError::Permanent("serialize".into()))?;
-        self.client.send_message().queue_url(&self.url).message_body(body).send().await.map_err(transient("sqs_send"))?;
+        let body =
+            serde_json::to_string(msg).map_err(|_| PortError::Permanent("serialize".into()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(transient("sqs_send"))?;
         Ok(())
     }
 
@@ -49,7 +59,13 @@ impl SqsQueue {
 
     /// Sends a raw body as is (dead-lettering a message by hand).
     pub async fn send_raw(&self, body: &str) -> Result<(), PortError> {
-        self.client.send_message().queue_url(&self.url).message_body(body).send().await.map_err(transient("sqs_send"))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(transient("sqs_send"))?;
         Ok(())
     }
 }
@@ -70,7 +86,10 @@ pub struct EventBus {
 
 impl EventBus {
     pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> Self {
-        Self { client, bus: bus.into() }
+        Self {
+            client,
+            bus: bus.into(),
+        }
     }
 }
 
@@ -81,7 +100,8 @@ impl EventPublisher for EventBus {
             let entries = chunk
                 .iter()
                 .map(|e| {
-                    let detail = serde_json::to_string(e).map_err(|_| PortError::Permanent("serialize".into()))?;
+                    let detail = serde_json::to_string(e)
+                        .map_err(|_| PortError::Permanent("serialize".into()))?;
                     Ok(PutEventsRequestEntry::builder()
                         .event_bus_name(&self.bus)
                         .source(e.source())
@@ -90,9 +110,18 @@ impl EventPublisher for EventBus {
                         .build())
                 })
                 .collect::<Result<Vec<_>, PortError>>()?;
-            let out = self.client.put_events().set_entries(Some(entries)).send().await.map_err(transient("eventbridge_put"))?;
+            let out = self
+                .client
+                .put_events()
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(transient("eventbridge_put"))?;
             if out.failed_entry_count > 0 {
-                return Err(PortError::Transient(format!("eventbridge_failed_entries:{}", out.failed_entry_count)));
+                return Err(PortError::Transient(format!(
+                    "eventbridge_failed_entries:{}",
+                    out.failed_entry_count
+                )));
             }
         }
         Ok(())
@@ -108,12 +137,19 @@ pub struct SesMailer {
 
 impl SesMailer {
     pub fn new(client: aws_sdk_sesv2::Client, from: impl Into<String>) -> Self {
-        Self { client, from: from.into() }
+        Self {
+            client,
+            from: from.into(),
+        }
     }
 }
 
 fn content(s: &str) -> Result<Content, PortError> {
-    Content::builder().data(s).charset("UTF-8").build().map_err(|_| PortError::Permanent("mail_build".into()))
+    Content::builder()
+        .data(s)
+        .charset("UTF-8")
+        .build()
+        .map_err(|_| PortError::Permanent("mail_build".into()))
 }
 
 #[async_trait]
@@ -121,12 +157,21 @@ impl Mailer for SesMailer {
     async fn send(&self, mail: &Mail) -> Result<(), PortError> {
         let message = Message::builder()
             .subject(content(&mail.subject)?)
-            .body(Body::builder().html(content(&mail.html)?).text(content(&mail.text)?).build())
+            .body(
+                Body::builder()
+                    .html(content(&mail.html)?)
+                    .text(content(&mail.text)?)
+                    .build(),
+            )
             .build();
         self.client
             .send_email()
             .from_email_address(&self.from)
-            .destination(Destination::builder().set_to_addresses(Some(mail.to.clone())).build())
+            .destination(
+                Destination::builder()
+                    .set_to_addresses(Some(mail.to.clone()))
+                    .build(),
+            )
             .content(EmailContent::builder().simple(message).build())
             .send()
             .await
@@ -144,7 +189,10 @@ pub struct KmsKeys {
 
 impl KmsKeys {
     pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
-        Self { client, key_id: key_id.into() }
+        Self {
+            client,
+            key_id: key_id.into(),
+        }
     }
 }
 
@@ -159,12 +207,16 @@ impl KeyService for KmsKeys {
             .send()
             .await
             .map_err(transient("kms_encrypt"))?;
-        let blob = out.ciphertext_blob.ok_or_else(|| PortError::Permanent("kms_no_ciphertext".into()))?;
+        let blob = out
+            .ciphertext_blob
+            .ok_or_else(|| PortError::Permanent("kms_no_ciphertext".into()))?;
         Ok(STANDARD.encode(blob.as_ref()))
     }
 
     async fn open(&self, sealed: &str) -> Result<Vec<u8>, PortError> {
-        let ct = STANDARD.decode(sealed).map_err(|_| PortError::Permanent("sealed_not_base64".into()))?;
+        let ct = STANDARD
+            .decode(sealed)
+            .map_err(|_| PortError::Permanent("sealed_not_base64".into()))?;
         let out = self
             .client
             .decrypt()
@@ -173,7 +225,10 @@ impl KeyService for KmsKeys {
             .send()
             .await
             .map_err(transient("kms_decrypt"))?;
-        Ok(out.plaintext.ok_or_else(|| PortError::Permanent("kms_no_plaintext".into()))?.into_inner())
+        Ok(out
+            .plaintext
+            .ok_or_else(|| PortError::Permanent("kms_no_plaintext".into()))?
+            .into_inner())
     }
 }
 
@@ -198,17 +253,35 @@ impl HttpTransport {
 
 #[async_trait]
 impl TriggerTransport for HttpTransport {
-    async fn post(&self, url: &str, headers: &[(&'static str, String)], body: Vec<u8>) -> Result<TransportReply, TransportError> {
-        let mut req = self.client.post(url).header("content-type", "application/json").body(body);
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: Vec<u8>,
+    ) -> Result<TransportReply, TransportError> {
+        let mut req = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body);
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        let resp = req.send().await.map_err(|e| if e.is_timeout() { TransportError::Timeout } else { TransportError::Connect })?;
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                TransportError::Timeout
+            } else {
+                TransportError::Connect
+            }
+        })?;
         let retry_after = resp
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        Ok(TransportReply { status: resp.status().as_u16(), retry_after })
+        Ok(TransportReply {
+            status: resp.status().as_u16(),
+            retry_after,
+        })
     }
 }

@@ -21,10 +21,16 @@ pub fn header<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a st
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-pub fn response(status: u16, content_type: &'static str, body: String, extra: &[(&'static str, &'static str)]) -> ApiGatewayV2httpResponse {
+pub fn response(
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    extra: &[(&'static str, &'static str)],
+) -> ApiGatewayV2httpResponse {
     let mut r = ApiGatewayV2httpResponse::default();
     r.status_code = i64::from(status);
-    r.headers.insert("content-type", HeaderValue::from_static(content_type));
+    r.headers
+        .insert("content-type", HeaderValue::from_static(content_type));
     for (k, v) in extra {
         r.headers.insert(*k, HeaderValue::from_static(v));
     }
@@ -34,14 +40,22 @@ pub fn response(status: u16, content_type: &'static str, body: String, extra: &[
 }
 
 pub fn json_response(status: u16, body: &serde_json::Value) -> ApiGatewayV2httpResponse {
-    response(status, "application/json", body.to_string(), &[("cache-control", "no-store")])
+    response(
+        status,
+        "application/json",
+        body.to_string(),
+        &[("cache-control", "no-store")],
+    )
 }
 
 /// Headers for every page an owner sees (DESIGN §4.3).
 pub const PAGE_HEADERS: &[(&str, &str)] = &[
     ("cache-control", "no-store"),
     ("referrer-policy", "no-referrer"),
-    ("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    ),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
 ];

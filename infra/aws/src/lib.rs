@@ -30,16 +30,25 @@ pub struct MissingVar(pub &'static str);
 
 impl Config {
     pub fn from_env() -> Self {
-        Self { vars: std::env::vars().collect() }
+        Self {
+            vars: std::env::vars().collect(),
+        }
     }
     pub fn from_map(vars: HashMap<String, String>) -> Self {
         Self { vars }
     }
     pub fn get(&self, k: &'static str) -> Result<&str, MissingVar> {
-        self.vars.get(k).map(String::as_str).filter(|v| !v.is_empty()).ok_or(MissingVar(k))
+        self.vars
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or(MissingVar(k))
     }
     pub fn opt(&self, k: &str) -> Option<&str> {
-        self.vars.get(k).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
     pub fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> T {
         self.opt(k).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -96,7 +105,13 @@ impl Clients {
             .endpoint_url(endpoint)
             .region(creds)
             .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-                aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "pil-local"),
+                aws_sdk_dynamodb::config::Credentials::new(
+                    "testing",
+                    "testing",
+                    None,
+                    None,
+                    "pil-local",
+                ),
             ))
             .behavior_version(aws_config::BehaviorVersion::latest())
             .timeout_config(
@@ -123,15 +138,22 @@ impl Adapters {
         let store = DynamoStore::new(clients.dynamodb.clone(), config.table()?, meter);
         let keys = KmsKeys::new(clients.kms.clone(), config.get("KMS_KEY_ID")?);
         let secrets = Arc::new(SecretCache::new(Arc::new(keys), Duration::from_secs(300)));
-        Ok(Self { store, secrets, clock: SystemClock })
+        Ok(Self {
+            store,
+            secrets,
+            clock: SystemClock,
+        })
     }
 }
 
 /// Structured logs: JSON in Lambda (one object per line, ids and reason codes only), compact
 /// text elsewhere. Level from `RUST_LOG`.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = if std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok() {
         builder.json().flatten_event(true).without_time().try_init()
     } else {

@@ -27,8 +27,16 @@ struct IndexDef {
 }
 
 const INDEXES: [IndexDef; 2] = [
-    IndexDef { pk: "gsi1pk", sk: "gsi1sk", projects_all: true },
-    IndexDef { pk: "gsi2pk", sk: "gsi2sk", projects_all: false },
+    IndexDef {
+        pk: "gsi1pk",
+        sk: "gsi1sk",
+        projects_all: true,
+    },
+    IndexDef {
+        pk: "gsi2pk",
+        sk: "gsi2sk",
+        projects_all: false,
+    },
 ];
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,7 +64,10 @@ impl Meter {
     }
 
     pub fn snapshot(&self) -> Counts {
-        self.0.as_ref().and_then(|m| m.lock().ok().map(|c| c.clone())).unwrap_or_default()
+        self.0
+            .as_ref()
+            .and_then(|m| m.lock().ok().map(|c| c.clone()))
+            .unwrap_or_default()
     }
 
     pub fn reset(&self) {
@@ -85,7 +96,11 @@ impl Meter {
                 (Some(a), Some(b)) => Some((a.clone(), b.clone())),
                 _ => None,
             };
-            let projected = if ix.projects_all { size } else { key_size(new, ix) };
+            let projected = if ix.projects_all {
+                size
+            } else {
+                key_size(new, ix)
+            };
             match (old.and_then(key), key(new)) {
                 (None, None) => {}
                 (None, Some(_)) => index += units(projected, 1024),
@@ -146,7 +161,10 @@ fn units(size: usize, per: usize) -> f64 {
 }
 
 fn key_size(item: &Item, ix: IndexDef) -> usize {
-    ["pk", "sk", ix.pk, ix.sk].iter().filter_map(|k| item.get(*k).map(|v| k.len() + value_size(v))).sum()
+    ["pk", "sk", ix.pk, ix.sk]
+        .iter()
+        .filter_map(|k| item.get(*k).map(|v| k.len() + value_size(v)))
+        .sum()
 }
 
 pub fn item_size(item: &Item) -> usize {
@@ -159,7 +177,12 @@ fn value_size(v: &AttributeValue) -> usize {
         AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
         AttributeValue::B(b) => b.as_ref().len(),
         AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
-        AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + value_size(v)).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| 1 + k.len() + value_size(v))
+                .sum::<usize>()
+        }
         AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
         AttributeValue::Ss(ss) => ss.iter().map(String::len).sum(),
         AttributeValue::Ns(ns) => ns.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
@@ -187,11 +210,19 @@ mod tests {
         let old = item.clone();
         m.reset();
         m.write(&item, None);
-        assert_eq!(m.snapshot().total_write_units(), 2.0, "new item + new index entry");
+        assert_eq!(
+            m.snapshot().total_write_units(),
+            2.0,
+            "new item + new index entry"
+        );
         m.reset();
         item.insert("gsi2sk".into(), s("2026-02-01#PT#a"));
         m.write(&item, Some(&old));
-        assert_eq!(m.snapshot().total_write_units(), 3.0, "index key moved: delete + put");
+        assert_eq!(
+            m.snapshot().total_write_units(),
+            3.0,
+            "index key moved: delete + put"
+        );
         m.reset();
         item.insert("big".into(), s(&"x".repeat(1500)));
         m.write(&item, None);

@@ -25,7 +25,9 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use pil_shared::action::{Action, ActionKind};
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
-use pil_shared::ports::{ActionRepo, DueIndex, EntityRepo, PatientIndex, PracticeRepo, StoreError, TokenLedger};
+use pil_shared::ports::{
+    ActionRepo, DueIndex, EntityRepo, PatientIndex, PracticeRepo, StoreError, TokenLedger,
+};
 use pil_shared::practice::Practice;
 use pil_shared::state::{Appointment, Entity, EntityKey, Stored};
 use serde_dynamo::aws_sdk_dynamodb_1::{from_attribute_value, to_attribute_value};
@@ -62,20 +64,36 @@ fn patient_key(practice: &PracticeId, patient: &OpaqueRef) -> String {
 
 /// Maps SDK errors to the domain's retry decisions. Uses error codes only: messages could in
 /// principle quote a request.
-fn map_err<E: ProvideErrorMetadata>(e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> StoreError {
+fn map_err<E: ProvideErrorMetadata>(
+    e: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> StoreError {
     match &e {
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("Unknown").to_owned();
             match code.as_str() {
-                "ConditionalCheckFailedException" | "TransactionConflictException" => StoreError::Conflict,
+                "ConditionalCheckFailedException" | "TransactionConflictException" => {
+                    StoreError::Conflict
+                }
                 "TransactionCanceledException" => {
                     let msg = se.err().message().unwrap_or("");
-                    if msg.contains("ConditionalCheckFailed") { StoreError::Conflict } else { StoreError::Transient(code) }
+                    if msg.contains("ConditionalCheckFailed") {
+                        StoreError::Conflict
+                    } else {
+                        StoreError::Transient(code)
+                    }
                 }
-                "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded"
-                | "InternalServerError" | "ServiceUnavailable" | "LimitExceededException" => StoreError::Transient(code),
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "LimitExceededException" => StoreError::Transient(code),
                 _ => {
-                    if se.raw().status().as_u16() >= 500 { StoreError::Transient(code) } else { StoreError::Permanent(code) }
+                    if se.raw().status().as_u16() >= 500 {
+                        StoreError::Transient(code)
+                    } else {
+                        StoreError::Permanent(code)
+                    }
                 }
             }
         }
@@ -90,16 +108,26 @@ fn to_doc<T: serde::Serialize>(v: &T) -> Result<AttributeValue, StoreError> {
     to_attribute_value(v).map_err(|_| StoreError::Permanent("serialize".into()))
 }
 fn from_doc<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
-    let doc = item.get("doc").cloned().ok_or_else(|| StoreError::Permanent("item without doc".into()))?;
+    let doc = item
+        .get("doc")
+        .cloned()
+        .ok_or_else(|| StoreError::Permanent("item without doc".into()))?;
     from_attribute_value(doc).map_err(|_| StoreError::Permanent("deserialize".into()))
 }
 fn num(item: &Item, key: &str) -> u64 {
-    item.get(key).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>, meter: Meter) -> Self {
-        Self { client, table: table.into(), meter }
+        Self {
+            client,
+            table: table.into(),
+            meter,
+        }
     }
 
     pub fn meter(&self) -> &Meter {
@@ -123,7 +151,12 @@ impl DynamoStore {
 
     /// A conditional put that reports the write units it cost (base table and indexes).
     /// `version` names the attribute `#v` in `condition` stands for (`ver` or `rev`).
-    async fn put(&self, item: Item, condition: &str, version: Option<(&str, u64)>) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        item: Item,
+        condition: &str,
+        version: Option<(&str, u64)>,
+    ) -> Result<(), StoreError> {
         let mut req = self
             .client
             .put_item()
@@ -132,18 +165,30 @@ impl DynamoStore {
             .condition_expression(condition)
             .return_values(ReturnValue::AllOld);
         if let Some((attr, v)) = version {
-            req = req.expression_attribute_names("#v", attr).expression_attribute_values(":v", n(v));
+            req = req
+                .expression_attribute_names("#v", attr)
+                .expression_attribute_values(":v", n(v));
         }
         let out = req.send().await.map_err(map_err)?;
         self.meter.write(&item, out.attributes.as_ref());
         Ok(())
     }
 
-    async fn query_all(&self, index: Option<&str>, key_cond: &str, values: Vec<(&str, AttributeValue)>, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
+    async fn query_all(
+        &self,
+        index: Option<&str>,
+        key_cond: &str,
+        values: Vec<(&str, AttributeValue)>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let mut req = self.client.query().table_name(&self.table).key_condition_expression(key_cond);
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(key_cond);
             if let Some(i) = index {
                 req = req.index_name(i);
             }
@@ -151,9 +196,17 @@ impl DynamoStore {
                 req = req.expression_attribute_values(*k, v.clone());
             }
             if let Some(l) = limit {
-                req = req.limit(i32::try_from(l.saturating_sub(items.len())).unwrap_or(i32::MAX).max(1));
+                req = req.limit(
+                    i32::try_from(l.saturating_sub(items.len()))
+                        .unwrap_or(i32::MAX)
+                        .max(1),
+                );
             }
-            let out = req.set_exclusive_start_key(start.take()).send().await.map_err(map_err)?;
+            let out = req
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(map_err)?;
             let page = out.items.unwrap_or_default();
             self.meter.query(&page, index.is_none());
             items.extend(page);
@@ -169,13 +222,19 @@ impl DynamoStore {
 #[async_trait]
 impl PracticeRepo for DynamoStore {
     async fn get_practice(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
-        let Some(item) = self.get(pk(id), "CONFIG".into()).await? else { return Ok(None) };
+        let Some(item) = self.get(pk(id), "CONFIG".into()).await? else {
+            return Ok(None);
+        };
         let mut p: Practice = from_doc(&item)?;
         p.version = num(&item, "ver");
         Ok(Some(p))
     }
 
-    async fn put_practice(&self, practice: &Practice, expected: Option<u64>) -> Result<(), StoreError> {
+    async fn put_practice(
+        &self,
+        practice: &Practice,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError> {
         let mut item: Item = HashMap::new();
         item.insert("pk".into(), s(pk(&practice.id)));
         item.insert("sk".into(), s("CONFIG"));
@@ -185,7 +244,11 @@ impl PracticeRepo for DynamoStore {
             Some(v) => self.put(item, "#v = :v", Some(("ver", v))).await,
             None => {
                 // Create: the config and its entry in the practice list, together.
-                let listing: Item = [("pk".to_owned(), s("PRACTICES")), ("sk".to_owned(), s(practice.id.as_str()))].into();
+                let listing: Item = [
+                    ("pk".to_owned(), s("PRACTICES")),
+                    ("sk".to_owned(), s(practice.id.as_str())),
+                ]
+                .into();
                 let put = |it: Item, cond: &str| -> Result<TransactWriteItem, StoreError> {
                     let p = Put::builder()
                         .table_name(&self.table)
@@ -209,22 +272,43 @@ impl PracticeRepo for DynamoStore {
     }
 
     async fn list_practices(&self) -> Result<Vec<PracticeId>, StoreError> {
-        let items = self.query_all(None, "pk = :pk", vec![(":pk", s("PRACTICES"))], None).await?;
+        let items = self
+            .query_all(None, "pk = :pk", vec![(":pk", s("PRACTICES"))], None)
+            .await?;
         Ok(items
             .iter()
-            .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).and_then(|v| PracticeId::parse(v).ok()))
+            .filter_map(|i| {
+                i.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|v| PracticeId::parse(v).ok())
+            })
             .collect())
     }
 }
 
 #[async_trait]
 impl EntityRepo for DynamoStore {
-    async fn get_entity(&self, practice: &PracticeId, key: &EntityKey) -> Result<Option<Stored<Entity>>, StoreError> {
-        let Some(item) = self.get(pk(practice), key.sort_key()).await? else { return Ok(None) };
-        Ok(Some(Stored { value: from_doc(&item)?, version: num(&item, "ver") }))
+    async fn get_entity(
+        &self,
+        practice: &PracticeId,
+        key: &EntityKey,
+    ) -> Result<Option<Stored<Entity>>, StoreError> {
+        let Some(item) = self.get(pk(practice), key.sort_key()).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Stored {
+            value: from_doc(&item)?,
+            version: num(&item, "ver"),
+        }))
     }
 
-    async fn put_entity(&self, practice: &PracticeId, entity: &Entity, expected: Option<u64>, due_on: Option<Date>) -> Result<(), StoreError> {
+    async fn put_entity(
+        &self,
+        practice: &PracticeId,
+        entity: &Entity,
+        expected: Option<u64>,
+        due_on: Option<Date>,
+    ) -> Result<(), StoreError> {
         let sk = entity.key().sort_key();
         let mut item: Item = HashMap::new();
         item.insert("pk".into(), s(pk(practice)));
@@ -248,36 +332,55 @@ impl EntityRepo for DynamoStore {
 
 #[async_trait]
 impl DueIndex for DynamoStore {
-    async fn due_keys(&self, practice: &PracticeId, day: Date, limit: usize) -> Result<Vec<EntityKey>, StoreError> {
+    async fn due_keys(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        limit: usize,
+    ) -> Result<Vec<EntityKey>, StoreError> {
         let items = self
             .query_all(
                 Some(DUE_INDEX),
                 "gsi2pk = :p AND gsi2sk <= :d",
-                vec![(":p", s(format!("P#{practice}#DUE"))), (":d", s(format!("{day}#{DUE_KEY_END}")))],
+                vec![
+                    (":p", s(format!("P#{practice}#DUE"))),
+                    (":d", s(format!("{day}#{DUE_KEY_END}"))),
+                ],
                 Some(limit),
             )
             .await?;
         Ok(items
             .iter()
-            .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).and_then(|sk| EntityKey::parse_sort_key(sk)))
+            .filter_map(|i| {
+                i.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|sk| EntityKey::parse_sort_key(sk))
+            })
             .collect())
     }
 }
 
 #[async_trait]
 impl PatientIndex for DynamoStore {
-    async fn appointments_of(&self, practice: &PracticeId, patient: &OpaqueRef) -> Result<Vec<Appointment>, StoreError> {
+    async fn appointments_of(
+        &self,
+        practice: &PracticeId,
+        patient: &OpaqueRef,
+    ) -> Result<Vec<Appointment>, StoreError> {
         let items = self
             .query_all(
                 Some(BY_PATIENT),
                 "gsi1pk = :p AND begins_with(gsi1sk, :a)",
-                vec![(":p", s(patient_key(practice, patient))), (":a", s("APPT#"))],
+                vec![
+                    (":p", s(patient_key(practice, patient))),
+                    (":a", s("APPT#")),
+                ],
                 None,
             )
             .await?;
         items
             .iter()
-            .map(|i| from_doc::<Entity>(i))
+            .map(from_doc::<Entity>)
             .filter_map(|e| match e {
                 Ok(Entity::Appointment(a)) => Some(Ok(a)),
                 Ok(_) => None,
@@ -290,29 +393,51 @@ impl PatientIndex for DynamoStore {
 #[async_trait]
 impl ActionRepo for DynamoStore {
     async fn create_action(&self, action: &Action) -> Result<bool, StoreError> {
-        match self.put(action_item(action, 0)?, "attribute_not_exists(pk)", None).await {
+        match self
+            .put(action_item(action, 0)?, "attribute_not_exists(pk)", None)
+            .await
+        {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    async fn get_action(&self, practice: &PracticeId, id: &ActionId) -> Result<Option<Action>, StoreError> {
-        let Some(item) = self.get(pk(practice), format!("ACTION#{id}")).await? else { return Ok(None) };
+    async fn get_action(
+        &self,
+        practice: &PracticeId,
+        id: &ActionId,
+    ) -> Result<Option<Action>, StoreError> {
+        let Some(item) = self.get(pk(practice), format!("ACTION#{id}")).await? else {
+            return Ok(None);
+        };
         let mut a: Action = from_doc(&item)?;
         a.rev = num(&item, "rev");
         Ok(Some(a))
     }
 
     async fn update_action(&self, action: &Action) -> Result<bool, StoreError> {
-        match self.put(action_item(action, action.rev + 1)?, "#v = :v", Some(("rev", action.rev))).await {
+        match self
+            .put(
+                action_item(action, action.rev + 1)?,
+                "#v = :v",
+                Some(("rev", action.rev)),
+            )
+            .await
+        {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    async fn reserve_auto_approval(&self, practice: &PracticeId, kind: ActionKind, day: Date, max: u32) -> Result<bool, StoreError> {
+    async fn reserve_auto_approval(
+        &self,
+        practice: &PracticeId,
+        kind: ActionKind,
+        day: Date,
+        max: u32,
+    ) -> Result<bool, StoreError> {
         let keep = Timestamp::now().as_second() + 3 * 86_400;
         let res = self
             .client
@@ -348,18 +473,29 @@ fn action_item(a: &Action, rev: u64) -> Result<Item, StoreError> {
     item.insert("doc".into(), to_doc(a)?);
     item.insert("rev".into(), n(rev));
     item.insert("status".into(), s(a.status.as_str()));
-    item.insert("gsi1pk".into(), s(patient_key(&a.practice_id, &a.patient_ref)));
+    item.insert(
+        "gsi1pk".into(),
+        s(patient_key(&a.practice_id, &a.patient_ref)),
+    );
     item.insert("gsi1sk".into(), s(format!("ACTION#{}", a.id)));
     Ok(item)
 }
 
 #[async_trait]
 impl TokenLedger for DynamoStore {
-    async fn consume_token(&self, practice: &PracticeId, nonce: &str, keep_until: Timestamp) -> Result<bool, StoreError> {
+    async fn consume_token(
+        &self,
+        practice: &PracticeId,
+        nonce: &str,
+        keep_until: Timestamp,
+    ) -> Result<bool, StoreError> {
         let mut item: Item = HashMap::new();
         item.insert("pk".into(), s(pk(practice)));
         item.insert("sk".into(), s(format!("TOKEN#{nonce}")));
-        item.insert("ttl".into(), n(keep_until.as_second().max(0) as u64 + 86_400));
+        item.insert(
+            "ttl".into(),
+            n(keep_until.as_second().max(0) as u64 + 86_400),
+        );
         match self.put(item, "attribute_not_exists(pk)", None).await {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict) => Ok(false),

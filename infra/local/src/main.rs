@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 use pil_local::stack::{Stack, StackOptions, workspace_root};
 
 #[derive(Parser, Debug)]
-#[command(name = "pil-local", about = "The Practice Intelligence Layer on a local AWS emulator (moto), no account needed")]
+#[command(
+    name = "pil-local",
+    about = "The Practice Intelligence Layer on a local AWS emulator (moto), no account needed"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -27,7 +30,10 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> ExitCode {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run => run().await,
@@ -54,7 +60,11 @@ async fn run() -> Result<ExitCode> {
     {
         println!("{}", story.render());
     }
-    Ok(if story.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if story.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn serve() -> Result<ExitCode> {
@@ -62,8 +72,14 @@ async fn serve() -> Result<ExitCode> {
     let env_file = root.join("target/local/stack.env");
     let stack = Stack::start(StackOptions::from_env(root)).await?;
     stack.write_env_file(&env_file)?;
-    eprintln!("pil-local: stack ready. API {} · emulator {} · PMS simulator {}", stack.api_url, stack.moto.url, stack.pms.url);
-    eprintln!("pil-local: wrote {} (source it, then use `pil`). Ctrl-C stops.", env_file.display());
+    eprintln!(
+        "pil-local: stack ready. API {} · emulator {} · PMS simulator {}",
+        stack.api_url, stack.moto.url, stack.pms.url
+    );
+    eprintln!(
+        "pil-local: wrote {} (source it, then use `pil`). Ctrl-C stops.",
+        env_file.display()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},

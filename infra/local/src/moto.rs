@@ -18,7 +18,9 @@ pub struct Moto {
 
 /// The moto_server binary: `PIL_MOTO_SERVER`, else the workspace's `.venv/bin/moto_server`.
 pub fn moto_binary(workspace: &Path) -> PathBuf {
-    std::env::var_os("PIL_MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|| workspace.join(".venv/bin/moto_server"))
+    std::env::var_os("PIL_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join(".venv/bin/moto_server"))
 }
 
 /// A free loopback port (for tests that run several stacks at once).
@@ -30,7 +32,10 @@ impl Moto {
     pub async fn start(workspace: &Path, port: u16) -> Result<Self> {
         let bin = moto_binary(workspace);
         if !bin.exists() {
-            bail!("moto server not found at {} (run `make setup`, or set PIL_MOTO_SERVER)", bin.display());
+            bail!(
+                "moto server not found at {} (run `make setup`, or set PIL_MOTO_SERVER)",
+                bin.display()
+            );
         }
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
             bail!("port {port} is taken: set PIL_EMULATOR_PORT to a free port");
@@ -56,7 +61,12 @@ impl Moto {
             if let Some(status) = self.child.try_wait()? {
                 bail!("moto server exited at start ({status})");
             }
-            if client.get(format!("{}/moto-api/", self.url)).send().await.is_ok() {
+            if client
+                .get(format!("{}/moto-api/", self.url))
+                .send()
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -71,14 +81,24 @@ impl Moto {
 
     /// E-mails moto's SES received, newest last: (to, subject, html body).
     pub async fn sent_emails(&self) -> Result<Vec<SentEmail>> {
-        let data: serde_json::Value = reqwest::get(format!("{}/moto-api/data.json", self.url)).await?.json().await?;
-        let msgs = data["ses"]["Message"].as_array().cloned().unwrap_or_default();
+        let data: serde_json::Value = reqwest::get(format!("{}/moto-api/data.json", self.url))
+            .await?
+            .json()
+            .await?;
+        let msgs = data["ses"]["Message"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         Ok(msgs
             .into_iter()
             .map(|m| SentEmail {
                 to: m["destinations"]["ToAddresses"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 subject: m["subject"].as_str().unwrap_or_default().to_owned(),
                 body: m["body"].as_str().unwrap_or_default().to_owned(),

@@ -67,12 +67,23 @@ impl std::fmt::Debug for PmsSim {
 
 impl PmsSim {
     pub async fn start(port: u16, clients: &Clients, deployed: &Deployed) -> Result<Self> {
-        let env = &deployed.functions.first().ok_or_else(|| anyhow!("no functions"))?.env;
-        let table = env.get("TABLE_NAME").ok_or_else(|| anyhow!("no TABLE_NAME"))?;
-        let key = env.get("KMS_KEY_ID").ok_or_else(|| anyhow!("no KMS_KEY_ID"))?;
+        let env = &deployed
+            .functions
+            .first()
+            .ok_or_else(|| anyhow!("no functions"))?
+            .env;
+        let table = env
+            .get("TABLE_NAME")
+            .ok_or_else(|| anyhow!("no TABLE_NAME"))?;
+        let key = env
+            .get("KMS_KEY_ID")
+            .ok_or_else(|| anyhow!("no KMS_KEY_ID"))?;
         let state = Arc::new(PmsState {
             store: DynamoStore::new(clients.dynamodb.clone(), table, Meter::default()),
-            secrets: SecretCache::new(Arc::new(KmsKeys::new(clients.kms.clone(), key)), Duration::from_secs(5)),
+            secrets: SecretCache::new(
+                Arc::new(KmsKeys::new(clients.kms.clone(), key)),
+                Duration::from_secs(5),
+            ),
             received: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             accepted: Mutex::new(HashSet::new()),
@@ -92,7 +103,12 @@ impl PmsSim {
                 })
                 .await;
         });
-        Ok(Self { url, state, stop, task })
+        Ok(Self {
+            url,
+            state,
+            stop,
+            task,
+        })
     }
 
     /// The trigger URL to onboard a practice with.
@@ -101,7 +117,11 @@ impl PmsSim {
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().map(|r| r.clone()).unwrap_or_default()
+        self.state
+            .received
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// The next answers, in order (then 200 again).
@@ -123,20 +143,31 @@ async fn receive(State(st): State<Arc<PmsState>>, headers: HeaderMap, body: Byte
     let webhook_id = h(signature::HEADER_ID).unwrap_or_default().to_owned();
     let verified = verify(&st, &json, &headers, &body).await;
     let scripted = st.script.lock().ok().and_then(|mut s| s.pop_front());
-    let duplicate = st.accepted.lock().map(|a| a.contains(&webhook_id)).unwrap_or(false);
+    let duplicate = st
+        .accepted
+        .lock()
+        .map(|a| a.contains(&webhook_id))
+        .unwrap_or(false);
     let (status, retry_after) = match (&scripted, verified, duplicate) {
         (_, false, _) => (401, None),
         (Some(s), true, _) => (s.status, s.retry_after),
         (None, true, true) => (409, None),
         (None, true, false) => (200, None),
     };
-    if verified && (200..300).contains(&status)
+    if verified
+        && (200..300).contains(&status)
         && let Ok(mut a) = st.accepted.lock()
     {
         a.insert(webhook_id.clone());
     }
     if let Ok(mut r) = st.received.lock() {
-        r.push(Received { webhook_id, body: json, verified, status, duplicate });
+        r.push(Received {
+            webhook_id,
+            body: json,
+            verified,
+            status,
+            duplicate,
+        });
     }
     let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "").into_response();
     if let Some(ra) = retry_after
@@ -148,12 +179,31 @@ async fn receive(State(st): State<Arc<PmsState>>, headers: HeaderMap, body: Byte
 }
 
 async fn verify(st: &PmsState, json: &serde_json::Value, headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(pid) = json["practice_id"].as_str().and_then(|p| PracticeId::parse(p).ok()) else { return false };
-    let Ok(Some(practice)) = st.store.get_practice(&pid).await else { return false };
-    let Ok(secrets) = st.secrets.get(&pid, &practice.secrets).await else { return false };
+    let Some(pid) = json["practice_id"]
+        .as_str()
+        .and_then(|p| PracticeId::parse(p).ok())
+    else {
+        return false;
+    };
+    let Ok(Some(practice)) = st.store.get_practice(&pid).await else {
+        return false;
+    };
+    let Ok(secrets) = st.secrets.get(&pid, &practice.secrets).await else {
+        return false;
+    };
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
-    let sh = SignedHeaders { id: h(signature::HEADER_ID), timestamp: h(signature::HEADER_TIMESTAMP), signature: h(signature::HEADER_SIGNATURE) };
-    signature::verify(sh, body, std::slice::from_ref(&secrets.trigger), jiff::Timestamp::now().as_second()).is_ok()
+    let sh = SignedHeaders {
+        id: h(signature::HEADER_ID),
+        timestamp: h(signature::HEADER_TIMESTAMP),
+        signature: h(signature::HEADER_SIGNATURE),
+    };
+    signature::verify(
+        sh,
+        body,
+        std::slice::from_ref(&secrets.trigger),
+        jiff::Timestamp::now().as_second(),
+    )
+    .is_ok()
 }
 
 async fn received(State(st): State<Arc<PmsState>>) -> Json<Vec<Received>> {
@@ -182,12 +232,23 @@ pub struct Reply {
 
 impl PmsClient {
     pub fn new(api_url: &str) -> Self {
-        Self { api_url: api_url.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+        Self {
+            api_url: api_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
     }
 
-    pub async fn send(&self, practice: &str, secret: &WebhookSecret, webhook_id: &str, body: &str) -> Result<Reply> {
+    pub async fn send(
+        &self,
+        practice: &str,
+        secret: &WebhookSecret,
+        webhook_id: &str,
+        body: &str,
+    ) -> Result<Reply> {
         let ts = jiff::Timestamp::now().as_second();
-        let sig = secret.sign(webhook_id, ts, body.as_bytes()).ok_or_else(|| anyhow!("body is not UTF-8"))?;
+        let sig = secret
+            .sign(webhook_id, ts, body.as_bytes())
+            .ok_or_else(|| anyhow!("body is not UTF-8"))?;
         let resp = self
             .http
             .post(format!("{}/v1/practices/{practice}/events", self.api_url))

@@ -46,7 +46,12 @@ pub struct StackOptions {
 impl StackOptions {
     /// Ports from `PIL_API_PORT`, `PIL_EMULATOR_PORT`, `PIL_PMS_PORT` (3000, 5000, 3100).
     pub fn from_env(workspace: PathBuf) -> Self {
-        let port = |k: &str, d: u16| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        let port = |k: &str, d: u16| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
         Self {
             workspace,
             api_port: port("PIL_API_PORT", 3000),
@@ -88,9 +93,13 @@ pub enum Handler {
 impl Handler {
     async fn http(&self, req: ApiGatewayV2httpRequest) -> Result<ApiGatewayV2httpResponse> {
         match self {
-            Self::Receiver(d) => webhook_receiver::handler(d, ev(req)).await.map_err(|e| anyhow!("{e}")),
+            Self::Receiver(d) => webhook_receiver::handler(d, ev(req))
+                .await
+                .map_err(|e| anyhow!("{e}")),
             Self::Approval(d) => {
-                let v = approval_check::handler(d, ev(serde_json::to_value(req)?)).await.map_err(|e| anyhow!("{e}"))?;
+                let v = approval_check::handler(d, ev(serde_json::to_value(req)?))
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
                 Ok(serde_json::from_value(v)?)
             }
             _ => Err(anyhow!("function has no HTTP handler")),
@@ -99,10 +108,16 @@ impl Handler {
 
     async fn sqs(&self, event: SqsEvent) -> Result<SqsBatchResponse> {
         match self {
-            Self::Scan(d) => scheduler_scan::handler(d, ev(event)).await.map_err(|e| anyhow!("{e}")),
-            Self::Emitter(d) => trigger_emitter::handler(d, ev(event)).await.map_err(|e| anyhow!("{e}")),
+            Self::Scan(d) => scheduler_scan::handler(d, ev(event))
+                .await
+                .map_err(|e| anyhow!("{e}")),
+            Self::Emitter(d) => trigger_emitter::handler(d, ev(event))
+                .await
+                .map_err(|e| anyhow!("{e}")),
             Self::Approval(d) => {
-                let v = approval_check::handler(d, ev(serde_json::to_value(event)?)).await.map_err(|e| anyhow!("{e}"))?;
+                let v = approval_check::handler(d, ev(serde_json::to_value(event)?))
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
                 Ok(serde_json::from_value(v)?)
             }
             Self::Receiver(_) => Err(anyhow!("function has no SQS handler")),
@@ -126,7 +141,11 @@ pub struct Stack {
 
 impl std::fmt::Debug for Stack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Stack(api: {}, emulator: {})", self.api_url, self.moto.url)
+        write!(
+            f,
+            "Stack(api: {}, emulator: {})",
+            self.api_url, self.moto.url
+        )
     }
 }
 
@@ -142,10 +161,17 @@ impl Stack {
     pub async fn start(opts: StackOptions) -> Result<Self> {
         let moto = Moto::start(&opts.workspace, opts.emulator_port).await?;
         let clients = Clients::local(&moto.url, REGION);
-        let params: HashMap<String, String> = [("SenderEmail".to_owned(), SENDER.to_owned())].into();
-        let deployed = template::deploy(&opts.workspace.join("template.yaml"), &clients, REGION, STACK_NAME, &params)
-            .await
-            .context("creating the template's resources in the emulator")?;
+        let params: HashMap<String, String> =
+            [("SenderEmail".to_owned(), SENDER.to_owned())].into();
+        let deployed = template::deploy(
+            &opts.workspace.join("template.yaml"),
+            &clients,
+            REGION,
+            STACK_NAME,
+            &params,
+        )
+        .await
+        .context("creating the template's resources in the emulator")?;
         let api_url = format!("http://127.0.0.1:{}", opts.api_port);
         let meter = Meter::enabled();
 
@@ -155,16 +181,38 @@ impl Stack {
             // What differs from Lambda: the public URL, loopback triggers, shorter backoff.
             env.insert("PUBLIC_BASE_URL".into(), api_url.clone());
             env.insert("PIL_ALLOW_LOOPBACK_HTTP".into(), "1".into());
-            env.insert("TRIGGER_BACKOFF_BASE_SECONDS".into(), opts.backoff_base_seconds.to_string());
-            env.insert("TRIGGER_BACKOFF_CAP_SECONDS".into(), (opts.backoff_base_seconds * 8).to_string());
+            env.insert(
+                "TRIGGER_BACKOFF_BASE_SECONDS".into(),
+                opts.backoff_base_seconds.to_string(),
+            );
+            env.insert(
+                "TRIGGER_BACKOFF_CAP_SECONDS".into(),
+                (opts.backoff_base_seconds * 8).to_string(),
+            );
             env.insert("TRIGGER_LEASE_SECONDS".into(), "10".into());
             let config = Config::from_map(env);
             let h = match f.binary.as_str() {
-                "webhook-receiver" => Handler::Receiver(webhook_receiver::Deps::new(&clients, &config, meter.clone())?),
-                "scheduler-scan" => Handler::Scan(scheduler_scan::Deps::new(&clients, &config, meter.clone())?),
-                "approval-check" => Handler::Approval(approval_check::Deps::new(&clients, &config, meter.clone())?),
-                "trigger-emitter" => Handler::Emitter(trigger_emitter::Deps::new(&clients, &config, meter.clone()).map_err(|e| anyhow!("{e}"))?),
-                other => return Err(anyhow!("template function {} builds unknown binary {other}", f.name)),
+                "webhook-receiver" => Handler::Receiver(webhook_receiver::Deps::new(
+                    &clients,
+                    &config,
+                    meter.clone(),
+                )?),
+                "scheduler-scan" => {
+                    Handler::Scan(scheduler_scan::Deps::new(&clients, &config, meter.clone())?)
+                }
+                "approval-check" => {
+                    Handler::Approval(approval_check::Deps::new(&clients, &config, meter.clone())?)
+                }
+                "trigger-emitter" => Handler::Emitter(
+                    trigger_emitter::Deps::new(&clients, &config, meter.clone())
+                        .map_err(|e| anyhow!("{e}"))?,
+                ),
+                other => {
+                    return Err(anyhow!(
+                        "template function {} builds unknown binary {other}",
+                        f.name
+                    ));
+                }
             };
             handlers.insert(f.name.clone(), h);
         }
@@ -175,8 +223,16 @@ impl Stack {
         // The local API Gateway.
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port))
             .await
-            .with_context(|| format!("binding the local API on port {} (set PIL_API_PORT)", opts.api_port))?;
-        let state = Arc::new(ApiState { routes: deployed.routes.clone(), handlers: handlers.clone() });
+            .with_context(|| {
+                format!(
+                    "binding the local API on port {} (set PIL_API_PORT)",
+                    opts.api_port
+                )
+            })?;
+        let state = Arc::new(ApiState {
+            routes: deployed.routes.clone(),
+            handlers: handlers.clone(),
+        });
         let app = axum::Router::new().fallback(api).with_state(state);
         let mut rx_api = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -189,7 +245,13 @@ impl Stack {
 
         // The SQS event-source mappings.
         for m in &deployed.mappings {
-            tasks.push(tokio::spawn(poll(clients.sqs.clone(), m.clone(), handlers.clone(), rx.clone(), opts.poll_wait_seconds)));
+            tasks.push(tokio::spawn(poll(
+                clients.sqs.clone(),
+                m.clone(),
+                handlers.clone(),
+                rx.clone(),
+                opts.poll_wait_seconds,
+            )));
         }
 
         // The schedule, fired by the local runner.
@@ -214,19 +276,40 @@ impl Stack {
 
         let pms = PmsSim::start(opts.pms_port, &clients, &deployed).await?;
         let env = stack_env(&deployed, &moto.url, &api_url, &pms.url);
-        Ok(Self { moto, clients, deployed, api_url, pms, meter, env, handlers, shutdown, tasks })
+        Ok(Self {
+            moto,
+            clients,
+            deployed,
+            api_url,
+            pms,
+            meter,
+            env,
+            handlers,
+            shutdown,
+            tasks,
+        })
     }
 
     /// A resolved reference from the template (`Ref`), e.g. a queue URL.
     pub fn resource(&self, logical: &str) -> Result<&str> {
-        self.deployed.refs.get(logical).map(String::as_str).ok_or_else(|| anyhow!("template has no {logical}"))
+        self.deployed
+            .refs
+            .get(logical)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("template has no {logical}"))
     }
 
     /// The receiver's or scanner's dependencies, for in-process assertions.
     pub fn scan_deps(&self) -> Result<&scheduler_scan::Deps> {
         self.handlers
             .values()
-            .find_map(|h| if let Handler::Scan(d) = h { Some(d) } else { None })
+            .find_map(|h| {
+                if let Handler::Scan(d) = h {
+                    Some(d)
+                } else {
+                    None
+                }
+            })
             .ok_or_else(|| anyhow!("no scheduler-scan function in the template"))
     }
 
@@ -333,19 +416,28 @@ const API_GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
 async fn api(State(state): State<Arc<ApiState>>, req: Request<Body>) -> Response<Body> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
-    let found = state
-        .routes
-        .iter()
-        .find_map(|r| if r.method == method || r.method == "ANY" { match_route(&r.path, &path).map(|p| (r, p)) } else { None });
+    let found = state.routes.iter().find_map(|r| {
+        if r.method == method || r.method == "ANY" {
+            match_route(&r.path, &path).map(|p| (r, p))
+        } else {
+            None
+        }
+    });
     let Some((route, params)) = found else {
         return plain(StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#);
     };
     let Some(handler) = state.handlers.get(&route.function) else {
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, r#"{"message":"Internal Server Error"}"#);
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"message":"Internal Server Error"}"#,
+        );
     };
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, API_GATEWAY_MAX_BODY).await else {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, r#"{"message":"Request Entity Too Large"}"#);
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            r#"{"message":"Request Entity Too Large"}"#,
+        );
     };
     let mut ev = ApiGatewayV2httpRequest::default();
     ev.version = Some("2.0".into());
@@ -379,11 +471,15 @@ async fn api(State(state): State<Arc<ApiState>>, req: Request<Body>) -> Response
                 Some(LambdaBody::Binary(b)) => Body::from(b),
                 _ => Body::empty(),
             };
-            b.body(body).unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "{}"))
+            b.body(body)
+                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "{}"))
         }
         Err(e) => {
             tracing::error!(error = %e, "function error");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, r#"{"message":"Internal Server Error"}"#)
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"message":"Internal Server Error"}"#,
+            )
         }
     }
 }
@@ -391,16 +487,31 @@ async fn api(State(state): State<Arc<ApiState>>, req: Request<Body>) -> Response
 fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 /// One event-source mapping: receive a batch, invoke, delete what succeeded. Failed messages
 /// stay and come back after their visibility timeout; the queue's redrive policy dead-letters
 /// them after `maxReceiveCount` receives.
-async fn poll(sqs: aws_sdk_sqs::Client, m: Mapping, handlers: Arc<HashMap<String, Handler>>, mut stop: watch::Receiver<bool>, wait: i32) {
-    let Some(handler) = handlers.get(&m.function) else { return };
-    let arn = format!("arn:aws:sqs:{REGION}:{}:{}", template::ACCOUNT, m.queue_url.rsplit('/').next().unwrap_or_default());
+async fn poll(
+    sqs: aws_sdk_sqs::Client,
+    m: Mapping,
+    handlers: Arc<HashMap<String, Handler>>,
+    mut stop: watch::Receiver<bool>,
+    wait: i32,
+) {
+    let Some(handler) = handlers.get(&m.function) else {
+        return;
+    };
+    let arn = format!(
+        "arn:aws:sqs:{REGION}:{}:{}",
+        template::ACCOUNT,
+        m.queue_url.rsplit('/').next().unwrap_or_default()
+    );
     loop {
         if *stop.borrow() {
             break;
@@ -437,22 +548,38 @@ async fn poll(sqs: aws_sdk_sqs::Client, m: Mapping, handlers: Arc<HashMap<String
             r.event_source_arn = Some(arn.clone());
             r.aws_region = Some(REGION.into());
             if let Some(attrs) = &msg.attributes {
-                r.attributes = attrs.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect();
+                r.attributes = attrs
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+                    .collect();
             }
             event.records.push(r);
         }
         let failed: Vec<String> = match handler.sqs(event).await {
-            Ok(resp) if m.partial_batch => resp.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+            Ok(resp) if m.partial_batch => resp
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
             Ok(resp) if resp.batch_item_failures.is_empty() => vec![],
             // Without partial batch responses, any failure fails the whole batch, as in Lambda.
             Ok(_) | Err(_) => msgs.iter().filter_map(|x| x.message_id.clone()).collect(),
         };
         for msg in &msgs {
-            if msg.message_id.as_ref().is_some_and(|id| failed.contains(id)) {
+            if msg
+                .message_id
+                .as_ref()
+                .is_some_and(|id| failed.contains(id))
+            {
                 continue;
             }
             if let Some(rh) = &msg.receipt_handle {
-                let _ = sqs.delete_message().queue_url(&m.queue_url).receipt_handle(rh).send().await;
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&m.queue_url)
+                    .receipt_handle(rh)
+                    .send()
+                    .await;
             }
         }
     }
@@ -464,9 +591,15 @@ mod tests {
 
     #[test]
     fn routes_match_templates() {
-        let p = match_route("/v1/practices/{practice_id}/events", "/v1/practices/demo-clinic/events").unwrap();
+        let p = match_route(
+            "/v1/practices/{practice_id}/events",
+            "/v1/practices/demo-clinic/events",
+        )
+        .unwrap();
         assert_eq!(p["practice_id"], "demo-clinic");
-        assert!(match_route("/v1/practices/{practice_id}/events", "/v1/practices/events").is_none());
+        assert!(
+            match_route("/v1/practices/{practice_id}/events", "/v1/practices/events").is_none()
+        );
         assert!(match_route("/v1/approvals/{token}", "/v1/approvals/abc.def").is_some());
     }
 }

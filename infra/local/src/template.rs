@@ -8,8 +8,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use serde_yaml::Value;
 
@@ -96,8 +96,14 @@ impl Ctx {
     }
 
     fn get_att(&self, path: &str) -> Result<String> {
-        let (res, attr) = path.split_once('.').ok_or_else(|| anyhow!("bad GetAtt {path}"))?;
-        self.attrs.get(res).and_then(|a| a.get(attr)).cloned().ok_or_else(|| anyhow!("unresolved GetAtt {path}"))
+        let (res, attr) = path
+            .split_once('.')
+            .ok_or_else(|| anyhow!("bad GetAtt {path}"))?;
+        self.attrs
+            .get(res)
+            .and_then(|a| a.get(attr))
+            .cloned()
+            .ok_or_else(|| anyhow!("unresolved GetAtt {path}"))
     }
 
     fn sub(&self, s: &str) -> Result<String> {
@@ -107,7 +113,11 @@ impl Ctx {
             out.push_str(&rest[..i]);
             let end = rest[i..].find('}').ok_or_else(|| anyhow!("bad Sub"))? + i;
             let name = &rest[i + 2..end];
-            out.push_str(&if name.contains('.') && !name.starts_with("AWS::") { self.get_att(name)? } else { self.reference(name)? });
+            out.push_str(&if name.contains('.') && !name.starts_with("AWS::") {
+                self.get_att(name)?
+            } else {
+                self.reference(name)?
+            });
             rest = &rest[end + 1..];
         }
         out.push_str(rest);
@@ -130,13 +140,25 @@ impl Ctx {
                 let (k, val) = m.iter().next().ok_or_else(|| anyhow!("empty"))?;
                 match k.as_str() {
                     Some("Ref") => Value::String(self.reference(str_of(&self.resolve(val)?)?)?),
-                    Some("Fn::GetAtt") => Value::String(self.get_att(&getatt_path(&self.resolve(val)?)?)?),
+                    Some("Fn::GetAtt") => {
+                        Value::String(self.get_att(&getatt_path(&self.resolve(val)?)?)?)
+                    }
                     Some("Fn::Sub") => Value::String(self.sub(str_of(&self.resolve(val)?)?)?),
-                    _ => Value::Mapping(m.iter().map(|(k, v)| Ok((k.clone(), self.resolve(v)?))).collect::<Result<_>>()?),
+                    _ => Value::Mapping(
+                        m.iter()
+                            .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
+                            .collect::<Result<_>>()?,
+                    ),
                 }
             }
-            Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, v)| Ok((k.clone(), self.resolve(v)?))).collect::<Result<_>>()?),
-            Value::Sequence(s) => Value::Sequence(s.iter().map(|v| self.resolve(v)).collect::<Result<_>>()?),
+            Value::Mapping(m) => Value::Mapping(
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
+                    .collect::<Result<_>>()?,
+            ),
+            Value::Sequence(s) => {
+                Value::Sequence(s.iter().map(|v| self.resolve(v)).collect::<Result<_>>()?)
+            }
             other => other.clone(),
         })
     }
@@ -182,11 +204,26 @@ fn parameters(t: &Value, overrides: &HashMap<String, String>) -> HashMap<String,
 }
 
 /// Creates the template's resources in the emulator behind `clients`.
-pub async fn deploy(path: &Path, clients: &Clients, region: &str, stack: &str, params: &HashMap<String, String>) -> Result<Deployed> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+pub async fn deploy(
+    path: &Path,
+    clients: &Clients,
+    region: &str,
+    stack: &str,
+    params: &HashMap<String, String>,
+) -> Result<Deployed> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let t: Value = serde_yaml::from_str(&text).context("template.yaml is not YAML")?;
-    let resources = t.get("Resources").and_then(Value::as_mapping).ok_or_else(|| anyhow!("template has no Resources"))?;
-    let mut ctx = Ctx { region: region.into(), stack: stack.into(), params: parameters(&t, params), ..Default::default() };
+    let resources = t
+        .get("Resources")
+        .and_then(Value::as_mapping)
+        .ok_or_else(|| anyhow!("template has no Resources"))?;
+    let mut ctx = Ctx {
+        region: region.into(),
+        stack: stack.into(),
+        params: parameters(&t, params),
+        ..Default::default()
+    };
     let mut deployed = Deployed::default();
     let by_type = |ty: &str| -> Vec<(String, Value)> {
         resources
@@ -200,9 +237,21 @@ pub async fn deploy(path: &Path, clients: &Clients, region: &str, stack: &str, p
     // the local stack does not emulate (roles, alarms, log groups) get placeholder ids.
     for (name, r) in resources {
         if let Some(name) = name.as_str() {
-            let ty = r.get("Type").and_then(Value::as_str).unwrap_or_default().replace("::", "-").to_lowercase();
+            let ty = r
+                .get("Type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .replace("::", "-")
+                .to_lowercase();
             ctx.refs.insert(name.to_owned(), name.to_owned());
-            ctx.attrs.insert(name.to_owned(), [("Arn".to_owned(), format!("arn:aws:local:{region}:{ACCOUNT}:{ty}/{name}"))].into());
+            ctx.attrs.insert(
+                name.to_owned(),
+                [(
+                    "Arn".to_owned(),
+                    format!("arn:aws:local:{region}:{ACCOUNT}:{ty}/{name}"),
+                )]
+                .into(),
+            );
         }
     }
     for (name, _) in by_type("AWS::Serverless::HttpApi") {
@@ -210,90 +259,221 @@ pub async fn deploy(path: &Path, clients: &Clients, region: &str, stack: &str, p
     }
 
     for (name, _) in by_type("AWS::KMS::Key") {
-        let key = clients.kms.create_key().description(format!("{stack} {name}")).send().await?;
-        let meta = key.key_metadata.ok_or_else(|| anyhow!("kms key without metadata"))?;
+        let key = clients
+            .kms
+            .create_key()
+            .description(format!("{stack} {name}"))
+            .send()
+            .await?;
+        let meta = key
+            .key_metadata
+            .ok_or_else(|| anyhow!("kms key without metadata"))?;
         ctx.refs.insert(name.clone(), meta.key_id.clone());
-        ctx.attrs.insert(name, [("Arn".to_owned(), meta.arn.unwrap_or_default())].into());
+        ctx.attrs.insert(
+            name,
+            [("Arn".to_owned(), meta.arn.unwrap_or_default())].into(),
+        );
     }
 
     for (name, r) in by_type("AWS::DynamoDB::Table") {
-        let p = ctx.resolve(r.get("Properties").ok_or_else(|| anyhow!("{name}: no Properties"))?)?;
-        create_table(clients, &name, &p).await.with_context(|| format!("creating table {name}"))?;
+        let p = ctx.resolve(
+            r.get("Properties")
+                .ok_or_else(|| anyhow!("{name}: no Properties"))?,
+        )?;
+        create_table(clients, &name, &p)
+            .await
+            .with_context(|| format!("creating table {name}"))?;
         ctx.refs.insert(name.clone(), name.clone());
-        ctx.attrs.insert(name.clone(), [("Arn".to_owned(), format!("arn:aws:dynamodb:{region}:{ACCOUNT}:table/{name}"))].into());
+        ctx.attrs.insert(
+            name.clone(),
+            [(
+                "Arn".to_owned(),
+                format!("arn:aws:dynamodb:{region}:{ACCOUNT}:table/{name}"),
+            )]
+            .into(),
+        );
     }
 
     // Queues: create all, then apply attributes (a redrive policy names another queue).
     let queues = by_type("AWS::SQS::Queue");
     for (name, _) in &queues {
-        let url = clients.sqs.create_queue().queue_name(name).send().await?.queue_url.unwrap_or_default();
+        let url = clients
+            .sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await?
+            .queue_url
+            .unwrap_or_default();
         ctx.refs.insert(name.clone(), url);
         let arn = format!("arn:aws:sqs:{region}:{ACCOUNT}:{name}");
-        ctx.attrs.insert(name.clone(), [("Arn".to_owned(), arn), ("QueueName".to_owned(), name.clone())].into());
+        ctx.attrs.insert(
+            name.clone(),
+            [
+                ("Arn".to_owned(), arn),
+                ("QueueName".to_owned(), name.clone()),
+            ]
+            .into(),
+        );
     }
     for (name, r) in &queues {
         let p = ctx.resolve(r.get("Properties").unwrap_or(&Value::Null))?;
         let mut attrs = HashMap::new();
-        for key in ["VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds"] {
+        for key in [
+            "VisibilityTimeout",
+            "MessageRetentionPeriod",
+            "DelaySeconds",
+            "ReceiveMessageWaitTimeSeconds",
+        ] {
             if let Some(v) = p.get(key).and_then(scalar) {
                 attrs.insert(key.to_owned(), v);
             }
         }
         if let Some(rp) = p.get("RedrivePolicy") {
-            let target = rp.get("deadLetterTargetArn").and_then(scalar).ok_or_else(|| anyhow!("{name}: redrive without target"))?;
-            let max = rp.get("maxReceiveCount").and_then(scalar).ok_or_else(|| anyhow!("{name}: redrive without maxReceiveCount"))?;
-            attrs.insert("RedrivePolicy".into(), serde_json::json!({"deadLetterTargetArn": target, "maxReceiveCount": max}).to_string());
+            let target = rp
+                .get("deadLetterTargetArn")
+                .and_then(scalar)
+                .ok_or_else(|| anyhow!("{name}: redrive without target"))?;
+            let max = rp
+                .get("maxReceiveCount")
+                .and_then(scalar)
+                .ok_or_else(|| anyhow!("{name}: redrive without maxReceiveCount"))?;
+            attrs.insert(
+                "RedrivePolicy".into(),
+                serde_json::json!({"deadLetterTargetArn": target, "maxReceiveCount": max})
+                    .to_string(),
+            );
         }
         if !attrs.is_empty() {
-            let mut req = clients.sqs.set_queue_attributes().queue_url(ctx.reference(name)?);
+            let mut req = clients
+                .sqs
+                .set_queue_attributes()
+                .queue_url(ctx.reference(name)?);
             for (k, v) in attrs {
                 req = req.attributes(aws_sdk_sqs::types::QueueAttributeName::from(k.as_str()), v);
             }
-            req.send().await.with_context(|| format!("queue attributes of {name}"))?;
+            req.send()
+                .await
+                .with_context(|| format!("queue attributes of {name}"))?;
         }
     }
 
     for (name, r) in by_type("AWS::Events::EventBus") {
         let p = ctx.resolve(r.get("Properties").unwrap_or(&Value::Null))?;
-        let bus = p.get("Name").and_then(scalar).unwrap_or_else(|| name.clone());
-        clients.eventbridge.create_event_bus().name(&bus).send().await?;
+        let bus = p
+            .get("Name")
+            .and_then(scalar)
+            .unwrap_or_else(|| name.clone());
+        clients
+            .eventbridge
+            .create_event_bus()
+            .name(&bus)
+            .send()
+            .await?;
         ctx.refs.insert(name.clone(), bus.clone());
-        ctx.attrs.insert(name.clone(), [("Arn".to_owned(), format!("arn:aws:events:{region}:{ACCOUNT}:event-bus/{bus}")), ("Name".to_owned(), bus)].into());
+        ctx.attrs.insert(
+            name.clone(),
+            [
+                (
+                    "Arn".to_owned(),
+                    format!("arn:aws:events:{region}:{ACCOUNT}:event-bus/{bus}"),
+                ),
+                ("Name".to_owned(), bus),
+            ]
+            .into(),
+        );
     }
 
     for (name, r) in by_type("AWS::Events::Rule") {
         let p = ctx.resolve(r.get("Properties").unwrap_or(&Value::Null))?;
-        let bus = p.get("EventBusName").and_then(scalar).unwrap_or_else(|| "default".into());
-        let pattern: serde_json::Value = serde_yaml::from_value(p.get("EventPattern").cloned().unwrap_or(Value::Null))?;
-        clients.eventbridge.put_rule().name(&name).event_bus_name(&bus).event_pattern(pattern.to_string()).send().await?;
+        let bus = p
+            .get("EventBusName")
+            .and_then(scalar)
+            .unwrap_or_else(|| "default".into());
+        let pattern: serde_json::Value =
+            serde_yaml::from_value(p.get("EventPattern").cloned().unwrap_or(Value::Null))?;
+        clients
+            .eventbridge
+            .put_rule()
+            .name(&name)
+            .event_bus_name(&bus)
+            .event_pattern(pattern.to_string())
+            .send()
+            .await?;
         let mut targets = Vec::new();
-        for t in p.get("Targets").and_then(Value::as_sequence).cloned().unwrap_or_default() {
+        for t in p
+            .get("Targets")
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default()
+        {
             let id = t.get("Id").and_then(scalar).unwrap_or_else(|| "t".into());
-            let arn = t.get("Arn").and_then(scalar).ok_or_else(|| anyhow!("{name}: target without Arn"))?;
-            targets.push(aws_sdk_eventbridge::types::Target::builder().id(id).arn(arn).build()?);
+            let arn = t
+                .get("Arn")
+                .and_then(scalar)
+                .ok_or_else(|| anyhow!("{name}: target without Arn"))?;
+            targets.push(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id(id)
+                    .arn(arn)
+                    .build()?,
+            );
         }
-        clients.eventbridge.put_targets().rule(&name).event_bus_name(&bus).set_targets(Some(targets)).send().await?;
+        clients
+            .eventbridge
+            .put_targets()
+            .rule(&name)
+            .event_bus_name(&bus)
+            .set_targets(Some(targets))
+            .send()
+            .await?;
         ctx.refs.insert(name.clone(), name.clone());
-        ctx.attrs.insert(name.clone(), [("Arn".to_owned(), format!("arn:aws:events:{region}:{ACCOUNT}:rule/{bus}/{name}"))].into());
+        ctx.attrs.insert(
+            name.clone(),
+            [(
+                "Arn".to_owned(),
+                format!("arn:aws:events:{region}:{ACCOUNT}:rule/{bus}/{name}"),
+            )]
+            .into(),
+        );
     }
 
     // The sender identity for owner e-mail.
     if let Some(sender) = ctx.params.get("SenderEmail").cloned() {
-        clients.sesv2.create_email_identity().email_identity(&sender).send().await.context("SES identity")?;
+        clients
+            .sesv2
+            .create_email_identity()
+            .email_identity(&sender)
+            .send()
+            .await
+            .context("SES identity")?;
     }
 
     let queue_url_of = |ctx: &Ctx, arn: &str| -> Result<String> {
         let name = arn.rsplit(':').next().unwrap_or_default();
-        ctx.refs.get(name).cloned().ok_or_else(|| anyhow!("no queue for {arn}"))
+        ctx.refs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow!("no queue for {arn}"))
     };
 
-    let globals_env = get(&t, &["Globals", "Function", "Environment", "Variables"]).map(|v| ctx.resolve(v)).transpose()?;
+    let globals_env = get(&t, &["Globals", "Function", "Environment", "Variables"])
+        .map(|v| ctx.resolve(v))
+        .transpose()?;
     for (name, r) in by_type("AWS::Serverless::Function") {
         let binary = get(&r, &["Metadata", "BuildProperties", "Binary"])
             .and_then(scalar)
             .ok_or_else(|| anyhow!("{name}: Metadata.BuildProperties.Binary names the crate"))?;
         let mut env = HashMap::new();
-        for vars in [globals_env.clone(), get(&r, &["Properties", "Environment", "Variables"]).map(|v| ctx.resolve(v)).transpose()?].into_iter().flatten() {
+        for vars in [
+            globals_env.clone(),
+            get(&r, &["Properties", "Environment", "Variables"])
+                .map(|v| ctx.resolve(v))
+                .transpose()?,
+        ]
+        .into_iter()
+        .flatten()
+        {
             if let Value::Mapping(m) = vars {
                 for (k, v) in m {
                     if let (Some(k), Some(v)) = (k.as_str(), scalar(&v)) {
@@ -308,39 +488,69 @@ pub async fn deploy(path: &Path, clients: &Clients, region: &str, stack: &str, p
                 let props = ctx.resolve(ev.get("Properties").unwrap_or(&Value::Null))?;
                 match ty {
                     "HttpApi" => deployed.routes.push(Route {
-                        method: props.get("Method").and_then(scalar).unwrap_or_else(|| "ANY".into()).to_uppercase(),
-                        path: props.get("Path").and_then(scalar).unwrap_or_else(|| "/".into()),
+                        method: props
+                            .get("Method")
+                            .and_then(scalar)
+                            .unwrap_or_else(|| "ANY".into())
+                            .to_uppercase(),
+                        path: props
+                            .get("Path")
+                            .and_then(scalar)
+                            .unwrap_or_else(|| "/".into()),
                         function: name.clone(),
                     }),
                     "SQS" => {
-                        let arn = props.get("Queue").and_then(scalar).ok_or_else(|| anyhow!("{name}: SQS event without Queue"))?;
+                        let arn = props
+                            .get("Queue")
+                            .and_then(scalar)
+                            .ok_or_else(|| anyhow!("{name}: SQS event without Queue"))?;
                         let partial = props
                             .get("FunctionResponseTypes")
                             .and_then(Value::as_sequence)
-                            .is_some_and(|s| s.iter().any(|x| x.as_str() == Some("ReportBatchItemFailures")));
+                            .is_some_and(|s| {
+                                s.iter()
+                                    .any(|x| x.as_str() == Some("ReportBatchItemFailures"))
+                            });
                         deployed.mappings.push(Mapping {
                             function: name.clone(),
                             queue_url: queue_url_of(&ctx, &arn)?,
-                            batch_size: props.get("BatchSize").and_then(scalar).and_then(|b| b.parse().ok()).unwrap_or(10),
+                            batch_size: props
+                                .get("BatchSize")
+                                .and_then(scalar)
+                                .and_then(|b| b.parse().ok())
+                                .unwrap_or(10),
                             partial_batch: partial,
                         });
                     }
-                    other => bail!("{name}: event type {other} is not supported by the local stack"),
+                    other => {
+                        bail!("{name}: event type {other} is not supported by the local stack")
+                    }
                 }
             }
         }
-        deployed.functions.push(Function { name: name.clone(), binary, env });
+        deployed.functions.push(Function {
+            name: name.clone(),
+            binary,
+            env,
+        });
         ctx.refs.insert(name.clone(), name.clone());
     }
 
     for (name, r) in by_type("AWS::Scheduler::Schedule") {
         let p = ctx.resolve(r.get("Properties").unwrap_or(&Value::Null))?;
-        let arn = get(&p, &["Target", "Arn"]).and_then(scalar).ok_or_else(|| anyhow!("{name}: no Target.Arn"))?;
+        let arn = get(&p, &["Target", "Arn"])
+            .and_then(scalar)
+            .ok_or_else(|| anyhow!("{name}: no Target.Arn"))?;
         deployed.schedules.push(Schedule {
             name: name.clone(),
-            expression: p.get("ScheduleExpression").and_then(scalar).unwrap_or_default(),
+            expression: p
+                .get("ScheduleExpression")
+                .and_then(scalar)
+                .unwrap_or_default(),
             queue_url: queue_url_of(&ctx, &arn)?,
-            input: get(&p, &["Target", "Input"]).and_then(scalar).unwrap_or_else(|| "{}".into()),
+            input: get(&p, &["Target", "Input"])
+                .and_then(scalar)
+                .unwrap_or_else(|| "{}".into()),
         });
     }
 
@@ -357,7 +567,9 @@ pub async fn deploy(path: &Path, clients: &Clients, region: &str, stack: &str, p
     for (name, r) in resources {
         let ty = r.get("Type").and_then(Value::as_str).unwrap_or_default();
         if !emulated.contains(&ty) {
-            deployed.not_emulated.push(format!("{} ({ty})", name.as_str().unwrap_or_default()));
+            deployed
+                .not_emulated
+                .push(format!("{} ({ty})", name.as_str().unwrap_or_default()));
         }
     }
     if let Some(Value::Mapping(outs)) = t.get("Outputs") {
@@ -384,32 +596,70 @@ async fn create_table(clients: &Clients, name: &str, p: &Value) -> Result<()> {
             .map(|k| {
                 Ok(KeySchemaElement::builder()
                     .attribute_name(k.get("AttributeName").and_then(scalar).unwrap_or_default())
-                    .key_type(KeyType::from(k.get("KeyType").and_then(scalar).unwrap_or_default().as_str()))
+                    .key_type(KeyType::from(
+                        k.get("KeyType")
+                            .and_then(scalar)
+                            .unwrap_or_default()
+                            .as_str(),
+                    ))
                     .build()?)
             })
             .collect()
     };
-    let mut req = clients.dynamodb.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
-    for a in p.get("AttributeDefinitions").and_then(Value::as_sequence).cloned().unwrap_or_default() {
+    let mut req = clients
+        .dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest);
+    for a in p
+        .get("AttributeDefinitions")
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default()
+    {
         req = req.attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name(a.get("AttributeName").and_then(scalar).unwrap_or_default())
-                .attribute_type(ScalarAttributeType::from(a.get("AttributeType").and_then(scalar).unwrap_or_default().as_str()))
+                .attribute_type(ScalarAttributeType::from(
+                    a.get("AttributeType")
+                        .and_then(scalar)
+                        .unwrap_or_default()
+                        .as_str(),
+                ))
                 .build()?,
         );
     }
-    req = req.set_key_schema(Some(key_schema(p.get("KeySchema").ok_or_else(|| anyhow!("no KeySchema"))?)?));
-    for g in p.get("GlobalSecondaryIndexes").and_then(Value::as_sequence).cloned().unwrap_or_default() {
+    req = req.set_key_schema(Some(key_schema(
+        p.get("KeySchema").ok_or_else(|| anyhow!("no KeySchema"))?,
+    )?));
+    for g in p
+        .get("GlobalSecondaryIndexes")
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default()
+    {
         let proj = g.get("Projection").cloned().unwrap_or(Value::Null);
-        let mut projection = Projection::builder()
-            .projection_type(ProjectionType::from(proj.get("ProjectionType").and_then(scalar).unwrap_or_else(|| "ALL".into()).as_str()));
-        for nk in proj.get("NonKeyAttributes").and_then(Value::as_sequence).cloned().unwrap_or_default() {
+        let mut projection = Projection::builder().projection_type(ProjectionType::from(
+            proj.get("ProjectionType")
+                .and_then(scalar)
+                .unwrap_or_else(|| "ALL".into())
+                .as_str(),
+        ));
+        for nk in proj
+            .get("NonKeyAttributes")
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default()
+        {
             projection = projection.non_key_attributes(scalar(&nk).unwrap_or_default());
         }
         req = req.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(g.get("IndexName").and_then(scalar).unwrap_or_default())
-                .set_key_schema(Some(key_schema(g.get("KeySchema").ok_or_else(|| anyhow!("GSI without KeySchema"))?)?))
+                .set_key_schema(Some(key_schema(
+                    g.get("KeySchema")
+                        .ok_or_else(|| anyhow!("GSI without KeySchema"))?,
+                )?))
                 .projection(projection.build())
                 .build()?,
         );
@@ -422,7 +672,12 @@ async fn create_table(clients: &Clients, name: &str, p: &Value) -> Result<()> {
             .dynamodb
             .update_time_to_live()
             .table_name(name)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(attr).enabled(true).build()?)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attr)
+                    .enabled(true)
+                    .build()?,
+            )
             .send()
             .await?;
     }

@@ -120,19 +120,41 @@ fn practice_id(s: &str) -> Result<PracticeId> {
 async fn run(cli: Cli) -> Result<serde_json::Value> {
     let config = Config::from_env();
     if config.opt("TABLE_NAME").is_none() {
-        return Err(anyhow!("no stack configured: `source target/local/stack.env` (local) or export the stack's variables (README, \"Deploy\")"));
+        return Err(anyhow!(
+            "no stack configured: `source target/local/stack.env` (local) or export the stack's variables (README, \"Deploy\")"
+        ));
     }
     let clients = Clients::from_env().await;
-    let adapters = Adapters::new(&clients, &config, Meter::default()).map_err(|e| anyhow!("{e}"))?;
+    let adapters =
+        Adapters::new(&clients, &config, Meter::default()).map_err(|e| anyhow!("{e}"))?;
     let store = &adapters.store;
     Ok(match cli.cmd {
-        Cmd::Practice(PracticeCmd::Create { practice_id: id, time_zone, owner_emails, trigger_url }) => {
-            let input = NewPractice { id: practice_id(&id)?, time_zone, owner_emails, trigger_url };
-            let out = admin::create_practice(store, adapters.secrets.keys(), input, config.allow_loopback_http()).await?;
+        Cmd::Practice(PracticeCmd::Create {
+            practice_id: id,
+            time_zone,
+            owner_emails,
+            trigger_url,
+        }) => {
+            let input = NewPractice {
+                id: practice_id(&id)?,
+                time_zone,
+                owner_emails,
+                trigger_url,
+            };
+            let out = admin::create_practice(
+                store,
+                adapters.secrets.keys(),
+                input,
+                config.allow_loopback_http(),
+            )
+            .await?;
             serde_json::to_value(out)?
         }
         Cmd::Practice(PracticeCmd::Show { practice_id: id }) => {
-            let p = store.get_practice(&practice_id(&id)?).await?.ok_or_else(|| anyhow!("practice {id} not found"))?;
+            let p = store
+                .get_practice(&practice_id(&id)?)
+                .await?
+                .ok_or_else(|| anyhow!("practice {id} not found"))?;
             serde_json::json!({
                 "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "trigger_url": p.trigger_url,
                 "disabled": p.disabled, "endpoint_retired": p.endpoint_retired, "last_scan_date": p.last_scan_date,
@@ -140,27 +162,52 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             })
         }
         Cmd::Policy(PolicyCmd::Show { practice_id: id }) => {
-            let p = store.get_practice(&practice_id(&id)?).await?.ok_or_else(|| anyhow!("practice {id} not found"))?;
+            let p = store
+                .get_practice(&practice_id(&id)?)
+                .await?
+                .ok_or_else(|| anyhow!("practice {id} not found"))?;
             serde_json::json!({"practice_id": p.id, "policy": p.policy})
         }
         Cmd::Policy(PolicyCmd::Set(s)) => {
             let kind = ActionKind::parse(&s.kind).ok_or_else(|| {
-                anyhow!("--kind: one of {}", ActionKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
+                anyhow!(
+                    "--kind: one of {}",
+                    ActionKind::ALL
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             })?;
-            let mode = s.mode.as_deref().map(|m| Mode::parse(m).ok_or_else(|| anyhow!("--mode: auto, approve or off"))).transpose()?;
-            let change = KindChange { mode, max_auto_per_day: s.max_auto_per_day, max_auto_value: s.max_auto_value };
+            let mode = s
+                .mode
+                .as_deref()
+                .map(|m| Mode::parse(m).ok_or_else(|| anyhow!("--mode: auto, approve or off")))
+                .transpose()?;
+            let change = KindChange {
+                mode,
+                max_auto_per_day: s.max_auto_per_day,
+                max_auto_value: s.max_auto_value,
+            };
             let pid = practice_id(&s.practice_id)?;
             let policy = admin::set_kind_policy(store, &pid, kind, change).await?;
             serde_json::json!({"practice_id": pid, "policy": policy})
         }
-        Cmd::Scan { practice_id: id, date } => {
+        Cmd::Scan {
+            practice_id: id,
+            date,
+        } => {
             let pid = practice_id(&id)?;
-            let p = store.get_practice(&pid).await?.ok_or_else(|| anyhow!("practice {id} not found"))?;
+            let p = store
+                .get_practice(&pid)
+                .await?
+                .ok_or_else(|| anyhow!("practice {id} not found"))?;
             let day = match date {
                 Some(d) => d.parse::<Date>().with_context(|| "--date: YYYY-MM-DD")?,
                 None => p.local_date(jiff::Timestamp::now()),
             };
-            let deps = scheduler_scan::Deps::new(&clients, &config, Meter::default()).map_err(|e| anyhow!("{e}"))?;
+            let deps = scheduler_scan::Deps::new(&clients, &config, Meter::default())
+                .map_err(|e| anyhow!("{e}"))?;
             let report = deps.scan(&pid, day).await?;
             serde_json::json!({
                 "practice_id": pid, "scan_date": day, "due_read": report.due_read,

@@ -50,7 +50,12 @@ pub struct Onboarded {
     pub policy: Policy,
 }
 
-pub async fn create_practice(repo: &dyn PracticeRepo, keys: &dyn KeyService, input: NewPractice, allow_loopback_http: bool) -> Result<Onboarded, AdminError> {
+pub async fn create_practice(
+    repo: &dyn PracticeRepo,
+    keys: &dyn KeyService,
+    input: NewPractice,
+    allow_loopback_http: bool,
+) -> Result<Onboarded, AdminError> {
     practice::validate_time_zone(&input.time_zone)?;
     if input.owner_emails.is_empty() {
         return Err(ConfigError::OwnerEmail.into());
@@ -59,7 +64,11 @@ pub async fn create_practice(repo: &dyn PracticeRepo, keys: &dyn KeyService, inp
         practice::validate_email(e)?;
     }
     practice::validate_trigger_url(&input.trigger_url, allow_loopback_http)?;
-    let opened = OpenedSecrets { webhook: vec![WebhookSecret::generate()], trigger: WebhookSecret::generate(), link: LinkKey::generate() };
+    let opened = OpenedSecrets {
+        webhook: vec![WebhookSecret::generate()],
+        trigger: WebhookSecret::generate(),
+        link: LinkKey::generate(),
+    };
     let sealed = secrets::seal(keys, &opened).await?;
     let p = Practice {
         id: input.id.clone(),
@@ -98,9 +107,17 @@ pub struct KindChange {
     pub max_auto_value: Option<u32>,
 }
 
-pub async fn set_kind_policy(repo: &dyn PracticeRepo, id: &PracticeId, kind: ActionKind, change: KindChange) -> Result<Policy, AdminError> {
+pub async fn set_kind_policy(
+    repo: &dyn PracticeRepo,
+    id: &PracticeId,
+    kind: ActionKind,
+    change: KindChange,
+) -> Result<Policy, AdminError> {
     for _ in 0..5 {
-        let mut p = repo.get_practice(id).await?.ok_or_else(|| AdminError::NotFound(id.clone()))?;
+        let mut p = repo
+            .get_practice(id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(id.clone()))?;
         let before = p.policy.for_kind(kind);
         let after = KindPolicy {
             mode: change.mode.unwrap_or(before.mode),

@@ -6,7 +6,10 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::action::{Action, ActionStatus, Decider};
 use crate::ids::{ActionId, PracticeId};
-use crate::ports::{ActionRepo, CandidateBatch, Clock, DomainEvent, EventPublisher, Mail, Mailer, PortError, PracticeRepo, StoreError, TokenLedger};
+use crate::ports::{
+    ActionRepo, CandidateBatch, Clock, DomainEvent, EventPublisher, Mail, Mailer, PortError,
+    PracticeRepo, StoreError, TokenLedger,
+};
 use crate::practice::{Mode, Practice};
 use crate::secrets::SecretCache;
 use crate::token::{self, Claims, Decision, TokenError};
@@ -55,14 +58,23 @@ pub struct CandidateReport {
 
 /// Evaluates each candidate against the policy. Auto-approved ones are published for the
 /// emitter; the ones needing approval go to the owner in one e-mail.
-pub async fn handle_candidates(deps: &ApprovalDeps<'_>, batch: &CandidateBatch) -> Result<CandidateReport, ApprovalError> {
-    let practice = deps.practices.get_practice(&batch.practice_id).await?.ok_or(ApprovalError::UnknownPractice)?;
+pub async fn handle_candidates(
+    deps: &ApprovalDeps<'_>,
+    batch: &CandidateBatch,
+) -> Result<CandidateReport, ApprovalError> {
+    let practice = deps
+        .practices
+        .get_practice(&batch.practice_id)
+        .await?
+        .ok_or(ApprovalError::UnknownPractice)?;
     let mut report = CandidateReport::default();
     let mut for_owner = Vec::new();
     let now = deps.clock.now();
     let today = practice.local_date(now);
     for id in &batch.action_ids {
-        let Some(action) = deps.actions.get_action(&practice.id, id).await? else { continue };
+        let Some(action) = deps.actions.get_action(&practice.id, id).await? else {
+            continue;
+        };
         match action.status {
             ActionStatus::Proposed => {}
             // A redelivery after the e-mail went out but before the status moved: mail again.
@@ -77,7 +89,9 @@ pub async fn handle_candidates(deps: &ApprovalDeps<'_>, batch: &CandidateBatch) 
             Mode::Off => {
                 let mut next = action.clone();
                 next.status = ActionStatus::Suppressed;
-                next.decided_by = Some(Decider::Policy { rule: format!("{}:off", action.kind) });
+                next.decided_by = Some(Decider::Policy {
+                    rule: format!("{}:off", action.kind),
+                });
                 next.decided_at = Some(now);
                 if deps.actions.update_action(&next).await? {
                     report.suppressed.push(action.id.clone());
@@ -86,9 +100,25 @@ pub async fn handle_candidates(deps: &ApprovalDeps<'_>, batch: &CandidateBatch) 
             Mode::Auto => {
                 let within_value = action.value <= kp.max_auto_value;
                 let within_day = within_value
-                    && deps.actions.reserve_auto_approval(&practice.id, action.kind, today, kp.max_auto_per_day).await?;
+                    && deps
+                        .actions
+                        .reserve_auto_approval(
+                            &practice.id,
+                            action.kind,
+                            today,
+                            kp.max_auto_per_day,
+                        )
+                        .await?;
                 if within_value && within_day {
-                    approve(deps, &action, Decider::Policy { rule: format!("{}:auto", action.kind) }, now).await?;
+                    approve(
+                        deps,
+                        &action,
+                        Decider::Policy {
+                            rule: format!("{}:auto", action.kind),
+                        },
+                        now,
+                    )
+                    .await?;
                     report.auto_approved.push(action.id.clone());
                 } else {
                     report.fell_back += 1;
@@ -103,7 +133,14 @@ pub async fn handle_candidates(deps: &ApprovalDeps<'_>, batch: &CandidateBatch) 
     }
     if !for_owner.is_empty() {
         let secrets = deps.secrets.get(&practice.id, &practice.secrets).await?;
-        let mail = digest(deps, &practice, &for_owner, &secrets.link, batch.scan_date, now);
+        let mail = digest(
+            deps,
+            &practice,
+            &for_owner,
+            &secrets.link,
+            batch.scan_date,
+            now,
+        );
         deps.mailer.send(&mail).await?;
         report.mailed = true;
         for action in for_owner {
@@ -123,7 +160,12 @@ pub async fn handle_candidates(deps: &ApprovalDeps<'_>, batch: &CandidateBatch) 
 
 /// Publishes the approval for the emitter, then records it. If the record loses a race the
 /// emitter still sees one approved action (it delivers only `approved` ones, once).
-async fn approve(deps: &ApprovalDeps<'_>, action: &Action, by: Decider, now: Timestamp) -> Result<bool, ApprovalError> {
+async fn approve(
+    deps: &ApprovalDeps<'_>,
+    action: &Action,
+    by: Decider,
+    now: Timestamp,
+) -> Result<bool, ApprovalError> {
     let mut next = action.clone();
     next.status = ActionStatus::Approved;
     next.decided_by = Some(by);
@@ -132,7 +174,10 @@ async fn approve(deps: &ApprovalDeps<'_>, action: &Action, by: Decider, now: Tim
         return Ok(false);
     }
     deps.bus
-        .publish(&[DomainEvent::ActionApproved { practice_id: action.practice_id.clone(), action_id: action.id.clone() }])
+        .publish(&[DomainEvent::ActionApproved {
+            practice_id: action.practice_id.clone(),
+            action_id: action.id.clone(),
+        }])
         .await?;
     Ok(true)
 }
@@ -190,12 +235,27 @@ struct DigestText<'a> {
 }
 
 fn link(deps: &ApprovalDeps<'_>, claims: &Claims, key: &token::LinkKey) -> String {
-    format!("{}/v1/approvals/{}", deps.base_url.trim_end_matches('/'), token::sign(claims, key))
+    format!(
+        "{}/v1/approvals/{}",
+        deps.base_url.trim_end_matches('/'),
+        token::sign(claims, key)
+    )
 }
 
-fn digest(deps: &ApprovalDeps<'_>, p: &Practice, actions: &[Action], key: &token::LinkKey, scan_date: jiff::civil::Date, now: Timestamp) -> Mail {
+fn digest(
+    deps: &ApprovalDeps<'_>,
+    p: &Practice,
+    actions: &[Action],
+    key: &token::LinkKey,
+    scan_date: jiff::civil::Date,
+    now: Timestamp,
+) -> Mail {
     let expiry = now + SignedDuration::from_hours(i64::from(p.policy.approval_expiry_hours));
-    let approver = p.owner_emails.first().map(String::as_str).unwrap_or_default();
+    let approver = p
+        .owner_emails
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
     let views: Vec<ActionView> = actions
         .iter()
         .map(|a| {
@@ -206,13 +266,28 @@ fn digest(deps: &ApprovalDeps<'_>, p: &Practice, actions: &[Action], key: &token
             v
         })
         .collect();
-    let all = Claims::new(p.id.clone(), actions.iter().map(|a| a.id.clone()).collect(), Decision::Approve, approver, expiry);
+    let all = Claims::new(
+        p.id.clone(),
+        actions.iter().map(|a| a.id.clone()).collect(),
+        Decision::Approve,
+        approver,
+        expiry,
+    );
     let approve_all_url = link(deps, &all, key);
     let total: u32 = actions.iter().map(|a| a.value).sum();
     let n = actions.len();
-    let subject = format!("{n} action{} awaiting approval · ${total} at stake", if n == 1 { "" } else { "s" });
-    let headline = format!("{n} patient{} could be brought back, worth about ${total}.", if n == 1 { "" } else { "s" });
-    let expires = expiry.to_zoned(p.tz()).strftime("%b %-d, %H:%M %Z").to_string();
+    let subject = format!(
+        "{n} action{} awaiting approval · ${total} at stake",
+        if n == 1 { "" } else { "s" }
+    );
+    let headline = format!(
+        "{n} patient{} could be brought back, worth about ${total}.",
+        if n == 1 { "" } else { "s" }
+    );
+    let expires = expiry
+        .to_zoned(p.tz())
+        .strftime("%b %-d, %H:%M %Z")
+        .to_string();
     let html = DigestHtml {
         subject: &subject,
         headline: &headline,
@@ -234,7 +309,12 @@ fn digest(deps: &ApprovalDeps<'_>, p: &Practice, actions: &[Action], key: &token
     }
     .render()
     .unwrap_or_default();
-    Mail { to: p.owner_emails.clone(), subject, html, text }
+    Mail {
+        to: p.owner_emails.clone(),
+        subject,
+        html,
+        text,
+    }
 }
 
 /// The page an approval link leads to.
@@ -258,21 +338,57 @@ struct PageHtml<'a> {
     form_action: &'a str,
 }
 
-fn page(status: u16, outcome: &'static str, title: &str, message: &str, practice: &str, actions: &[ActionView], button: Option<(&str, &str, &str)>) -> Page {
+fn page(
+    status: u16,
+    outcome: &'static str,
+    title: &str,
+    message: &str,
+    practice: &str,
+    actions: &[ActionView],
+    button: Option<(&str, &str, &str)>,
+) -> Page {
     let (label, class, action) = match button {
         Some((l, c, a)) => (Some(l), c, a),
         None => (None, "", ""),
     };
-    let html = PageHtml { title, message, practice_id: practice, actions, button: label, button_class: class, form_action: action }
-        .render()
-        .unwrap_or_default();
-    Page { status, html, outcome }
+    let html = PageHtml {
+        title,
+        message,
+        practice_id: practice,
+        actions,
+        button: label,
+        button_class: class,
+        form_action: action,
+    }
+    .render()
+    .unwrap_or_default();
+    Page {
+        status,
+        html,
+        outcome,
+    }
 }
 
 fn token_page(e: TokenError) -> Page {
     match e {
-        TokenError::Expired => page(410, "expired", "This link has expired", "Approval links are valid for a limited time. The next digest will list anything still waiting.", "", &[], None),
-        TokenError::Malformed | TokenError::BadSignature => page(400, "invalid", "This link is not valid", "It may have been changed or cut short. Open the link from the e-mail again.", "", &[], None),
+        TokenError::Expired => page(
+            410,
+            "expired",
+            "This link has expired",
+            "Approval links are valid for a limited time. The next digest will list anything still waiting.",
+            "",
+            &[],
+            None,
+        ),
+        TokenError::Malformed | TokenError::BadSignature => page(
+            400,
+            "invalid",
+            "This link is not valid",
+            "It may have been changed or cut short. Open the link from the e-mail again.",
+            "",
+            &[],
+            None,
+        ),
     }
 }
 
@@ -284,16 +400,32 @@ async fn check(deps: &ApprovalDeps<'_>, raw: &str) -> Result<(Practice, Claims),
         Ok(None) => return Err(token_page(TokenError::BadSignature)),
         Err(_) => return Err(unavailable()),
     };
-    let secrets = deps.secrets.get(&practice.id, &practice.secrets).await.map_err(|_| unavailable())?;
+    let secrets = deps
+        .secrets
+        .get(&practice.id, &practice.secrets)
+        .await
+        .map_err(|_| unavailable())?;
     let claims = token::verify(raw, &secrets.link, deps.clock.now()).map_err(token_page)?;
     Ok((practice, claims))
 }
 
 fn unavailable() -> Page {
-    page(503, "unavailable", "Please try again", "We could not reach our records just now. Nothing was changed.", "", &[], None)
+    page(
+        503,
+        "unavailable",
+        "Please try again",
+        "We could not reach our records just now. Nothing was changed.",
+        "",
+        &[],
+        None,
+    )
 }
 
-async fn load(deps: &ApprovalDeps<'_>, practice: &PracticeId, ids: &[ActionId]) -> Result<Vec<Action>, Page> {
+async fn load(
+    deps: &ApprovalDeps<'_>,
+    practice: &PracticeId,
+    ids: &[ActionId],
+) -> Result<Vec<Action>, Page> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         match deps.actions.get_action(practice, id).await {
@@ -321,7 +453,15 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
     };
     let views: Vec<ActionView> = actions.iter().map(ActionView::of).collect();
     if !actions.iter().any(open_for_decision) {
-        return page(409, "already_decided", "Already decided", "Every action on this link has been decided already. Nothing more to do.", practice.id.as_str(), &views, None);
+        return page(
+            409,
+            "already_decided",
+            "Already decided",
+            "Every action on this link has been decided already. Nothing more to do.",
+            practice.id.as_str(),
+            &views,
+            None,
+        );
     }
     let (title, label, class) = match claims.decision {
         Decision::Approve if actions.len() > 1 => ("Approve these actions?", "Approve all", ""),
@@ -329,7 +469,15 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
         Decision::Reject => ("Reject this action?", "Reject", "reject"),
     };
     let action_url = format!("/v1/approvals/{raw}");
-    page(200, "confirm", title, "Nothing has changed yet. Press the button to confirm.", practice.id.as_str(), &views, Some((label, class, &action_url)))
+    page(
+        200,
+        "confirm",
+        title,
+        "Nothing has changed yet. Press the button to confirm.",
+        practice.id.as_str(),
+        &views,
+        Some((label, class, &action_url)),
+    )
 }
 
 /// POST: decides. The token's nonce is consumed by a conditional write, so a link works once.
@@ -345,12 +493,32 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
     let open: Vec<&Action> = actions.iter().filter(|a| open_for_decision(a)).collect();
     if open.is_empty() {
         let views: Vec<ActionView> = actions.iter().map(ActionView::of).collect();
-        return page(409, "already_decided", "Already decided", "Every action on this link has been decided already. Nothing was changed.", practice.id.as_str(), &views, None);
+        return page(
+            409,
+            "already_decided",
+            "Already decided",
+            "Every action on this link has been decided already. Nothing was changed.",
+            practice.id.as_str(),
+            &views,
+            None,
+        );
     }
-    match deps.tokens.consume_token(&practice.id, &claims.nonce, claims.expires_at()).await {
+    match deps
+        .tokens
+        .consume_token(&practice.id, &claims.nonce, claims.expires_at())
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
-            return page(409, "reused", "This link was already used", "Each link works once. Nothing was changed.", practice.id.as_str(), &[], None);
+            return page(
+                409,
+                "reused",
+                "This link was already used",
+                "Each link works once. Nothing was changed.",
+                practice.id.as_str(),
+                &[],
+                None,
+            );
         }
         Err(_) => return unavailable(),
     }
@@ -358,20 +526,39 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
     let mut decided = Vec::new();
     for a in open {
         let ok = match claims.decision {
-            Decision::Approve => approve(deps, a, Decider::Owner { approver: claims.approver.clone() }, now).await,
+            Decision::Approve => {
+                approve(
+                    deps,
+                    a,
+                    Decider::Owner {
+                        approver: claims.approver.clone(),
+                    },
+                    now,
+                )
+                .await
+            }
             Decision::Reject => {
                 let mut next = a.clone();
                 next.status = ActionStatus::Rejected;
-                next.decided_by = Some(Decider::Owner { approver: claims.approver.clone() });
+                next.decided_by = Some(Decider::Owner {
+                    approver: claims.approver.clone(),
+                });
                 next.decided_at = Some(now);
-                deps.actions.update_action(&next).await.map_err(ApprovalError::from)
+                deps.actions
+                    .update_action(&next)
+                    .await
+                    .map_err(ApprovalError::from)
             }
         };
         match ok {
             Ok(true) => {
                 tracing::info!(practice_id = %practice.id, action_id = %a.id, decision = claims.decision.as_str(), approver = %claims.approver, "owner decision");
                 let mut shown = a.clone();
-                shown.status = if claims.decision == Decision::Approve { ActionStatus::Approved } else { ActionStatus::Rejected };
+                shown.status = if claims.decision == Decision::Approve {
+                    ActionStatus::Approved
+                } else {
+                    ActionStatus::Rejected
+                };
                 decided.push(ActionView::of(&shown));
             }
             Ok(false) => {}
@@ -379,8 +566,24 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
         }
     }
     let (title, outcome, msg) = match claims.decision {
-        Decision::Approve => ("Approved", "approved", "Your practice software will send the message to the patient."),
-        Decision::Reject => ("Rejected", "rejected", "Nothing will be sent for this action."),
+        Decision::Approve => (
+            "Approved",
+            "approved",
+            "Your practice software will send the message to the patient.",
+        ),
+        Decision::Reject => (
+            "Rejected",
+            "rejected",
+            "Nothing will be sent for this action.",
+        ),
     };
-    page(200, outcome, title, msg, practice.id.as_str(), &decided, None)
+    page(
+        200,
+        outcome,
+        title,
+        msg,
+        practice.id.as_str(),
+        &decided,
+        None,
+    )
 }

@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::action::{Action, ActionStatus};
 use crate::ids::{ActionId, PracticeId};
-use crate::ports::{ActionRepo, Clock, PortError, PracticeRepo, StoreError, TransportError, TriggerTransport};
+use crate::ports::{
+    ActionRepo, Clock, PortError, PracticeRepo, StoreError, TransportError, TriggerTransport,
+};
 use crate::secrets::SecretCache;
 
 pub struct EmitterDeps<'a> {
@@ -33,13 +35,20 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 6, base_seconds: 30, cap_seconds: 3600, lease_seconds: 60 }
+        Self {
+            max_attempts: 6,
+            base_seconds: 30,
+            cap_seconds: 3600,
+            lease_seconds: 60,
+        }
     }
 }
 
 impl RetryPolicy {
     pub fn delay(&self, attempt: u32, retry_after: Option<u64>, jitter_unit: f64) -> u64 {
-        let exp = self.base_seconds.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+        let exp = self
+            .base_seconds
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
         let capped = exp.min(self.cap_seconds) as f64;
         let jittered = (capped * (0.8 + 0.4 * jitter_unit.clamp(0.0, 1.0))).round() as u64;
         // SQS visibility can be at most 12 h.
@@ -103,7 +112,12 @@ impl<'a> Trigger<'a> {
     }
 }
 
-pub async fn emit(deps: &EmitterDeps<'_>, practice_id: &PracticeId, action_id: &ActionId, jitter_unit: f64) -> Result<EmitOutcome, EmitError> {
+pub async fn emit(
+    deps: &EmitterDeps<'_>,
+    practice_id: &PracticeId,
+    action_id: &ActionId,
+    jitter_unit: f64,
+) -> Result<EmitOutcome, EmitError> {
     let Some(action) = deps.actions.get_action(practice_id, action_id).await? else {
         return Ok(EmitOutcome::Dropped("unknown_action"));
     };
@@ -117,7 +131,10 @@ pub async fn emit(deps: &EmitterDeps<'_>, practice_id: &PracticeId, action_id: &
         && until > now
     {
         let wait = until.duration_since(now).as_secs().max(1) as u64;
-        return Ok(EmitOutcome::Retry { after_seconds: wait, reason: "leased_by_another_emitter".into() });
+        return Ok(EmitOutcome::Retry {
+            after_seconds: wait,
+            reason: "leased_by_another_emitter".into(),
+        });
     }
     let Some(practice) = deps.practices.get_practice(practice_id).await? else {
         return Ok(EmitOutcome::Dropped("unknown_practice"));
@@ -135,7 +152,10 @@ pub async fn emit(deps: &EmitterDeps<'_>, practice_id: &PracticeId, action_id: &
     leased.attempts += 1;
     leased.lease_until = Some(now + SignedDuration::from_secs(deps.policy.lease_seconds));
     if !deps.actions.update_action(&leased).await? {
-        return Ok(EmitOutcome::Retry { after_seconds: 1, reason: "lost_lease_race".into() });
+        return Ok(EmitOutcome::Retry {
+            after_seconds: 1,
+            reason: "lost_lease_race".into(),
+        });
     }
     leased.rev += 1;
 
@@ -145,7 +165,10 @@ pub async fn emit(deps: &EmitterDeps<'_>, practice_id: &PracticeId, action_id: &
     let Some(headers) = secrets.trigger.headers(&trigger_id, now.as_second(), &body) else {
         return Ok(EmitOutcome::DeadLetter("unsignable_body".into()));
     };
-    let reply = deps.transport.post(&practice.trigger_url, &headers, body).await;
+    let reply = deps
+        .transport
+        .post(&practice.trigger_url, &headers, body)
+        .await;
     let attempt = leased.attempts;
     match reply {
         Ok(r) if (200..300).contains(&r.status) || r.status == 409 => {
@@ -162,34 +185,61 @@ pub async fn emit(deps: &EmitterDeps<'_>, practice_id: &PracticeId, action_id: &
             p.endpoint_retired = true;
             p.version += 1;
             // Best effort: if a concurrent config change won, the next attempt sees 410 again.
-            let _ = deps.practices.put_practice(&p, Some(practice.version)).await;
+            let _ = deps
+                .practices
+                .put_practice(&p, Some(practice.version))
+                .await;
             fail(deps, &leased, "endpoint_gone_410").await?;
             tracing::error!(practice_id = %practice.id, action_id = %leased.id, alert = "trigger_endpoint_retired", "PMS answered 410: endpoint retired, triggers stopped");
             Ok(EmitOutcome::DeadLetter("endpoint_gone_410".into()))
         }
         Ok(r) if r.status == 429 || r.status >= 500 => {
-            retry_or_give_up(deps, &leased, attempt, r.retry_after, format!("http_{}", r.status), jitter_unit).await
+            retry_or_give_up(
+                deps,
+                &leased,
+                attempt,
+                r.retry_after,
+                format!("http_{}", r.status),
+                jitter_unit,
+            )
+            .await
         }
         Ok(r) => {
             let reason = format!("http_{}", r.status);
             fail(deps, &leased, &reason).await?;
             Ok(EmitOutcome::DeadLetter(reason))
         }
-        Err(TransportError::Timeout) => retry_or_give_up(deps, &leased, attempt, None, "timeout".into(), jitter_unit).await,
-        Err(TransportError::Connect) => retry_or_give_up(deps, &leased, attempt, None, "connect".into(), jitter_unit).await,
+        Err(TransportError::Timeout) => {
+            retry_or_give_up(deps, &leased, attempt, None, "timeout".into(), jitter_unit).await
+        }
+        Err(TransportError::Connect) => {
+            retry_or_give_up(deps, &leased, attempt, None, "connect".into(), jitter_unit).await
+        }
     }
 }
 
-async fn retry_or_give_up(deps: &EmitterDeps<'_>, leased: &Action, attempt: u32, retry_after: Option<u64>, reason: String, jitter: f64) -> Result<EmitOutcome, EmitError> {
+async fn retry_or_give_up(
+    deps: &EmitterDeps<'_>,
+    leased: &Action,
+    attempt: u32,
+    retry_after: Option<u64>,
+    reason: String,
+    jitter: f64,
+) -> Result<EmitOutcome, EmitError> {
     if attempt >= deps.policy.max_attempts {
         fail(deps, leased, "retries_exhausted").await?;
-        return Ok(EmitOutcome::DeadLetter(format!("retries_exhausted:{reason}")));
+        return Ok(EmitOutcome::DeadLetter(format!(
+            "retries_exhausted:{reason}"
+        )));
     }
     let mut released = leased.clone();
     released.lease_until = None;
     released.last_error = Some(reason.clone());
     deps.actions.update_action(&released).await?;
-    Ok(EmitOutcome::Retry { after_seconds: deps.policy.delay(attempt, retry_after, jitter), reason })
+    Ok(EmitOutcome::Retry {
+        after_seconds: deps.policy.delay(attempt, retry_after, jitter),
+        reason,
+    })
 }
 
 async fn fail(deps: &EmitterDeps<'_>, action: &Action, reason: &str) -> Result<(), EmitError> {
@@ -207,11 +257,19 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_honours_retry_after() {
-        let p = RetryPolicy { max_attempts: 6, base_seconds: 30, cap_seconds: 600, lease_seconds: 60 };
+        let p = RetryPolicy {
+            max_attempts: 6,
+            base_seconds: 30,
+            cap_seconds: 600,
+            lease_seconds: 60,
+        };
         assert_eq!(p.delay(1, None, 0.5), 30);
         assert_eq!(p.delay(2, None, 0.5), 60);
         assert_eq!(p.delay(10, None, 0.5), 600);
         assert_eq!(p.delay(1, Some(120), 0.5), 120);
-        assert!((24..=36).contains(&p.delay(1, None, 0.0)) && (24..=36).contains(&p.delay(1, None, 1.0)));
+        assert!(
+            (24..=36).contains(&p.delay(1, None, 0.0))
+                && (24..=36).contains(&p.delay(1, None, 1.0))
+        );
     }
 }

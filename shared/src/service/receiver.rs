@@ -12,11 +12,16 @@ use jiff::Timestamp;
 
 use crate::ids::PracticeId;
 use crate::inbound::{self, EventData, InboundEvent, MAX_BODY_BYTES, Refusal, RefusalCode};
-use crate::ports::{Clock, DomainEvent, EntityRepo, EventPublisher, PortError, PracticeRepo, StoreError};
+use crate::ports::{
+    Clock, DomainEvent, EntityRepo, EventPublisher, PortError, PracticeRepo, StoreError,
+};
 use crate::practice::Practice;
 use crate::secrets::SecretCache;
 use crate::signature::{self, SignatureError, SignedHeaders};
-use crate::state::{Appointment, AppointmentStatus, Completion, Consent, Entity, EntityKey, Lww, PatientTreatment, PatientTreatmentKey, Slot};
+use crate::state::{
+    Appointment, AppointmentStatus, Completion, Consent, Entity, EntityKey, Lww, PatientTreatment,
+    PatientTreatmentKey, Slot,
+};
 
 /// What the receiver needs. Built once per cold start.
 pub struct ReceiverDeps<'a> {
@@ -71,7 +76,9 @@ impl ReceiveError {
     pub fn body(&self) -> serde_json::Value {
         let (code, field, rule) = match self {
             Self::UnknownPractice => ("unknown_practice", "practice_id", "registered_practice"),
-            Self::UnsupportedMediaType => ("unsupported_media_type", "content-type", "application/json"),
+            Self::UnsupportedMediaType => {
+                ("unsupported_media_type", "content-type", "application/json")
+            }
             Self::TooLarge => ("payload_too_large", "body", "max_262144_bytes"),
             Self::Signature(e) => ("invalid_signature", "webhook-signature", e.reason()),
             Self::Refused(r) => (r.code.as_str(), r.field.as_str(), r.rule),
@@ -85,7 +92,10 @@ impl ReceiveError {
         match self {
             Self::Refused(r) => format!("{}:{}", r.code.as_str(), r.rule),
             Self::Signature(e) => e.reason().to_owned(),
-            other => other.body()["error"]["code"].as_str().unwrap_or("error").to_owned(),
+            other => other.body()["error"]["code"]
+                .as_str()
+                .unwrap_or("error")
+                .to_owned(),
         }
     }
 }
@@ -122,7 +132,10 @@ fn is_json(content_type: Option<&str>) -> bool {
 }
 
 pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepted, ReceiveError> {
-    let practice_id = d.practice_id.and_then(|p| PracticeId::parse(p).ok()).ok_or(ReceiveError::UnknownPractice)?;
+    let practice_id = d
+        .practice_id
+        .and_then(|p| PracticeId::parse(p).ok())
+        .ok_or(ReceiveError::UnknownPractice)?;
     if !is_json(d.content_type) {
         return Err(ReceiveError::UnsupportedMediaType);
     }
@@ -135,15 +148,26 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
     };
     let secrets = deps.secrets.get(&practice_id, &practice.secrets).await?;
     let now = deps.clock.now();
-    let verified = signature::verify(d.headers, d.body, &secrets.webhook, now.as_second()).map_err(ReceiveError::Signature)?;
+    let verified = signature::verify(d.headers, d.body, &secrets.webhook, now.as_second())
+        .map_err(ReceiveError::Signature)?;
     let events = inbound::parse_body(d.body, now).map_err(ReceiveError::Refused)?;
     let (changed, published) = apply(deps, &practice, &events).await?;
-    Ok(Accepted { practice_id, webhook_id: verified.webhook_id, events: events.len(), changed, published })
+    Ok(Accepted {
+        practice_id,
+        webhook_id: verified.webhook_id,
+        events: events.len(),
+        changed,
+        published,
+    })
 }
 
 /// Applies parsed events: groups them by the record they touch, merges each group into the
 /// stored record, writes each changed record once, then publishes what needs real-time work.
-pub async fn apply(deps: &ReceiverDeps<'_>, practice: &Practice, events: &[InboundEvent]) -> Result<(usize, usize), ReceiveError> {
+pub async fn apply(
+    deps: &ReceiverDeps<'_>,
+    practice: &Practice,
+    events: &[InboundEvent],
+) -> Result<(usize, usize), ReceiveError> {
     let mut groups: HashMap<EntityKey, Vec<&InboundEvent>> = HashMap::new();
     let mut order: Vec<EntityKey> = Vec::new();
     let mut publish = Vec::new();
@@ -159,9 +183,13 @@ pub async fn apply(deps: &ReceiverDeps<'_>, practice: &Practice, events: &[Inbou
                 practice_id: practice.id.clone(),
                 slot_ref: slot_ref.clone(),
             }),
-            EventData::AppointmentCancelled { appointment_ref, reopens_slot: true } => {
-                publish.push(DomainEvent::SlotOpened { practice_id: practice.id.clone(), slot_ref: appointment_ref.clone() })
-            }
+            EventData::AppointmentCancelled {
+                appointment_ref,
+                reopens_slot: true,
+            } => publish.push(DomainEvent::SlotOpened {
+                practice_id: practice.id.clone(),
+                slot_ref: appointment_ref.clone(),
+            }),
             _ => {}
         }
     }
@@ -181,11 +209,23 @@ pub async fn apply(deps: &ReceiverDeps<'_>, practice: &Practice, events: &[Inbou
 /// The records one event changes.
 fn touched(ev: &InboundEvent) -> Vec<EntityKey> {
     match &ev.data {
-        EventData::AppointmentBooked { appointment_ref, .. }
-        | EventData::AppointmentRescheduled { appointment_ref, .. }
-        | EventData::AppointmentCancelled { appointment_ref, .. }
-        | EventData::AppointmentNoShow { appointment_ref } => vec![EntityKey::Appointment(appointment_ref.clone())],
-        EventData::AppointmentCompleted { patient_ref, treatment, .. } => {
+        EventData::AppointmentBooked {
+            appointment_ref, ..
+        }
+        | EventData::AppointmentRescheduled {
+            appointment_ref, ..
+        }
+        | EventData::AppointmentCancelled {
+            appointment_ref, ..
+        }
+        | EventData::AppointmentNoShow { appointment_ref } => {
+            vec![EntityKey::Appointment(appointment_ref.clone())]
+        }
+        EventData::AppointmentCompleted {
+            patient_ref,
+            treatment,
+            ..
+        } => {
             vec![EntityKey::PatientTreatment(patient_ref.clone(), *treatment)]
         }
         EventData::SlotOpened { slot_ref, .. } => vec![EntityKey::Slot(slot_ref.clone())],
@@ -200,7 +240,12 @@ fn touched(ev: &InboundEvent) -> Vec<EntityKey> {
 const MAX_CONFLICT_RETRIES: usize = 5;
 
 /// Read, merge, conditional write; on a lost race, again.
-async fn upsert(deps: &ReceiverDeps<'_>, practice: &Practice, key: EntityKey, evs: &[&InboundEvent]) -> Result<bool, StoreError> {
+async fn upsert(
+    deps: &ReceiverDeps<'_>,
+    practice: &Practice,
+    key: EntityKey,
+    evs: &[&InboundEvent],
+) -> Result<bool, StoreError> {
     for _ in 0..MAX_CONFLICT_RETRIES {
         let stored = deps.entities.get_entity(&practice.id, &key).await?;
         let expected = stored.as_ref().map(|s| s.version);
@@ -216,7 +261,11 @@ async fn upsert(deps: &ReceiverDeps<'_>, practice: &Practice, key: EntityKey, ev
             Entity::PatientTreatment(pt) => pt.due_index_date(practice.cycle_days(pt.treatment)),
             _ => None,
         };
-        match deps.entities.put_entity(&practice.id, &entity, expected, due).await {
+        match deps
+            .entities
+            .put_entity(&practice.id, &entity, expected, due)
+            .await
+        {
             Ok(()) => return Ok(true),
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e),
@@ -228,20 +277,49 @@ async fn upsert(deps: &ReceiverDeps<'_>, practice: &Practice, key: EntityKey, ev
 fn empty(key: &EntityKey, evs: &[&InboundEvent]) -> Entity {
     match key {
         EntityKey::Appointment(a) => Entity::Appointment(Appointment::new(a.clone())),
-        EntityKey::PatientTreatment(p, t) => Entity::PatientTreatment(PatientTreatment::new(p.clone(), *t)),
-        EntityKey::Consent(p) => Entity::Consent(Consent { patient_ref: p.clone(), opted_out: None }),
+        EntityKey::PatientTreatment(p, t) => {
+            Entity::PatientTreatment(PatientTreatment::new(p.clone(), *t))
+        }
+        EntityKey::Consent(p) => Entity::Consent(Consent {
+            patient_ref: p.clone(),
+            opted_out: None,
+        }),
         EntityKey::Slot(s) => {
             // A slot record is created from its own event; find it for the fixed fields.
             let found = evs.iter().find_map(|e| match &e.data {
-                EventData::SlotOpened { provider_ref, starts_at, duration_min, treatments, .. } => {
-                    Some((provider_ref.clone(), *starts_at, *duration_min, treatments.clone(), e.occurred_at))
-                }
+                EventData::SlotOpened {
+                    provider_ref,
+                    starts_at,
+                    duration_min,
+                    treatments,
+                    ..
+                } => Some((
+                    provider_ref.clone(),
+                    *starts_at,
+                    *duration_min,
+                    treatments.clone(),
+                    e.occurred_at,
+                )),
                 _ => None,
             });
-            let (provider_ref, starts_at, duration_min, treatments, opened_at) = found.unwrap_or_else(|| {
-                (s.clone(), Timestamp::UNIX_EPOCH, 0, Vec::new(), Timestamp::UNIX_EPOCH)
-            });
-            Entity::Slot(Slot { slot_ref: s.clone(), provider_ref, starts_at, duration_min, treatments, opened_at })
+            let (provider_ref, starts_at, duration_min, treatments, opened_at) = found
+                .unwrap_or_else(|| {
+                    (
+                        s.clone(),
+                        Timestamp::UNIX_EPOCH,
+                        0,
+                        Vec::new(),
+                        Timestamp::UNIX_EPOCH,
+                    )
+                });
+            Entity::Slot(Slot {
+                slot_ref: s.clone(),
+                provider_ref,
+                starts_at,
+                duration_min,
+                treatments,
+                opened_at,
+            })
         }
     }
 }
@@ -250,15 +328,32 @@ fn empty(key: &EntityKey, evs: &[&InboundEvent]) -> Entity {
 fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
     let at = ev.occurred_at;
     match (entity, &ev.data) {
-        (Entity::Appointment(a), EventData::AppointmentBooked { patient_ref, treatment, starts_at, .. }) => {
-            let who = PatientTreatmentKey { patient_ref: patient_ref.clone(), treatment: *treatment };
+        (
+            Entity::Appointment(a),
+            EventData::AppointmentBooked {
+                patient_ref,
+                treatment,
+                starts_at,
+                ..
+            },
+        ) => {
+            let who = PatientTreatmentKey {
+                patient_ref: patient_ref.clone(),
+                treatment: *treatment,
+            };
             let c1 = Lww::merge(&mut a.patient, Lww::new(who, at));
-            let c2 = Lww::merge(&mut a.starts_on, Lww::new(practice.local_date(*starts_at), at));
+            let c2 = Lww::merge(
+                &mut a.starts_on,
+                Lww::new(practice.local_date(*starts_at), at),
+            );
             let c3 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::Booked, at));
             c1 | c2 | c3
         }
         (Entity::Appointment(a), EventData::AppointmentRescheduled { starts_at, .. }) => {
-            let c1 = Lww::merge(&mut a.starts_on, Lww::new(practice.local_date(*starts_at), at));
+            let c1 = Lww::merge(
+                &mut a.starts_on,
+                Lww::new(practice.local_date(*starts_at), at),
+            );
             let c2 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::Booked, at));
             c1 | c2
         }
@@ -268,11 +363,21 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
         (Entity::Appointment(a), EventData::AppointmentNoShow { .. }) => {
             Lww::merge(&mut a.status, Lww::new(AppointmentStatus::NoShow, at))
         }
-        (Entity::PatientTreatment(pt), EventData::AppointmentCompleted { series, cycle_days, .. }) => {
-            pt.merge_completion(Completion::new(practice.local_date(at), *series, *cycle_days), at)
+        (
+            Entity::PatientTreatment(pt),
+            EventData::AppointmentCompleted {
+                series, cycle_days, ..
+            },
+        ) => pt.merge_completion(
+            Completion::new(practice.local_date(at), *series, *cycle_days),
+            at,
+        ),
+        (Entity::Consent(c), EventData::PatientOptedOut { .. }) => {
+            Lww::merge(&mut c.opted_out, Lww::new(true, at))
         }
-        (Entity::Consent(c), EventData::PatientOptedOut { .. }) => Lww::merge(&mut c.opted_out, Lww::new(true, at)),
-        (Entity::Consent(c), EventData::PatientOptedIn { .. }) => Lww::merge(&mut c.opted_out, Lww::new(false, at)),
+        (Entity::Consent(c), EventData::PatientOptedIn { .. }) => {
+            Lww::merge(&mut c.opted_out, Lww::new(false, at))
+        }
         (Entity::Slot(s), EventData::SlotOpened { .. }) => {
             // The first report of a slot wins; later reports of the same slot change nothing.
             if at < s.opened_at {

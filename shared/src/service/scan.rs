@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{Action, ActionKind, ActionStatus, Reason};
 use crate::ids::{ActionId, PracticeId};
-use crate::ports::{ActionRepo, CandidateBatch, CandidateSink, Clock, DueIndex, EntityRepo, PatientIndex, PortError, PracticeRepo, StoreError};
+use crate::ports::{
+    ActionRepo, CandidateBatch, CandidateSink, Clock, DueIndex, EntityRepo, PatientIndex,
+    PortError, PracticeRepo, StoreError,
+};
 use crate::practice::Practice;
 use crate::state::{Consent, Entity, EntityKey, PatientTreatment};
 
@@ -86,9 +89,21 @@ const REBOOK_VALID_DAYS: i64 = 14;
 /// After a suppression for opt-out, look again in this many days.
 const OPTED_OUT_RECHECK_DAYS: i64 = 7;
 
-pub async fn scan_practice(deps: &ScanDeps<'_>, practice_id: &PracticeId, day: Date) -> Result<ScanReport, ScanError> {
-    let practice = deps.practices.get_practice(practice_id).await?.ok_or(ScanError::UnknownPractice)?;
-    let mut report = ScanReport { practice_id: Some(practice_id.clone()), scan_date: Some(day), ..Default::default() };
+pub async fn scan_practice(
+    deps: &ScanDeps<'_>,
+    practice_id: &PracticeId,
+    day: Date,
+) -> Result<ScanReport, ScanError> {
+    let practice = deps
+        .practices
+        .get_practice(practice_id)
+        .await?
+        .ok_or(ScanError::UnknownPractice)?;
+    let mut report = ScanReport {
+        practice_id: Some(practice_id.clone()),
+        scan_date: Some(day),
+        ..Default::default()
+    };
     if practice.disabled {
         return Ok(report);
     }
@@ -111,7 +126,11 @@ pub async fn scan_practice(deps: &ScanDeps<'_>, practice_id: &PracticeId, day: D
     if !hand_over.is_empty() {
         report.handed_over = hand_over.len();
         for chunk in hand_over.chunks(100) {
-            let batch = CandidateBatch { practice_id: practice_id.clone(), scan_date: day, action_ids: chunk.to_vec() };
+            let batch = CandidateBatch {
+                practice_id: practice_id.clone(),
+                scan_date: day,
+                action_ids: chunk.to_vec(),
+            };
             deps.candidates.send_candidates(&batch).await?;
         }
     }
@@ -126,8 +145,12 @@ async fn evaluate(
     report: &mut ScanReport,
     hand_over: &mut Vec<ActionId>,
 ) -> Result<(), ScanError> {
-    let Some(stored) = deps.entities.get_entity(&practice.id, key).await? else { return Ok(()) };
-    let Entity::PatientTreatment(mut pt) = stored.value else { return Ok(()) };
+    let Some(stored) = deps.entities.get_entity(&practice.id, key).await? else {
+        return Ok(());
+    };
+    let Entity::PatientTreatment(mut pt) = stored.value else {
+        return Ok(());
+    };
     let cycle = practice.cycle_days(pt.treatment);
     let (Some(due), Some(last)) = (pt.due_on(cycle), pt.last.as_ref().map(|l| l.value.on)) else {
         return rewrite(deps, practice, &pt, stored.version, cycle).await;
@@ -140,15 +163,25 @@ async fn evaluate(
     if let Some(reason) = suppression(deps, practice, &pt, day).await? {
         report.suppressed.push(reason);
         pt.recheck_on = Some(match reason {
-            Suppression::BookedAhead => booked_until(deps, practice, &pt, day).await?.saturating_add(1.day()),
-            Suppression::OptedOut | Suppression::KindOff => day.saturating_add(OPTED_OUT_RECHECK_DAYS.days()),
+            Suppression::BookedAhead => booked_until(deps, practice, &pt, day)
+                .await?
+                .saturating_add(1.day()),
+            Suppression::OptedOut | Suppression::KindOff => {
+                day.saturating_add(OPTED_OUT_RECHECK_DAYS.days())
+            }
         });
         tracing::info!(practice_id = %practice.id, kind = "rebook_nudge", reason = reason.as_str(), "gap suppressed");
         return rewrite(deps, practice, &pt, stored.version, cycle).await;
     }
 
     let kind = ActionKind::RebookNudge;
-    let id = ActionId::derive(&[practice.id.as_str(), kind.as_str(), pt.patient_ref.as_str(), pt.treatment.as_str(), &due.to_string()]);
+    let id = ActionId::derive(&[
+        practice.id.as_str(),
+        kind.as_str(),
+        pt.patient_ref.as_str(),
+        pt.treatment.as_str(),
+        &due.to_string(),
+    ]);
     let now = deps.clock.now();
     let action = Action {
         id: id.clone(),
@@ -185,11 +218,19 @@ async fn evaluate(
     rewrite(deps, practice, &pt, stored.version, cycle).await
 }
 
-async fn suppression(deps: &ScanDeps<'_>, practice: &Practice, pt: &PatientTreatment, day: Date) -> Result<Option<Suppression>, ScanError> {
+async fn suppression(
+    deps: &ScanDeps<'_>,
+    practice: &Practice,
+    pt: &PatientTreatment,
+    day: Date,
+) -> Result<Option<Suppression>, ScanError> {
     if practice.policy.for_kind(ActionKind::RebookNudge).mode == crate::practice::Mode::Off {
         return Ok(Some(Suppression::KindOff));
     }
-    let consent = deps.entities.get_entity(&practice.id, &EntityKey::Consent(pt.patient_ref.clone())).await?;
+    let consent = deps
+        .entities
+        .get_entity(&practice.id, &EntityKey::Consent(pt.patient_ref.clone()))
+        .await?;
     if let Some(Entity::Consent(c)) = consent.map(|s| s.value)
         && Consent::is_opted_out(&c)
     {
@@ -202,8 +243,16 @@ async fn suppression(deps: &ScanDeps<'_>, practice: &Practice, pt: &PatientTreat
 }
 
 /// The latest date of a booked appointment of the same category on or after `day`.
-async fn booked_ahead(deps: &ScanDeps<'_>, practice: &Practice, pt: &PatientTreatment, day: Date) -> Result<Option<Date>, ScanError> {
-    let appts = deps.patients.appointments_of(&practice.id, &pt.patient_ref).await?;
+async fn booked_ahead(
+    deps: &ScanDeps<'_>,
+    practice: &Practice,
+    pt: &PatientTreatment,
+    day: Date,
+) -> Result<Option<Date>, ScanError> {
+    let appts = deps
+        .patients
+        .appointments_of(&practice.id, &pt.patient_ref)
+        .await?;
     Ok(appts
         .iter()
         .filter(|a| a.treatment() == Some(pt.treatment) && a.is_booked_from(day))
@@ -211,13 +260,33 @@ async fn booked_ahead(deps: &ScanDeps<'_>, practice: &Practice, pt: &PatientTrea
         .max())
 }
 
-async fn booked_until(deps: &ScanDeps<'_>, practice: &Practice, pt: &PatientTreatment, day: Date) -> Result<Date, ScanError> {
+async fn booked_until(
+    deps: &ScanDeps<'_>,
+    practice: &Practice,
+    pt: &PatientTreatment,
+    day: Date,
+) -> Result<Date, ScanError> {
     Ok(booked_ahead(deps, practice, pt, day).await?.unwrap_or(day))
 }
 
-async fn rewrite(deps: &ScanDeps<'_>, practice: &Practice, pt: &PatientTreatment, version: u64, cycle: Option<u32>) -> Result<(), ScanError> {
+async fn rewrite(
+    deps: &ScanDeps<'_>,
+    practice: &Practice,
+    pt: &PatientTreatment,
+    version: u64,
+    cycle: Option<u32>,
+) -> Result<(), ScanError> {
     let due = pt.due_index_date(cycle);
-    match deps.entities.put_entity(&practice.id, &Entity::PatientTreatment(pt.clone()), Some(version), due).await {
+    match deps
+        .entities
+        .put_entity(
+            &practice.id,
+            &Entity::PatientTreatment(pt.clone()),
+            Some(version),
+            due,
+        )
+        .await
+    {
         // A webhook changed the record meanwhile; the next scan sees the new state.
         Ok(()) | Err(StoreError::Conflict) => Ok(()),
         Err(e) => Err(e.into()),
@@ -225,7 +294,9 @@ async fn rewrite(deps: &ScanDeps<'_>, practice: &Practice, pt: &PatientTreatment
 }
 
 fn local_midnight(practice: &Practice, day: Date) -> Timestamp {
-    day.to_zoned(practice.tz()).map(|z| z.timestamp()).unwrap_or_else(|_| Timestamp::now())
+    day.to_zoned(practice.tz())
+        .map(|z| z.timestamp())
+        .unwrap_or_else(|_| Timestamp::now())
 }
 
 /// The hourly tick's decision: has this practice reached its local night for a date not
@@ -236,7 +307,11 @@ pub fn due_for_nightly_scan(practice: &Practice, now: Timestamp) -> Option<Date>
     let local = now.to_zoned(practice.tz());
     let today = local.date();
     // Before 03:00 the night being finished belongs to yesterday's scan.
-    let scan_day = if local.hour() >= SCAN_HOUR { today } else { today.yesterday().ok()? };
+    let scan_day = if local.hour() >= SCAN_HOUR {
+        today
+    } else {
+        today.yesterday().ok()?
+    };
     match practice.last_scan_date {
         Some(last) if last >= scan_day => None,
         _ if local.hour() < SCAN_HOUR && practice.last_scan_date.is_none() => None,
@@ -247,12 +322,19 @@ pub fn due_for_nightly_scan(practice: &Practice, now: Timestamp) -> Option<Date>
 /// The hourly fan-out tick: scans every practice that has reached its local night for a date
 /// it has not scanned, and records the date. One practice failing does not stop the others;
 /// the tick reports the first error so the queue retries it (re-runs add nothing).
-pub async fn nightly_tick(deps: &ScanDeps<'_>, now: Timestamp) -> Result<Vec<ScanReport>, ScanError> {
+pub async fn nightly_tick(
+    deps: &ScanDeps<'_>,
+    now: Timestamp,
+) -> Result<Vec<ScanReport>, ScanError> {
     let mut reports = Vec::new();
     let mut first_error = None;
     for id in deps.practices.list_practices().await? {
-        let Some(practice) = deps.practices.get_practice(&id).await? else { continue };
-        let Some(day) = due_for_nightly_scan(&practice, now) else { continue };
+        let Some(practice) = deps.practices.get_practice(&id).await? else {
+            continue;
+        };
+        let Some(day) = due_for_nightly_scan(&practice, now) else {
+            continue;
+        };
         match scan_practice(deps, &id, day).await {
             Ok(r) => {
                 mark_scanned(deps, &id, day).await?;
@@ -271,9 +353,15 @@ pub async fn nightly_tick(deps: &ScanDeps<'_>, now: Timestamp) -> Result<Vec<Sca
 }
 
 /// Records that `day` was scanned (never moving the date backwards).
-pub async fn mark_scanned(deps: &ScanDeps<'_>, id: &PracticeId, day: Date) -> Result<(), ScanError> {
+pub async fn mark_scanned(
+    deps: &ScanDeps<'_>,
+    id: &PracticeId,
+    day: Date,
+) -> Result<(), ScanError> {
     for _ in 0..5 {
-        let Some(mut p) = deps.practices.get_practice(id).await? else { return Ok(()) };
+        let Some(mut p) = deps.practices.get_practice(id).await? else {
+            return Ok(());
+        };
         if p.last_scan_date.is_some_and(|d| d >= day) {
             return Ok(());
         }

@@ -1,0 +1,71 @@
+# The Practice Intelligence Layer. Targets read like the README:
+#   make run     the whole pipeline on the local stack (moto), a scripted scenario, a story
+#   make serve   the same stack, left running; writes target/local/stack.env
+#   make test    everything CI checks: fmt, clippy, unit + integration tests, template lint
+#   make lint    cfn-lint (with the serverless rules) and checkov on template.yaml
+#   make sam-build  sam build for arm64 (installs SAM CLI, cargo-lambda, zig, the target)
+#   make bench   criterion benches (not part of make test; they are compiled there)
+# Every tool is installed by the project into a project-local venv on first use.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+LINT_VENV := .venv-lint
+SAM_VENV := .venv-sam
+MOTO := $(VENV)/bin/moto_server
+CFN_LINT := $(LINT_VENV)/bin/cfn-lint
+CHECKOV := $(LINT_VENV)/bin/checkov
+SAM := $(SAM_VENV)/bin/sam
+CARGO ?= cargo
+
+.PHONY: setup run serve test unit fmt-check clippy lint bench sam-tools sam-build clean-local
+
+setup: $(MOTO)
+
+$(MOTO): infra/python/requirements-local.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r infra/python/requirements-local.txt
+	@touch $(MOTO)
+
+$(CFN_LINT) $(CHECKOV) &: infra/python/requirements-lint.txt
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install -q --disable-pip-version-check -r infra/python/requirements-lint.txt
+	@touch $(CFN_LINT) $(CHECKOV)
+
+run: $(MOTO)
+	$(CARGO) run -q -p pil-local --bin pil-local -- run
+
+serve: $(MOTO)
+	$(CARGO) run -q -p pil-local --bin pil-local -- serve
+
+test: $(MOTO) fmt-check clippy unit lint
+	@echo "make test: all checks passed"
+
+unit: $(MOTO)
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) bench --workspace --no-run -q
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
+
+lint: $(CFN_LINT) $(CHECKOV)
+	$(CFN_LINT) template.yaml
+	$(CFN_LINT) --append-rules cfn_lint_serverless.rules -- template.yaml
+	$(CHECKOV) -f template.yaml --framework cloudformation --quiet --compact
+
+bench:
+	$(CARGO) bench -p pil-shared --bench inbound
+
+# sam build: SAM CLI, cargo-lambda and zig from PyPI; the arm64 Rust target from rustup.
+sam-tools:
+	@test -x $(SAM) || { $(PYTHON) -m venv $(SAM_VENV) && $(SAM_VENV)/bin/pip install -q --disable-pip-version-check -r infra/python/requirements-sam.txt; }
+	rustup target add aarch64-unknown-linux-gnu
+
+sam-build: sam-tools
+	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM) build --beta-features --parallel=false
+
+clean-local:
+	rm -rf target/local

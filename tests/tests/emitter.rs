@@ -1,0 +1,173 @@
+//! trigger-emitter against the PMS simulator: retries, permanent failures, 410, redelivery.
+
+use pil_local::pms::Scripted;
+use pil_shared::action::{ActionKind, ActionStatus};
+use pil_shared::ids::ActionId;
+use pil_shared::ports::{ActionRepo, DomainEvent, EventPublisher, PracticeRepo};
+use pil_shared::practice::Mode;
+use pil_shared::service::admin::{self, KindChange};
+use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
+
+/// One auto-approved rebook nudge; returns its action id.
+async fn auto_action(ts: &TestStack) -> ActionId {
+    admin::set_kind_policy(
+        ts.store(),
+        &ts.practice,
+        ActionKind::RebookNudge,
+        KindChange {
+            mode: Some(Mode::Auto),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let p = new_ref("p");
+    assert_eq!(
+        ts.send(&format!("msg_{p}"), &completed(&p, "neurotoxin", 100))
+            .await
+            .status,
+        202
+    );
+    let report = ts
+        .stack
+        .scan_deps()
+        .unwrap()
+        .scan(&ts.practice, ts.today())
+        .await
+        .unwrap();
+    assert_eq!(report.created.len(), 1);
+    report.created[0].clone()
+}
+
+async fn status(ts: &TestStack, id: &ActionId) -> Option<ActionStatus> {
+    ts.store()
+        .get_action(&ts.practice, id)
+        .await
+        .unwrap()
+        .map(|a| a.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_retry_then_deliver_exactly_once_even_when_redelivered() {
+    let ts = TestStack::start().await.unwrap();
+    ts.stack.pms.script([
+        Scripted {
+            status: 503,
+            retry_after: None,
+        },
+        Scripted {
+            status: 429,
+            retry_after: Some(1),
+        },
+    ]);
+    let id = auto_action(&ts).await;
+    let trig = id.trigger_id();
+    eventually(WAIT, || async {
+        (status(&ts, &id).await == Some(ActionStatus::Delivered)).then_some(())
+    })
+    .await
+    .expect("delivered");
+    let got: Vec<_> = ts
+        .stack
+        .pms
+        .received()
+        .into_iter()
+        .filter(|r| r.webhook_id == trig)
+        .collect();
+    assert_eq!(
+        got.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![503, 429, 200]
+    );
+    assert!(
+        got.iter().all(|r| r.verified),
+        "every attempt signed, same webhook-id"
+    );
+
+    // The approval event delivered again (SQS/EventBridge at-least-once): no second trigger.
+    let bus = pil_aws::EventBus::new(
+        ts.stack.clients.eventbridge.clone(),
+        ts.stack.resource("EventBus").unwrap(),
+    );
+    for _ in 0..3 {
+        bus.publish(&[DomainEvent::ActionApproved {
+            practice_id: ts.practice.clone(),
+            action_id: id.clone(),
+        }])
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let n = ts
+        .stack
+        .pms
+        .received()
+        .into_iter()
+        .filter(|r| r.webhook_id == trig)
+        .count();
+    assert_eq!(n, 3, "redeliveries sent nothing more");
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
+    let ts = TestStack::start().await.unwrap();
+    ts.stack.pms.script([Scripted {
+        status: 400,
+        retry_after: None,
+    }]);
+    let id = auto_action(&ts).await;
+    eventually(WAIT, || async {
+        (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(())
+    })
+    .await
+    .expect("failed");
+    let dlq = ts.stack.resource("TriggersDLQ").unwrap().to_owned();
+    let dead = eventually(WAIT, || async {
+        let r = ts
+            .stack
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .send()
+            .await
+            .ok()?;
+        r.messages.filter(|m| !m.is_empty())
+    })
+    .await;
+    assert!(
+        dead.is_some_and(|m| m[0].body.as_deref().unwrap_or("").contains(id.as_str())),
+        "dead-lettered"
+    );
+
+    ts.stack.pms.script([Scripted {
+        status: 410,
+        retry_after: None,
+    }]);
+    let p = new_ref("p");
+    ts.send("msg_410", &completed(&p, "neurotoxin", 100)).await;
+    let report = ts
+        .stack
+        .scan_deps()
+        .unwrap()
+        .scan(&ts.practice, ts.today())
+        .await
+        .unwrap();
+    let id2 = report.created[0].clone();
+    eventually(WAIT, || async {
+        (status(&ts, &id2).await == Some(ActionStatus::Failed)).then_some(())
+    })
+    .await
+    .expect("failed on 410");
+    let practice = ts
+        .store()
+        .get_practice(&ts.practice)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        practice.endpoint_retired,
+        "410 retires the practice's endpoint"
+    );
+    ts.stop().await;
+}

@@ -1,0 +1,118 @@
+//! Black box: post every PHI example over real HTTP, run the night, then look everywhere a value
+//! could have gone (every table item, every queue, every e-mail, every log line) and find none.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
+use serde_json::Value;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().flat_map(strings).collect(),
+        Value::Object(o) => o.values().flat_map(strings).collect(),
+        _ => vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_phi_appears_in_no_table_queue_email_or_log_line() {
+    let logs = Captured::default();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter("debug")
+        .with_writer(logs.clone())
+        .init();
+
+    let ts = TestStack::start().await.unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/vectors/phi-examples.json");
+    let vectors: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir).expect("shared vectors present"))
+            .unwrap();
+    let mut values = Vec::new();
+    for (i, case) in vectors["reject"].as_array().unwrap().iter().enumerate() {
+        let r = ts.send(&format!("msg_phi_{i}"), &case["body"]).await;
+        assert_eq!(r.status, 422, "{}", case["body"]);
+        assert_eq!(r.body["error"]["field"], case["field"]);
+        for s in strings(&case["body"]) {
+            // PHI-shaped and free-text values; the wire's own words (types, timestamps, the
+            // vocabulary) and the accepted example refs legitimately occur elsewhere.
+            let own_word = s.contains('.')
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
+                || s.starts_with("2026-")
+                || pil_shared::treatment::Treatment::parse(&s).is_some()
+                || pil_shared::ids::OpaqueRef::parse(&s).is_ok();
+            if !own_word {
+                values.push(s);
+            }
+        }
+    }
+    assert!(values.len() >= 12, "collected the PHI values: {values:?}");
+
+    // A real night on top, so e-mails, queues and triggers exist to be searched.
+    let patient = new_ref("p");
+    assert_eq!(
+        ts.send("msg_ok", &completed(&patient, "neurotoxin", 100))
+            .await
+            .status,
+        202
+    );
+    ts.scan_via_queue(ts.today()).await;
+    eventually(WAIT, || async { ts.emails().await.into_iter().next() })
+        .await
+        .expect("owner e-mail");
+
+    let table = pil_tests::table_dump(&ts.stack).await.unwrap();
+    let queues = ts.queue_dump().await;
+    let emails: String = ts
+        .emails()
+        .await
+        .iter()
+        .map(|e| format!("{} {}", e.subject, e.body))
+        .collect();
+    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(log_text.contains("webhook refused"), "logs were captured");
+    assert!(
+        !emails.contains(&patient),
+        "e-mails show short codes, never refs"
+    );
+    for v in &values {
+        assert!(!table.contains(v.as_str()), "table holds a refused value");
+        assert!(
+            !queues.contains(v.as_str()),
+            "a queue holds a refused value"
+        );
+        assert!(
+            !emails.contains(v.as_str()),
+            "an e-mail holds a refused value"
+        );
+        assert!(
+            !log_text.contains(v.as_str()),
+            "a log line holds a refused value"
+        );
+    }
+    ts.stop().await;
+}
