@@ -54,7 +54,7 @@ clippy:
 lint: $(CFN_LINT) $(CHECKOV)
 	$(CFN_LINT) template.yaml
 	$(CFN_LINT) --append-rules cfn_lint_serverless.rules -- template.yaml
-	$(CHECKOV) -f template.yaml --framework cloudformation --quiet --compact
+	$(CHECKOV) -f template.yaml --framework cloudformation --quiet --compact --skip-download
 
 bench:
 	$(CARGO) bench -p pil-shared --bench inbound

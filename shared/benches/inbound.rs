@@ -55,6 +55,20 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
     let one = body(3);
+    let sig = secret
+        .sign("msg_bench", now, one.as_bytes())
+        .unwrap_or_default();
+    let ts = now.to_string();
+    c.bench_function("verify_only/1KB_body", |bench| {
+        bench.iter(|| {
+            let h = SignedHeaders {
+                id: Some("msg_bench"),
+                timestamp: Some(&ts),
+                signature: Some(&sig),
+            };
+            black_box(verify(h, one.as_bytes(), std::slice::from_ref(&secret), now).is_ok())
+        })
+    });
     c.bench_function("guard_only/1KB_body_parse", |bench| {
         bench.iter(|| black_box(parse_body(one.as_bytes(), now_ts).is_ok()))
     });

@@ -113,27 +113,51 @@ pub fn check_ref(value: &str) -> Result<(), PhiRule> {
 }
 
 /// The PHI shapes, most specific first. `None` when the value looks like none of them.
+/// Each regex runs only when the value has the characters its shape needs (an e-mail has an
+/// `@`, a name or address has white space...), so a well-formed ref costs a byte scan.
 fn phi_shape(v: &str) -> Option<PhiRule> {
     let t = v.trim();
-    if t.contains('@') && EMAIL.is_match(t) {
+    let b = t.as_bytes();
+    let (
+        mut has_at,
+        mut has_space,
+        mut has_dot,
+        mut has_colon,
+        mut has_slash,
+        mut has_alpha,
+        mut other_punct,
+    ) = (false, false, false, false, false, false, false);
+    let mut digits = 0usize;
+    for &c in b {
+        match c {
+            b'0'..=b'9' => digits += 1,
+            b'a'..=b'z' | b'A'..=b'Z' => has_alpha = true,
+            b'@' => has_at = true,
+            b'.' => has_dot = true,
+            b':' => has_colon = true,
+            b'/' => has_slash = true,
+            b'-' | b'_' => {}
+            c if c.is_ascii_whitespace() => has_space = true,
+            _ => other_punct = true,
+        }
+    }
+    let non_ascii = !t.is_ascii();
+    if has_at && EMAIL.is_match(t) {
         return Some(PhiRule::Email);
     }
-    if URL.is_match(t) {
+    if (has_colon || has_dot || has_slash) && URL.is_match(t) {
         return Some(PhiRule::Url);
     }
-    if IPV4.is_match(t)
-        || (t.contains(':') && IPV6.is_match(t) && t.chars().any(|c| c.is_ascii_digit()))
-    {
+    if (has_dot && IPV4.is_match(t)) || (has_colon && digits > 0 && IPV6.is_match(t)) {
         return Some(PhiRule::IpAddress);
     }
-    if SSN.is_match(t) {
+    if !has_alpha && (9..=11).contains(&b.len()) && SSN.is_match(t) {
         return Some(PhiRule::Ssn);
     }
-    if DATE.is_match(t) || DATE_WORDS.is_match(t) {
+    if digits >= 3 && (DATE.is_match(t) || (has_space && DATE_WORDS.is_match(t))) {
         return Some(PhiRule::Date);
     }
-    let digits = t.bytes().filter(u8::is_ascii_digit).count();
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+    if !b.is_empty() && digits == b.len() {
         // Eight digits that read as YYYYMMDD are a date; any other all-digit value is an
         // identifier from some other system (MRN, account, chart number).
         if t.len() == 8 && is_compact_date(t) {
@@ -141,16 +165,16 @@ fn phi_shape(v: &str) -> Option<PhiRule> {
         }
         return Some(PhiRule::Mrn);
     }
-    if PHONE.is_match(t) && (7..=15).contains(&digits) {
+    if !has_alpha && (7..=15).contains(&digits) && PHONE.is_match(t) {
         return Some(PhiRule::Phone);
     }
-    if MRN_LABEL.is_match(t) {
+    if has_alpha && digits > 0 && MRN_LABEL.is_match(t) {
         return Some(PhiRule::Mrn);
     }
-    if ADDRESS.is_match(t) {
+    if (has_space || other_punct) && ADDRESS.is_match(t) {
         return Some(PhiRule::PostalAddress);
     }
-    if WORDS.is_match(t) {
+    if (has_space || non_ascii) && WORDS.is_match(t) {
         return Some(PhiRule::PersonName);
     }
     None

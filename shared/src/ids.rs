@@ -91,17 +91,15 @@ impl fmt::Debug for OpaqueRef {
 }
 impl OpaqueRef {
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        Self::check(s)
-            .map(|()| Self(s.to_owned()))
-            .map_err(|rule| IdError {
-                kind: "ref",
-                rule: rule.code(),
-            })
+        Self::parse_checked(s).map_err(|rule| IdError {
+            kind: "ref",
+            rule: rule.code(),
+        })
     }
 
-    /// The guard's verdict, for the inbound parser that reports the rule with a field path.
-    pub fn check(s: &str) -> Result<(), PhiRule> {
-        guard::check_ref(s)
+    /// Parses, reporting the guard's rule (the inbound parser names it with a field path).
+    pub fn parse_checked(s: &str) -> Result<Self, PhiRule> {
+        guard::check_ref(s).map(|()| Self(s.to_owned()))
     }
 
     /// The short code owners see instead of the ref (e-mails, pages): 6 characters of a hash.

@@ -219,12 +219,11 @@ impl<'a> Fields<'a> {
     fn opaque_ref(&mut self, key: &str) -> Result<OpaqueRef, Refusal> {
         let v = self.take(key)?;
         let s = self.str_of(key, v)?;
-        check_ref(&s).map_err(|rule| Refusal {
+        OpaqueRef::parse_checked(&s).map_err(|rule| Refusal {
             code: phi_code(rule),
             field: self.path(key),
             rule: rule.code(),
-        })?;
-        OpaqueRef::parse(&s).map_err(|_| Refusal::schema(self.path(key), PhiRule::RefFormat.code()))
+        })
     }
 
     fn treatment(&mut self, key: &str) -> Result<Treatment, Refusal> {
@@ -296,10 +295,6 @@ fn phi_code(rule: PhiRule) -> RefusalCode {
         PhiRule::RefFormat => RefusalCode::SchemaViolation,
         _ => RefusalCode::PhiDetected,
     }
-}
-
-fn check_ref(s: &str) -> Result<(), PhiRule> {
-    OpaqueRef::check(s)
 }
 
 /// RFC 3339 with an explicit offset (`Z` or `±hh:mm`); jiff rejects a missing offset.

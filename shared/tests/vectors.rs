@@ -142,3 +142,24 @@ fn a_batch_with_one_refused_event_is_refused_whole() {
     let now = "2026-11-21T00:00:00Z".parse().unwrap();
     assert!(parse_body(batch["body"].to_string().as_bytes(), now).is_err());
 }
+
+mod reference {
+    use pil_shared::signature::WebhookSecret;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Our signatures are byte-for-byte the reference implementation's.
+        #[test]
+        fn signatures_equal_the_standardwebhooks_crate(
+            key in proptest::collection::vec(any::<u8>(), 16..64),
+            id in "[A-Za-z0-9_-]{1,40}",
+            ts in 0i64..4_000_000_000,
+            body in "\\PC{0,300}",
+        ) {
+            let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key);
+            let ours = WebhookSecret::parse(&format!("whsec_{encoded}")).unwrap();
+            let theirs = standardwebhooks::Webhook::new(&format!("whsec_{encoded}")).unwrap();
+            prop_assert_eq!(ours.sign(&id, ts, body.as_bytes()).unwrap(), theirs.sign(&id, ts, body.as_bytes()).unwrap());
+        }
+    }
+}

@@ -18,7 +18,9 @@ pub struct Deps {
     pub adapters: Adapters,
     pub bus: EventBus,
     pub mailer: SesMailer,
-    pub base_url: String,
+    /// Public API URL for links in e-mails. Only the candidates consumer mails; the page
+    /// function does not need it (its form posts to a relative path).
+    pub base_url: Option<String>,
 }
 
 impl Deps {
@@ -27,7 +29,7 @@ impl Deps {
             adapters: Adapters::new(clients, config, meter)?,
             bus: EventBus::new(clients.eventbridge.clone(), config.get("EVENT_BUS_NAME")?),
             mailer: SesMailer::new(clients.sesv2.clone(), config.get("SENDER_EMAIL")?),
-            base_url: config.get("PUBLIC_BASE_URL")?.to_owned(),
+            base_url: config.opt("PUBLIC_BASE_URL").map(str::to_owned),
         })
     }
 
@@ -41,7 +43,7 @@ impl Deps {
             mailer: &self.mailer,
             secrets: &self.adapters.secrets,
             clock: &self.adapters.clock,
-            base_url: &self.base_url,
+            base_url: self.base_url.as_deref().unwrap_or_default(),
         }
     }
 }

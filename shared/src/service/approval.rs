@@ -132,6 +132,11 @@ pub async fn handle_candidates(
         }
     }
     if !for_owner.is_empty() {
+        if deps.base_url.is_empty() {
+            return Err(ApprovalError::Port(PortError::Permanent(
+                "PUBLIC_BASE_URL is not configured".into(),
+            )));
+        }
         let secrets = deps.secrets.get(&practice.id, &practice.secrets).await?;
         let mail = digest(
             deps,
