@@ -1,6 +1,6 @@
 //! `pil`: the admin CLI. Works on whatever stack its environment names: source
-//! `target/local/stack.env` for the local stack, or export the deployed stack's outputs
-//! (see README, "Deploy") with real credentials for AWS.
+//! `target/local/stack.env` for the local stack, or pass `--stack-name` (or set
+//! `PIL_STACK_NAME`) with real credentials for a deployed stack.
 
 use std::process::ExitCode;
 
@@ -19,11 +19,51 @@ use pil_shared::service::admin::{self, KindChange, NewPractice};
     name = "pil",
     about = "Admin CLI for the Practice Intelligence Layer",
     long_about = "Admin CLI for the Practice Intelligence Layer.\n\nIt finds the stack from its environment: `source target/local/stack.env` for the local stack \
-                  (`make serve`), or the variables of a deployed stack (README, \"Deploy\"). Output is JSON on stdout; errors go to stderr."
+                  (`make serve`), or `--stack-name NAME` with AWS credentials for a deployed stack. Output is JSON on stdout; errors go to stderr."
 )]
 struct Cli {
+    /// A deployed stack's name: its Outputs (table, key, bus, queues) configure the CLI. Uses
+    /// the usual AWS credentials and region. Without it, the environment must name them
+    /// (`source target/local/stack.env`).
+    #[arg(long, env = "PIL_STACK_NAME", global = true)]
+    stack_name: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Template Output → the variable the handlers' configuration uses.
+const OUTPUT_VARS: &[(&str, &str)] = &[
+    ("StateTableName", "TABLE_NAME"),
+    ("DataKeyId", "KMS_KEY_ID"),
+    ("EventBusName", "EVENT_BUS_NAME"),
+    ("CandidatesQueueUrl", "CANDIDATES_QUEUE_URL"),
+    ("ScanQueueUrl", "SCAN_QUEUE_URL"),
+    ("TriggersQueueUrl", "TRIGGERS_QUEUE_URL"),
+    ("TriggersDLQUrl", "TRIGGERS_DLQ_URL"),
+    ("ApiUrl", "PUBLIC_BASE_URL"),
+];
+
+/// The configuration: the environment, plus the stack's Outputs when `--stack-name` is given.
+async fn config(stack_name: Option<&str>) -> Result<Config> {
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    if let Some(name) = stack_name {
+        let sdk = aws_config::load_from_env().await;
+        let out = aws_sdk_cloudformation::Client::new(&sdk)
+            .describe_stacks()
+            .stack_name(name)
+            .send()
+            .await
+            .with_context(|| format!("reading stack {name} (credentials and region set?)"))?;
+        let stack = out.stacks().first().ok_or_else(|| anyhow!("stack {name} not found"))?;
+        for o in stack.outputs() {
+            if let (Some(k), Some(v)) = (o.output_key(), o.output_value())
+                && let Some((_, var)) = OUTPUT_VARS.iter().find(|(out, _)| *out == k)
+            {
+                vars.insert((*var).to_owned(), v.to_owned());
+            }
+        }
+    }
+    Ok(Config::from_map(vars))
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,11 +158,9 @@ fn practice_id(s: &str) -> Result<PracticeId> {
 }
 
 async fn run(cli: Cli) -> Result<serde_json::Value> {
-    let config = Config::from_env();
+    let config = config(cli.stack_name.as_deref()).await?;
     if config.opt("TABLE_NAME").is_none() {
-        return Err(anyhow!(
-            "no stack configured: `source target/local/stack.env` (local) or export the stack's variables (README, \"Deploy\")"
-        ));
+        return Err(anyhow!("no stack configured: `source target/local/stack.env` (local stack) or pass --stack-name NAME (AWS)"));
     }
     let clients = Clients::from_env().await;
     let adapters =
