@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use pil_local::pms::{PmsClient, Reply};
-use pil_local::stack::{Stack, StackOptions, workspace_root};
+pub use pil_local::stack::{Stack, StackOptions, workspace_root};
 use pil_shared::ids::PracticeId;
 use pil_shared::service::admin::{self, NewPractice};
 use pil_shared::signature::WebhookSecret;
@@ -23,7 +23,11 @@ pub struct TestStack {
 impl TestStack {
     /// A stack with one onboarded practice (`America/New_York`, default policy).
     pub async fn start() -> Result<Self> {
-        let stack = Stack::start(StackOptions::ephemeral(workspace_root())?).await?;
+        Self::start_with(StackOptions::ephemeral(workspace_root())?).await
+    }
+
+    pub async fn start_with(opts: StackOptions) -> Result<Self> {
+        let stack = Stack::start(opts).await?;
         let practice = PracticeId::parse("test-clinic")?;
         let store = &stack.scan_deps()?.adapters.store;
         let keys = stack.scan_deps()?.adapters.secrets.clone();

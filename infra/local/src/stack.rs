@@ -41,6 +41,8 @@ pub struct StackOptions {
     pub backoff_base_seconds: u64,
     /// How often pollers ask for messages when a queue is empty.
     pub poll_wait_seconds: i32,
+    /// Overrides the template's `TriggerMaxAttempts` (tests of the retry horizon).
+    pub trigger_max_attempts: Option<u32>,
 }
 
 impl StackOptions {
@@ -60,6 +62,7 @@ impl StackOptions {
             tick: Some(Duration::from_secs(3600)),
             backoff_base_seconds: 2,
             poll_wait_seconds: 1,
+            trigger_max_attempts: None,
         }
     }
 
@@ -73,6 +76,7 @@ impl StackOptions {
             tick: None,
             backoff_base_seconds: 1,
             poll_wait_seconds: 1,
+            trigger_max_attempts: None,
         })
     }
 }
@@ -190,6 +194,9 @@ impl Stack {
                 (opts.backoff_base_seconds * 8).to_string(),
             );
             env.insert("TRIGGER_LEASE_SECONDS".into(), "10".into());
+            if let Some(n) = opts.trigger_max_attempts {
+                env.insert("TRIGGER_MAX_ATTEMPTS".into(), n.to_string());
+            }
             let config = Config::from_map(env);
             let h = match f.binary.as_str() {
                 "webhook-receiver" => Handler::Receiver(webhook_receiver::Deps::new(
