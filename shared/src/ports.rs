@@ -100,6 +100,70 @@ pub trait PatientIndex: Send + Sync {
     ) -> Result<Vec<Appointment>, StoreError>;
 }
 
+/// Where one patient-linked record sits: an entity's key, or an action's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RecordKey {
+    Entity(EntityKey),
+    Action(ActionId),
+}
+
+impl RecordKey {
+    /// The sort key inside the practice's partition.
+    pub fn sort_key(&self) -> String {
+        match self {
+            Self::Entity(k) => k.sort_key(),
+            Self::Action(id) => format!("ACTION#{id}"),
+        }
+    }
+}
+
+/// One record stored for a patient, with the version a delete or rewrite is conditional on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatientRecord {
+    /// A patient × treatment record, the consent record, or an appointment of the patient.
+    Entity(Stored<Entity>),
+    /// An action for the patient, in any state; its revision is `rev`.
+    Action(Action),
+}
+
+impl PatientRecord {
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Self::Entity(s) => RecordKey::Entity(s.value.key()),
+            Self::Action(a) => RecordKey::Action(a.id.clone()),
+        }
+    }
+
+    /// The stored version (`ver`) of an entity, the revision (`rev`) of an action.
+    pub fn version(&self) -> u64 {
+        match self {
+            Self::Entity(s) => s.version,
+            Self::Action(a) => a.rev,
+        }
+    }
+}
+
+/// Everything stored for one patient ref, for rotation and erasure (DESIGN §2.6).
+#[async_trait]
+pub trait PatientRecords: Send + Sync {
+    /// Every record of `patient`: its patient × treatment records, its consent record, the
+    /// appointments whose patient it is, and the actions for it (any state). Records found
+    /// through an index may lag a write by a moment; callers re-read before they give up.
+    async fn records_of(
+        &self,
+        practice: &PracticeId,
+        patient: &OpaqueRef,
+    ) -> Result<Vec<PatientRecord>, StoreError>;
+    /// Deletes the record if its stored version (revision, for an action) is still
+    /// `expected`. `Ok(false)` when it changed or is gone: re-read and decide again.
+    async fn delete_record(
+        &self,
+        practice: &PracticeId,
+        key: &RecordKey,
+        expected: u64,
+    ) -> Result<bool, StoreError>;
+}
+
 #[async_trait]
 pub trait ActionRepo: Send + Sync {
     /// Creates the action unless one with its id exists; `Ok(false)` when it did.

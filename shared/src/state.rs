@@ -144,6 +144,30 @@ impl PatientTreatment {
         newer
     }
 
+    /// Merges another record of the same category in (the same patient under an older ref,
+    /// when a ref is rotated). Commutative, associative and idempotent: the later completion
+    /// wins (by the same order as [`Self::merge_completion`]) and brings its re-check date
+    /// along; the latest due date an action exists for is kept, so no gap is actioned twice.
+    /// Returns whether anything changed.
+    pub fn absorb(&mut self, other: &PatientTreatment) -> bool {
+        let before = (self.last.clone(), self.actioned_due, self.recheck_on);
+        let order = |pt: &PatientTreatment| {
+            pt.last
+                .as_ref()
+                .map(|l| (l.value.on, l.at, l.value.clone()))
+        };
+        match order(other).cmp(&order(self)) {
+            std::cmp::Ordering::Greater => {
+                self.last = other.last.clone();
+                self.recheck_on = other.recheck_on;
+            }
+            std::cmp::Ordering::Equal => self.recheck_on = self.recheck_on.max(other.recheck_on),
+            std::cmp::Ordering::Less => {}
+        }
+        self.actioned_due = self.actioned_due.max(other.actioned_due);
+        before != (self.last.clone(), self.actioned_due, self.recheck_on)
+    }
+
     /// The day the rebook gap opens, given the practice's cycle for this category.
     pub fn due_on(&self, practice_cycle_days: Option<u32>) -> Option<Date> {
         let last = &self.last.as_ref()?.value;
@@ -177,6 +201,14 @@ pub struct Consent {
 impl Consent {
     pub fn is_opted_out(&self) -> bool {
         self.opted_out.as_ref().is_some_and(|o| o.value)
+    }
+
+    /// Merges another consent record of the same patient in (last writer wins).
+    pub fn absorb(&mut self, other: &Consent) -> bool {
+        match &other.opted_out {
+            Some(o) => Lww::merge(&mut self.opted_out, o.clone()),
+            None => false,
+        }
     }
 }
 
@@ -249,6 +281,37 @@ impl Entity {
         }
     }
 
+    /// The same record under another patient ref (rotation). Patient × treatment and consent
+    /// records move to the new ref's key; an appointment keeps its key (its `patient` changes,
+    /// keeping the time it was learnt, so later events about it still merge by time). A slot,
+    /// or an appointment whose patient is not known, is returned unchanged.
+    pub fn with_patient(&self, new: &OpaqueRef) -> Entity {
+        let mut e = self.clone();
+        match &mut e {
+            Self::Appointment(a) => {
+                if let Some(p) = &mut a.patient {
+                    p.value.patient_ref = new.clone();
+                }
+            }
+            Self::PatientTreatment(p) => p.patient_ref = new.clone(),
+            Self::Consent(c) => c.patient_ref = new.clone(),
+            Self::Slot(_) => {}
+        }
+        e
+    }
+
+    /// Merges another record with the same key in (see [`PatientTreatment::absorb`],
+    /// [`Consent::absorb`]). Records of different kinds, appointments and slots are left as
+    /// they are: they never meet under one key through rotation. Returns whether anything
+    /// changed.
+    pub fn absorb(&mut self, other: &Entity) -> bool {
+        match (self, other) {
+            (Self::PatientTreatment(a), Self::PatientTreatment(b)) => a.absorb(b),
+            (Self::Consent(a), Self::Consent(b)) => a.absorb(b),
+            _ => false,
+        }
+    }
+
     /// The patient this entity belongs to, for the per-patient index (rotation, erasure,
     /// booked-ahead checks).
     pub fn patient(&self) -> Option<&OpaqueRef> {
@@ -308,6 +371,110 @@ mod tests {
         assert_eq!(pt.due_on(Some(90)), Some(d("2026-07-30")));
         pt.actioned_due = Some(d("2026-07-30"));
         assert_eq!(pt.due_index_date(Some(90)), None);
+    }
+
+    fn pt_with(
+        on: &str,
+        at: &str,
+        actioned: Option<&str>,
+        recheck: Option<&str>,
+    ) -> PatientTreatment {
+        let r = OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap();
+        let mut pt = PatientTreatment::new(r, Treatment::Neurotoxin);
+        pt.merge_completion(Completion::new(d(on), None, None), ts(at));
+        pt.actioned_due = actioned.map(d);
+        pt.recheck_on = recheck.map(d);
+        pt
+    }
+
+    #[test]
+    fn absorbing_records_is_commutative_and_idempotent() {
+        // GIVEN the same patient's records under an old and a new ref
+        let empty = PatientTreatment::new(
+            OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap(),
+            Treatment::Neurotoxin,
+        );
+        let cases = [
+            pt_with(
+                "2026-03-01",
+                "2026-03-01T10:00:00Z",
+                Some("2026-05-30"),
+                None,
+            ),
+            pt_with(
+                "2026-04-01",
+                "2026-04-01T10:00:00Z",
+                None,
+                Some("2026-08-01"),
+            ),
+            pt_with(
+                "2026-04-01",
+                "2026-04-01T10:00:00Z",
+                None,
+                Some("2026-07-15"),
+            ),
+            empty,
+        ];
+        for a in &cases {
+            for b in &cases {
+                // WHEN either absorbs the other, in either order, twice
+                let mut ab = a.clone();
+                ab.absorb(b);
+                let mut ba = b.clone();
+                ba.absorb(a);
+                // THEN the result is the same, and absorbing again changes nothing
+                assert_eq!(ab, ba);
+                assert!(!ab.clone().absorb(a) && !ab.clone().absorb(b));
+            }
+        }
+        let mut x = cases[0].clone();
+        assert!(x.absorb(&cases[1]));
+        assert_eq!(x.last, cases[1].last, "the later completion wins");
+        assert_eq!(x.recheck_on, cases[1].recheck_on, "with its re-check date");
+        assert_eq!(
+            x.actioned_due, cases[0].actioned_due,
+            "an actioned gap stays actioned"
+        );
+    }
+
+    #[test]
+    fn consent_absorb_is_last_writer_wins() {
+        let r = OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap();
+        let out = Consent {
+            patient_ref: r.clone(),
+            opted_out: Some(Lww::new(true, ts("2026-01-02T00:00:00Z"))),
+        };
+        let mut older_in = Consent {
+            patient_ref: r,
+            opted_out: Some(Lww::new(false, ts("2026-01-01T00:00:00Z"))),
+        };
+        assert!(older_in.absorb(&out));
+        assert!(older_in.is_opted_out());
+        let mut again = out.clone();
+        assert!(!again.absorb(&older_in) && again == out);
+    }
+
+    #[test]
+    fn with_patient_moves_keys_but_not_appointments() {
+        let old = OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap();
+        let new = OpaqueRef::parse("p_Q2w8ErT5yU1iO3pA6sDf").unwrap();
+        let appt = OpaqueRef::parse("appt_K3j9Hg2Fd8Sa7Lk4").unwrap();
+        let mut a = Appointment::new(appt.clone());
+        a.patient = Some(Lww::new(
+            PatientTreatmentKey {
+                patient_ref: old.clone(),
+                treatment: Treatment::Neurotoxin,
+            },
+            ts("2026-01-01T00:00:00Z"),
+        ));
+        let moved = Entity::Appointment(a).with_patient(&new);
+        assert_eq!(moved.key(), EntityKey::Appointment(appt));
+        assert_eq!(moved.patient(), Some(&new));
+        let pt = Entity::PatientTreatment(PatientTreatment::new(old, Treatment::Facial));
+        assert_eq!(
+            pt.with_patient(&new).key(),
+            EntityKey::PatientTreatment(new, Treatment::Facial)
+        );
     }
 
     #[test]

@@ -177,16 +177,43 @@ async fn retries_stop_at_the_horizon_and_dead_letter() {
     let mut opts = pil_tests::StackOptions::ephemeral(pil_tests::workspace_root()).unwrap();
     opts.trigger_max_attempts = Some(3);
     let ts = TestStack::start_with(opts).await.unwrap();
-    ts.stack.pms.script((0..5).map(|_| Scripted { status: 503, retry_after: None }));
+    ts.stack.pms.script((0..5).map(|_| Scripted {
+        status: 503,
+        retry_after: None,
+    }));
     let id = auto_action(&ts).await;
-    eventually(WAIT, || async { (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(()) }).await.expect("failed after 3 attempts");
-    let attempts = ts.stack.pms.received().into_iter().filter(|r| r.webhook_id == id.trigger_id()).count();
+    eventually(WAIT, || async {
+        (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(())
+    })
+    .await
+    .expect("failed after 3 attempts");
+    let attempts = ts
+        .stack
+        .pms
+        .received()
+        .into_iter()
+        .filter(|r| r.webhook_id == id.trigger_id())
+        .count();
     assert_eq!(attempts, 3, "exactly the configured number of attempts");
-    let a = ts.store().get_action(&ts.practice, &id).await.unwrap().unwrap();
+    let a = ts
+        .store()
+        .get_action(&ts.practice, &id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(a.last_error.as_deref(), Some("retries_exhausted"));
     let dlq = ts.stack.resource("TriggersDLQ").unwrap().to_owned();
     let dead = eventually(WAIT, || async {
-        ts.stack.clients.sqs.receive_message().queue_url(&dlq).send().await.ok()?.messages.filter(|m| !m.is_empty())
+        ts.stack
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .send()
+            .await
+            .ok()?
+            .messages
+            .filter(|m| !m.is_empty())
     })
     .await;
     assert!(dead.is_some(), "the message went to the dead-letter queue");

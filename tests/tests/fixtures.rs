@@ -10,8 +10,11 @@ use pil_local::stack::Handler;
 use pil_tests::TestStack;
 
 fn fixture<T: serde::de::DeserializeOwned>(path: &str) -> T {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events").join(path);
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(path);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn ev<T>(p: T) -> LambdaEvent<T> {
@@ -22,33 +25,93 @@ fn ev<T>(p: T) -> LambdaEvent<T> {
 async fn every_fixture_runs_through_its_handler() {
     let ts = TestStack::start().await.unwrap();
     let h = &ts.stack.handlers;
-    let find = |bin: &str| h.iter().find(|(_, f)| matches!((bin, f),
-        ("receiver", Handler::Receiver(_)) | ("scan", Handler::Scan(_)) | ("approval", Handler::Approval(_)) | ("emitter", Handler::Emitter(_)))).map(|(_, f)| f).unwrap();
+    let find = |bin: &str| {
+        h.iter()
+            .find(|(_, f)| {
+                matches!(
+                    (bin, f),
+                    ("receiver", Handler::Receiver(_))
+                        | ("scan", Handler::Scan(_))
+                        | ("approval", Handler::Approval(_))
+                        | ("emitter", Handler::Emitter(_))
+                )
+            })
+            .map(|(_, f)| f)
+            .unwrap()
+    };
 
     // The webhook fixture's signature is a placeholder (and its timestamp old): 401, nothing stored.
-    let Handler::Receiver(d) = find("receiver") else { unreachable!() };
-    let resp = webhook_receiver::handler(d, ev(fixture::<ApiGatewayV2httpRequest>("webhook-receiver/post-events.json"))).await.unwrap();
+    let Handler::Receiver(d) = find("receiver") else {
+        unreachable!()
+    };
+    let resp = webhook_receiver::handler(
+        d,
+        ev(fixture::<ApiGatewayV2httpRequest>(
+            "webhook-receiver/post-events.json",
+        )),
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status_code, 401);
 
-    let Handler::Scan(d) = find("scan") else { unreachable!() };
-    for f in ["scheduler-scan/sqs-tick.json", "scheduler-scan/sqs-scan.json", "scheduler-scan/sqs-slot-opened.json"] {
-        let r = scheduler_scan::handler(d, ev(fixture::<SqsEvent>(f))).await.unwrap();
+    let Handler::Scan(d) = find("scan") else {
+        unreachable!()
+    };
+    for f in [
+        "scheduler-scan/sqs-tick.json",
+        "scheduler-scan/sqs-scan.json",
+        "scheduler-scan/sqs-slot-opened.json",
+    ] {
+        let r = scheduler_scan::handler(d, ev(fixture::<SqsEvent>(f)))
+            .await
+            .unwrap();
         assert!(r.batch_item_failures.is_empty(), "{f}");
     }
 
-    let Handler::Approval(d) = find("approval") else { unreachable!() };
+    let Handler::Approval(d) = find("approval") else {
+        unreachable!()
+    };
     // The candidates fixture names an action that does not exist: nothing to mail, no failure.
-    let v = approval_check::handler(d, ev(serde_json::to_value(fixture::<SqsEvent>("approval-check/sqs-candidates.json")).unwrap())).await.unwrap();
+    let v = approval_check::handler(
+        d,
+        ev(
+            serde_json::to_value(fixture::<SqsEvent>("approval-check/sqs-candidates.json"))
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(v["batchItemFailures"].as_array().map(Vec::len), Some(0));
-    let v = approval_check::handler(d, ev(serde_json::to_value(fixture::<ApiGatewayV2httpRequest>("approval-check/get-approval-page.json")).unwrap()))
-        .await
-        .unwrap();
-    assert_eq!(v["statusCode"], 400, "a malformed token gets the 'not valid' page");
+    let v = approval_check::handler(
+        d,
+        ev(serde_json::to_value(fixture::<ApiGatewayV2httpRequest>(
+            "approval-check/get-approval-page.json",
+        ))
+        .unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        v["statusCode"], 400,
+        "a malformed token gets the 'not valid' page"
+    );
     assert_eq!(v["headers"]["cache-control"], "no-store");
 
-    let Handler::Emitter(d) = find("emitter") else { unreachable!() };
-    let r = trigger_emitter::handler(d, ev(fixture::<SqsEvent>("trigger-emitter/sqs-action-approved.json"))).await.unwrap();
-    assert!(r.batch_item_failures.is_empty(), "an unknown action is acknowledged, not retried");
+    let Handler::Emitter(d) = find("emitter") else {
+        unreachable!()
+    };
+    let r = trigger_emitter::handler(
+        d,
+        ev(fixture::<SqsEvent>(
+            "trigger-emitter/sqs-action-approved.json",
+        )),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.batch_item_failures.is_empty(),
+        "an unknown action is acknowledged, not retried"
+    );
     assert!(ts.stack.pms.received().is_empty(), "and nothing was sent");
     ts.stop().await;
 }

@@ -58,6 +58,8 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
     let rd = ReceiverDeps {
         practices: &deps.adapters.store,
         entities: &deps.adapters.store,
+        actions: &deps.adapters.store,
+        records: &deps.adapters.store,
         bus: &deps.bus,
         secrets: &deps.adapters.secrets,
         clock: &deps.adapters.clock,

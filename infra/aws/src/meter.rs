@@ -120,6 +120,23 @@ impl Meter {
         });
     }
 
+    /// A delete of `old` (as returned with ReturnValues=ALL_OLD): one unit per started KiB of
+    /// the deleted item, and one index write for each index entry it had.
+    pub fn delete(&self, old: Option<&Item>) {
+        let base = units(old.map_or(0, item_size), 1024);
+        let index = old.map_or(0.0, |it| {
+            INDEXES
+                .iter()
+                .filter(|ix| it.contains_key(ix.pk) && it.contains_key(ix.sk))
+                .count() as f64
+        });
+        self.with(|c| {
+            c.write_units += base;
+            c.index_write_units += index;
+            c.write_requests += 1;
+        });
+    }
+
     /// A transactional write of these items (new items, no index keys).
     pub fn transact_write(&self, items: &[&Item]) {
         let total: f64 = items.iter().map(|i| 2.0 * units(item_size(i), 1024)).sum();
@@ -227,5 +244,31 @@ mod tests {
         item.insert("big".into(), s(&"x".repeat(1500)));
         m.write(&item, None);
         assert_eq!(m.snapshot().write_units, 2.0, "1.5 KiB item is two units");
+    }
+
+    #[test]
+    fn counts_deletes_by_old_size_and_index_entries() {
+        let m = Meter::enabled();
+        let mut item: Item = [("pk".to_owned(), s("P#x")), ("sk".to_owned(), s("APPT#a"))].into();
+        m.delete(Some(&item));
+        assert_eq!(m.snapshot().total_write_units(), 1.0);
+        item.insert("gsi1pk".into(), s("P#x#PAT#p"));
+        item.insert("gsi1sk".into(), s("APPT#a"));
+        item.insert("big".into(), s(&"x".repeat(1500)));
+        m.reset();
+        m.delete(Some(&item));
+        let c = m.snapshot();
+        assert_eq!(
+            (c.write_units, c.index_write_units, c.write_requests),
+            (2.0, 1.0, 1),
+            "two KiB of item, one index entry removed"
+        );
+        m.reset();
+        m.delete(None);
+        assert_eq!(
+            m.snapshot().total_write_units(),
+            1.0,
+            "nothing there still costs one"
+        );
     }
 }

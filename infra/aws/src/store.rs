@@ -14,6 +14,10 @@
 //!
 //! Each record's domain value sits in one `doc` map (serde_dynamo); `ver`/`rev` make every
 //! write conditional on what was read.
+//!
+//! Everything stored for one patient ref (rotation, erasure): the `PT#{ref}#` items and the
+//! `CONSENT#{ref}` item in the practice's partition, and whatever ByPatient lists under
+//! `P#{practice}#PAT#{ref}` (appointments, actions).
 
 use std::collections::HashMap;
 
@@ -26,7 +30,8 @@ use jiff::civil::Date;
 use pil_shared::action::{Action, ActionKind};
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::{
-    ActionRepo, DueIndex, EntityRepo, PatientIndex, PracticeRepo, StoreError, TokenLedger,
+    ActionRepo, DueIndex, EntityRepo, PatientIndex, PatientRecord, PatientRecords, PracticeRepo,
+    RecordKey, StoreError, TokenLedger,
 };
 use pil_shared::practice::Practice;
 use pil_shared::state::{Appointment, Entity, EntityKey, Stored};
@@ -184,11 +189,13 @@ impl DynamoStore {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
+            // Strongly consistent on the table (as metered); indexes only offer eventual.
             let mut req = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression(key_cond);
+                .key_condition_expression(key_cond)
+                .consistent_read(index.is_none());
             if let Some(i) = index {
                 req = req.index_name(i);
             }
@@ -387,6 +394,90 @@ impl PatientIndex for DynamoStore {
                 Err(e) => Some(Err(e)),
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl PatientRecords for DynamoStore {
+    async fn records_of(
+        &self,
+        practice: &PracticeId,
+        patient: &OpaqueRef,
+    ) -> Result<Vec<PatientRecord>, StoreError> {
+        let treatments = self.query_all(
+            None,
+            "pk = :pk AND begins_with(sk, :pt)",
+            vec![
+                (":pk", s(pk(practice))),
+                (":pt", s(format!("PT#{patient}#"))),
+            ],
+            None,
+        );
+        let consent = self.get(pk(practice), EntityKey::Consent(patient.clone()).sort_key());
+        let indexed = self.query_all(
+            Some(BY_PATIENT),
+            "gsi1pk = :p",
+            vec![(":p", s(patient_key(practice, patient)))],
+            None,
+        );
+        let (treatments, consent, indexed) = futures::try_join!(treatments, consent, indexed)?;
+        let entity = |item: &Item| -> Result<PatientRecord, StoreError> {
+            Ok(PatientRecord::Entity(Stored {
+                value: from_doc(item)?,
+                version: num(item, "ver"),
+            }))
+        };
+        let mut out = Vec::with_capacity(treatments.len() + indexed.len() + 1);
+        for item in treatments.iter().chain(consent.iter()) {
+            out.push(entity(item)?);
+        }
+        for item in &indexed {
+            let sk = item.get("sk").and_then(|v| v.as_s().ok());
+            match sk {
+                Some(k) if k.starts_with("APPT#") => out.push(entity(item)?),
+                Some(k) if k.starts_with("ACTION#") => {
+                    let mut a: Action = from_doc(item)?;
+                    a.rev = num(item, "rev");
+                    out.push(PatientRecord::Action(a));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_record(
+        &self,
+        practice: &PracticeId,
+        key: &RecordKey,
+        expected: u64,
+    ) -> Result<bool, StoreError> {
+        let version_attr = match key {
+            RecordKey::Entity(_) => "ver",
+            RecordKey::Action(_) => "rev",
+        };
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk(practice)))
+            .key("sk", s(key.sort_key()))
+            .condition_expression("#v = :v")
+            .expression_attribute_names("#v", version_attr)
+            .expression_attribute_values(":v", n(expected))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                self.meter.delete(out.attributes.as_ref());
+                Ok(true)
+            }
+            Err(e) => match map_err(e) {
+                StoreError::Conflict => Ok(false),
+                other => Err(other),
+            },
+        }
     }
 }
 

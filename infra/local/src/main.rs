@@ -69,7 +69,9 @@ async fn run() -> Result<ExitCode> {
 
 async fn serve() -> Result<ExitCode> {
     let root = workspace_root();
-    let env_file = std::env::var_os("PIL_STACK_ENV").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target/local/stack.env"));
+    let env_file = std::env::var_os("PIL_STACK_ENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target/local/stack.env"));
     let stack = Stack::start(StackOptions::from_env(root)).await?;
     stack.write_env_file(&env_file)?;
     eprintln!(

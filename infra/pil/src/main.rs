@@ -54,7 +54,10 @@ async fn config(stack_name: Option<&str>) -> Result<Config> {
             .send()
             .await
             .with_context(|| format!("reading stack {name} (credentials and region set?)"))?;
-        let stack = out.stacks().first().ok_or_else(|| anyhow!("stack {name} not found"))?;
+        let stack = out
+            .stacks()
+            .first()
+            .ok_or_else(|| anyhow!("stack {name} not found"))?;
         for o in stack.outputs() {
             if let (Some(k), Some(v)) = (o.output_key(), o.output_value())
                 && let Some((_, var)) = OUTPUT_VARS.iter().find(|(out, _)| *out == k)
@@ -160,7 +163,9 @@ fn practice_id(s: &str) -> Result<PracticeId> {
 async fn run(cli: Cli) -> Result<serde_json::Value> {
     let config = config(cli.stack_name.as_deref()).await?;
     if config.opt("TABLE_NAME").is_none() {
-        return Err(anyhow!("no stack configured: `source target/local/stack.env` (local stack) or pass --stack-name NAME (AWS)"));
+        return Err(anyhow!(
+            "no stack configured: `source target/local/stack.env` (local stack) or pass --stack-name NAME (AWS)"
+        ));
     }
     let clients = Clients::from_env().await;
     let adapters =

@@ -3,5 +3,6 @@
 pub mod admin;
 pub mod approval;
 pub mod emitter;
+pub mod privacy;
 pub mod receiver;
 pub mod scan;

@@ -13,10 +13,12 @@ use jiff::Timestamp;
 use crate::ids::PracticeId;
 use crate::inbound::{self, EventData, InboundEvent, MAX_BODY_BYTES, Refusal, RefusalCode};
 use crate::ports::{
-    Clock, DomainEvent, EntityRepo, EventPublisher, PortError, PracticeRepo, StoreError,
+    ActionRepo, Clock, DomainEvent, EntityRepo, EventPublisher, PatientRecords, PortError,
+    PracticeRepo, StoreError,
 };
 use crate::practice::Practice;
 use crate::secrets::SecretCache;
+use crate::service::privacy::{self, PrivacyDeps};
 use crate::signature::{self, SignatureError, SignedHeaders};
 use crate::state::{
     Appointment, AppointmentStatus, Completion, Consent, Entity, EntityKey, Lww, PatientTreatment,
@@ -27,6 +29,10 @@ use crate::state::{
 pub struct ReceiverDeps<'a> {
     pub practices: &'a dyn PracticeRepo,
     pub entities: &'a dyn EntityRepo,
+    /// Rotation and erasure re-key or delete the patient's actions.
+    pub actions: &'a dyn ActionRepo,
+    /// Rotation and erasure find everything stored for a ref.
+    pub records: &'a dyn PatientRecords,
     pub bus: &'a dyn EventPublisher,
     pub secrets: &'a SecretCache,
     pub clock: &'a dyn Clock,
@@ -162,7 +168,9 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
 }
 
 /// Applies parsed events: groups them by the record they touch, merges each group into the
-/// stored record, writes each changed record once, then publishes what needs real-time work.
+/// stored record, writes each changed record once; then runs the batch's ref rotations and
+/// erasures in batch order (so whatever the batch said about an old ref ends up re-keyed or
+/// erased too); then publishes what needs real-time work.
 pub async fn apply(
     deps: &ReceiverDeps<'_>,
     practice: &Practice,
@@ -200,10 +208,36 @@ pub async fn apply(
     .buffer_unordered(8)
     .try_collect()
     .await?;
+    let mut changed = changed.into_iter().filter(|c| *c).count();
+    let pdeps = PrivacyDeps {
+        entities: deps.entities,
+        actions: deps.actions,
+        records: deps.records,
+    };
+    for ev in events {
+        changed += match &ev.data {
+            EventData::PatientRefRotated { old_ref, new_ref } => {
+                privacy::rotate(&pdeps, practice, old_ref, new_ref).await?
+            }
+            EventData::PatientErased { patient_ref } => {
+                privacy::erase(&pdeps, practice, patient_ref).await?
+            }
+            _ => 0,
+        };
+    }
     if !publish.is_empty() {
         deps.bus.publish(&publish).await?;
     }
-    Ok((changed.into_iter().filter(|c| *c).count(), publish.len()))
+    Ok((changed, publish.len()))
+}
+
+/// Where a record sits in the due index (`None`: not in it). Only patient × treatment
+/// records are ever due.
+pub(crate) fn due_index_date(practice: &Practice, entity: &Entity) -> Option<jiff::civil::Date> {
+    match entity {
+        Entity::PatientTreatment(pt) => pt.due_index_date(practice.cycle_days(pt.treatment)),
+        _ => None,
+    }
 }
 
 /// The records one event changes.
@@ -232,7 +266,8 @@ fn touched(ev: &InboundEvent) -> Vec<EntityKey> {
         EventData::PatientOptedOut { patient_ref } | EventData::PatientOptedIn { patient_ref } => {
             vec![EntityKey::Consent(patient_ref.clone())]
         }
-        // Re-keying and erasure touch every record of the patient: see `privacy`.
+        // Re-keying and erasure touch every record of the patient: `apply` runs them after
+        // the upserts (see `privacy`).
         EventData::PatientRefRotated { .. } | EventData::PatientErased { .. } => vec![],
     }
 }
@@ -257,10 +292,7 @@ async fn upsert(
         if !changed && expected.is_some() {
             return Ok(false);
         }
-        let due = match &entity {
-            Entity::PatientTreatment(pt) => pt.due_index_date(practice.cycle_days(pt.treatment)),
-            _ => None,
-        };
+        let due = due_index_date(practice, &entity);
         match deps
             .entities
             .put_entity(&practice.id, &entity, expected, due)

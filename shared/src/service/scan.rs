@@ -376,3 +376,92 @@ pub async fn mark_scanned(
     }
     Err(StoreError::Conflict.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::practice::{Policy, SealedSecrets};
+    use std::collections::BTreeMap;
+
+    fn practice(tz: &str, last: Option<&str>) -> Practice {
+        Practice {
+            id: PracticeId::parse("tz-clinic").unwrap(),
+            time_zone: tz.into(),
+            owner_emails: vec!["o@x.example".into()],
+            trigger_url: "https://pms.example/t".into(),
+            secrets: SealedSecrets {
+                webhook: vec![],
+                trigger: String::new(),
+                link: String::new(),
+            },
+            policy: Policy::default(),
+            cycle_days: BTreeMap::new(),
+            avg_ticket: BTreeMap::new(),
+            disabled: false,
+            endpoint_retired: false,
+            last_scan_date: last.map(|d| d.parse().unwrap()),
+            version: 1,
+        }
+    }
+
+    /// Runs the hourly tick across `hours` hours from `start`, recording each scan.
+    fn ticks(tz: &str, start: &str, hours: i64) -> Vec<Date> {
+        let mut p = practice(tz, Some("2026-03-06"));
+        let mut t: Timestamp = start.parse().unwrap();
+        let mut scanned = Vec::new();
+        for _ in 0..hours {
+            if let Some(d) = due_for_nightly_scan(&p, t) {
+                scanned.push(d);
+                p.last_scan_date = Some(d);
+            }
+            t += jiff::SignedDuration::from_hours(1);
+        }
+        scanned
+    }
+
+    #[test]
+    fn spring_forward_night_is_scanned_once() {
+        // America/New_York springs forward on 2026-03-08 at 02:00.
+        let days = ticks("America/New_York", "2026-03-07T00:05:00Z", 24 * 4);
+        let expect: Vec<Date> = ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"]
+            .iter()
+            .map(|d| d.parse().unwrap())
+            .collect();
+        assert_eq!(days, expect);
+    }
+
+    #[test]
+    fn fall_back_night_is_scanned_once() {
+        // Europe/London falls back on 2026-10-25 at 02:00; the 01:00 hour repeats.
+        let mut p = practice("Europe/London", Some("2026-10-23"));
+        let mut t: Timestamp = "2026-10-23T12:05:00Z".parse().unwrap();
+        let mut days = Vec::new();
+        for _ in 0..(24 * 3) {
+            if let Some(d) = due_for_nightly_scan(&p, t) {
+                days.push(d.to_string());
+                p.last_scan_date = Some(d);
+            }
+            t += jiff::SignedDuration::from_hours(1);
+        }
+        assert_eq!(days, vec!["2026-10-24", "2026-10-25", "2026-10-26"]);
+    }
+
+    #[test]
+    fn a_missed_night_is_caught_up_and_a_new_practice_waits_for_its_night() {
+        let p = practice("Asia/Tokyo", Some("2026-11-20"));
+        // 01:00 local on the 23rd: the 22nd was never scanned (ticks lost): catch up now.
+        assert_eq!(
+            due_for_nightly_scan(&p, "2026-11-22T16:00:00Z".parse().unwrap()),
+            Some("2026-11-22".parse().unwrap())
+        );
+        let fresh = practice("Asia/Tokyo", None);
+        assert_eq!(
+            due_for_nightly_scan(&fresh, "2026-11-22T16:00:00Z".parse().unwrap()),
+            None
+        );
+        assert_eq!(
+            due_for_nightly_scan(&fresh, "2026-11-22T18:30:00Z".parse().unwrap()),
+            Some("2026-11-23".parse().unwrap())
+        );
+    }
+}

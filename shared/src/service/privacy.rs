@@ -1,0 +1,791 @@
+//! Rotation and erasure of patient refs (DESIGN §2.6): refs are the practice's to re-key and
+//! to delete, and afterwards the old ref is stored nowhere.
+//!
+//! Both work record by record, every step a conditional write on the version just read, in
+//! an order that leaves a complete state between any two steps:
+//!
+//! - **rotate**: a patient × treatment or consent record is first merged into the record of
+//!   the same kind under the new ref (the commutative merges of [`crate::state`], so a record
+//!   already there, or one an earlier attempt wrote, absorbs it without counting anything
+//!   twice), and only then is the old record deleted, conditional on the version that was
+//!   merged. A late event that changed the old record in between makes the delete fail; the
+//!   record is merged again and the delete retried. An appointment or an action keeps its key
+//!   and is rewritten in place with the new ref (which moves its per-patient index entry).
+//! - **erase**: every record of the ref is deleted, conditional on its version, actions in any
+//!   state included (a pending action must not reach the owner or the PMS afterwards).
+//!
+//! A crash between any two steps leaves what is not done yet under the old ref, findable: the
+//! receiver answers 503, the PMS retries, and running the operation again finishes it with the
+//! same end state (merging what was merged already changes nothing). Once nothing is stored
+//! under the old ref a redelivery only reads.
+//!
+//! Logs carry the practice id, the event type and counts; never a ref.
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::action::Action;
+use crate::ids::OpaqueRef;
+use crate::ports::{ActionRepo, EntityRepo, PatientRecord, PatientRecords, RecordKey, StoreError};
+use crate::practice::Practice;
+use crate::state::{Entity, Stored};
+
+/// What rotation and erasure need.
+pub struct PrivacyDeps<'a> {
+    pub entities: &'a dyn EntityRepo,
+    pub actions: &'a dyn ActionRepo,
+    pub records: &'a dyn PatientRecords,
+}
+
+/// Conditional writes that lost a race are re-read and retried this many times.
+const MAX_CONFLICT_RETRIES: usize = 5;
+/// Records of one patient worked on at once (they are independent of each other).
+const CONCURRENCY: usize = 8;
+
+/// Re-keys everything stored for `old` to `new`. Returns how many records this call moved
+/// (0 for a redelivery).
+pub async fn rotate(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    old: &OpaqueRef,
+    new: &OpaqueRef,
+) -> Result<usize, StoreError> {
+    if old == new {
+        return Ok(0);
+    }
+    let records = deps.records.records_of(&practice.id, old).await?;
+    let found = records.len();
+    let moved: Vec<bool> = stream::iter(
+        records
+            .into_iter()
+            .map(|r| rotate_record(deps, practice, r, old, new)),
+    )
+    .buffer_unordered(CONCURRENCY)
+    .try_collect()
+    .await?;
+    let rekeyed = moved.into_iter().filter(|m| *m).count();
+    tracing::info!(practice_id = %practice.id, event_type = "patient.ref_rotated", records = found,
+        rekeyed, "patient ref rotated");
+    Ok(rekeyed)
+}
+
+/// Deletes everything stored for `patient`. Returns how many records this call deleted
+/// (0 for a redelivery).
+pub async fn erase(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    patient: &OpaqueRef,
+) -> Result<usize, StoreError> {
+    let records = deps.records.records_of(&practice.id, patient).await?;
+    let found = records.len();
+    let gone: Vec<bool> = stream::iter(
+        records
+            .into_iter()
+            .map(|r| erase_record(deps, practice, r, patient)),
+    )
+    .buffer_unordered(CONCURRENCY)
+    .try_collect()
+    .await?;
+    let deleted = gone.into_iter().filter(|g| *g).count();
+    tracing::info!(practice_id = %practice.id, event_type = "patient.erased", records = found,
+        deleted, "patient erased");
+    Ok(deleted)
+}
+
+async fn rotate_record(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    record: PatientRecord,
+    old: &OpaqueRef,
+    new: &OpaqueRef,
+) -> Result<bool, StoreError> {
+    match record {
+        PatientRecord::Action(a) => rekey_action(deps, practice, a, old, new).await,
+        PatientRecord::Entity(s) => match &s.value {
+            Entity::Appointment(_) => rekey_appointment(deps, practice, s, old, new).await,
+            Entity::PatientTreatment(_) | Entity::Consent(_) => {
+                move_entity(deps, practice, s, old, new).await
+            }
+            Entity::Slot(_) => Ok(false),
+        },
+    }
+}
+
+/// A record keyed by the ref: merge it into the new ref's record, then delete it.
+async fn move_entity(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    mut cur: Stored<Entity>,
+    old: &OpaqueRef,
+    new: &OpaqueRef,
+) -> Result<bool, StoreError> {
+    let old_key = RecordKey::Entity(cur.value.key());
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        if cur.value.patient() != Some(old) {
+            return Ok(false);
+        }
+        merge_into(deps, practice, cur.value.with_patient(new)).await?;
+        if deps
+            .records
+            .delete_record(&practice.id, &old_key, cur.version)
+            .await?
+        {
+            return Ok(true);
+        }
+        // Changed since it was read (a late event for the old ref: merge that in too), or
+        // gone (another run finished it).
+        match deps
+            .entities
+            .get_entity(&practice.id, &cur.value.key())
+            .await?
+        {
+            Some(s) => cur = s,
+            None => return Ok(false),
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
+/// Merges `incoming` into the record stored under its key (or creates it). Returns whether
+/// anything was written.
+async fn merge_into(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    incoming: Entity,
+) -> Result<bool, StoreError> {
+    let key = incoming.key();
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let (entity, expected) = match deps.entities.get_entity(&practice.id, &key).await? {
+            None => (incoming.clone(), None),
+            Some(s) => {
+                let mut merged = s.value;
+                if !merged.absorb(&incoming) {
+                    return Ok(false);
+                }
+                (merged, Some(s.version))
+            }
+        };
+        let due = super::receiver::due_index_date(practice, &entity);
+        match deps
+            .entities
+            .put_entity(&practice.id, &entity, expected, due)
+            .await
+        {
+            Ok(()) => return Ok(true),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
+/// An appointment keeps its key; its patient (and so its index entry) changes.
+async fn rekey_appointment(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    mut cur: Stored<Entity>,
+    old: &OpaqueRef,
+    new: &OpaqueRef,
+) -> Result<bool, StoreError> {
+    let key = cur.value.key();
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        // Moved already (the index lags a write) or now someone else's: nothing to do.
+        if cur.value.patient() != Some(old) {
+            return Ok(false);
+        }
+        let next = cur.value.with_patient(new);
+        let due = super::receiver::due_index_date(practice, &next);
+        match deps
+            .entities
+            .put_entity(&practice.id, &next, Some(cur.version), due)
+            .await
+        {
+            Ok(()) => return Ok(true),
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e),
+        }
+        match deps.entities.get_entity(&practice.id, &key).await? {
+            Some(s) => cur = s,
+            None => return Ok(false),
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
+/// An action keeps its id; its `patient_ref` (and so its index entry) changes.
+async fn rekey_action(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    mut cur: Action,
+    old: &OpaqueRef,
+    new: &OpaqueRef,
+) -> Result<bool, StoreError> {
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        if cur.patient_ref != *old {
+            return Ok(false);
+        }
+        let mut next = cur.clone();
+        next.patient_ref = new.clone();
+        if deps.actions.update_action(&next).await? {
+            return Ok(true);
+        }
+        match deps.actions.get_action(&practice.id, &cur.id).await? {
+            Some(a) => cur = a,
+            None => return Ok(false),
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
+/// Deletes one record, conditional on its version; on a lost race re-reads it and deletes it
+/// again if it still belongs to the patient.
+async fn erase_record(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    record: PatientRecord,
+    patient: &OpaqueRef,
+) -> Result<bool, StoreError> {
+    let key = record.key();
+    let mut version = record.version();
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        if deps
+            .records
+            .delete_record(&practice.id, &key, version)
+            .await?
+        {
+            return Ok(true);
+        }
+        let current = match &key {
+            RecordKey::Entity(k) => deps
+                .entities
+                .get_entity(&practice.id, k)
+                .await?
+                .filter(|s| s.value.patient() == Some(patient))
+                .map(|s| s.version),
+            RecordKey::Action(id) => deps
+                .actions
+                .get_action(&practice.id, id)
+                .await?
+                .filter(|a| a.patient_ref == *patient)
+                .map(|a| a.rev),
+        };
+        match current {
+            Some(v) => version = v,
+            None => return Ok(false),
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use jiff::Timestamp;
+    use jiff::civil::Date;
+
+    use super::*;
+    use crate::action::{ActionKind, ActionStatus, Reason};
+    use crate::ids::{ActionId, PracticeId};
+    use crate::practice::{Policy, SealedSecrets};
+    use crate::state::{
+        Appointment, AppointmentStatus, Completion, Consent, EntityKey, Lww, PatientTreatment,
+        PatientTreatmentKey,
+    };
+    use crate::treatment::Treatment;
+
+    /// What the fake holds: entities (with version and due-index date) and actions.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    struct Tables {
+        entities: BTreeMap<String, (Entity, u64, Option<Date>)>,
+        actions: BTreeMap<String, Action>,
+    }
+
+    /// An in-memory store with the adapter's version rules, a write counter, a crash at a
+    /// chosen write, and a late event slipped in before the first delete.
+    #[derive(Default)]
+    struct Mem {
+        t: Mutex<Tables>,
+        writes: Mutex<usize>,
+        crash_at: Mutex<Option<usize>>,
+        late_event: Mutex<Option<(EntityKey, Completion, Timestamp)>>,
+    }
+
+    impl Mem {
+        fn write(&self) -> Result<(), StoreError> {
+            let mut w = self.writes.lock().unwrap();
+            let n = *w;
+            *w += 1;
+            if *self.crash_at.lock().unwrap() == Some(n) {
+                return Err(StoreError::Transient("crash".into()));
+            }
+            Ok(())
+        }
+        fn writes(&self) -> usize {
+            *self.writes.lock().unwrap()
+        }
+        fn tables(&self) -> Tables {
+            self.t.lock().unwrap().clone()
+        }
+        fn dump(&self) -> String {
+            format!("{:?}", self.tables()).replace("OpaqueRef(", "")
+        }
+        fn contains(&self, r: &OpaqueRef) -> bool {
+            let t = self.tables();
+            t.entities.iter().any(|(k, (e, ..))| {
+                k.contains(r.as_str()) || serde_json::to_string(e).unwrap().contains(r.as_str())
+            }) || t
+                .actions
+                .values()
+                .any(|a| serde_json::to_string(a).unwrap().contains(r.as_str()))
+        }
+    }
+
+    #[async_trait]
+    impl EntityRepo for Mem {
+        async fn get_entity(
+            &self,
+            _: &PracticeId,
+            key: &EntityKey,
+        ) -> Result<Option<Stored<Entity>>, StoreError> {
+            Ok(self
+                .t
+                .lock()
+                .unwrap()
+                .entities
+                .get(&key.sort_key())
+                .map(|(e, v, _)| Stored {
+                    value: e.clone(),
+                    version: *v,
+                }))
+        }
+        async fn put_entity(
+            &self,
+            _: &PracticeId,
+            entity: &Entity,
+            expected: Option<u64>,
+            due_on: Option<Date>,
+        ) -> Result<(), StoreError> {
+            self.write()?;
+            let mut t = self.t.lock().unwrap();
+            let sk = entity.key().sort_key();
+            if t.entities.get(&sk).map(|(_, v, _)| *v) != expected {
+                return Err(StoreError::Conflict);
+            }
+            t.entities
+                .insert(sk, (entity.clone(), expected.map_or(1, |v| v + 1), due_on));
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl ActionRepo for Mem {
+        async fn create_action(&self, action: &Action) -> Result<bool, StoreError> {
+            self.write()?;
+            let mut t = self.t.lock().unwrap();
+            if t.actions.contains_key(action.id.as_str()) {
+                return Ok(false);
+            }
+            let mut a = action.clone();
+            a.rev = 0;
+            t.actions.insert(a.id.to_string(), a);
+            Ok(true)
+        }
+        async fn get_action(
+            &self,
+            _: &PracticeId,
+            id: &ActionId,
+        ) -> Result<Option<Action>, StoreError> {
+            Ok(self.t.lock().unwrap().actions.get(id.as_str()).cloned())
+        }
+        async fn update_action(&self, action: &Action) -> Result<bool, StoreError> {
+            self.write()?;
+            let mut t = self.t.lock().unwrap();
+            if t.actions.get(action.id.as_str()).map(|a| a.rev) != Some(action.rev) {
+                return Ok(false);
+            }
+            let mut a = action.clone();
+            a.rev += 1;
+            t.actions.insert(a.id.to_string(), a);
+            Ok(true)
+        }
+        async fn reserve_auto_approval(
+            &self,
+            _: &PracticeId,
+            _: ActionKind,
+            _: Date,
+            _: u32,
+        ) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+    }
+
+    #[async_trait]
+    impl PatientRecords for Mem {
+        async fn records_of(
+            &self,
+            _: &PracticeId,
+            patient: &OpaqueRef,
+        ) -> Result<Vec<PatientRecord>, StoreError> {
+            let t = self.t.lock().unwrap();
+            let entities = t
+                .entities
+                .values()
+                .filter(|(e, ..)| e.patient() == Some(patient))
+                .map(|(e, v, _)| {
+                    PatientRecord::Entity(Stored {
+                        value: e.clone(),
+                        version: *v,
+                    })
+                });
+            let actions = t
+                .actions
+                .values()
+                .filter(|a| a.patient_ref == *patient)
+                .map(|a| PatientRecord::Action(a.clone()));
+            Ok(entities.chain(actions).collect())
+        }
+        async fn delete_record(
+            &self,
+            _: &PracticeId,
+            key: &RecordKey,
+            expected: u64,
+        ) -> Result<bool, StoreError> {
+            let late = {
+                let mut l = self.late_event.lock().unwrap();
+                match l.as_ref() {
+                    Some((k, ..)) if RecordKey::Entity(k.clone()) == *key => l.take(),
+                    _ => None,
+                }
+            };
+            if let Some((k, c, at)) = late {
+                // A webhook for the old ref lands between the merge and this delete.
+                let mut t = self.t.lock().unwrap();
+                if let Some((Entity::PatientTreatment(pt), v, _)) =
+                    t.entities.get_mut(&k.sort_key())
+                {
+                    pt.merge_completion(c, at);
+                    *v += 1;
+                }
+            }
+            self.write()?;
+            let mut t = self.t.lock().unwrap();
+            let sk = key.sort_key();
+            let current = match key {
+                RecordKey::Entity(_) => t.entities.get(&sk).map(|(_, v, _)| *v),
+                RecordKey::Action(id) => t.actions.get(id.as_str()).map(|a| a.rev),
+            };
+            if current != Some(expected) {
+                return Ok(false);
+            }
+            t.entities.remove(&sk);
+            if let RecordKey::Action(id) = key {
+                t.actions.remove(id.as_str());
+            }
+            Ok(true)
+        }
+    }
+
+    fn r(s: &str) -> OpaqueRef {
+        OpaqueRef::parse(s).unwrap()
+    }
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+    fn d(s: &str) -> Date {
+        s.parse().unwrap()
+    }
+
+    fn practice() -> Practice {
+        Practice {
+            id: PracticeId::parse("test-clinic").unwrap(),
+            time_zone: "America/New_York".into(),
+            owner_emails: vec![],
+            trigger_url: "https://pms.example.com/t".into(),
+            secrets: SealedSecrets {
+                webhook: vec![],
+                trigger: String::new(),
+                link: String::new(),
+            },
+            policy: Policy::default(),
+            cycle_days: BTreeMap::new(),
+            avg_ticket: BTreeMap::new(),
+            disabled: false,
+            endpoint_retired: false,
+            last_scan_date: None,
+            version: 1,
+        }
+    }
+
+    fn old() -> OpaqueRef {
+        r("p_Old7Hq2kX9mZ4rT1vB8")
+    }
+    fn new() -> OpaqueRef {
+        r("p_New3Lk8sD2fG6hJ4qW9")
+    }
+    fn bystander() -> OpaqueRef {
+        r("p_Oth5Tr6yU2iO8pA3sD7")
+    }
+
+    fn pt(p: &OpaqueRef, t: Treatment, on: &str, actioned: Option<&str>) -> Entity {
+        let mut pt = PatientTreatment::new(p.clone(), t);
+        pt.merge_completion(
+            Completion::new(d(on), None, None),
+            ts(&format!("{on}T15:00:00Z")),
+        );
+        pt.actioned_due = actioned.map(d);
+        Entity::PatientTreatment(pt)
+    }
+
+    fn consent(p: &OpaqueRef, out: bool, at: &str) -> Entity {
+        Entity::Consent(Consent {
+            patient_ref: p.clone(),
+            opted_out: Some(Lww::new(out, ts(at))),
+        })
+    }
+
+    fn appointment(appt: &str, p: &OpaqueRef) -> Entity {
+        let mut a = Appointment::new(r(appt));
+        let at = ts("2026-06-01T12:00:00Z");
+        a.patient = Some(Lww::new(
+            PatientTreatmentKey {
+                patient_ref: p.clone(),
+                treatment: Treatment::Neurotoxin,
+            },
+            at,
+        ));
+        a.starts_on = Some(Lww::new(d("2026-09-01"), at));
+        a.status = Some(Lww::new(AppointmentStatus::Booked, at));
+        Entity::Appointment(a)
+    }
+
+    fn action(p: &OpaqueRef) -> Action {
+        Action {
+            id: ActionId::derive(&["test-clinic", "rebook_nudge", p.as_str()]),
+            practice_id: PracticeId::parse("test-clinic").unwrap(),
+            kind: ActionKind::RebookNudge,
+            patient_ref: p.clone(),
+            treatment: Treatment::Neurotoxin,
+            reason: Reason::CycleDue,
+            evidence_date: d("2026-02-01"),
+            due_since: d("2026-05-02"),
+            value: 450,
+            status: ActionStatus::Pending,
+            created_at: ts("2026-05-03T08:00:00Z"),
+            expires_at: ts("2026-05-17T04:00:00Z"),
+            decided_by: None,
+            decided_at: None,
+            delivered_at: None,
+            attempts: 0,
+            last_error: None,
+            lease_until: None,
+            rev: 0,
+        }
+    }
+
+    /// GIVEN the old ref with two treatments, an opt-out, a booking and a pending action; the
+    /// new ref already holding an older completion and an older opt-in; a bystander.
+    async fn seeded() -> Mem {
+        let m = Mem::default();
+        let p = practice();
+        for e in [
+            pt(
+                &old(),
+                Treatment::Neurotoxin,
+                "2026-02-01",
+                Some("2026-05-02"),
+            ),
+            pt(&old(), Treatment::Facial, "2026-04-10", None),
+            consent(&old(), true, "2026-03-01T00:00:00Z"),
+            appointment("appt_Ab3Cd4Ef5Gh6Jk7", &old()),
+            pt(&new(), Treatment::Neurotoxin, "2025-11-01", None),
+            consent(&new(), false, "2026-01-01T00:00:00Z"),
+            pt(&bystander(), Treatment::Neurotoxin, "2026-01-01", None),
+            appointment("appt_Zy9Xw8Vu7Ts6Rq5", &bystander()),
+        ] {
+            let due = super::super::receiver::due_index_date(&p, &e);
+            m.put_entity(&p.id, &e, None, due).await.unwrap();
+        }
+        m.create_action(&action(&old())).await.unwrap();
+        m.create_action(&action(&bystander())).await.unwrap();
+        m
+    }
+
+    fn deps(m: &Mem) -> PrivacyDeps<'_> {
+        PrivacyDeps {
+            entities: m,
+            actions: m,
+            records: m,
+        }
+    }
+
+    fn entity(m: &Mem, key: &EntityKey) -> Option<Entity> {
+        m.tables()
+            .entities
+            .get(&key.sort_key())
+            .map(|(e, ..)| e.clone())
+    }
+
+    #[tokio::test]
+    async fn rotation_rekeys_every_record_and_merges_with_the_new_refs_state() {
+        let m = seeded().await;
+        let p = practice();
+        let bystander_before: Vec<_> = m
+            .records_of(&p.id, &bystander())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key())
+            .collect();
+
+        // WHEN the ref is rotated
+        let moved = rotate(&deps(&m), &p, &old(), &new()).await.unwrap();
+
+        // THEN nothing holds the old ref, and the new ref holds the merged state
+        assert_eq!(moved, 5);
+        assert!(!m.contains(&old()), "{}", m.dump());
+        let Some(Entity::PatientTreatment(neuro)) = entity(
+            &m,
+            &EntityKey::PatientTreatment(new(), Treatment::Neurotoxin),
+        ) else {
+            panic!("neurotoxin record under the new ref")
+        };
+        assert_eq!(
+            neuro.last.unwrap().value.on,
+            d("2026-02-01"),
+            "later visit wins"
+        );
+        assert_eq!(
+            neuro.actioned_due,
+            Some(d("2026-05-02")),
+            "actioned stays actioned"
+        );
+        let (_, _, due) = m.tables().entities
+            [&EntityKey::PatientTreatment(new(), Treatment::Facial).sort_key()]
+            .clone();
+        assert_eq!(
+            due,
+            Some(d("2026-05-15")),
+            "the due index follows the record"
+        );
+        let Some(Entity::Consent(c)) = entity(&m, &EntityKey::Consent(new())) else {
+            panic!("consent under the new ref")
+        };
+        assert!(
+            c.is_opted_out(),
+            "the later opt-out wins over the older opt-in"
+        );
+        let appt = entity(&m, &EntityKey::Appointment(r("appt_Ab3Cd4Ef5Gh6Jk7"))).unwrap();
+        assert_eq!(appt.patient(), Some(&new()));
+        let a = m.tables().actions[action(&old()).id.as_str()].clone();
+        assert_eq!((a.patient_ref, a.status), (new(), ActionStatus::Pending));
+        let bystander_after: Vec<_> = m
+            .records_of(&p.id, &bystander())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key())
+            .collect();
+        assert_eq!(
+            bystander_before, bystander_after,
+            "other patients untouched"
+        );
+
+        // AND a redelivery writes nothing
+        let writes = m.writes();
+        assert_eq!(rotate(&deps(&m), &p, &old(), &new()).await.unwrap(), 0);
+        assert_eq!(m.writes(), writes);
+    }
+
+    #[tokio::test]
+    async fn a_rotation_cut_short_at_any_write_finishes_on_retry_with_the_same_state() {
+        let p = practice();
+        let clean = seeded().await;
+        let start = clean.writes();
+        rotate(&deps(&clean), &p, &old(), &new()).await.unwrap();
+        let steps = clean.writes() - start;
+        assert!(
+            steps >= 7,
+            "merge-writes, deletes and in-place rewrites: {steps}"
+        );
+        for k in 0..steps {
+            // GIVEN a rotation that crashed at its k-th write
+            let m = seeded().await;
+            *m.crash_at.lock().unwrap() = Some(m.writes() + k);
+            assert!(rotate(&deps(&m), &p, &old(), &new()).await.is_err());
+            *m.crash_at.lock().unwrap() = None;
+            // WHEN the PMS retries THEN the end state is the uninterrupted one
+            rotate(&deps(&m), &p, &old(), &new()).await.unwrap();
+            assert_eq!(m.tables(), clean.tables(), "crash at write {k}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_event_between_merge_and_delete_is_merged_not_lost() {
+        let m = seeded().await;
+        let p = practice();
+        // GIVEN a completion for the old ref arriving after its record was merged
+        let later = Completion::new(d("2026-06-20"), None, None);
+        *m.late_event.lock().unwrap() = Some((
+            EntityKey::PatientTreatment(old(), Treatment::Facial),
+            later.clone(),
+            ts("2026-06-20T15:00:00Z"),
+        ));
+        // WHEN the rotation's delete finds the record changed
+        rotate(&deps(&m), &p, &old(), &new()).await.unwrap();
+        // THEN the new ref has the late completion and the old ref is gone
+        let Some(Entity::PatientTreatment(f)) =
+            entity(&m, &EntityKey::PatientTreatment(new(), Treatment::Facial))
+        else {
+            panic!("facial record under the new ref")
+        };
+        assert_eq!(f.last.unwrap().value, later);
+        assert!(!m.contains(&old()));
+    }
+
+    #[tokio::test]
+    async fn erasure_deletes_every_record_and_a_redelivery_is_a_no_op() {
+        let m = seeded().await;
+        let p = practice();
+        let deleted = erase(&deps(&m), &p, &old()).await.unwrap();
+        assert_eq!(deleted, 5);
+        assert!(!m.contains(&old()), "{}", m.dump());
+        assert!(
+            !m.tables().actions.contains_key(action(&old()).id.as_str()),
+            "the pending action is gone"
+        );
+        assert!(
+            m.contains(&new()) && m.contains(&bystander()),
+            "others stay"
+        );
+        let writes = m.writes();
+        assert_eq!(erase(&deps(&m), &p, &old()).await.unwrap(), 0);
+        assert_eq!(m.writes(), writes);
+    }
+
+    #[tokio::test]
+    async fn an_erasure_cut_short_at_any_write_finishes_on_retry() {
+        let p = practice();
+        let clean = seeded().await;
+        erase(&deps(&clean), &p, &old()).await.unwrap();
+        for k in 0..5 {
+            let m = seeded().await;
+            *m.crash_at.lock().unwrap() = Some(m.writes() + k);
+            assert!(erase(&deps(&m), &p, &old()).await.is_err());
+            *m.crash_at.lock().unwrap() = None;
+            erase(&deps(&m), &p, &old()).await.unwrap();
+            assert_eq!(m.tables(), clean.tables(), "crash at write {k}");
+        }
+    }
+
+    #[tokio::test]
+    async fn erasing_after_a_rotation_leaves_the_new_ref_alone() {
+        let m = seeded().await;
+        let p = practice();
+        rotate(&deps(&m), &p, &old(), &new()).await.unwrap();
+        let before = m.tables();
+        assert_eq!(erase(&deps(&m), &p, &old()).await.unwrap(), 0);
+        assert_eq!(m.tables(), before);
+    }
+}
