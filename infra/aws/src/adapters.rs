@@ -34,14 +34,7 @@ impl SqsQueue {
     pub async fn send_json<T: serde::Serialize>(&self, msg: &T) -> Result<(), PortError> {
         let body =
             serde_json::to_string(msg).map_err(|_| PortError::Permanent("serialize".into()))?;
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(transient("sqs_send"))?;
-        Ok(())
+        self.send_raw(&body).await
     }
 
     /// Keeps a received message invisible for `seconds` (retry backoff).

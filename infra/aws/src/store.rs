@@ -484,14 +484,9 @@ impl PatientRecords for DynamoStore {
 #[async_trait]
 impl ActionRepo for DynamoStore {
     async fn create_action(&self, action: &Action) -> Result<bool, StoreError> {
-        match self
+        won(self
             .put(action_item(action, 0)?, "attribute_not_exists(pk)", None)
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(StoreError::Conflict) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await)
     }
 
     async fn get_action(
@@ -508,18 +503,13 @@ impl ActionRepo for DynamoStore {
     }
 
     async fn update_action(&self, action: &Action) -> Result<bool, StoreError> {
-        match self
+        won(self
             .put(
                 action_item(action, action.rev + 1)?,
                 "#v = :v",
                 Some(("rev", action.rev)),
             )
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(StoreError::Conflict) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await)
     }
 
     async fn reserve_auto_approval(
@@ -557,6 +547,15 @@ impl ActionRepo for DynamoStore {
     }
 }
 
+/// A conditional write's outcome: `Ok(false)` when the condition did not hold.
+fn won(r: Result<(), StoreError>) -> Result<bool, StoreError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(StoreError::Conflict) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn action_item(a: &Action, rev: u64) -> Result<Item, StoreError> {
     let mut item: Item = HashMap::new();
     item.insert("pk".into(), s(pk(&a.practice_id)));
@@ -587,10 +586,6 @@ impl TokenLedger for DynamoStore {
             "ttl".into(),
             n(keep_until.as_second().max(0) as u64 + 86_400),
         );
-        match self.put(item, "attribute_not_exists(pk)", None).await {
-            Ok(()) => Ok(true),
-            Err(StoreError::Conflict) => Ok(false),
-            Err(e) => Err(e),
-        }
+        won(self.put(item, "attribute_not_exists(pk)", None).await)
     }
 }
