@@ -85,17 +85,29 @@ impl fmt::Display for ActionKind {
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     CycleDue,
+    FollowUpDue,
+    SeriesNextDue,
+    Lapsed,
+    NoShow,
 }
 
 impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CycleDue => "cycle_due",
+            Self::FollowUpDue => "follow_up_due",
+            Self::SeriesNextDue => "series_next_due",
+            Self::Lapsed => "lapsed",
+            Self::NoShow => "no_show",
         }
     }
     pub fn plain_words(self) -> &'static str {
         match self {
             Self::CycleDue => "treatment cycle has passed and nothing is booked",
+            Self::FollowUpDue => "due for the post-treatment check-in",
+            Self::SeriesNextDue => "next session of a series is due and not booked",
+            Self::Lapsed => "no visit for two cycles",
+            Self::NoShow => "missed an appointment and has not rebooked",
         }
     }
 }

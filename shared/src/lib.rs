@@ -9,6 +9,7 @@ pub mod ids;
 pub mod inbound;
 pub mod ports;
 pub mod practice;
+pub mod rules;
 pub mod secrets;
 pub mod service;
 pub mod signature;

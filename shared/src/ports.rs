@@ -98,6 +98,12 @@ pub trait PatientIndex: Send + Sync {
         practice: &PracticeId,
         patient: &OpaqueRef,
     ) -> Result<Vec<Appointment>, StoreError>;
+    /// The patient's actions, any status (cooldown and the monthly cap count them).
+    async fn actions_of(
+        &self,
+        practice: &PracticeId,
+        patient: &OpaqueRef,
+    ) -> Result<Vec<Action>, StoreError>;
 }
 
 /// Where one patient-linked record sits: an entity's key, or an action's id.

@@ -130,6 +130,12 @@ pub struct Practice {
     pub cycle_days: BTreeMap<Treatment, u32>,
     #[serde(default)]
     pub avg_ticket: BTreeMap<Treatment, u32>,
+    /// Follow-up interval overrides (days after the completion).
+    #[serde(default)]
+    pub follow_up_days: BTreeMap<Treatment, u32>,
+    /// Win-back after this many cycles without a visit (default 2).
+    #[serde(default)]
+    pub win_back_multiple: Option<u32>,
     #[serde(default)]
     pub disabled: bool,
     /// Set when the PMS answered 410: no triggers are sent until the URL is updated.
@@ -163,6 +169,26 @@ impl Practice {
             .get(&t)
             .copied()
             .or_else(|| t.default_cycle_days())
+    }
+
+    pub fn follow_up_days(&self, t: Treatment) -> Option<u32> {
+        self.follow_up_days
+            .get(&t)
+            .copied()
+            .or_else(|| crate::rules::default_follow_up_days(t))
+    }
+
+    pub fn series_interval(&self, t: Treatment) -> Option<u32> {
+        self.cycle_days
+            .get(&t)
+            .copied()
+            .or_else(|| crate::rules::default_series_interval(t))
+    }
+
+    pub fn win_back_multiple(&self) -> u32 {
+        self.win_back_multiple
+            .unwrap_or(crate::rules::DEFAULT_WIN_BACK_MULTIPLE)
+            .max(2)
     }
 
     pub fn avg_ticket(&self, t: Treatment) -> u32 {

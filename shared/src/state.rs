@@ -56,6 +56,12 @@ pub struct Appointment {
     pub patient: Option<Lww<PatientTreatmentKey>>,
     pub starts_on: Option<Lww<Date>>,
     pub status: Option<Lww<AppointmentStatus>>,
+    /// The no-show recovery gap was settled (actioned or suppressed for good).
+    #[serde(default)]
+    pub recovery_settled: bool,
+    /// Re-check the no-show recovery no earlier than this.
+    #[serde(default)]
+    pub recheck_on: Option<Date>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -71,6 +77,8 @@ impl Appointment {
             patient: None,
             starts_on: None,
             status: None,
+            recovery_settled: false,
+            recheck_on: None,
         }
     }
 
@@ -166,28 +174,6 @@ impl PatientTreatment {
         }
         self.actioned_due = self.actioned_due.max(other.actioned_due);
         before != (self.last.clone(), self.actioned_due, self.recheck_on)
-    }
-
-    /// The day the rebook gap opens, given the practice's cycle for this category.
-    pub fn due_on(&self, practice_cycle_days: Option<u32>) -> Option<Date> {
-        let last = &self.last.as_ref()?.value;
-        let days = last.cycle_days.map(u32::from).or(practice_cycle_days)?;
-        last.on
-            .checked_add(jiff::Span::new().days(i64::from(days)))
-            .ok()
-    }
-
-    /// The key under which this record sits in the due index, or `None` when nothing is due
-    /// (no rule applies, or the action for this due date exists already).
-    pub fn due_index_date(&self, practice_cycle_days: Option<u32>) -> Option<Date> {
-        let due = self.due_on(practice_cycle_days)?;
-        if self.actioned_due == Some(due) {
-            return None;
-        }
-        Some(match self.recheck_on {
-            Some(r) if r > due => r,
-            _ => due,
-        })
     }
 }
 
@@ -368,9 +354,7 @@ mod tests {
             Completion::new(d("2026-02-01"), None, None),
             ts("2026-02-01T10:00:00Z")
         ));
-        assert_eq!(pt.due_on(Some(90)), Some(d("2026-07-30")));
-        pt.actioned_due = Some(d("2026-07-30"));
-        assert_eq!(pt.due_index_date(Some(90)), None);
+        assert_eq!(pt.last.as_ref().map(|l| l.value.on), Some(d("2026-05-01")));
     }
 
     fn pt_with(

@@ -395,6 +395,32 @@ impl PatientIndex for DynamoStore {
             })
             .collect()
     }
+
+    async fn actions_of(
+        &self,
+        practice: &PracticeId,
+        patient: &OpaqueRef,
+    ) -> Result<Vec<Action>, StoreError> {
+        let items = self
+            .query_all(
+                Some(BY_PATIENT),
+                "gsi1pk = :p AND begins_with(gsi1sk, :a)",
+                vec![
+                    (":p", s(patient_key(practice, patient))),
+                    (":a", s("ACTION#")),
+                ],
+                None,
+            )
+            .await?;
+        items
+            .iter()
+            .map(|i| {
+                let mut a: Action = from_doc(i)?;
+                a.rev = num(i, "rev");
+                Ok(a)
+            })
+            .collect()
+    }
 }
 
 #[async_trait]

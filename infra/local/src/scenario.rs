@@ -151,7 +151,7 @@ pub async fn run(stack: &Stack) -> Result<Story> {
          "data": {"appointment_ref": new_ref("appt"), "patient_ref": b, "treatment": "neurotoxin", "provider_ref": new_ref("prov"),
                   "starts_at": (Timestamp::now() + SignedDuration::from_hours(24 * 7)).to_string(), "duration_min": 30}},
         completed(&c, Treatment::DermalFiller, 200),
-        completed(&d, Treatment::Neurotoxin, 30),
+        completed(&d, Treatment::Neurotoxin, 10),
         completed(&e, Treatment::Neurotoxin, 120),
         {"type": "patient.opted_out", "occurred_at": ago(1), "data": {"patient_ref": e}},
     ]})
@@ -160,7 +160,7 @@ pub async fn run(stack: &Stack) -> Result<Story> {
         "\n2. The PMS sends a batch of 7 events (5 completed treatments, 1 booking, 1 opt-out):",
     );
     story.say("   #A neurotoxin 100 days ago · #B neurotoxin 100 days ago, rebooked for next week · #C filler 200 days ago");
-    story.say("   #D neurotoxin 30 days ago · #E neurotoxin 120 days ago, opted out of nudges");
+    story.say("   #D neurotoxin 10 days ago · #E neurotoxin 120 days ago, opted out of nudges");
     let r = pms
         .send(pid.as_str(), &secret, "msg_batch_0001", &batch)
         .await?;
@@ -304,10 +304,10 @@ pub async fn run(stack: &Stack) -> Result<Story> {
         "#E: suppressed, opted out",
     );
     story.check(
-        action_status(store, &pid, action(&d, Treatment::Neurotoxin, 30))
+        action_status(store, &pid, action(&d, Treatment::Neurotoxin, 10))
             .await
             .is_none(),
-        "#D: not due yet (30 of 90 days)",
+        "#D: nothing due yet (follow-up at 14 days, rebook at 90)",
     );
 
     // 6. Approval through the e-mail link.

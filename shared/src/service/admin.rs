@@ -79,6 +79,8 @@ pub async fn create_practice(
         policy: Policy::default(),
         cycle_days: BTreeMap::new(),
         avg_ticket: BTreeMap::new(),
+        follow_up_days: BTreeMap::new(),
+        win_back_multiple: None,
         disabled: false,
         endpoint_retired: false,
         last_scan_date: None,

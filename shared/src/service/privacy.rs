@@ -511,6 +511,8 @@ mod tests {
             policy: Policy::default(),
             cycle_days: BTreeMap::new(),
             avg_ticket: BTreeMap::new(),
+            follow_up_days: BTreeMap::new(),
+            win_back_multiple: None,
             disabled: false,
             endpoint_retired: false,
             last_scan_date: None,

@@ -231,14 +231,7 @@ pub async fn apply(
     Ok((changed, publish.len()))
 }
 
-/// Where a record sits in the due index (`None`: not in it). Only patient × treatment
-/// records are ever due.
-pub(crate) fn due_index_date(practice: &Practice, entity: &Entity) -> Option<jiff::civil::Date> {
-    match entity {
-        Entity::PatientTreatment(pt) => pt.due_index_date(practice.cycle_days(pt.treatment)),
-        _ => None,
-    }
-}
+pub(crate) use crate::rules::due_index_date;
 
 /// The records one event changes.
 fn touched(ev: &InboundEvent) -> Vec<EntityKey> {

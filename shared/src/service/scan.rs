@@ -9,14 +9,19 @@ use jiff::civil::Date;
 use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
 
-use crate::action::{Action, ActionKind, ActionStatus, Reason};
+use crate::action::{Action, ActionKind, ActionStatus};
+use crate::ids::OpaqueRef;
 use crate::ids::{ActionId, PracticeId};
 use crate::ports::{
     ActionRepo, CandidateBatch, CandidateSink, Clock, DueIndex, EntityRepo, PatientIndex,
     PortError, PracticeRepo, StoreError,
 };
+use crate::practice::Mode;
 use crate::practice::Practice;
-use crate::state::{Consent, Entity, EntityKey, PatientTreatment};
+use crate::rules::{self, Gap};
+use crate::state::{Entity, EntityKey};
+use crate::treatment::Treatment;
+use std::collections::HashSet;
 
 pub struct ScanDeps<'a> {
     pub practices: &'a dyn PracticeRepo,
@@ -57,6 +62,12 @@ pub enum Suppression {
     OptedOut,
     BookedAhead,
     KindOff,
+    /// The patient had a nudge within the policy's cooldown.
+    Cooldown,
+    /// The patient reached the policy's nudges per 30 days.
+    MonthlyCap,
+    /// Another gap of the same record won (one message per patient and category).
+    Superseded,
 }
 
 impl Suppression {
@@ -65,6 +76,9 @@ impl Suppression {
             Self::OptedOut => "opted_out",
             Self::BookedAhead => "booked_ahead",
             Self::KindOff => "kind_off",
+            Self::Cooldown => "cooldown",
+            Self::MonthlyCap => "monthly_cap",
+            Self::Superseded => "superseded",
         }
     }
 }
@@ -79,15 +93,14 @@ pub struct ScanReport {
     pub created: Vec<ActionId>,
     /// Actions handed to approval-check (new ones, and ones a crashed run left behind).
     pub handed_over: usize,
-    pub suppressed: Vec<Suppression>,
+    /// Each suppressed gap, with its kind and reason.
+    pub suppressed: Vec<(ActionKind, Suppression)>,
 }
 
 /// Page size for reading the due index.
 const DUE_PAGE: usize = 500;
-/// How long a rebook nudge stays actionable for the PMS.
-const REBOOK_VALID_DAYS: i64 = 14;
-/// After a suppression for opt-out, look again in this many days.
-const OPTED_OUT_RECHECK_DAYS: i64 = 7;
+/// After a suppression for opt-out or a kind switched off, look again in this many days.
+const RECHECK_DAYS: i64 = 7;
 
 pub async fn scan_practice(
     deps: &ScanDeps<'_>,
@@ -107,15 +120,19 @@ pub async fn scan_practice(
     if practice.disabled {
         return Ok(report);
     }
-    let mut hand_over = Vec::new();
+    let mut run = Run {
+        practice: &practice,
+        day,
+        report: &mut report,
+        hand_over: Vec::new(),
+        nudged: HashSet::new(),
+    };
     loop {
         let keys = deps.due.due_keys(practice_id, day, DUE_PAGE).await?;
         let n = keys.len();
-        report.due_read += n;
+        run.report.due_read += n;
         for key in keys {
-            if let EntityKey::PatientTreatment(..) = key {
-                evaluate(deps, &practice, &key, day, &mut report, &mut hand_over).await?;
-            }
+            evaluate(deps, &mut run, &key).await?;
         }
         // Every evaluated record leaves the index (actioned, or parked until a later date),
         // so the next page read starts with what is left.
@@ -123,6 +140,7 @@ pub async fn scan_practice(
             break;
         }
     }
+    let hand_over = std::mem::take(&mut run.hand_over);
     if !hand_over.is_empty() {
         report.handed_over = hand_over.len();
         for chunk in hand_over.chunks(100) {
@@ -137,65 +155,159 @@ pub async fn scan_practice(
     Ok(report)
 }
 
+/// One scan's working state.
+struct Run<'a> {
+    practice: &'a Practice,
+    day: Date,
+    report: &'a mut ScanReport,
+    hand_over: Vec<ActionId>,
+    /// Patients given an action in this run (the index may lag behind our own writes).
+    nudged: HashSet<OpaqueRef>,
+}
+
+/// What the record says, once the gap is decided.
+enum Outcome {
+    Act(Gap),
+    Suppress(Gap, Suppression, Date),
+}
+
 async fn evaluate(
     deps: &ScanDeps<'_>,
-    practice: &Practice,
+    run: &mut Run<'_>,
     key: &EntityKey,
-    day: Date,
-    report: &mut ScanReport,
-    hand_over: &mut Vec<ActionId>,
 ) -> Result<(), ScanError> {
-    let Some(stored) = deps.entities.get_entity(&practice.id, key).await? else {
+    let Some(stored) = deps.entities.get_entity(&run.practice.id, key).await? else {
         return Ok(());
     };
-    let Entity::PatientTreatment(mut pt) = stored.value else {
-        return Ok(());
+    let version = stored.version;
+    let mut entity = stored.value;
+    let (practice, day) = (run.practice, run.day);
+    // What is due today, and whom it concerns.
+    let due = match &entity {
+        Entity::PatientTreatment(pt) if pt.recheck_on.is_none_or(|r| r <= day) => {
+            rules::due_on_day(pt, practice, day).map(|(g, superseded)| {
+                (
+                    g,
+                    superseded,
+                    pt.patient_ref.clone(),
+                    pt.treatment,
+                    pt.last.as_ref().map(|l| l.value.on),
+                )
+            })
+        }
+        Entity::Appointment(a) if a.recheck_on.is_none_or(|r| r <= day) => {
+            rules::no_show_gap(a, practice)
+                .filter(|g| g.due <= day)
+                .and_then(|g| {
+                    a.patient.as_ref().map(|p| {
+                        (
+                            g,
+                            0,
+                            p.value.patient_ref.clone(),
+                            p.value.treatment,
+                            a.starts_on.as_ref().map(|s| s.value),
+                        )
+                    })
+                })
+        }
+        _ => None,
     };
-    let cycle = practice.cycle_days(pt.treatment);
-    let (Some(due), Some(last)) = (pt.due_on(cycle), pt.last.as_ref().map(|l| l.value.on)) else {
-        return rewrite(deps, practice, &pt, stored.version, cycle).await;
+    let Some((gap, superseded, patient, treatment, evidence)) = due else {
+        // A stale index entry (a newer event moved the date): put it right.
+        return rewrite(deps, practice, &entity, version).await;
     };
-    if due > day || pt.actioned_due == Some(due) || pt.recheck_on.is_some_and(|r| r > day) {
-        // A stale index entry (a newer completion moved the date): put it right.
-        return rewrite(deps, practice, &pt, stored.version, cycle).await;
+    for _ in 0..superseded {
+        suppressed(run, gap.kind, Suppression::Superseded);
     }
-
-    if let Some(reason) = suppression(deps, practice, &pt, day).await? {
-        report.suppressed.push(reason);
-        pt.recheck_on = Some(match reason {
-            Suppression::BookedAhead => booked_until(deps, practice, &pt, day)
-                .await?
-                .saturating_add(1.day()),
-            Suppression::OptedOut | Suppression::KindOff => {
-                day.saturating_add(OPTED_OUT_RECHECK_DAYS.days())
+    let outcome = match suppression(deps, run, &gap, &patient, treatment).await? {
+        Some((reason, recheck)) => Outcome::Suppress(gap, reason, recheck),
+        None => Outcome::Act(gap),
+    };
+    match outcome {
+        Outcome::Suppress(gap, reason, recheck) => {
+            suppressed(run, gap.kind, reason);
+            tracing::info!(practice_id = %practice.id, kind = gap.kind.as_str(), reason = reason.as_str(), "gap suppressed");
+            park(&mut entity, practice, day, reason, recheck);
+        }
+        Outcome::Act(gap) => {
+            let evidence = evidence.unwrap_or(gap.due);
+            let action = new_action(deps, practice, &gap, &patient, treatment, evidence, day);
+            let id = action.id.clone();
+            if deps.actions.create_action(&action).await? {
+                run.report.created.push(id.clone());
+                run.hand_over.push(id);
+            } else if let Some(existing) = deps.actions.get_action(&practice.id, &id).await?
+                && existing.status == ActionStatus::Proposed
+            {
+                // A run that crashed after creating it never handed it over.
+                run.hand_over.push(id);
             }
-        });
-        tracing::info!(practice_id = %practice.id, kind = "rebook_nudge", reason = reason.as_str(), "gap suppressed");
-        return rewrite(deps, practice, &pt, stored.version, cycle).await;
+            run.nudged.insert(patient);
+            settle(&mut entity, practice, day);
+        }
     }
+    rewrite(deps, practice, &entity, version).await
+}
 
-    let kind = ActionKind::RebookNudge;
+fn suppressed(run: &mut Run<'_>, kind: ActionKind, reason: Suppression) {
+    run.report.suppressed.push((kind, reason));
+}
+
+/// Marks the gaps due on `day` as settled (the record leaves the index until its next gap).
+fn settle(entity: &mut Entity, practice: &Practice, day: Date) {
+    match entity {
+        Entity::PatientTreatment(pt) => {
+            pt.actioned_due = rules::settled_through(pt, practice, day).max(pt.actioned_due);
+            pt.recheck_on = None;
+        }
+        Entity::Appointment(a) => {
+            a.recovery_settled = true;
+            a.recheck_on = None;
+        }
+        _ => {}
+    }
+}
+
+/// A suppressed gap: settled for good when it cannot come back (superseded, a no-show the
+/// patient rebooked after), parked until `recheck` otherwise.
+fn park(entity: &mut Entity, practice: &Practice, day: Date, reason: Suppression, recheck: Date) {
+    match (entity, reason) {
+        (e @ Entity::Appointment(_), Suppression::BookedAhead) => settle(e, practice, day),
+        (Entity::PatientTreatment(pt), _) => pt.recheck_on = Some(recheck),
+        (Entity::Appointment(a), _) => a.recheck_on = Some(recheck),
+        _ => {}
+    }
+}
+
+fn new_action(
+    deps: &ScanDeps<'_>,
+    practice: &Practice,
+    gap: &Gap,
+    patient: &OpaqueRef,
+    treatment: Treatment,
+    evidence: Date,
+    day: Date,
+) -> Action {
     let id = ActionId::derive(&[
         practice.id.as_str(),
-        kind.as_str(),
-        pt.patient_ref.as_str(),
-        pt.treatment.as_str(),
-        &due.to_string(),
+        gap.kind.as_str(),
+        patient.as_str(),
+        treatment.as_str(),
+        &gap.due.to_string(),
     ]);
-    let now = deps.clock.now();
-    let action = Action {
-        id: id.clone(),
+    Action {
+        id,
         practice_id: practice.id.clone(),
-        kind,
-        patient_ref: pt.patient_ref.clone(),
-        treatment: pt.treatment,
-        reason: Reason::CycleDue,
-        evidence_date: last,
-        due_since: due,
-        value: practice.avg_ticket(pt.treatment),
+        kind: gap.kind,
+        patient_ref: patient.clone(),
+        treatment,
+        reason: gap.reason,
+        evidence_date: evidence,
+        due_since: gap.due,
+        value: practice.avg_ticket(treatment),
         status: ActionStatus::Proposed,
-        created_at: now,
-        expires_at: local_midnight(practice, day.saturating_add(REBOOK_VALID_DAYS.days())),
+        created_at: deps.clock.now(),
+        expires_at: local_midnight(practice, day.saturating_add(gap.valid_days().days())),
         decided_by: None,
         decided_at: None,
         delivered_at: None,
@@ -203,88 +315,106 @@ async fn evaluate(
         last_error: None,
         lease_until: None,
         rev: 0,
-    };
-    if deps.actions.create_action(&action).await? {
-        report.created.push(id.clone());
-        hand_over.push(id);
-    } else if let Some(existing) = deps.actions.get_action(&practice.id, &id).await?
-        && existing.status == ActionStatus::Proposed
-    {
-        // A run that crashed after creating it never handed it over.
-        hand_over.push(id);
     }
-    pt.actioned_due = Some(due);
-    pt.recheck_on = None;
-    rewrite(deps, practice, &pt, stored.version, cycle).await
 }
 
+/// Why the gap must not become an action now, and when to look again.
 async fn suppression(
     deps: &ScanDeps<'_>,
-    practice: &Practice,
-    pt: &PatientTreatment,
-    day: Date,
-) -> Result<Option<Suppression>, ScanError> {
-    if practice.policy.for_kind(ActionKind::RebookNudge).mode == crate::practice::Mode::Off {
-        return Ok(Some(Suppression::KindOff));
+    run: &Run<'_>,
+    gap: &Gap,
+    patient: &OpaqueRef,
+    treatment: Treatment,
+) -> Result<Option<(Suppression, Date)>, ScanError> {
+    let (practice, day) = (run.practice, run.day);
+    let later = |n: i64| day.saturating_add(n.days());
+    if practice.policy.for_kind(gap.kind).mode == Mode::Off {
+        return Ok(Some((Suppression::KindOff, later(RECHECK_DAYS))));
     }
     let consent = deps
         .entities
-        .get_entity(&practice.id, &EntityKey::Consent(pt.patient_ref.clone()))
+        .get_entity(&practice.id, &EntityKey::Consent(patient.clone()))
         .await?;
     if let Some(Entity::Consent(c)) = consent.map(|s| s.value)
-        && Consent::is_opted_out(&c)
+        && c.is_opted_out()
     {
-        return Ok(Some(Suppression::OptedOut));
+        return Ok(Some((Suppression::OptedOut, later(RECHECK_DAYS))));
     }
-    if booked_ahead(deps, practice, pt, day).await?.is_some() {
-        return Ok(Some(Suppression::BookedAhead));
+    let appts = deps.patients.appointments_of(&practice.id, patient).await?;
+    // Booked ahead: for a no-show, any booking from the missed day on; otherwise one of the
+    // same category from today on.
+    let from = if gap.kind == ActionKind::NoShowRecovery {
+        gap.due.saturating_sub(rules::NO_SHOW_GRACE_DAYS.days())
+    } else {
+        day
+    };
+    let booked = appts
+        .iter()
+        .filter(|a| a.treatment() == Some(treatment) && a.is_booked_from(from))
+        .filter_map(|a| a.starts_on.as_ref().map(|d| d.value))
+        .max();
+    if let Some(until) = booked {
+        return Ok(Some((
+            Suppression::BookedAhead,
+            until.max(day).saturating_add(1.day()),
+        )));
+    }
+    // Cooldown and the monthly cap count every action that may reach the patient.
+    let policy = &practice.policy;
+    if run.nudged.contains(patient) {
+        return Ok(Some((
+            Suppression::Cooldown,
+            later(i64::from(policy.cooldown_days.max(1))),
+        )));
+    }
+    let mut nudges: Vec<Date> = deps
+        .patients
+        .actions_of(&practice.id, patient)
+        .await?
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.status,
+                ActionStatus::Proposed
+                    | ActionStatus::Pending
+                    | ActionStatus::Approved
+                    | ActionStatus::Delivered
+            )
+        })
+        .map(|a| practice.local_date(a.created_at))
+        .filter(|d| *d > day.saturating_sub(30.days()) && *d <= day)
+        .collect();
+    nudges.sort();
+    let cooldown = i64::from(policy.cooldown_days);
+    if let Some(last) = nudges.last()
+        && *last > day.saturating_sub(cooldown.days())
+    {
+        return Ok(Some((
+            Suppression::Cooldown,
+            last.saturating_add(cooldown.days()),
+        )));
+    }
+    if nudges.len() as u32 >= policy.max_nudges_per_30_days
+        && let Some(first) = nudges.first()
+    {
+        return Ok(Some((
+            Suppression::MonthlyCap,
+            first.saturating_add(30.days()),
+        )));
     }
     Ok(None)
-}
-
-/// The latest date of a booked appointment of the same category on or after `day`.
-async fn booked_ahead(
-    deps: &ScanDeps<'_>,
-    practice: &Practice,
-    pt: &PatientTreatment,
-    day: Date,
-) -> Result<Option<Date>, ScanError> {
-    let appts = deps
-        .patients
-        .appointments_of(&practice.id, &pt.patient_ref)
-        .await?;
-    Ok(appts
-        .iter()
-        .filter(|a| a.treatment() == Some(pt.treatment) && a.is_booked_from(day))
-        .filter_map(|a| a.starts_on.as_ref().map(|d| d.value))
-        .max())
-}
-
-async fn booked_until(
-    deps: &ScanDeps<'_>,
-    practice: &Practice,
-    pt: &PatientTreatment,
-    day: Date,
-) -> Result<Date, ScanError> {
-    Ok(booked_ahead(deps, practice, pt, day).await?.unwrap_or(day))
 }
 
 async fn rewrite(
     deps: &ScanDeps<'_>,
     practice: &Practice,
-    pt: &PatientTreatment,
+    entity: &Entity,
     version: u64,
-    cycle: Option<u32>,
 ) -> Result<(), ScanError> {
-    let due = pt.due_index_date(cycle);
+    let due = rules::due_index_date(practice, entity);
     match deps
         .entities
-        .put_entity(
-            &practice.id,
-            &Entity::PatientTreatment(pt.clone()),
-            Some(version),
-            due,
-        )
+        .put_entity(&practice.id, entity, Some(version), due)
         .await
     {
         // A webhook changed the record meanwhile; the next scan sees the new state.
@@ -397,6 +527,8 @@ mod tests {
             policy: Policy::default(),
             cycle_days: BTreeMap::new(),
             avg_ticket: BTreeMap::new(),
+            follow_up_days: BTreeMap::new(),
+            win_back_multiple: None,
             disabled: false,
             endpoint_retired: false,
             last_scan_date: last.map(|d| d.parse().unwrap()),

@@ -1,0 +1,347 @@
+//! The gap rules (DESIGN §5) for one record, as pure functions of its state and the practice's
+//! configuration.
+//!
+//! A completed treatment opens a sequence of gaps with increasing due dates: the follow-up
+//! check-in (neurotoxin and filler, 14 days), then either the next series session (while a
+//! series is unfinished) or the rebook (one cycle), then the win-back (two cycles). The record
+//! keeps one watermark, `actioned_due`: every gap due on or before it is settled. When several
+//! gaps are due at once (a practice onboarded late, a scan missed), one action wins by
+//! precedence — win-back over series continuation over rebook over follow-up — and the others
+//! are settled as superseded, so a patient never gets two messages for one category.
+//!
+//! No-show recovery belongs to the appointment record: due two days after the no-show unless
+//! the patient rebooked.
+
+use jiff::ToSpan;
+use jiff::civil::Date;
+
+use crate::action::{ActionKind, Reason};
+use crate::practice::Practice;
+use crate::state::{Appointment, AppointmentStatus, Entity, PatientTreatment};
+use crate::treatment::Treatment;
+
+/// Days after a no-show before recovery, if nothing was rebooked.
+pub const NO_SHOW_GRACE_DAYS: i64 = 2;
+/// Default win-back: no visit for this many cycles.
+pub const DEFAULT_WIN_BACK_MULTIPLE: u32 = 2;
+
+/// One gap a record opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub kind: ActionKind,
+    pub reason: Reason,
+    pub due: Date,
+}
+
+impl Gap {
+    /// Higher wins when several are due together.
+    pub fn precedence(&self) -> u8 {
+        match self.kind {
+            ActionKind::WinBack => 4,
+            ActionKind::SeriesContinue => 3,
+            ActionKind::RebookNudge => 2,
+            ActionKind::FollowUp => 1,
+            ActionKind::NoShowRecovery | ActionKind::SlotOffer => 0,
+        }
+    }
+
+    /// How long the PMS may act on the trigger.
+    pub fn valid_days(&self) -> i64 {
+        match self.kind {
+            ActionKind::FollowUp | ActionKind::NoShowRecovery => 7,
+            ActionKind::WinBack => 30,
+            _ => 14,
+        }
+    }
+}
+
+/// Default follow-up interval after a completion (DESIGN §5).
+pub fn default_follow_up_days(t: Treatment) -> Option<u32> {
+    matches!(t, Treatment::Neurotoxin | Treatment::DermalFiller).then_some(14)
+}
+
+/// Default interval between sessions of a series (DESIGN §5): the cycle otherwise.
+pub fn default_series_interval(t: Treatment) -> Option<u32> {
+    match t {
+        Treatment::LaserHairRemoval => Some(42),
+        Treatment::LaserResurfacing => Some(35),
+        other => other.default_cycle_days(),
+    }
+}
+
+fn plus(d: Date, days: u32) -> Option<Date> {
+    d.checked_add(i64::from(days).days()).ok()
+}
+
+/// Every gap the record's last completion opens, in due-date order.
+pub fn gaps(pt: &PatientTreatment, practice: &Practice) -> Vec<Gap> {
+    let Some(last) = pt.last.as_ref().map(|l| &l.value) else {
+        return vec![];
+    };
+    let t = pt.treatment;
+    let cycle = last
+        .cycle_days
+        .map(u32::from)
+        .or_else(|| practice.cycle_days(t));
+    let mut out = Vec::with_capacity(3);
+    let in_series = matches!((last.series_index, last.series_of), (Some(i), Some(of)) if i < of);
+    if !in_series
+        && let Some(days) = practice.follow_up_days(t)
+        && let Some(due) = plus(last.on, days)
+    {
+        out.push(Gap {
+            kind: ActionKind::FollowUp,
+            reason: Reason::FollowUpDue,
+            due,
+        });
+    }
+    if in_series {
+        let interval = practice.series_interval(t).or(cycle);
+        if let Some(due) = interval.and_then(|d| plus(last.on, d)) {
+            out.push(Gap {
+                kind: ActionKind::SeriesContinue,
+                reason: Reason::SeriesNextDue,
+                due,
+            });
+        }
+    } else if let Some(due) = cycle.and_then(|d| plus(last.on, d)) {
+        out.push(Gap {
+            kind: ActionKind::RebookNudge,
+            reason: Reason::CycleDue,
+            due,
+        });
+    }
+    if let Some(due) =
+        cycle.and_then(|d| plus(last.on, d.saturating_mul(practice.win_back_multiple())))
+    {
+        out.push(Gap {
+            kind: ActionKind::WinBack,
+            reason: Reason::Lapsed,
+            due,
+        });
+    }
+    out.sort_by_key(|g| (g.due, g.precedence()));
+    out
+}
+
+/// The gaps not settled yet.
+pub fn open_gaps(pt: &PatientTreatment, practice: &Practice) -> Vec<Gap> {
+    gaps(pt, practice)
+        .into_iter()
+        .filter(|g| pt.actioned_due.is_none_or(|a| g.due > a))
+        .collect()
+}
+
+/// What the scan does with a record on `day`: the gap that wins, and how many it supersedes.
+pub fn due_on_day(pt: &PatientTreatment, practice: &Practice, day: Date) -> Option<(Gap, usize)> {
+    let due: Vec<Gap> = open_gaps(pt, practice)
+        .into_iter()
+        .filter(|g| g.due <= day)
+        .collect();
+    let winner = due
+        .iter()
+        .copied()
+        .max_by_key(|g| (g.precedence(), g.due))?;
+    Some((winner, due.len() - 1))
+}
+
+/// The latest due date among the gaps due on `day` (the new watermark once they are settled).
+pub fn settled_through(pt: &PatientTreatment, practice: &Practice, day: Date) -> Option<Date> {
+    open_gaps(pt, practice)
+        .into_iter()
+        .filter(|g| g.due <= day)
+        .map(|g| g.due)
+        .max()
+}
+
+/// The no-show recovery gap of an appointment, if it has one and it is not settled.
+pub fn no_show_gap(a: &Appointment, practice: &Practice) -> Option<Gap> {
+    let status = a.status.as_ref()?;
+    if status.value != AppointmentStatus::NoShow || a.patient.is_none() || a.recovery_settled {
+        return None;
+    }
+    let due = practice
+        .local_date(status.at)
+        .checked_add(NO_SHOW_GRACE_DAYS.days())
+        .ok()?;
+    Some(Gap {
+        kind: ActionKind::NoShowRecovery,
+        reason: Reason::NoShow,
+        due,
+    })
+}
+
+/// Where a record sits in the due index (`None`: not in it).
+pub fn due_index_date(practice: &Practice, entity: &Entity) -> Option<Date> {
+    match entity {
+        Entity::PatientTreatment(pt) => {
+            let next = open_gaps(pt, practice).first()?.due;
+            Some(match pt.recheck_on {
+                Some(r) if r > next => r,
+                _ => next,
+            })
+        }
+        Entity::Appointment(a) => no_show_gap(a, practice).map(|g| match a.recheck_on {
+            Some(r) if r > g.due => r,
+            _ => g.due,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{OpaqueRef, PracticeId};
+    use crate::inbound::Series;
+    use crate::practice::{Policy, SealedSecrets};
+    use crate::state::Completion;
+    use std::collections::BTreeMap;
+
+    pub(crate) fn practice() -> Practice {
+        Practice {
+            id: PracticeId::parse("rules-clinic").unwrap(),
+            time_zone: "America/New_York".into(),
+            owner_emails: vec!["o@x.example".into()],
+            trigger_url: "https://pms.example/t".into(),
+            secrets: SealedSecrets {
+                webhook: vec![],
+                trigger: String::new(),
+                link: String::new(),
+            },
+            policy: Policy::default(),
+            cycle_days: BTreeMap::new(),
+            avg_ticket: BTreeMap::new(),
+            follow_up_days: BTreeMap::new(),
+            win_back_multiple: None,
+            disabled: false,
+            endpoint_retired: false,
+            last_scan_date: None,
+            version: 1,
+        }
+    }
+
+    fn d(s: &str) -> Date {
+        s.parse().unwrap()
+    }
+
+    fn pt(t: Treatment, on: &str, series: Option<Series>) -> PatientTreatment {
+        let mut pt = PatientTreatment::new(OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap(), t);
+        pt.merge_completion(
+            Completion::new(d(on), series, None),
+            "2026-01-01T12:00:00Z".parse().unwrap(),
+        );
+        pt
+    }
+
+    fn kinds(g: &[Gap]) -> Vec<(ActionKind, String)> {
+        g.iter().map(|g| (g.kind, g.due.to_string())).collect()
+    }
+
+    #[test]
+    fn neurotoxin_opens_follow_up_rebook_and_win_back() {
+        let p = practice();
+        let g = gaps(&pt(Treatment::Neurotoxin, "2026-01-01", None), &p);
+        assert_eq!(
+            kinds(&g),
+            vec![
+                (ActionKind::FollowUp, "2026-01-15".into()),
+                (ActionKind::RebookNudge, "2026-04-01".into()),
+                (ActionKind::WinBack, "2026-06-30".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unfinished_series_continues_instead_of_rebooking() {
+        let p = practice();
+        let g = gaps(
+            &pt(
+                Treatment::LaserHairRemoval,
+                "2026-01-01",
+                Some(Series { index: 2, of: 6 }),
+            ),
+            &p,
+        );
+        assert_eq!(
+            kinds(&g),
+            vec![
+                (ActionKind::SeriesContinue, "2026-02-12".into()),
+                (ActionKind::WinBack, "2026-03-26".into())
+            ]
+        );
+        let done = gaps(
+            &pt(
+                Treatment::LaserHairRemoval,
+                "2026-01-01",
+                Some(Series { index: 6, of: 6 }),
+            ),
+            &p,
+        );
+        assert_eq!(
+            done[0].kind,
+            ActionKind::RebookNudge,
+            "the last session of a series rebooks"
+        );
+    }
+
+    #[test]
+    fn one_action_wins_when_several_are_due_and_the_rest_are_settled() {
+        let p = practice();
+        let mut r = pt(Treatment::Neurotoxin, "2026-01-01", None);
+        let (g, superseded) = due_on_day(&r, &p, d("2026-08-01")).unwrap();
+        assert_eq!(
+            (g.kind, superseded),
+            (ActionKind::WinBack, 2),
+            "win-back over rebook over follow-up"
+        );
+        r.actioned_due = settled_through(&r, &p, d("2026-08-01"));
+        assert!(due_on_day(&r, &p, d("2026-12-31")).is_none());
+        assert_eq!(
+            due_index_date(&p, &Entity::PatientTreatment(r)),
+            None,
+            "nothing left to index"
+        );
+    }
+
+    #[test]
+    fn the_index_date_moves_to_the_next_open_gap() {
+        let p = practice();
+        let mut r = pt(Treatment::Neurotoxin, "2026-01-01", None);
+        assert_eq!(
+            due_index_date(&p, &Entity::PatientTreatment(r.clone())),
+            Some(d("2026-01-15"))
+        );
+        r.actioned_due = Some(d("2026-01-15"));
+        assert_eq!(
+            due_index_date(&p, &Entity::PatientTreatment(r.clone())),
+            Some(d("2026-04-01"))
+        );
+        r.recheck_on = Some(d("2026-04-10"));
+        assert_eq!(
+            due_index_date(&p, &Entity::PatientTreatment(r)),
+            Some(d("2026-04-10"))
+        );
+    }
+
+    #[test]
+    fn overrides_change_the_dates() {
+        let mut p = practice();
+        p.cycle_days.insert(Treatment::DermalFiller, 365);
+        p.follow_up_days.insert(Treatment::DermalFiller, 10);
+        p.win_back_multiple = Some(3);
+        let g = gaps(&pt(Treatment::DermalFiller, "2026-01-01", None), &p);
+        assert_eq!(
+            kinds(&g),
+            vec![
+                (ActionKind::FollowUp, "2026-01-11".into()),
+                (ActionKind::RebookNudge, "2027-01-01".into()),
+                (ActionKind::WinBack, "2028-12-31".into())
+            ]
+        );
+        assert!(
+            gaps(&pt(Treatment::Consultation, "2026-01-01", None), &p).is_empty(),
+            "no cycle, no gap"
+        );
+    }
+}

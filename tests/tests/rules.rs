@@ -1,0 +1,183 @@
+//! Each gap rule through the real stack (moto, HTTP), with its suppressions.
+
+use pil_shared::action::{Action, ActionKind, Reason};
+use pil_shared::ids::OpaqueRef;
+use pil_shared::ports::{PatientIndex, PracticeRepo};
+use pil_shared::practice::Mode;
+use pil_shared::service::admin::{self, KindChange};
+use pil_shared::service::scan::{ScanReport, Suppression};
+use pil_tests::{TestStack, ago, completed, new_ref};
+use serde_json::json;
+
+async fn scan(ts: &TestStack) -> ScanReport {
+    ts.stack
+        .scan_deps()
+        .unwrap()
+        .scan(&ts.practice, ts.today())
+        .await
+        .unwrap()
+}
+
+async fn actions(ts: &TestStack, patient: &str) -> Vec<Action> {
+    ts.store()
+        .actions_of(&ts.practice, &OpaqueRef::parse(patient).unwrap())
+        .await
+        .unwrap()
+}
+
+fn kinds(report: &ScanReport) -> Vec<(ActionKind, Suppression)> {
+    report.suppressed.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_up_series_and_win_back_fire_with_precedence() {
+    let ts = TestStack::start().await.unwrap();
+    let (fu, series, lapsed) = (new_ref("p"), new_ref("p"), new_ref("p"));
+    let body = json!({"events": [
+        completed(&fu, "neurotoxin", 15),
+        {"type": "appointment.completed", "occurred_at": ago(45), "data": {"appointment_ref": new_ref("appt"), "patient_ref": series,
+            "treatment": "laser_hair_removal", "series": {"index": 2, "of": 6}}},
+        completed(&lapsed, "dermal_filler", 400),
+    ]});
+    assert_eq!(ts.send("msg_rules_1", &body).await.status, 202);
+    let report = scan(&ts).await;
+    assert_eq!(report.created.len(), 3, "{report:?}");
+    let one = |v: Vec<Action>| {
+        v.into_iter()
+            .map(|a| (a.kind, a.reason))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        one(actions(&ts, &fu).await),
+        vec![(ActionKind::FollowUp, Reason::FollowUpDue)]
+    );
+    assert_eq!(
+        one(actions(&ts, &series).await),
+        vec![(ActionKind::SeriesContinue, Reason::SeriesNextDue)]
+    );
+    assert_eq!(
+        one(actions(&ts, &lapsed).await),
+        vec![(ActionKind::WinBack, Reason::Lapsed)],
+        "win-back over rebook over follow-up"
+    );
+    let superseded = kinds(&report)
+        .iter()
+        .filter(|(_, s)| *s == Suppression::Superseded)
+        .count();
+    assert_eq!(
+        superseded, 2,
+        "the lapsed patient's follow-up and rebook were superseded"
+    );
+    assert!(scan(&ts).await.created.is_empty(), "a re-run adds nothing");
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_show_recovery_unless_rebooked() {
+    let ts = TestStack::start().await.unwrap();
+    let (missed, rebooked) = (new_ref("p"), new_ref("p"));
+    let (a1, a2) = (new_ref("appt"), new_ref("appt"));
+    let book = |appt: &str, p: &str, when: &str, days_ago: i64| {
+        json!({"type": "appointment.booked", "occurred_at": ago(days_ago),
+        "data": {"appointment_ref": appt, "patient_ref": p, "treatment": "neurotoxin", "provider_ref": new_ref("prov"), "starts_at": when, "duration_min": 30}})
+    };
+    let past = ago(4);
+    let future = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 5)).to_string();
+    let body = json!({"events": [
+        book(&a1, &missed, &past, 10),
+        {"type": "appointment.no_show", "occurred_at": ago(4), "data": {"appointment_ref": a1}},
+        book(&a2, &rebooked, &past, 10),
+        {"type": "appointment.no_show", "occurred_at": ago(4), "data": {"appointment_ref": a2}},
+        book(&new_ref("appt"), &rebooked, &future, 1),
+    ]});
+    assert_eq!(ts.send("msg_ns", &body).await.status, 202);
+    let report = scan(&ts).await;
+    assert_eq!(
+        actions(&ts, &missed)
+            .await
+            .iter()
+            .map(|a| a.kind)
+            .collect::<Vec<_>>(),
+        vec![ActionKind::NoShowRecovery]
+    );
+    assert!(actions(&ts, &rebooked).await.is_empty());
+    assert!(kinds(&report).contains(&(ActionKind::NoShowRecovery, Suppression::BookedAhead)));
+    assert!(
+        scan(&ts).await.created.is_empty(),
+        "settled: a re-run adds nothing"
+    );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldown_monthly_cap_and_kind_off_suppress() {
+    let ts = TestStack::start().await.unwrap();
+    // One patient, two categories due the same night: one message, the other cools down.
+    let p = new_ref("p");
+    let body =
+        json!({"events": [completed(&p, "neurotoxin", 100), completed(&p, "chemical_peel", 40)]});
+    assert_eq!(ts.send("msg_cd", &body).await.status, 202);
+    let report = scan(&ts).await;
+    assert_eq!(report.created.len(), 1);
+    assert!(
+        kinds(&report)
+            .iter()
+            .any(|(_, s)| *s == Suppression::Cooldown),
+        "{report:?}"
+    );
+
+    // Cap: cooldown 0, at most 1 nudge per 30 days; a second category is capped.
+    let mut practice = ts
+        .store()
+        .get_practice(&ts.practice)
+        .await
+        .unwrap()
+        .unwrap();
+    let v = practice.version;
+    practice.policy.cooldown_days = 0;
+    practice.policy.max_nudges_per_30_days = 1;
+    practice.version += 1;
+    ts.store().put_practice(&practice, Some(v)).await.unwrap();
+    assert_eq!(
+        ts.send(
+            "msg_cap",
+            &json!({"events": [completed(&p, "microneedling", 40)]})
+        )
+        .await
+        .status,
+        202
+    );
+    let report = scan(&ts).await;
+    assert!(report.created.is_empty());
+    assert!(
+        kinds(&report).contains(&(ActionKind::RebookNudge, Suppression::MonthlyCap)),
+        "{report:?}"
+    );
+
+    // A kind switched off is suppressed, not proposed.
+    admin::set_kind_policy(
+        ts.store(),
+        &ts.practice,
+        ActionKind::FollowUp,
+        KindChange {
+            mode: Some(Mode::Off),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let q = new_ref("p");
+    assert_eq!(
+        ts.send("msg_off", &completed(&q, "dermal_filler", 15))
+            .await
+            .status,
+        202
+    );
+    let report = scan(&ts).await;
+    assert!(
+        kinds(&report).contains(&(ActionKind::FollowUp, Suppression::KindOff)),
+        "{report:?}"
+    );
+    assert!(actions(&ts, &q).await.is_empty());
+    ts.stop().await;
+}
