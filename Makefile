@@ -4,6 +4,7 @@
 #   make test    everything CI checks: fmt, clippy, unit + integration tests, template lint
 #   make lint    cfn-lint (with the serverless rules) and checkov on template.yaml
 #   make sam-build  sam build for arm64 (installs SAM CLI, cargo-lambda, zig, the target)
+#   make browser-tools  Debian's chromium for the browser tests (make test calls it)
 #   make bench   criterion benches (not part of make test; they are compiled there)
 # Every tool is installed by the project into a project-local venv on first use.
 
@@ -18,7 +19,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint bench sam-tools sam-build clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint bench sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -38,12 +39,12 @@ run: $(MOTO)
 serve: $(MOTO)
 	$(CARGO) run -q -p pil-local --bin pil-local -- serve
 
-test: $(MOTO) fmt-check clippy unit lint
+test: $(MOTO) browser-tools fmt-check clippy unit lint
 	@echo "make test: all checks passed"
 
+# --all-targets also builds the benches (in test mode, each runs once), so they keep compiling.
 unit: $(MOTO)
 	$(CARGO) test --workspace --all-targets
-	$(CARGO) bench --workspace --no-run -q
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -59,13 +60,32 @@ lint: $(CFN_LINT) $(CHECKOV)
 bench:
 	$(CARGO) bench -p pil-shared --bench inbound
 
-# sam build: SAM CLI, cargo-lambda and zig from PyPI; the arm64 Rust target from rustup.
+# sam build: SAM CLI, cargo-lambda and zig from PyPI (pinned; the venv is rebuilt when the
+# pins change); the arm64 Rust target from rustup. sam build reads infra/samconfig.toml
+# (beta features on for rust-cargolambda, one function at a time). CARGO_TARGET_DIR gives the
+# cross build its own target directory, so it never waits on cargo's lock on target/ (the
+# build workflow and its copy step both read it); SAM_CLI_TELEMETRY=0: no metrics calls.
+SAM_TARGET_DIR := $(CURDIR)/target/sam
+
 sam-tools:
-	@test -x $(SAM) || { $(PYTHON) -m venv $(SAM_VENV) && $(SAM_VENV)/bin/pip install -q --disable-pip-version-check -r infra/python/requirements-sam.txt; }
+	@cmp -s infra/python/requirements-sam.txt $(SAM_VENV)/requirements-sam.txt || { \
+	  rm -rf $(SAM_VENV) && $(PYTHON) -m venv $(SAM_VENV) && \
+	  $(SAM_VENV)/bin/pip install -q --disable-pip-version-check -r infra/python/requirements-sam.txt && \
+	  cp infra/python/requirements-sam.txt $(SAM_VENV)/requirements-sam.txt; }
 	rustup target add aarch64-unknown-linux-gnu
 
 sam-build: sam-tools
-	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM) build --beta-features --parallel=false
+	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" CARGO_TARGET_DIR="$(SAM_TARGET_DIR)" SAM_CLI_TELEMETRY=0 \
+	  $(SAM) build --config-file infra/samconfig.toml
 
 clean-local:
 	rm -rf target/local
+
+# The browser tests (tests/tests/browser.rs) drive Debian's headless chromium; make test installs
+# it when missing. Without it they are skipped with a message, or fail when CI is set.
+browser-tools:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "WARNING: could not install chromium; the browser tests will be skipped (or fail, with CI set)"; }

@@ -7,7 +7,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
-use pil_aws::lambda::{PAGE_HEADERS, batch_failures, response};
+use pil_aws::lambda::{batch_failures, page_headers, response};
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, MissingVar, SesMailer};
 use pil_shared::ports::CandidateBatch;
 use pil_shared::service::approval::{self, ApprovalDeps};
@@ -105,7 +105,7 @@ pub async fn handle_http(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatew
                 405,
                 "text/plain; charset=utf-8",
                 "method not allowed".into(),
-                PAGE_HEADERS,
+                page_headers(),
             );
         }
     };
@@ -114,6 +114,6 @@ pub async fn handle_http(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatew
         page.status,
         "text/html; charset=utf-8",
         page.html,
-        PAGE_HEADERS,
+        page_headers(),
     )
 }

@@ -48,17 +48,30 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> ApiGatewayV2httpR
     )
 }
 
-/// Headers for every page an owner sees (DESIGN §4.3).
-pub const PAGE_HEADERS: &[(&str, &str)] = &[
-    ("cache-control", "no-store"),
-    ("referrer-policy", "no-referrer"),
-    (
-        "content-security-policy",
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-    ),
-    ("x-frame-options", "DENY"),
-    ("x-content-type-options", "nosniff"),
-];
+/// Headers for every page an owner sees (DESIGN §4.3). The CSP allows no script, nothing
+/// fetched, and exactly one stylesheet: the pages' `<style>` element, by its SHA-256
+/// (`pil_shared::service::approval::page_style_csp_source`), whose fonts are inline `data:`
+/// URIs. Computed once per cold start (the handler warms it in init).
+pub fn page_headers() -> &'static [(&'static str, &'static str)] {
+    static HEADERS: std::sync::OnceLock<Vec<(&'static str, &'static str)>> =
+        std::sync::OnceLock::new();
+    HEADERS.get_or_init(|| {
+        let csp: &'static str = Box::leak(
+            format!(
+                "default-src 'none'; style-src {}; font-src data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+                pil_shared::service::approval::page_style_csp_source()
+            )
+            .into_boxed_str(),
+        );
+        vec![
+            ("cache-control", "no-store"),
+            ("referrer-policy", "no-referrer"),
+            ("content-security-policy", csp),
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+        ]
+    })
+}
 
 pub fn batch_failures(ids: impl IntoIterator<Item = String>) -> SqsBatchResponse {
     let mut resp = SqsBatchResponse::default();
@@ -71,4 +84,25 @@ pub fn batch_failures(ids: impl IntoIterator<Item = String>) -> SqsBatchResponse
         })
         .collect();
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_headers;
+
+    #[test]
+    fn page_csp_allows_exactly_the_pages_stylesheet() {
+        let csp = page_headers()
+            .iter()
+            .find(|(k, _)| *k == "content-security-policy")
+            .map(|(_, v)| *v)
+            .unwrap_or_default();
+        let source = pil_shared::service::approval::page_style_csp_source();
+        assert!(
+            csp.contains(&format!("style-src {source};")),
+            "the CSP must allow the page stylesheet {source}"
+        );
+        assert!(csp.starts_with("default-src 'none';"));
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("script-src"));
+    }
 }

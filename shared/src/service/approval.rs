@@ -4,7 +4,7 @@
 use askama::Template;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::action::{Action, ActionStatus, Decider};
+use crate::action::{Action, ActionKind, ActionStatus, Decider};
 use crate::ids::{ActionId, PracticeId};
 use crate::ports::{
     ActionRepo, CandidateBatch, Clock, DomainEvent, EventPublisher, Mail, Mailer, PortError,
@@ -193,9 +193,15 @@ pub struct ActionView {
     pub patient_code: String,
     pub treatment_label: &'static str,
     pub reason: &'static str,
+    /// The reason as a sentence ("Treatment cycle has passed and nothing is booked.").
+    pub reason_sentence: String,
     pub due_since: String,
     pub value: u32,
+    /// The value with a currency sign and thousands separators ("$1,350").
+    pub value_display: String,
     pub status: &'static str,
+    /// The status in the owner's words ("Awaiting your decision").
+    pub status_label: &'static str,
     pub approve_url: String,
     pub reject_url: String,
 }
@@ -207,13 +213,74 @@ impl ActionView {
             patient_code: a.patient_ref.short_code(),
             treatment_label: a.treatment.label(),
             reason: a.reason.plain_words(),
-            due_since: a.due_since.to_string(),
+            reason_sentence: sentence(a.reason.plain_words()),
+            due_since: a.due_since.strftime("%b %-d, %Y").to_string(),
             value: a.value,
+            value_display: money(u64::from(a.value)),
             status: a.status.as_str(),
+            status_label: status_label(a.status),
             approve_url: String::new(),
             reject_url: String::new(),
         }
     }
+}
+
+fn status_label(s: ActionStatus) -> &'static str {
+    match s {
+        ActionStatus::Proposed | ActionStatus::Pending => "Awaiting your decision",
+        ActionStatus::Approved => "Approved",
+        ActionStatus::Delivered => "Approved · sent to your software",
+        ActionStatus::Rejected => "Rejected",
+        ActionStatus::Suppressed => "Not needed",
+        ActionStatus::Failed => "Approved · delivery failed",
+        ActionStatus::Expired => "Expired",
+    }
+}
+
+fn kind_plural(k: ActionKind) -> &'static str {
+    match k {
+        ActionKind::RebookNudge => "Rebook nudges",
+        ActionKind::SlotOffer => "Slot offers",
+        ActionKind::FollowUp => "Follow-ups",
+        ActionKind::NoShowRecovery => "No-show recoveries",
+        ActionKind::WinBack => "Win-backs",
+        ActionKind::SeriesContinue => "Series continuations",
+    }
+}
+
+/// "$1,350": whole currency units with thousands separators.
+fn money(v: u64) -> String {
+    let digits = v.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    out.push('$');
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn sentence(words: &str) -> String {
+    let mut c = words.chars();
+    match c.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), c.as_str()),
+        None => String::new(),
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The digest's pending actions of one kind.
+#[derive(Debug, Clone)]
+pub struct ActionGroup {
+    pub label: &'static str,
+    pub count: usize,
+    pub value_display: String,
+    pub actions: Vec<ActionView>,
 }
 
 #[derive(Template)]
@@ -221,10 +288,13 @@ impl ActionView {
 struct DigestHtml<'a> {
     subject: &'a str,
     headline: &'a str,
+    preheader: &'a str,
     practice_id: &'a str,
     scan_date: String,
     expires: String,
-    actions: &'a [ActionView],
+    total_display: &'a str,
+    count: usize,
+    groups: &'a [ActionGroup],
     approve_all_url: &'a str,
 }
 
@@ -235,7 +305,9 @@ struct DigestText<'a> {
     practice_id: &'a str,
     scan_date: String,
     expires: String,
-    actions: &'a [ActionView],
+    total_display: &'a str,
+    count: usize,
+    groups: &'a [ActionGroup],
     approve_all_url: &'a str,
 }
 
@@ -261,16 +333,37 @@ fn digest(
         .first()
         .map(String::as_str)
         .unwrap_or_default();
-    let views: Vec<ActionView> = actions
-        .iter()
-        .map(|a| {
-            let mut v = ActionView::of(a);
-            let c = |d| Claims::new(p.id.clone(), vec![a.id.clone()], d, approver, expiry);
-            v.approve_url = link(deps, &c(Decision::Approve), key);
-            v.reject_url = link(deps, &c(Decision::Reject), key);
-            v
-        })
-        .collect();
+    // Grouped by kind, in the order each kind first appears; per-action links follow the
+    // patient code they belong to.
+    let mut groups: Vec<(ActionKind, ActionGroup, u64)> = Vec::new();
+    for a in actions {
+        let mut v = ActionView::of(a);
+        let c = |d| Claims::new(p.id.clone(), vec![a.id.clone()], d, approver, expiry);
+        v.approve_url = link(deps, &c(Decision::Approve), key);
+        v.reject_url = link(deps, &c(Decision::Reject), key);
+        let i = match groups.iter().position(|(k, _, _)| *k == a.kind) {
+            Some(i) => i,
+            None => {
+                groups.push((
+                    a.kind,
+                    ActionGroup {
+                        label: kind_plural(a.kind),
+                        count: 0,
+                        value_display: String::new(),
+                        actions: Vec::new(),
+                    },
+                    0,
+                ));
+                groups.len() - 1
+            }
+        };
+        let (_, g, total) = &mut groups[i];
+        g.count += 1;
+        *total += u64::from(a.value);
+        g.value_display = money(*total);
+        g.actions.push(v);
+    }
+    let groups: Vec<ActionGroup> = groups.into_iter().map(|(_, g, _)| g).collect();
     let all = Claims::new(
         p.id.clone(),
         actions.iter().map(|a| a.id.clone()).collect(),
@@ -279,27 +372,35 @@ fn digest(
         expiry,
     );
     let approve_all_url = link(deps, &all, key);
-    let total: u32 = actions.iter().map(|a| a.value).sum();
+    let total = money(actions.iter().map(|a| u64::from(a.value)).sum());
     let n = actions.len();
     let subject = format!(
-        "{n} action{} awaiting approval · ${total} at stake",
-        if n == 1 { "" } else { "s" }
+        "{} awaiting approval · {total} at stake",
+        plural(n, "action", "actions")
     );
     let headline = format!(
-        "{n} patient{} could be brought back, worth about ${total}.",
-        if n == 1 { "" } else { "s" }
+        "{} could be brought back, worth about {total}.",
+        plural(n, "patient", "patients")
+    );
+    let preheader = format!(
+        "{} to review. Patients appear only as short codes; nothing is sent until you approve.",
+        plural(n, "action", "actions")
     );
     let expires = expiry
         .to_zoned(p.tz())
-        .strftime("%b %-d, %H:%M %Z")
+        .strftime("%b %-d, %-I:%M %p %Z")
         .to_string();
+    let scan_date = scan_date.strftime("%A, %B %-d").to_string();
     let html = DigestHtml {
         subject: &subject,
         headline: &headline,
+        preheader: &preheader,
         practice_id: p.id.as_str(),
-        scan_date: scan_date.to_string(),
+        scan_date: scan_date.clone(),
         expires: expires.clone(),
-        actions: &views,
+        total_display: &total,
+        count: n,
+        groups: &groups,
         approve_all_url: &approve_all_url,
     }
     .render()
@@ -307,9 +408,11 @@ fn digest(
     let text = DigestText {
         headline: &headline,
         practice_id: p.id.as_str(),
-        scan_date: scan_date.to_string(),
+        scan_date,
         expires,
-        actions: &views,
+        total_display: &total,
+        count: n,
+        groups: &groups,
         approve_all_url: &approve_all_url,
     }
     .render()
@@ -331,12 +434,71 @@ pub struct Page {
     pub outcome: &'static str,
 }
 
+/// The pages' fonts (vendored from `@fontsource/newsreader` and `@fontsource/jetbrains-mono`,
+/// OFL, latin subsets; see `shared/assets/fonts/`), inlined as `data:` URIs because the pages'
+/// CSP allows nothing to be fetched.
+const FONTS: [(&str, u16, &[u8]); 4] = [
+    (
+        "Newsreader",
+        400,
+        include_bytes!("../../assets/fonts/newsreader-latin-400-normal.woff2"),
+    ),
+    (
+        "Newsreader",
+        600,
+        include_bytes!("../../assets/fonts/newsreader-latin-600-normal.woff2"),
+    ),
+    (
+        "JetBrains Mono",
+        400,
+        include_bytes!("../../assets/fonts/jetbrains-mono-latin-400-normal.woff2"),
+    ),
+    (
+        "JetBrains Mono",
+        600,
+        include_bytes!("../../assets/fonts/jetbrains-mono-latin-600-normal.woff2"),
+    ),
+];
+
+/// The pages' whole stylesheet, exactly as it appears inside their one `<style>` element.
+pub fn page_css() -> &'static str {
+    static CSS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSS.get_or_init(|| {
+        use base64::Engine as _;
+        let mut css = String::new();
+        for (family, weight, bytes) in FONTS {
+            css.push_str(&format!(
+                "@font-face{{font-family:\"{family}\";font-style:normal;font-weight:{weight};font-display:swap;src:url(data:font/woff2;base64,{}) format(\"woff2\")}}\n",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ));
+        }
+        css.push_str(include_str!("../../templates/page.css"));
+        css
+    })
+}
+
+/// The CSP source that allows exactly the pages' `<style>` element: `'sha256-…'`.
+/// `pil_aws::lambda::page_headers` puts it in the pages' CSP.
+pub fn page_style_csp_source() -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(page_css().as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
 #[derive(Template)]
 #[template(path = "page.html")]
 struct PageHtml<'a> {
+    css: &'static str,
     title: &'a str,
     message: &'a str,
     practice_id: &'a str,
+    badge: &'a str,
+    tone: &'a str,
+    summary: &'a str,
     actions: &'a [ActionView],
     button: Option<&'a str>,
     button_class: &'a str,
@@ -356,10 +518,35 @@ fn page(
         Some((l, c, a)) => (Some(l), c, a),
         None => (None, "", ""),
     };
+    // What happened, at a glance: a badge and a colour per outcome.
+    let (badge, tone) = match outcome {
+        "confirm" if class == "reject" => ("Please confirm", "confirm-reject"),
+        "confirm" => ("Please confirm", "confirm"),
+        "approved" => ("Approved", "approved"),
+        "rejected" => ("Rejected", "rejected"),
+        "already_decided" => ("Already decided", "settled"),
+        "reused" => ("Link already used", "settled"),
+        "expired" => ("Link expired", "settled"),
+        "invalid" => ("Link not valid", "invalid"),
+        "unavailable" => ("Nothing changed", "settled"),
+        _ => ("", "settled"),
+    };
+    let total = money(actions.iter().map(|a| u64::from(a.value)).sum());
+    let summary = match (outcome, actions.len()) {
+        (_, 0) => String::new(),
+        ("confirm", n) => format!("{} · {total} at stake", plural(n, "action", "actions")),
+        ("approved", n) => format!("{} approved · {total}", plural(n, "action", "actions")),
+        ("rejected", n) => format!("{} rejected", plural(n, "action", "actions")),
+        (_, n) => plural(n, "action", "actions"),
+    };
     let html = PageHtml {
+        css: page_css(),
         title,
         message,
         practice_id: practice,
+        badge,
+        tone,
+        summary: &summary,
         actions,
         button: label,
         button_class: class,
@@ -380,7 +567,7 @@ fn token_page(e: TokenError) -> Page {
             410,
             "expired",
             "This link has expired",
-            "Approval links are valid for a limited time. The next digest will list anything still waiting.",
+            "Approval links are valid for a limited time, so nothing was changed. The next digest will list anything still waiting for you.",
             "",
             &[],
             None,
@@ -389,7 +576,7 @@ fn token_page(e: TokenError) -> Page {
             400,
             "invalid",
             "This link is not valid",
-            "It may have been changed or cut short. Open the link from the e-mail again.",
+            "It may have been changed or cut short, so nothing was changed. Open the link from the e-mail again.",
             "",
             &[],
             None,
