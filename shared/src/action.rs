@@ -89,6 +89,8 @@ pub enum Reason {
     SeriesNextDue,
     Lapsed,
     NoShow,
+    /// A slot opened that fits a treatment the patient is due or overdue for.
+    SlotOpen,
 }
 
 impl Reason {
@@ -99,6 +101,7 @@ impl Reason {
             Self::SeriesNextDue => "series_next_due",
             Self::Lapsed => "lapsed",
             Self::NoShow => "no_show",
+            Self::SlotOpen => "slot_open",
         }
     }
     pub fn plain_words(self) -> &'static str {
@@ -108,6 +111,7 @@ impl Reason {
             Self::SeriesNextDue => "next session of a series is due and not booked",
             Self::Lapsed => "no visit for two cycles",
             Self::NoShow => "missed an appointment and has not rebooked",
+            Self::SlotOpen => "a slot opened that fits a treatment they are due for",
         }
     }
 }
@@ -132,6 +136,8 @@ pub enum ActionStatus {
     Failed,
     /// Nobody decided before it expired.
     Expired,
+    /// A slot offer whose slot was booked before it went out.
+    Withdrawn,
 }
 
 impl ActionStatus {
@@ -145,13 +151,19 @@ impl ActionStatus {
             Self::Delivered => "delivered",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Withdrawn => "withdrawn",
         }
     }
 
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Rejected | Self::Suppressed | Self::Delivered | Self::Failed | Self::Expired
+            Self::Rejected
+                | Self::Suppressed
+                | Self::Delivered
+                | Self::Failed
+                | Self::Expired
+                | Self::Withdrawn
         )
     }
 }
@@ -198,4 +210,38 @@ pub struct Action {
     /// Revision: every update is conditional on the revision it read.
     #[serde(default)]
     pub rev: u64,
+    /// The slot a slot offer is for (DESIGN §4.2 `slot`); `None` for every other kind.
+    #[serde(default)]
+    pub slot: Option<SlotDetails>,
+}
+
+impl Action {
+    /// In the slot-fill pool: a gap that says the patient is due or overdue for a treatment
+    /// (rebook, series, win-back, no-show) and that nobody closed (rejected, failed, withdrawn
+    /// or suppressed gaps leave the pool). Slot fill still checks bookings, consent and recent
+    /// offers before it offers a slot.
+    pub fn in_slot_pool(&self) -> bool {
+        matches!(
+            self.kind,
+            ActionKind::RebookNudge
+                | ActionKind::SeriesContinue
+                | ActionKind::WinBack
+                | ActionKind::NoShowRecovery
+        ) && matches!(
+            self.status,
+            ActionStatus::Proposed
+                | ActionStatus::Pending
+                | ActionStatus::Approved
+                | ActionStatus::Delivered
+                | ActionStatus::Expired
+        )
+    }
+}
+
+/// An open slot as a slot offer carries it (not patient-linked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotDetails {
+    pub slot_ref: OpaqueRef,
+    pub starts_at: Timestamp,
+    pub provider_ref: Option<OpaqueRef>,
 }

@@ -91,6 +91,28 @@ pub trait DueIndex: Send + Sync {
     ) -> Result<Vec<EntityKey>, StoreError>;
 }
 
+/// What slot fill reads: the pool of due and overdue patients per treatment, and open slots
+/// by provider and start (so a booking can fill one).
+#[async_trait]
+pub trait SlotIndex: Send + Sync {
+    /// Ids of actions in the slot-fill pool ([`Action::in_slot_pool`]) for `treatment` whose
+    /// gap opened on or before `through`, most overdue first, at most `limit`.
+    async fn slot_pool(
+        &self,
+        practice: &PracticeId,
+        treatment: crate::treatment::Treatment,
+        through: Date,
+        limit: usize,
+    ) -> Result<Vec<ActionId>, StoreError>;
+    /// Refs of slot records at this provider and start.
+    async fn slots_at(
+        &self,
+        practice: &PracticeId,
+        provider: &OpaqueRef,
+        starts_at: Timestamp,
+    ) -> Result<Vec<OpaqueRef>, StoreError>;
+}
+
 #[async_trait]
 pub trait PatientIndex: Send + Sync {
     async fn appointments_of(
@@ -226,6 +248,12 @@ pub enum DomainEvent {
         practice_id: PracticeId,
         slot_ref: OpaqueRef,
     },
+    /// A booking took an open slot: its pending offers are withdrawn.
+    #[serde(rename = "slot.filled")]
+    SlotFilled {
+        practice_id: PracticeId,
+        slot_ref: OpaqueRef,
+    },
     #[serde(rename = "action.approved")]
     ActionApproved {
         practice_id: PracticeId,
@@ -237,7 +265,7 @@ impl DomainEvent {
     /// EventBridge `source`.
     pub fn source(&self) -> &'static str {
         match self {
-            Self::SlotOpened { .. } => "pil.receiver",
+            Self::SlotOpened { .. } | Self::SlotFilled { .. } => "pil.receiver",
             Self::ActionApproved { .. } => "pil.approval",
         }
     }
@@ -245,6 +273,7 @@ impl DomainEvent {
     pub fn detail_type(&self) -> &'static str {
         match self {
             Self::SlotOpened { .. } => "slot.opened",
+            Self::SlotFilled { .. } => "slot.filled",
             Self::ActionApproved { .. } => "action.approved",
         }
     }

@@ -73,6 +73,13 @@ pub struct Policy {
     pub quiet_hours: Option<(u8, u8)>,
     /// Hours an approval link stays valid.
     pub approval_expiry_hours: u32,
+    /// Slot fill offers an opened slot to this many due patients (DESIGN §5, K).
+    #[serde(default = "default_slot_fill_k")]
+    pub slot_fill_k: u32,
+}
+
+fn default_slot_fill_k() -> u32 {
+    3
 }
 
 impl Default for Policy {
@@ -86,6 +93,7 @@ impl Default for Policy {
             max_nudges_per_30_days: 2,
             quiet_hours: Some((20, 8)),
             approval_expiry_hours: 72,
+            slot_fill_k: default_slot_fill_k(),
         }
     }
 }
@@ -93,6 +101,36 @@ impl Default for Policy {
 impl Policy {
     pub fn for_kind(&self, kind: ActionKind) -> KindPolicy {
         self.kinds.get(&kind).cloned().unwrap_or_default()
+    }
+
+    /// When `now` falls in the quiet hours (practice-local `[start, end)`, wrapping past
+    /// midnight when start > end), the instant they end: delivery waits until then. `None`
+    /// outside quiet hours, or with none set. The end is the next local `end:00`, so a DST
+    /// change inside the window moves the instant, not the local hour.
+    pub fn quiet_until(&self, tz: &TimeZone, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        let (start, end) = self.quiet_hours?;
+        if start == end {
+            return None;
+        }
+        let local = now.to_zoned(tz.clone());
+        let h = local.hour();
+        let (start, end) = (i8::try_from(start).ok()?, i8::try_from(end).ok()?);
+        let quiet = if start < end {
+            start <= h && h < end
+        } else {
+            h >= start || h < end
+        };
+        if !quiet {
+            return None;
+        }
+        let mut day = local.date();
+        loop {
+            let at = day.at(end, 0, 0, 0).to_zoned(tz.clone()).ok()?.timestamp();
+            if at > now {
+                return Some(at);
+            }
+            day = day.tomorrow().ok()?;
+        }
     }
 }
 
@@ -245,6 +283,56 @@ fn is_loopback(url: &url::Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(tz: &TimeZone, s: &str) -> jiff::Timestamp {
+        s.parse::<jiff::civil::DateTime>()
+            .unwrap()
+            .to_zoned(tz.clone())
+            .unwrap()
+            .timestamp()
+    }
+
+    #[test]
+    fn quiet_hours_defer_to_their_local_end_across_midnight_and_dst() {
+        let tz = TimeZone::get("America/New_York").unwrap();
+        let p = Policy::default(); // 20:00-08:00
+        assert_eq!(p.quiet_until(&tz, at(&tz, "2026-11-23T12:00")), None);
+        assert_eq!(p.quiet_until(&tz, at(&tz, "2026-11-23T19:59:59")), None);
+        assert_eq!(
+            p.quiet_until(&tz, at(&tz, "2026-11-23T20:00")),
+            Some(at(&tz, "2026-11-24T08:00"))
+        );
+        assert_eq!(
+            p.quiet_until(&tz, at(&tz, "2026-11-24T07:30")),
+            Some(at(&tz, "2026-11-24T08:00"))
+        );
+        assert_eq!(p.quiet_until(&tz, at(&tz, "2026-11-24T08:00")), None);
+        // Fall back (Nov 1, 2026): the night is 13 hours long, still ends at 08:00 local.
+        let end = p.quiet_until(&tz, at(&tz, "2026-10-31T21:00")).unwrap();
+        assert_eq!(end, at(&tz, "2026-11-01T08:00"));
+        assert_eq!(
+            end.duration_since(at(&tz, "2026-10-31T21:00")).as_hours(),
+            12
+        );
+        // Spring forward (Mar 8, 2026): 02:00-03:00 does not exist; the end is still 08:00.
+        let end = p.quiet_until(&tz, at(&tz, "2026-03-08T01:30")).unwrap();
+        assert_eq!(end, at(&tz, "2026-03-08T08:00"));
+        // A window inside one day, and none.
+        let day = Policy {
+            quiet_hours: Some((12, 14)),
+            ..Policy::default()
+        };
+        assert_eq!(
+            day.quiet_until(&tz, at(&tz, "2026-11-23T13:00")),
+            Some(at(&tz, "2026-11-23T14:00"))
+        );
+        assert_eq!(day.quiet_until(&tz, at(&tz, "2026-11-23T14:00")), None);
+        let none = Policy {
+            quiet_hours: None,
+            ..Policy::default()
+        };
+        assert_eq!(none.quiet_until(&tz, at(&tz, "2026-11-23T23:00")), None);
+    }
 
     #[test]
     fn trigger_urls_are_https_except_loopback_locally() {

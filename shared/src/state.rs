@@ -62,6 +62,22 @@ pub struct Appointment {
     /// Re-check the no-show recovery no earlier than this.
     #[serde(default)]
     pub recheck_on: Option<Date>,
+    /// The booked start to the minute, and its length: what slot fill needs when a
+    /// cancellation reopens the slot. Kept only while the appointment lies ahead: cleared when
+    /// it is missed, when an event about it arrives after its start, and once its reopened
+    /// slot has been taken over (DESIGN §2.3: the precision the rules need).
+    #[serde(default)]
+    pub slot_start: Option<Lww<SlotTime>>,
+    /// The provider, from the booking (not patient-linked; slot fill offers it).
+    #[serde(default)]
+    pub provider_ref: Option<Lww<OpaqueRef>>,
+}
+
+/// A booked start to the minute and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SlotTime {
+    pub starts_at: Timestamp,
+    pub duration_min: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -79,6 +95,31 @@ impl Appointment {
             status: None,
             recovery_settled: false,
             recheck_on: None,
+            slot_start: None,
+            provider_ref: None,
+        }
+    }
+
+    /// Forgets the start minute (keeps the day): the appointment is past, missed, or its
+    /// reopened slot is taken over by a slot record.
+    pub fn forget_minute(&mut self) -> bool {
+        self.slot_start.take().is_some()
+    }
+
+    /// Forgets the start minute once any event about the appointment was reported at or after
+    /// it (the appointment is past): only the day stays.
+    pub fn forget_stale_minute(&mut self) -> bool {
+        let latest = [
+            self.status.as_ref().map(|l| l.at),
+            self.starts_on.as_ref().map(|l| l.at),
+            self.patient.as_ref().map(|l| l.at),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        match (&self.slot_start, latest) {
+            (Some(t), Some(latest)) if t.value.starts_at <= latest => self.forget_minute(),
+            _ => false,
         }
     }
 
@@ -207,6 +248,12 @@ pub struct Slot {
     pub duration_min: u16,
     pub treatments: Vec<Treatment>,
     pub opened_at: Timestamp,
+    /// Slot fill ran for this slot: the offers it made (action ids, no patient refs).
+    #[serde(default)]
+    pub offers: Option<Vec<crate::ids::ActionId>>,
+    /// The slot was booked: pending offers are withdrawn and no more go out.
+    #[serde(default)]
+    pub filled: bool,
 }
 
 /// How an entity is addressed within a practice.

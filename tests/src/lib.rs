@@ -43,6 +43,17 @@ impl TestStack {
             true,
         )
         .await?;
+        // Tests run at any hour: no quiet hours unless a test sets them.
+        admin::set_policy(
+            store,
+            &practice,
+            None,
+            admin::KindChange {
+                quiet_hours: Some(None),
+                ..Default::default()
+            },
+        )
+        .await?;
         let secret =
             WebhookSecret::parse(&out.webhook_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
         let trigger_secret =

@@ -219,3 +219,73 @@ async fn retries_stop_at_the_horizon_and_dead_letter() {
     assert!(dead.is_some(), "the message went to the dead-letter queue");
     ts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_defer_delivery_without_dropping_or_counting_attempts() {
+    let mut opts = pil_tests::StackOptions::ephemeral(pil_tests::workspace_root()).unwrap();
+    // Re-check every 2 s instead of sleeping until the window ends.
+    opts.quiet_recheck_seconds = Some(2);
+    opts.trigger_max_attempts = Some(2);
+    let ts = TestStack::start_with(opts).await.unwrap();
+    // Quiet hours around "now" in the practice's zone.
+    let hour = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("America/New_York").unwrap())
+        .hour() as u8;
+    admin::set_policy(
+        ts.store(),
+        &ts.practice,
+        None,
+        KindChange {
+            quiet_hours: Some(Some((hour, (hour + 2) % 24))),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id = auto_action(&ts).await;
+    eventually(WAIT, || async {
+        (status(&ts, &id).await == Some(ActionStatus::Approved)).then_some(())
+    })
+    .await
+    .expect("auto-approved");
+    // Several re-checks pass (more than the max attempts): nothing sent, nothing failed.
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    assert!(
+        ts.stack.pms.received().is_empty(),
+        "nothing is delivered in quiet hours"
+    );
+    let a = ts
+        .store()
+        .get_action(&ts.practice, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.status, ActionStatus::Approved, "deferred, not dropped");
+    assert_eq!(a.attempts, 0, "a deferral is not a delivery attempt");
+    // The window ends (here: the owner turns quiet hours off): it goes out, once.
+    admin::set_policy(
+        ts.store(),
+        &ts.practice,
+        None,
+        KindChange {
+            quiet_hours: Some(None),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, || async {
+        (status(&ts, &id).await == Some(ActionStatus::Delivered)).then_some(())
+    })
+    .await
+    .expect("delivered after quiet hours");
+    let sent: Vec<_> = ts
+        .stack
+        .pms
+        .received()
+        .into_iter()
+        .filter(|r| r.webhook_id == id.trigger_id())
+        .collect();
+    assert_eq!(sent.len(), 1);
+    ts.stop().await;
+}

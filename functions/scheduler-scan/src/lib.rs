@@ -11,6 +11,7 @@ use pil_aws::{Adapters, Clients, Config, Meter, MissingVar, SqsQueue};
 use pil_shared::ids::PracticeId;
 use pil_shared::ports::{Clock, DomainEvent};
 use pil_shared::service::scan::{self, ScanDeps, ScanError, ScanReport};
+use pil_shared::service::slots::{self, SlotDeps, SlotReport};
 use serde::Deserialize;
 
 #[derive(Debug, Clone)]
@@ -33,6 +34,19 @@ impl Deps {
             practices: s,
             entities: s,
             due: s,
+            patients: s,
+            actions: s,
+            candidates: &self.candidates,
+            clock: &self.adapters.clock,
+        }
+    }
+
+    pub fn slot_deps(&self) -> SlotDeps<'_> {
+        let s = &self.adapters.store;
+        SlotDeps {
+            practices: s,
+            entities: s,
+            slots: s,
             patients: s,
             actions: s,
             candidates: &self.candidates,
@@ -92,10 +106,24 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 
 async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
     if let Ok(env) = serde_json::from_str::<EventEnvelope>(body) {
-        if let DomainEvent::SlotOpened { practice_id, .. } = env.detail {
-            // Real-time slot fill ranks due patients for the slot; it arrives with the gap
-            // engine (issue 4). Until then the event is acknowledged and counted.
-            tracing::info!(practice_id = %practice_id, detail_type = %env.detail_type, offers = 0, "slot opened; slot-fill rule not enabled");
+        match env.detail {
+            DomainEvent::SlotOpened {
+                practice_id,
+                slot_ref,
+            } => {
+                let r = slots::fill(&deps.slot_deps(), &practice_id, &slot_ref).await?;
+                log_slot(&practice_id, &env.detail_type, &r);
+            }
+            DomainEvent::SlotFilled {
+                practice_id,
+                slot_ref,
+            } => {
+                let r = slots::filled(&deps.slot_deps(), &practice_id, &slot_ref).await?;
+                log_slot(&practice_id, &env.detail_type, &r);
+            }
+            DomainEvent::ActionApproved { .. } => {
+                tracing::error!(detail_type = %env.detail_type, reason = "unexpected_event", "scan message dropped");
+            }
         }
         return Ok(());
     }
@@ -118,6 +146,21 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
             Ok(())
         }
     }
+}
+
+fn log_slot(practice_id: &PracticeId, detail_type: &str, r: &SlotReport) {
+    let skipped: Vec<&str> = r.skipped.iter().map(|s| s.as_str()).collect();
+    tracing::info!(
+        practice_id = %practice_id,
+        detail_type,
+        outcome = r.outcome,
+        pool_read = r.pool_read,
+        offers = r.offers.len(),
+        handed_over = r.handed_over,
+        withdrawn = r.withdrawn,
+        skipped = ?skipped,
+        "slot fill"
+    );
 }
 
 fn log_report(r: &ScanReport) {

@@ -46,6 +46,7 @@ impl Deps {
         let s = &self.adapters.store;
         EmitterDeps {
             practices: s,
+            entities: s,
             actions: s,
             transport: &self.transport,
             secrets: &self.adapters.secrets,
@@ -112,6 +113,15 @@ async fn process(deps: &Deps, m: SqsMessage) -> Option<String> {
                 && let Err(e) = deps.queue.delay(rh, after_seconds).await
             {
                 tracing::warn!(message_id = %id, error = %e, "could not set retry delay; default visibility applies");
+            }
+            Some(id)
+        }
+        Ok(EmitOutcome::Defer { after_seconds }) => {
+            tracing::info!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "deferred", reason = "quiet_hours", after_seconds, "trigger deferred to the end of quiet hours");
+            if let Some(rh) = m.receipt_handle.as_deref()
+                && let Err(e) = deps.queue.delay(rh, after_seconds).await
+            {
+                tracing::warn!(message_id = %id, error = %e, "could not set the deferral; default visibility applies");
             }
             Some(id)
         }

@@ -61,6 +61,7 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
         actions: &deps.adapters.store,
         records: &deps.adapters.store,
         bus: &deps.bus,
+        slots: &deps.adapters.store,
         secrets: &deps.adapters.secrets,
         clock: &deps.adapters.clock,
     };

@@ -68,6 +68,8 @@ impl Config {
             base_seconds: self.num("TRIGGER_BACKOFF_BASE_SECONDS", d.base_seconds),
             cap_seconds: self.num("TRIGGER_BACKOFF_CAP_SECONDS", d.cap_seconds),
             lease_seconds: self.num("TRIGGER_LEASE_SECONDS", d.lease_seconds),
+            quiet_recheck_seconds: self
+                .num("TRIGGER_QUIET_RECHECK_SECONDS", d.quiet_recheck_seconds),
         }
     }
 }

@@ -31,10 +31,11 @@ use pil_shared::action::{Action, ActionKind};
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::{
     ActionRepo, DueIndex, EntityRepo, PatientIndex, PatientRecord, PatientRecords, PracticeRepo,
-    RecordKey, StoreError, TokenLedger,
+    RecordKey, SlotIndex, StoreError, TokenLedger,
 };
 use pil_shared::practice::Practice;
 use pil_shared::state::{Appointment, Entity, EntityKey, Stored};
+use pil_shared::treatment::Treatment;
 use serde_dynamo::aws_sdk_dynamodb_1::{from_attribute_value, to_attribute_value};
 
 use crate::meter::Meter;
@@ -65,6 +66,12 @@ fn pk(practice: &PracticeId) -> String {
 }
 fn patient_key(practice: &PracticeId, patient: &OpaqueRef) -> String {
     format!("P#{practice}#PAT#{patient}")
+}
+fn slot_key(practice: &PracticeId, provider: &OpaqueRef, starts_at: Timestamp) -> String {
+    format!("P#{practice}#SLOTAT#{provider}#{}", starts_at.as_second())
+}
+fn pool_key(practice: &PracticeId, treatment: Treatment) -> String {
+    format!("P#{practice}#POOL#{treatment}")
 }
 
 /// Maps SDK errors to the domain's retry decisions. Uses error codes only: messages could in
@@ -326,6 +333,14 @@ impl EntityRepo for DynamoStore {
             item.insert("gsi1pk".into(), s(patient_key(practice, patient)));
             item.insert("gsi1sk".into(), s(sk.clone()));
         }
+        if let Entity::Slot(slot) = entity {
+            // Found by provider and start when a booking takes the slot.
+            item.insert(
+                "gsi1pk".into(),
+                s(slot_key(practice, &slot.provider_ref, slot.starts_at)),
+            );
+            item.insert("gsi1sk".into(), s(sk.clone()));
+        }
         if let Some(due) = due_on {
             item.insert("gsi2pk".into(), s(format!("P#{practice}#DUE")));
             item.insert("gsi2sk".into(), s(format!("{due}#{sk}")));
@@ -362,6 +377,64 @@ impl DueIndex for DynamoStore {
                 i.get("sk")
                     .and_then(|v| v.as_s().ok())
                     .and_then(|sk| EntityKey::parse_sort_key(sk))
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl SlotIndex for DynamoStore {
+    async fn slot_pool(
+        &self,
+        practice: &PracticeId,
+        treatment: Treatment,
+        through: Date,
+        limit: usize,
+    ) -> Result<Vec<ActionId>, StoreError> {
+        let items = self
+            .query_all(
+                Some(DUE_INDEX),
+                "gsi2pk = :p AND gsi2sk <= :d",
+                vec![
+                    (":p", s(pool_key(practice, treatment))),
+                    (":d", s(format!("{through}#{DUE_KEY_END}"))),
+                ],
+                Some(limit),
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                i.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|sk| sk.strip_prefix("ACTION#"))
+                    .and_then(|id| ActionId::parse(id).ok())
+            })
+            .collect())
+    }
+
+    async fn slots_at(
+        &self,
+        practice: &PracticeId,
+        provider: &OpaqueRef,
+        starts_at: Timestamp,
+    ) -> Result<Vec<OpaqueRef>, StoreError> {
+        let items = self
+            .query_all(
+                Some(BY_PATIENT),
+                "gsi1pk = :p",
+                vec![(":p", s(slot_key(practice, provider, starts_at)))],
+                Some(10),
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| match i.get("sk").and_then(|v| v.as_s().ok()) {
+                Some(sk) => match EntityKey::parse_sort_key(sk) {
+                    Some(EntityKey::Slot(r)) => Some(r),
+                    _ => None,
+                },
+                None => None,
             })
             .collect())
     }
@@ -594,6 +667,10 @@ fn action_item(a: &Action, rev: u64) -> Result<Item, StoreError> {
         s(patient_key(&a.practice_id, &a.patient_ref)),
     );
     item.insert("gsi1sk".into(), s(format!("ACTION#{}", a.id)));
+    if a.in_slot_pool() {
+        item.insert("gsi2pk".into(), s(pool_key(&a.practice_id, a.treatment)));
+        item.insert("gsi2sk".into(), s(format!("{}#{}", a.due_since, a.id)));
+    }
     Ok(item)
 }
 

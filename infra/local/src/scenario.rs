@@ -132,8 +132,20 @@ pub async fn run(stack: &Stack) -> Result<Story> {
     )
     .await?;
     let secret = WebhookSecret::parse(&onboarded.webhook_secret).map_err(|e| anyhow!("{e}"))?;
+    // The demo runs at any hour: no quiet hours, so triggers go out as soon as approved.
+    admin::set_policy(
+        store,
+        &pid,
+        None,
+        admin::KindChange {
+            quiet_hours: Some(None),
+            ..Default::default()
+        },
+    )
+    .await?;
     story.say(format!(
-        "\n1. Onboarded practice {pid} ({tz}); policy: every action needs the owner's approval."
+        "\n1. Onboarded practice {pid} ({tz}); policy: every action needs the owner's approval \
+         (quiet hours off for the demo, so it runs at any hour)."
     ));
 
     // 2. A night's worth of events from the PMS.
@@ -487,6 +499,142 @@ pub async fn run(stack: &Stack) -> Result<Story> {
     story.check(
         unique.len() == 2 && triggers.iter().all(|r| r.verified),
         "exactly two triggers delivered (#A, #F), all signed",
+    );
+
+    // 10. Real-time slot fill.
+    admin::set_kind_policy(
+        store,
+        &pid,
+        ActionKind::SlotOffer,
+        KindChange {
+            mode: Some(Mode::Auto),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (slot, provider) = (new_ref("slot"), new_ref("prov"));
+    let starts_at = Timestamp::now() + SignedDuration::from_hours(26);
+    let opened = json!({"type": "slot.opened", "occurred_at": ago(0), "data": {"slot_ref": slot,
+        "provider_ref": provider, "starts_at": starts_at.to_string(), "duration_min": 30,
+        "treatments": ["neurotoxin"]}})
+    .to_string();
+    story.say(
+        "\n10. A neurotoxin slot opens for tomorrow (slot.opened); slot offers are set to auto.",
+    );
+    let sent = std::time::Instant::now();
+    let r = pms
+        .send(pid.as_str(), &secret, "msg_slot_0001", &opened)
+        .await?;
+    story.check(r.status == 202, "slot.opened accepted");
+    let offers = eventually(Duration::from_secs(30), || async {
+        let got: Vec<_> = stack
+            .pms
+            .received()
+            .into_iter()
+            .filter(|r| r.body["type"] == "action.slot_offer" && r.verified)
+            .collect();
+        (got.len() >= 2).then_some(got)
+    })
+    .await
+    .unwrap_or_default();
+    let to: std::collections::HashSet<String> = offers
+        .iter()
+        .filter_map(|r| r.body["patient_ref"].as_str().map(str::to_owned))
+        .collect();
+    story.say(format!(
+        "   {} offers reached the PMS {:.1} s after the event: #A and #F (due, not booked); \
+         #B is booked ahead, #E opted out, #C's gap was rejected, #D is not due.",
+        offers.len(),
+        sent.elapsed().as_secs_f64()
+    ));
+    story.check(
+        to == [a.clone(), f.clone()].into_iter().collect(),
+        "the slot was offered in real time to exactly the due patients (#A, #F)",
+    );
+    story.check(
+        offers
+            .iter()
+            .all(|r| r.body["slot"]["slot_ref"] == slot.as_str()),
+        "each offer names the slot",
+    );
+
+    // 11. A slot that is booked before the owner decides: the offer is withdrawn.
+    admin::set_kind_policy(
+        store,
+        &pid,
+        ActionKind::SlotOffer,
+        KindChange {
+            mode: Some(Mode::Approve),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let g = new_ref("p");
+    let r = pms
+        .send(
+            pid.as_str(),
+            &secret,
+            "msg_single_0003",
+            &completed(&g, Treatment::DermalFiller, 190).to_string(),
+        )
+        .await?;
+    story.check(r.status == 202, "#G's filler visit 190 days ago accepted");
+    stack.scan_deps()?.scan(&pid, today).await?;
+    let (slot2, provider2) = (new_ref("slot"), new_ref("prov"));
+    let starts2 = Timestamp::now() + SignedDuration::from_hours(50);
+    let opened2 = json!({"type": "slot.opened", "occurred_at": ago(0), "data": {"slot_ref": slot2,
+        "provider_ref": provider2, "starts_at": starts2.to_string(), "duration_min": 45,
+        "treatments": ["dermal_filler"]}})
+    .to_string();
+    let emails_before = stack.moto.sent_emails().await?.len();
+    pms.send(pid.as_str(), &secret, "msg_slot_0002", &opened2)
+        .await?;
+    let offer_mail = eventually(Duration::from_secs(30), || async {
+        let m = stack.moto.sent_emails().await.ok()?;
+        (m.len() > emails_before)
+            .then(|| m.last().cloned())
+            .flatten()
+    })
+    .await;
+    story.say(
+        "\n11. A filler slot opens (slot offers back to owner approval); #G, newly due, is offered it.",
+    );
+    story.check(
+        offer_mail.is_some(),
+        "the owner is e-mailed the slot offer right away",
+    );
+    let booking = json!({"type": "appointment.booked", "occurred_at": ago(0), "data": {
+        "appointment_ref": new_ref("appt"), "patient_ref": new_ref("p"), "treatment": "dermal_filler",
+        "provider_ref": provider2, "starts_at": starts2.to_string(), "duration_min": 45}})
+    .to_string();
+    pms.send(pid.as_str(), &secret, "msg_book_0004", &booking)
+        .await?;
+    let offer_id = ActionId::derive(&[pid.as_str(), ActionKind::SlotOffer.as_str(), &g, &slot2]);
+    let withdrawn = eventually(Duration::from_secs(30), || async {
+        (action_status(store, &pid, offer_id.clone()).await == Some(ActionStatus::Withdrawn))
+            .then_some(())
+    })
+    .await;
+    story.say("   Another patient books that slot at the PMS before the owner decides.");
+    story.check(
+        withdrawn.is_some(),
+        "#G's pending offer was withdrawn when the slot was booked",
+    );
+    if let Some(m) = offer_mail {
+        let approve = m.links().into_iter().next().unwrap_or_default();
+        let resp = reqwest::Client::new().post(&approve).send().await?;
+        story.check(
+            resp.status().as_u16() == 409,
+            "approving it afterwards changes nothing (409) and nothing is sent",
+        );
+    }
+    story.check(
+        !stack
+            .pms
+            .received()
+            .iter()
+            .any(|r| r.body["slot"]["slot_ref"] == slot2.as_str()),
+        "no offer for the filled slot reached the PMS",
     );
     story.say(format!(
         "\nFigures: one accepted single-event webhook cost {wcu} DynamoDB write units (goal ≤ 2)."

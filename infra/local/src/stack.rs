@@ -43,6 +43,9 @@ pub struct StackOptions {
     pub poll_wait_seconds: i32,
     /// Overrides the template's `TriggerMaxAttempts` (tests of the retry horizon).
     pub trigger_max_attempts: Option<u32>,
+    /// Re-check quiet hours this often while a trigger waits (Lambda: at the window's end, at
+    /// most 12 h); tests shorten it.
+    pub quiet_recheck_seconds: Option<u64>,
 }
 
 impl StackOptions {
@@ -63,6 +66,7 @@ impl StackOptions {
             backoff_base_seconds: 2,
             poll_wait_seconds: 1,
             trigger_max_attempts: None,
+            quiet_recheck_seconds: None,
         }
     }
 
@@ -77,6 +81,7 @@ impl StackOptions {
             backoff_base_seconds: 1,
             poll_wait_seconds: 1,
             trigger_max_attempts: None,
+            quiet_recheck_seconds: None,
         })
     }
 }
@@ -196,6 +201,9 @@ impl Stack {
             env.insert("TRIGGER_LEASE_SECONDS".into(), "10".into());
             if let Some(n) = opts.trigger_max_attempts {
                 env.insert("TRIGGER_MAX_ATTEMPTS".into(), n.to_string());
+            }
+            if let Some(n) = opts.quiet_recheck_seconds {
+                env.insert("TRIGGER_QUIET_RECHECK_SECONDS".into(), n.to_string());
             }
             let config = Config::from_map(env);
             let h = match f.binary.as_str() {

@@ -126,17 +126,46 @@ struct PolicySet {
     #[arg(long)]
     practice_id: String,
     /// rebook_nudge, slot_offer, follow_up, no_show_recovery, win_back, series_continue
+    /// (needed with --mode, --max-auto-per-day or --max-auto-value)
     #[arg(long)]
-    kind: String,
+    kind: Option<String>,
     /// auto (sent within the limits), approve (owner approves each), off (never proposed)
     #[arg(long)]
     mode: Option<String>,
-    /// Most auto-approved actions of this kind per practice-local day.
+    /// Most auto-approved actions of this kind per practice-local day; more go to the owner.
     #[arg(long)]
     max_auto_per_day: Option<u32>,
-    /// Largest estimated value that may be auto-approved.
+    /// Largest estimated value that may be auto-approved; above it the owner decides.
     #[arg(long)]
     max_auto_value: Option<u32>,
+    /// Practice-wide: days after a nudge before the same patient may be nudged again.
+    #[arg(long)]
+    cooldown_days: Option<u32>,
+    /// Practice-wide: most nudges per patient in any 30 days.
+    #[arg(long = "max-nudges-per-30-days")]
+    max_nudges_per_30_days: Option<u32>,
+    /// Practice-wide: local hours in which nothing is delivered, START-END (e.g. 20-8), or
+    /// `none`. Triggers wait until the window ends; none is dropped.
+    #[arg(long, value_name = "START-END|none")]
+    quiet_hours: Option<String>,
+    /// Practice-wide: hours an approval link stays valid.
+    #[arg(long)]
+    approval_expiry_hours: Option<u32>,
+    /// Practice-wide: how many due patients an opened slot is offered to (K).
+    #[arg(long)]
+    slot_fill_k: Option<u32>,
+}
+
+fn quiet_hours(s: &str) -> Result<Option<(u8, u8)>> {
+    if s == "none" {
+        return Ok(None);
+    }
+    let bad = || anyhow!("--quiet-hours: START-END in local hours 0-23 (e.g. 20-8), or none");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    Ok(Some((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    )))
 }
 
 #[tokio::main]
@@ -212,16 +241,22 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             serde_json::json!({"practice_id": p.id, "policy": p.policy})
         }
         Cmd::Policy(PolicyCmd::Set(s)) => {
-            let kind = ActionKind::parse(&s.kind).ok_or_else(|| {
-                anyhow!(
-                    "--kind: one of {}",
-                    ActionKind::ALL
-                        .iter()
-                        .map(|k| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
+            let kind = s
+                .kind
+                .as_deref()
+                .map(|k| {
+                    ActionKind::parse(k).ok_or_else(|| {
+                        anyhow!(
+                            "--kind: one of {}",
+                            ActionKind::ALL
+                                .iter()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
+                })
+                .transpose()?;
             let mode = s
                 .mode
                 .as_deref()
@@ -231,9 +266,22 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 mode,
                 max_auto_per_day: s.max_auto_per_day,
                 max_auto_value: s.max_auto_value,
+                cooldown_days: s.cooldown_days,
+                max_nudges_per_30_days: s.max_nudges_per_30_days,
+                quiet_hours: s.quiet_hours.as_deref().map(quiet_hours).transpose()?,
+                approval_expiry_hours: s.approval_expiry_hours,
+                slot_fill_k: s.slot_fill_k,
             };
             let pid = practice_id(&s.practice_id)?;
-            let policy = admin::set_kind_policy(store, &pid, kind, change).await?;
+            let policy =
+                admin::set_policy(store, &pid, kind, change)
+                    .await
+                    .map_err(|e| match e {
+                        admin::AdminError::Invalid { field, rule } => {
+                            anyhow!("--{}: {rule}", field.replace('_', "-"))
+                        }
+                        e => e.into(),
+                    })?;
             serde_json::json!({"practice_id": pid, "policy": policy})
         }
         Cmd::Scan {

@@ -24,6 +24,12 @@ pub enum AdminError {
     Store(StoreError),
     #[error("key service: {0}")]
     Keys(#[from] PortError),
+    /// A policy setting out of its range: names the setting and the rule.
+    #[error("{field}: {rule}")]
+    Invalid {
+        field: &'static str,
+        rule: &'static str,
+    },
 }
 
 impl From<StoreError> for AdminError {
@@ -101,38 +107,116 @@ pub async fn create_practice(
     })
 }
 
-/// A change to one kind's policy; `None` leaves a setting as it is.
+/// A change to the policy; `None` leaves a setting as it is. The first three are per kind,
+/// the rest practice-wide.
 #[derive(Debug, Clone, Default)]
 pub struct KindChange {
     pub mode: Option<Mode>,
     pub max_auto_per_day: Option<u32>,
     pub max_auto_value: Option<u32>,
+    pub cooldown_days: Option<u32>,
+    pub max_nudges_per_30_days: Option<u32>,
+    /// `Some(None)` turns quiet hours off.
+    pub quiet_hours: Option<Option<(u8, u8)>>,
+    pub approval_expiry_hours: Option<u32>,
+    pub slot_fill_k: Option<u32>,
 }
 
+impl KindChange {
+    fn has_kind_settings(&self) -> bool {
+        self.mode.is_some() || self.max_auto_per_day.is_some() || self.max_auto_value.is_some()
+    }
+
+    fn check(&self) -> Result<(), AdminError> {
+        let bad = |field, rule| Err(AdminError::Invalid { field, rule });
+        if self.cooldown_days.is_some_and(|d| d > 365) {
+            return bad("cooldown_days", "at most 365");
+        }
+        if self
+            .max_nudges_per_30_days
+            .is_some_and(|n| n == 0 || n > 30)
+        {
+            return bad("max_nudges_per_30_days", "between 1 and 30");
+        }
+        if let Some(Some((a, b))) = self.quiet_hours
+            && (a > 23 || b > 23 || a == b)
+        {
+            return bad("quiet_hours", "two different hours 0-23 (start-end)");
+        }
+        if self
+            .approval_expiry_hours
+            .is_some_and(|h| !(1..=720).contains(&h))
+        {
+            return bad("approval_expiry_hours", "between 1 and 720");
+        }
+        if self.slot_fill_k.is_some_and(|k| !(1..=20).contains(&k)) {
+            return bad("slot_fill_k", "between 1 and 20");
+        }
+        Ok(())
+    }
+}
+
+/// Changes one kind's settings (see [`set_policy`]).
 pub async fn set_kind_policy(
     repo: &dyn PracticeRepo,
     id: &PracticeId,
     kind: ActionKind,
     change: KindChange,
 ) -> Result<Policy, AdminError> {
+    set_policy(repo, id, Some(kind), change).await
+}
+
+/// Changes the policy: per-kind settings need `kind`; practice-wide ones do not. A
+/// version-checked write (retried on a concurrent change); the change is logged with the
+/// policy before and after (no PHI in a policy).
+pub async fn set_policy(
+    repo: &dyn PracticeRepo,
+    id: &PracticeId,
+    kind: Option<ActionKind>,
+    change: KindChange,
+) -> Result<Policy, AdminError> {
+    change.check()?;
+    if kind.is_none() && change.has_kind_settings() {
+        return Err(AdminError::Invalid {
+            field: "kind",
+            rule: "required with mode, max_auto_per_day or max_auto_value",
+        });
+    }
     for _ in 0..5 {
         let mut p = repo
             .get_practice(id)
             .await?
             .ok_or_else(|| AdminError::NotFound(id.clone()))?;
-        let before = p.policy.for_kind(kind);
-        let after = KindPolicy {
-            mode: change.mode.unwrap_or(before.mode),
-            max_auto_per_day: change.max_auto_per_day.unwrap_or(before.max_auto_per_day),
-            max_auto_value: change.max_auto_value.unwrap_or(before.max_auto_value),
-        };
-        p.policy.kinds.insert(kind, after.clone());
+        let before = p.policy.clone();
+        if let Some(kind) = kind {
+            let was = p.policy.for_kind(kind);
+            let after = KindPolicy {
+                mode: change.mode.unwrap_or(was.mode),
+                max_auto_per_day: change.max_auto_per_day.unwrap_or(was.max_auto_per_day),
+                max_auto_value: change.max_auto_value.unwrap_or(was.max_auto_value),
+            };
+            p.policy.kinds.insert(kind, after);
+        }
+        let pol = &mut p.policy;
+        pol.cooldown_days = change.cooldown_days.unwrap_or(pol.cooldown_days);
+        pol.max_nudges_per_30_days = change
+            .max_nudges_per_30_days
+            .unwrap_or(pol.max_nudges_per_30_days);
+        pol.quiet_hours = change.quiet_hours.unwrap_or(pol.quiet_hours);
+        pol.approval_expiry_hours = change
+            .approval_expiry_hours
+            .unwrap_or(pol.approval_expiry_hours);
+        pol.slot_fill_k = change.slot_fill_k.unwrap_or(pol.slot_fill_k);
+        if p.policy == before {
+            return Ok(p.policy);
+        }
         let expected = p.version;
         p.version += 1;
         match repo.put_practice(&p, Some(expected)).await {
             Ok(()) => {
-                tracing::info!(practice_id = %id, event = "policy_changed", kind = kind.as_str(), mode_before = before.mode.as_str(),
-                    mode_after = after.mode.as_str(), "policy changed");
+                tracing::info!(practice_id = %id, event = "policy_changed", kind = kind.map(ActionKind::as_str).unwrap_or("-"),
+                    before = %serde_json::to_string(&before).unwrap_or_default(),
+                    after = %serde_json::to_string(&p.policy).unwrap_or_default(), "policy changed");
                 return Ok(p.policy);
             }
             Err(StoreError::Conflict) => continue,

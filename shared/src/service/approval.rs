@@ -234,6 +234,7 @@ fn status_label(s: ActionStatus) -> &'static str {
         ActionStatus::Suppressed => "Not needed",
         ActionStatus::Failed => "Approved · delivery failed",
         ActionStatus::Expired => "Expired",
+        ActionStatus::Withdrawn => "Withdrawn · the slot was booked",
     }
 }
 

@@ -10,12 +10,16 @@ use serde::Serialize;
 use crate::action::{Action, ActionStatus};
 use crate::ids::{ActionId, PracticeId};
 use crate::ports::{
-    ActionRepo, Clock, PortError, PracticeRepo, StoreError, TransportError, TriggerTransport,
+    ActionRepo, Clock, EntityRepo, PortError, PracticeRepo, StoreError, TransportError,
+    TriggerTransport,
 };
 use crate::secrets::SecretCache;
+use crate::state::{Entity, EntityKey};
 
 pub struct EmitterDeps<'a> {
     pub practices: &'a dyn PracticeRepo,
+    /// Slot offers: the slot is checked again before the trigger goes out.
+    pub entities: &'a dyn EntityRepo,
     pub actions: &'a dyn ActionRepo,
     pub transport: &'a dyn TriggerTransport,
     pub secrets: &'a SecretCache,
@@ -31,6 +35,8 @@ pub struct RetryPolicy {
     pub cap_seconds: u64,
     /// How long one delivery attempt may hold the action.
     pub lease_seconds: i64,
+    /// In quiet hours, look again after at most this long (SQS visibility: at most 12 h).
+    pub quiet_recheck_seconds: u64,
 }
 
 impl Default for RetryPolicy {
@@ -40,6 +46,7 @@ impl Default for RetryPolicy {
             base_seconds: 30,
             cap_seconds: 3600,
             lease_seconds: 60,
+            quiet_recheck_seconds: 43_200,
         }
     }
 }
@@ -69,6 +76,9 @@ pub enum EmitOutcome {
     Retry { after_seconds: u64, reason: String },
     /// Permanent failure: recorded, and the message goes to the dead-letter queue.
     DeadLetter(String),
+    /// The practice's quiet hours: deliver when they end (SQS keeps the message; not an
+    /// attempt).
+    Defer { after_seconds: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,7 +116,13 @@ impl<'a> Trigger<'a> {
             reason: a.reason.as_str(),
             due_since: a.due_since.to_string(),
             template: a.kind.default_template(),
-            slot: None,
+            slot: a.slot.as_ref().map(|s| {
+                serde_json::json!({
+                    "slot_ref": s.slot_ref.as_str(),
+                    "starts_at": s.starts_at.to_string(),
+                    "provider_ref": s.provider_ref.as_ref().map(|p| p.as_str()),
+                })
+            }),
             expires_at: a.expires_at.to_string(),
         }
     }
@@ -146,6 +162,23 @@ pub async fn emit(
     if now >= action.expires_at {
         fail(deps, &action, "expired_before_delivery").await?;
         return Ok(EmitOutcome::Dropped("expired_before_delivery"));
+    }
+    if let Some(slot) = &action.slot {
+        let stored = deps
+            .entities
+            .get_entity(practice_id, &EntityKey::Slot(slot.slot_ref.clone()))
+            .await?;
+        if matches!(stored.map(|s| s.value), Some(Entity::Slot(s)) if s.filled) {
+            crate::service::slots::withdraw(deps.actions, practice_id, &action.id).await?;
+            return Ok(EmitOutcome::Dropped("slot_filled"));
+        }
+    }
+    if let Some(until) = practice.policy.quiet_until(&practice.tz(), now) {
+        let wait = until.duration_since(now).as_secs().max(1) as u64;
+        // SQS visibility is at most 12 h: a longer window defers again when it comes back.
+        return Ok(EmitOutcome::Defer {
+            after_seconds: wait.min(deps.policy.quiet_recheck_seconds).clamp(1, 43_200),
+        });
     }
     // Take the lease (and count the attempt) by a conditional write on the revision.
     let mut leased = action.clone();
@@ -262,6 +295,7 @@ mod tests {
             base_seconds: 30,
             cap_seconds: 600,
             lease_seconds: 60,
+            quiet_recheck_seconds: 43_200,
         };
         assert_eq!(p.delay(1, None, 0.5), 30);
         assert_eq!(p.delay(2, None, 0.5), 60);

@@ -6,3 +6,4 @@ pub mod emitter;
 pub mod privacy;
 pub mod receiver;
 pub mod scan;
+pub mod slots;

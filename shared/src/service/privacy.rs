@@ -583,6 +583,7 @@ mod tests {
             last_error: None,
             lease_until: None,
             rev: 0,
+            slot: None,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::ids::PracticeId;
 use crate::inbound::{self, EventData, InboundEvent, MAX_BODY_BYTES, Refusal, RefusalCode};
 use crate::ports::{
     ActionRepo, Clock, DomainEvent, EntityRepo, EventPublisher, PatientRecords, PortError,
-    PracticeRepo, StoreError,
+    PracticeRepo, SlotIndex, StoreError,
 };
 use crate::practice::Practice;
 use crate::secrets::SecretCache;
@@ -22,7 +22,7 @@ use crate::service::privacy::{self, PrivacyDeps};
 use crate::signature::{self, SignatureError, SignedHeaders};
 use crate::state::{
     Appointment, AppointmentStatus, Completion, Consent, Entity, EntityKey, Lww, PatientTreatment,
-    PatientTreatmentKey, Slot,
+    PatientTreatmentKey, Slot, SlotTime,
 };
 
 /// What the receiver needs. Built once per cold start.
@@ -34,6 +34,8 @@ pub struct ReceiverDeps<'a> {
     /// Rotation and erasure find everything stored for a ref.
     pub records: &'a dyn PatientRecords,
     pub bus: &'a dyn EventPublisher,
+    /// A booking that takes an open slot fills it (slot fill withdraws its offers).
+    pub slots: &'a dyn SlotIndex,
     pub secrets: &'a SecretCache,
     pub clock: &'a dyn Clock,
 }
@@ -225,6 +227,29 @@ pub async fn apply(
             _ => 0,
         };
     }
+    for ev in events {
+        if let EventData::AppointmentBooked {
+            appointment_ref,
+            provider_ref,
+            starts_at,
+            ..
+        } = &ev.data
+        {
+            for slot_ref in deps
+                .slots
+                .slots_at(&practice.id, provider_ref, *starts_at)
+                .await?
+            {
+                // A slot reopened by this very appointment is not filled by its own booking.
+                if slot_ref != *appointment_ref {
+                    publish.push(DomainEvent::SlotFilled {
+                        practice_id: practice.id.clone(),
+                        slot_ref,
+                    });
+                }
+            }
+        }
+    }
     if !publish.is_empty() {
         deps.bus.publish(&publish).await?;
     }
@@ -344,9 +369,27 @@ fn empty(key: &EntityKey, evs: &[&InboundEvent]) -> Entity {
                 duration_min,
                 treatments,
                 opened_at,
+                offers: None,
+                filled: false,
             })
         }
     }
+}
+
+/// Keeps a booking's start minute (slot fill needs it if a cancellation reopens the slot),
+/// then forgets it if any event about the appointment came after the start.
+fn merge_minute(
+    a: &mut Appointment,
+    starts_at: Timestamp,
+    duration_min: u16,
+    at: Timestamp,
+) -> bool {
+    let t = SlotTime {
+        starts_at,
+        duration_min,
+    };
+    let changed = Lww::merge(&mut a.slot_start, Lww::new(t, at));
+    changed | a.forget_stale_minute()
 }
 
 /// Merges one event into its record. Returns whether anything changed.
@@ -359,6 +402,8 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
                 patient_ref,
                 treatment,
                 starts_at,
+                duration_min,
+                provider_ref,
                 ..
             },
         ) => {
@@ -372,21 +417,33 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
                 Lww::new(practice.local_date(*starts_at), at),
             );
             let c3 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::Booked, at));
-            c1 | c2 | c3
+            let c4 = Lww::merge(&mut a.provider_ref, Lww::new(provider_ref.clone(), at));
+            let c5 = merge_minute(a, *starts_at, *duration_min, at);
+            c1 | c2 | c3 | c4 | c5
         }
-        (Entity::Appointment(a), EventData::AppointmentRescheduled { starts_at, .. }) => {
+        (
+            Entity::Appointment(a),
+            EventData::AppointmentRescheduled {
+                starts_at,
+                duration_min,
+                ..
+            },
+        ) => {
             let c1 = Lww::merge(
                 &mut a.starts_on,
                 Lww::new(practice.local_date(*starts_at), at),
             );
             let c2 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::Booked, at));
-            c1 | c2
+            let c3 = merge_minute(a, *starts_at, *duration_min, at);
+            c1 | c2 | c3
         }
         (Entity::Appointment(a), EventData::AppointmentCancelled { .. }) => {
-            Lww::merge(&mut a.status, Lww::new(AppointmentStatus::Cancelled, at))
+            let c1 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::Cancelled, at));
+            c1 | a.forget_stale_minute()
         }
         (Entity::Appointment(a), EventData::AppointmentNoShow { .. }) => {
-            Lww::merge(&mut a.status, Lww::new(AppointmentStatus::NoShow, at))
+            let c1 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::NoShow, at));
+            c1 | a.forget_minute()
         }
         (
             Entity::PatientTreatment(pt),

@@ -315,6 +315,7 @@ fn new_action(
         last_error: None,
         lease_until: None,
         rev: 0,
+        slot: None,
     }
 }
 

@@ -1,0 +1,329 @@
+//! Real-time slot fill through the real stack: `slot.opened` (and a cancellation that reopens a
+//! slot) reaches scheduler-scan through EventBridge and SQS within seconds; the top K due
+//! patients get offers (skipping booked, opted-out and recently offered ones); a redelivery
+//! adds nothing; booking the slot withdraws the offers still pending and none goes out.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
+use pil_shared::ids::OpaqueRef;
+use pil_shared::ports::{EntityRepo, PatientIndex};
+use pil_shared::practice::Mode;
+use pil_shared::service::admin::{self, KindChange};
+use pil_shared::state::{Entity, EntityKey};
+use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
+use serde_json::json;
+
+async fn actions(ts: &TestStack, patient: &str) -> Vec<Action> {
+    ts.store()
+        .actions_of(&ts.practice, &OpaqueRef::parse(patient).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn offers(ts: &TestStack, patients: &[String]) -> Vec<(String, Action)> {
+    let mut out = Vec::new();
+    for p in patients {
+        for a in actions(ts, p).await {
+            if a.kind == ActionKind::SlotOffer {
+                out.push((p.clone(), a));
+            }
+        }
+    }
+    out
+}
+
+/// Five patients overdue for neurotoxin (140, 130, 120, 110, 100 days ago), scanned so their
+/// rebook gaps are in the slot-fill pool.
+async fn due_patients(ts: &TestStack) -> Vec<String> {
+    let patients: Vec<String> = (0..5).map(|_| new_ref("p")).collect();
+    let events: Vec<_> = patients
+        .iter()
+        .zip([140, 130, 120, 110, 100])
+        .map(|(p, d)| completed(p, "neurotoxin", d))
+        .collect();
+    assert_eq!(
+        ts.send("msg_due", &json!({ "events": events }))
+            .await
+            .status,
+        202
+    );
+    let r = ts
+        .stack
+        .scan_deps()
+        .unwrap()
+        .scan(&ts.practice, ts.today())
+        .await
+        .unwrap();
+    assert_eq!(r.created.len(), 5, "{r:?}");
+    patients
+}
+
+fn slot_opened(slot: &str, provider: &str, starts_at: Timestamp) -> serde_json::Value {
+    json!({"events": [{"type": "slot.opened", "occurred_at": Timestamp::now().to_string(),
+        "data": {"slot_ref": slot, "provider_ref": provider, "starts_at": starts_at.to_string(),
+                 "duration_min": 30, "treatments": ["neurotoxin", "dermal_filler"]}}]})
+}
+
+fn booked(
+    patient: &str,
+    treatment: &str,
+    provider: &str,
+    starts_at: Timestamp,
+) -> serde_json::Value {
+    json!({"events": [{"type": "appointment.booked", "occurred_at": Timestamp::now().to_string(),
+        "data": {"appointment_ref": new_ref("appt"), "patient_ref": patient, "treatment": treatment,
+                 "provider_ref": provider, "starts_at": starts_at.to_string(), "duration_min": 30}}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opened_slot_goes_to_the_top_k_due_patients_in_real_time() {
+    let ts = TestStack::start().await.unwrap();
+    let p = due_patients(&ts).await;
+    admin::set_kind_policy(
+        ts.store(),
+        &ts.practice,
+        ActionKind::SlotOffer,
+        KindChange {
+            mode: Some(Mode::Auto),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // p[1] opted out since; p[2] booked something else ahead.
+    let opt_out = json!({"events": [{"type": "patient.opted_out", "occurred_at": Timestamp::now().to_string(),
+        "data": {"patient_ref": p[1]}}]});
+    assert_eq!(ts.send("msg_opt", &opt_out).await.status, 202);
+    let later = Timestamp::now() + SignedDuration::from_hours(24 * 20);
+    let b = booked(&p[2], "facial", &new_ref("prov"), later);
+    assert_eq!(ts.send("msg_b2", &b).await.status, 202);
+
+    let (slot, provider) = (new_ref("slot"), new_ref("prov"));
+    let starts_at = Timestamp::now() + SignedDuration::from_hours(26);
+    let sent = std::time::Instant::now();
+    assert_eq!(
+        ts.send("msg_slot", &slot_opened(&slot, &provider, starts_at))
+            .await
+            .status,
+        202
+    );
+    // Offers reach the PMS within seconds, most overdue first: p0, p3, p4 (p1, p2 skipped).
+    let triggers = eventually(WAIT, || async {
+        let got: Vec<_> = ts
+            .stack
+            .pms
+            .received()
+            .into_iter()
+            .filter(|r| r.body["type"] == "action.slot_offer" && r.verified && r.status == 200)
+            .collect();
+        (got.len() >= 3).then_some(got)
+    })
+    .await
+    .expect("three slot offers delivered");
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        sent.elapsed()
+    );
+    let mut got: Vec<String> = triggers
+        .iter()
+        .map(|r| r.body["patient_ref"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    let mut want = vec![p[0].clone(), p[3].clone(), p[4].clone()];
+    want.sort();
+    assert_eq!(got, want);
+    for t in &triggers {
+        assert_eq!(t.body["slot"]["slot_ref"], slot.as_str());
+        assert_eq!(t.body["slot"]["provider_ref"], provider.as_str());
+        assert_eq!(
+            t.body["slot"]["starts_at"]
+                .as_str()
+                .unwrap()
+                .parse::<Timestamp>()
+                .unwrap(),
+            starts_at
+        );
+        assert_eq!(t.body["reason"], "slot_open");
+        let expires: Timestamp = t.body["expires_at"].as_str().unwrap().parse().unwrap();
+        assert!(expires < starts_at, "offers expire before the slot starts");
+    }
+    let made = offers(&ts, &p).await;
+    assert_eq!(made.len(), 3);
+    assert!(made.iter().all(|(_, a)| a.reason == Reason::SlotOpen));
+
+    // The same slot reported again (a PMS retry with a new webhook-id): nothing new.
+    assert_eq!(
+        ts.send("msg_slot_again", &slot_opened(&slot, &provider, starts_at))
+            .await
+            .status,
+        202
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(offers(&ts, &p).await.len(), 3);
+    assert_eq!(
+        ts.stack
+            .pms
+            .received()
+            .iter()
+            .filter(|r| r.body["type"] == "action.slot_offer" && !r.duplicate)
+            .count(),
+        3
+    );
+
+    // A second slot the same day: everyone due was offered one recently or is skipped.
+    let slot2 = new_ref("slot");
+    let s2 = Timestamp::now() + SignedDuration::from_hours(30);
+    assert_eq!(
+        ts.send("msg_slot2", &slot_opened(&slot2, &provider, s2))
+            .await
+            .status,
+        202
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        offers(&ts, &p).await.len(),
+        3,
+        "recently offered are skipped"
+    );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booking_the_slot_withdraws_pending_offers_and_none_goes_out() {
+    let ts = TestStack::start().await.unwrap();
+    let p = due_patients(&ts).await;
+    // Default policy: the owner approves slot offers (an e-mail with links).
+    let (slot, provider) = (new_ref("slot"), new_ref("prov"));
+    let starts_at = Timestamp::now() + SignedDuration::from_hours(26);
+    assert_eq!(
+        ts.send("msg_slot", &slot_opened(&slot, &provider, starts_at))
+            .await
+            .status,
+        202
+    );
+    let pending = eventually(WAIT, || async {
+        let o = offers(&ts, &p).await;
+        (o.len() == 3 && o.iter().all(|(_, a)| a.status == ActionStatus::Pending)).then_some(o)
+    })
+    .await
+    .expect("three pending offers");
+    let mail = eventually(WAIT, || async {
+        ts.emails()
+            .await
+            .into_iter()
+            .find(|m| m.subject.starts_with("3 actions"))
+    })
+    .await
+    .expect("the owner's e-mail for the slot offers");
+
+    // Another patient books the slot at the PMS.
+    let b = booked(&new_ref("p"), "neurotoxin", &provider, starts_at);
+    assert_eq!(ts.send("msg_book_slot", &b).await.status, 202);
+    eventually(WAIT, || async {
+        let o = offers(&ts, &p).await;
+        o.iter()
+            .all(|(_, a)| a.status == ActionStatus::Withdrawn)
+            .then_some(())
+    })
+    .await
+    .expect("offers withdrawn");
+
+    // Approving from the e-mail now changes nothing and sends nothing.
+    let http = reqwest::Client::new();
+    for link in mail.links() {
+        let r = http.post(&link).send().await.unwrap();
+        assert!(r.status().as_u16() >= 400, "{}", r.status());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        ts.stack
+            .pms
+            .received()
+            .iter()
+            .all(|r| r.body["type"] != "action.slot_offer"),
+        "no offer goes out for a filled slot"
+    );
+    for (_, a) in &pending {
+        let now = actions(&ts, a.patient_ref.as_str()).await;
+        assert!(
+            now.iter()
+                .filter(|x| x.kind == ActionKind::SlotOffer)
+                .all(|x| x.status == ActionStatus::Withdrawn)
+        );
+    }
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_that_reopens_its_slot_is_offered_then_filled() {
+    let ts = TestStack::start().await.unwrap();
+    let p = due_patients(&ts).await;
+    admin::set_kind_policy(
+        ts.store(),
+        &ts.practice,
+        ActionKind::SlotOffer,
+        KindChange {
+            mode: Some(Mode::Auto),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Someone else's neurotoxin appointment tomorrow is cancelled and reopens its slot.
+    let (appt, provider, other) = (new_ref("appt"), new_ref("prov"), new_ref("p"));
+    let starts_at = Timestamp::now() + SignedDuration::from_hours(28);
+    let book = json!({"events": [{"type": "appointment.booked", "occurred_at": Timestamp::now().to_string(),
+        "data": {"appointment_ref": appt, "patient_ref": other, "treatment": "neurotoxin",
+                 "provider_ref": provider, "starts_at": starts_at.to_string(), "duration_min": 30}}]});
+    assert_eq!(ts.send("msg_book", &book).await.status, 202);
+    let cancel = json!({"events": [{"type": "appointment.cancelled", "occurred_at": Timestamp::now().to_string(),
+        "data": {"appointment_ref": appt, "reopens_slot": true}}]});
+    assert_eq!(ts.send("msg_cancel", &cancel).await.status, 202);
+    let triggers = eventually(WAIT, || async {
+        let got: Vec<_> = ts
+            .stack
+            .pms
+            .received()
+            .into_iter()
+            .filter(|r| r.body["type"] == "action.slot_offer")
+            .collect();
+        (got.len() >= 3).then_some(got)
+    })
+    .await
+    .expect("offers for the reopened slot");
+    for t in &triggers {
+        assert_eq!(t.body["slot"]["slot_ref"], appt.as_str());
+        assert_eq!(t.body["slot"]["provider_ref"], provider.as_str());
+        assert_eq!(
+            t.body["slot"]["starts_at"]
+                .as_str()
+                .unwrap()
+                .parse::<Timestamp>()
+                .unwrap(),
+            starts_at
+        );
+        assert_ne!(t.body["patient_ref"], other.as_str());
+    }
+    assert_eq!(offers(&ts, &p).await.len(), 3);
+    // The stored appointment keeps only the day now: the slot record holds the minute.
+    let stored = ts
+        .store()
+        .get_entity(
+            &ts.practice,
+            &EntityKey::Appointment(OpaqueRef::parse(&appt).unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    match stored.value {
+        Entity::Appointment(a) => {
+            assert!(a.slot_start.is_none(), "minute kept on the appointment");
+            assert!(a.starts_on.is_some(), "the day stays");
+        }
+        other => panic!("{other:?}"),
+    }
+    ts.stop().await;
+}
