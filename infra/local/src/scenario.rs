@@ -636,10 +636,153 @@ pub async fn run(stack: &Stack) -> Result<Story> {
             .any(|r| r.body["slot"]["slot_ref"] == slot2.as_str()),
         "no offer for the filled slot reached the PMS",
     );
+
+    // 12. Every other rule fires once, and every suppression shows.
+    let (h, i, j, k, l) = (
+        new_ref("p"),
+        new_ref("p"),
+        new_ref("p"),
+        new_ref("p"),
+        new_ref("p"),
+    );
+    let missed = new_ref("appt");
+    let batch = json!({"events": [
+        completed(&h, Treatment::Neurotoxin, 15),
+        {"type": "appointment.completed", "occurred_at": ago(45), "data": {"appointment_ref": new_ref("appt"),
+            "patient_ref": i, "treatment": "laser_hair_removal", "series": {"index": 2, "of": 6}}},
+        completed(&j, Treatment::DermalFiller, 400),
+        {"type": "appointment.booked", "occurred_at": ago(20), "data": {"appointment_ref": missed, "patient_ref": k,
+            "treatment": "facial", "provider_ref": new_ref("prov"), "starts_at": ago(4), "duration_min": 60}},
+        {"type": "appointment.no_show", "occurred_at": ago(4), "data": {"appointment_ref": missed}},
+        completed(&l, Treatment::Neurotoxin, 100),
+        completed(&l, Treatment::ChemicalPeel, 40),
+    ]})
+    .to_string();
+    pms.send(pid.as_str(), &secret, "msg_batch_0005", &batch)
+        .await?;
+    let r1 = stack.scan_deps()?.scan(&pid, today).await?;
+    story.say(
+        "\n12. More history: #H neurotoxin 15 days ago · #I laser hair removal session 2 of 6, \
+         45 days ago · #J filler 400 days ago · #K missed a facial 4 days ago · #L neurotoxin \
+         100 and a peel 40 days ago. The scan runs again:",
+    );
+    let kinds = created_kinds(store, &pid, &r1.created).await;
+    story.say(format!("   created: {}", kinds.join(", ")));
+    story.say(format!(
+        "   suppressed: {}",
+        suppressed_list(&r1.suppressed)
+    ));
+    for (kind, what) in [
+        (ActionKind::FollowUp, "#H's two-week follow-up"),
+        (ActionKind::SeriesContinue, "#I's next series session"),
+        (ActionKind::WinBack, "#J's win-back"),
+        (ActionKind::NoShowRecovery, "#K's no-show recovery"),
+    ] {
+        story.check(
+            kinds.iter().filter(|k| **k == kind.as_str()).count() == 1,
+            &format!("{what} fires once ({})", kind.as_str()),
+        );
+    }
+    let has = |r: &[(ActionKind, pil_shared::service::scan::Suppression)], s: &str| {
+        r.iter().filter(|(_, x)| x.as_str() == s).count()
+    };
+    story.check(
+        r1.suppressed
+            .iter()
+            .filter(|(k, x)| *k == ActionKind::WinBack && x.as_str() == "superseded")
+            .count()
+            == 2,
+        "#J: follow-up and rebook are superseded by the win-back (one message per category)",
+    );
+    story.check(
+        has(&r1.suppressed, "cooldown") == 1,
+        "#L: one nudge tonight; the second category waits out the cooldown",
+    );
+
+    // Cooldown off, follow-ups off: the monthly cap and a switched-off kind.
+    admin::set_policy(
+        store,
+        &pid,
+        None,
+        KindChange {
+            cooldown_days: Some(0),
+            ..Default::default()
+        },
+    )
+    .await?;
+    admin::set_kind_policy(
+        store,
+        &pid,
+        ActionKind::FollowUp,
+        KindChange {
+            mode: Some(Mode::Off),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (m, n) = (new_ref("p"), new_ref("p"));
+    let batch = json!({"events": [
+        completed(&m, Treatment::Neurotoxin, 100),
+        completed(&m, Treatment::DermalFiller, 200),
+        completed(&m, Treatment::ChemicalPeel, 40),
+        completed(&n, Treatment::Neurotoxin, 15),
+    ]})
+    .to_string();
+    pms.send(pid.as_str(), &secret, "msg_batch_0006", &batch)
+        .await?;
+    let r2 = stack.scan_deps()?.scan(&pid, today).await?;
+    story.say(
+        "   The owner sets the cooldown to 0 days and turns follow-ups off; #M is due in three \
+         categories, #N for a follow-up. The scan runs again:",
+    );
+    story.say(format!(
+        "   created: {}",
+        created_kinds(store, &pid, &r2.created).await.join(", ")
+    ));
+    story.say(format!(
+        "   suppressed: {}",
+        suppressed_list(&r2.suppressed)
+    ));
+    story.check(
+        r2.created.len() == 2 && has(&r2.suppressed, "monthly_cap") == 1,
+        "#M: two nudges, the third stopped by the monthly cap (2 per 30 days)",
+    );
+    story.check(
+        has(&r2.suppressed, "kind_off") == 1,
+        "#N: follow-ups are off, so none is proposed",
+    );
+    story.say(
+        "   (booked_ahead and opted_out: #B and #E in step 5; every suppression is counted by kind \
+         and reason in the scan report and logs.)",
+    );
     story.say(format!(
         "\nFigures: one accepted single-event webhook cost {wcu} DynamoDB write units (goal ≤ 2)."
     ));
     Ok(story)
+}
+
+async fn created_kinds(
+    store: &pil_aws::DynamoStore,
+    pid: &PracticeId,
+    ids: &[ActionId],
+) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for id in ids {
+        if let Ok(Some(a)) = store.get_action(pid, id).await {
+            out.push(a.kind.as_str());
+        }
+    }
+    out
+}
+
+fn suppressed_list(s: &[(ActionKind, pil_shared::service::scan::Suppression)]) -> String {
+    if s.is_empty() {
+        return "none".into();
+    }
+    s.iter()
+        .map(|(k, r)| format!("{} ({})", r.as_str(), k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn action_status(

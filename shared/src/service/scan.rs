@@ -21,7 +21,7 @@ use crate::practice::Practice;
 use crate::rules::{self, Gap};
 use crate::state::{Entity, EntityKey};
 use crate::treatment::Treatment;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 pub struct ScanDeps<'a> {
     pub practices: &'a dyn PracticeRepo,
@@ -125,7 +125,7 @@ pub async fn scan_practice(
         day,
         report: &mut report,
         hand_over: Vec::new(),
-        nudged: HashSet::new(),
+        nudged: HashMap::new(),
     };
     loop {
         let keys = deps.due.due_keys(practice_id, day, DUE_PAGE).await?;
@@ -161,8 +161,9 @@ struct Run<'a> {
     day: Date,
     report: &'a mut ScanReport,
     hand_over: Vec<ActionId>,
-    /// Patients given an action in this run (the index may lag behind our own writes).
-    nudged: HashSet<OpaqueRef>,
+    /// Actions given to each patient in this run (the patient index may lag behind our own
+    /// writes, so cooldown and the cap count these themselves).
+    nudged: HashMap<OpaqueRef, Vec<ActionId>>,
 }
 
 /// What the record says, once the gap is decided.
@@ -242,7 +243,10 @@ async fn evaluate(
                 // A run that crashed after creating it never handed it over.
                 run.hand_over.push(id);
             }
-            run.nudged.insert(patient);
+            run.nudged
+                .entry(patient)
+                .or_default()
+                .push(action.id.clone());
             settle(&mut entity, practice, day);
         }
     }
@@ -362,10 +366,11 @@ async fn suppression(
     }
     // Cooldown and the monthly cap count every action that may reach the patient.
     let policy = &practice.policy;
-    if run.nudged.contains(patient) {
+    let this_run: &[ActionId] = run.nudged.get(patient).map_or(&[], Vec::as_slice);
+    if policy.cooldown_days > 0 && !this_run.is_empty() {
         return Ok(Some((
             Suppression::Cooldown,
-            later(i64::from(policy.cooldown_days.max(1))),
+            later(i64::from(policy.cooldown_days)),
         )));
     }
     let mut nudges: Vec<Date> = deps
@@ -373,6 +378,7 @@ async fn suppression(
         .actions_of(&practice.id, patient)
         .await?
         .iter()
+        .filter(|a| !this_run.contains(&a.id))
         .filter(|a| {
             matches!(
                 a.status,
@@ -385,6 +391,7 @@ async fn suppression(
         .map(|a| practice.local_date(a.created_at))
         .filter(|d| *d > day.saturating_sub(30.days()) && *d <= day)
         .collect();
+    nudges.extend(this_run.iter().map(|_| day));
     nudges.sort();
     let cooldown = i64::from(policy.cooldown_days);
     if let Some(last) = nudges.last()
