@@ -4,6 +4,7 @@
 //! `infra/aws`.
 
 pub mod action;
+pub mod audit;
 pub mod guard;
 pub mod ids;
 pub mod inbound;

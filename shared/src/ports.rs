@@ -113,6 +113,23 @@ pub trait SlotIndex: Send + Sync {
     ) -> Result<Vec<OpaqueRef>, StoreError>;
 }
 
+/// The per-practice audit hash chain (see [`crate::audit`]).
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends one record after the current head (retrying a concurrent append).
+    async fn append(
+        &self,
+        practice: &PracticeId,
+        event: &crate::audit::AuditEvent,
+        at: Timestamp,
+    ) -> Result<crate::audit::AuditRecord, StoreError>;
+    /// Every stored record, and the head (last sequence number and hash appended).
+    async fn audit_trail(
+        &self,
+        practice: &PracticeId,
+    ) -> Result<(Vec<crate::audit::AuditRecord>, Option<(u64, String)>), StoreError>;
+}
+
 #[async_trait]
 pub trait PatientIndex: Send + Sync {
     async fn appointments_of(

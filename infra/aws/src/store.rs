@@ -28,10 +28,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteIte
 use jiff::Timestamp;
 use jiff::civil::Date;
 use pil_shared::action::{Action, ActionKind};
+use pil_shared::audit::{AuditEvent, AuditRecord};
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::{
-    ActionRepo, DueIndex, EntityRepo, PatientIndex, PatientRecord, PatientRecords, PracticeRepo,
-    RecordKey, SlotIndex, StoreError, TokenLedger,
+    ActionRepo, AuditLog, DueIndex, EntityRepo, PatientIndex, PatientRecord, PatientRecords,
+    PracticeRepo, RecordKey, SlotIndex, StoreError, TokenLedger,
 };
 use pil_shared::practice::Practice;
 use pil_shared::state::{Appointment, Entity, EntityKey, Stored};
@@ -379,6 +380,117 @@ impl DueIndex for DynamoStore {
                     .and_then(|sk| EntityKey::parse_sort_key(sk))
             })
             .collect())
+    }
+}
+
+const AUDIT_HEAD: &str = "AUDITHEAD";
+
+#[async_trait]
+impl AuditLog for DynamoStore {
+    async fn append(
+        &self,
+        practice: &PracticeId,
+        event: &AuditEvent,
+        at: Timestamp,
+    ) -> Result<AuditRecord, StoreError> {
+        for attempt in 0..20u64 {
+            let head = self.get(pk(practice), AUDIT_HEAD.into()).await?;
+            let prev = head.as_ref().map(|h| {
+                (
+                    num(h, "seq"),
+                    h.get("hash")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            });
+            let record = AuditRecord::next(
+                practice,
+                prev.as_ref().map(|(s, h)| (*s, h.as_str())),
+                event,
+                at,
+            );
+            let ttl = at.as_second() + pil_shared::audit::RETENTION_DAYS * 86_400;
+            let mut item: Item = HashMap::new();
+            item.insert("pk".into(), s(pk(practice)));
+            item.insert("sk".into(), s(format!("AUDIT#{:012}", record.seq)));
+            item.insert("doc".into(), to_doc(&record)?);
+            item.insert("ttl".into(), n(u64::try_from(ttl).unwrap_or(0)));
+            let head_item: Item = [
+                ("pk".to_owned(), s(pk(practice))),
+                ("sk".to_owned(), s(AUDIT_HEAD)),
+                ("seq".to_owned(), n(record.seq)),
+                ("hash".to_owned(), s(record.hash.clone())),
+            ]
+            .into();
+            let put =
+                |it: Item, cond: &str, seq: Option<u64>| -> Result<TransactWriteItem, StoreError> {
+                    let mut p = Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(it))
+                        .condition_expression(cond);
+                    if let Some(v) = seq {
+                        p = p.expression_attribute_values(":s", n(v));
+                    }
+                    let p = p
+                        .build()
+                        .map_err(|_| StoreError::Permanent("build".into()))?;
+                    Ok(TransactWriteItem::builder().put(p).build())
+                };
+            let head_put = match &prev {
+                Some((seq, _)) => put(head_item.clone(), "seq = :s", Some(*seq))?,
+                None => put(head_item.clone(), "attribute_not_exists(pk)", None)?,
+            };
+            let res = self
+                .client
+                .transact_write_items()
+                .transact_items(put(item.clone(), "attribute_not_exists(pk)", None)?)
+                .transact_items(head_put)
+                .send()
+                .await
+                .map_err(map_err);
+            match res {
+                Ok(_) => {
+                    self.meter.transact_write(&[&item, &head_item]);
+                    return Ok(record);
+                }
+                Err(StoreError::Conflict) => {
+                    // Another writer appended first: read the new head and try again.
+                    tokio::time::sleep(std::time::Duration::from_millis(5 + attempt * 7)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn audit_trail(
+        &self,
+        practice: &PracticeId,
+    ) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
+        let items = self
+            .query_all(
+                None,
+                "pk = :pk AND begins_with(sk, :a)",
+                vec![(":pk", s(pk(practice))), (":a", s("AUDIT#"))],
+                None,
+            )
+            .await?;
+        let records = items
+            .iter()
+            .map(from_doc::<AuditRecord>)
+            .collect::<Result<Vec<_>, _>>()?;
+        let head = self.get(pk(practice), AUDIT_HEAD.into()).await?.map(|h| {
+            (
+                num(&h, "seq"),
+                h.get("hash")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        });
+        Ok((records, head))
     }
 }
 
