@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod approval;
+pub mod attribution;
 pub mod emitter;
 pub mod privacy;
 pub mod receiver;
+pub mod report;
 pub mod scan;
