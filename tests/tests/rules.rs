@@ -18,11 +18,31 @@ async fn scan(ts: &TestStack) -> ScanReport {
         .unwrap()
 }
 
-async fn actions(ts: &TestStack, patient: &str) -> Vec<Action> {
+/// Every action stored for the patient, suppressed gaps included.
+async fn stored(ts: &TestStack, patient: &str) -> Vec<Action> {
     ts.store()
         .actions_of(&ts.practice, &OpaqueRef::parse(patient).unwrap())
         .await
         .unwrap()
+}
+
+/// The actions proposed for the patient (not the suppressed gaps).
+async fn actions(ts: &TestStack, patient: &str) -> Vec<Action> {
+    let mut v = stored(ts, patient).await;
+    v.retain(|a| !a.suppressed_by_scan());
+    v
+}
+
+/// The patient's suppressed gaps, as recorded for the report: kind and reason, by kind.
+async fn suppressions(ts: &TestStack, patient: &str) -> Vec<(ActionKind, Suppression)> {
+    let mut v: Vec<_> = stored(ts, patient)
+        .await
+        .into_iter()
+        .filter(|a| a.suppressed_by_scan())
+        .filter_map(|a| a.suppression.map(|r| (a.kind, r)))
+        .collect();
+    v.sort_by_key(|(k, _)| *k);
+    v
 }
 
 fn kinds(report: &ScanReport) -> Vec<(ActionKind, Suppression)> {
@@ -68,7 +88,21 @@ async fn follow_up_series_and_win_back_fire_with_precedence() {
         superseded, 2,
         "the lapsed patient's follow-up and rebook were superseded"
     );
+    assert_eq!(
+        suppressions(&ts, &lapsed).await,
+        vec![
+            (ActionKind::RebookNudge, Suppression::Superseded),
+            (ActionKind::FollowUp, Suppression::Superseded)
+        ],
+        "recorded under their own kinds"
+    );
+    let all = stored(&ts, &lapsed).await.len();
     assert!(scan(&ts).await.created.is_empty(), "a re-run adds nothing");
+    assert_eq!(
+        stored(&ts, &lapsed).await.len(),
+        all,
+        "and records nothing twice"
+    );
     ts.stop().await;
 }
 
@@ -101,6 +135,10 @@ async fn no_show_recovery_unless_rebooked() {
         vec![ActionKind::NoShowRecovery]
     );
     assert!(actions(&ts, &rebooked).await.is_empty());
+    assert_eq!(
+        suppressions(&ts, &rebooked).await,
+        vec![(ActionKind::NoShowRecovery, Suppression::BookedAhead)]
+    );
     assert!(kinds(&report).contains(&(ActionKind::NoShowRecovery, Suppression::BookedAhead)));
     assert!(
         scan(&ts).await.created.is_empty(),
@@ -179,5 +217,22 @@ async fn cooldown_monthly_cap_and_kind_off_suppress() {
         "{report:?}"
     );
     assert!(actions(&ts, &q).await.is_empty());
+    assert_eq!(
+        suppressions(&ts, &q).await,
+        vec![(ActionKind::FollowUp, Suppression::KindOff)]
+    );
+    // The patient's three categories: one nudge, one cooled down, one capped.
+    assert_eq!(actions(&ts, &p).await.len(), 1);
+    let mut reasons: Vec<Suppression> = suppressions(&ts, &p)
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    reasons.retain(|r| *r != Suppression::Superseded);
+    reasons.sort_by_key(|r| r.as_str());
+    assert_eq!(
+        reasons,
+        vec![Suppression::Cooldown, Suppression::MonthlyCap]
+    );
     ts.stop().await;
 }

@@ -11,6 +11,8 @@ use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::{ActionRepo, EntityRepo, PracticeRepo};
 use pil_shared::practice::Mode;
 use pil_shared::service::admin::{self, KindChange, NewPractice};
+use pil_shared::service::report;
+use pil_shared::service::scan::Suppression;
 use pil_shared::signature::WebhookSecret;
 use pil_shared::state::EntityKey;
 use pil_shared::treatment::Treatment;
@@ -287,21 +289,22 @@ pub async fn run(stack: &Stack) -> Result<Story> {
         action(&a, Treatment::Neurotoxin, 100),
         action(&c, Treatment::DermalFiller, 200),
     );
+    // The e-mail goes out just before the action is marked pending.
+    let pending = eventually(Duration::from_secs(5), || async {
+        (action_status(store, &pid, act_a.clone()).await == Some(ActionStatus::Pending))
+            .then_some(())
+    })
+    .await;
+    story.check(pending.is_some(), "#A's rebook nudge is pending approval");
     story.check(
-        action_status(store, &pid, act_a.clone()).await == Some(ActionStatus::Pending),
-        "#A's rebook nudge is pending approval",
+        suppression(store, &pid, action(&b, Treatment::Neurotoxin, 100)).await
+            == Some(Suppression::BookedAhead),
+        "#B: suppressed (recorded for the report), a neurotoxin visit is booked ahead",
     );
     story.check(
-        action_status(store, &pid, action(&b, Treatment::Neurotoxin, 100))
-            .await
-            .is_none(),
-        "#B: suppressed, a neurotoxin visit is booked ahead",
-    );
-    story.check(
-        action_status(store, &pid, action(&e, Treatment::Neurotoxin, 120))
-            .await
-            .is_none(),
-        "#E: suppressed, opted out",
+        suppression(store, &pid, action(&e, Treatment::Neurotoxin, 120)).await
+            == Some(Suppression::OptedOut),
+        "#E: suppressed (recorded for the report), opted out",
     );
     story.check(
         action_status(store, &pid, action(&d, Treatment::Neurotoxin, 10))
@@ -488,6 +491,57 @@ pub async fn run(stack: &Stack) -> Result<Story> {
         unique.len() == 2 && triggers.iter().all(|r| r.verified),
         "exactly two triggers delivered (#A, #F), all signed",
     );
+
+    // 10. Attribution: #A books the treatment the trigger nudged for.
+    let booked = json!({"type": "appointment.booked", "occurred_at": Timestamp::now().to_string(),
+        "data": {"appointment_ref": new_ref("appt"), "patient_ref": a, "treatment": "neurotoxin", "provider_ref": new_ref("prov"),
+                 "starts_at": (Timestamp::now() + SignedDuration::from_hours(24 * 10)).to_string(), "duration_min": 45}})
+    .to_string();
+    let before = stack.meter.snapshot();
+    let r = pms
+        .send(pid.as_str(), &secret, "msg_booked_0003", &booked)
+        .await?;
+    let booking_wcu = stack.meter.snapshot().total_write_units() - before.total_write_units();
+    story.say(format!(
+        "\n10. The PMS reports that #A booked neurotoxin for next week → {} ({booking_wcu} write units)",
+        r.status
+    ));
+    let converted = store
+        .get_action(&pid, &act_a)
+        .await?
+        .and_then(|x| x.converted);
+    story.check(
+        converted.is_some(),
+        "#A's delivered trigger is marked converted (same patient and category within 14 days)",
+    );
+    let r = report::report(
+        store,
+        store,
+        &pid,
+        today.saturating_sub(jiff::Span::new().days(1)),
+        today,
+        Timestamp::now(),
+    )
+    .await?;
+    let rebook = &r.kinds[&ActionKind::RebookNudge];
+    story.say(format!(
+        "   pil report: rebook nudges {} proposed, {} delivered, {} converted, {} recovered; suppressed {:?}",
+        rebook.proposed,
+        rebook.delivered,
+        rebook.converted,
+        report::money(rebook.recovered_revenue),
+        rebook.suppressed
+    ));
+    story.check(
+        rebook.converted == 1 && rebook.recovered_revenue > 0,
+        "the report shows the recovered revenue",
+    );
+    story.check(
+        rebook.suppressed.get("booked_ahead") == Some(&1)
+            && rebook.suppressed.get("opted_out") == Some(&1),
+        "and the suppressed gaps by reason (#B booked ahead, #E opted out)",
+    );
+
     story.say(format!(
         "\nFigures: one accepted single-event webhook cost {wcu} DynamoDB write units (goal ≤ 2)."
     ));
@@ -505,6 +559,21 @@ async fn action_status(
         .ok()
         .flatten()
         .map(|x| x.status)
+}
+
+/// Why the action's gap was suppressed, if it was.
+async fn suppression(
+    store: &pil_aws::DynamoStore,
+    pid: &PracticeId,
+    id: ActionId,
+) -> Option<Suppression> {
+    store
+        .get_action(pid, &id)
+        .await
+        .ok()
+        .flatten()
+        .filter(|x| x.status == ActionStatus::Suppressed)
+        .and_then(|x| x.suppression)
 }
 
 /// The approval links that follow `marker` (a patient's short code) in an e-mail body.

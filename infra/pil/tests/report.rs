@@ -133,13 +133,22 @@ async fn a_booking_after_a_delivered_trigger_is_recovered_revenue_in_the_report(
         (ActionStatus::Delivered, delivered.value)
     );
     assert_eq!(conversion.on, practice.local_date(at));
-    // A redelivery (same event, new webhook id), a second booking and another category
-    // change nothing.
+    // A booking of another category converts nothing, and the booking path still writes
+    // only the appointment (and its index entry).
     let rev = converted.rev;
+    let meter = &ts.stack.meter;
+    let before = meter.snapshot().total_write_units();
+    assert_eq!(
+        ts.send("msg_attr_other", &booked(&p, "dermal_filler", at))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(meter.snapshot().total_write_units() - before, 2.0);
+    // A redelivery (same event, new webhook id) and a second booking change nothing.
     let again = json!({"events": [
         booking,
         booked(&p, "neurotoxin", at + SignedDuration::from_hours(1)),
-        booked(&p, "dermal_filler", at),
     ]});
     assert_eq!(ts.send("msg_attr_again", &again).await.status, 202);
     let after = ts
