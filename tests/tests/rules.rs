@@ -1,8 +1,8 @@
 //! Each gap rule through the real stack (moto, HTTP), with its suppressions.
 
-use pil_shared::action::{Action, ActionKind, Reason};
+use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
 use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{PatientIndex, PracticeRepo};
+use pil_shared::ports::{ActionRepo, PatientIndex, PracticeRepo};
 use pil_shared::practice::Mode;
 use pil_shared::service::admin::{self, KindChange};
 use pil_shared::service::scan::{ScanReport, Suppression};
@@ -234,5 +234,50 @@ async fn cooldown_monthly_cap_and_kind_off_suppress() {
         reasons,
         vec![Suppression::Cooldown, Suppression::MonthlyCap]
     );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppressed_gap_becomes_the_action_once_it_may_be_acted_on() {
+    let ts = TestStack::start().await.unwrap();
+    let p = new_ref("p");
+    let out =
+        json!({"type": "patient.opted_out", "occurred_at": ago(1), "data": {"patient_ref": p}});
+    let body = json!({"events": [completed(&p, "neurotoxin", 95), out]});
+    assert_eq!(ts.send("msg_revive_1", &body).await.status, 202);
+    assert!(scan(&ts).await.created.is_empty());
+    let recorded = stored(&ts, &p)
+        .await
+        .into_iter()
+        .find(|a| a.kind == ActionKind::RebookNudge)
+        .unwrap();
+    assert_eq!(recorded.suppression, Some(Suppression::OptedOut));
+
+    // WHEN the patient opts back in and the gap is looked at again a week later
+    let back_in =
+        json!({"type": "patient.opted_in", "occurred_at": ago(0), "data": {"patient_ref": p}});
+    assert_eq!(ts.send("msg_revive_2", &back_in).await.status, 202);
+    let later = ts.today().saturating_add(jiff::ToSpan::days(7));
+    let deps = ts.stack.scan_deps().unwrap();
+    let report = deps.scan(&ts.practice, later).await.unwrap();
+
+    // THEN the suppression record becomes the proposed action: same id, no reason, once
+    assert_eq!(report.created, vec![recorded.id.clone()]);
+    let now = ts
+        .store()
+        .get_action(&ts.practice, &recorded.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(now.status, ActionStatus::Suppressed);
+    assert_eq!(now.suppression, None);
+    assert!(
+        deps.scan(&ts.practice, later)
+            .await
+            .unwrap()
+            .created
+            .is_empty()
+    );
+    assert_eq!(actions(&ts, &p).await.len(), 1);
     ts.stop().await;
 }
