@@ -4,6 +4,11 @@
 //! record against consent and bookings ahead, creates actions with deterministic ids, marks
 //! the record as actioned (which takes it out of the index), and hands the new actions to
 //! approval-check in one message. A re-run for the same practice and date adds nothing.
+//!
+//! A gap that is due but not acted on (opted out, booked ahead, kind off, cooldown, monthly
+//! cap, superseded) is recorded too: an action in status `Suppressed` with its reason, under
+//! the id the action would have had, so the report counts it once however often the scan
+//! runs. If the gap may be acted on at a later look, that record becomes the action.
 
 use jiff::civil::Date;
 use jiff::{Timestamp, ToSpan};
