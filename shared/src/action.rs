@@ -7,6 +7,7 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ActionId, OpaqueRef, PracticeId};
+use crate::service::scan::Suppression;
 use crate::treatment::Treatment;
 
 /// The kinds of trigger (DESIGN §4.2), without the `action.` prefix.
@@ -128,7 +129,8 @@ pub enum ActionStatus {
     Approved,
     /// The owner said no.
     Rejected,
-    /// The policy turned it off.
+    /// Not sent: the scan suppressed the gap (opted out, booked ahead, cooldown, …: see
+    /// [`Action::suppression`]) or the policy turned the kind off before approval.
     Suppressed,
     /// The PMS acknowledged the trigger.
     Delivered,
@@ -207,6 +209,14 @@ pub struct Action {
     /// Set while one emitter holds the delivery lease.
     #[serde(default)]
     pub lease_until: Option<Timestamp>,
+    /// Why the gap was not acted on, when `status` is `Suppressed`. A suppressed gap is kept
+    /// as an action with the id the action would have had, so re-runs count it once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<Suppression>,
+    /// Set when a booking of the same category by the same patient followed the delivered
+    /// trigger within [`ATTRIBUTION_DAYS`] (the status stays `Delivered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converted: Option<Conversion>,
     /// Revision: every update is conditional on the revision it read.
     #[serde(default)]
     pub rev: u64,
@@ -221,20 +231,22 @@ impl Action {
     /// or suppressed gaps leave the pool). Slot fill still checks bookings, consent and recent
     /// offers before it offers a slot.
     pub fn in_slot_pool(&self) -> bool {
-        matches!(
-            self.kind,
-            ActionKind::RebookNudge
-                | ActionKind::SeriesContinue
-                | ActionKind::WinBack
-                | ActionKind::NoShowRecovery
-        ) && matches!(
-            self.status,
-            ActionStatus::Proposed
-                | ActionStatus::Pending
-                | ActionStatus::Approved
-                | ActionStatus::Delivered
-                | ActionStatus::Expired
-        )
+        self.converted.is_none()
+            && matches!(
+                self.kind,
+                ActionKind::RebookNudge
+                    | ActionKind::SeriesContinue
+                    | ActionKind::WinBack
+                    | ActionKind::NoShowRecovery
+            )
+            && matches!(
+                self.status,
+                ActionStatus::Proposed
+                    | ActionStatus::Pending
+                    | ActionStatus::Approved
+                    | ActionStatus::Delivered
+                    | ActionStatus::Expired
+            )
     }
 }
 
@@ -244,4 +256,34 @@ pub struct SlotDetails {
     pub slot_ref: OpaqueRef,
     pub starts_at: Timestamp,
     pub provider_ref: Option<OpaqueRef>,
+}
+
+/// A booking attributed to a delivered trigger (DESIGN §5, attribution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversion {
+    /// The practice-local day of the booking (day precision is all the report needs).
+    pub on: Date,
+    /// Recovered revenue: the action's estimated value (a booking carries no price).
+    pub value: u32,
+}
+
+/// A booking up to this many practice-local days after the trigger was delivered converts it.
+pub const ATTRIBUTION_DAYS: i64 = 14;
+
+impl Action {
+    /// Suppressed by the scan: a gap that never became a proposal.
+    pub fn suppressed_by_scan(&self) -> bool {
+        self.status == ActionStatus::Suppressed && self.decided_by.is_none()
+    }
+
+    /// May reach the patient (or has): what cooldown and the monthly cap count.
+    pub fn counts_as_nudge(&self) -> bool {
+        matches!(
+            self.status,
+            ActionStatus::Proposed
+                | ActionStatus::Pending
+                | ActionStatus::Approved
+                | ActionStatus::Delivered
+        )
+    }
 }

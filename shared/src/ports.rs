@@ -232,6 +232,22 @@ pub trait ActionRepo: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// Reading a practice's actions in bulk (the report, the digest's day summary). Cost grows
+/// with the practice's actions, never with its patients.
+#[async_trait]
+pub trait ActionLog: Send + Sync {
+    /// Every action of the practice, any state.
+    async fn practice_actions(&self, practice: &PracticeId) -> Result<Vec<Action>, StoreError>;
+    /// The practice's delivered actions whose `delivered_at` falls on a UTC date in
+    /// `from..=to` (callers pad the range to cover the practice's own days).
+    async fn delivered_between(
+        &self,
+        practice: &PracticeId,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<Action>, StoreError>;
+}
+
 #[async_trait]
 pub trait TokenLedger: Send + Sync {
     /// Marks a token nonce used. `Ok(false)` when it was used before. Kept until `keep_until`.

@@ -1,8 +1,8 @@
 //! Each gap rule through the real stack (moto, HTTP), with its suppressions.
 
-use pil_shared::action::{Action, ActionKind, Reason};
+use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
 use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{PatientIndex, PracticeRepo};
+use pil_shared::ports::{ActionRepo, PatientIndex, PracticeRepo};
 use pil_shared::practice::Mode;
 use pil_shared::service::admin::{self, KindChange};
 use pil_shared::service::scan::{ScanReport, Suppression};
@@ -18,11 +18,31 @@ async fn scan(ts: &TestStack) -> ScanReport {
         .unwrap()
 }
 
-async fn actions(ts: &TestStack, patient: &str) -> Vec<Action> {
+/// Every action stored for the patient, suppressed gaps included.
+async fn stored(ts: &TestStack, patient: &str) -> Vec<Action> {
     ts.store()
         .actions_of(&ts.practice, &OpaqueRef::parse(patient).unwrap())
         .await
         .unwrap()
+}
+
+/// The actions proposed for the patient (not the suppressed gaps).
+async fn actions(ts: &TestStack, patient: &str) -> Vec<Action> {
+    let mut v = stored(ts, patient).await;
+    v.retain(|a| !a.suppressed_by_scan());
+    v
+}
+
+/// The patient's suppressed gaps, as recorded for the report: kind and reason, by kind.
+async fn suppressions(ts: &TestStack, patient: &str) -> Vec<(ActionKind, Suppression)> {
+    let mut v: Vec<_> = stored(ts, patient)
+        .await
+        .into_iter()
+        .filter(|a| a.suppressed_by_scan())
+        .filter_map(|a| a.suppression.map(|r| (a.kind, r)))
+        .collect();
+    v.sort_by_key(|(k, _)| *k);
+    v
 }
 
 fn kinds(report: &ScanReport) -> Vec<(ActionKind, Suppression)> {
@@ -68,7 +88,21 @@ async fn follow_up_series_and_win_back_fire_with_precedence() {
         superseded, 2,
         "the lapsed patient's follow-up and rebook were superseded"
     );
+    assert_eq!(
+        suppressions(&ts, &lapsed).await,
+        vec![
+            (ActionKind::RebookNudge, Suppression::Superseded),
+            (ActionKind::FollowUp, Suppression::Superseded)
+        ],
+        "recorded under their own kinds"
+    );
+    let all = stored(&ts, &lapsed).await.len();
     assert!(scan(&ts).await.created.is_empty(), "a re-run adds nothing");
+    assert_eq!(
+        stored(&ts, &lapsed).await.len(),
+        all,
+        "and records nothing twice"
+    );
     ts.stop().await;
 }
 
@@ -101,6 +135,10 @@ async fn no_show_recovery_unless_rebooked() {
         vec![ActionKind::NoShowRecovery]
     );
     assert!(actions(&ts, &rebooked).await.is_empty());
+    assert_eq!(
+        suppressions(&ts, &rebooked).await,
+        vec![(ActionKind::NoShowRecovery, Suppression::BookedAhead)]
+    );
     assert!(kinds(&report).contains(&(ActionKind::NoShowRecovery, Suppression::BookedAhead)));
     assert!(
         scan(&ts).await.created.is_empty(),
@@ -179,5 +217,67 @@ async fn cooldown_monthly_cap_and_kind_off_suppress() {
         "{report:?}"
     );
     assert!(actions(&ts, &q).await.is_empty());
+    assert_eq!(
+        suppressions(&ts, &q).await,
+        vec![(ActionKind::FollowUp, Suppression::KindOff)]
+    );
+    // The patient's three categories: one nudge, one cooled down, one capped.
+    assert_eq!(actions(&ts, &p).await.len(), 1);
+    let mut reasons: Vec<Suppression> = suppressions(&ts, &p)
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    reasons.retain(|r| *r != Suppression::Superseded);
+    reasons.sort_by_key(|r| r.as_str());
+    assert_eq!(
+        reasons,
+        vec![Suppression::Cooldown, Suppression::MonthlyCap]
+    );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppressed_gap_becomes_the_action_once_it_may_be_acted_on() {
+    let ts = TestStack::start().await.unwrap();
+    let p = new_ref("p");
+    let out =
+        json!({"type": "patient.opted_out", "occurred_at": ago(1), "data": {"patient_ref": p}});
+    let body = json!({"events": [completed(&p, "neurotoxin", 95), out]});
+    assert_eq!(ts.send("msg_revive_1", &body).await.status, 202);
+    assert!(scan(&ts).await.created.is_empty());
+    let recorded = stored(&ts, &p)
+        .await
+        .into_iter()
+        .find(|a| a.kind == ActionKind::RebookNudge)
+        .unwrap();
+    assert_eq!(recorded.suppression, Some(Suppression::OptedOut));
+
+    // WHEN the patient opts back in and the gap is looked at again a week later
+    let back_in =
+        json!({"type": "patient.opted_in", "occurred_at": ago(0), "data": {"patient_ref": p}});
+    assert_eq!(ts.send("msg_revive_2", &back_in).await.status, 202);
+    let later = ts.today().saturating_add(jiff::ToSpan::days(7));
+    let deps = ts.stack.scan_deps().unwrap();
+    let report = deps.scan(&ts.practice, later).await.unwrap();
+
+    // THEN the suppression record becomes the proposed action: same id, no reason, once
+    assert_eq!(report.created, vec![recorded.id.clone()]);
+    let now = ts
+        .store()
+        .get_action(&ts.practice, &recorded.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(now.status, ActionStatus::Suppressed);
+    assert_eq!(now.suppression, None);
+    assert!(
+        deps.scan(&ts.practice, later)
+            .await
+            .unwrap()
+            .created
+            .is_empty()
+    );
+    assert_eq!(actions(&ts, &p).await.len(), 1);
     ts.stop().await;
 }

@@ -38,6 +38,7 @@ impl Deps {
         ApprovalDeps {
             practices: s,
             actions: s,
+            log: s,
             tokens: s,
             bus: &self.bus,
             mailer: &self.mailer,

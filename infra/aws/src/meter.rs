@@ -26,7 +26,7 @@ struct IndexDef {
     projects_all: bool,
 }
 
-const INDEXES: [IndexDef; 2] = [
+const INDEXES: [IndexDef; 3] = [
     IndexDef {
         pk: "gsi1pk",
         sk: "gsi1sk",
@@ -36,6 +36,12 @@ const INDEXES: [IndexDef; 2] = [
         pk: "gsi2pk",
         sk: "gsi2sk",
         projects_all: false,
+    },
+    // ByDelivery: delivered actions, whole item.
+    IndexDef {
+        pk: "gsi3pk",
+        sk: "gsi3sk",
+        projects_all: true,
     },
 ];
 

@@ -8,12 +8,16 @@
 //! | patient × treatment | `P#{practice}` | `PT#{patient}#{treatment}` | DueIndex (while something is due) |
 //! | consent | `P#{practice}` | `CONSENT#{patient}` | |
 //! | slot | `P#{practice}` | `SLOT#{ref}` | |
-//! | action | `P#{practice}` | `ACTION#{id}` | ByPatient |
+//! | action | `P#{practice}` | `ACTION#{id}` | ByPatient; ByDelivery (once delivered) |
 //! | token nonce | `P#{practice}` | `TOKEN#{nonce}` | (TTL) |
 //! | auto-approval counter | `P#{practice}` | `AUTO#{day}#{kind}` | (TTL) |
 //!
 //! Each record's domain value sits in one `doc` map (serde_dynamo); `ver`/`rev` make every
 //! write conditional on what was read.
+//!
+//! ByDelivery (gsi3) lists a practice's delivered actions by UTC delivery date
+//! (`P#{practice}#DLV`, `{date}#{id}`), so the digest's day summary reads the last two weeks'
+//! deliveries, however long the practice's history.
 //!
 //! Everything stored for one patient ref (rotation, erasure): the `PT#{ref}#` items and the
 //! `CONSENT#{ref}` item in the practice's partition, and whatever ByPatient lists under
@@ -27,12 +31,12 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use jiff::Timestamp;
 use jiff::civil::Date;
-use pil_shared::action::{Action, ActionKind};
+use pil_shared::action::{Action, ActionKind, ActionStatus};
 use pil_shared::audit::{AuditEvent, AuditRecord};
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::{
-    ActionRepo, AuditLog, DueIndex, EntityRepo, PatientIndex, PatientRecord, PatientRecords,
-    PracticeRepo, RecordKey, SlotIndex, StoreError, TokenLedger,
+    ActionLog, ActionRepo, AuditLog, DueIndex, EntityRepo, PatientIndex, PatientRecord,
+    PatientRecords, PracticeRepo, RecordKey, SlotIndex, StoreError, TokenLedger,
 };
 use pil_shared::practice::Practice;
 use pil_shared::state::{Appointment, Entity, EntityKey, Stored};
@@ -53,6 +57,7 @@ pub struct DynamoStore {
 
 const BY_PATIENT: &str = "ByPatient";
 const DUE_INDEX: &str = "DueIndex";
+const BY_DELIVERY: &str = "ByDelivery";
 /// Sorts after every date in the due index's sort keys.
 const DUE_KEY_END: &str = "~";
 
@@ -767,6 +772,52 @@ fn won(r: Result<(), StoreError>) -> Result<bool, StoreError> {
     }
 }
 
+fn action_of(item: &Item) -> Result<Action, StoreError> {
+    let mut a: Action = from_doc(item)?;
+    a.rev = num(item, "rev");
+    Ok(a)
+}
+
+fn delivery_key(practice: &PracticeId) -> String {
+    format!("P#{practice}#DLV")
+}
+
+#[async_trait]
+impl ActionLog for DynamoStore {
+    async fn practice_actions(&self, practice: &PracticeId) -> Result<Vec<Action>, StoreError> {
+        let items = self
+            .query_all(
+                None,
+                "pk = :pk AND begins_with(sk, :a)",
+                vec![(":pk", s(pk(practice))), (":a", s("ACTION#"))],
+                None,
+            )
+            .await?;
+        items.iter().map(action_of).collect()
+    }
+
+    async fn delivered_between(
+        &self,
+        practice: &PracticeId,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<Action>, StoreError> {
+        let items = self
+            .query_all(
+                Some(BY_DELIVERY),
+                "gsi3pk = :p AND gsi3sk BETWEEN :from AND :to",
+                vec![
+                    (":p", s(delivery_key(practice))),
+                    (":from", s(format!("{from}#"))),
+                    (":to", s(format!("{to}#{DUE_KEY_END}"))),
+                ],
+                None,
+            )
+            .await?;
+        items.iter().map(action_of).collect()
+    }
+}
+
 fn action_item(a: &Action, rev: u64) -> Result<Item, StoreError> {
     let mut item: Item = HashMap::new();
     item.insert("pk".into(), s(pk(&a.practice_id)));
@@ -782,6 +833,11 @@ fn action_item(a: &Action, rev: u64) -> Result<Item, StoreError> {
     if a.in_slot_pool() {
         item.insert("gsi2pk".into(), s(pool_key(&a.practice_id, a.treatment)));
         item.insert("gsi2sk".into(), s(format!("{}#{}", a.due_since, a.id)));
+    }
+    if let (ActionStatus::Delivered, Some(at)) = (a.status, a.delivered_at) {
+        let day = at.to_zoned(jiff::tz::TimeZone::UTC).date();
+        item.insert("gsi3pk".into(), s(delivery_key(&a.practice_id)));
+        item.insert("gsi3sk".into(), s(format!("{day}#{}", a.id)));
     }
     Ok(item)
 }

@@ -13,6 +13,7 @@ use pil_shared::ids::PracticeId;
 use pil_shared::ports::PracticeRepo;
 use pil_shared::practice::Mode;
 use pil_shared::service::admin::{self, KindChange, NewPractice};
+use pil_shared::service::report;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -84,6 +85,25 @@ enum Cmd {
         #[arg(long, value_name = "YYYY-MM-DD")]
         date: Option<String>,
     },
+    /// Per action kind: proposed, approved, auto-approved, rejected, expired, suppressed (by
+    /// reason), delivered, converted, recovered revenue and conversion rate, for the actions
+    /// created on the practice-local days FROM..=TO. A table, or JSON with --json.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    #[arg(long)]
+    practice_id: String,
+    /// First practice-local day (inclusive).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    from: String,
+    /// Last practice-local day (inclusive).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    to: String,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,8 +193,13 @@ async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(out) => {
             #[allow(clippy::print_stdout)]
-            {
-                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            match out {
+                // A command's text output (`pil report` without --json), printed as is.
+                serde_json::Value::String(text) => print!("{text}"),
+                json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json).unwrap_or_default()
+                ),
             }
             ExitCode::SUCCESS
         }
@@ -305,6 +330,25 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 "created": report.created, "handed_over": report.handed_over,
                 "suppressed": report.suppressed,
             })
+        }
+        Cmd::Report(r) => {
+            let pid = practice_id(&r.practice_id)?;
+            let day = |flag: &str, v: &str| {
+                v.parse::<Date>()
+                    .with_context(|| format!("{flag}: YYYY-MM-DD"))
+            };
+            let (from, to) = (day("--from", &r.from)?, day("--to", &r.to)?);
+            let out = report::report(store, store, &pid, from, to, jiff::Timestamp::now())
+                .await
+                .map_err(|e| match e {
+                    report::ReportError::UnknownPractice => anyhow!("practice {pid} not found"),
+                    other => anyhow!(other),
+                })?;
+            if r.json {
+                serde_json::to_value(out)?
+            } else {
+                serde_json::Value::String(out.table())
+            }
         }
     })
 }

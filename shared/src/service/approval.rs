@@ -7,16 +7,20 @@ use jiff::{SignedDuration, Timestamp};
 use crate::action::{Action, ActionKind, ActionStatus, Decider};
 use crate::ids::{ActionId, PracticeId};
 use crate::ports::{
-    ActionRepo, CandidateBatch, Clock, DomainEvent, EventPublisher, Mail, Mailer, PortError,
-    PracticeRepo, StoreError, TokenLedger,
+    ActionLog, ActionRepo, CandidateBatch, Clock, DomainEvent, EventPublisher, Mail, Mailer,
+    PortError, PracticeRepo, StoreError, TokenLedger,
 };
 use crate::practice::{Mode, Practice};
 use crate::secrets::SecretCache;
+use crate::service::report::{self, money};
+use crate::service::scan::Suppression;
 use crate::token::{self, Claims, Decision, TokenError};
 
 pub struct ApprovalDeps<'a> {
     pub practices: &'a dyn PracticeRepo,
     pub actions: &'a dyn ActionRepo,
+    /// The digest's "Yesterday" line reads the recent deliveries.
+    pub log: &'a dyn ActionLog,
     pub tokens: &'a dyn TokenLedger,
     pub bus: &'a dyn EventPublisher,
     pub mailer: &'a dyn Mailer,
@@ -89,6 +93,7 @@ pub async fn handle_candidates(
             Mode::Off => {
                 let mut next = action.clone();
                 next.status = ActionStatus::Suppressed;
+                next.suppression = Some(Suppression::KindOff);
                 next.decided_by = Some(Decider::Policy {
                     rule: format!("{}:off", action.kind),
                 });
@@ -138,6 +143,17 @@ pub async fn handle_candidates(
             )));
         }
         let secrets = deps.secrets.get(&practice.id, &practice.secrets).await?;
+        // The owner's yesterday. A failed read leaves the line out rather than the e-mail.
+        let yesterday = match today.yesterday() {
+            Ok(day) => match report::day_summary_of(deps.log, &practice, day).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(practice_id = %practice.id, error = %e, "digest without yesterday's figures");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
         let mail = digest(
             deps,
             &practice,
@@ -145,6 +161,7 @@ pub async fn handle_candidates(
             &secrets.link,
             batch.scan_date,
             now,
+            yesterday,
         );
         deps.mailer.send(&mail).await?;
         report.mailed = true;
@@ -249,20 +266,6 @@ fn kind_plural(k: ActionKind) -> &'static str {
     }
 }
 
-/// "$1,350": whole currency units with thousands separators.
-fn money(v: u64) -> String {
-    let digits = v.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    out.push('$');
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn sentence(words: &str) -> String {
     let mut c = words.chars();
     match c.next() {
@@ -297,6 +300,8 @@ struct DigestHtml<'a> {
     count: usize,
     groups: &'a [ActionGroup],
     approve_all_url: &'a str,
+    /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
+    yesterday: &'a str,
 }
 
 #[derive(Template)]
@@ -310,6 +315,8 @@ struct DigestText<'a> {
     count: usize,
     groups: &'a [ActionGroup],
     approve_all_url: &'a str,
+    /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
+    yesterday: &'a str,
 }
 
 fn link(deps: &ApprovalDeps<'_>, claims: &Claims, key: &token::LinkKey) -> String {
@@ -327,6 +334,7 @@ fn digest(
     key: &token::LinkKey,
     scan_date: jiff::civil::Date,
     now: Timestamp,
+    yesterday: Option<report::DaySummary>,
 ) -> Mail {
     let expiry = now + SignedDuration::from_hours(i64::from(p.policy.approval_expiry_hours));
     let approver = p
@@ -392,6 +400,7 @@ fn digest(
         .strftime("%b %-d, %-I:%M %p %Z")
         .to_string();
     let scan_date = scan_date.strftime("%A, %B %-d").to_string();
+    let yesterday = yesterday.map(|y| y.line("Yesterday")).unwrap_or_default();
     let html = DigestHtml {
         subject: &subject,
         headline: &headline,
@@ -403,6 +412,7 @@ fn digest(
         count: n,
         groups: &groups,
         approve_all_url: &approve_all_url,
+        yesterday: &yesterday,
     }
     .render()
     .unwrap_or_default();
@@ -415,6 +425,7 @@ fn digest(
         count: n,
         groups: &groups,
         approve_all_url: &approve_all_url,
+        yesterday: &yesterday,
     }
     .render()
     .unwrap_or_default();

@@ -2,8 +2,10 @@
 
 pub mod admin;
 pub mod approval;
+pub mod attribution;
 pub mod emitter;
 pub mod privacy;
 pub mod receiver;
+pub mod report;
 pub mod scan;
 pub mod slots;

@@ -582,6 +582,8 @@ mod tests {
             attempts: 0,
             last_error: None,
             lease_until: None,
+            suppression: None,
+            converted: None,
             rev: 0,
             slot: None,
         }

@@ -13,11 +13,12 @@ use jiff::Timestamp;
 use crate::ids::PracticeId;
 use crate::inbound::{self, EventData, InboundEvent, MAX_BODY_BYTES, Refusal, RefusalCode};
 use crate::ports::{
-    ActionRepo, Clock, DomainEvent, EntityRepo, EventPublisher, PatientRecords, PortError,
-    PracticeRepo, SlotIndex, StoreError,
+    ActionRepo, Clock, DomainEvent, EntityRepo, EventPublisher, PatientIndex, PatientRecords,
+    PortError, PracticeRepo, SlotIndex, StoreError,
 };
 use crate::practice::Practice;
 use crate::secrets::SecretCache;
+use crate::service::attribution::{self, Booking};
 use crate::service::privacy::{self, PrivacyDeps};
 use crate::signature::{self, SignatureError, SignedHeaders};
 use crate::state::{
@@ -33,6 +34,8 @@ pub struct ReceiverDeps<'a> {
     pub actions: &'a dyn ActionRepo,
     /// Rotation and erasure find everything stored for a ref.
     pub records: &'a dyn PatientRecords,
+    /// Attribution finds a booking patient's delivered actions.
+    pub patients: &'a dyn PatientIndex,
     pub bus: &'a dyn EventPublisher,
     /// A booking that takes an open slot fills it (slot fill withdraws its offers).
     pub slots: &'a dyn SlotIndex,
@@ -170,9 +173,10 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
 }
 
 /// Applies parsed events: groups them by the record they touch, merges each group into the
-/// stored record, writes each changed record once; then runs the batch's ref rotations and
-/// erasures in batch order (so whatever the batch said about an old ref ends up re-keyed or
-/// erased too); then publishes what needs real-time work.
+/// stored record, writes each changed record once; then runs the batch's attributions
+/// (bookings converting delivered triggers), ref rotations and erasures in batch order (so
+/// whatever the batch said about an old ref ends up re-keyed or erased too); then publishes
+/// what needs real-time work.
 pub async fn apply(
     deps: &ReceiverDeps<'_>,
     practice: &Practice,
@@ -218,6 +222,22 @@ pub async fn apply(
     };
     for ev in events {
         changed += match &ev.data {
+            // Every booking, redeliveries too: a crash after the appointment write is finished
+            // by the retry, and converting what is converted already writes nothing.
+            EventData::AppointmentBooked {
+                patient_ref,
+                treatment,
+                ..
+            } => {
+                let booking = Booking {
+                    patient: patient_ref,
+                    treatment: *treatment,
+                    booked_at: ev.occurred_at,
+                };
+                attribution::attribute(deps.actions, deps.patients, practice, &booking)
+                    .await?
+                    .map_or(0, |_| 1)
+            }
             EventData::PatientRefRotated { old_ref, new_ref } => {
                 privacy::rotate(&pdeps, practice, old_ref, new_ref).await?
             }

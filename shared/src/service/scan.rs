@@ -4,6 +4,11 @@
 //! record against consent and bookings ahead, creates actions with deterministic ids, marks
 //! the record as actioned (which takes it out of the index), and hands the new actions to
 //! approval-check in one message. A re-run for the same practice and date adds nothing.
+//!
+//! A gap that is due but not acted on (opted out, booked ahead, kind off, cooldown, monthly
+//! cap, superseded) is recorded too: an action in status `Suppressed` with its reason, under
+//! the id the action would have had, so the report counts it once however often the scan
+//! runs. If the gap may be acted on at a later look, that record becomes the action.
 
 use jiff::civil::Date;
 use jiff::{Timestamp, ToSpan};
@@ -186,7 +191,12 @@ async fn evaluate(
     // What is due today, and whom it concerns.
     let due = match &entity {
         Entity::PatientTreatment(pt) if pt.recheck_on.is_none_or(|r| r <= day) => {
-            rules::due_on_day(pt, practice, day).map(|(g, superseded)| {
+            rules::due_on_day(pt, practice, day).map(|(g, _)| {
+                // The gaps due with the winner lose to it (one message per category).
+                let superseded: Vec<Gap> = rules::open_gaps(pt, practice)
+                    .into_iter()
+                    .filter(|o| o.due <= day && *o != g)
+                    .collect();
                 (
                     g,
                     superseded,
@@ -203,7 +213,7 @@ async fn evaluate(
                     a.patient.as_ref().map(|p| {
                         (
                             g,
-                            0,
+                            Vec::new(),
                             p.value.patient_ref.clone(),
                             p.value.treatment,
                             a.starts_on.as_ref().map(|s| s.value),
@@ -217,8 +227,11 @@ async fn evaluate(
         // A stale index entry (a newer event moved the date): put it right.
         return rewrite(deps, practice, &entity, version).await;
     };
-    for _ in 0..superseded {
-        suppressed(run, gap.kind, Suppression::Superseded);
+    let evidence = evidence.unwrap_or(gap.due);
+    for lost in &superseded {
+        suppressed(run, lost.kind, Suppression::Superseded);
+        let a = new_action(deps, practice, lost, &patient, treatment, evidence, day);
+        record_suppression(deps, a, Suppression::Superseded).await?;
     }
     let outcome = match suppression(deps, run, &gap, &patient, treatment).await? {
         Some((reason, recheck)) => Outcome::Suppress(gap, reason, recheck),
@@ -227,21 +240,34 @@ async fn evaluate(
     match outcome {
         Outcome::Suppress(gap, reason, recheck) => {
             suppressed(run, gap.kind, reason);
-            tracing::info!(practice_id = %practice.id, kind = gap.kind.as_str(), reason = reason.as_str(), "gap suppressed");
+            let a = new_action(deps, practice, &gap, &patient, treatment, evidence, day);
+            tracing::info!(practice_id = %practice.id, action_id = %a.id, kind = gap.kind.as_str(), reason = reason.as_str(), "gap suppressed");
+            record_suppression(deps, a, reason).await?;
             park(&mut entity, practice, day, reason, recheck);
         }
         Outcome::Act(gap) => {
-            let evidence = evidence.unwrap_or(gap.due);
             let action = new_action(deps, practice, &gap, &patient, treatment, evidence, day);
             let id = action.id.clone();
             if deps.actions.create_action(&action).await? {
                 run.report.created.push(id.clone());
                 run.hand_over.push(id);
-            } else if let Some(existing) = deps.actions.get_action(&practice.id, &id).await?
-                && existing.status == ActionStatus::Proposed
-            {
-                // A run that crashed after creating it never handed it over.
-                run.hand_over.push(id);
+            } else if let Some(existing) = deps.actions.get_action(&practice.id, &id).await? {
+                match existing.status {
+                    // A run that crashed after creating it never handed it over.
+                    ActionStatus::Proposed => run.hand_over.push(id),
+                    // Suppressed on an earlier night, due now: the record becomes the action.
+                    ActionStatus::Suppressed if existing.suppressed_by_scan() => {
+                        let revived = Action {
+                            rev: existing.rev,
+                            ..action.clone()
+                        };
+                        if deps.actions.update_action(&revived).await? {
+                            run.report.created.push(id.clone());
+                            run.hand_over.push(id);
+                        }
+                    }
+                    _ => {}
+                }
             }
             run.nudged
                 .entry(patient)
@@ -255,6 +281,34 @@ async fn evaluate(
 
 fn suppressed(run: &mut Run<'_>, kind: ActionKind, reason: Suppression) {
     run.report.suppressed.push((kind, reason));
+}
+
+/// Keeps a suppressed gap as an action in status `Suppressed`, under the id the action would
+/// have had: a re-run or a redelivered scan message finds it and adds nothing. A gap parked
+/// and suppressed again later keeps one record, with the latest reason.
+async fn record_suppression(
+    deps: &ScanDeps<'_>,
+    mut action: Action,
+    reason: Suppression,
+) -> Result<(), ScanError> {
+    action.status = ActionStatus::Suppressed;
+    action.suppression = Some(reason);
+    if deps.actions.create_action(&action).await? {
+        return Ok(());
+    }
+    if let Some(existing) = deps
+        .actions
+        .get_action(&action.practice_id, &action.id)
+        .await?
+        && existing.suppressed_by_scan()
+        && existing.suppression != Some(reason)
+    {
+        let mut next = existing;
+        next.suppression = Some(reason);
+        // Lost a race: the other writer's state stands; the next scan looks again.
+        deps.actions.update_action(&next).await?;
+    }
+    Ok(())
 }
 
 /// Marks the gaps due on `day` as settled (the record leaves the index until its next gap).
@@ -292,15 +346,8 @@ fn new_action(
     evidence: Date,
     day: Date,
 ) -> Action {
-    let id = ActionId::derive(&[
-        practice.id.as_str(),
-        gap.kind.as_str(),
-        patient.as_str(),
-        treatment.as_str(),
-        &gap.due.to_string(),
-    ]);
     Action {
-        id,
+        id: gap_id(practice, gap, patient, treatment),
         practice_id: practice.id.clone(),
         kind: gap.kind,
         patient_ref: patient.clone(),
@@ -318,9 +365,22 @@ fn new_action(
         attempts: 0,
         last_error: None,
         lease_until: None,
+        suppression: None,
+        converted: None,
         rev: 0,
         slot: None,
     }
+}
+
+/// The gap's deterministic action id (same gap, same id).
+fn gap_id(practice: &Practice, gap: &Gap, patient: &OpaqueRef, treatment: Treatment) -> ActionId {
+    ActionId::derive(&[
+        practice.id.as_str(),
+        gap.kind.as_str(),
+        patient.as_str(),
+        treatment.as_str(),
+        &gap.due.to_string(),
+    ])
 }
 
 /// Why the gap must not become an action now, and when to look again.
@@ -364,8 +424,10 @@ async fn suppression(
             until.max(day).saturating_add(1.day()),
         )));
     }
-    // Cooldown and the monthly cap count every action that may reach the patient.
+    // Cooldown and the monthly cap count every action that may reach the patient (not
+    // suppressed gaps, and not this gap's own action, which a crashed run may have left).
     let policy = &practice.policy;
+    let own = gap_id(practice, gap, patient, treatment);
     let this_run: &[ActionId] = run.nudged.get(patient).map_or(&[], Vec::as_slice);
     if policy.cooldown_days > 0 && !this_run.is_empty() {
         return Ok(Some((
@@ -378,16 +440,7 @@ async fn suppression(
         .actions_of(&practice.id, patient)
         .await?
         .iter()
-        .filter(|a| !this_run.contains(&a.id))
-        .filter(|a| {
-            matches!(
-                a.status,
-                ActionStatus::Proposed
-                    | ActionStatus::Pending
-                    | ActionStatus::Approved
-                    | ActionStatus::Delivered
-            )
-        })
+        .filter(|a| a.counts_as_nudge() && a.id != own && !this_run.contains(&a.id))
         .map(|a| practice.local_date(a.created_at))
         .filter(|d| *d > day.saturating_sub(30.days()) && *d <= day)
         .collect();

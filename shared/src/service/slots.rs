@@ -383,6 +383,8 @@ fn offer_for(
         last_error: None,
         lease_until: None,
         rev: 0,
+        suppression: None,
+        converted: None,
         slot: Some(SlotDetails {
             slot_ref: slot.slot_ref.clone(),
             starts_at: slot.starts_at,
