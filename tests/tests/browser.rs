@@ -176,13 +176,16 @@ async fn the_owner_decides_in_a_real_browser() {
     let (a, b_, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
     let mut code = BTreeMap::new();
     for id in &ids {
-        let action = ts
-            .store()
-            .get_action(&ts.practice, id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(action.status, ActionStatus::Pending);
+        // The e-mail goes out just before the actions are marked pending.
+        let action = eventually(WAIT, || async {
+            ts.store()
+                .get_action(&ts.practice, id)
+                .await
+                .unwrap()
+                .filter(|a| a.status == ActionStatus::Pending)
+        })
+        .await
+        .expect("pending");
         code.insert(id.clone(), action.patient_ref.short_code());
     }
 

@@ -39,6 +39,7 @@ impl Deps {
             practices: s,
             actions: s,
             log: s,
+            audit: s,
             tokens: s,
             bus: &self.bus,
             mailer: &self.mailer,

@@ -50,6 +50,7 @@ impl Deps {
             patients: s,
             actions: s,
             candidates: &self.candidates,
+            audit: s,
             clock: &self.adapters.clock,
         }
     }

@@ -49,6 +49,7 @@ impl Deps {
             entities: s,
             actions: s,
             transport: &self.transport,
+            audit: s,
             secrets: &self.adapters.secrets,
             clock: &self.adapters.clock,
             policy: self.policy,

@@ -10,7 +10,7 @@ use jiff::civil::Date;
 use pil_aws::{Adapters, Clients, Config, Meter};
 use pil_shared::action::ActionKind;
 use pil_shared::ids::PracticeId;
-use pil_shared::ports::PracticeRepo;
+use pil_shared::ports::{AuditLog, PracticeRepo};
 use pil_shared::practice::Mode;
 use pil_shared::service::admin::{self, KindChange, NewPractice};
 use pil_shared::service::report;
@@ -89,6 +89,24 @@ enum Cmd {
     /// reason), delivered, converted, recovered revenue and conversion rate, for the actions
     /// created on the practice-local days FROM..=TO. A table, or JSON with --json.
     Report(ReportArgs),
+    /// The practice's tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Walk the hash chain; exits non-zero naming the first changed, removed or reordered
+    /// record.
+    Verify {
+        #[arg(long)]
+        practice_id: String,
+    },
+    /// Print the records (JSON, oldest first).
+    Show {
+        #[arg(long)]
+        practice_id: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -330,6 +348,21 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 "created": report.created, "handed_over": report.handed_over,
                 "suppressed": report.suppressed,
             })
+        }
+        Cmd::Audit(AuditCmd::Verify { practice_id: id }) => {
+            let pid = practice_id(&id)?;
+            let (records, head) = store.audit_trail(&pid).await?;
+            let head = head.as_ref().map(|(s, h)| (*s, h.as_str()));
+            let summary = pil_shared::audit::verify(&records, head, jiff::Timestamp::now())
+                .map_err(|b| anyhow!("audit trail of {pid} is broken at {b}"))?;
+            serde_json::json!({"practice_id": pid, "verified": true, "records": summary.records,
+                "first_seq": summary.first_seq, "last_seq": summary.last_seq, "head": summary.head})
+        }
+        Cmd::Audit(AuditCmd::Show { practice_id: id }) => {
+            let pid = practice_id(&id)?;
+            let (mut records, _) = store.audit_trail(&pid).await?;
+            records.sort_by_key(|r| r.seq);
+            serde_json::to_value(records)?
         }
         Cmd::Report(r) => {
             let pid = practice_id(&r.practice_id)?;

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::action::ActionKind;
 use crate::ids::PracticeId;
-use crate::ports::{KeyService, PortError, PracticeRepo, StoreError};
+use crate::ports::{AuditLog, KeyService, PortError, PracticeRepo, StoreError};
 use crate::practice::{self, ConfigError, KindPolicy, Mode, Policy, Practice};
 use crate::secrets::{self, OpenedSecrets};
 use crate::signature::WebhookSecret;
@@ -157,8 +157,12 @@ impl KindChange {
 }
 
 /// Changes one kind's settings (see [`set_policy`]).
+/// What policy changes need: the practice and its audit chain.
+pub trait AdminStore: PracticeRepo + AuditLog {}
+impl<T: PracticeRepo + AuditLog> AdminStore for T {}
+
 pub async fn set_kind_policy(
-    repo: &dyn PracticeRepo,
+    repo: &dyn AdminStore,
     id: &PracticeId,
     kind: ActionKind,
     change: KindChange,
@@ -170,10 +174,22 @@ pub async fn set_kind_policy(
 /// version-checked write (retried on a concurrent change); the change is logged with the
 /// policy before and after (no PHI in a policy).
 pub async fn set_policy(
-    repo: &dyn PracticeRepo,
+    repo: &dyn AdminStore,
     id: &PracticeId,
     kind: Option<ActionKind>,
     change: KindChange,
+) -> Result<Policy, AdminError> {
+    set_policy_as(repo, id, kind, change, "admin").await
+}
+
+/// [`set_policy`] on behalf of `actor` (`admin` for the CLI, `owner:<hash>` from the settings
+/// page); the change is appended to the audit chain with the policy before and after.
+pub async fn set_policy_as(
+    repo: &dyn AdminStore,
+    id: &PracticeId,
+    kind: Option<ActionKind>,
+    change: KindChange,
+    actor: &str,
 ) -> Result<Policy, AdminError> {
     change.check()?;
     if kind.is_none() && change.has_kind_settings() {
@@ -214,6 +230,15 @@ pub async fn set_policy(
         p.version += 1;
         match repo.put_practice(&p, Some(expected)).await {
             Ok(()) => {
+                crate::audit::record(
+                    repo,
+                    id,
+                    crate::audit::AuditEvent::new(actor, "policy_changed").details(
+                        serde_json::json!({"kind": kind.map(ActionKind::as_str), "before": before, "after": p.policy}),
+                    ),
+                    jiff::Timestamp::now(),
+                )
+                .await;
                 tracing::info!(practice_id = %id, event = "policy_changed", kind = kind.map(ActionKind::as_str).unwrap_or("-"),
                     before = %serde_json::to_string(&before).unwrap_or_default(),
                     after = %serde_json::to_string(&p.policy).unwrap_or_default(), "policy changed");

@@ -22,6 +22,8 @@ pub struct ApprovalDeps<'a> {
     /// The digest's "Yesterday" line reads the recent deliveries.
     pub log: &'a dyn ActionLog,
     pub tokens: &'a dyn TokenLedger,
+    /// Every decision is appended to the practice's audit chain.
+    pub audit: &'a dyn crate::ports::AuditLog,
     pub bus: &'a dyn EventPublisher,
     pub mailer: &'a dyn Mailer,
     pub secrets: &'a SecretCache,
@@ -100,6 +102,20 @@ pub async fn handle_candidates(
                 next.decided_at = Some(now);
                 if deps.actions.update_action(&next).await? {
                     report.suppressed.push(action.id.clone());
+                    crate::audit::record(
+                        deps.audit,
+                        &practice.id,
+                        crate::audit::AuditEvent::new(
+                            format!("policy:{}:off", action.kind),
+                            "action_suppressed",
+                        )
+                        .action(&action.id)
+                        .details(
+                            serde_json::json!({"kind": action.kind.as_str(), "reason": "kind_off"}),
+                        ),
+                        now,
+                    )
+                    .await;
                 }
             }
             Mode::Auto => {
@@ -127,9 +143,27 @@ pub async fn handle_candidates(
                     report.auto_approved.push(action.id.clone());
                 } else {
                     report.fell_back += 1;
-                    tracing::info!(practice_id = %practice.id, action_id = %action.id,
-                        reason = if within_value { "over_daily_auto_limit" } else { "over_auto_value_limit" },
+                    let reason = if within_value {
+                        "over_daily_auto_limit"
+                    } else {
+                        "over_auto_value_limit"
+                    };
+                    tracing::info!(practice_id = %practice.id, action_id = %action.id, reason,
                         "auto-approval limit reached; owner approval needed");
+                    crate::audit::record(
+                        deps.audit,
+                        &practice.id,
+                        crate::audit::AuditEvent::new(
+                            format!("policy:{}:auto", action.kind),
+                            "auto_limit_fell_back",
+                        )
+                        .action(&action.id)
+                        .details(
+                            serde_json::json!({"kind": action.kind.as_str(), "reason": reason}),
+                        ),
+                        now,
+                    )
+                    .await;
                     for_owner.push(action);
                 }
             }
@@ -190,11 +224,21 @@ async fn approve(
 ) -> Result<bool, ApprovalError> {
     let mut next = action.clone();
     next.status = ActionStatus::Approved;
+    let actor = crate::audit::actor_of(&by);
     next.decided_by = Some(by);
     next.decided_at = Some(now);
     if !deps.actions.update_action(&next).await? {
         return Ok(false);
     }
+    crate::audit::record(
+        deps.audit,
+        &action.practice_id,
+        crate::audit::AuditEvent::new(actor, "action_approved")
+            .action(&action.id)
+            .details(serde_json::json!({"kind": action.kind.as_str(), "value": action.value})),
+        now,
+    )
+    .await;
     deps.bus
         .publish(&[DomainEvent::ActionApproved {
             practice_id: action.practice_id.clone(),
@@ -748,10 +792,26 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
                     approver: claims.approver.clone(),
                 });
                 next.decided_at = Some(now);
-                deps.actions
+                let done = deps
+                    .actions
                     .update_action(&next)
                     .await
-                    .map_err(ApprovalError::from)
+                    .map_err(ApprovalError::from);
+                if matches!(done, Ok(true)) {
+                    crate::audit::record(
+                        deps.audit,
+                        &practice.id,
+                        crate::audit::AuditEvent::new(
+                            format!("owner:{}", claims.approver),
+                            "action_rejected",
+                        )
+                        .action(&a.id)
+                        .details(serde_json::json!({"kind": a.kind.as_str(), "value": a.value})),
+                        now,
+                    )
+                    .await;
+                }
+                done
             }
         };
         match ok {

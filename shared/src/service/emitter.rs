@@ -22,6 +22,8 @@ pub struct EmitterDeps<'a> {
     pub entities: &'a dyn EntityRepo,
     pub actions: &'a dyn ActionRepo,
     pub transport: &'a dyn TriggerTransport,
+    /// Deliveries, failures and withdrawals are appended to the audit chain.
+    pub audit: &'a dyn crate::ports::AuditLog,
     pub secrets: &'a SecretCache,
     pub clock: &'a dyn Clock,
     pub policy: RetryPolicy,
@@ -169,7 +171,15 @@ pub async fn emit(
             .get_entity(practice_id, &EntityKey::Slot(slot.slot_ref.clone()))
             .await?;
         if matches!(stored.map(|s| s.value), Some(Entity::Slot(s)) if s.filled) {
-            crate::service::slots::withdraw(deps.actions, practice_id, &action.id).await?;
+            if crate::service::slots::withdraw(deps.actions, practice_id, &action.id).await? {
+                audit(
+                    deps,
+                    &action,
+                    "offer_withdrawn",
+                    serde_json::json!({"reason": "slot_filled"}),
+                )
+                .await;
+            }
             return Ok(EmitOutcome::Dropped("slot_filled"));
         }
     }
@@ -211,6 +221,7 @@ pub async fn emit(
             done.lease_until = None;
             done.last_error = None;
             deps.actions.update_action(&done).await?;
+            audit(deps, &done, "trigger_delivered", serde_json::json!({"kind": done.kind.as_str(), "status": r.status, "attempt": attempt})).await;
             Ok(EmitOutcome::Delivered)
         }
         Ok(r) if r.status == 410 => {
@@ -280,8 +291,33 @@ async fn fail(deps: &EmitterDeps<'_>, action: &Action, reason: &str) -> Result<(
     failed.status = ActionStatus::Failed;
     failed.lease_until = None;
     failed.last_error = Some(reason.to_owned());
-    deps.actions.update_action(&failed).await?;
+    if deps.actions.update_action(&failed).await? {
+        audit(
+            deps,
+            action,
+            "trigger_failed",
+            serde_json::json!({"kind": action.kind.as_str(), "reason": reason}),
+        )
+        .await;
+    }
     Ok(())
+}
+
+async fn audit(
+    deps: &EmitterDeps<'_>,
+    action: &Action,
+    event: &'static str,
+    details: serde_json::Value,
+) {
+    crate::audit::record(
+        deps.audit,
+        &action.practice_id,
+        crate::audit::AuditEvent::new("emitter", event)
+            .action(&action.id)
+            .details(details),
+        deps.clock.now(),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ pub struct SlotDeps<'a> {
     pub patients: &'a dyn PatientIndex,
     pub actions: &'a dyn ActionRepo,
     pub candidates: &'a dyn CandidateSink,
+    /// Withdrawals are appended to the audit chain.
+    pub audit: &'a dyn crate::ports::AuditLog,
     pub clock: &'a dyn Clock,
 }
 
@@ -206,6 +208,15 @@ pub async fn filled(
         for id in slot.offers.iter().flatten() {
             if withdraw(deps.actions, practice_id, id).await? {
                 report.withdrawn += 1;
+                crate::audit::record(
+                    deps.audit,
+                    practice_id,
+                    crate::audit::AuditEvent::new("slot_fill", "offer_withdrawn")
+                        .action(id)
+                        .details(serde_json::json!({"reason": "slot_filled"})),
+                    deps.clock.now(),
+                )
+                .await;
             }
         }
         report.offers = slot.offers.unwrap_or_default();
