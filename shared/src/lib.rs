@@ -15,5 +15,7 @@ pub mod secrets;
 pub mod service;
 pub mod signature;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod token;
 pub mod treatment;

@@ -322,12 +322,15 @@ async fn upsert(
     for _ in 0..MAX_CONFLICT_RETRIES {
         let stored = deps.entities.get_entity(&practice.id, &key).await?;
         let expected = stored.as_ref().map(|s| s.version);
-        let mut entity = stored.map(|s| s.value).unwrap_or_else(|| empty(&key, evs));
-        let mut changed = false;
+        let before = stored.map(|s| s.value);
+        let mut entity = before.clone().unwrap_or_else(|| empty(&key, evs));
+        let mut touched = false;
         for ev in evs {
-            changed |= merge(&mut entity, ev, practice);
+            touched |= merge(&mut entity, ev, practice);
         }
-        if !changed && expected.is_some() {
+        // A merge can set a field and clear it again (a start minute already past when it
+        // arrives): that changes nothing, and a redelivery must not cost a write.
+        if expected.is_some() && (!touched || before.as_ref() == Some(&entity)) {
             return Ok(false);
         }
         let due = due_index_date(practice, &entity);
@@ -412,7 +415,8 @@ fn merge_minute(
     changed | a.forget_stale_minute()
 }
 
-/// Merges one event into its record. Returns whether anything changed.
+/// Merges one event into its record. Returns whether it touched anything (`false`: nothing
+/// changed).
 fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
     let at = ev.occurred_at;
     match (entity, &ev.data) {

@@ -1,0 +1,904 @@
+//! Correctness under disorder (DESIGN §4.1: "out-of-order delivery is normal"; §5: "same gap
+//! → same id"), as properties over generated practice histories.
+//!
+//! A history is a few patients × treatments: completions (days ago, some in a series, some
+//! with a cycle override), bookings with reschedules, cancellations and no-shows, opt-outs and
+//! opt-ins, each event with its own `occurred_at`. It is delivered through the receiver
+//! service (signed JSON bodies, as the PMS sends them) in a random order, with random
+//! duplicates, split into random batches; then the nightly scan runs for the scan date (and,
+//! in some cases, for the one or two nights before it first). The practice's policy varies
+//! (each kind's mode, the cooldown, the monthly cap). Everything runs against the in-memory
+//! ports of `pil_shared::testing`.
+//!
+//! 1. Any two deliveries of the same history give the same stored records and the same
+//!    actions, scan reports and hand-overs.
+//! 2. A re-run of the scans adds nothing and writes nothing, also after the history is
+//!    delivered again.
+//! 3. The same gap gets the same action id in independent runs (fresh stores, other arrival
+//!    orders, another clock, a later scan date), and different gaps different ids.
+//!
+//! One known bug is left out of the comparisons: an appointment's start minute
+//! (`Appointment::slot_start`) depends on arrival order. The two `#[ignore]`d tests below
+//! pin it down; see [`comparable`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp};
+use pil_shared::action::{Action, ActionKind};
+use pil_shared::ids::{OpaqueRef, PracticeId};
+use pil_shared::ports::{CandidateBatch, Clock, PracticeRepo};
+use pil_shared::practice::{Mode, Policy};
+use pil_shared::service::admin::{self, NewPractice};
+use pil_shared::service::receiver::{self, Accepted, Delivery};
+use pil_shared::service::scan::{self, ScanReport};
+use pil_shared::service::slots;
+use pil_shared::signature::{SignedHeaders, WebhookSecret};
+use pil_shared::state::Entity;
+use pil_shared::testing::{EntityRow, World};
+use pil_shared::treatment::Treatment;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::FileFailurePersistence;
+use serde_json::{Value, json};
+
+const PRACTICE: &str = "disorder-clinic";
+/// 03:30 in New York on 2026-11-21: the night of the 21st's scan.
+const NOW: &str = "2026-11-21T08:30:00Z";
+const SCAN_DAY: &str = "2026-11-21";
+
+const PATIENTS: [&str; 4] = [
+    "p_7Hq2kX9mZ4rT1vB8yW3n",
+    "p_Q2w8ErT5yU1iO3pA6sDf",
+    "p_Oth5Tr6yU2iO8pA3sD7",
+    "p_New3Lk8sD2fG6hJ4qW9",
+];
+/// Two appointments per patient at most.
+const APPOINTMENTS: [&str; 8] = [
+    "appt_K3j9Hg2Fd8Sa7Lk4",
+    "appt_Ab3Cd4Ef5Gh6Jk7",
+    "appt_Zy9Xw8Vu7Ts6Rq5",
+    "appt_Mn4Bv7Cx2Zl9Kj3",
+    "appt_Qw2Er8Ty4Ui6Op1",
+    "appt_As5Df3Gh9Jk2Lz7",
+    "appt_Pl7Ok3Ij9Uh2Yg5",
+    "appt_Tf6Rd2Es8Wa4Qz1",
+];
+/// The visits completions refer to (not stored: completions key on patient × treatment).
+const VISITS: [&str; 3] = [
+    "appt_Vs1Tq8Wr3Ey6Ru2",
+    "appt_Vs4Tm7Wn2Eb5Rc9",
+    "appt_Vs6Tk3Wj8Eh1Rg4",
+];
+const PROVIDERS: [&str; 2] = ["prov_Dr4Xk9Qm2Lp7", "prov_Nu8Wz3Tb6Yc1"];
+/// Treatments with a follow-up, a series interval, short and long cycles, and none.
+const TREATMENTS: [Treatment; 7] = [
+    Treatment::Neurotoxin,
+    Treatment::DermalFiller,
+    Treatment::LaserHairRemoval,
+    Treatment::ChemicalPeel,
+    Treatment::Facial,
+    Treatment::HormoneTherapy,
+    Treatment::Consultation,
+];
+
+fn now() -> Timestamp {
+    NOW.parse().unwrap()
+}
+fn scan_day() -> Date {
+    SCAN_DAY.parse().unwrap()
+}
+fn pid() -> PracticeId {
+    PracticeId::parse(PRACTICE).unwrap()
+}
+fn hours_before_now(h: i64) -> Timestamp {
+    now() - SignedDuration::from_hours(h)
+}
+
+/// One inbound event, by index into the ref tables.
+#[derive(Debug, Clone, PartialEq)]
+enum Ev {
+    Completed {
+        visit: usize,
+        patient: usize,
+        treatment: Treatment,
+        series: Option<(u16, u16)>,
+        cycle_days: Option<u16>,
+        at: Timestamp,
+    },
+    Booked {
+        appt: usize,
+        patient: usize,
+        treatment: Treatment,
+        provider: usize,
+        starts_at: Timestamp,
+        duration_min: u16,
+        at: Timestamp,
+    },
+    Rescheduled {
+        appt: usize,
+        starts_at: Timestamp,
+        duration_min: u16,
+        at: Timestamp,
+    },
+    Cancelled {
+        appt: usize,
+        reopens_slot: bool,
+        at: Timestamp,
+    },
+    NoShow {
+        appt: usize,
+        at: Timestamp,
+    },
+    Consent {
+        patient: usize,
+        opted_out: bool,
+        at: Timestamp,
+    },
+}
+
+impl Ev {
+    fn json(&self) -> Value {
+        let (ty, at, data) = match self {
+            Ev::Completed {
+                visit,
+                patient,
+                treatment,
+                series,
+                cycle_days,
+                at,
+            } => {
+                let mut d = json!({
+                    "appointment_ref": VISITS[*visit],
+                    "patient_ref": PATIENTS[*patient],
+                    "treatment": treatment.as_str(),
+                });
+                if let Some((index, of)) = series {
+                    d["series"] = json!({"index": index, "of": of});
+                }
+                if let Some(c) = cycle_days {
+                    d["cycle_days"] = json!(c);
+                }
+                ("appointment.completed", at, d)
+            }
+            Ev::Booked {
+                appt,
+                patient,
+                treatment,
+                provider,
+                starts_at,
+                duration_min,
+                at,
+            } => (
+                "appointment.booked",
+                at,
+                json!({
+                    "appointment_ref": APPOINTMENTS[*appt],
+                    "patient_ref": PATIENTS[*patient],
+                    "treatment": treatment.as_str(),
+                    "provider_ref": PROVIDERS[*provider],
+                    "starts_at": starts_at.to_string(),
+                    "duration_min": duration_min,
+                }),
+            ),
+            Ev::Rescheduled {
+                appt,
+                starts_at,
+                duration_min,
+                at,
+            } => (
+                "appointment.rescheduled",
+                at,
+                json!({
+                    "appointment_ref": APPOINTMENTS[*appt],
+                    "starts_at": starts_at.to_string(),
+                    "duration_min": duration_min,
+                }),
+            ),
+            Ev::Cancelled {
+                appt,
+                reopens_slot,
+                at,
+            } => (
+                "appointment.cancelled",
+                at,
+                json!({"appointment_ref": APPOINTMENTS[*appt], "reopens_slot": reopens_slot}),
+            ),
+            Ev::NoShow { appt, at } => (
+                "appointment.no_show",
+                at,
+                json!({"appointment_ref": APPOINTMENTS[*appt]}),
+            ),
+            Ev::Consent {
+                patient,
+                opted_out,
+                at,
+            } => (
+                if *opted_out {
+                    "patient.opted_out"
+                } else {
+                    "patient.opted_in"
+                },
+                at,
+                json!({"patient_ref": PATIENTS[*patient]}),
+            ),
+        };
+        json!({"type": ty, "occurred_at": at.to_string(), "data": data})
+    }
+}
+
+// ---- generators ----
+
+/// An instant up to `max_days` before now, on the hour (so that ties happen).
+fn past(max_days: i64) -> impl Strategy<Value = Timestamp> {
+    (0..=max_days * 24).prop_map(hours_before_now)
+}
+
+/// A start from a month ago to three months ahead, on the hour.
+fn start() -> impl Strategy<Value = Timestamp> {
+    (-30i64 * 24..=90 * 24).prop_map(|h| hours_before_now(-h))
+}
+
+fn duration() -> impl Strategy<Value = u16> {
+    prop::sample::select(vec![15u16, 30, 45, 60])
+}
+
+fn completion(patient: usize, treatment: Treatment) -> impl Strategy<Value = Ev> {
+    (
+        0..VISITS.len(),
+        prop::option::weighted(
+            0.35,
+            (1u16..=6).prop_flat_map(|of| (1..=of).prop_map(move |i| (i, of))),
+        ),
+        prop::option::weighted(0.2, 20u16..=200),
+        past(420),
+    )
+        .prop_map(move |(visit, series, cycle_days, at)| Ev::Completed {
+            visit,
+            patient,
+            treatment,
+            series,
+            cycle_days,
+            at,
+        })
+}
+
+/// How one appointment ends, after its booking and reschedules.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Open,
+    Cancelled(bool),
+    NoShow,
+}
+
+fn end() -> impl Strategy<Value = End> {
+    prop_oneof![
+        2 => Just(End::Open),
+        1 => any::<bool>().prop_map(End::Cancelled),
+        1 => Just(End::NoShow),
+    ]
+}
+
+/// One appointment's events: a booking (sometimes lost), reschedules, an ending. Each event's
+/// `occurred_at` is drawn independently: the PMS's clock is not ours to trust.
+fn appointment(
+    appt: usize,
+    patient: usize,
+    treatments: Vec<Treatment>,
+) -> impl Strategy<Value = Vec<Ev>> {
+    (
+        any::<Index>(),
+        prop::bool::weighted(0.85),
+        0..PROVIDERS.len(),
+        start(),
+        duration(),
+        past(60),
+        prop::collection::vec((start(), duration(), past(60)), 0..=2),
+        end(),
+        past(60),
+    )
+        .prop_map(
+            move |(t, booked, provider, starts_at, duration_min, at, moves, end, end_at)| {
+                let mut evs = Vec::new();
+                if booked {
+                    evs.push(Ev::Booked {
+                        appt,
+                        patient,
+                        treatment: *t.get(&treatments),
+                        provider,
+                        starts_at,
+                        duration_min,
+                        at,
+                    });
+                }
+                for (starts_at, duration_min, at) in moves {
+                    evs.push(Ev::Rescheduled {
+                        appt,
+                        starts_at,
+                        duration_min,
+                        at,
+                    });
+                }
+                match end {
+                    End::Open => {}
+                    End::Cancelled(reopens_slot) => evs.push(Ev::Cancelled {
+                        appt,
+                        reopens_slot,
+                        at: end_at,
+                    }),
+                    End::NoShow => evs.push(Ev::NoShow { appt, at: end_at }),
+                }
+                evs
+            },
+        )
+}
+
+fn patient_history(patient: usize) -> impl Strategy<Value = Vec<Ev>> {
+    prop::collection::vec(prop::sample::select(TREATMENTS.to_vec()), 1..=2).prop_flat_map(
+        move |treatments| {
+            let completions: Vec<_> = treatments
+                .iter()
+                .map(|t| prop::collection::vec(completion(patient, *t), 0..=3))
+                .collect();
+            let appointments: Vec<_> = (0..2)
+                .map(|j| {
+                    prop::option::weighted(
+                        0.6,
+                        appointment(patient * 2 + j, patient, treatments.clone()),
+                    )
+                })
+                .collect();
+            let change = (any::<bool>(), past(90)).prop_map(move |(opted_out, at)| Ev::Consent {
+                patient,
+                opted_out,
+                at,
+            });
+            // Most patients never change their consent.
+            let consent = prop_oneof![
+                2 => Just(Vec::new()),
+                1 => prop::collection::vec(change, 1..=2),
+            ];
+            (completions, appointments, consent).prop_map(|(c, a, k)| {
+                c.into_iter()
+                    .flatten()
+                    .chain(a.into_iter().flatten().flatten())
+                    .chain(k)
+                    .collect::<Vec<Ev>>()
+            })
+        },
+    )
+}
+
+fn history() -> impl Strategy<Value = Vec<Ev>> {
+    (1..=PATIENTS.len())
+        .prop_flat_map(|n| (0..n).map(patient_history).collect::<Vec<_>>())
+        .prop_map(|per_patient| per_patient.into_iter().flatten().collect::<Vec<Ev>>())
+        .prop_filter("at least one event", |h| !h.is_empty())
+}
+
+/// The practice's policy: each kind's mode, the cooldown and the monthly cap.
+#[derive(Debug, Clone)]
+struct PolicyChoice {
+    modes: Vec<Mode>,
+    cooldown_days: u32,
+    max_nudges: u32,
+}
+
+fn policy() -> impl Strategy<Value = PolicyChoice> {
+    (
+        prop::collection::vec(
+            prop_oneof![4 => Just(Mode::Approve), 1 => Just(Mode::Auto), 1 => Just(Mode::Off)],
+            ActionKind::ALL.len(),
+        ),
+        prop::sample::select(vec![0u32, 14]),
+        prop::sample::select(vec![1u32, 2, 5]),
+    )
+        .prop_map(|(modes, cooldown_days, max_nudges)| PolicyChoice {
+            modes,
+            cooldown_days,
+            max_nudges,
+        })
+}
+
+/// One delivery of a history: every event at least once, some again, shuffled, in batches.
+#[derive(Debug, Clone)]
+struct Plan {
+    order: Vec<usize>,
+    batch_sizes: Vec<usize>,
+}
+
+impl Plan {
+    fn batches(&self) -> Vec<&[usize]> {
+        let mut out = Vec::new();
+        let mut rest = &self.order[..];
+        for size in &self.batch_sizes {
+            if rest.is_empty() {
+                break;
+            }
+            let (b, r) = rest.split_at((*size).min(rest.len()));
+            out.push(b);
+            rest = r;
+        }
+        out
+    }
+}
+
+fn plan(n: usize) -> impl Strategy<Value = Plan> {
+    prop::collection::vec(0..n, 0..=n)
+        .prop_flat_map(move |dups| {
+            let order: Vec<usize> = (0..n).chain(dups).collect();
+            let m = order.len();
+            (
+                Just(order).prop_shuffle(),
+                prop::collection::vec(1usize..=12, m),
+            )
+        })
+        .prop_map(|(order, batch_sizes)| Plan { order, batch_sizes })
+}
+
+// ---- running ----
+
+/// A practice onboarded in a fresh world, with its webhook secret in clear.
+fn onboarded(now: Timestamp, choice: &PolicyChoice) -> (World, WebhookSecret) {
+    let world = World::new(now);
+    futures::executor::block_on(async {
+        let done = admin::create_practice(
+            &world.store,
+            world.keys(),
+            NewPractice {
+                id: pid(),
+                time_zone: "America/New_York".into(),
+                owner_emails: vec!["owner@clinic.example".into()],
+                trigger_url: "https://pms.example.com/triggers".into(),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+        let mut p = world.store.get_practice(&pid()).await.unwrap().unwrap();
+        let mut policy = Policy {
+            cooldown_days: choice.cooldown_days,
+            max_nudges_per_30_days: choice.max_nudges,
+            ..Policy::default()
+        };
+        for (kind, mode) in ActionKind::ALL.iter().zip(&choice.modes) {
+            policy.kinds.entry(*kind).or_default().mode = *mode;
+        }
+        p.policy = policy;
+        let expected = p.version;
+        p.version += 1;
+        world.store.put_practice(&p, Some(expected)).await.unwrap();
+        (world, WebhookSecret::parse(&done.webhook_secret).unwrap())
+    })
+}
+
+/// Posts one signed body to the receiver, as the PMS would; it must be accepted.
+async fn post(world: &World, secret: &WebhookSecret, n: usize, body: &Value) -> Accepted {
+    let body = serde_json::to_vec(body).unwrap();
+    let id = format!("msg_{n}");
+    let ts = world.clock.now().as_second();
+    let sig = secret.sign(&id, ts, &body).unwrap();
+    let ts = ts.to_string();
+    let res = receiver::receive(
+        &world.receiver(),
+        Delivery {
+            practice_id: Some(PRACTICE),
+            content_type: Some("application/json"),
+            headers: SignedHeaders {
+                id: Some(&id),
+                timestamp: Some(&ts),
+                signature: Some(&sig),
+            },
+            body: &body,
+        },
+    )
+    .await;
+    match res {
+        Ok(accepted) => accepted,
+        Err(e) => panic!("delivery {n} refused: {e:?}"),
+    }
+}
+
+/// Delivers `events` by `plan`: one event alone as a bare body, several as `{"events": …}`.
+async fn deliver(world: &World, secret: &WebhookSecret, events: &[Value], plan: &Plan) {
+    for (n, batch) in plan.batches().into_iter().enumerate() {
+        let body = match batch {
+            [one] => events[*one].clone(),
+            _ => json!({"events": batch.iter().map(|j| events[*j].clone()).collect::<Vec<_>>()}),
+        };
+        post(world, secret, n, &body).await;
+    }
+}
+
+async fn scan(world: &World, day: Date) -> ScanReport {
+    scan::scan_practice(&world.scan(), &pid(), day)
+        .await
+        .unwrap()
+}
+
+/// What a run leaves behind, minus what depends on how it was delivered (versions, and how
+/// often a domain event was published).
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    entities: Vec<(String, Entity, Option<Date>)>,
+    actions: Vec<Action>,
+    reports: Vec<ScanReport>,
+    candidates: Vec<CandidateBatch>,
+    published: BTreeSet<String>,
+}
+
+/// A record as the properties compare it. The appointment's start minute (`slot_start`) is
+/// left out, and with it the appointment's version: it depends on arrival order (a known bug,
+/// see `a_stale_no_show_and_a_later_reschedule_commute` and
+/// `a_late_older_booking_does_not_bring_back_a_forgotten_minute`). Everything else about an
+/// appointment (status, day, patient, no-show recovery state) is compared.
+type Row = (String, Entity, Option<Date>, Option<u64>);
+
+fn comparable(row: EntityRow) -> Row {
+    match row.entity {
+        Entity::Appointment(mut a) => {
+            a.slot_start = None;
+            (row.sort_key, Entity::Appointment(a), row.due_on, None)
+        }
+        other => (row.sort_key, other, row.due_on, Some(row.version)),
+    }
+}
+
+/// The store as property 2 compares it: records (with versions) and actions (with revisions).
+fn stored(world: &World) -> (Vec<Row>, Vec<Action>) {
+    (
+        world
+            .store
+            .entities(&pid())
+            .into_iter()
+            .map(comparable)
+            .collect(),
+        world.store.actions(&pid()),
+    )
+}
+
+fn outcome(world: &World, reports: Vec<ScanReport>) -> Outcome {
+    Outcome {
+        entities: world
+            .store
+            .entities(&pid())
+            .into_iter()
+            .map(|r| {
+                // Versions count writes, which depend on how the history was batched.
+                let (sk, e, due, _) = comparable(r);
+                (sk, e, due)
+            })
+            .collect(),
+        actions: world.store.actions(&pid()),
+        reports,
+        candidates: world.bus.candidates(),
+        published: world
+            .bus
+            .events()
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect(),
+    }
+}
+
+/// Onboards the practice in a fresh world, delivers the history by `plan`, runs the scans.
+fn run_once(case: &Case, plan: &Plan) -> (World, WebhookSecret, Outcome) {
+    let (world, secret) = onboarded(now(), &case.policy);
+    let reports = futures::executor::block_on(async {
+        deliver(&world, &secret, &case.events(), plan).await;
+        let mut reports = Vec::new();
+        for day in case.scan_days() {
+            reports.push(scan(&world, day).await);
+        }
+        reports
+    });
+    let out = outcome(&world, reports);
+    (world, secret, out)
+}
+
+/// What identifies a gap: kind, patient, treatment, and the date it opened.
+type GapKey = (ActionKind, OpaqueRef, Treatment, Date);
+
+fn gap(a: &Action) -> GapKey {
+    (a.kind, a.patient_ref.clone(), a.treatment, a.due_since)
+}
+
+/// One history, one policy, two deliveries of it, and how many nights before the scan date
+/// the scans start (each night up to the scan date is scanned, in order).
+#[derive(Debug, Clone)]
+struct Case {
+    history: Vec<Ev>,
+    policy: PolicyChoice,
+    one: Plan,
+    two: Plan,
+    nights_before: i64,
+}
+
+impl Case {
+    fn events(&self) -> Vec<Value> {
+        self.history.iter().map(Ev::json).collect()
+    }
+
+    fn scan_days(&self) -> Vec<Date> {
+        (0..=self.nights_before)
+            .rev()
+            .map(|n| scan_day().checked_sub(jiff::Span::new().days(n)).unwrap())
+            .collect()
+    }
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (history(), policy(), 0i64..=2).prop_flat_map(|(history, policy, nights_before)| {
+        let n = history.len();
+        (plan(n), plan(n)).prop_map(move |(one, two)| Case {
+            history: history.clone(),
+            policy: policy.clone(),
+            one,
+            two,
+            nights_before,
+        })
+    })
+}
+
+#[test]
+fn the_refs_pass_the_guard() {
+    for r in PATIENTS
+        .iter()
+        .chain(&APPOINTMENTS)
+        .chain(&VISITS)
+        .chain(&PROVIDERS)
+    {
+        assert!(OpaqueRef::parse(r).is_ok(), "{r}");
+    }
+}
+
+/// Delivers each body separately, returning how many records each changed.
+fn deliver_each(world: &World, secret: &WebhookSecret, bodies: &[Value]) -> Vec<usize> {
+    futures::executor::block_on(async {
+        let mut changed = Vec::new();
+        for (n, body) in bodies.iter().enumerate() {
+            changed.push(post(world, secret, n, body).await.changed);
+        }
+        changed
+    })
+}
+
+fn default_policy() -> PolicyChoice {
+    PolicyChoice {
+        modes: vec![Mode::Approve; ActionKind::ALL.len()],
+        cooldown_days: 14,
+        max_nudges: 2,
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// Found by property 2: a booking reported after its start keeps no minute, and delivering
+/// it again wrote the record again (a new version, `changed: 1`) with nothing changed.
+#[test]
+fn a_redelivered_booking_reported_after_its_start_writes_nothing() {
+    let (world, secret) = onboarded(now(), &default_policy());
+    let booked = Ev::Booked {
+        appt: 0,
+        patient: 0,
+        treatment: Treatment::Neurotoxin,
+        provider: 0,
+        starts_at: ts("2026-11-06T18:00:00Z"),
+        duration_min: 30,
+        at: ts("2026-11-08T12:00:00Z"),
+    }
+    .json();
+    assert_eq!(
+        deliver_each(&world, &secret, &[booked.clone(), booked]),
+        vec![1, 0]
+    );
+    assert_eq!(world.store.entities(&pid())[0].version, 1);
+}
+
+/// Found by property 1 (KNOWN BUG, not fixed): a no-show forgets the appointment's start
+/// minute even when it is older than the reschedule that set the minute, so the minute
+/// survives or not depending on which of the two arrives first. Slot fill reads the minute
+/// when a cancellation reopens the slot, so whether the slot is offered depends on arrival
+/// order. Un-ignore once `Appointment::slot_start` merges commutatively.
+#[test]
+#[ignore = "known bug: Appointment::slot_start depends on arrival order (see test doc)"]
+fn a_stale_no_show_and_a_later_reschedule_commute() {
+    let booked = Ev::Booked {
+        appt: 0,
+        patient: 0,
+        treatment: Treatment::Neurotoxin,
+        provider: 0,
+        starts_at: ts("2026-11-04T15:00:00Z"),
+        duration_min: 30,
+        at: ts("2026-11-01T15:00:00Z"),
+    }
+    .json();
+    // Missed on the 4th (reported on the 5th), then moved to December on the 10th.
+    let resched = Ev::Rescheduled {
+        appt: 0,
+        starts_at: ts("2026-12-01T15:00:00Z"),
+        duration_min: 30,
+        at: ts("2026-11-10T15:00:00Z"),
+    }
+    .json();
+    let no_show = Ev::NoShow {
+        appt: 0,
+        at: ts("2026-11-05T15:00:00Z"),
+    }
+    .json();
+    // Then the appointment is cancelled, reopening its slot.
+    let cancel = Ev::Cancelled {
+        appt: 0,
+        reopens_slot: true,
+        at: ts("2026-11-12T15:00:00Z"),
+    }
+    .json();
+    let run = |bodies: &[Value]| {
+        let (world, secret) = onboarded(now(), &default_policy());
+        deliver_each(&world, &secret, bodies);
+        let minute = match &world.store.entities(&pid())[0].entity {
+            Entity::Appointment(a) => a.slot_start.clone(),
+            other => panic!("not an appointment: {other:?}"),
+        };
+        deliver_each(&world, &secret, std::slice::from_ref(&cancel));
+        let slot = OpaqueRef::parse(APPOINTMENTS[0]).unwrap();
+        let fill = futures::executor::block_on(slots::fill(&world.slots(), &pid(), &slot));
+        (minute, fill.unwrap().outcome)
+    };
+    let first = run(&[booked.clone(), resched.clone(), no_show.clone()]);
+    let second = run(&[booked, no_show, resched]);
+    assert_eq!(
+        first.0, second.0,
+        "the start minute depends on arrival order"
+    );
+    assert_eq!(first.1, second.1, "slot fill depends on arrival order");
+}
+
+/// Found by property 1 (KNOWN BUG, not fixed), the other half of it: forgetting the minute
+/// drops the register with its time, so a late delivery of an *older* booking fills it again.
+/// Here the booking for 10 January is moved to 5 November, and a cancellation after that start
+/// clears the minute; the original booking, delivered late, brings 10 January back, and slot
+/// fill then offers a slot the appointment no longer holds.
+#[test]
+#[ignore = "known bug: Appointment::slot_start depends on arrival order (see test doc)"]
+fn a_late_older_booking_does_not_bring_back_a_forgotten_minute() {
+    let booked = Ev::Booked {
+        appt: 0,
+        patient: 0,
+        treatment: Treatment::Neurotoxin,
+        provider: 0,
+        starts_at: ts("2027-01-10T15:00:00Z"),
+        duration_min: 30,
+        at: ts("2026-10-20T15:00:00Z"),
+    }
+    .json();
+    let resched = Ev::Rescheduled {
+        appt: 0,
+        starts_at: ts("2026-11-05T15:00:00Z"),
+        duration_min: 30,
+        at: ts("2026-10-25T15:00:00Z"),
+    }
+    .json();
+    let cancel = Ev::Cancelled {
+        appt: 0,
+        reopens_slot: true,
+        at: ts("2026-11-06T15:00:00Z"),
+    }
+    .json();
+    let run = |bodies: &[Value]| {
+        let (world, secret) = onboarded(now(), &default_policy());
+        deliver_each(&world, &secret, bodies);
+        let minute = match &world.store.entities(&pid())[0].entity {
+            Entity::Appointment(a) => a.slot_start.clone(),
+            other => panic!("not an appointment: {other:?}"),
+        };
+        let slot = OpaqueRef::parse(APPOINTMENTS[0]).unwrap();
+        let fill = futures::executor::block_on(slots::fill(&world.slots(), &pid(), &slot));
+        (minute, fill.unwrap().outcome)
+    };
+    let in_order = run(&[booked.clone(), resched.clone(), cancel.clone()]);
+    let late_booking = run(&[resched, cancel, booked]);
+    assert_eq!(
+        in_order.0, late_booking.0,
+        "the start minute depends on arrival order"
+    );
+    assert_eq!(
+        in_order.1, late_booking.1,
+        "slot fill depends on arrival order"
+    );
+}
+
+/// `cases` cases; failures are kept next to this file.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/disorder.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config(96))]
+
+    /// 1. The same events in any order, with any duplicates, in any batches, give the same
+    ///    records, actions, scan reports and hand-overs.
+    #[test]
+    fn any_order_and_any_duplicates_give_the_same_actions(case in case()) {
+        let (_, _, one) = run_once(&case, &case.one);
+        let (_, _, two) = run_once(&case, &case.two);
+        prop_assert_eq!(&one.entities, &two.entities, "stored records differ");
+        prop_assert_eq!(&one.actions, &two.actions, "actions differ");
+        prop_assert_eq!(&one.reports, &two.reports, "scan reports differ");
+        prop_assert_eq!(&one.candidates, &two.candidates, "hand-overs differ");
+        prop_assert_eq!(&one.published, &two.published, "published events differ");
+    }
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// 2. A re-run of the scan for the same practice and date adds nothing and writes nothing:
+    ///    right away, and after the whole history was delivered again (in another order, with
+    ///    other duplicates).
+    #[test]
+    fn a_rerun_of_the_scan_adds_nothing(case in case()) {
+        let (world, secret, first) = run_once(&case, &case.one);
+        let snapshot = stored(&world);
+        let rerun_adds_nothing = || async {
+            for day in case.scan_days() {
+                let rerun = scan(&world, day).await;
+                prop_assert!(rerun.created.is_empty(), "re-run of {} created {:?}", day, rerun.created);
+                prop_assert_eq!(rerun.handed_over, 0, "re-run of {} handed over", day);
+                prop_assert_eq!(rerun.due_read, 0, "re-run of {} found something due", day);
+            }
+            prop_assert_eq!(&stored(&world), &snapshot, "a re-run changed the store");
+            prop_assert_eq!(&world.bus.candidates(), &first.candidates);
+            Ok(())
+        };
+        futures::executor::block_on(async {
+            rerun_adds_nothing().await?;
+            deliver(&world, &secret, &case.events(), &case.two).await;
+            prop_assert_eq!(&stored(&world), &snapshot, "a redelivery changed the store");
+            rerun_adds_nothing().await
+        })?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// 3. Action ids are deterministic: in two independent runs (fresh stores, other arrival
+    ///    orders, a clock up to three days apart, scan dates up to three days apart), the same
+    ///    gap gets the same id, and no two gaps share one.
+    #[test]
+    fn the_same_gap_gets_the_same_id_in_independent_runs(
+        case in case(),
+        later_hours in 0i64..=72,
+        later_days in 0i64..=3,
+    ) {
+        let (_, _, one) = run_once(&case, &case.one);
+        let (world, secret) = onboarded(now() + SignedDuration::from_hours(later_hours), &case.policy);
+        let day = scan_day().checked_add(jiff::Span::new().days(later_days)).unwrap();
+        futures::executor::block_on(async {
+            deliver(&world, &secret, &case.events(), &case.two).await;
+            scan(&world, day).await
+        });
+        let two = world.store.actions(&pid());
+        let mut ids: BTreeMap<GapKey, BTreeSet<String>> = BTreeMap::new();
+        let mut gaps: BTreeMap<String, BTreeSet<GapKey>> = BTreeMap::new();
+        for act in one.actions.iter().chain(&two) {
+            ids.entry(gap(act)).or_default().insert(act.id.to_string());
+            gaps.entry(act.id.to_string()).or_default().insert(gap(act));
+        }
+        for (g, i) in &ids {
+            prop_assert_eq!(i.len(), 1, "gap {:?} has ids {:?}", g, i);
+        }
+        for (i, g) in &gaps {
+            prop_assert_eq!(g.len(), 1, "id {} names gaps {:?}", i, g);
+        }
+    }
+}
