@@ -67,7 +67,9 @@ pub struct Appointment {
     /// it is missed, when an event about it arrives after its start, and once its reopened
     /// slot has been taken over (DESIGN §2.3: the precision the rules need).
     #[serde(default)]
-    pub slot_start: Option<Lww<SlotTime>>,
+    /// A register like the others: forgetting keeps its time (value `None`), so an older
+    /// report delivered late cannot bring the minute back.
+    pub slot_start: Option<Lww<Option<SlotTime>>>,
     /// The provider, from the booking (not patient-linked; slot fill offers it).
     #[serde(default)]
     pub provider_ref: Option<Lww<OpaqueRef>>,
@@ -100,10 +102,23 @@ impl Appointment {
         }
     }
 
+    /// The start minute, while it is kept.
+    pub fn start_minute(&self) -> Option<(SlotTime, Timestamp)> {
+        self.slot_start
+            .as_ref()
+            .and_then(|l| l.value.map(|v| (v, l.at)))
+    }
+
     /// Forgets the start minute (keeps the day): the appointment is past, missed, or its
     /// reopened slot is taken over by a slot record.
     pub fn forget_minute(&mut self) -> bool {
-        self.slot_start.take().is_some()
+        match &mut self.slot_start {
+            Some(l) if l.value.is_some() => {
+                l.value = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Forgets the start minute once any event about the appointment was reported at or after
@@ -118,7 +133,9 @@ impl Appointment {
         .flatten()
         .max();
         match (&self.slot_start, latest) {
-            (Some(t), Some(latest)) if t.value.starts_at <= latest => self.forget_minute(),
+            (Some(Lww { value: Some(t), .. }), Some(latest)) if t.starts_at <= latest => {
+                self.forget_minute()
+            }
             _ => false,
         }
     }

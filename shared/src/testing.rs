@@ -124,6 +124,8 @@ struct Tables {
     auto: BTreeMap<(PracticeId, String), u64>,
     /// Used token nonces.
     tokens: BTreeSet<(PracticeId, String)>,
+    /// Audit chains, per practice, in append order.
+    audit: BTreeMap<PracticeId, Vec<crate::audit::AuditRecord>>,
 }
 
 /// A record as a test reads it back: the value, its version, its due-index date.
@@ -601,6 +603,39 @@ impl TokenLedger for MemStore {
     }
 }
 
+#[async_trait]
+impl crate::ports::AuditLog for MemStore {
+    async fn append(
+        &self,
+        practice: &PracticeId,
+        event: &crate::audit::AuditEvent,
+        at: Timestamp,
+    ) -> Result<crate::audit::AuditRecord, StoreError> {
+        self.write()?;
+        let mut t = lock(&self.t);
+        let chain = t.audit.entry(practice.clone()).or_default();
+        let prev = chain.last().map(|r| (r.seq, r.hash.clone()));
+        let r = crate::audit::AuditRecord::next(
+            practice,
+            prev.as_ref().map(|(s, h)| (*s, h.as_str())),
+            event,
+            at,
+        );
+        chain.push(r.clone());
+        Ok(r)
+    }
+
+    async fn audit_trail(
+        &self,
+        practice: &PracticeId,
+    ) -> Result<(Vec<crate::audit::AuditRecord>, Option<(u64, String)>), StoreError> {
+        let t = lock(&self.t);
+        let chain = t.audit.get(practice).cloned().unwrap_or_default();
+        let head = chain.last().map(|r| (r.seq, r.hash.clone()));
+        Ok((chain, head))
+    }
+}
+
 /// Records what the services hand on: candidate batches, domain events, mail.
 #[derive(Debug, Default)]
 pub struct MemBus {
@@ -766,6 +801,7 @@ impl World {
             entities: &self.store,
             actions: &self.store,
             records: &self.store,
+            patients: &self.store,
             bus: &self.bus,
             slots: &self.store,
             secrets: &self.secrets,
@@ -793,6 +829,7 @@ impl World {
             patients: &self.store,
             actions: &self.store,
             candidates: &self.bus,
+            audit: &self.store,
             clock: &self.clock,
         }
     }
@@ -838,6 +875,8 @@ mod tests {
             last_error: None,
             lease_until: None,
             rev: 7,
+            suppression: None,
+            converted: None,
             slot: None,
         }
     }

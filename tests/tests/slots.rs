@@ -320,7 +320,7 @@ async fn a_cancellation_that_reopens_its_slot_is_offered_then_filled() {
         .unwrap();
     match stored.value {
         Entity::Appointment(a) => {
-            assert!(a.slot_start.is_none(), "minute kept on the appointment");
+            assert!(a.start_minute().is_none(), "minute kept on the appointment");
             assert!(a.starts_on.is_some(), "the day stays");
         }
         other => panic!("{other:?}"),

@@ -120,7 +120,10 @@ pub async fn handle_candidates(
             }
             Mode::Auto => {
                 let within_value = action.value <= kp.max_auto_value;
+                // A limit of 0 means none may be auto-approved (the store's counter would
+                // otherwise grant the first).
                 let within_day = within_value
+                    && kp.max_auto_per_day > 0
                     && deps
                         .actions
                         .reserve_auto_approval(

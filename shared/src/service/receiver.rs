@@ -411,7 +411,7 @@ fn merge_minute(
         starts_at,
         duration_min,
     };
-    let changed = Lww::merge(&mut a.slot_start, Lww::new(t, at));
+    let changed = Lww::merge(&mut a.slot_start, Lww::new(Some(t), at));
     changed | a.forget_stale_minute()
 }
 
@@ -467,7 +467,9 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
         }
         (Entity::Appointment(a), EventData::AppointmentNoShow { .. }) => {
             let c1 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::NoShow, at));
-            c1 | a.forget_minute()
+            // Missed: the minute goes, unless a later report (a reschedule) set it again.
+            let c2 = Lww::merge(&mut a.slot_start, Lww::new(None, at));
+            c1 | c2 | a.forget_stale_minute()
         }
         (
             Entity::PatientTreatment(pt),

@@ -270,8 +270,8 @@ async fn open_slot(
         return Ok(None);
     };
     let cancelled = matches!(&appt.status, Some(s) if s.value == AppointmentStatus::Cancelled);
-    let (Some(time), Some(treatment), true) =
-        (appt.slot_start.clone(), appt.treatment(), cancelled)
+    let (Some((time, set_at)), Some(treatment), true) =
+        (appt.start_minute(), appt.treatment(), cancelled)
     else {
         return Ok(None);
     };
@@ -281,10 +281,10 @@ async fn open_slot(
             .provider_ref
             .as_ref()
             .map_or_else(|| slot_ref.clone(), |p| p.value.clone()),
-        starts_at: time.value.starts_at,
-        duration_min: time.value.duration_min,
+        starts_at: time.starts_at,
+        duration_min: time.duration_min,
         treatments: vec![treatment],
-        opened_at: appt.status.as_ref().map_or(time.at, |s| s.at),
+        opened_at: appt.status.as_ref().map_or(set_at, |s| s.at),
         offers: None,
         filled: false,
     };
