@@ -14,6 +14,7 @@ use pil_shared::ports::{AuditLog, PracticeRepo};
 use pil_shared::practice::Mode;
 use pil_shared::service::admin::{self, KindChange, NewPractice};
 use pil_shared::service::report;
+use pil_shared::treatment::Treatment;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -146,6 +147,88 @@ enum PracticeCmd {
         #[arg(long)]
         practice_id: String,
     },
+    /// Change a practice's settings and per-treatment overrides; unspecified ones stay.
+    Update(PracticeUpdateArgs),
+    /// Stop scanning and sending for a practice (inbound events are still accepted).
+    Disable {
+        #[arg(long)]
+        practice_id: String,
+    },
+    /// Resume a disabled practice.
+    Enable {
+        #[arg(long)]
+        practice_id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PracticeUpdateArgs {
+    #[arg(long)]
+    practice_id: String,
+    /// IANA time zone, e.g. America/Chicago.
+    #[arg(long)]
+    time_zone: Option<String>,
+    /// Replaces the owner addresses (repeat for several).
+    #[arg(long = "owner-email")]
+    owner_emails: Vec<String>,
+    /// A new trigger URL (https); also re-enables an endpoint the PMS retired with 410.
+    #[arg(long)]
+    trigger_url: Option<String>,
+    /// Rebook cycle override, TREATMENT=DAYS (or TREATMENT=default); repeat per treatment.
+    #[arg(long = "cycle-days", value_name = "TREATMENT=DAYS")]
+    cycle_days: Vec<String>,
+    /// Average ticket for value estimates, TREATMENT=AMOUNT (or TREATMENT=default).
+    #[arg(long = "avg-ticket", value_name = "TREATMENT=AMOUNT")]
+    avg_ticket: Vec<String>,
+    /// Follow-up interval override, TREATMENT=DAYS (or TREATMENT=default).
+    #[arg(long = "follow-up-days", value_name = "TREATMENT=DAYS")]
+    follow_up_days: Vec<String>,
+    /// Win-back after this many cycles without a visit (2-10, or `default`).
+    #[arg(long)]
+    win_back_multiple: Option<String>,
+}
+
+/// `TREATMENT=N` or `TREATMENT=default`, for `--flag`.
+fn overrides(flag: &str, vals: &[String]) -> Result<Vec<(Treatment, Option<u32>)>> {
+    vals.iter()
+        .map(|v| {
+            let bad = || {
+                anyhow!(
+                    "--{flag}: TREATMENT=NUMBER or TREATMENT=default, TREATMENT one of {}",
+                    Treatment::ALL
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let (t, n) = v.split_once('=').ok_or_else(bad)?;
+            let t = Treatment::parse(t.trim()).ok_or_else(bad)?;
+            let n = match n.trim() {
+                "default" => None,
+                n => Some(n.parse::<u32>().map_err(|_| bad())?),
+            };
+            Ok((t, n))
+        })
+        .collect()
+}
+
+fn practice_json(p: &pil_shared::practice::Practice) -> serde_json::Value {
+    serde_json::json!({
+        "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "trigger_url": p.trigger_url,
+        "disabled": p.disabled, "endpoint_retired": p.endpoint_retired, "last_scan_date": p.last_scan_date,
+        "webhook_secrets": p.secrets.webhook.len(), "policy": p.policy, "cycle_days": p.cycle_days,
+        "avg_ticket": p.avg_ticket, "follow_up_days": p.follow_up_days, "win_back_multiple": p.win_back_multiple,
+    })
+}
+
+fn admin_err(e: admin::AdminError) -> anyhow::Error {
+    match e {
+        admin::AdminError::Invalid { field, rule } => {
+            anyhow!("--{}: {rule}", field.replace('_', "-"))
+        }
+        e => e.into(),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,11 +353,55 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 .get_practice(&practice_id(&id)?)
                 .await?
                 .ok_or_else(|| anyhow!("practice {id} not found"))?;
-            serde_json::json!({
-                "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "trigger_url": p.trigger_url,
-                "disabled": p.disabled, "endpoint_retired": p.endpoint_retired, "last_scan_date": p.last_scan_date,
-                "webhook_secrets": p.secrets.webhook.len(), "policy": p.policy,
-            })
+            practice_json(&p)
+        }
+        Cmd::Practice(PracticeCmd::Update(u)) => {
+            let pid = practice_id(&u.practice_id)?;
+            let update = admin::PracticeUpdate {
+                time_zone: u.time_zone,
+                owner_emails: (!u.owner_emails.is_empty()).then_some(u.owner_emails),
+                trigger_url: u.trigger_url,
+                cycle_days: overrides("cycle-days", &u.cycle_days)?,
+                avg_ticket: overrides("avg-ticket", &u.avg_ticket)?,
+                follow_up_days: overrides("follow-up-days", &u.follow_up_days)?,
+                win_back_multiple: u
+                    .win_back_multiple
+                    .as_deref()
+                    .map(|m| match m {
+                        "default" => Ok(None),
+                        m => m
+                            .parse::<u32>()
+                            .map(Some)
+                            .map_err(|_| anyhow!("--win-back-multiple: a number 2-10, or default")),
+                    })
+                    .transpose()?,
+                disabled: None,
+            };
+            let p =
+                admin::update_practice(store, &pid, update, config.allow_loopback_http(), "admin")
+                    .await
+                    .map_err(admin_err)?;
+            practice_json(&p)
+        }
+        Cmd::Practice(PracticeCmd::Disable { practice_id: id }) => {
+            let update = admin::PracticeUpdate {
+                disabled: Some(true),
+                ..Default::default()
+            };
+            let p = admin::update_practice(store, &practice_id(&id)?, update, false, "admin")
+                .await
+                .map_err(admin_err)?;
+            practice_json(&p)
+        }
+        Cmd::Practice(PracticeCmd::Enable { practice_id: id }) => {
+            let update = admin::PracticeUpdate {
+                disabled: Some(false),
+                ..Default::default()
+            };
+            let p = admin::update_practice(store, &practice_id(&id)?, update, false, "admin")
+                .await
+                .map_err(admin_err)?;
+            practice_json(&p)
         }
         Cmd::Policy(PolicyCmd::Show { practice_id: id }) => {
             let p = store

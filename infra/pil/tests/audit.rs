@@ -170,3 +170,129 @@ async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
     assert!(err.contains("--quiet-hours"), "{err}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn practice_update_overrides_drive_the_rules_and_disable_stops_the_scan() {
+    let stack = Stack::start(StackOptions::ephemeral(workspace_root()).unwrap())
+        .await
+        .unwrap();
+    let env = stack.env.clone();
+    let trigger = stack.pms.trigger_url();
+    let (ok, created, err) = run(
+        &env,
+        &[
+            "practice",
+            "create",
+            "--practice-id",
+            "upd-clinic",
+            "--time-zone",
+            "America/Chicago",
+            "--owner-email",
+            "owner@upd.example",
+            "--trigger-url",
+            &trigger,
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(
+        &env,
+        &[
+            "practice",
+            "update",
+            "--practice-id",
+            "upd-clinic",
+            "--cycle-days",
+            "neurotoxin=60",
+            "--avg-ticket",
+            "neurotoxin=610",
+            "--follow-up-days",
+            "dermal_filler=21",
+            "--win-back-multiple",
+            "3",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out["cycle_days"]["neurotoxin"], 60);
+    assert_eq!(out["avg_ticket"]["neurotoxin"], 610);
+    assert_eq!(out["win_back_multiple"], 3);
+    // Bad values name the flag and the rule.
+    let (ok, _, err) = run(
+        &env,
+        &[
+            "practice",
+            "update",
+            "--practice-id",
+            "upd-clinic",
+            "--cycle-days",
+            "botox=60",
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("--cycle-days"), "{err}");
+    let (ok, _, err) = run(
+        &env,
+        &[
+            "practice",
+            "update",
+            "--practice-id",
+            "upd-clinic",
+            "--cycle-days",
+            "neurotoxin=0",
+        ],
+    )
+    .await;
+    assert!(
+        !ok && err.contains("--cycle-days: between 1 and 1095"),
+        "{err}"
+    );
+
+    // A neurotoxin visit 70 days ago is due under the 60-day override (not the default 90),
+    // valued at the practice's own ticket.
+    let secret =
+        pil_shared::signature::WebhookSecret::parse(created["webhook_secret"].as_str().unwrap())
+            .unwrap();
+    let pms = pil_local::pms::PmsClient::new(&stack.api_url);
+    let patient = pil_local::scenario::new_ref("p");
+    let at = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 70)).to_string();
+    let body = serde_json::json!({"type": "appointment.completed", "occurred_at": at, "data": {
+        "appointment_ref": pil_local::scenario::new_ref("appt"), "patient_ref": patient, "treatment": "neurotoxin"}});
+    let r = pms
+        .send("upd-clinic", &secret, "msg_upd_1", &body.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202);
+
+    // Disabled: the scan does nothing.
+    let (ok, out, err) = run(
+        &env,
+        &["practice", "disable", "--practice-id", "upd-clinic"],
+    )
+    .await;
+    assert!(ok && out["disabled"] == true, "{err}");
+    let (ok, out, err) = run(&env, &["scan", "--practice-id", "upd-clinic"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out["created"].as_array().map(Vec::len), Some(0), "{out}");
+    // Enabled again: the override makes it due.
+    let (ok, _, err) = run(&env, &["practice", "enable", "--practice-id", "upd-clinic"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&env, &["scan", "--practice-id", "upd-clinic"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out["created"].as_array().map(Vec::len), Some(1), "{out}");
+    let (_, trail, _) = run(&env, &["audit", "show", "--practice-id", "upd-clinic"]).await;
+    let events: Vec<&str> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["event"].as_str())
+        .collect();
+    assert_eq!(
+        events,
+        ["practice_updated", "practice_updated", "practice_updated"],
+        "update, disable, enable are audited"
+    );
+    let (ok, _, err) = run(&env, &["audit", "verify", "--practice-id", "upd-clinic"]).await;
+    assert!(ok, "{err}");
+    stack.stop().await;
+}

@@ -11,6 +11,7 @@ use crate::practice::{self, ConfigError, KindPolicy, Mode, Policy, Practice};
 use crate::secrets::{self, OpenedSecrets};
 use crate::signature::WebhookSecret;
 use crate::token::LinkKey;
+use crate::treatment::Treatment;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
@@ -243,6 +244,156 @@ pub async fn set_policy_as(
                     before = %serde_json::to_string(&before).unwrap_or_default(),
                     after = %serde_json::to_string(&p.policy).unwrap_or_default(), "policy changed");
                 return Ok(p.policy);
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
+/// A change to a practice's configuration; `None` (or an empty list) leaves a setting as it
+/// is. Per-treatment overrides: `Some(n)` sets, `None` returns to the default.
+#[derive(Debug, Clone, Default)]
+pub struct PracticeUpdate {
+    pub time_zone: Option<String>,
+    pub owner_emails: Option<Vec<String>>,
+    /// A new URL also re-enables an endpoint the PMS retired with 410.
+    pub trigger_url: Option<String>,
+    pub cycle_days: Vec<(Treatment, Option<u32>)>,
+    pub avg_ticket: Vec<(Treatment, Option<u32>)>,
+    pub follow_up_days: Vec<(Treatment, Option<u32>)>,
+    /// `Some(None)` returns to the default (2).
+    pub win_back_multiple: Option<Option<u32>>,
+    pub disabled: Option<bool>,
+}
+
+impl PracticeUpdate {
+    fn check(&self, allow_loopback_http: bool) -> Result<(), AdminError> {
+        let bad = |field, rule| Err(AdminError::Invalid { field, rule });
+        if let Some(tz) = &self.time_zone {
+            practice::validate_time_zone(tz)?;
+        }
+        if let Some(emails) = &self.owner_emails {
+            if emails.is_empty() {
+                return Err(ConfigError::OwnerEmail.into());
+            }
+            for e in emails {
+                practice::validate_email(e)?;
+            }
+        }
+        if let Some(u) = &self.trigger_url {
+            practice::validate_trigger_url(u, allow_loopback_http)?;
+        }
+        let out_of = |v: &[(Treatment, Option<u32>)], lo: u32, hi: u32| {
+            v.iter().any(|(_, n)| n.is_some_and(|n| n < lo || n > hi))
+        };
+        if out_of(&self.cycle_days, 1, 1095) {
+            return bad("cycle_days", "between 1 and 1095 days");
+        }
+        if out_of(&self.avg_ticket, 1, 100_000) {
+            return bad("avg_ticket", "between 1 and 100000");
+        }
+        if out_of(&self.follow_up_days, 1, 365) {
+            return bad("follow_up_days", "between 1 and 365 days");
+        }
+        if self
+            .win_back_multiple
+            .flatten()
+            .is_some_and(|m| !(2..=10).contains(&m))
+        {
+            return bad("win_back_multiple", "between 2 and 10");
+        }
+        Ok(())
+    }
+
+    /// The names of the settings this update touches (what the audit record lists).
+    fn fields(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        let mut add = |on: bool, name| {
+            if on {
+                f.push(name);
+            }
+        };
+        add(self.time_zone.is_some(), "time_zone");
+        add(self.owner_emails.is_some(), "owner_emails");
+        add(self.trigger_url.is_some(), "trigger_url");
+        add(!self.cycle_days.is_empty(), "cycle_days");
+        add(!self.avg_ticket.is_empty(), "avg_ticket");
+        add(!self.follow_up_days.is_empty(), "follow_up_days");
+        add(self.win_back_multiple.is_some(), "win_back_multiple");
+        add(self.disabled.is_some(), "disabled");
+        f
+    }
+}
+
+/// Changes a practice's configuration (version-checked, retried on a concurrent change) and
+/// appends `practice_updated` (the settings touched, and the overrides before and after) to the
+/// audit chain. Secrets are not changed here.
+pub async fn update_practice(
+    repo: &dyn AdminStore,
+    id: &PracticeId,
+    update: PracticeUpdate,
+    allow_loopback_http: bool,
+    actor: &str,
+) -> Result<Practice, AdminError> {
+    update.check(allow_loopback_http)?;
+    for _ in 0..5 {
+        let mut p = repo
+            .get_practice(id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(id.clone()))?;
+        let before = p.clone();
+        if let Some(tz) = &update.time_zone {
+            p.time_zone.clone_from(tz);
+        }
+        if let Some(e) = &update.owner_emails {
+            p.owner_emails.clone_from(e);
+        }
+        if let Some(u) = &update.trigger_url {
+            p.trigger_url.clone_from(u);
+            p.endpoint_retired = false;
+        }
+        let apply = |m: &mut BTreeMap<Treatment, u32>, v: &[(Treatment, Option<u32>)]| {
+            for (t, n) in v {
+                match n {
+                    Some(n) => drop(m.insert(*t, *n)),
+                    None => drop(m.remove(t)),
+                }
+            }
+        };
+        apply(&mut p.cycle_days, &update.cycle_days);
+        apply(&mut p.avg_ticket, &update.avg_ticket);
+        apply(&mut p.follow_up_days, &update.follow_up_days);
+        if let Some(m) = update.win_back_multiple {
+            p.win_back_multiple = m;
+        }
+        if let Some(d) = update.disabled {
+            p.disabled = d;
+        }
+        if p == before {
+            return Ok(p);
+        }
+        let expected = p.version;
+        p.version += 1;
+        match repo.put_practice(&p, Some(expected)).await {
+            Ok(()) => {
+                let overrides = |x: &Practice| {
+                    serde_json::json!({"cycle_days": x.cycle_days, "avg_ticket": x.avg_ticket,
+                        "follow_up_days": x.follow_up_days, "win_back_multiple": x.win_back_multiple,
+                        "disabled": x.disabled})
+                };
+                crate::audit::record(
+                    repo,
+                    id,
+                    crate::audit::AuditEvent::new(actor, "practice_updated").details(
+                        serde_json::json!({"fields": update.fields(), "before": overrides(&before), "after": overrides(&p)}),
+                    ),
+                    jiff::Timestamp::now(),
+                )
+                .await;
+                tracing::info!(practice_id = %id, event = "practice_updated", fields = ?update.fields(), "practice updated");
+                return Ok(p);
             }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),
