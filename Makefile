@@ -5,7 +5,8 @@
 #   make lint    cfn-lint (with the serverless rules) and checkov on template.yaml
 #   make sam-build  sam build for arm64 (installs SAM CLI, cargo-lambda, zig, the target)
 #   make browser-tools  Debian's chromium for the browser tests (make test calls it)
-#   make bench   criterion benches (not part of make test; they are compiled there)
+#   make bench   criterion benches, then bench-scan (not part of make test; compiled there)
+#   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
 # Every tool is installed by the project into a project-local venv on first use.
 
 SHELL := /bin/bash
@@ -19,7 +20,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint bench sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint bench bench-scan sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -57,8 +58,16 @@ lint: $(CFN_LINT) $(CHECKOV)
 	$(CFN_LINT) --append-rules cfn_lint_serverless.rules -- template.yaml
 	$(CHECKOV) -f template.yaml --framework cloudformation --quiet --compact --skip-download
 
-bench:
+bench: $(MOTO)
 	$(CARGO) bench -p pil-shared --bench inbound
+	$(MAKE) --no-print-directory bench-scan
+
+# The scan's reads must not grow with patients: 10,000 then 100,000 patients with the same due
+# gaps, read units and items per scan compared (fails over ×1.2), then units per inbound event
+# (docs/cost.md). Extra flags: make bench-scan ARGS="--due 200". The dev build is enough: the
+# units counted do not depend on it and the wall time is the emulator's.
+bench-scan: $(MOTO)
+	$(CARGO) run -q -p pil-local --bin scan-bench -- $(ARGS)
 
 # sam build: SAM CLI, cargo-lambda and zig from PyPI (pinned; the venv is rebuilt when the
 # pins change); the arm64 Rust target from rustup. sam build reads infra/samconfig.toml

@@ -102,6 +102,12 @@ impl Clients {
 
     /// For the local stack and tests: a fixed endpoint, region and dummy credentials.
     pub fn local(endpoint: &str, region: &str) -> Self {
+        Self::local_with_timeout(endpoint, region, Duration::from_secs(10))
+    }
+
+    /// [`Self::local`] with another per-attempt timeout (benches whose emulator calls take
+    /// longer than a real service's, e.g. moto querying a 100,000-item table).
+    pub fn local_with_timeout(endpoint: &str, region: &str, attempt: Duration) -> Self {
         let creds = aws_config::Region::new(region.to_owned());
         let cfg = aws_config::SdkConfig::builder()
             .endpoint_url(endpoint)
@@ -118,7 +124,7 @@ impl Clients {
             .behavior_version(aws_config::BehaviorVersion::latest())
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(attempt)
                     .connect_timeout(Duration::from_secs(3))
                     .build(),
             )

@@ -52,6 +52,8 @@ pub struct Counts {
     pub read_units: f64,
     pub write_requests: u64,
     pub read_requests: u64,
+    /// Items returned by gets and queries (what the read units paid for).
+    pub items_read: u64,
 }
 
 impl Counts {
@@ -166,6 +168,7 @@ impl Meter {
         self.with(|c| {
             c.read_units += u;
             c.read_requests += 1;
+            c.items_read += u64::from(item.is_some());
         });
     }
 
@@ -175,6 +178,7 @@ impl Meter {
         self.with(|c| {
             c.read_units += u;
             c.read_requests += 1;
+            c.items_read += items.len() as u64;
         });
     }
 }
@@ -250,6 +254,21 @@ mod tests {
         item.insert("big".into(), s(&"x".repeat(1500)));
         m.write(&item, None);
         assert_eq!(m.snapshot().write_units, 2.0, "1.5 KiB item is two units");
+    }
+
+    #[test]
+    fn counts_read_units_and_items_read() {
+        let m = Meter::enabled();
+        let item: Item = [("pk".to_owned(), s("P#x")), ("sk".to_owned(), s("PT#a"))].into();
+        m.read(Some(&item), true);
+        m.read(None, true);
+        m.query(&[item.clone(), item.clone(), item], false);
+        let c = m.snapshot();
+        assert_eq!(
+            (c.read_units, c.read_requests, c.items_read),
+            (2.5, 3, 4),
+            "a miss costs a unit and reads no item; an index query is eventually consistent"
+        );
     }
 
     #[test]

@@ -65,11 +65,18 @@ impl Story {
 pub fn new_ref(prefix: &str) -> String {
     const A: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut r = rand::rng();
-    let body: String = (0..20)
-        .map(|_| A[r.random_range(0..A.len())] as char)
-        .collect();
-    // Make sure it mixes letters and digits, as the guard expects of an opaque id.
-    format!("{prefix}_{}7{}", &body[..10], &body[10..])
+    loop {
+        let body: String = (0..20)
+            .map(|_| A[r.random_range(0..A.len())] as char)
+            .collect();
+        // Make sure it mixes letters and digits, as the guard expects of an opaque id.
+        let candidate = format!("{prefix}_{}7{}", &body[..10], &body[10..]);
+        // Roughly one draw in a million has a run of nine digits, which the guard refuses as
+        // an identifier from another system: draw again (bulk loads make that many refs).
+        if OpaqueRef::parse(&candidate).is_ok() {
+            return candidate;
+        }
+    }
 }
 
 pub async fn eventually<F, Fut, T>(timeout: Duration, mut f: F) -> Option<T>
