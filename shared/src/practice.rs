@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -135,22 +136,130 @@ impl Policy {
 }
 
 /// Secrets as stored: sealed (KMS ciphertext, base64). Opening them needs the key service.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Rotation (`pil secret rotate`) keeps the replaced secret for an overlap: the previous
+/// webhook secret keeps verifying inbound events, and triggers carry a signature with the
+/// previous trigger secret too, until the overlap ends. At most two of each are kept.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedSecrets {
     /// Inbound webhook secrets, newest first; two during a rotation overlap.
     pub webhook: Vec<String>,
+    /// Until when `webhook[1..]` (the secret the last rotation replaced) verifies: refused
+    /// from this instant on. `None` (a practice never rotated) accepts every listed secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_previous_until: Option<Timestamp>,
     pub trigger: String,
+    /// The trigger secret the last rotation replaced, while triggers are still signed with it
+    /// too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_previous: Option<PreviousSecret>,
     /// Key for approval-link tokens.
     pub link: String,
+}
+
+/// A replaced secret (sealed) and the end of its overlap (exclusive).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub sealed: String,
+    pub until: Timestamp,
+}
+
+impl fmt::Debug for PreviousSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PreviousSecret(<sealed>, until: {})", self.until)
+    }
 }
 
 impl fmt::Debug for SealedSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "SealedSecrets(webhook: {}, <sealed>)",
-            self.webhook.len()
+            "SealedSecrets(webhook: {}, previous until: {:?}, trigger previous until: {:?}, <sealed>)",
+            self.webhook.len(),
+            self.webhook_previous_until,
+            self.trigger_previous.as_ref().map(|p| p.until),
         )
+    }
+}
+
+/// Which secret `pil secret rotate` replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretKind {
+    /// Inbound: the PMS signs events with it.
+    Webhook,
+    /// Outbound: triggers are signed with it; the PMS verifies.
+    Trigger,
+}
+
+impl SecretKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "webhook" => Some(Self::Webhook),
+            "trigger" => Some(Self::Trigger),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Trigger => "trigger",
+        }
+    }
+}
+
+/// What a rotation did to the stored secrets (no secret in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotated {
+    /// The replaced secret works until this instant (exclusive); `now` for no overlap.
+    pub old_valid_until: Timestamp,
+    /// A secret from an earlier rotation that was still inside its overlap and is now
+    /// dropped (at most two are kept): its end of overlap.
+    pub cut_short: Option<Timestamp>,
+}
+
+impl SealedSecrets {
+    /// Puts `new_sealed` in place of the current `which` secret. The current one is kept
+    /// until `now + overlap` (not at all for a zero overlap); anything older is dropped.
+    pub fn rotate(
+        &mut self,
+        which: SecretKind,
+        new_sealed: String,
+        now: Timestamp,
+        overlap: jiff::SignedDuration,
+    ) -> Rotated {
+        let until = now + overlap.max(jiff::SignedDuration::ZERO);
+        let keep = until > now;
+        match which {
+            SecretKind::Webhook => {
+                let cut_short = (self.webhook.len() > 1)
+                    .then_some(self.webhook_previous_until)
+                    .flatten()
+                    .filter(|u| *u > now);
+                let old = std::mem::take(&mut self.webhook).into_iter().next();
+                self.webhook = std::iter::once(new_sealed)
+                    .chain(old.filter(|_| keep))
+                    .collect();
+                self.webhook_previous_until = (self.webhook.len() > 1).then_some(until);
+                Rotated {
+                    old_valid_until: if keep { until } else { now },
+                    cut_short,
+                }
+            }
+            SecretKind::Trigger => {
+                let cut_short = self
+                    .trigger_previous
+                    .as_ref()
+                    .map(|p| p.until)
+                    .filter(|u| *u > now);
+                let old = std::mem::replace(&mut self.trigger, new_sealed);
+                self.trigger_previous = keep.then_some(PreviousSecret { sealed: old, until });
+                Rotated {
+                    old_valid_until: if keep { until } else { now },
+                    cut_short,
+                }
+            }
+        }
     }
 }
 
@@ -332,6 +441,93 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(none.quiet_until(&tz, at(&tz, "2026-11-23T23:00")), None);
+    }
+
+    fn sealed() -> SealedSecrets {
+        SealedSecrets {
+            webhook: vec!["A".into()],
+            trigger: "T1".into(),
+            link: "L".into(),
+            ..SealedSecrets::default()
+        }
+    }
+
+    #[test]
+    fn webhook_rotation_keeps_the_replaced_secret_for_the_overlap_and_at_most_two() {
+        let now: jiff::Timestamp = "2026-11-23T17:00:00Z".parse().unwrap();
+        let h72 = jiff::SignedDuration::from_hours(72);
+        let mut s = sealed();
+        let r = s.rotate(SecretKind::Webhook, "B".into(), now, h72);
+        assert_eq!(s.webhook, ["B", "A"]);
+        assert_eq!(s.webhook_previous_until, Some(now + h72));
+        assert_eq!(r.old_valid_until, now + h72);
+        assert_eq!(r.cut_short, None);
+        // A second rotation inside the overlap drops A (and says until when it was valid).
+        let later = now + jiff::SignedDuration::from_hours(1);
+        let r = s.rotate(SecretKind::Webhook, "C".into(), later, h72);
+        assert_eq!(s.webhook, ["C", "B"]);
+        assert_eq!(r.cut_short, Some(now + h72));
+        assert_eq!(s.webhook_previous_until, Some(later + h72));
+        // After the overlap: the one dropped was refused already, nothing is cut short.
+        let much_later = later + jiff::SignedDuration::from_hours(100);
+        let r = s.rotate(SecretKind::Webhook, "D".into(), much_later, h72);
+        assert_eq!(
+            (s.webhook.as_slice(), r.cut_short),
+            (&["D".to_owned(), "C".to_owned()][..], None)
+        );
+        // No overlap: only the new one is kept, the old one is over now.
+        let r = s.rotate(
+            SecretKind::Webhook,
+            "E".into(),
+            much_later,
+            jiff::SignedDuration::ZERO,
+        );
+        assert_eq!(s.webhook, ["E"]);
+        assert_eq!(s.webhook_previous_until, None);
+        assert_eq!(r.old_valid_until, much_later);
+        // Trigger and link untouched.
+        assert_eq!((s.trigger.as_str(), s.link.as_str()), ("T1", "L"));
+    }
+
+    #[test]
+    fn trigger_rotation_keeps_the_replaced_secret_for_the_overlap() {
+        let now: jiff::Timestamp = "2026-11-23T17:00:00Z".parse().unwrap();
+        let h = jiff::SignedDuration::from_hours(24);
+        let mut s = sealed();
+        let r = s.rotate(SecretKind::Trigger, "T2".into(), now, h);
+        assert_eq!(s.trigger, "T2");
+        assert_eq!(
+            s.trigger_previous,
+            Some(PreviousSecret {
+                sealed: "T1".into(),
+                until: now + h
+            })
+        );
+        assert_eq!((r.old_valid_until, r.cut_short), (now + h, None));
+        assert_eq!(s.webhook, ["A"], "webhook secrets untouched");
+        let r = s.rotate(
+            SecretKind::Trigger,
+            "T3".into(),
+            now,
+            jiff::SignedDuration::ZERO,
+        );
+        assert_eq!((s.trigger.as_str(), &s.trigger_previous), ("T3", &None));
+        assert_eq!((r.old_valid_until, r.cut_short), (now, Some(now + h)));
+        // The sealed forms stay out of Debug.
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("T3") && !dbg.contains("\"A\""), "{dbg}");
+    }
+
+    #[test]
+    fn a_record_written_before_rotation_existed_still_reads() {
+        let old = r#"{"webhook":["A","B"],"trigger":"T","link":"L"}"#;
+        let s: SealedSecrets = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (s.webhook_previous_until, &s.trigger_previous),
+            (None, &None)
+        );
+        // And a never-rotated record is written as before.
+        assert_eq!(serde_json::to_string(&s).unwrap(), old);
     }
 
     #[test]

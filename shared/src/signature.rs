@@ -116,6 +116,29 @@ impl WebhookSecret {
     }
 }
 
+/// The three headers for an outbound message signed with each of `secrets` (space-separated
+/// `v1,` signatures, as Standard Webhooks allows, so a receiver that knows any one of them
+/// verifies it). `None` for no secret or a non-UTF-8 body.
+pub fn signed_headers(
+    secrets: &[&WebhookSecret],
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Option<[(&'static str, String); 3]> {
+    let sigs = secrets
+        .iter()
+        .map(|s| s.sign(id, timestamp, body))
+        .collect::<Option<Vec<_>>>()?;
+    if sigs.is_empty() {
+        return None;
+    }
+    Some([
+        (HEADER_ID, id.to_owned()),
+        (HEADER_TIMESTAMP, timestamp.to_string()),
+        (HEADER_SIGNATURE, sigs.join(" ")),
+    ])
+}
+
 /// Why a signature was refused (all map to HTTP 401, except `BodyNotUtf8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -255,6 +278,37 @@ mod tests {
             verify(headers, b"[]", &[old], 10_000),
             Err(SignatureError::NoMatch)
         );
+    }
+
+    #[test]
+    fn headers_signed_with_two_secrets_verify_with_either_alone() {
+        let (old, new, other) = (
+            WebhookSecret::generate(),
+            WebhookSecret::generate(),
+            WebhookSecret::generate(),
+        );
+        let h = signed_headers(&[&new, &old], "trg_1", 10_000, b"{}").unwrap();
+        let sig = &h[2].1;
+        assert_eq!(sig.split(' ').count(), 2);
+        assert!(sig.split(' ').all(|s| s.starts_with("v1,")));
+        let headers = SignedHeaders {
+            id: Some("trg_1"),
+            timestamp: Some("10000"),
+            signature: Some(sig),
+        };
+        for s in [&old, &new] {
+            assert!(verify(headers, b"{}", std::slice::from_ref(s), 10_000).is_ok());
+        }
+        assert_eq!(
+            verify(headers, b"{}", &[other], 10_000),
+            Err(SignatureError::NoMatch)
+        );
+        // One secret: the same header as `WebhookSecret::headers`.
+        assert_eq!(
+            signed_headers(&[&new], "trg_1", 10_000, b"{}"),
+            new.headers("trg_1", 10_000, b"{}")
+        );
+        assert_eq!(signed_headers(&[], "trg_1", 10_000, b"{}"), None);
     }
 
     #[test]

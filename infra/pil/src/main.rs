@@ -11,7 +11,7 @@ use pil_aws::{Adapters, Clients, Config, Meter};
 use pil_shared::action::ActionKind;
 use pil_shared::ids::PracticeId;
 use pil_shared::ports::{AuditLog, PracticeRepo};
-use pil_shared::practice::Mode;
+use pil_shared::practice::{Mode, SecretKind};
 use pil_shared::service::admin::{self, KindChange, NewPractice};
 use pil_shared::service::report;
 use pil_shared::treatment::Treatment;
@@ -93,6 +93,79 @@ enum Cmd {
     /// The practice's tamper-evident audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Rotate a practice's webhook or trigger secret without downtime.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretCmd {
+    /// Replace a secret with a fresh one; the old one keeps working for the overlap (default
+    /// 72 h). Prints the new secret once (stored KMS-encrypted, never shown again) and
+    /// `old_valid_until`.
+    Rotate {
+        #[arg(long)]
+        practice_id: String,
+        /// webhook: the PMS signs events with it (the old one is accepted until the overlap
+        /// ends); trigger: we sign triggers with it (each trigger carries a signature with the
+        /// new and the old one until the overlap ends).
+        #[arg(long, value_enum)]
+        which: Which,
+        /// Hours the old secret keeps working (0-720; 0: stops at once).
+        #[arg(long, default_value_t = admin::DEFAULT_OVERLAP_HOURS)]
+        overlap_hours: u32,
+        /// Rotate even though the last rotation's overlap is still running (the secret it
+        /// replaced stops working at once).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Which {
+    Webhook,
+    Trigger,
+}
+
+impl From<Which> for SecretKind {
+    fn from(w: Which) -> Self {
+        match w {
+            Which::Webhook => Self::Webhook,
+            Which::Trigger => Self::Trigger,
+        }
+    }
+}
+
+/// What to tell the operator to do next (the new secret goes to the PMS side).
+fn rotation_next_step(which: SecretKind, until: jiff::Timestamp, overlap: u32) -> String {
+    match (which, overlap) {
+        (SecretKind::Webhook, 0) => "Give the new secret to the PMS integrator now: events signed with the old one are refused from now on.".into(),
+        (SecretKind::Webhook, _) => format!("Give the new secret to the PMS integrator over a secure channel; the PMS must sign with it before {until}. Until then events signed with either secret are accepted; after that the old one is refused."),
+        (SecretKind::Trigger, 0) => "Give the new secret to the PMS integrator now: triggers are signed with it only, from now on.".into(),
+        (SecretKind::Trigger, _) => format!("Give the new secret to the PMS integrator over a secure channel; the PMS must verify with it before {until}. Until then every trigger carries two signatures (new and old secret), either verifies; after that only the new one."),
+    }
+}
+
+fn rotate_err(e: admin::RotateError, pid: &PracticeId) -> anyhow::Error {
+    use pil_shared::ports::StoreError;
+    match e {
+        admin::RotateError::Admin(admin::AdminError::NotFound(_)) => {
+            anyhow!("practice {pid} not found: check --practice-id (nothing was changed)")
+        }
+        admin::RotateError::Admin(admin::AdminError::Invalid { field, rule }) => {
+            anyhow!("--{}: {rule}", field.replace('_', "-"))
+        }
+        admin::RotateError::Admin(admin::AdminError::Keys(e)) => anyhow!(
+            "the key service could not seal the new secret ({e}); nothing was changed: check access to the stack's KMS key (KMS_KEY_ID) and run the command again"
+        ),
+        admin::RotateError::Admin(admin::AdminError::Store(StoreError::Conflict)) => anyhow!(
+            "the practice kept changing while rotating (5 tries); nothing was rotated: run the command again"
+        ),
+        admin::RotateError::Admin(admin::AdminError::Store(e)) => anyhow!(
+            "storage: {e}; the rotation may not have been written: check `pil audit show --practice-id {pid}` for a new secret_rotated record, and if there is none run the command again"
+        ),
+        e => anyhow!(e),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,7 +290,8 @@ fn practice_json(p: &pil_shared::practice::Practice) -> serde_json::Value {
     serde_json::json!({
         "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "trigger_url": p.trigger_url,
         "disabled": p.disabled, "endpoint_retired": p.endpoint_retired, "last_scan_date": p.last_scan_date,
-        "webhook_secrets": p.secrets.webhook.len(), "policy": p.policy, "cycle_days": p.cycle_days,
+        "webhook_secrets": p.secrets.webhook.len(), "webhook_previous_until": p.secrets.webhook_previous_until,
+        "trigger_previous_until": p.secrets.trigger_previous.as_ref().map(|t| t.until), "policy": p.policy, "cycle_days": p.cycle_days,
         "avg_ticket": p.avg_ticket, "follow_up_days": p.follow_up_days, "win_back_multiple": p.win_back_multiple,
     })
 }
@@ -490,6 +564,30 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             let (mut records, _) = store.audit_trail(&pid).await?;
             records.sort_by_key(|r| r.seq);
             serde_json::to_value(records)?
+        }
+        Cmd::Secret(SecretCmd::Rotate {
+            practice_id: id,
+            which,
+            overlap_hours,
+            force,
+        }) => {
+            let pid = practice_id(&id)?;
+            let which = SecretKind::from(which);
+            let out = admin::rotate_secret(
+                store,
+                adapters.secrets.keys(),
+                &pid,
+                which,
+                overlap_hours,
+                force,
+                jiff::Timestamp::now(),
+            )
+            .await
+            .map_err(|e| rotate_err(e, &pid))?;
+            let next = rotation_next_step(which, out.old_valid_until, out.overlap_hours);
+            let mut json = serde_json::to_value(&out)?;
+            json["next_step"] = next.into();
+            json
         }
         Cmd::Report(r) => {
             let pid = practice_id(&r.practice_id)?;

@@ -2,12 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::action::ActionKind;
 use crate::ids::PracticeId;
 use crate::ports::{AuditLog, KeyService, PortError, PracticeRepo, StoreError};
-use crate::practice::{self, ConfigError, KindPolicy, Mode, Policy, Practice};
+use crate::practice::{
+    self, ConfigError, KindPolicy, Mode, Policy, Practice, Rotated, SealedSecrets, SecretKind,
+};
 use crate::secrets::{self, OpenedSecrets};
 use crate::signature::WebhookSecret;
 use crate::token::LinkKey;
@@ -47,14 +50,27 @@ pub struct NewPractice {
     pub trigger_url: String,
 }
 
-/// What onboarding prints, once: the secrets in clear for the PMS integrator.
-#[derive(Debug, Clone, Serialize)]
+/// What onboarding prints, once: the secrets in clear for the PMS integrator. `Debug`
+/// leaves them out.
+#[derive(Clone, Serialize)]
 pub struct Onboarded {
     pub practice_id: PracticeId,
     pub time_zone: String,
     pub webhook_secret: String,
     pub trigger_secret: String,
     pub policy: Policy,
+}
+
+impl std::fmt::Debug for Onboarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Onboarded")
+            .field("practice_id", &self.practice_id)
+            .field("time_zone", &self.time_zone)
+            .field("webhook_secret", &"<redacted>")
+            .field("trigger_secret", &"<redacted>")
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
 pub async fn create_practice(
@@ -73,7 +89,9 @@ pub async fn create_practice(
     practice::validate_trigger_url(&input.trigger_url, allow_loopback_http)?;
     let opened = OpenedSecrets {
         webhook: vec![WebhookSecret::generate()],
+        webhook_previous_until: None,
         trigger: WebhookSecret::generate(),
+        trigger_previous: None,
         link: LinkKey::generate(),
     };
     let sealed = secrets::seal(keys, &opened).await?;
@@ -400,4 +418,181 @@ pub async fn update_practice(
         }
     }
     Err(StoreError::Conflict.into())
+}
+
+/// The overlap a rotation gives the replaced secret unless told otherwise.
+pub const DEFAULT_OVERLAP_HOURS: u32 = 72;
+/// The longest overlap a rotation accepts (30 days).
+pub const MAX_OVERLAP_HOURS: u32 = 720;
+
+/// What `pil secret rotate` prints, once: the new secret in clear (`Debug` redacts it).
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretRotation {
+    pub practice_id: PracticeId,
+    pub which: SecretKind,
+    #[serde(serialize_with = "expose_secret")]
+    pub secret: WebhookSecret,
+    pub overlap_hours: u32,
+    pub rotated_at: Timestamp,
+    /// The replaced secret works until this instant (exclusive): inbound events signed with
+    /// it are accepted, or triggers carry a signature with it too. `rotated_at` for no
+    /// overlap.
+    pub old_valid_until: Timestamp,
+    /// Set when `force` dropped a secret from an earlier rotation that was still inside its
+    /// overlap: when it would have stopped working.
+    pub older_secret_was_valid_until: Option<Timestamp>,
+}
+
+fn expose_secret<S: serde::Serializer>(s: &WebhookSecret, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.expose())
+}
+
+/// Why a rotation was refused beyond the common [`AdminError`]s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The last rotation's overlap is still running: rotating again would stop the secret
+    /// it replaced at once (at most two are kept).
+    #[error(
+        "the {which} secret replaced by the last rotation still works until {until}, and the PMS may still be using it; rotating again now would stop it at once (at most two secrets are kept). Wait until then, or pass --force to drop it now"
+    )]
+    OverlapRunning {
+        which: &'static str,
+        until: Timestamp,
+    },
+}
+
+impl From<StoreError> for RotateError {
+    fn from(e: StoreError) -> Self {
+        Self::Admin(e.into())
+    }
+}
+
+/// Replaces the practice's webhook or trigger secret with a fresh one, keeping the replaced
+/// one for `overlap_hours` (see [`SealedSecrets::rotate`](crate::practice::SealedSecrets::rotate)):
+/// an old webhook secret keeps verifying inbound events, an old trigger secret keeps signing
+/// triggers alongside the new one, until `now + overlap`.
+///
+/// Refused while an earlier rotation's overlap is running, unless `force`. The new secret is
+/// sealed once; the practice write is conditional on the version read and retried on a
+/// concurrent change. Before each retry the stored record is checked for the new secret, so a
+/// write that landed but answered with an error (a lost reply, a retried request that then
+/// failed its condition) is recognised instead of rotated a second time. Appends
+/// `secret_rotated` (which, overlap, until when; never the secret) to the audit chain.
+pub async fn rotate_secret(
+    repo: &dyn AdminStore,
+    keys: &dyn KeyService,
+    id: &PracticeId,
+    which: SecretKind,
+    overlap_hours: u32,
+    force: bool,
+    now: Timestamp,
+) -> Result<SecretRotation, RotateError> {
+    if overlap_hours > MAX_OVERLAP_HOURS {
+        return Err(AdminError::Invalid {
+            field: "overlap_hours",
+            rule: "between 0 and 720 (30 days)",
+        }
+        .into());
+    }
+    let current = repo
+        .get_practice(id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(id.clone()))?;
+    refuse_during_overlap(&current.secrets, which, force, now)?;
+    let secret = WebhookSecret::generate();
+    let sealed = secrets::seal_one(keys, &secret)
+        .await
+        .map_err(AdminError::Keys)?;
+    let overlap = jiff::SignedDuration::from_hours(i64::from(overlap_hours));
+    let mut tried: Option<Rotated> = None;
+    let mut last_err = StoreError::Conflict;
+    for _ in 0..5 {
+        let mut p = repo
+            .get_practice(id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(id.clone()))?;
+        if let Some(done) = tried.filter(|_| holds(&p.secrets, which, &sealed)) {
+            return Ok(finish(repo, id, which, secret, overlap_hours, now, done).await);
+        }
+        refuse_during_overlap(&p.secrets, which, force, now)?;
+        let rotated = p.secrets.rotate(which, sealed.clone(), now, overlap);
+        tried = Some(rotated);
+        let expected = p.version;
+        p.version += 1;
+        match repo.put_practice(&p, Some(expected)).await {
+            Ok(()) => {
+                return Ok(finish(repo, id, which, secret, overlap_hours, now, rotated).await);
+            }
+            Err(e @ (StoreError::Conflict | StoreError::Transient(_))) => last_err = e,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last_err.into())
+}
+
+/// Whether the stored secrets hold `sealed` as the current `which` secret.
+fn holds(s: &SealedSecrets, which: SecretKind, sealed: &str) -> bool {
+    match which {
+        SecretKind::Webhook => s.webhook.first().is_some_and(|w| w == sealed),
+        SecretKind::Trigger => s.trigger == sealed,
+    }
+}
+
+fn refuse_during_overlap(
+    s: &SealedSecrets,
+    which: SecretKind,
+    force: bool,
+    now: Timestamp,
+) -> Result<(), RotateError> {
+    let running = match which {
+        SecretKind::Webhook => (s.webhook.len() > 1)
+            .then_some(s.webhook_previous_until)
+            .flatten(),
+        SecretKind::Trigger => s.trigger_previous.as_ref().map(|p| p.until),
+    }
+    .filter(|until| *until > now);
+    match running {
+        Some(until) if !force => Err(RotateError::OverlapRunning {
+            which: which.as_str(),
+            until,
+        }),
+        _ => Ok(()),
+    }
+}
+
+async fn finish(
+    repo: &dyn AdminStore,
+    id: &PracticeId,
+    which: SecretKind,
+    secret: WebhookSecret,
+    overlap_hours: u32,
+    now: Timestamp,
+    rotated: Rotated,
+) -> SecretRotation {
+    crate::audit::record(
+        repo,
+        id,
+        crate::audit::AuditEvent::new("admin", "secret_rotated").details(serde_json::json!({
+            "which": which.as_str(),
+            "overlap_hours": overlap_hours,
+            "old_valid_until": rotated.old_valid_until,
+            "older_secret_was_valid_until": rotated.cut_short,
+        })),
+        now,
+    )
+    .await;
+    tracing::info!(practice_id = %id, event = "secret_rotated", which = which.as_str(),
+        overlap_hours, old_valid_until = %rotated.old_valid_until,
+        older_dropped = rotated.cut_short.is_some(), "secret rotated");
+    SecretRotation {
+        practice_id: id.clone(),
+        which,
+        secret,
+        overlap_hours,
+        rotated_at: now,
+        old_valid_until: rotated.old_valid_until,
+        older_secret_was_valid_until: rotated.cut_short,
+    }
 }

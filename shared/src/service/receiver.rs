@@ -159,7 +159,8 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
     };
     let secrets = deps.secrets.get(&practice_id, &practice.secrets).await?;
     let now = deps.clock.now();
-    let verified = signature::verify(d.headers, d.body, &secrets.webhook, now.as_second())
+    // A secret a rotation replaced verifies only until its overlap ends.
+    let verified = signature::verify(d.headers, d.body, secrets.webhook_at(now), now.as_second())
         .map_err(ReceiveError::Signature)?;
     let events = inbound::parse_body(d.body, now).map_err(ReceiveError::Refused)?;
     let (changed, published) = apply(deps, &practice, &events).await?;

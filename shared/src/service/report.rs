@@ -385,11 +385,7 @@ mod tests {
             time_zone: "America/New_York".into(),
             owner_emails: vec![],
             trigger_url: "https://pms.example/t".into(),
-            secrets: SealedSecrets {
-                webhook: vec![],
-                trigger: String::new(),
-                link: String::new(),
-            },
+            secrets: SealedSecrets::default(),
             policy: Policy::default(),
             cycle_days: BTreeMap::new(),
             avg_ticket: BTreeMap::new(),
