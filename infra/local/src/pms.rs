@@ -2,8 +2,13 @@
 //! local API (as a PMS or relay would), and receives triggers on a loopback endpoint,
 //! verifying each signature with the practice's trigger secret and de-duplicating by
 //! `webhook-id` as a real PMS should. Its answers can be scripted (e.g. 503 then 200).
+//!
+//! By default it verifies with the practice's current trigger secret, read from the store. A
+//! test can instead give it the secrets a PMS integrator configured
+//! ([`PmsSim::trust_trigger_secrets`], e.g. the old and the new one around a rotation); each
+//! received trigger then records which of them verify it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +40,15 @@ pub struct Received {
     pub status: u16,
     /// The same `webhook-id` was accepted before (a retry the PMS de-duplicated).
     pub duplicate: bool,
+    /// How many `v1,` signatures the `webhook-signature` header carried (two during a trigger
+    /// secret rotation's overlap).
+    #[serde(default)]
+    pub signatures: usize,
+    /// With [`PmsSim::trust_trigger_secrets`]: the positions of the trusted secrets that
+    /// verify this trigger, each on its own. Otherwise `[0]` when the practice's current
+    /// trigger secret verifies it.
+    #[serde(default)]
+    pub verified_with: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +64,8 @@ struct PmsState {
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<Scripted>>,
     accepted: Mutex<HashSet<String>>,
+    /// Trigger secrets configured per practice (instead of the store's current one).
+    trusted: Mutex<HashMap<PracticeId, Vec<WebhookSecret>>>,
 }
 
 pub struct PmsSim {
@@ -87,6 +103,7 @@ impl PmsSim {
             received: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             accepted: Mutex::new(HashSet::new()),
+            trusted: Mutex::new(HashMap::new()),
         });
         let app = axum::Router::new()
             .route("/triggers", post(receive))
@@ -131,6 +148,14 @@ impl PmsSim {
         }
     }
 
+    /// Verify the practice's triggers with these secrets (as a PMS holds them) instead of the
+    /// practice's current trigger secret; [`Received::verified_with`] lists which verified.
+    pub fn trust_trigger_secrets(&self, practice: &PracticeId, secrets: Vec<WebhookSecret>) {
+        if let Ok(mut t) = self.state.trusted.lock() {
+            t.insert(practice.clone(), secrets);
+        }
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
@@ -141,7 +166,11 @@ async fn receive(State(st): State<Arc<PmsState>>, headers: HeaderMap, body: Byte
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let webhook_id = h(signature::HEADER_ID).unwrap_or_default().to_owned();
-    let verified = verify(&st, &json, &headers, &body).await;
+    let signatures = h(signature::HEADER_SIGNATURE)
+        .map(|v| v.split(' ').filter(|p| p.starts_with("v1,")).count())
+        .unwrap_or(0);
+    let verified_with = verify(&st, &json, &headers, &body).await;
+    let verified = !verified_with.is_empty();
     let scripted = st.script.lock().ok().and_then(|mut s| s.pop_front());
     let duplicate = st
         .accepted
@@ -167,6 +196,8 @@ async fn receive(State(st): State<Arc<PmsState>>, headers: HeaderMap, body: Byte
             verified,
             status,
             duplicate,
+            signatures,
+            verified_with,
         });
     }
     let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "").into_response();
@@ -178,18 +209,33 @@ async fn receive(State(st): State<Arc<PmsState>>, headers: HeaderMap, body: Byte
     resp
 }
 
-async fn verify(st: &PmsState, json: &serde_json::Value, headers: &HeaderMap, body: &[u8]) -> bool {
+/// The positions of the secrets that verify the trigger: of the trusted ones when the test
+/// configured them for the practice, else `[0]` for the practice's current trigger secret.
+/// Empty: not verified.
+async fn verify(
+    st: &PmsState,
+    json: &serde_json::Value,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Vec<usize> {
     let Some(pid) = json["practice_id"]
         .as_str()
         .and_then(|p| PracticeId::parse(p).ok())
     else {
-        return false;
+        return Vec::new();
     };
-    let Ok(Some(practice)) = st.store.get_practice(&pid).await else {
-        return false;
-    };
-    let Ok(secrets) = st.secrets.get(&pid, &practice.secrets).await else {
-        return false;
+    let trusted = st.trusted.lock().ok().and_then(|t| t.get(&pid).cloned());
+    let secrets = match trusted {
+        Some(t) => t,
+        None => {
+            let Ok(Some(practice)) = st.store.get_practice(&pid).await else {
+                return Vec::new();
+            };
+            let Ok(secrets) = st.secrets.get(&pid, &practice.secrets).await else {
+                return Vec::new();
+            };
+            vec![secrets.trigger.clone()]
+        }
     };
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
     let sh = SignedHeaders {
@@ -197,13 +243,13 @@ async fn verify(st: &PmsState, json: &serde_json::Value, headers: &HeaderMap, bo
         timestamp: h(signature::HEADER_TIMESTAMP),
         signature: h(signature::HEADER_SIGNATURE),
     };
-    signature::verify(
-        sh,
-        body,
-        std::slice::from_ref(&secrets.trigger),
-        jiff::Timestamp::now().as_second(),
-    )
-    .is_ok()
+    let now = jiff::Timestamp::now().as_second();
+    secrets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| signature::verify(sh, body, std::slice::from_ref(*s), now).is_ok())
+        .map(|(i, _)| i)
+        .collect()
 }
 
 async fn received(State(st): State<Arc<PmsState>>) -> Json<Vec<Received>> {
