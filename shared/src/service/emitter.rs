@@ -158,6 +158,10 @@ pub async fn emit(
     let Some(practice) = deps.practices.get_practice(practice_id).await? else {
         return Ok(EmitOutcome::Dropped("unknown_practice"));
     };
+    if practice.disabled {
+        fail(deps, &action, "practice_disabled").await?;
+        return Ok(EmitOutcome::Dropped("practice_disabled"));
+    }
     if practice.endpoint_retired {
         fail(deps, &action, "endpoint_retired").await?;
         return Ok(EmitOutcome::Dropped("endpoint_retired"));

@@ -153,10 +153,13 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
     if d.body.len() > MAX_BODY_BYTES {
         return Err(ReceiveError::TooLarge);
     }
-    let practice = match deps.practices.get_practice(&practice_id).await? {
-        Some(p) if !p.disabled => p,
-        _ => return Err(ReceiveError::UnknownPractice),
-    };
+    // A disabled practice still gets its events (state stays current, and opt-outs,
+    // rotations and erasures are honoured); the scan and the emitter do nothing for it.
+    let practice = deps
+        .practices
+        .get_practice(&practice_id)
+        .await?
+        .ok_or(ReceiveError::UnknownPractice)?;
     let secrets = deps.secrets.get(&practice_id, &practice.secrets).await?;
     let now = deps.clock.now();
     // A secret a rotation replaced verifies only until its overlap ends.
