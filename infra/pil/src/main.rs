@@ -580,7 +580,8 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 which,
                 overlap_hours,
                 force,
-                jiff::Timestamp::now(),
+                // Whole seconds: the instants printed and stored read cleanly.
+                jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())?,
             )
             .await
             .map_err(|e| rotate_err(e, &pid))?;
