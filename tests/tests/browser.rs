@@ -469,7 +469,7 @@ async fn the_owner_decides_in_a_real_browser() {
         text.contains("Now: Sent automatically, up to 5 a day"),
         "{text}"
     );
-    shoot(&mut b, &shots, "15-settings-desktop", DESKTOP).await;
+    shoot(&mut b, &shots, "15-settings-again", DESKTOP).await;
 
     assert!(b.csp_violations().is_empty(), "{:?}", b.csp_violations());
     b.close().await;
