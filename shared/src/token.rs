@@ -53,6 +53,8 @@ impl LinkKey {
 pub enum Decision {
     Approve,
     Reject,
+    /// The practice's approval settings page (no actions).
+    Settings,
 }
 
 impl Decision {
@@ -60,6 +62,7 @@ impl Decision {
         match self {
             Self::Approve => "approve",
             Self::Reject => "reject",
+            Self::Settings => "settings",
         }
     }
 }
@@ -151,7 +154,8 @@ fn decode_unverified(token: &str) -> Result<(Claims, Vec<u8>, Vec<u8>), TokenErr
     let body = B64.decode(body_b64).map_err(|_| TokenError::Malformed)?;
     let mac = B64.decode(mac_b64).map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)?;
-    if claims.action_ids.is_empty() {
+    // A decision names its actions; a settings link names none.
+    if claims.action_ids.is_empty() != (claims.decision == Decision::Settings) {
         return Err(TokenError::Malformed);
     }
     Ok((claims, body, mac))

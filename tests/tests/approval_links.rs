@@ -18,8 +18,8 @@ async fn every_bad_token_changes_nothing() {
     let links = email.links();
     assert_eq!(
         links.len(),
-        2,
-        "one action: approve and reject, no approve-all"
+        3,
+        "one action: approve and reject, no approve-all; the settings link"
     );
     let approve = links[0].clone();
     let action_id = {

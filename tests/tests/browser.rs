@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use pil_shared::action::ActionKind;
 use pil_shared::action::ActionStatus;
 use pil_shared::ids::ActionId;
-use pil_shared::ports::{ActionRepo, PracticeRepo};
+use pil_shared::ports::{ActionRepo, AuditLog, PracticeRepo};
+use pil_shared::practice::Mode;
 use pil_shared::token::{self, Claims, Decision};
 use pil_tests::{TestStack, WAIT, completed, eventually, new_ref, workspace_root};
 use serde_json::json;
@@ -157,16 +159,22 @@ async fn the_owner_decides_in_a_real_browser() {
 
     // Which link does what, from the links' own claims.
     let links = email.links();
-    assert_eq!(links.len(), 9, "approve + reject per action, approve all");
+    assert_eq!(
+        links.len(),
+        10,
+        "approve + reject per action, approve all, settings"
+    );
     let mut approve: BTreeMap<ActionId, String> = BTreeMap::new();
     let mut reject: BTreeMap<ActionId, String> = BTreeMap::new();
     let mut approve_all = String::new();
+    let mut settings = String::new();
     for l in &links {
         let c = claims_of(l);
         match (c.decision, c.action_ids.as_slice()) {
             (Decision::Approve, [one]) => drop(approve.insert(one.clone(), l.clone())),
             (Decision::Reject, [one]) => drop(reject.insert(one.clone(), l.clone())),
             (Decision::Approve, many) if many.len() == 4 => approve_all = l.clone(),
+            (Decision::Settings, []) => settings = l.clone(),
             other => panic!("unexpected link {other:?}"),
         }
     }
@@ -374,6 +382,95 @@ async fn the_owner_decides_in_a_real_browser() {
         ActionStatus::Rejected,
         "approve-all leaves a rejection alone"
     );
+
+    // 8. Approval settings, from the digest's link: the policy in words; GET changes nothing;
+    // the form saves by POST (audited with the approver); the link works once.
+    b.viewport(PHONE).await.unwrap();
+    b.goto(&digest_url).await.unwrap();
+    b.click_and_wait(format!("a[href=\"{settings}\"]"))
+        .await
+        .unwrap();
+    let text = seen(&mut b, 200).await;
+    assert!(text.contains("Approval settings"), "{text}");
+    assert!(text.contains("REBOOK NUDGES"), "{text}");
+    assert!(text.contains("Now: I approve each one"), "{text}");
+    shoot(&mut b, &shots, "12-settings", PHONE).await;
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        assert_eq!(http.get(&settings).send().await.unwrap().status(), 200);
+    }
+    let policy = |ts: &TestStack| {
+        let store = ts.store().clone();
+        let id = ts.practice.clone();
+        async move { store.get_practice(&id).await.unwrap().unwrap().policy }
+    };
+    let before = policy(&ts).await;
+    assert_eq!(
+        before.for_kind(ActionKind::RebookNudge).mode,
+        Mode::Approve,
+        "GET changed nothing"
+    );
+    // A mistake is named (never echoed) and nothing is saved; the link still works.
+    // (The browser's own checks would stop 999 first; switch them off to reach the server's.)
+    b.eval(
+        "(() => { document.querySelector('#settings').noValidate = true; \
+         document.querySelector('#cooldown').value = '999'; return true; })()",
+    )
+    .await
+    .unwrap();
+    b.click_and_wait("#save").await.unwrap();
+    let text = seen(&mut b, 422).await;
+    assert!(
+        text.contains("Days between two messages: a whole number from 0 to 365"),
+        "{text}"
+    );
+    assert!(!text.contains("999"), "the value is not echoed");
+    shoot(&mut b, &shots, "13-settings-mistake", PHONE).await;
+    assert_eq!(policy(&ts).await, before, "nothing saved");
+    // Rebook nudges automatic, at most 5 a day; cooldown 9 days.
+    b.eval(
+        "(() => { document.querySelector('#mode-rebook_nudge').value = 'auto'; \
+         document.querySelector('#day-rebook_nudge').value = '5'; \
+         document.querySelector('#cooldown').value = '9'; return true; })()",
+    )
+    .await
+    .unwrap();
+    b.click_and_wait("#save").await.unwrap();
+    let text = seen(&mut b, 200).await;
+    assert!(text.contains("Settings saved"), "{text}");
+    assert!(
+        text.contains("Sent automatically, up to 5 a day and $1,000 each; the rest come to me"),
+        "{text}"
+    );
+    assert!(text.contains("at most one message every 9 days"), "{text}");
+    shoot(&mut b, &shots, "14-settings-saved", PHONE).await;
+    let after = policy(&ts).await;
+    let rebook = after.for_kind(ActionKind::RebookNudge);
+    assert_eq!((rebook.mode, rebook.max_auto_per_day), (Mode::Auto, 5));
+    assert_eq!(after.cooldown_days, 9);
+    let (trail, _) = ts.store().audit_trail(&ts.practice).await.unwrap();
+    let last = trail.iter().max_by_key(|r| r.seq).unwrap();
+    assert_eq!(last.event, "policy_changed");
+    assert!(last.actor.starts_with("owner:ap_"), "{}", last.actor);
+    // The used link changes nothing more.
+    let again = http
+        .post(&settings)
+        .body("cooldown_days=3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(policy(&ts).await.cooldown_days, 9);
+    // The saved page's fresh link opens the form again (desktop width).
+    b.viewport(DESKTOP).await.unwrap();
+    b.click_and_wait("#again").await.unwrap();
+    let text = seen(&mut b, 200).await;
+    assert!(
+        text.contains("Now: Sent automatically, up to 5 a day"),
+        "{text}"
+    );
+    shoot(&mut b, &shots, "15-settings-again", DESKTOP).await;
+
     assert!(b.csp_violations().is_empty(), "{:?}", b.csp_violations());
     b.close().await;
 

@@ -40,6 +40,7 @@ impl Deps {
             actions: s,
             log: s,
             audit: s,
+            admin: s,
             tokens: s,
             bus: &self.bus,
             mailer: &self.mailer,
@@ -101,7 +102,10 @@ pub async fn handle_http(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatew
         .unwrap_or("");
     let page = match req.request_context.http.method.as_str() {
         "GET" | "HEAD" => approval::show(&deps.approval(), token).await,
-        "POST" => approval::decide(&deps.approval(), token).await,
+        "POST" => {
+            let body = pil_aws::lambda::request_body(req).unwrap_or_default();
+            approval::decide(&deps.approval(), token, &body).await
+        }
         _ => {
             return response(
                 405,

@@ -274,8 +274,8 @@ pub async fn run(stack: &Stack) -> Result<Story> {
         "two actions await approval (#A rebook, #C rebook)",
     );
     story.check(
-        links.len() == 5,
-        "per-action Approve/Reject links and Approve all",
+        links.len() == 6,
+        "per-action Approve/Reject links, Approve all and the settings link",
     );
     for r in [&a, &b, &c, &d, &e] {
         if email.body.contains(r.as_str()) {

@@ -312,7 +312,8 @@ enum PolicyCmd {
         #[arg(long)]
         practice_id: String,
     },
-    /// Change one kind's settings; unspecified settings stay as they are.
+    /// Change the policy: one kind's settings (with --kind) and practice-wide ones; unspecified
+    /// settings stay as they are. Audited.
     Set(PolicySet),
 }
 

@@ -420,6 +420,56 @@ pub async fn update_practice(
     Err(StoreError::Conflict.into())
 }
 
+/// Replaces the whole policy at once (the settings page): checked, version-checked, one audit
+/// record with the policy before and after.
+pub async fn replace_policy(
+    repo: &dyn AdminStore,
+    id: &PracticeId,
+    policy: Policy,
+    actor: &str,
+) -> Result<Policy, AdminError> {
+    let whole = KindChange {
+        cooldown_days: Some(policy.cooldown_days),
+        max_nudges_per_30_days: Some(policy.max_nudges_per_30_days),
+        quiet_hours: Some(policy.quiet_hours),
+        approval_expiry_hours: Some(policy.approval_expiry_hours),
+        slot_fill_k: Some(policy.slot_fill_k),
+        ..Default::default()
+    };
+    whole.check()?;
+    for _ in 0..5 {
+        let mut p = repo
+            .get_practice(id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(id.clone()))?;
+        let before = p.policy.clone();
+        if before == policy {
+            return Ok(before);
+        }
+        p.policy = policy.clone();
+        let expected = p.version;
+        p.version += 1;
+        match repo.put_practice(&p, Some(expected)).await {
+            Ok(()) => {
+                crate::audit::record(
+                    repo,
+                    id,
+                    crate::audit::AuditEvent::new(actor, "policy_changed").details(
+                        serde_json::json!({"kind": null, "before": before, "after": p.policy}),
+                    ),
+                    jiff::Timestamp::now(),
+                )
+                .await;
+                tracing::info!(practice_id = %id, event = "policy_changed", actor, "policy replaced");
+                return Ok(p.policy);
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
 /// The overlap a rotation gives the replaced secret unless told otherwise.
 pub const DEFAULT_OVERLAP_HOURS: u32 = 72;
 /// The longest overlap a rotation accepts (30 days).

@@ -24,6 +24,8 @@ pub struct ApprovalDeps<'a> {
     pub tokens: &'a dyn TokenLedger,
     /// Every decision is appended to the practice's audit chain.
     pub audit: &'a dyn crate::ports::AuditLog,
+    /// The settings page saves the policy (audited) through this.
+    pub admin: &'a dyn crate::service::admin::AdminStore,
     pub bus: &'a dyn EventPublisher,
     pub mailer: &'a dyn Mailer,
     pub secrets: &'a SecretCache,
@@ -347,6 +349,8 @@ struct DigestHtml<'a> {
     count: usize,
     groups: &'a [ActionGroup],
     approve_all_url: &'a str,
+    /// The signed link to the practice's approval settings page.
+    settings_url: &'a str,
     /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
     yesterday: &'a str,
 }
@@ -362,6 +366,8 @@ struct DigestText<'a> {
     count: usize,
     groups: &'a [ActionGroup],
     approve_all_url: &'a str,
+    /// The signed link to the practice's approval settings page.
+    settings_url: &'a str,
     /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
     yesterday: &'a str,
 }
@@ -428,6 +434,8 @@ fn digest(
         expiry,
     );
     let approve_all_url = link(deps, &all, key);
+    let settings_url =
+        crate::service::settings::settings_link(deps.base_url, p, approver, key, now);
     let total = money(actions.iter().map(|a| u64::from(a.value)).sum());
     let n = actions.len();
     let subject = format!(
@@ -459,6 +467,7 @@ fn digest(
         count: n,
         groups: &groups,
         approve_all_url: &approve_all_url,
+        settings_url: &settings_url,
         yesterday: &yesterday,
     }
     .render()
@@ -472,6 +481,7 @@ fn digest(
         count: n,
         groups: &groups,
         approve_all_url: &approve_all_url,
+        settings_url: &settings_url,
         yesterday: &yesterday,
     }
     .render()
@@ -698,6 +708,9 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
         Ok(x) => x,
         Err(p) => return p,
     };
+    if claims.decision == Decision::Settings {
+        return crate::service::settings::show(&practice, raw);
+    }
     let actions = match load(deps, &practice.id, &claims.action_ids).await {
         Ok(a) => a,
         Err(p) => return p,
@@ -718,6 +731,7 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
         Decision::Approve if actions.len() > 1 => ("Approve these actions?", "Approve all", ""),
         Decision::Approve => ("Approve this action?", "Approve", ""),
         Decision::Reject => ("Reject this action?", "Reject", "reject"),
+        Decision::Settings => ("Approval settings", "Save", ""),
     };
     let action_url = format!("/v1/approvals/{raw}");
     page(
@@ -732,11 +746,16 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
 }
 
 /// POST: decides. The token's nonce is consumed by a conditional write, so a link works once.
-pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
+/// `body` is the form a settings page posts (ignored for decisions).
+pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
     let (practice, claims) = match check(deps, raw).await {
         Ok(x) => x,
         Err(p) => return p,
     };
+    if claims.decision == Decision::Settings {
+        return crate::service::settings::save(deps, deps.admin, &practice, &claims, raw, body)
+            .await;
+    }
     let actions = match load(deps, &practice.id, &claims.action_ids).await {
         Ok(a) => a,
         Err(p) => return p,
@@ -777,6 +796,8 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
     let mut decided = Vec::new();
     for a in open {
         let ok = match claims.decision {
+            // Settings links returned above; they never reach a decision.
+            Decision::Settings => Ok(false),
             Decision::Approve => {
                 approve(
                     deps,
@@ -838,7 +859,7 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
             "approved",
             "Your practice software will send the message to the patient.",
         ),
-        Decision::Reject => (
+        Decision::Reject | Decision::Settings => (
             "Rejected",
             "rejected",
             "Nothing will be sent for this action.",

@@ -8,4 +8,5 @@ pub mod privacy;
 pub mod receiver;
 pub mod report;
 pub mod scan;
+pub mod settings;
 pub mod slots;

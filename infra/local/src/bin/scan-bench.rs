@@ -519,7 +519,25 @@ impl Sender<'_> {
         let status = resp.status().as_u16();
         let _ = resp.bytes().await;
         let cost = delta(&self.stack.meter.snapshot(), &before);
+        // The receiver's writes are done when it answers; what it published (slot.opened,
+        // slot.filled) runs asynchronously in scheduler-scan on the same meter. Let that settle
+        // so it is not counted against the next webhook.
+        self.settle().await;
         Ok(Sent { status, cost })
+    }
+
+    /// Waits until the meter has not moved for a second (at most 10 s).
+    async fn settle(&self) {
+        let start = std::time::Instant::now();
+        let mut last = self.stack.meter.snapshot();
+        while start.elapsed() < std::time::Duration::from_secs(10) {
+            tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+            let now = self.stack.meter.snapshot();
+            if now.write_requests == last.write_requests && now.read_units == last.read_units {
+                return;
+            }
+            last = now;
+        }
     }
 
     async fn send(&self, webhook_id: &str, body: &Value) -> Result<Sent> {

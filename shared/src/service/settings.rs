@@ -1,0 +1,458 @@
+//! The owner's approval settings page (issue 5): reached from the digest by a signed link
+//! (`Decision::Settings`, no actions), it shows the policy per kind in words and a form; GET
+//! changes nothing, POST saves. The same token rules as decisions: signed, bound to the practice
+//! and approver, expiring, single-use (consumed by a conditional write when a valid form is
+//! saved; a form with a mistake is shown again with the mistake named and the link still
+//! usable). Every save is audited with the approver (`admin::replace_policy`).
+
+use std::collections::HashMap;
+
+use askama::Template;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::action::ActionKind;
+use crate::practice::{KindPolicy, Mode, Policy, Practice};
+use crate::service::admin::{self, AdminError, AdminStore};
+use crate::service::approval::{ApprovalDeps, Page, page_css};
+use crate::token::{self, Claims, Decision};
+
+/// One kind's settings as the page shows them.
+struct KindView {
+    key: &'static str,
+    label: &'static str,
+    words: String,
+    mode: &'static str,
+    max_auto_per_day: u32,
+    max_auto_value: u32,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsHtml<'a> {
+    css: &'static str,
+    title: &'a str,
+    message: &'a str,
+    badge: &'a str,
+    tone: &'a str,
+    error: &'a str,
+    practice_id: &'a str,
+    form_action: &'a str,
+    kinds: Vec<KindView>,
+    general_words: String,
+    cooldown_days: u32,
+    max_nudges: u32,
+    quiet_hours: String,
+    expiry_hours: u32,
+    slot_fill_k: u32,
+    again_url: &'a str,
+    expires: String,
+}
+
+fn kind_plural(k: ActionKind) -> &'static str {
+    match k {
+        ActionKind::RebookNudge => "Rebook nudges",
+        ActionKind::SlotOffer => "Slot offers",
+        ActionKind::FollowUp => "Follow-ups",
+        ActionKind::NoShowRecovery => "No-show recoveries",
+        ActionKind::WinBack => "Win-backs",
+        ActionKind::SeriesContinue => "Series continuations",
+    }
+}
+
+/// A kind's policy in the owner's words ("I approve each one").
+pub fn kind_words(k: &KindPolicy) -> String {
+    match k.mode {
+        Mode::Approve => "I approve each one".into(),
+        Mode::Off => "Off: never proposed".into(),
+        Mode::Auto if k.max_auto_per_day == 0 => {
+            "Automatic, but the daily limit is 0, so each one comes to me".into()
+        }
+        Mode::Auto => format!(
+            "Sent automatically, up to {} a day and {} each; the rest come to me",
+            k.max_auto_per_day,
+            crate::service::report::money(u64::from(k.max_auto_value))
+        ),
+    }
+}
+
+fn quiet_words(q: Option<(u8, u8)>) -> String {
+    match q {
+        Some((a, b)) => format!("{a:02}:00-{b:02}:00"),
+        None => "none".into(),
+    }
+}
+
+pub fn general_words(p: &Policy) -> String {
+    format!(
+        "at most one message every {} days and {} in 30 days; quiet hours {}; approval links work {} hours; an opened slot goes to {} patients",
+        p.cooldown_days,
+        p.max_nudges_per_30_days,
+        quiet_words(p.quiet_hours),
+        p.approval_expiry_hours,
+        p.slot_fill_k
+    )
+}
+
+fn kinds(p: &Policy) -> Vec<KindView> {
+    ActionKind::ALL
+        .into_iter()
+        .map(|k| {
+            let kp = p.for_kind(k);
+            KindView {
+                key: k.as_str(),
+                label: kind_plural(k),
+                words: kind_words(&kp),
+                mode: kp.mode.as_str(),
+                max_auto_per_day: kp.max_auto_per_day,
+                max_auto_value: kp.max_auto_value,
+            }
+        })
+        .collect()
+}
+
+struct View<'a> {
+    status: u16,
+    outcome: &'static str,
+    title: &'a str,
+    message: &'a str,
+    badge: &'a str,
+    tone: &'a str,
+    error: &'a str,
+    form_action: &'a str,
+    again_url: &'a str,
+}
+
+fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
+    let html = SettingsHtml {
+        css: page_css(),
+        title: v.title,
+        message: v.message,
+        badge: v.badge,
+        tone: v.tone,
+        error: v.error,
+        practice_id: practice.id.as_str(),
+        form_action: v.form_action,
+        kinds: kinds(policy),
+        general_words: general_words(policy),
+        cooldown_days: policy.cooldown_days,
+        max_nudges: policy.max_nudges_per_30_days,
+        quiet_hours: policy
+            .quiet_hours
+            .map_or_else(|| "none".into(), |(a, b)| format!("{a}-{b}")),
+        expiry_hours: policy.approval_expiry_hours,
+        slot_fill_k: policy.slot_fill_k,
+        again_url: v.again_url,
+        expires: expiry(practice, Timestamp::now())
+            .to_zoned(practice.tz())
+            .strftime("%b %-d, %-I:%M %p %Z")
+            .to_string(),
+    }
+    .render()
+    .unwrap_or_default();
+    Page {
+        status: v.status,
+        html,
+        outcome: v.outcome,
+    }
+}
+
+fn expiry(p: &Practice, now: Timestamp) -> Timestamp {
+    now + SignedDuration::from_hours(i64::from(p.policy.approval_expiry_hours))
+}
+
+/// A new settings link for the practice's owner (the digest's, and the saved page's).
+pub fn settings_link(
+    base_url: &str,
+    p: &Practice,
+    approver_email: &str,
+    key: &token::LinkKey,
+    now: Timestamp,
+) -> String {
+    let claims = Claims::new(
+        p.id.clone(),
+        Vec::new(),
+        Decision::Settings,
+        approver_email,
+        expiry(p, now),
+    );
+    format!(
+        "{}/v1/approvals/{}",
+        base_url.trim_end_matches('/'),
+        token::sign(&claims, key)
+    )
+}
+
+/// GET: the settings as they are, and the form. Changes nothing.
+pub fn show(practice: &Practice, raw: &str) -> Page {
+    let action = format!("/v1/approvals/{raw}");
+    render(
+        practice,
+        &practice.policy,
+        View {
+            status: 200,
+            outcome: "settings",
+            title: "Approval settings",
+            message: "What is sent to your practice software automatically, and what waits for you.",
+            badge: "Your settings",
+            tone: "confirm",
+            error: "",
+            form_action: &action,
+            again_url: "",
+        },
+    )
+}
+
+/// A form field that did not parse: the field's label and the rule.
+fn field_error(field: &str, rule: &str) -> String {
+    format!("{field}: {rule}. Nothing was saved; correct it and save again.")
+}
+
+/// The policy the form describes, or what is wrong with it (named, never echoed).
+fn parse_form(current: &Policy, body: &[u8]) -> Result<Policy, String> {
+    let form: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
+    let num = |name: &str, label: &str, lo: u32, hi: u32| -> Result<Option<u32>, String> {
+        match form.get(name).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+                _ => Err(field_error(
+                    label,
+                    &format!("a whole number from {lo} to {hi}"),
+                )),
+            },
+        }
+    };
+    let mut p = current.clone();
+    for k in ActionKind::ALL {
+        let mut kp = p.for_kind(k);
+        let label = kind_plural(k);
+        if let Some(m) = form.get(&format!("mode.{}", k.as_str())) {
+            kp.mode = Mode::parse(m)
+                .ok_or_else(|| field_error(label, "choose approve, automatic or off"))?;
+        }
+        if let Some(n) = num(
+            &format!("max_auto_per_day.{}", k.as_str()),
+            &format!("{label}, most a day"),
+            0,
+            1000,
+        )? {
+            kp.max_auto_per_day = n;
+        }
+        if let Some(n) = num(
+            &format!("max_auto_value.{}", k.as_str()),
+            &format!("{label}, largest value"),
+            0,
+            100_000,
+        )? {
+            kp.max_auto_value = n;
+        }
+        p.kinds.insert(k, kp);
+    }
+    if let Some(n) = num("cooldown_days", "Days between two messages", 0, 365)? {
+        p.cooldown_days = n;
+    }
+    if let Some(n) = num("max_nudges_per_30_days", "Most messages in 30 days", 1, 30)? {
+        p.max_nudges_per_30_days = n;
+    }
+    if let Some(n) = num("approval_expiry_hours", "Hours a link works", 1, 720)? {
+        p.approval_expiry_hours = n;
+    }
+    if let Some(n) = num("slot_fill_k", "Patients offered a slot", 1, 20)? {
+        p.slot_fill_k = n;
+    }
+    if let Some(q) = form.get("quiet_hours").map(|v| v.trim()) {
+        p.quiet_hours = match q {
+            "" | "none" | "off" => None,
+            q => {
+                let bad = || {
+                    field_error(
+                        "Quiet hours",
+                        "two different hours 0-23 as START-END (e.g. 20-8), or none",
+                    )
+                };
+                let (a, b) = q.split_once('-').ok_or_else(bad)?;
+                let a: u8 = a.trim().parse().map_err(|_| bad())?;
+                let b: u8 = b.trim().parse().map_err(|_| bad())?;
+                if a > 23 || b > 23 || a == b {
+                    return Err(bad());
+                }
+                Some((a, b))
+            }
+        };
+    }
+    Ok(p)
+}
+
+/// POST: validates the form, consumes the link, saves and audits with the approver.
+pub async fn save(
+    deps: &ApprovalDeps<'_>,
+    admin_store: &dyn AdminStore,
+    practice: &Practice,
+    claims: &Claims,
+    raw: &str,
+    body: &[u8],
+) -> Page {
+    let action = format!("/v1/approvals/{raw}");
+    let policy = match parse_form(&practice.policy, body) {
+        Ok(p) => p,
+        Err(e) => {
+            return render(
+                practice,
+                &practice.policy,
+                View {
+                    status: 422,
+                    outcome: "settings_invalid",
+                    title: "Approval settings",
+                    message: "One setting needs a correction.",
+                    badge: "Not saved",
+                    tone: "confirm-reject",
+                    error: &e,
+                    form_action: &action,
+                    again_url: "",
+                },
+            );
+        }
+    };
+    match deps
+        .tokens
+        .consume_token(&practice.id, &claims.nonce, claims.expires_at())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return render(
+                practice,
+                &practice.policy,
+                View {
+                    status: 409,
+                    outcome: "reused",
+                    title: "This link was already used",
+                    message: "Each settings link works once. Nothing was changed; these are your settings now.",
+                    badge: "Link already used",
+                    tone: "settled",
+                    error: "",
+                    form_action: "",
+                    again_url: "",
+                },
+            );
+        }
+        Err(_) => return unavailable(practice),
+    }
+    let actor = format!("owner:{}", claims.approver);
+    let saved = match admin::replace_policy(admin_store, &practice.id, policy, &actor).await {
+        Ok(p) => p,
+        Err(AdminError::Invalid { field, rule }) => {
+            // Checked above already; kept for completeness.
+            let e = field_error(field, rule);
+            return render(
+                practice,
+                &practice.policy,
+                View {
+                    status: 422,
+                    outcome: "settings_invalid",
+                    title: "Approval settings",
+                    message: "One setting needs a correction.",
+                    badge: "Not saved",
+                    tone: "confirm-reject",
+                    error: &e,
+                    form_action: "",
+                    again_url: "",
+                },
+            );
+        }
+        Err(_) => return unavailable(practice),
+    };
+    tracing::info!(practice_id = %practice.id, approver = %claims.approver, outcome = "settings_saved", "owner saved settings");
+    // A fresh link, so the owner can adjust again without waiting for the next digest.
+    let again = match deps.secrets.get(&practice.id, &practice.secrets).await {
+        Ok(s) => practice
+            .owner_emails
+            .first()
+            .map(|e| settings_link("", practice, e, &s.link, deps.clock.now()))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    render(
+        practice,
+        &saved,
+        View {
+            status: 200,
+            outcome: "settings_saved",
+            title: "Settings saved",
+            message: "From now on:",
+            badge: "Saved",
+            tone: "approved",
+            error: "",
+            form_action: "",
+            again_url: &again,
+        },
+    )
+}
+
+fn unavailable(practice: &Practice) -> Page {
+    render(
+        practice,
+        &practice.policy,
+        View {
+            status: 503,
+            outcome: "unavailable",
+            title: "Please try again",
+            message: "We could not reach our records just now. Nothing was changed.",
+            badge: "Nothing changed",
+            tone: "settled",
+            error: "",
+            form_action: "",
+            again_url: "",
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_parses_into_a_policy_and_names_a_bad_field() {
+        let cur = Policy::default();
+        let p = parse_form(
+            &cur,
+            b"mode.rebook_nudge=auto&max_auto_per_day.rebook_nudge=5&max_auto_value.rebook_nudge=600&quiet_hours=21-7&cooldown_days=10&slot_fill_k=4",
+        )
+        .unwrap();
+        let k = p.for_kind(ActionKind::RebookNudge);
+        assert_eq!(
+            (k.mode, k.max_auto_per_day, k.max_auto_value),
+            (Mode::Auto, 5, 600)
+        );
+        assert_eq!(p.quiet_hours, Some((21, 7)));
+        assert_eq!((p.cooldown_days, p.slot_fill_k), (10, 4));
+        assert_eq!(
+            p.for_kind(ActionKind::WinBack),
+            cur.for_kind(ActionKind::WinBack)
+        );
+        let none = parse_form(&cur, b"quiet_hours=none").unwrap();
+        assert_eq!(none.quiet_hours, None);
+        let e = parse_form(&cur, b"quiet_hours=25-3").unwrap_err();
+        assert!(e.starts_with("Quiet hours:") && !e.contains("25"), "{e}");
+        let e = parse_form(&cur, b"max_auto_value.win_back=lots").unwrap_err();
+        assert!(
+            e.starts_with("Win-backs, largest value:") && !e.contains("lots"),
+            "{e}"
+        );
+        let e = parse_form(&cur, b"mode.follow_up=sometimes").unwrap_err();
+        assert!(e.starts_with("Follow-ups:"), "{e}");
+    }
+
+    #[test]
+    fn policies_read_in_words() {
+        let mut k = KindPolicy::default();
+        assert_eq!(kind_words(&k), "I approve each one");
+        k.mode = Mode::Auto;
+        assert_eq!(
+            kind_words(&k),
+            "Sent automatically, up to 20 a day and $1,000 each; the rest come to me"
+        );
+        k.mode = Mode::Off;
+        assert_eq!(kind_words(&k), "Off: never proposed");
+    }
+}
