@@ -1,37 +1,12 @@
 //! `pil audit verify` against the local stack: a chain of real policy changes verifies; a
 //! changed, a removed and a reordered record each make it exit non-zero naming the record.
 
-use std::process::Command;
+mod common;
+use common::run;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use pil_local::stack::{Stack, StackOptions, workspace_root};
 use pil_shared::audit::AuditRecord;
-
-fn pil(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pil"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().cloned())
-        .output()
-        .unwrap();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.success(),
-        json,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn run(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let env = env.to_vec();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        pil(&env, &a)
-    })
-    .await
-    .unwrap()
-}
 
 /// A practice with three audited policy changes.
 async fn practice_with_chain(stack: &Stack, env: &[(String, String)], id: &str) {

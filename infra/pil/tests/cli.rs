@@ -1,23 +1,9 @@
 //! The `pil` CLI, driven only through stack.env as outside scripts do.
 
-use std::process::Command;
+mod common;
+use common::pil;
 
 use pil_local::stack::{Stack, StackOptions, workspace_root};
-
-fn pil(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pil"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().cloned())
-        .output()
-        .unwrap();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.success(),
-        json,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboard_set_policy_and_scan_through_the_cli() {

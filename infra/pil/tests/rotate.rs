@@ -4,7 +4,8 @@
 //! either secret, and after the overlap with the new one only; every rotation is audited and
 //! no secret reaches stderr, `practice show` or the audit trail.
 
-use std::process::Command;
+mod common;
+use common::run;
 
 use jiff::{SignedDuration, Timestamp};
 use pil_local::pms::Received;
@@ -15,32 +16,6 @@ use pil_shared::practice::Mode;
 use pil_shared::service::admin::{self, KindChange};
 use pil_shared::signature::WebhookSecret;
 use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
-
-fn pil(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pil"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().cloned())
-        .output()
-        .unwrap();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.success(),
-        json,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn run(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let env = env.to_vec();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        pil(&env, &a)
-    })
-    .await
-    .unwrap()
-}
 
 /// `pil secret rotate` for test-clinic; the parsed new secret and the output.
 async fn rotate(ts: &TestStack, extra: &[&str]) -> (WebhookSecret, serde_json::Value) {

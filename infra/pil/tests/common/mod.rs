@@ -1,0 +1,33 @@
+//! Running the `pil` binary as outside scripts do: only the given environment (stack.env).
+
+#![allow(dead_code)] // each test crate uses what it needs
+
+use std::process::Command;
+
+/// Runs `pil ARGS` with exactly `env`; (success, stdout as JSON or Null, stderr).
+pub fn pil(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pil"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.success(),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`pil`] off the async runtime's threads.
+pub async fn run(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
+    let env = env.to_vec();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        pil(&env, &a)
+    })
+    .await
+    .unwrap()
+}
