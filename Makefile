@@ -20,7 +20,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint bench bench-scan sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint fuzz bench bench-scan sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -98,3 +98,13 @@ browser-tools:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "WARNING: could not install chromium; the browser tests will be skipped (or fail, with CI set)"; }
+
+# Coverage-guided fuzzing of the inbound parser and PHI guard (cargo fuzz, libFuzzer, nightly;
+# not part of make test). FUZZ_RUNS executions (default 10 million); new inputs that reach new
+# code are added to fuzz/corpus/inbound, which is kept in git. A crash leaves its input in
+# fuzz/artifacts and fails the target.
+FUZZ_RUNS ?= 10000000
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	cd fuzz && cargo +nightly fuzz run inbound corpus/inbound -- -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1
