@@ -128,6 +128,22 @@ pub struct Refusal {
     pub rule: &'static str,
 }
 
+/// An unknown key as a refusal names it: the key itself when it has the shape of a field name
+/// (`a-z`, digits, `_`, at most 40), `*` otherwise, so a key the sender filled with data (an
+/// address, a name) is never quoted back.
+fn shown_key(k: &str) -> String {
+    let field_like = !k.is_empty()
+        && k.len() <= 40
+        && k.as_bytes()[0].is_ascii_lowercase()
+        && k.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if field_like {
+        k.to_owned()
+    } else {
+        "*".to_owned()
+    }
+}
+
 impl Refusal {
     fn schema(field: String, rule: &'static str) -> Self {
         Self {
@@ -151,7 +167,7 @@ pub fn parse_body(body: &[u8], now: Timestamp) -> Result<Vec<InboundEvent>, Refu
     };
     if obj.contains_key("events") {
         if let Some(k) = obj.keys().find(|k| *k != "events") {
-            return Err(Refusal::schema(k.clone(), "unknown_field"));
+            return Err(Refusal::schema(shown_key(k), "unknown_field"));
         }
         let Some(Value::Array(items)) = obj.remove("events") else {
             return Err(Refusal::schema("events".into(), "type_array"));
@@ -190,7 +206,7 @@ impl<'a> Fields<'a> {
     /// Refuses any field not in `allowed` (reported in the body's own key order).
     fn closed(&self, allowed: &[&str]) -> Result<(), Refusal> {
         match self.map.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(k) => Err(Refusal::schema(self.path(k), "unknown_field")),
+            Some(k) => Err(Refusal::schema(self.path(&shown_key(k)), "unknown_field")),
             None => Ok(()),
         }
     }
@@ -600,8 +616,19 @@ mod tests {
         );
         assert!(parse(json!({"events": vec![ok.clone(); 100]})).is_ok());
         assert_eq!(
-            refused(json!({"events": [ok], "meta": 1})),
+            refused(json!({"events": [ok.clone()], "meta": 1})),
             ("meta".into(), "unknown_field")
+        );
+        // An unknown key that carries data is named by position, never quoted.
+        assert_eq!(
+            refused(
+                json!({"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": P, "jane.doe@example.com": 1}})
+            ),
+            ("data.*".into(), "unknown_field")
+        );
+        assert_eq!(
+            refused(json!({"events": [ok], "Jane Doe": 1})),
+            ("*".into(), "unknown_field")
         );
         assert_eq!(
             refused(
