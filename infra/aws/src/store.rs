@@ -528,13 +528,12 @@ impl SlotIndex for DynamoStore {
             .await?;
         Ok(items
             .iter()
-            .filter_map(|i| match i.get("sk").and_then(|v| v.as_s().ok()) {
-                Some(sk) => match EntityKey::parse_sort_key(sk) {
+            .filter_map(
+                |i| match EntityKey::parse_sort_key(i.get("sk")?.as_s().ok()?) {
                     Some(EntityKey::Slot(r)) => Some(r),
                     _ => None,
                 },
-                None => None,
-            })
+            )
             .collect())
     }
 }
@@ -584,14 +583,7 @@ impl PatientIndex for DynamoStore {
                 None,
             )
             .await?;
-        items
-            .iter()
-            .map(|i| {
-                let mut a: Action = from_doc(i)?;
-                a.rev = num(i, "rev");
-                Ok(a)
-            })
-            .collect()
+        items.iter().map(action_of).collect()
     }
 }
 
@@ -634,9 +626,7 @@ impl PatientRecords for DynamoStore {
             match sk {
                 Some(k) if k.starts_with("APPT#") => out.push(entity(item)?),
                 Some(k) if k.starts_with("ACTION#") => {
-                    let mut a: Action = from_doc(item)?;
-                    a.rev = num(item, "rev");
-                    out.push(PatientRecord::Action(a));
+                    out.push(PatientRecord::Action(action_of(item)?))
                 }
                 _ => {}
             }
@@ -695,9 +685,7 @@ impl ActionRepo for DynamoStore {
         let Some(item) = self.get(pk(practice), format!("ACTION#{id}")).await? else {
             return Ok(None);
         };
-        let mut a: Action = from_doc(&item)?;
-        a.rev = num(&item, "rev");
-        Ok(Some(a))
+        action_of(&item).map(Some)
     }
 
     async fn update_action(&self, action: &Action) -> Result<bool, StoreError> {
