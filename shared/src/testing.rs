@@ -835,10 +835,42 @@ impl World {
     }
 }
 
+/// A proposed neurotoxin rebook nudge (value 450; gap opened 2026-10-30, evidence
+/// 2026-08-01; created 2026-11-01 08:00 UTC, expiring 2026-11-15 05:00 UTC) with every optional
+/// field empty and revision 0. Tests set what they need with struct-update syntax.
+pub fn sample_action(practice: &str, patient: &OpaqueRef, id: &[&str]) -> Action {
+    let date = |s: &str| s.parse::<Date>().expect("a date");
+    let at = |s: &str| s.parse::<Timestamp>().expect("an instant");
+    Action {
+        id: ActionId::derive(id),
+        practice_id: PracticeId::parse(practice).expect("a practice id"),
+        kind: ActionKind::RebookNudge,
+        patient_ref: patient.clone(),
+        treatment: Treatment::Neurotoxin,
+        reason: crate::action::Reason::CycleDue,
+        evidence_date: date("2026-08-01"),
+        due_since: date("2026-10-30"),
+        value: 450,
+        status: crate::action::ActionStatus::Proposed,
+        created_at: at("2026-11-01T08:00:00Z"),
+        expires_at: at("2026-11-15T05:00:00Z"),
+        decided_by: None,
+        decided_at: None,
+        delivered_at: None,
+        attempts: 0,
+        last_error: None,
+        lease_until: None,
+        suppression: None,
+        converted: None,
+        rev: 0,
+        slot: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::{ActionStatus, Reason};
+    use crate::action::ActionStatus;
     use crate::state::{Consent, Lww, PatientTreatment};
 
     fn r(s: &str) -> OpaqueRef {
@@ -856,28 +888,16 @@ mod tests {
 
     fn action(p: &OpaqueRef, due: &str) -> Action {
         Action {
-            id: ActionId::derive(&["mem-clinic", "rebook_nudge", p.as_str(), due]),
-            practice_id: pid(),
-            kind: ActionKind::RebookNudge,
-            patient_ref: p.clone(),
-            treatment: Treatment::Neurotoxin,
-            reason: Reason::CycleDue,
             evidence_date: d("2026-01-01"),
             due_since: d(due),
-            value: 450,
-            status: ActionStatus::Proposed,
             created_at: "2026-05-03T08:00:00Z".parse().unwrap(),
             expires_at: "2026-05-17T04:00:00Z".parse().unwrap(),
-            decided_by: None,
-            decided_at: None,
-            delivered_at: None,
-            attempts: 0,
-            last_error: None,
-            lease_until: None,
             rev: 7,
-            suppression: None,
-            converted: None,
-            slot: None,
+            ..super::sample_action(
+                "mem-clinic",
+                p,
+                &["mem-clinic", "rebook_nudge", p.as_str(), due],
+            )
         }
     }
 

@@ -112,7 +112,7 @@ mod tests {
     use jiff::civil::Date;
 
     use super::*;
-    use crate::action::{ActionKind, Reason};
+    use crate::action::ActionKind;
     use crate::ids::PracticeId;
     use crate::practice::{Policy, SealedSecrets};
     use crate::state::Appointment;
@@ -152,28 +152,11 @@ mod tests {
     /// A delivered rebook nudge for neurotoxin (value 450), delivered at `at`.
     fn delivered(tag: &str, at: &str) -> Action {
         Action {
-            id: ActionId::derive(&["attr-clinic", tag]),
-            practice_id: PracticeId::parse("attr-clinic").unwrap(),
-            kind: ActionKind::RebookNudge,
-            patient_ref: patient(),
-            treatment: Treatment::Neurotoxin,
-            reason: Reason::CycleDue,
-            evidence_date: d("2026-08-01"),
-            due_since: d("2026-10-30"),
-            value: 450,
             status: ActionStatus::Delivered,
-            created_at: ts("2026-11-01T08:00:00Z"),
-            expires_at: ts("2026-11-15T05:00:00Z"),
-            decided_by: None,
-            decided_at: None,
             delivered_at: Some(ts(at)),
             attempts: 1,
-            last_error: None,
-            lease_until: None,
-            suppression: None,
-            converted: None,
             rev: 3,
-            slot: None,
+            ..crate::testing::sample_action("attr-clinic", &patient(), &["attr-clinic", tag])
         }
     }
 

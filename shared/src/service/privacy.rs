@@ -286,7 +286,7 @@ mod tests {
     use jiff::civil::Date;
 
     use super::*;
-    use crate::action::{ActionKind, ActionStatus, Reason};
+    use crate::action::{ActionKind, ActionStatus};
     use crate::ids::{ActionId, PracticeId};
     use crate::practice::{Policy, SealedSecrets};
     use crate::state::{
@@ -560,28 +560,16 @@ mod tests {
 
     fn action(p: &OpaqueRef) -> Action {
         Action {
-            id: ActionId::derive(&["test-clinic", "rebook_nudge", p.as_str()]),
-            practice_id: PracticeId::parse("test-clinic").unwrap(),
-            kind: ActionKind::RebookNudge,
-            patient_ref: p.clone(),
-            treatment: Treatment::Neurotoxin,
-            reason: Reason::CycleDue,
             evidence_date: d("2026-02-01"),
             due_since: d("2026-05-02"),
-            value: 450,
             status: ActionStatus::Pending,
             created_at: ts("2026-05-03T08:00:00Z"),
             expires_at: ts("2026-05-17T04:00:00Z"),
-            decided_by: None,
-            decided_at: None,
-            delivered_at: None,
-            attempts: 0,
-            last_error: None,
-            lease_until: None,
-            suppression: None,
-            converted: None,
-            rev: 0,
-            slot: None,
+            ..crate::testing::sample_action(
+                "test-clinic",
+                p,
+                &["test-clinic", "rebook_nudge", p.as_str()],
+            )
         }
     }
 

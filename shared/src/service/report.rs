@@ -373,11 +373,10 @@ pub async fn day_summary_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::{Conversion, Reason};
-    use crate::ids::{ActionId, OpaqueRef};
+    use crate::action::Conversion;
+    use crate::ids::OpaqueRef;
     use crate::practice::{Policy, SealedSecrets};
     use crate::service::scan::Suppression;
-    use crate::treatment::Treatment;
 
     fn practice() -> Practice {
         Practice {
@@ -410,28 +409,15 @@ mod tests {
     /// An action of `kind` created at `created` (value 450), in `status`.
     fn action(n: u32, kind: ActionKind, created: &str, status: ActionStatus) -> Action {
         Action {
-            id: ActionId::derive(&["report-clinic", &n.to_string()]),
-            practice_id: PracticeId::parse("report-clinic").unwrap(),
             kind,
-            patient_ref: OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap(),
-            treatment: Treatment::Neurotoxin,
-            reason: Reason::CycleDue,
-            evidence_date: d("2026-08-01"),
-            due_since: d("2026-10-30"),
-            value: 450,
             status,
             created_at: ts(created),
             expires_at: ts("2026-12-15T05:00:00Z"),
-            decided_by: None,
-            decided_at: None,
-            delivered_at: None,
-            attempts: 0,
-            last_error: None,
-            lease_until: None,
-            suppression: None,
-            converted: None,
-            rev: 0,
-            slot: None,
+            ..crate::testing::sample_action(
+                "report-clinic",
+                &OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap(),
+                &["report-clinic", &n.to_string()],
+            )
         }
     }
 
