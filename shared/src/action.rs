@@ -63,6 +63,18 @@ impl ActionKind {
         }
     }
 
+    /// The kind as a heading over several ("Rebook nudges").
+    pub fn plural_label(self) -> &'static str {
+        match self {
+            Self::RebookNudge => "Rebook nudges",
+            Self::SlotOffer => "Slot offers",
+            Self::FollowUp => "Follow-ups",
+            Self::NoShowRecovery => "No-show recoveries",
+            Self::WinBack => "Win-backs",
+            Self::SeriesContinue => "Series continuations",
+        }
+    }
+
     pub fn default_template(self) -> &'static str {
         match self {
             Self::RebookNudge => "rebook_default",

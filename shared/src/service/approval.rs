@@ -304,17 +304,6 @@ fn status_label(s: ActionStatus) -> &'static str {
     }
 }
 
-fn kind_plural(k: ActionKind) -> &'static str {
-    match k {
-        ActionKind::RebookNudge => "Rebook nudges",
-        ActionKind::SlotOffer => "Slot offers",
-        ActionKind::FollowUp => "Follow-ups",
-        ActionKind::NoShowRecovery => "No-show recoveries",
-        ActionKind::WinBack => "Win-backs",
-        ActionKind::SeriesContinue => "Series continuations",
-    }
-}
-
 fn sentence(words: &str) -> String {
     let mut c = words.chars();
     match c.next() {
@@ -409,7 +398,7 @@ fn digest(
                 groups.push((
                     a.kind,
                     ActionGroup {
-                        label: kind_plural(a.kind),
+                        label: a.kind.plural_label(),
                         count: 0,
                         value_display: String::new(),
                         actions: Vec::new(),

@@ -48,17 +48,6 @@ struct SettingsHtml<'a> {
     expires: String,
 }
 
-fn kind_plural(k: ActionKind) -> &'static str {
-    match k {
-        ActionKind::RebookNudge => "Rebook nudges",
-        ActionKind::SlotOffer => "Slot offers",
-        ActionKind::FollowUp => "Follow-ups",
-        ActionKind::NoShowRecovery => "No-show recoveries",
-        ActionKind::WinBack => "Win-backs",
-        ActionKind::SeriesContinue => "Series continuations",
-    }
-}
-
 /// A kind's policy in the owner's words ("I approve each one").
 pub fn kind_words(k: &KindPolicy) -> String {
     match k.mode {
@@ -100,7 +89,7 @@ fn kinds(p: &Policy) -> Vec<KindView> {
             let kp = p.for_kind(k);
             KindView {
                 key: k.as_str(),
-                label: kind_plural(k),
+                label: k.plural_label(),
                 words: kind_words(&kp),
                 mode: kp.mode.as_str(),
                 max_auto_per_day: kp.max_auto_per_day,
@@ -225,7 +214,7 @@ fn parse_form(current: &Policy, body: &[u8]) -> Result<Policy, String> {
     let mut p = current.clone();
     for k in ActionKind::ALL {
         let mut kp = p.for_kind(k);
-        let label = kind_plural(k);
+        let label = k.plural_label();
         if let Some(m) = form.get(&format!("mode.{}", k.as_str())) {
             kp.mode = Mode::parse(m)
                 .ok_or_else(|| field_error(label, "choose approve, automatic or off"))?;
