@@ -62,6 +62,23 @@ impl Default for KindPolicy {
     }
 }
 
+/// Quiet hours as people write them: `START-END` in local hours (`20-8`), or `none`.
+/// `Err(())` for anything else, including equal or out-of-range hours.
+#[allow(clippy::result_unit_err)]
+pub fn parse_quiet_hours(s: &str) -> Result<Option<(u8, u8)>, ()> {
+    let s = s.trim();
+    if s == "none" {
+        return Ok(None);
+    }
+    let (a, b) = s.split_once('-').ok_or(())?;
+    let a: u8 = a.trim().parse().map_err(|_| ())?;
+    let b: u8 = b.trim().parse().map_err(|_| ())?;
+    if a > 23 || b > 23 || a == b {
+        return Err(());
+    }
+    Ok(Some((a, b)))
+}
+
 /// The whole policy. `Policy::default()` is "everything needs approval" (DESIGN §2.5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {

@@ -353,15 +353,9 @@ struct PolicySet {
 }
 
 fn quiet_hours(s: &str) -> Result<Option<(u8, u8)>> {
-    if s == "none" {
-        return Ok(None);
-    }
-    let bad = || anyhow!("--quiet-hours: START-END in local hours 0-23 (e.g. 20-8), or none");
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    Ok(Some((
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    )))
+    pil_shared::practice::parse_quiet_hours(s).map_err(|()| {
+        anyhow!("--quiet-hours: two different local hours 0-23 as START-END (e.g. 20-8), or none")
+    })
 }
 
 #[tokio::main]

@@ -109,6 +109,8 @@ struct View<'a> {
     error: &'a str,
     form_action: &'a str,
     again_url: &'a str,
+    /// When `again_url` stops working, in the practice's words (empty without one).
+    again_expires: String,
 }
 
 fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
@@ -131,10 +133,7 @@ fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
         expiry_hours: policy.approval_expiry_hours,
         slot_fill_k: policy.slot_fill_k,
         again_url: v.again_url,
-        expires: expiry(practice, Timestamp::now())
-            .to_zoned(practice.tz())
-            .strftime("%b %-d, %-I:%M %p %Z")
-            .to_string(),
+        expires: v.again_expires,
     }
     .render()
     .unwrap_or_default();
@@ -187,6 +186,7 @@ pub fn show(practice: &Practice, raw: &str) -> Page {
             error: "",
             form_action: &action,
             again_url: "",
+            again_expires: String::new(),
         },
     )
 }
@@ -251,22 +251,13 @@ fn parse_form(current: &Policy, body: &[u8]) -> Result<Policy, String> {
     }
     if let Some(q) = form.get("quiet_hours").map(|v| v.trim()) {
         p.quiet_hours = match q {
-            "" | "none" | "off" => None,
-            q => {
-                let bad = || {
-                    field_error(
-                        "Quiet hours",
-                        "two different hours 0-23 as START-END (e.g. 20-8), or none",
-                    )
-                };
-                let (a, b) = q.split_once('-').ok_or_else(bad)?;
-                let a: u8 = a.trim().parse().map_err(|_| bad())?;
-                let b: u8 = b.trim().parse().map_err(|_| bad())?;
-                if a > 23 || b > 23 || a == b {
-                    return Err(bad());
-                }
-                Some((a, b))
-            }
+            "" | "off" => None,
+            q => crate::practice::parse_quiet_hours(q).map_err(|()| {
+                field_error(
+                    "Quiet hours",
+                    "two different hours 0-23 as START-END (e.g. 20-8), or none",
+                )
+            })?,
         };
     }
     Ok(p)
@@ -298,6 +289,7 @@ pub async fn save(
                     error: &e,
                     form_action: &action,
                     again_url: "",
+                    again_expires: String::new(),
                 },
             );
         }
@@ -322,6 +314,7 @@ pub async fn save(
                     error: "",
                     form_action: "",
                     again_url: "",
+                    again_expires: String::new(),
                 },
             );
         }
@@ -346,6 +339,7 @@ pub async fn save(
                     error: &e,
                     form_action: "",
                     again_url: "",
+                    again_expires: String::new(),
                 },
             );
         }
@@ -353,11 +347,16 @@ pub async fn save(
     };
     tracing::info!(practice_id = %practice.id, approver = %claims.approver, outcome = "settings_saved", "owner saved settings");
     // A fresh link, so the owner can adjust again without waiting for the next digest.
+    let now = deps.clock.now();
+    let again_expires = expiry(practice, now)
+        .to_zoned(practice.tz())
+        .strftime("%b %-d, %-I:%M %p %Z")
+        .to_string();
     let again = match deps.secrets.get(&practice.id, &practice.secrets).await {
         Ok(s) => practice
             .owner_emails
             .first()
-            .map(|e| settings_link("", practice, e, &s.link, deps.clock.now()))
+            .map(|e| settings_link("", practice, e, &s.link, now))
             .unwrap_or_default(),
         Err(_) => String::new(),
     };
@@ -374,6 +373,7 @@ pub async fn save(
             error: "",
             form_action: "",
             again_url: &again,
+            again_expires,
         },
     )
 }
@@ -392,6 +392,7 @@ fn unavailable(practice: &Practice) -> Page {
             error: "",
             form_action: "",
             again_url: "",
+            again_expires: String::new(),
         },
     )
 }
