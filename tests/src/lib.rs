@@ -77,6 +77,25 @@ impl TestStack {
             .store
     }
 
+    /// Sets one kind's policy mode (`pil policy set --kind K --mode M`).
+    pub async fn set_mode(
+        &self,
+        kind: pil_shared::action::ActionKind,
+        mode: pil_shared::practice::Mode,
+    ) {
+        admin::set_kind_policy(
+            self.store(),
+            &self.practice,
+            kind,
+            admin::KindChange {
+                mode: Some(mode),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("policy set");
+    }
+
     pub async fn send(&self, webhook_id: &str, body: &serde_json::Value) -> Reply {
         self.pms
             .send(

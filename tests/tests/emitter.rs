@@ -10,17 +10,7 @@ use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 /// One auto-approved rebook nudge; returns its action id.
 async fn auto_action(ts: &TestStack) -> ActionId {
-    admin::set_kind_policy(
-        ts.store(),
-        &ts.practice,
-        ActionKind::RebookNudge,
-        KindChange {
-            mode: Some(Mode::Auto),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    ts.set_mode(ActionKind::RebookNudge, Mode::Auto).await;
     let p = new_ref("p");
     assert_eq!(
         ts.send(&format!("msg_{p}"), &completed(&p, "neurotoxin", 100))

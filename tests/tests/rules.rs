@@ -4,7 +4,6 @@ use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
 use pil_shared::ids::OpaqueRef;
 use pil_shared::ports::{ActionRepo, PatientIndex, PracticeRepo};
 use pil_shared::practice::Mode;
-use pil_shared::service::admin::{self, KindChange};
 use pil_shared::service::scan::{ScanReport, Suppression};
 use pil_tests::{TestStack, ago, completed, new_ref};
 use serde_json::json;
@@ -193,17 +192,7 @@ async fn cooldown_monthly_cap_and_kind_off_suppress() {
     );
 
     // A kind switched off is suppressed, not proposed.
-    admin::set_kind_policy(
-        ts.store(),
-        &ts.practice,
-        ActionKind::FollowUp,
-        KindChange {
-            mode: Some(Mode::Off),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    ts.set_mode(ActionKind::FollowUp, Mode::Off).await;
     let q = new_ref("p");
     assert_eq!(
         ts.send("msg_off", &completed(&q, "dermal_filler", 15))

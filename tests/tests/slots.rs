@@ -10,7 +10,6 @@ use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
 use pil_shared::ids::OpaqueRef;
 use pil_shared::ports::{EntityRepo, PatientIndex};
 use pil_shared::practice::Mode;
-use pil_shared::service::admin::{self, KindChange};
 use pil_shared::state::{Entity, EntityKey};
 use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::json;
@@ -81,17 +80,7 @@ fn booked(
 async fn an_opened_slot_goes_to_the_top_k_due_patients_in_real_time() {
     let ts = TestStack::start().await.unwrap();
     let p = due_patients(&ts).await;
-    admin::set_kind_policy(
-        ts.store(),
-        &ts.practice,
-        ActionKind::SlotOffer,
-        KindChange {
-            mode: Some(Mode::Auto),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    ts.set_mode(ActionKind::SlotOffer, Mode::Auto).await;
     // p[1] opted out since; p[2] booked something else ahead.
     let opt_out = json!({"events": [{"type": "patient.opted_out", "occurred_at": Timestamp::now().to_string(),
         "data": {"patient_ref": p[1]}}]});
@@ -263,17 +252,7 @@ async fn booking_the_slot_withdraws_pending_offers_and_none_goes_out() {
 async fn a_cancellation_that_reopens_its_slot_is_offered_then_filled() {
     let ts = TestStack::start().await.unwrap();
     let p = due_patients(&ts).await;
-    admin::set_kind_policy(
-        ts.store(),
-        &ts.practice,
-        ActionKind::SlotOffer,
-        KindChange {
-            mode: Some(Mode::Auto),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    ts.set_mode(ActionKind::SlotOffer, Mode::Auto).await;
     // Someone else's neurotoxin appointment tomorrow is cancelled and reopens its slot.
     let (appt, provider, other) = (new_ref("appt"), new_ref("prov"), new_ref("p"));
     let starts_at = Timestamp::now() + SignedDuration::from_hours(28);

@@ -8,7 +8,6 @@ use pil_shared::action::{Action, ActionKind, ActionStatus};
 use pil_shared::ids::OpaqueRef;
 use pil_shared::ports::{ActionRepo, PatientIndex, PracticeRepo};
 use pil_shared::practice::Mode;
-use pil_shared::service::admin::{self, KindChange};
 use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::json;
 
@@ -52,17 +51,7 @@ fn booked(patient: &str, treatment: &str, at: Timestamp) -> serde_json::Value {
 async fn a_booking_after_a_delivered_trigger_is_recovered_revenue_in_the_report() {
     let ts = TestStack::start().await.unwrap();
     // Rebook nudges go out without the owner; deliveries at any hour.
-    admin::set_kind_policy(
-        ts.store(),
-        &ts.practice,
-        ActionKind::RebookNudge,
-        KindChange {
-            mode: Some(Mode::Auto),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    ts.set_mode(ActionKind::RebookNudge, Mode::Auto).await;
     let mut practice = ts
         .store()
         .get_practice(&ts.practice)

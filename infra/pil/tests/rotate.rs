@@ -13,7 +13,6 @@ use pil_shared::action::{ActionKind, ActionStatus};
 use pil_shared::ids::ActionId;
 use pil_shared::ports::{ActionRepo, PracticeRepo};
 use pil_shared::practice::Mode;
-use pil_shared::service::admin::{self, KindChange};
 use pil_shared::signature::WebhookSecret;
 use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 
@@ -215,17 +214,7 @@ async fn delivered_trigger(ts: &TestStack) -> Received {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_rotation_signs_with_both_secrets_during_the_overlap_and_the_new_one_after() {
     let ts = TestStack::start().await.unwrap();
-    admin::set_kind_policy(
-        ts.store(),
-        &ts.practice,
-        ActionKind::RebookNudge,
-        KindChange {
-            mode: Some(Mode::Auto),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    ts.set_mode(ActionKind::RebookNudge, Mode::Auto).await;
     let old = ts.trigger_secret.clone();
 
     let (new, out) = rotate(&ts, &["--which", "trigger", "--overlap-hours", "24"]).await;
