@@ -221,14 +221,17 @@ pub trait ActionRepo: Send + Sync {
     /// Replaces the action if the stored revision is still `action.rev` (what the caller read),
     /// storing it as `action.rev + 1`. `Ok(false)` when someone else changed it first.
     async fn update_action(&self, action: &Action) -> Result<bool, StoreError>;
-    /// Counts one auto-approval of `kind` on the practice-local `day`, unless `max` were
-    /// counted already (`Ok(false)`).
+    /// Counts `action` among the auto-approvals of `kind` on the practice-local `day`, unless
+    /// `max` others were counted already (`Ok(false)`). Idempotent: counting an action that
+    /// was counted before answers `Ok(true)` and counts nothing more (a redelivered or retried
+    /// approval, or a write whose answer was lost).
     async fn reserve_auto_approval(
         &self,
         practice: &PracticeId,
         kind: ActionKind,
         day: Date,
         max: u32,
+        action: &ActionId,
     ) -> Result<bool, StoreError>;
 }
 

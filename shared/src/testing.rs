@@ -121,7 +121,7 @@ struct Tables {
     /// actions (`ACTION#`).
     items: BTreeMap<(PracticeId, String), Item>,
     /// Auto-approval counters, `(practice, "{day}#{kind}")` → n.
-    auto: BTreeMap<(PracticeId, String), u64>,
+    auto: BTreeMap<(PracticeId, String), BTreeSet<ActionId>>,
     /// Used token nonces.
     tokens: BTreeSet<(PracticeId, String)>,
     /// Audit chains, per practice, in append order.
@@ -570,17 +570,19 @@ impl ActionRepo for MemStore {
         kind: ActionKind,
         day: Date,
         max: u32,
+        action: &ActionId,
     ) -> Result<bool, StoreError> {
         self.write()?;
         let mut t = lock(&self.t);
-        let n = t
+        let ids = t
             .auto
             .entry((practice.clone(), format!("{day}#{kind}")))
-            .or_insert(0);
-        // `attribute_not_exists(n) OR n < :max`, then `ADD n :one`: the first reservation of
-        // a day is granted even when `max` is 0, as in the adapter.
-        if *n == 0 || *n < u64::from(max) {
-            *n += 1;
+            .or_default();
+        // `attribute_not_exists(ids) OR size(ids) < :max OR contains(ids, :id)`, then
+        // `ADD ids :id`: the first reservation of a day is granted even when `max` is 0, as
+        // in the adapter.
+        if ids.is_empty() || ids.len() < max as usize || ids.contains(action) {
+            ids.insert(action.clone());
             Ok(true)
         } else {
             Ok(false)
@@ -1028,15 +1030,24 @@ mod tests {
         let m = MemStore::new();
         run(async {
             let day = d("2026-05-01");
-            for _ in 0..2 {
+            let id = |n: u8| {
+                ActionId::parse(&format!("act_{}", "a".repeat(25) + &n.to_string())).unwrap()
+            };
+            for n in 0..2 {
                 assert!(
-                    m.reserve_auto_approval(&pid(), ActionKind::FollowUp, day, 2)
+                    m.reserve_auto_approval(&pid(), ActionKind::FollowUp, day, 2, &id(n))
                         .await
                         .unwrap()
                 );
             }
             assert!(
-                !m.reserve_auto_approval(&pid(), ActionKind::FollowUp, day, 2)
+                m.reserve_auto_approval(&pid(), ActionKind::FollowUp, day, 2, &id(1))
+                    .await
+                    .unwrap(),
+                "the same action again: granted, not counted twice"
+            );
+            assert!(
+                !m.reserve_auto_approval(&pid(), ActionKind::FollowUp, day, 2, &id(2))
                     .await
                     .unwrap()
             );

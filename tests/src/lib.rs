@@ -1,6 +1,8 @@
 //! Test support: a local stack per test (its own moto on free ports), an onboarded practice,
 //! a signing PMS client, and helpers to look everywhere a value could have leaked.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -10,7 +12,7 @@ use pil_shared::ids::PracticeId;
 use pil_shared::service::admin::{self, NewPractice};
 use pil_shared::signature::WebhookSecret;
 
-pub use pil_local::scenario::{eventually, new_ref, table_dump};
+pub use pil_local::scenario::{eventually, new_ref, table_dump, table_items};
 
 pub struct TestStack {
     pub stack: Stack,
@@ -18,6 +20,9 @@ pub struct TestStack {
     pub secret: WebhookSecret,
     pub trigger_secret: WebhookSecret,
     pub pms: PmsClient,
+    /// The table through the stack's own client: never through the fault proxy, so tests
+    /// can look while the handlers' calls fail.
+    direct: pil_aws::DynamoStore,
 }
 
 impl TestStack {
@@ -59,22 +64,30 @@ impl TestStack {
         let trigger_secret =
             WebhookSecret::parse(&out.trigger_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
         let pms = PmsClient::new(&stack.api_url);
+        let table = stack
+            .env
+            .iter()
+            .find(|(k, _)| k == "TABLE_NAME")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| anyhow::anyhow!("stack.env has no TABLE_NAME"))?;
+        let direct = pil_aws::DynamoStore::new(
+            stack.clients.dynamodb.clone(),
+            table,
+            pil_aws::Meter::default(),
+        );
         Ok(Self {
             stack,
             practice,
             secret,
             trigger_secret,
             pms,
+            direct,
         })
     }
 
+    /// The table, read and written directly (not metered, never through the fault proxy).
     pub fn store(&self) -> &pil_aws::DynamoStore {
-        &self
-            .stack
-            .scan_deps()
-            .expect("scan function")
-            .adapters
-            .store
+        &self.direct
     }
 
     /// Sets one kind's policy mode (`pil policy set --kind K --mode M`).
@@ -177,3 +190,51 @@ pub fn completed(patient: &str, treatment: &str, days_ago: i64) -> serde_json::V
 }
 
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Every log line the process writes, for tests that look for leaks: install it with
+/// `tracing_subscriber::fmt().json().with_writer(captured.clone())` (once per test binary).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Installs a JSON subscriber at debug level that writes here; returns the capture.
+    pub fn install() -> Self {
+        let logs = Self::default();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("debug")
+            .with_writer(logs.clone())
+            .init();
+        logs
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

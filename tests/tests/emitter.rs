@@ -44,10 +44,12 @@ async fn transient_failures_retry_then_deliver_exactly_once_even_when_redelivere
         Scripted {
             status: 503,
             retry_after: None,
+            delay_ms: None,
         },
         Scripted {
             status: 429,
             retry_after: Some(1),
+            delay_ms: None,
         },
     ]);
     let id = auto_action(&ts).await;
@@ -104,6 +106,7 @@ async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
     ts.stack.pms.script([Scripted {
         status: 400,
         retry_after: None,
+        delay_ms: None,
     }]);
     let id = auto_action(&ts).await;
     eventually(WAIT, || async {
@@ -133,6 +136,7 @@ async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
     ts.stack.pms.script([Scripted {
         status: 410,
         retry_after: None,
+        delay_ms: None,
     }]);
     let p = new_ref("p");
     ts.send("msg_410", &completed(&p, "neurotoxin", 100)).await;
@@ -170,6 +174,7 @@ async fn retries_stop_at_the_horizon_and_dead_letter() {
     ts.stack.pms.script((0..5).map(|_| Scripted {
         status: 503,
         retry_after: None,
+        delay_ms: None,
     }));
     let id = auto_action(&ts).await;
     eventually(WAIT, || async {

@@ -1,31 +1,8 @@
 //! Black box: post every PHI example over real HTTP, run the night, then look everywhere a value
 //! could have gone (every table item, every queue, every e-mail, every log line) and find none.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
+use pil_tests::{Captured, TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::Value;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 fn strings(v: &Value) -> Vec<String> {
     match v {
@@ -38,12 +15,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_phi_appears_in_no_table_queue_email_or_log_line() {
-    let logs = Captured::default();
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter("debug")
-        .with_writer(logs.clone())
-        .init();
+    let logs = Captured::install();
 
     let ts = TestStack::start().await.unwrap();
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -93,7 +65,7 @@ async fn refused_phi_appears_in_no_table_queue_email_or_log_line() {
         .iter()
         .map(|e| format!("{} {}", e.subject, e.body))
         .collect();
-    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let log_text = logs.text();
     assert!(log_text.contains("webhook refused"), "logs were captured");
     assert!(
         !emails.contains(&patient),

@@ -4,33 +4,12 @@
 //! the data object), after 0-3 valid events of the same batch, and posted over real HTTP to
 //! the local stack, with every log line of every handler captured (debug level, JSON).
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use pil_tests::{TestStack, ago, completed, new_ref};
+use pil_tests::{Captured, TestStack, ago, completed, new_ref};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 fn phi() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -77,12 +56,7 @@ fn body(value: &str, place: u8, before: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_refused_value_reaches_a_log_line_the_response_or_the_table() {
-    let logs = Captured::default();
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter("debug")
-        .with_writer(logs.clone())
-        .init();
+    let logs = Captured::install();
     let ts = TestStack::start().await.unwrap();
     let handle = tokio::runtime::Handle::current();
     let sent: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -107,7 +81,7 @@ async fn no_refused_value_reaches_a_log_line_the_response_or_the_table() {
     result.unwrap();
     // Let the pollers log whatever they would (nothing was queued).
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logged = logs.text();
     assert!(
         logged.contains("webhook refused"),
         "the refusals were logged"

@@ -704,6 +704,7 @@ impl ActionRepo for DynamoStore {
         kind: ActionKind,
         day: Date,
         max: u32,
+        action: &ActionId,
     ) -> Result<bool, StoreError> {
         let keep = Timestamp::now().as_second() + 3 * 86_400;
         let res = self
@@ -712,10 +713,15 @@ impl ActionRepo for DynamoStore {
             .table_name(&self.table)
             .key("pk", s(pk(practice)))
             .key("sk", s(format!("AUTO#{day}#{kind}")))
-            .update_expression("ADD n :one SET #t = :ttl")
-            .condition_expression("attribute_not_exists(n) OR n < :max")
+            // The set of the day's auto-approved action ids (not a counter): adding an id
+            // that is in it already changes nothing, so a retried approval is counted once.
+            .update_expression("ADD ids :ids SET #t = :ttl")
+            .condition_expression(
+                "attribute_not_exists(ids) OR size(ids) < :max OR contains(ids, :id)",
+            )
             .expression_attribute_names("#t", "ttl")
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ids", AttributeValue::Ss(vec![action.to_string()]))
+            .expression_attribute_values(":id", s(action.to_string()))
             .expression_attribute_values(":max", n(u64::from(max)))
             .expression_attribute_values(":ttl", n(keep.max(0) as u64))
             .send()

@@ -56,6 +56,20 @@ pub struct Scripted {
     pub status: u16,
     #[serde(default)]
     pub retry_after: Option<u64>,
+    /// Answer only after this many milliseconds (the trigger is taken first, as a slow PMS
+    /// would): longer than the emitter's timeout, the emitter sees a timeout.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+}
+
+impl Scripted {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            retry_after: None,
+            delay_ms: None,
+        }
+    }
 }
 
 struct PmsState {
@@ -199,6 +213,9 @@ async fn receive(State(st): State<Arc<PmsState>>, headers: HeaderMap, body: Byte
             signatures,
             verified_with,
         });
+    }
+    if let Some(ms) = scripted.as_ref().and_then(|s| s.delay_ms) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "").into_response();
     if let Some(ra) = retry_after

@@ -366,6 +366,7 @@ pub async fn run(stack: &Stack) -> Result<Story> {
     stack.pms.script([Scripted {
         status: 503,
         retry_after: Some(1),
+        delay_ms: None,
     }]);
     let resp = http.post(&approve_a).send().await?;
     story.say(format!(
@@ -895,6 +896,31 @@ pub fn links_after(body: &str, marker: &str) -> Vec<String> {
 }
 
 /// Everything in the state table, as text (to search for values that must not be there).
+/// Every item of the state table as JSON (through the stack's own client).
+pub async fn table_items(stack: &Stack) -> Result<Vec<serde_json::Value>> {
+    let table = stack.resource("StateTable")?;
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = stack
+            .clients
+            .dynamodb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        for item in page.items.unwrap_or_default() {
+            out.push(serde_dynamo::from_item(item)?);
+        }
+        match page.last_evaluated_key {
+            Some(k) => start = Some(k),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
 pub async fn table_dump(stack: &Stack) -> Result<String> {
     let table = stack.resource("StateTable")?;
     let mut out = String::new();

@@ -20,6 +20,7 @@ use pil_aws::{Clients, Config, Meter};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::fault::FaultProxy;
 use crate::moto::Moto;
 use crate::pms::PmsSim;
 use crate::template::{self, Deployed, Mapping, Route};
@@ -46,6 +47,14 @@ pub struct StackOptions {
     /// Re-check quiet hours this often while a trigger waits (Lambda: at the window's end, at
     /// most 12 h); tests shorten it.
     pub quiet_recheck_seconds: Option<u64>,
+    /// Put a [`FaultProxy`] between the handlers' AWS clients and the emulator (the
+    /// fault-matrix tests). The stack's own plumbing still talks to the emulator directly.
+    pub fault_proxy: bool,
+    /// Sets every (non-dead-letter) queue's visibility timeout after deployment, so a message
+    /// a handler failed comes back in seconds, not the template's minutes (fault tests).
+    pub queue_visibility_seconds: Option<i32>,
+    /// Extra environment for every function (overrides the template's).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl StackOptions {
@@ -67,6 +76,9 @@ impl StackOptions {
             poll_wait_seconds: 1,
             trigger_max_attempts: None,
             quiet_recheck_seconds: None,
+            fault_proxy: false,
+            queue_visibility_seconds: None,
+            extra_env: Vec::new(),
         }
     }
 
@@ -82,6 +94,9 @@ impl StackOptions {
             poll_wait_seconds: 1,
             trigger_max_attempts: None,
             quiet_recheck_seconds: None,
+            fault_proxy: false,
+            queue_visibility_seconds: None,
+            extra_env: Vec::new(),
         })
     }
 }
@@ -115,7 +130,8 @@ impl Handler {
         }
     }
 
-    async fn sqs(&self, event: SqsEvent) -> Result<SqsBatchResponse> {
+    /// One SQS batch, as Lambda's event-source mapping hands it over.
+    pub async fn sqs(&self, event: SqsEvent) -> Result<SqsBatchResponse> {
         match self {
             Self::Scan(d) => scheduler_scan::handler(d, ev(event))
                 .await
@@ -141,6 +157,8 @@ pub struct Stack {
     pub api_url: String,
     pub pms: PmsSim,
     pub meter: Meter,
+    /// With [`StackOptions::fault_proxy`]: the proxy the handlers' AWS calls go through.
+    pub faults: Option<FaultProxy>,
     /// The variables `stack.env` holds (and the CLI reads).
     pub env: Vec<(String, String)>,
     pub handlers: Arc<HashMap<String, Handler>>,
@@ -181,8 +199,35 @@ impl Stack {
         )
         .await
         .context("creating the template's resources in the emulator")?;
+        if let Some(v) = opts.queue_visibility_seconds {
+            for (name, url) in &deployed.refs {
+                if name.ends_with("Queue") {
+                    clients
+                        .sqs
+                        .set_queue_attributes()
+                        .queue_url(url)
+                        .attributes(
+                            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                            v.to_string(),
+                        )
+                        .send()
+                        .await
+                        .with_context(|| format!("setting {name}'s visibility timeout"))?;
+                }
+            }
+        }
         let api_url = format!("http://127.0.0.1:{}", opts.api_port);
         let meter = Meter::enabled();
+        let faults = if opts.fault_proxy {
+            Some(FaultProxy::start(&moto.url).await?)
+        } else {
+            None
+        };
+        // The handlers' clients (through the fault proxy when there is one).
+        let handler_clients = match &faults {
+            Some(p) => Clients::local(&p.url, REGION),
+            None => clients.clone(),
+        };
 
         let mut handlers = HashMap::new();
         for f in &deployed.functions {
@@ -205,21 +250,26 @@ impl Stack {
             if let Some(n) = opts.quiet_recheck_seconds {
                 env.insert("TRIGGER_QUIET_RECHECK_SECONDS".into(), n.to_string());
             }
+            env.extend(opts.extra_env.iter().cloned());
             let config = Config::from_map(env);
             let h = match f.binary.as_str() {
                 "webhook-receiver" => Handler::Receiver(webhook_receiver::Deps::new(
-                    &clients,
+                    &handler_clients,
                     &config,
                     meter.clone(),
                 )?),
-                "scheduler-scan" => {
-                    Handler::Scan(scheduler_scan::Deps::new(&clients, &config, meter.clone())?)
-                }
-                "approval-check" => {
-                    Handler::Approval(approval_check::Deps::new(&clients, &config, meter.clone())?)
-                }
+                "scheduler-scan" => Handler::Scan(scheduler_scan::Deps::new(
+                    &handler_clients,
+                    &config,
+                    meter.clone(),
+                )?),
+                "approval-check" => Handler::Approval(approval_check::Deps::new(
+                    &handler_clients,
+                    &config,
+                    meter.clone(),
+                )?),
                 "trigger-emitter" => Handler::Emitter(
-                    trigger_emitter::Deps::new(&clients, &config, meter.clone())
+                    trigger_emitter::Deps::new(&handler_clients, &config, meter.clone())
                         .map_err(|e| anyhow!("{e}"))?,
                 ),
                 other => {
@@ -298,6 +348,7 @@ impl Stack {
             api_url,
             pms,
             meter,
+            faults,
             env,
             handlers,
             shutdown,
@@ -343,6 +394,9 @@ impl Stack {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         self.pms.stop().await;
+        if let Some(p) = &self.faults {
+            p.stop().await;
+        }
         self.moto.stop().await;
     }
 }

@@ -133,6 +133,7 @@ pub async fn handle_candidates(
                             action.kind,
                             today,
                             kp.max_auto_per_day,
+                            &action.id,
                         )
                         .await?;
                 if within_value && within_day {

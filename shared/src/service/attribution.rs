@@ -268,6 +268,7 @@ mod tests {
             _: ActionKind,
             _: Date,
             _: u32,
+            _: &ActionId,
         ) -> Result<bool, StoreError> {
             Ok(true)
         }

@@ -416,6 +416,7 @@ mod tests {
             _: ActionKind,
             _: Date,
             _: u32,
+            _: &ActionId,
         ) -> Result<bool, StoreError> {
             Ok(false)
         }
