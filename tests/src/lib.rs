@@ -208,6 +208,12 @@ impl Captured {
         logs
     }
 
+    /// The process's capture, installed by the first caller (one subscriber per test binary).
+    pub fn global() -> Self {
+        static GLOBAL: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(Self::install).clone()
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(
             &self

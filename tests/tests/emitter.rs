@@ -216,6 +216,41 @@ async fn retries_stop_at_the_horizon_and_dead_letter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_at_the_time_horizon_after_approval() {
+    let mut opts = pil_tests::StackOptions::ephemeral(pil_tests::workspace_root()).unwrap();
+    opts.extra_env = vec![("TRIGGER_RETRY_HORIZON_SECONDS".into(), "5".into())];
+    let ts = TestStack::start_with(opts).await.unwrap();
+    ts.stack.pms.script((0..30).map(|_| Scripted::status(503)));
+    let id = auto_action(&ts).await;
+    eventually(WAIT, || async {
+        (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(())
+    })
+    .await
+    .expect("failed at the horizon");
+    let a = ts
+        .store()
+        .get_action(&ts.practice, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.last_error.as_deref(), Some("retry_horizon_reached"));
+    let approved = a.decided_at.expect("approved");
+    let attempts = ts
+        .stack
+        .pms
+        .received()
+        .into_iter()
+        .filter(|r| r.webhook_id == id.trigger_id())
+        .count();
+    assert!(
+        (2..30).contains(&attempts),
+        "retried within the horizon, then stopped: {attempts}"
+    );
+    assert!(jiff::Timestamp::now() >= approved + jiff::SignedDuration::from_secs(3));
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_hours_defer_delivery_without_dropping_or_counting_attempts() {
     let mut opts = pil_tests::StackOptions::ephemeral(pil_tests::workspace_root()).unwrap();
     // Re-check every 2 s instead of sleeping until the window ends.

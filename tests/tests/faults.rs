@@ -488,13 +488,11 @@ async fn two_emitters_racing_on_one_action_send_one_trigger() {
     }]);
     let one = sqs_event(&[("m-1", approved_message(&ts, &ids[0]))]);
     let two = sqs_event(&[("m-2", approved_message(&ts, &ids[0]))]);
-    // (The queue's own copy of the message may join the race: three emitters then.)
+    // (The queue's own copy of the message may join the race: three emitters then, and any
+    // of them may win the lease; the others back off and find it delivered later.)
     let (r1, r2) = tokio::join!(emitter(&ts).sqs(one), emitter(&ts).sqs(two));
-    let (r1, r2) = (r1.unwrap(), r2.unwrap());
-    assert!(
-        r1.batch_item_failures.len() + r2.batch_item_failures.len() <= 1,
-        "at most the loser of the lease backs off"
-    );
+    r1.unwrap();
+    r2.unwrap();
     let posts = ts
         .stack
         .pms

@@ -6,7 +6,7 @@ use pil_shared::ids::{ActionId, OpaqueRef};
 use pil_shared::ports::{ActionRepo, EntityRepo, PatientIndex};
 use pil_shared::state::{Entity, EntityKey};
 use pil_shared::treatment::Treatment;
-use pil_tests::{TestStack, WAIT, ago, completed, eventually, new_ref};
+use pil_tests::{Captured, TestStack, WAIT, ago, completed, eventually, new_ref};
 use serde_json::{Value, json};
 
 fn booked(patient: &str, appointment: &str) -> Value {
@@ -59,6 +59,23 @@ async fn patient_with_history(ts: &TestStack, patient: &str, appointment: &str) 
     id
 }
 
+/// No queue holds a message with `value`, no e-mail and no log line carries it.
+async fn nowhere_else(ts: &TestStack, logs: &Captured, value: &str) {
+    assert!(
+        !ts.queue_dump().await.contains(value),
+        "in a queued message"
+    );
+    for e in ts.emails().await {
+        assert!(!format!("{e:?}").contains(value), "in an e-mail");
+    }
+    let text = logs.text();
+    assert!(
+        text.contains("webhook accepted"),
+        "the handlers' log lines are captured"
+    );
+    assert!(!text.contains(value), "in a log line");
+}
+
 async fn entity(ts: &TestStack, key: EntityKey) -> Option<Entity> {
     ts.store()
         .get_entity(&ts.practice, &key)
@@ -69,6 +86,7 @@ async fn entity(ts: &TestStack, key: EntityKey) -> Option<Entity> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_rekeys_every_record_and_a_redelivery_changes_nothing() {
+    let logs = Captured::global();
     let ts = TestStack::start().await.unwrap();
     let (a, b, appt) = (new_ref("p"), new_ref("p"), new_ref("appt"));
     // The new ref already has a (older) consent record: rotation merges into it.
@@ -81,9 +99,11 @@ async fn a_rotation_rekeys_every_record_and_a_redelivery_changes_nothing() {
     let r = ts.send("msg_rotate", &rotated(&a, &b)).await;
     assert_eq!(r.status, 202, "{}", r.body);
 
-    // THEN A is stored nowhere, and B holds A's state
+    // THEN A is stored nowhere (no item, queued message, e-mail or log line; the audit trail
+    // is in the table and names action ids only), and B holds A's state
     let dump = pil_tests::table_dump(&ts.stack).await.unwrap();
     assert!(!dump.contains(&a), "the old ref is gone from every item");
+    nowhere_else(&ts, &logs, &a).await;
     let (ra, rb) = (OpaqueRef::parse(&a).unwrap(), OpaqueRef::parse(&b).unwrap());
     assert!(
         entity(
@@ -155,6 +175,7 @@ async fn a_rotation_rekeys_every_record_and_a_redelivery_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_deletes_every_record_and_a_redelivery_is_a_no_op() {
+    let logs = Captured::global();
     let ts = TestStack::start().await.unwrap();
     let (p, appt) = (new_ref("p"), new_ref("appt"));
     let other = new_ref("p");
@@ -179,6 +200,8 @@ async fn an_erasure_deletes_every_record_and_a_redelivery_is_a_no_op() {
             .is_none()
     );
     assert!(dump.contains(&other), "another patient's record stays");
+    nowhere_else(&ts, &logs, &p).await;
+    nowhere_else(&ts, &logs, &appt).await;
 
     // AND a redelivery is a no-op
     let before = ts.stack.meter.snapshot();

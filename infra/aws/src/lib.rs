@@ -65,6 +65,7 @@ impl Config {
         let d = RetryPolicy::default();
         RetryPolicy {
             max_attempts: self.num("TRIGGER_MAX_ATTEMPTS", d.max_attempts),
+            horizon_seconds: self.num("TRIGGER_RETRY_HORIZON_SECONDS", d.horizon_seconds),
             base_seconds: self.num("TRIGGER_BACKOFF_BASE_SECONDS", d.base_seconds),
             cap_seconds: self.num("TRIGGER_BACKOFF_CAP_SECONDS", d.cap_seconds),
             lease_seconds: self.num("TRIGGER_LEASE_SECONDS", d.lease_seconds),

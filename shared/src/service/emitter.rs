@@ -31,9 +31,12 @@ pub struct EmitterDeps<'a> {
 }
 
 /// Backoff: `base * 2^(attempt-1)`, capped, with ±20 % jitter; `Retry-After` is a floor.
+/// Retries stop at the horizon: `horizon_seconds` after the action was approved, or the
+/// action's expiry, whichever comes first (or after `max_attempts`, a backstop).
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
+    pub horizon_seconds: i64,
     pub base_seconds: u64,
     pub cap_seconds: u64,
     /// How long one delivery attempt may hold the action.
@@ -45,7 +48,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 6,
+            max_attempts: 40,
+            horizon_seconds: 86_400,
             base_seconds: 30,
             cap_seconds: 3600,
             lease_seconds: 60,
@@ -55,6 +59,13 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// When retries of `action` stop: the horizon after its approval, or its expiry if
+    /// sooner.
+    pub fn gives_up_at(&self, action: &Action) -> jiff::Timestamp {
+        let from = action.decided_at.unwrap_or(action.created_at);
+        (from + SignedDuration::from_secs(self.horizon_seconds)).min(action.expires_at)
+    }
+
     pub fn delay(&self, attempt: u32, retry_after: Option<u64>, jitter_unit: f64) -> u64 {
         let exp = self
             .base_seconds
@@ -285,12 +296,20 @@ async fn retry_or_give_up(
             "retries_exhausted:{reason}"
         )));
     }
+    let after_seconds = deps.policy.delay(attempt, retry_after, jitter);
+    let next = deps.clock.now() + SignedDuration::from_secs(after_seconds as i64);
+    if next >= deps.policy.gives_up_at(leased) {
+        fail(deps, leased, "retry_horizon_reached").await?;
+        return Ok(EmitOutcome::DeadLetter(format!(
+            "retry_horizon_reached:{reason}"
+        )));
+    }
     let mut released = leased.clone();
     released.lease_until = None;
     released.last_error = Some(reason.clone());
     deps.actions.update_action(&released).await?;
     Ok(EmitOutcome::Retry {
-        after_seconds: deps.policy.delay(attempt, retry_after, jitter),
+        after_seconds,
         reason,
     })
 }
@@ -337,6 +356,7 @@ mod tests {
     fn backoff_grows_caps_and_honours_retry_after() {
         let p = RetryPolicy {
             max_attempts: 6,
+            horizon_seconds: 86_400,
             base_seconds: 30,
             cap_seconds: 600,
             lease_seconds: 60,
@@ -350,5 +370,29 @@ mod tests {
             (24..=36).contains(&p.delay(1, None, 0.0))
                 && (24..=36).contains(&p.delay(1, None, 1.0))
         );
+    }
+
+    #[test]
+    fn the_horizon_is_a_day_after_approval_or_the_expiry_if_sooner() {
+        let p = RetryPolicy::default();
+        let patient = crate::ids::OpaqueRef::parse("pt_Xk29dLq7ZpR4mN8vT3wY").unwrap();
+        let mut a = crate::testing::sample_action("demo-clinic", &patient, &["horizon"]);
+        let approved: jiff::Timestamp = "2026-05-01T10:00:00Z".parse().unwrap();
+        a.decided_at = Some(approved);
+        a.expires_at = "2026-05-10T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            p.gives_up_at(&a),
+            "2026-05-02T10:00:00Z".parse::<jiff::Timestamp>().unwrap()
+        );
+        a.expires_at = "2026-05-01T18:00:00Z".parse().unwrap();
+        assert_eq!(p.gives_up_at(&a), a.expires_at);
+        // With the default backoff, the attempts fit the horizon before the backstop.
+        let mut t = 0u64;
+        let mut n = 1;
+        while t < 86_400 {
+            t += p.delay(n, None, 0.5);
+            n += 1;
+        }
+        assert!(n <= p.max_attempts, "{n} attempts in a day");
     }
 }
