@@ -6,6 +6,7 @@
 #   make sam-build  sam build for arm64 (installs SAM CLI, cargo-lambda, zig, the target)
 #   make browser-tools  Debian's chromium for the browser tests (make test calls it)
 #   make bench   criterion benches, then bench-scan (not part of make test; compiled there)
+#   make load    60 s local load test: valid, duplicate and refused webhooks (not in make test)
 #   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
 # Every tool is installed by the project into a project-local venv on first use.
 
@@ -20,7 +21,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint fuzz bench bench-scan sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint fuzz load bench bench-scan sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -68,6 +69,15 @@ bench: $(MOTO)
 # units counted do not depend on it and the wall time is the emulator's.
 bench-scan: $(MOTO)
 	$(CARGO) run -q -p pil-local --bin scan-bench -- $(ARGS)
+
+# Local load test (loopback only, bounded): LOAD_RATE requests/s for LOAD_SECONDS with valid,
+# duplicate and refused webhooks; fails unless every valid event took effect exactly once and
+# nothing refused was stored. Figures in target/bench/load.json. Release build: the figures
+# are the receiver's, not a debug build's.
+LOAD_RATE ?= 40
+LOAD_SECONDS ?= 60
+load: $(MOTO)
+	$(CARGO) run -q --release -p pil-local --bin load -- --rate $(LOAD_RATE) --seconds $(LOAD_SECONDS)
 
 # sam build: SAM CLI, cargo-lambda and zig from PyPI (pinned; the venv is rebuilt when the
 # pins change); the arm64 Rust target from rustup. sam build reads infra/samconfig.toml
