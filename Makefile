@@ -7,6 +7,7 @@
 #   make browser-tools  Debian's chromium for the browser tests (make test calls it)
 #   make bench   criterion benches, then bench-scan (not part of make test; compiled there)
 #   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
+#   make data-inventory  regenerates docs/data-inventory.md from the code (a test checks it is current)
 # Every tool is installed by the project into a project-local venv on first use.
 
 SHELL := /bin/bash
@@ -20,7 +21,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint fuzz bench bench-scan sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz bench bench-scan sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -52,6 +53,12 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
+
+# Every stored attribute, message field and log field with its purpose and retention, derived
+# from the item types (infra/local/src/inventory.rs); infra/local/tests/data_inventory.rs fails when stale.
+data-inventory:
+	$(CARGO) run -q -p pil-local --bin data-inventory > docs/data-inventory.md.tmp
+	mv docs/data-inventory.md.tmp docs/data-inventory.md
 
 lint: $(CFN_LINT) $(CHECKOV)
 	$(CFN_LINT) template.yaml
