@@ -550,7 +550,13 @@ fn reach(
         );
         r.env_reads.extend(n.env_reads.iter().cloned());
         for (m, argc, recv) in &n.method_calls {
-            if *argc == 0 && recv.ends_with("client") {
+            // `self.client.put_item()`, or a client by its service name (`clients.sqs`).
+            let on_client = ["client", "dynamodb", "sqs", "eventbridge", "sesv2", "kms"]
+                .iter()
+                .any(|c| recv.ends_with(c));
+            // Client methods that are not operations.
+            let not_an_operation = ["clone", "config", "to_owned", "as_ref"].contains(&m.as_str());
+            if *argc == 0 && on_client && !not_an_operation {
                 match sdk.get(m.as_str()) {
                     Some(actions) => {
                         for a in *actions {
