@@ -8,6 +8,7 @@
 #   make bench   criterion benches, then bench-scan (not part of make test; compiled there)
 #   make load    60 s local load test: valid, duplicate and refused webhooks (not in make test)
 #   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
+#   make data-inventory  regenerates docs/data-inventory.md from the code (a test checks it is current)
 # Every tool is installed by the project into a project-local venv on first use.
 
 SHELL := /bin/bash
@@ -21,7 +22,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint fuzz load bench bench-scan sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load bench bench-scan sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -54,6 +55,12 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
 
+# Every stored attribute, message field and log field with its purpose and retention, derived
+# from the item types (infra/local/src/inventory.rs); infra/local/tests/data_inventory.rs fails when stale.
+data-inventory:
+	$(CARGO) run -q -p pil-local --bin data-inventory > docs/data-inventory.md.tmp
+	mv docs/data-inventory.md.tmp docs/data-inventory.md
+
 lint: $(CFN_LINT) $(CHECKOV)
 	$(CFN_LINT) template.yaml
 	$(CFN_LINT) --append-rules cfn_lint_serverless.rules -- template.yaml
@@ -72,12 +79,12 @@ bench-scan: $(MOTO)
 
 # Local load test (loopback only, bounded): LOAD_RATE requests/s for LOAD_SECONDS with valid,
 # duplicate and refused webhooks; fails unless every valid event took effect exactly once and
-# nothing refused was stored. Figures in target/bench/load.json. Release build: the figures
-# are the receiver's, not a debug build's.
+# nothing refused was stored. Figures in target/bench/load.json. The dev build, like
+# bench-scan: the latency is dominated by the emulator (moto), not by the receiver's code.
 LOAD_RATE ?= 40
 LOAD_SECONDS ?= 60
 load: $(MOTO)
-	$(CARGO) run -q --release -p pil-local --bin load -- --rate $(LOAD_RATE) --seconds $(LOAD_SECONDS)
+	$(CARGO) run -q -p pil-local --bin load -- --rate $(LOAD_RATE) --seconds $(LOAD_SECONDS)
 
 # sam build: SAM CLI, cargo-lambda and zig from PyPI (pinned; the venv is rebuilt when the
 # pins change); the arm64 Rust target from rustup. sam build reads infra/samconfig.toml

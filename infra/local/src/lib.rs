@@ -3,6 +3,7 @@
 //! `make run` plays.
 
 pub mod fault;
+pub mod inventory;
 pub mod moto;
 pub mod pms;
 pub mod scenario;

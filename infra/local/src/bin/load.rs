@@ -213,7 +213,13 @@ async fn drive(stack: &Stack, args: &Args) -> Result<bool> {
             let (body, marker) = refused(i);
             markers.push(marker);
             let want = if i % 3 == 2 { 400 } else { 422 };
-            (Class::Refused, format!("msg_bad_{i}"), body, secret.clone(), want)
+            (
+                Class::Refused,
+                format!("msg_bad_{i}"),
+                body,
+                secret.clone(),
+                want,
+            )
         } else {
             let s = valid(1_000_000 + i);
             markers.push(s.sk.clone());
@@ -273,7 +279,11 @@ async fn drive(stack: &Stack, args: &Args) -> Result<bool> {
     }
     let patient_items = by_sk
         .keys()
-        .filter(|k| ["PT#", "APPT#", "CONSENT#"].iter().any(|p| k.starts_with(p)))
+        .filter(|k| {
+            ["PT#", "APPT#", "CONSENT#"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
         .count();
     let dump = format!("{items:?}");
     let leaked = markers.iter().filter(|m| dump.contains(m.as_str())).count();

@@ -1,0 +1,19 @@
+//! Prints `docs/data-inventory.md`: every stored attribute, message field and log field,
+//! derived from the code (see `pil_local::inventory`). Exits non-zero, naming them, when an
+//! attribute or field has no description.
+//!
+//! `cargo run -q -p pil-local --bin data-inventory > docs/data-inventory.md` (`make data-inventory`)
+
+use std::path::Path;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match pil_local::inventory::render(&root).await {
+        Ok(md) => print!("{md}"),
+        Err(e) => {
+            eprintln!("data-inventory: {e}");
+            std::process::exit(1);
+        }
+    }
+}

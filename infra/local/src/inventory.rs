@@ -1,0 +1,1808 @@
+//! The data inventory (`docs/data-inventory.md`): every attribute the layer stores, and what
+//! its queues, events, triggers, e-mails and logs carry, derived from the code.
+//!
+//! Stored attributes are not listed by hand: a fully populated sample of every item type is
+//! written through the real [`DynamoStore`] methods (the code path the functions use) into an
+//! SDK client whose HTTP connection captures the requests instead of sending them; the items
+//! in the captured `PutItem` / `TransactWriteItems` / `UpdateItem` requests are walked into
+//! attribute paths (`doc.policy.kinds.*.mode`: maps as dotted paths, lists as `[]`). Each path
+//! is joined with [`ATTRIBUTES`], the description table: a path without a description, a
+//! description whose path no longer exists, and a sample that leaves an optional field unset
+//! (a `NULL` in the item) are errors, so the document cannot drift from the code. The samples
+//! are exhaustive struct literals and `match`es: a new field or variant does not compile until
+//! the sample sets it, and then has no description until one is written.
+//!
+//! Messages (SQS bodies, EventBridge events, the trigger) are serialized from samples of their
+//! types the same way; log fields are read from the `tracing` macros in the functions' source.
+//!
+//! `cargo run -q -p pil-local --bin data-inventory > docs/data-inventory.md` writes it;
+//! `infra/local/tests/data_inventory.rs` fails when the checked-in file is not current.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use jiff::Timestamp;
+use jiff::civil::Date;
+use pil_aws::{DynamoStore, Meter};
+use pil_shared::action::{
+    Action, ActionKind, ActionStatus, Conversion, Decider, Reason, SlotDetails,
+};
+use pil_shared::audit::AuditEvent;
+use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
+use pil_shared::ports::{
+    ActionRepo, AuditLog, CandidateBatch, DomainEvent, EntityRepo, PracticeRepo, TokenLedger,
+};
+use pil_shared::practice::{KindPolicy, Mode, Policy, Practice, PreviousSecret, SealedSecrets};
+use pil_shared::service::scan::Suppression;
+use pil_shared::state::{
+    Appointment, AppointmentStatus, Completion, Consent, Entity, Lww, PatientTreatment,
+    PatientTreatmentKey, Slot, SlotTime,
+};
+use pil_shared::treatment::Treatment;
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------
+// Descriptions
+// ---------------------------------------------------------------------------------------------
+
+/// What an attribute may hold about a patient. Nothing stored is PHI: the PMS sends opaque
+/// refs, categories and dates through the closed schema and PHI guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    /// Not about a patient.
+    No,
+    /// An opaque patient ref (or a key containing one): erased and rotated with the ref.
+    Ref,
+    /// Patient-linked through the item's ref: a category, a status, a count.
+    Fact,
+    /// A patient-linked date, at the precision the rules need (a day; a start minute only
+    /// while a cancelled booking's slot lies ahead).
+    Date,
+    /// A KMS-sealed secret of the practice (ciphertext only).
+    Sealed,
+    /// The practice owner's contact (not a patient's): the digest's recipients.
+    Owner,
+}
+
+impl Linked {
+    fn label(self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::Ref => "**opaque ref**",
+            Self::Fact => "via ref",
+            Self::Date => "date via ref",
+            Self::Sealed => "no (sealed secret)",
+            Self::Owner => "no (owner e-mail)",
+        }
+    }
+}
+
+/// An item type: how its key looks, why it exists, how long it is kept, who writes and reads it.
+pub struct ItemType {
+    pub name: &'static str,
+    /// How the item is recognised: an exact `sk`, or its prefix (ending in `#`), or
+    /// `pk=VALUE`.
+    pub key: &'static str,
+    pub purpose: &'static str,
+    pub retention: &'static str,
+    pub written_by: &'static str,
+    pub read_by: &'static str,
+}
+
+pub const ITEM_TYPES: &[ItemType] = &[
+    ItemType {
+        name: "practice config",
+        key: "CONFIG",
+        purpose: "A practice's configuration: time zone, owner e-mails, trigger URL, sealed secrets, policy, rule overrides.",
+        retention: "While the practice is a customer (no TTL); deleted by hand on offboarding.",
+        written_by: "`pil practice create/update`, `pil secret rotate`, `pil policy set`; approval-page (settings page); scheduler-scan (`last_scan_date`); trigger-emitter (`endpoint_retired` on 410)",
+        read_by: "all four functions, `pil`",
+    },
+    ItemType {
+        name: "practice list entry",
+        key: "pk=PRACTICES",
+        purpose: "Lists the practices (the hourly scan tick fans out over it).",
+        retention: "As the practice config.",
+        written_by: "`pil practice create` (with the config, in one transaction)",
+        read_by: "scheduler-scan (tick)",
+    },
+    ItemType {
+        name: "appointment",
+        key: "APPT#",
+        purpose: "One PMS appointment, merged last-writer-wins per field from appointment.* events: its patient and category, day, status, provider and (while ahead) a cancelled booking's start minute.",
+        retention: "Until `patient.erased` for its patient (no TTL); re-keyed by `patient.ref_rotated`.",
+        written_by: "webhook-receiver",
+        read_by: "webhook-receiver, scheduler-scan (no-show and booked-ahead checks)",
+    },
+    ItemType {
+        name: "patient × treatment",
+        key: "PT#",
+        purpose: "Per patient and category: the last completion (day, series, cycle override) the gap rules run on, and what was last actioned.",
+        retention: "Until `patient.erased` (no TTL); moved to the new ref by `patient.ref_rotated`.",
+        written_by: "webhook-receiver (completions, rotation), scheduler-scan (`actioned_due`, `recheck_on`)",
+        read_by: "scheduler-scan, webhook-receiver",
+    },
+    ItemType {
+        name: "consent",
+        key: "CONSENT#",
+        purpose: "Whether the patient opted out of nudges (`patient.opted_out` / `opted_in`).",
+        retention: "Until `patient.erased` (no TTL); moved by `patient.ref_rotated`.",
+        written_by: "webhook-receiver",
+        read_by: "scheduler-scan, webhook-receiver (rotation, erasure)",
+    },
+    ItemType {
+        name: "slot",
+        key: "SLOT#",
+        purpose: "An open slot (`slot.opened`, or a cancellation that reopens one) and the offers made for it.",
+        retention: "No TTL (not patient-linked); kept with the practice.",
+        written_by: "webhook-receiver, scheduler-scan (offers, filled)",
+        read_by: "scheduler-scan, trigger-emitter (re-check before sending an offer)",
+    },
+    ItemType {
+        name: "action",
+        key: "ACTION#",
+        purpose: "A gap turned into a candidate action (or a suppressed gap), its decision, delivery and attribution.",
+        retention: "Until `patient.erased` for its patient (no TTL); re-keyed by `patient.ref_rotated`. Reports read the history.",
+        written_by: "scheduler-scan (create, suppress, offers), approval-check and approval-page (decide), trigger-emitter (lease, deliver, fail), webhook-receiver (attribution, rotation, withdrawal)",
+        read_by: "all four functions, `pil report`",
+    },
+    ItemType {
+        name: "approval-link nonce",
+        key: "TOKEN#",
+        purpose: "Makes an approval link single-use: the nonce is written with a condition when the link is used.",
+        retention: "TTL: the link's expiry + 1 day.",
+        written_by: "approval-page",
+        read_by: "approval-page (the conditional write)",
+    },
+    ItemType {
+        name: "auto-approval counter",
+        key: "AUTO#",
+        purpose: "The actions auto-approved per practice-local day and kind (`max_auto_per_day`); a set, so a retried approval counts once.",
+        retention: "TTL: 3 days.",
+        written_by: "approval-check",
+        read_by: "approval-check (the conditional update)",
+    },
+    ItemType {
+        name: "audit record",
+        key: "AUDIT#",
+        purpose: "One link of the practice's tamper-evident audit hash chain (DESIGN §2.7). Names actions by id, never a patient ref.",
+        retention: "TTL: six years (`audit::RETENTION_DAYS`).",
+        written_by: "approval-check, approval-page, scheduler-scan, trigger-emitter, `pil`",
+        read_by: "`pil audit verify/show`",
+    },
+    ItemType {
+        name: "audit chain head",
+        key: "AUDITHEAD",
+        purpose: "The chain's last sequence number and hash; appends are conditional on it.",
+        retention: "While the practice is a customer (no TTL).",
+        written_by: "every audit append (with the record, in one transaction)",
+        read_by: "every audit append, `pil audit verify`",
+    },
+];
+
+/// (item type, attribute path, patient-linked, description). `*` stands for one map key.
+pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
+    // Keys and index keys.
+    (
+        "*",
+        "pk",
+        Linked::No,
+        "Partition key: `P#{practice}` (every practice's items in its own partition), or `PRACTICES`.",
+    ),
+    (
+        "*",
+        "sk",
+        Linked::Ref,
+        "Sort key: the item type and its id (`APPT#{ref}`, `PT#{patient ref}#{treatment}`, `ACTION#{id}`, ...); holds the patient ref for `PT#` and `CONSENT#` items.",
+    ),
+    (
+        "*",
+        "ver",
+        Linked::No,
+        "Version: every write is conditional on the version read.",
+    ),
+    (
+        "*",
+        "rev",
+        Linked::No,
+        "Revision of an action: every update is conditional on the revision read.",
+    ),
+    (
+        "*",
+        "ttl",
+        Linked::No,
+        "Expiry (epoch seconds), DynamoDB TTL.",
+    ),
+    (
+        "*",
+        "gsi1pk",
+        Linked::Ref,
+        "ByPatient index: `P#{practice}#PAT#{patient ref}` (appointments, actions), or `P#{practice}#SLOTAT#{provider}#{start}` (slots).",
+    ),
+    (
+        "*",
+        "gsi1sk",
+        Linked::No,
+        "ByPatient index sort key: the item's `sk`.",
+    ),
+    (
+        "*",
+        "gsi2pk",
+        Linked::No,
+        "DueIndex: `P#{practice}#DUE` while a record has a gap due, or `P#{practice}#POOL#{treatment}` for an action in the slot-fill pool.",
+    ),
+    (
+        "*",
+        "gsi2sk",
+        Linked::Ref,
+        "DueIndex sort key: `{due date}#{sk}` (holds the record's `sk`, so the ref for `PT#` items).",
+    ),
+    (
+        "*",
+        "gsi3pk",
+        Linked::No,
+        "ByDelivery index: `P#{practice}#DLV` once an action is delivered.",
+    ),
+    (
+        "*",
+        "gsi3sk",
+        Linked::No,
+        "ByDelivery sort key: `{UTC delivery date}#{action id}`.",
+    ),
+    (
+        "*",
+        "status",
+        Linked::Fact,
+        "An action's status, outside `doc` for filtering.",
+    ),
+    // Practice.
+    ("practice config", "doc.id", Linked::No, "Practice id."),
+    (
+        "practice config",
+        "doc.time_zone",
+        Linked::No,
+        "IANA time zone: scans run at its night, quiet hours are local.",
+    ),
+    (
+        "practice config",
+        "doc.owner_emails[]",
+        Linked::Owner,
+        "Where the digest e-mails go.",
+    ),
+    (
+        "practice config",
+        "doc.trigger_url",
+        Linked::No,
+        "The PMS trigger endpoint (https).",
+    ),
+    (
+        "practice config",
+        "doc.secrets.webhook[]",
+        Linked::Sealed,
+        "Inbound webhook secrets, KMS-sealed; two during a rotation overlap.",
+    ),
+    (
+        "practice config",
+        "doc.secrets.webhook_previous_until",
+        Linked::No,
+        "End of the webhook secret's rotation overlap.",
+    ),
+    (
+        "practice config",
+        "doc.secrets.trigger",
+        Linked::Sealed,
+        "Trigger signing secret, KMS-sealed.",
+    ),
+    (
+        "practice config",
+        "doc.secrets.trigger_previous.sealed",
+        Linked::Sealed,
+        "The replaced trigger secret during its overlap, KMS-sealed.",
+    ),
+    (
+        "practice config",
+        "doc.secrets.trigger_previous.until",
+        Linked::No,
+        "End of that overlap.",
+    ),
+    (
+        "practice config",
+        "doc.secrets.link",
+        Linked::Sealed,
+        "Approval-link signing key, KMS-sealed.",
+    ),
+    (
+        "practice config",
+        "doc.policy.kinds.*.mode",
+        Linked::No,
+        "Per action kind: auto / approve / off.",
+    ),
+    (
+        "practice config",
+        "doc.policy.kinds.*.max_auto_per_day",
+        Linked::No,
+        "Per kind: auto-approvals per local day.",
+    ),
+    (
+        "practice config",
+        "doc.policy.kinds.*.max_auto_value",
+        Linked::No,
+        "Per kind: largest auto-approved value.",
+    ),
+    (
+        "practice config",
+        "doc.policy.cooldown_days",
+        Linked::No,
+        "Days between nudges to one patient.",
+    ),
+    (
+        "practice config",
+        "doc.policy.max_nudges_per_30_days",
+        Linked::No,
+        "Nudges per patient in 30 days.",
+    ),
+    (
+        "practice config",
+        "doc.policy.quiet_hours[]",
+        Linked::No,
+        "Local quiet hours [start, end).",
+    ),
+    (
+        "practice config",
+        "doc.policy.approval_expiry_hours",
+        Linked::No,
+        "Approval links' lifetime.",
+    ),
+    (
+        "practice config",
+        "doc.policy.slot_fill_k",
+        Linked::No,
+        "Patients an opened slot is offered to.",
+    ),
+    (
+        "practice config",
+        "doc.cycle_days.*",
+        Linked::No,
+        "Per treatment: cycle override (days).",
+    ),
+    (
+        "practice config",
+        "doc.avg_ticket.*",
+        Linked::No,
+        "Per treatment: average ticket (value estimates).",
+    ),
+    (
+        "practice config",
+        "doc.follow_up_days.*",
+        Linked::No,
+        "Per treatment: follow-up interval override.",
+    ),
+    (
+        "practice config",
+        "doc.win_back_multiple",
+        Linked::No,
+        "Win-back after this many cycles.",
+    ),
+    (
+        "practice config",
+        "doc.disabled",
+        Linked::No,
+        "Scans and sending stopped (`pil practice disable`).",
+    ),
+    (
+        "practice config",
+        "doc.endpoint_retired",
+        Linked::No,
+        "The PMS answered 410: no triggers until the URL changes.",
+    ),
+    (
+        "practice config",
+        "doc.last_scan_date",
+        Linked::No,
+        "Last local date the nightly scan ran for.",
+    ),
+    (
+        "practice config",
+        "doc.version",
+        Linked::No,
+        "The version inside the record (the item's `ver` is authoritative).",
+    ),
+    // Entities (`doc.entity` tells which).
+    (
+        "*",
+        "doc.entity",
+        Linked::No,
+        "Which entity the record is: appointment, patient_treatment, consent, slot.",
+    ),
+    (
+        "appointment",
+        "doc.appointment_ref",
+        Linked::No,
+        "The PMS's opaque appointment ref.",
+    ),
+    (
+        "appointment",
+        "doc.patient.value.patient_ref",
+        Linked::Ref,
+        "The appointment's patient.",
+    ),
+    (
+        "appointment",
+        "doc.patient.value.treatment",
+        Linked::Fact,
+        "The appointment's treatment category.",
+    ),
+    (
+        "appointment",
+        "doc.patient.at",
+        Linked::No,
+        "When the PMS said so (`occurred_at`; last-writer-wins).",
+    ),
+    (
+        "appointment",
+        "doc.starts_on.value",
+        Linked::Date,
+        "The appointment's day.",
+    ),
+    (
+        "appointment",
+        "doc.starts_on.at",
+        Linked::No,
+        "`occurred_at` of that fact.",
+    ),
+    (
+        "appointment",
+        "doc.status.value",
+        Linked::Fact,
+        "booked / cancelled / completed / no_show.",
+    ),
+    (
+        "appointment",
+        "doc.status.at",
+        Linked::No,
+        "`occurred_at` of that fact.",
+    ),
+    (
+        "appointment",
+        "doc.recovery_settled",
+        Linked::Fact,
+        "A no-show's recovery was decided.",
+    ),
+    (
+        "appointment",
+        "doc.recheck_on",
+        Linked::Date,
+        "Day a suppressed no-show gap is looked at again.",
+    ),
+    (
+        "appointment",
+        "doc.slot_start.value.starts_at",
+        Linked::Date,
+        "A booking's start minute, kept only while it lies ahead (a cancellation hands it to the slot).",
+    ),
+    (
+        "appointment",
+        "doc.slot_start.value.duration_min",
+        Linked::Fact,
+        "Its length.",
+    ),
+    (
+        "appointment",
+        "doc.slot_start.at",
+        Linked::No,
+        "`occurred_at` of that fact.",
+    ),
+    (
+        "appointment",
+        "doc.provider_ref.value",
+        Linked::No,
+        "The PMS's opaque provider (staff) ref.",
+    ),
+    (
+        "appointment",
+        "doc.provider_ref.at",
+        Linked::No,
+        "`occurred_at` of that fact.",
+    ),
+    (
+        "patient × treatment",
+        "doc.patient_ref",
+        Linked::Ref,
+        "The patient.",
+    ),
+    (
+        "patient × treatment",
+        "doc.treatment",
+        Linked::Fact,
+        "The category.",
+    ),
+    (
+        "patient × treatment",
+        "doc.last.value.on",
+        Linked::Date,
+        "Day of the last completion (day precision).",
+    ),
+    (
+        "patient × treatment",
+        "doc.last.value.series_index",
+        Linked::Fact,
+        "Session number in a series.",
+    ),
+    (
+        "patient × treatment",
+        "doc.last.value.series_of",
+        Linked::Fact,
+        "Sessions in the series.",
+    ),
+    (
+        "patient × treatment",
+        "doc.last.value.cycle_days",
+        Linked::Fact,
+        "Per-event cycle override.",
+    ),
+    (
+        "patient × treatment",
+        "doc.last.at",
+        Linked::No,
+        "`occurred_at` of the completion event.",
+    ),
+    (
+        "patient × treatment",
+        "doc.actioned_due",
+        Linked::Date,
+        "The gap date last turned into an action (re-runs add nothing).",
+    ),
+    (
+        "patient × treatment",
+        "doc.recheck_on",
+        Linked::Date,
+        "Day a suppressed gap is looked at again.",
+    ),
+    ("consent", "doc.patient_ref", Linked::Ref, "The patient."),
+    (
+        "consent",
+        "doc.opted_out.value",
+        Linked::Fact,
+        "Opted out of nudges.",
+    ),
+    (
+        "consent",
+        "doc.opted_out.at",
+        Linked::No,
+        "`occurred_at` of that fact.",
+    ),
+    (
+        "slot",
+        "doc.slot_ref",
+        Linked::No,
+        "The PMS's opaque slot ref.",
+    ),
+    (
+        "slot",
+        "doc.provider_ref",
+        Linked::No,
+        "Opaque provider ref.",
+    ),
+    (
+        "slot",
+        "doc.starts_at",
+        Linked::No,
+        "Start (a slot, not a patient's booking).",
+    ),
+    ("slot", "doc.duration_min", Linked::No, "Length."),
+    (
+        "slot",
+        "doc.treatments[]",
+        Linked::No,
+        "Categories the slot fits.",
+    ),
+    (
+        "slot",
+        "doc.opened_at",
+        Linked::No,
+        "`occurred_at` of slot.opened.",
+    ),
+    (
+        "slot",
+        "doc.offers[]",
+        Linked::No,
+        "Ids of the actions that offered it.",
+    ),
+    ("slot", "doc.filled", Linked::No, "A booking took the slot."),
+    // Action.
+    (
+        "action",
+        "doc.id",
+        Linked::No,
+        "Deterministic action id (a hash of practice, kind, ref and gap: no ref can be read back).",
+    ),
+    ("action", "doc.practice_id", Linked::No, "Practice id."),
+    (
+        "action",
+        "doc.kind",
+        Linked::Fact,
+        "rebook_nudge, slot_offer, follow_up, no_show_recovery, win_back, series_continue.",
+    ),
+    (
+        "action",
+        "doc.patient_ref",
+        Linked::Ref,
+        "The patient the trigger is for.",
+    ),
+    ("action", "doc.treatment", Linked::Fact, "The category."),
+    (
+        "action",
+        "doc.reason",
+        Linked::Fact,
+        "Reason code (cycle_due, ...).",
+    ),
+    (
+        "action",
+        "doc.evidence_date",
+        Linked::Date,
+        "The completion day the gap is computed from.",
+    ),
+    (
+        "action",
+        "doc.due_since",
+        Linked::Date,
+        "The day the gap opened.",
+    ),
+    (
+        "action",
+        "doc.value",
+        Linked::No,
+        "Estimated value (the practice's average ticket).",
+    ),
+    (
+        "action",
+        "doc.status",
+        Linked::Fact,
+        "proposed, pending, approved, delivered, rejected, expired, failed, suppressed, withdrawn.",
+    ),
+    (
+        "action",
+        "doc.created_at",
+        Linked::No,
+        "When the action was created.",
+    ),
+    (
+        "action",
+        "doc.expires_at",
+        Linked::No,
+        "When the trigger stops making sense.",
+    ),
+    (
+        "action",
+        "doc.decided_by.by",
+        Linked::No,
+        "owner or policy.",
+    ),
+    (
+        "action",
+        "doc.decided_by.approver",
+        Linked::No,
+        "Hash of the approving owner's address (never the address).",
+    ),
+    (
+        "action",
+        "doc.decided_by.rule",
+        Linked::No,
+        "The policy rule that auto-approved.",
+    ),
+    (
+        "action",
+        "doc.decided_at",
+        Linked::No,
+        "When it was decided.",
+    ),
+    (
+        "action",
+        "doc.delivered_at",
+        Linked::No,
+        "When the PMS accepted the trigger.",
+    ),
+    ("action", "doc.attempts", Linked::No, "Delivery attempts."),
+    (
+        "action",
+        "doc.last_error",
+        Linked::No,
+        "Last delivery error as a reason code (an HTTP status, `timeout`), never a response body.",
+    ),
+    (
+        "action",
+        "doc.lease_until",
+        Linked::No,
+        "Delivery lease (one emitter at a time).",
+    ),
+    (
+        "action",
+        "doc.suppression",
+        Linked::Fact,
+        "Why a gap was not acted on (opted_out, cooldown, ...).",
+    ),
+    (
+        "action",
+        "doc.converted.on",
+        Linked::Date,
+        "Day of the attributed booking.",
+    ),
+    (
+        "action",
+        "doc.converted.value",
+        Linked::No,
+        "Recovered revenue (the estimated value).",
+    ),
+    (
+        "action",
+        "doc.rev",
+        Linked::No,
+        "The revision inside the record (the item's `rev` is authoritative).",
+    ),
+    (
+        "action",
+        "doc.slot.slot_ref",
+        Linked::No,
+        "A slot offer's slot.",
+    ),
+    ("action", "doc.slot.starts_at", Linked::No, "Its start."),
+    (
+        "action",
+        "doc.slot.provider_ref",
+        Linked::No,
+        "Its provider.",
+    ),
+    // Auto-approval counter.
+    (
+        "auto-approval counter",
+        "ids",
+        Linked::No,
+        "The action ids auto-approved that day for that kind (a string set; its size is the count).",
+    ),
+    // Audit.
+    (
+        "audit record",
+        "doc.practice_id",
+        Linked::No,
+        "Practice id.",
+    ),
+    (
+        "audit record",
+        "doc.seq",
+        Linked::No,
+        "Position in the chain.",
+    ),
+    ("audit record", "doc.at", Linked::No, "When."),
+    (
+        "audit record",
+        "doc.actor",
+        Linked::No,
+        "Who: `policy:<rule>`, `owner:<approver hash>`, `admin`, `emitter`, ...",
+    ),
+    (
+        "audit record",
+        "doc.event",
+        Linked::No,
+        "What: policy_changed, action_approved, action_delivered, ...",
+    ),
+    (
+        "audit record",
+        "doc.action_id",
+        Linked::No,
+        "The action concerned (an id; no ref).",
+    ),
+    (
+        "audit record",
+        "doc.details",
+        Linked::No,
+        "JSON text without PHI: kinds, modes, reason codes, statuses, counts.",
+    ),
+    (
+        "audit record",
+        "doc.prev",
+        Linked::No,
+        "Hash of the record before.",
+    ),
+    (
+        "audit record",
+        "doc.hash",
+        Linked::No,
+        "This record's hash.",
+    ),
+    (
+        "audit chain head",
+        "seq",
+        Linked::No,
+        "Last sequence number.",
+    ),
+    (
+        "audit chain head",
+        "hash",
+        Linked::No,
+        "Last record's hash.",
+    ),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Capturing what the store writes
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP client that records each request (its `x-amz-target` and JSON body) and answers
+/// `200 {}`: nothing leaves the process.
+#[derive(Debug, Clone, Default)]
+struct Capture(Arc<Mutex<Vec<(String, Value)>>>);
+
+impl HttpConnector for Capture {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or_default()
+            .to_owned();
+        let body = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
+        self.0.lock().expect("capture lock").push((target, body));
+        let status = 200u16.try_into().expect("a status");
+        HttpConnectorFuture::ready(Ok(HttpResponse::new(status, SdkBody::from("{}"))))
+    }
+}
+
+impl HttpClient for Capture {
+    fn http_connector(
+        &self,
+        _: &HttpConnectorSettings,
+        _: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
+}
+
+/// The items a request writes: (item, attributes an update expression sets).
+fn written_items(target: &str, body: &Value) -> Vec<Value> {
+    let op = target.rsplit('.').next().unwrap_or_default();
+    match op {
+        "PutItem" => vec![body["Item"].clone()],
+        "TransactWriteItems" => body["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.get("Put").map(|p| p["Item"].clone()))
+            .collect(),
+        "BatchWriteItem" => body["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+            .filter_map(|w| w.get("PutRequest").map(|p| p["Item"].clone()))
+            .collect(),
+        "UpdateItem" => {
+            // The key plus the attributes the expression sets (`#name` resolved); values are
+            // typed from the expression's placeholders.
+            let mut item = body["Key"].as_object().cloned().unwrap_or_default();
+            let expr = body["UpdateExpression"].as_str().unwrap_or_default();
+            let names = &body["ExpressionAttributeNames"];
+            let values = &body["ExpressionAttributeValues"];
+            let tokens: Vec<&str> = expr
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|t| !t.is_empty())
+                .collect();
+            for w in tokens.windows(2) {
+                let (name, next) = (w[0], w[1]);
+                if ["SET", "ADD", "REMOVE", "DELETE", "="].contains(&name) || name.starts_with(':')
+                {
+                    continue;
+                }
+                let attr = if name.starts_with('#') {
+                    names[name].as_str().unwrap_or(name).to_owned()
+                } else {
+                    name.to_owned()
+                };
+                let value_ph = if next == "=" {
+                    tokens
+                        .iter()
+                        .skip_while(|t| **t != name)
+                        .nth(2)
+                        .copied()
+                        .unwrap_or_default()
+                } else {
+                    next
+                };
+                if let Some(v) = values.get(value_ph) {
+                    item.insert(attr, v.clone());
+                }
+            }
+            vec![Value::Object(item)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Attribute paths of a DynamoDB item (`{"name": {"S": ..}}`) with their types.
+fn attribute_paths(item: &Value, out: &mut BTreeMap<String, BTreeSet<&'static str>>) {
+    fn walk(prefix: &str, av: &Value, out: &mut BTreeMap<String, BTreeSet<&'static str>>) {
+        let Some((ty, v)) = av.as_object().and_then(|m| m.iter().next()) else {
+            return;
+        };
+        let t: &'static str = match ty.as_str() {
+            "S" => "S",
+            "N" => "N",
+            "BOOL" => "BOOL",
+            "NULL" => "NULL",
+            "M" => "M",
+            "L" => "L",
+            "SS" => "SS",
+            "NS" => "NS",
+            "B" => "B",
+            _ => "?",
+        };
+        // Leaves only: a map or list is listed through its members.
+        match t {
+            "M" if v.as_object().is_some_and(|m| !m.is_empty()) => {
+                for (k, child) in v.as_object().into_iter().flatten() {
+                    walk(&format!("{prefix}.{k}"), child, out);
+                }
+            }
+            "L" if v.as_array().is_some_and(|a| !a.is_empty()) => {
+                for child in v.as_array().into_iter().flatten() {
+                    walk(&format!("{prefix}[]"), child, out);
+                }
+            }
+            _ => {
+                out.entry(prefix.to_owned()).or_default().insert(t);
+            }
+        }
+    }
+    for (k, v) in item.as_object().into_iter().flatten() {
+        walk(k, v, out);
+    }
+}
+
+fn item_type_of(item: &Value) -> Option<&'static ItemType> {
+    let pk = item["pk"]["S"].as_str().unwrap_or_default();
+    let sk = item["sk"]["S"].as_str().unwrap_or_default();
+    ITEM_TYPES.iter().find(|t| match t.key.strip_prefix("pk=") {
+        Some(p) => pk == p,
+        None if t.key.ends_with('#') => sk.starts_with(t.key),
+        None => sk == t.key,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samples: every field set (exhaustive literals: a new field must be set here to compile)
+// ---------------------------------------------------------------------------------------------
+
+fn at(s: &str) -> Timestamp {
+    s.parse().expect("an instant")
+}
+fn day(s: &str) -> Date {
+    s.parse().expect("a date")
+}
+fn opaque(s: &str) -> OpaqueRef {
+    OpaqueRef::parse(s).expect("an opaque ref")
+}
+
+pub fn sample_practice_id() -> PracticeId {
+    PracticeId::parse("demo-aesthetics").expect("a practice id")
+}
+
+pub fn sample_practice() -> Practice {
+    Practice {
+        id: sample_practice_id(),
+        time_zone: "America/Chicago".into(),
+        owner_emails: vec!["owner@demo-aesthetics.example".into()],
+        trigger_url: "https://pms.example/triggers".into(),
+        secrets: SealedSecrets {
+            webhook: vec!["c2VhbGVkLW5ldw==".into(), "c2VhbGVkLW9sZA==".into()],
+            webhook_previous_until: Some(at("2026-11-26T00:00:00Z")),
+            trigger: "c2VhbGVkLXRyaWdnZXI=".into(),
+            trigger_previous: Some(PreviousSecret {
+                sealed: "c2VhbGVkLXByZXY=".into(),
+                until: at("2026-11-26T00:00:00Z"),
+            }),
+            link: "c2VhbGVkLWxpbms=".into(),
+        },
+        policy: Policy {
+            kinds: ActionKind::ALL
+                .iter()
+                .map(|k| {
+                    (
+                        *k,
+                        KindPolicy {
+                            mode: Mode::Approve,
+                            max_auto_per_day: 20,
+                            max_auto_value: 1000,
+                        },
+                    )
+                })
+                .collect(),
+            cooldown_days: 14,
+            max_nudges_per_30_days: 2,
+            quiet_hours: Some((20, 8)),
+            approval_expiry_hours: 72,
+            slot_fill_k: 3,
+        },
+        cycle_days: [(Treatment::Neurotoxin, 100)].into(),
+        avg_ticket: [(Treatment::Neurotoxin, 450)].into(),
+        follow_up_days: [(Treatment::DermalFiller, 10)].into(),
+        win_back_multiple: Some(3),
+        disabled: true,
+        endpoint_retired: true,
+        last_scan_date: Some(day("2026-11-22")),
+        version: 1,
+    }
+}
+
+fn lww<T>(value: T) -> Lww<T> {
+    Lww {
+        value,
+        at: at("2026-11-20T15:04:05Z"),
+    }
+}
+
+/// One of each entity, and whether the store can list it in the due index
+/// (`rules::due_index_date`: appointments and patient × treatment records only).
+pub fn sample_entities() -> Vec<(Entity, bool)> {
+    let patient = opaque("p_7Hq2kX9mZ4rT1vB8yW3n");
+    let all = vec![
+        Entity::Appointment(Appointment {
+            appointment_ref: opaque("a_Jk3nW8qP2xR5tY9mB4vC"),
+            patient: Some(lww(PatientTreatmentKey {
+                patient_ref: patient.clone(),
+                treatment: Treatment::Neurotoxin,
+            })),
+            starts_on: Some(lww(day("2026-12-01"))),
+            status: Some(lww(AppointmentStatus::Cancelled)),
+            recovery_settled: true,
+            recheck_on: Some(day("2026-12-08")),
+            slot_start: Some(lww(Some(SlotTime {
+                starts_at: at("2026-12-01T15:00:00Z"),
+                duration_min: 30,
+            }))),
+            provider_ref: Some(lww(opaque("pr_Zt6mQ2wK9xN4bV7cR1yH"))),
+        }),
+        Entity::PatientTreatment(PatientTreatment {
+            patient_ref: patient.clone(),
+            treatment: Treatment::Neurotoxin,
+            last: Some(lww(Completion {
+                on: day("2026-08-01"),
+                series_index: Some(1),
+                series_of: Some(3),
+                cycle_days: Some(100),
+            })),
+            actioned_due: Some(day("2026-10-30")),
+            recheck_on: Some(day("2026-11-06")),
+        }),
+        Entity::Consent(Consent {
+            patient_ref: patient,
+            opted_out: Some(lww(true)),
+        }),
+        Entity::Slot(Slot {
+            slot_ref: opaque("s_Xw4rT8mN2kP6qZ9vB3cJ"),
+            provider_ref: opaque("pr_Zt6mQ2wK9xN4bV7cR1yH"),
+            starts_at: at("2026-12-01T15:00:00Z"),
+            duration_min: 30,
+            treatments: vec![Treatment::Neurotoxin, Treatment::DermalFiller],
+            opened_at: at("2026-11-20T15:04:05Z"),
+            offers: Some(vec![ActionId::derive(&["offer"])]),
+            filled: true,
+        }),
+    ];
+    all.into_iter()
+        .map(|e| {
+            let due = match &e {
+                Entity::Appointment(_) | Entity::PatientTreatment(_) => true,
+                Entity::Consent(_) | Entity::Slot(_) => false,
+            };
+            (e, due)
+        })
+        .collect()
+}
+
+/// Actions covering every field and every index: a delivered, converted, owner-approved one
+/// (ByDelivery), and a pending slot-pool one decided by policy (DueIndex pool).
+pub fn sample_actions() -> Vec<Action> {
+    let full = Action {
+        id: ActionId::derive(&["demo-aesthetics", "rebook_nudge", "p", "2026-10-30"]),
+        practice_id: sample_practice_id(),
+        kind: ActionKind::SlotOffer,
+        patient_ref: opaque("p_7Hq2kX9mZ4rT1vB8yW3n"),
+        treatment: Treatment::Neurotoxin,
+        reason: Reason::SlotOpen,
+        evidence_date: day("2026-08-01"),
+        due_since: day("2026-10-30"),
+        value: 450,
+        status: ActionStatus::Delivered,
+        created_at: at("2026-11-01T08:00:00Z"),
+        expires_at: at("2026-11-15T05:00:00Z"),
+        decided_by: Some(Decider::Owner {
+            approver: "3f9a1c".into(),
+        }),
+        decided_at: Some(at("2026-11-01T09:00:00Z")),
+        delivered_at: Some(at("2026-11-01T09:00:05Z")),
+        attempts: 1,
+        last_error: Some("http_503".into()),
+        lease_until: Some(at("2026-11-01T09:01:00Z")),
+        suppression: Some(Suppression::Cooldown),
+        converted: Some(Conversion {
+            on: day("2026-11-05"),
+            value: 450,
+        }),
+        rev: 3,
+        slot: Some(SlotDetails {
+            slot_ref: opaque("s_Xw4rT8mN2kP6qZ9vB3cJ"),
+            starts_at: at("2026-12-01T15:00:00Z"),
+            provider_ref: Some(opaque("pr_Zt6mQ2wK9xN4bV7cR1yH")),
+        }),
+    };
+    let pooled = Action {
+        id: ActionId::derive(&["demo-aesthetics", "rebook_nudge", "q", "2026-10-30"]),
+        kind: ActionKind::RebookNudge,
+        reason: Reason::CycleDue,
+        status: ActionStatus::Pending,
+        decided_by: Some(Decider::Policy {
+            rule: "rebook_nudge:auto".into(),
+        }),
+        converted: None,
+        ..full.clone()
+    };
+    // Every decider is sampled.
+    for a in [&full, &pooled] {
+        match &a.decided_by {
+            Some(Decider::Owner { .. } | Decider::Policy { .. }) | None => {}
+        }
+    }
+    vec![full, pooled]
+}
+
+pub fn sample_audit_event() -> AuditEvent {
+    AuditEvent {
+        actor: "owner:3f9a1c".into(),
+        event: "action_approved",
+        action_id: Some(ActionId::derive(&["x"])),
+        details: r#"{"kind":"rebook_nudge"}"#.into(),
+    }
+}
+
+/// Every stored item type, written through the store. Returns item type name → attribute
+/// path → DynamoDB types.
+pub async fn stored_attributes()
+-> Result<BTreeMap<&'static str, BTreeMap<String, BTreeSet<&'static str>>>, String> {
+    let capture = Capture::default();
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "inventory",
+            "inventory",
+            None,
+            None,
+            "inventory",
+        ))
+        .endpoint_url("http://inventory.invalid")
+        .http_client(capture.clone())
+        .build();
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::from_conf(conf),
+        "inventory",
+        Meter::default(),
+    );
+    let pid = sample_practice_id();
+    fn e(what: &'static str) -> impl Fn(pil_shared::ports::StoreError) -> String {
+        move |err| format!("{what}: {err:?}")
+    }
+    store
+        .put_practice(&sample_practice(), None)
+        .await
+        .map_err(e("put_practice"))?;
+    store
+        .put_practice(&sample_practice(), Some(1))
+        .await
+        .map_err(e("put_practice"))?;
+    for (entity, due) in sample_entities() {
+        let due_on = due.then(|| day("2026-11-20"));
+        store
+            .put_entity(&pid, &entity, None, due_on)
+            .await
+            .map_err(e("put_entity"))?;
+        store
+            .put_entity(&pid, &entity, Some(1), due_on)
+            .await
+            .map_err(e("put_entity"))?;
+    }
+    for a in sample_actions() {
+        store.create_action(&a).await.map_err(e("create_action"))?;
+        store.update_action(&a).await.map_err(e("update_action"))?;
+    }
+    store
+        .consume_token(&pid, "n0nce", at("2026-11-25T00:00:00Z"))
+        .await
+        .map_err(e("consume_token"))?;
+    store
+        .reserve_auto_approval(
+            &pid,
+            ActionKind::RebookNudge,
+            day("2026-11-22"),
+            20,
+            &sample_actions()[0].id,
+        )
+        .await
+        .map_err(e("reserve_auto_approval"))?;
+    store
+        .append(&pid, &sample_audit_event(), at("2026-11-22T08:00:00Z"))
+        .await
+        .map_err(e("append"))?;
+
+    let mut out: BTreeMap<&'static str, BTreeMap<String, BTreeSet<&'static str>>> = BTreeMap::new();
+    let requests = capture.0.lock().expect("capture lock").clone();
+    for (target, body) in &requests {
+        for item in written_items(target, body) {
+            let t = item_type_of(&item).ok_or_else(|| {
+                format!(
+                    "an item of no known type (add it to ITEM_TYPES): pk {} sk {}",
+                    item["pk"], item["sk"]
+                )
+            })?;
+            attribute_paths(&item, out.entry(t.name).or_default());
+        }
+    }
+    for t in ITEM_TYPES {
+        if !out.contains_key(t.name) {
+            return Err(format!(
+                "item type {:?} was not written by any sample: add one to stored_attributes",
+                t.name
+            ));
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+/// A message channel, what it carries and a description per JSON path.
+pub struct Channel {
+    pub name: &'static str,
+    pub carries: &'static str,
+    pub fields: &'static [(&'static str, Linked, &'static str)],
+}
+
+pub const CHANNELS: &[Channel] = &[
+    Channel {
+        name: "CandidatesQueue (SQS): scheduler-scan → approval-check",
+        carries: "One message per scan with the new action ids (`CandidateBatch`). Retention: SQS default (4 days), then CandidatesDLQ (14 days).",
+        fields: &[
+            ("practice_id", Linked::No, "Practice id."),
+            ("scan_date", Linked::No, "The practice-local date scanned."),
+            (
+                "action_ids[]",
+                Linked::No,
+                "Ids of the candidate actions (no refs).",
+            ),
+        ],
+    },
+    Channel {
+        name: "ScanQueue (SQS): EventBridge Scheduler, `pil scan`, SlotOpenedRule → scheduler-scan",
+        carries: "The hourly tick, an explicit scan, or a `slot.opened`/`slot.filled` event (see the bus below).",
+        fields: &[
+            ("kind", Linked::No, "`tick` or `scan`."),
+            ("practice_id", Linked::No, "Practice id (explicit scan)."),
+            (
+                "date",
+                Linked::No,
+                "The local date to scan as (explicit scan).",
+            ),
+        ],
+    },
+    Channel {
+        name: "EventBridge bus `pil-<stack>` (events, `detail`); TriggersQueue and TriggersDLQ carry the `action.approved` event",
+        carries: "Domain events with ids only (`DomainEvent`): `slot.opened`, `slot.filled` (source `pil.receiver`), `action.approved` (source `pil.approval`).",
+        fields: &[
+            (
+                "type",
+                Linked::No,
+                "The event type (also the `detail-type`).",
+            ),
+            ("practice_id", Linked::No, "Practice id."),
+            ("slot_ref", Linked::No, "Opaque slot ref."),
+            ("action_id", Linked::No, "The approved action's id."),
+        ],
+    },
+    Channel {
+        name: "Trigger (signed HTTPS POST to the PMS, DESIGN §4.2)",
+        carries: "The anonymized trigger; the PMS resolves the ref to its patient. Not stored by the layer beyond the action.",
+        fields: &[
+            ("type", Linked::Fact, "`action.<kind>`."),
+            (
+                "trigger_id",
+                Linked::No,
+                "Stable across retries (`webhook-id`).",
+            ),
+            ("practice_id", Linked::No, "Practice id."),
+            (
+                "patient_ref",
+                Linked::Ref,
+                "The PMS's own opaque ref, returned to it.",
+            ),
+            ("treatment", Linked::Fact, "Category."),
+            ("reason", Linked::Fact, "Reason code."),
+            ("due_since", Linked::Date, "Day the gap opened."),
+            ("template", Linked::No, "The PMS template to use."),
+            ("slot.slot_ref", Linked::No, "A slot offer's slot."),
+            ("slot.starts_at", Linked::No, "Its start."),
+            ("slot.provider_ref", Linked::No, "Its provider."),
+            ("expires_at", Linked::No, "Drop after this."),
+        ],
+    },
+];
+
+fn json_paths(prefix: &str, v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, c) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                json_paths(&p, c, out);
+            }
+        }
+        Value::Array(a) => {
+            for c in a {
+                json_paths(&format!("{prefix}[]"), c, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_owned());
+        }
+    }
+}
+
+/// Every JSON path each channel carries, from samples of its types.
+pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
+    let pid = sample_practice_id();
+    let ser = |v: &dyn erased::Ser| v.json();
+    let mut candidates = BTreeSet::new();
+    json_paths(
+        "",
+        &ser(&CandidateBatch {
+            practice_id: pid.clone(),
+            scan_date: day("2026-11-22"),
+            action_ids: vec![ActionId::derive(&["x"])],
+        }),
+        &mut candidates,
+    );
+    // The scan queue's own messages (the consumer's `ScanMessage` only deserializes: these
+    // samples are checked against it).
+    let mut scan = BTreeSet::new();
+    for m in [
+        serde_json::json!({"kind": "tick"}),
+        serde_json::json!({"kind": "scan", "practice_id": "demo-aesthetics", "date": "2026-11-22"}),
+    ] {
+        serde_json::from_value::<scheduler_scan::ScanMessage>(m.clone())
+            .map_err(|e| format!("scan message sample does not parse: {e}"))?;
+        json_paths("", &m, &mut scan);
+    }
+    let mut events = BTreeSet::new();
+    let slot = opaque("s_Xw4rT8mN2kP6qZ9vB3cJ");
+    for ev in [
+        DomainEvent::SlotOpened {
+            practice_id: pid.clone(),
+            slot_ref: slot.clone(),
+        },
+        DomainEvent::SlotFilled {
+            practice_id: pid.clone(),
+            slot_ref: slot,
+        },
+        DomainEvent::ActionApproved {
+            practice_id: pid.clone(),
+            action_id: ActionId::derive(&["x"]),
+        },
+    ] {
+        // Every variant is sampled.
+        match &ev {
+            DomainEvent::SlotOpened { .. }
+            | DomainEvent::SlotFilled { .. }
+            | DomainEvent::ActionApproved { .. } => {}
+        }
+        json_paths("", &ser(&ev), &mut events);
+    }
+    let mut trigger = BTreeSet::new();
+    for a in sample_actions() {
+        json_paths(
+            "",
+            &ser(&pil_shared::service::emitter::Trigger::of(&a)),
+            &mut trigger,
+        );
+    }
+    Ok(vec![candidates, scan, events, trigger])
+}
+
+/// `serde_json::to_value` through a trait object.
+mod erased {
+    pub trait Ser {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).expect("serializable")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------------------
+
+/// Structured log fields (`tracing` macros in the functions, the domain library and the
+/// adapters) and what each carries. A field not listed fails the generator.
+pub const LOG_FIELDS: &[(&str, &str)] = &[
+    ("action_id", "Action id."),
+    ("actions", "Count."),
+    (
+        "actor",
+        "Who made an admin change (`admin`, `owner:<approver hash>`).",
+    ),
+    (
+        "after",
+        "The policy after a change (JSON: modes and limits, no PHI).",
+    ),
+    (
+        "approver",
+        "Hash of the approving owner's address (never the address).",
+    ),
+    ("before", "The policy before a change."),
+    ("converted", "Count."),
+    ("decision", "approve / reject / settings."),
+    ("deleted", "Count of records deleted (erasure)."),
+    ("delivered", "Count."),
+    ("event_type", "Inbound event type (`patient.erased`, ...)."),
+    (
+        "fields",
+        "Names of the practice settings changed (not their values).",
+    ),
+    ("kind", "Action kind."),
+    ("old_valid_until", "End of a rotated secret's overlap."),
+    (
+        "older_dropped",
+        "Whether a rotation cut an older secret short.",
+    ),
+    ("overlap_hours", "A secret rotation's overlap."),
+    ("records", "Count of records found for a ref."),
+    ("rekeyed", "Count of records moved to a new ref."),
+    ("treatment", "Treatment category."),
+    ("value", "An action's estimated value."),
+    ("which", "webhook or trigger (secret rotation)."),
+    ("after_seconds", "Retry or deferral delay."),
+    (
+        "alert",
+        "Alarm key (`trigger_dead_lettered`, `audit_append_failed`, ...).",
+    ),
+    ("auto_approved", "Count."),
+    ("candidates", "Count."),
+    ("changed", "Count of records changed."),
+    ("created", "Count."),
+    ("detail_type", "EventBridge detail-type."),
+    ("due_read", "Count of due-index items read."),
+    (
+        "error",
+        "An error's display: reason codes and kinds (`storage: conflict`), never a payload.",
+    ),
+    ("event", "Audit event name."),
+    ("events", "Count of events in a webhook."),
+    (
+        "fell_back",
+        "Count of auto-approvals that fell back to the owner.",
+    ),
+    ("handed_over", "Whether candidates were handed over."),
+    ("mailed", "Whether a digest was mailed."),
+    ("message_id", "SQS message id."),
+    ("method", "HTTP method of an approval page request."),
+    ("offers", "Count."),
+    ("outcome", "Outcome code (`delivered`, `retry`, ...)."),
+    ("pending", "Count."),
+    ("pool_read", "Count of pool items read."),
+    ("practice_id", "Practice id."),
+    ("published", "Count of events published."),
+    (
+        "reason",
+        "Reason code (`unrecognised_scan_message`, a refusal code, ...).",
+    ),
+    ("scan_date", "Local date scanned."),
+    ("skipped", "Reason codes of skipped slot candidates."),
+    ("status", "HTTP status."),
+    ("suppressed", "Count."),
+    (
+        "webhook_id",
+        "The `webhook-id` header, only when it is a well-formed id.",
+    ),
+    ("withdrawn", "Count."),
+];
+
+/// Field names in the `tracing` macros of the source trees `dirs` (relative to `root`), with
+/// the files (relative to `root`) they appear in.
+pub fn log_fields(root: &Path, dirs: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    let mut files = Vec::new();
+    for d in dirs {
+        collect_rs(&root.join(d), &mut files);
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .replace('\\', "/");
+        // Test modules log nothing in production.
+        let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for level in ["error!(", "warn!(", "info!(", "debug!(", "trace!("] {
+            let mut rest = text;
+            while let Some(i) = rest.find(level) {
+                let args = &rest[i + level.len()..];
+                let end = matching_paren(args);
+                for arg in split_top(&args[..end]) {
+                    let a = arg.trim();
+                    if a.starts_with('"') || a.is_empty() {
+                        continue;
+                    }
+                    let name: String = a
+                        .trim_start_matches(['%', '?'])
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                        .collect();
+                    let is_field = a.contains('=') || !a.contains(['(', '.', '"']);
+                    if is_field && !name.is_empty() && name != "target" && name != "parent" {
+                        out.entry(name).or_default().insert(rel.clone());
+                    }
+                }
+                rest = &args[end.min(args.len())..];
+            }
+        }
+    }
+    out
+}
+
+fn matching_paren(s: &str) -> usize {
+    let (mut depth, mut in_str, mut esc) = (0i32, false, false);
+    for (i, c) in s.char_indices() {
+        if in_str {
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, '\\') => esc = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                if depth == 0 {
+                    return i;
+                }
+                depth -= 1;
+            }
+            _ => {}
+        }
+    }
+    s.len()
+}
+
+fn split_top(s: &str) -> Vec<&str> {
+    let (mut depth, mut in_str, mut esc, mut start) = (0i32, false, false, 0);
+    let mut out = Vec::new();
+    for (i, c) in s.char_indices() {
+        if in_str {
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, '\\') => esc = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '(' | '[' | '{' | '<' => depth += 1,
+            ')' | ']' | '}' | '>' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+fn collect_rs(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_rs(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs")
+            && p.file_name().is_some_and(|n| n != "testing.rs")
+        {
+            out.push(p);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document
+// ---------------------------------------------------------------------------------------------
+
+fn matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), path.split('.').collect());
+    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| a == b || *a == "*")
+}
+
+/// The whole document. `root` is the workspace root (for the log scan).
+pub async fn render(root: &Path) -> Result<String, String> {
+    let mut errors = Vec::new();
+    let stored = stored_attributes().await?;
+    let mut used = vec![false; ATTRIBUTES.len()];
+    let mut md = String::new();
+    md.push_str(
+        "# Data inventory\n\n\
+         <!-- Generated by `make data-inventory` (cargo run -q -p pil-local --bin data-inventory); \
+         do not edit. `cargo test -p pil-local --test data_inventory` fails when it is not current. -->\n\n\
+         Everything the layer stores, sends and logs, generated from the code: each stored item type \
+         is written through the DynamoDB store's own methods with every field set, and the \
+         attributes of the captured requests are listed here (each record's domain value is one `doc` map; its members are listed as `doc.…`) with their descriptions \
+         (`infra/local/src/inventory.rs`). A new field without a description fails the generator \
+         and the test.\n\n\
+         **No PHI is stored.** The PMS sends opaque refs, treatment categories and dates through a \
+         closed schema and a PHI guard (DESIGN §2). The *patient-linked* column says what an \
+         attribute could tell about a patient to someone who can also resolve the PMS's refs: \
+         **opaque ref** (the PMS's ref, or a key containing it; re-keyed by `patient.ref_rotated`, \
+         deleted by `patient.erased`), *via ref* (a category, status or count about the item's \
+         ref), *date via ref* (a patient-linked day; a start minute only while a cancelled booking's \
+         slot lies ahead), or *no*. Owner e-mail addresses (the practice's staff, not patients) \
+         and KMS-sealed practice secrets are marked as such.\n\n\
+         All items live in one DynamoDB table (`StateTable`, KMS-encrypted with the stack's key, \
+         point-in-time recovery on); one partition per practice (`pk = P#{practice}`).\n\n",
+    );
+    md.push_str("## Stored items\n\n| item type | key | purpose | retention | written by | read by |\n|---|---|---|---|---|---|\n");
+    for t in ITEM_TYPES {
+        let key = match t.key.strip_prefix("pk=") {
+            Some(p) => format!("`pk = {p}`"),
+            None if t.key.ends_with('#') => format!("`sk = {}…`", t.key),
+            None => format!("`sk = {}`", t.key),
+        };
+        md.push_str(&format!(
+            "| {} | {key} | {} | {} | {} | {} |\n",
+            t.name, t.purpose, t.retention, t.written_by, t.read_by
+        ));
+    }
+    md.push_str("\n## Stored attributes\n\nTypes are DynamoDB's (`S` string, `N` number, `M` map, `L` list, `BOOL`). `*` is any map key (a treatment or an action kind); `[]` a list element.\n");
+    for t in ITEM_TYPES {
+        let Some(paths) = stored.get(t.name) else {
+            continue;
+        };
+        md.push_str(&format!(
+            "\n### {} (`{}`)\n\n| attribute | type | patient-linked | description |\n|---|---|---|---|\n",
+            t.name, t.key
+        ));
+        let mut rows: BTreeMap<String, (BTreeSet<&str>, Linked, &str)> = BTreeMap::new();
+        for (path, types) in paths {
+            if types.contains("NULL") {
+                errors.push(format!(
+                    "{}: {path} is null in the sample: set it in the sample so its shape is listed",
+                    t.name
+                ));
+            }
+            // The most specific description: the item's own, else the shared one.
+            let found = ATTRIBUTES
+                .iter()
+                .enumerate()
+                .filter(|(_, (it, p, _, _))| *it == t.name && matches(p, path))
+                .chain(
+                    ATTRIBUTES
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (it, p, _, _))| *it == "*" && matches(p, path)),
+                )
+                .next();
+            match found {
+                Some((i, (_, pattern, linked, desc))) => {
+                    used[i] = true;
+                    let row = rows
+                        .entry((*pattern).to_owned())
+                        .or_insert((BTreeSet::new(), *linked, desc));
+                    row.0.extend(types.iter().copied());
+                }
+                None => errors.push(format!(
+                    "{}: attribute {path} has no description: add it to ATTRIBUTES in infra/local/src/inventory.rs",
+                    t.name
+                )),
+            }
+        }
+        for (pattern, (types, linked, desc)) in rows {
+            let types: Vec<&str> = types.into_iter().collect();
+            md.push_str(&format!(
+                "| `{pattern}` | {} | {} | {desc} |\n",
+                types.join(", "),
+                linked.label()
+            ));
+        }
+    }
+    for (i, (it, p, _, _)) in ATTRIBUTES.iter().enumerate() {
+        if !used[i] {
+            errors.push(format!(
+                "ATTRIBUTES describes {it} {p}, which no item has (remove or fix it)"
+            ));
+        }
+    }
+
+    md.push_str("\n## Queues, events and triggers\n\nMessage bodies, from samples of their types. SQS queues and the alarm topic are KMS-encrypted with the stack's key; every queue has a DLQ (14 days' retention).\n");
+    let paths = channel_paths()?;
+    for (c, seen) in CHANNELS.iter().zip(paths) {
+        md.push_str(&format!(
+            "\n### {}\n\n{}\n\n| field | patient-linked | description |\n|---|---|---|\n",
+            c.name, c.carries
+        ));
+        for p in &seen {
+            if !c.fields.iter().any(|(f, _, _)| f == p) {
+                errors.push(format!("{}: field {p} has no description", c.name));
+            }
+        }
+        for (f, linked, desc) in c.fields {
+            if !seen.contains(*f) {
+                errors.push(format!("{}: described field {f} is not sent", c.name));
+            }
+            md.push_str(&format!("| `{f}` | {} | {desc} |\n", linked.label()));
+        }
+    }
+    md.push_str(
+        "\n### Owner e-mail (SESv2, approval-check)\n\n\
+         The digest and nothing else: to the practice's `owner_emails`; subject with the count and \
+         value at stake; HTML and text parts listing pending actions by kind, reason in words, \
+         treatment, estimated value and the patient only as a short code derived from the ref \
+         (not the ref); signed approve/reject/settings links (tokens bound to practice, actions and \
+         an approver hash). No names, contacts, notes or dates of birth exist to be mailed.\n",
+    );
+
+    md.push_str("\n## Logs\n\nStructured fields of the functions' log lines (JSON in Lambda; log groups KMS-encrypted, 365 days). Request and message bodies are never logged; a refused webhook is logged by reason code and field path only. Read from the `tracing` macros in `functions/`, `shared/src` and `infra/aws/src`.\n\n| field | carries | logged in |\n|---|---|---|\n");
+    let fields = log_fields(root, &["functions", "shared/src", "infra/aws/src"]);
+    for (name, files) in &fields {
+        match LOG_FIELDS.iter().find(|(f, _)| f == name) {
+            Some((_, desc)) => {
+                let files: Vec<&str> = files.iter().map(String::as_str).collect();
+                md.push_str(&format!("| `{name}` | {desc} | {} |\n", files.join(", ")));
+            }
+            None => errors.push(format!(
+                "log field {name} (in {files:?}) has no description: add it to LOG_FIELDS"
+            )),
+        }
+    }
+    for (f, _) in LOG_FIELDS {
+        if !fields.contains_key(*f) {
+            errors.push(format!("LOG_FIELDS describes {f}, which no log line has"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(md)
+    } else {
+        Err(errors.join("\n"))
+    }
+}
