@@ -92,7 +92,7 @@ fn valid(i: usize) -> Sent {
         1 => (
             json!({"type": "appointment.booked", "occurred_at": at(1), "data": {
                 "appointment_ref": appt, "patient_ref": p, "treatment": "facial",
-                "provider_ref": "pr_load7Kq2mXz9", "starts_at": at(-10), "duration_min": 30}}),
+                "provider_ref": new_ref("pr"), "starts_at": at(-10), "duration_min": 30}}),
             format!("APPT#{appt}"),
             json!({"appointment_ref": appt}),
         ),
