@@ -6,6 +6,7 @@
 #   make sam-build  sam build for arm64 (installs SAM CLI, cargo-lambda, zig, the target)
 #   make browser-tools  Debian's chromium for the browser tests (make test calls it)
 #   make bench   criterion benches, then bench-scan (not part of make test; compiled there)
+#   make cost    the cost model (docs/cost.md) from counts measured on the local stack
 #   make load    60 s local load test: valid, duplicate and refused webhooks (not in make test)
 #   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
 #   make data-inventory  regenerates docs/data-inventory.md from the code (a test checks it is current)
@@ -22,7 +23,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load bench bench-scan sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load cost bench bench-scan sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -72,7 +73,7 @@ bench: $(MOTO)
 
 # The scan's reads must not grow with patients: 10,000 then 100,000 patients with the same due
 # gaps, read units and items per scan compared (fails over ×1.2), then units per inbound event
-# (docs/cost.md). Extra flags: make bench-scan ARGS="--due 200". The dev build is enough: the
+# (docs/units.md). Extra flags: make bench-scan ARGS="--due 200". The dev build is enough: the
 # units counted do not depend on it and the wall time is the emulator's.
 bench-scan: $(MOTO)
 	$(CARGO) run -q -p pil-local --bin scan-bench -- $(ARGS)
@@ -85,6 +86,11 @@ LOAD_RATE ?= 40
 LOAD_SECONDS ?= 60
 load: $(MOTO)
 	$(CARGO) run -q -p pil-local --bin load -- --rate $(LOAD_RATE) --seconds $(LOAD_SECONDS)
+
+# The cost model: measures each operation's use on the local stack and prices it
+# (docs/cost.md; figures in target/bench/cost.json).
+cost: $(MOTO)
+	$(CARGO) run -q -p pil-local --bin cost-model -- --out docs/cost.md
 
 # sam build: SAM CLI, cargo-lambda and zig from PyPI (pinned; the venv is rebuilt when the
 # pins change); the arm64 Rust target from rustup. sam build reads infra/samconfig.toml

@@ -12,7 +12,7 @@
 //!   per inbound event type, first delivery and redelivery, and refused deliveries; the units
 //!   each cost. Fails if a redelivery or a refusal wrote anything.
 //!
-//! Output is Markdown on stdout (docs/cost.md quotes it); progress goes to stderr. Logs carry
+//! Output is Markdown on stdout (docs/units.md quotes it); progress goes to stderr. Logs carry
 //! no refs or bodies (errors only unless `RUST_LOG` says otherwise).
 
 use std::collections::HashMap;

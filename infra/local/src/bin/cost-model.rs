@@ -1,0 +1,718 @@
+//! `make cost`: the cost model (docs/cost.md), from counts measured on the local stack and the
+//! published prices below.
+//!
+//! Measured (through the real handlers, the real AWS SDK and moto, with the fault proxy as a
+//! call counter and the meter for DynamoDB units): per single-event webhook of each kind, per
+//! refused webhook, per redelivery; per action from the scan through approval and the trigger;
+//! the fixed cost of a night with nothing due; log bytes per invocation (the handlers' JSON
+//! lines, as Lambda writes them). Assumed (and printed): the latency of each AWS call (Lambda
+//! bills wall time) and a practice's event and gap rates.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use clap::Parser;
+use pil_aws::meter::Counts;
+use pil_local::pms::PmsClient;
+use pil_local::scenario::{eventually, new_ref, table_items};
+use pil_local::stack::{Stack, StackOptions, workspace_root};
+use pil_shared::action::ActionKind;
+use pil_shared::ids::PracticeId;
+use pil_shared::practice::Mode;
+use pil_shared::service::admin::{self, KindChange, NewPractice};
+use pil_shared::signature::WebhookSecret;
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cost-model",
+    about = "Cost per million webhooks and per practice-month"
+)]
+struct Args {
+    /// Write the Markdown here (default: stdout only).
+    #[arg(long)]
+    out: Option<String>,
+    /// Machine-readable figures.
+    #[arg(long, default_value = "target/bench/cost.json")]
+    json: String,
+}
+
+/// Published prices, us-east-1, on-demand, as of 2026-11 (USD). Sources: aws.amazon.com/lambda/pricing,
+/// /api-gateway/pricing, /dynamodb/pricing/on-demand, /sqs/pricing, /eventbridge/pricing,
+/// /ses/pricing, /kms/pricing, /cloudwatch/pricing.
+mod price {
+    pub const LAMBDA_ARM_GB_S: f64 = 0.000_013_333_4;
+    pub const LAMBDA_X86_GB_S: f64 = 0.000_016_666_7;
+    pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+    pub const HTTP_API_REQUEST: f64 = 1.00 / 1e6;
+    pub const REST_API_REQUEST: f64 = 3.50 / 1e6;
+    pub const DDB_WRU: f64 = 0.625 / 1e6;
+    pub const DDB_RRU: f64 = 0.125 / 1e6;
+    pub const DDB_GB_MONTH: f64 = 0.25;
+    pub const SQS_REQUEST: f64 = 0.40 / 1e6;
+    pub const EVENTBRIDGE_EVENT: f64 = 1.00 / 1e6;
+    pub const SCHEDULER_INVOCATION: f64 = 1.00 / 1e6;
+    pub const SES_EMAIL: f64 = 0.10 / 1e3;
+    pub const KMS_REQUEST: f64 = 0.03 / 1e4;
+    pub const KMS_KEY_MONTH: f64 = 1.00;
+    pub const LOGS_GB: f64 = 0.50;
+}
+
+/// Assumed latency of one call from Lambda, ms (Lambda bills wall time, 1 ms granularity).
+fn call_latency_ms(op: &str) -> f64 {
+    match op {
+        "GetItem" | "PutItem" | "UpdateItem" | "DeleteItem" | "Query" => 5.0,
+        "TransactWriteItems" | "BatchWriteItem" => 10.0,
+        "SendMessage" | "SendMessageBatch" | "ChangeMessageVisibility" | "PutEvents" => 12.0,
+        "Decrypt" | "Encrypt" | "GenerateDataKey" => 8.0,
+        "SendEmail" => 25.0,
+        _ => 10.0,
+    }
+}
+/// A trigger's POST to the PMS (its answer time is the PMS's; 150 ms assumed).
+const PMS_POST_MS: f64 = 150.0;
+/// Lambda's own lines per invocation (START, END, REPORT), bytes.
+const PLATFORM_LOG_BYTES: f64 = 260.0;
+
+#[derive(Clone, Default)]
+struct LogBytes(Arc<Mutex<usize>>);
+impl Write for LogBytes {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBytes {
+    type Writer = LogBytes;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+impl LogBytes {
+    fn get(&self) -> usize {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What one measured operation used.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct Usage {
+    rru: f64,
+    wru: f64,
+    /// Calls per operation (DynamoDB, SQS, EventBridge, SES, KMS).
+    calls: BTreeMap<String, f64>,
+    log_bytes: f64,
+    invocations: f64,
+    pms_posts: f64,
+}
+
+impl Usage {
+    fn between(
+        d0: &Counts,
+        d1: &Counts,
+        c0: &BTreeMap<String, u64>,
+        c1: &BTreeMap<String, u64>,
+        l: f64,
+    ) -> Self {
+        let calls = c1
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v - c0.get(k).copied().unwrap_or(0)) as f64))
+            .filter(|(_, v)| *v > 0.0)
+            .collect();
+        Self {
+            rru: d1.read_units - d0.read_units,
+            wru: d1.total_write_units() - d0.total_write_units(),
+            calls,
+            log_bytes: l,
+            ..Default::default()
+        }
+    }
+
+    fn scaled(&self, f: f64) -> Self {
+        Self {
+            rru: self.rru * f,
+            wru: self.wru * f,
+            calls: self.calls.iter().map(|(k, v)| (k.clone(), v * f)).collect(),
+            log_bytes: self.log_bytes * f,
+            invocations: self.invocations * f,
+            pms_posts: self.pms_posts * f,
+        }
+    }
+
+    fn call(&self, op: &str) -> f64 {
+        self.calls.get(op).copied().unwrap_or(0.0)
+    }
+
+    fn wall_ms(&self) -> f64 {
+        self.calls
+            .iter()
+            .map(|(op, n)| call_latency_ms(op) * n)
+            .sum::<f64>()
+            + self.pms_posts * PMS_POST_MS
+    }
+}
+
+/// Dollars, by line item.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct Bill(BTreeMap<&'static str, f64>);
+
+impl Bill {
+    fn add(&mut self, k: &'static str, v: f64) {
+        *self.0.entry(k).or_default() += v;
+    }
+    fn total(&self) -> f64 {
+        self.0.values().sum()
+    }
+    fn plus(&self, o: &Bill) -> Bill {
+        let mut b = self.clone();
+        for (k, v) in &o.0 {
+            b.add(k, *v);
+        }
+        b
+    }
+    fn scaled(&self, f: f64) -> Bill {
+        Bill(self.0.iter().map(|(k, v)| (*k, v * f)).collect())
+    }
+}
+
+/// The bill for `u`, run in a function of `memory_mb` (arm64), per occurrence.
+fn bill(u: &Usage, memory_mb: f64) -> Bill {
+    let mut b = Bill::default();
+    b.add("DynamoDB", u.rru * price::DDB_RRU + u.wru * price::DDB_WRU);
+    let sqs: f64 = [
+        "SendMessage",
+        "SendMessageBatch",
+        "ChangeMessageVisibility",
+        "ReceiveMessage",
+        "DeleteMessage",
+    ]
+    .iter()
+    .map(|o| u.call(o))
+    .sum();
+    b.add("SQS", sqs * price::SQS_REQUEST);
+    b.add(
+        "EventBridge",
+        u.call("PutEvents") * price::EVENTBRIDGE_EVENT,
+    );
+    b.add("SES", u.call("SendEmail") * price::SES_EMAIL);
+    let kms: f64 = ["Decrypt", "Encrypt", "GenerateDataKey"]
+        .iter()
+        .map(|o| u.call(o))
+        .sum();
+    b.add("KMS", kms * price::KMS_REQUEST);
+    let billed_ms = (u.wall_ms() / u.invocations.max(1e-9)).ceil().max(1.0) * u.invocations;
+    b.add(
+        "Lambda",
+        u.invocations * price::LAMBDA_REQUEST
+            + billed_ms / 1000.0 * memory_mb / 1024.0 * price::LAMBDA_ARM_GB_S,
+    );
+    b.add(
+        "CloudWatch Logs",
+        (u.log_bytes + u.invocations * PLATFORM_LOG_BYTES) / 1e9 * price::LOGS_GB,
+    );
+    b
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cost-model: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Probe<'a> {
+    stack: &'a Stack,
+    logs: LogBytes,
+}
+
+impl Probe<'_> {
+    fn mark(&self) -> (Counts, BTreeMap<String, u64>, usize) {
+        let proxy = self.stack.faults.as_ref().map(|p| p.forwarded());
+        (
+            self.stack.meter.snapshot(),
+            proxy.unwrap_or_default(),
+            self.logs.get(),
+        )
+    }
+    fn since(&self, m: &(Counts, BTreeMap<String, u64>, usize)) -> Usage {
+        let now = self.mark();
+        Usage::between(&m.0, &now.0, &m.1, &now.1, (now.2 - m.2) as f64)
+    }
+}
+
+fn memory_of(template: &serde_yaml::Value, function: &str) -> f64 {
+    let global = template["Globals"]["Function"]["MemorySize"]
+        .as_f64()
+        .unwrap_or(128.0);
+    template["Resources"][function]["Properties"]["MemorySize"]
+        .as_f64()
+        .unwrap_or(global)
+}
+
+async fn run(args: Args) -> Result<()> {
+    let logs = LogBytes::default();
+    // As in Lambda: JSON, one object per line, no timestamp (CloudWatch adds it), info level.
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .without_time()
+        .with_target(false)
+        .with_env_filter("info")
+        .with_writer(logs.clone())
+        .init();
+    let mut opts = StackOptions::ephemeral(workspace_root())?;
+    opts.fault_proxy = true;
+    let stack = Stack::start(opts).await?;
+    let out = measure(&stack, &logs, &args).await;
+    stack.stop().await;
+    out
+}
+
+async fn measure(stack: &Stack, logs: &LogBytes, args: &Args) -> Result<()> {
+    let template: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        workspace_root().join("template.yaml"),
+    )?)?;
+    let mem = |f: &str| memory_of(&template, f);
+    let probe = Probe {
+        stack,
+        logs: logs.clone(),
+    };
+    let deps = stack.scan_deps()?;
+    let store = &deps.adapters.store;
+    let practice = PracticeId::parse("cost-clinic")?;
+    let made = admin::create_practice(
+        store,
+        deps.adapters.secrets.keys(),
+        NewPractice {
+            id: practice.clone(),
+            time_zone: "America/New_York".into(),
+            owner_emails: vec!["owner@cost-clinic.example".into()],
+            trigger_url: stack.pms.trigger_url(),
+        },
+        true,
+    )
+    .await?;
+    for kind in ActionKind::ALL {
+        admin::set_kind_policy(
+            store,
+            &practice,
+            kind,
+            KindChange {
+                mode: Some(if kind == ActionKind::RebookNudge {
+                    Mode::Auto
+                } else {
+                    Mode::Approve
+                }),
+                max_auto_per_day: Some(1000),
+                max_auto_value: Some(10_000),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    admin::set_policy(
+        store,
+        &practice,
+        None,
+        KindChange {
+            quiet_hours: Some(None),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let secret = WebhookSecret::parse(&made.webhook_secret).map_err(|e| anyhow!("{e}"))?;
+    let pms = PmsClient::new(&stack.api_url);
+    let at =
+        |d: i64| (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * d)).to_string();
+
+    // 1. Single-event webhooks, one at a time, by kind.
+    let mut per_kind: BTreeMap<&str, (Usage, usize)> = BTreeMap::new();
+    let mut bodies = Vec::new();
+    let n = 20;
+    for i in 0..n * 4 {
+        let p = new_ref("pt");
+        let (kind, event) = match i % 4 {
+            0 => (
+                "completion",
+                json!({"type": "appointment.completed", "occurred_at": at(100),
+                "data": {"appointment_ref": new_ref("ap"), "patient_ref": p, "treatment": "neurotoxin"}}),
+            ),
+            1 => (
+                "booking",
+                json!({"type": "appointment.booked", "occurred_at": at(1), "data": {
+                "appointment_ref": new_ref("ap"), "patient_ref": new_ref("pt"), "treatment": "facial",
+                "provider_ref": new_ref("pr"), "starts_at": at(-10), "duration_min": 30}}),
+            ),
+            2 => (
+                "opt-out",
+                json!({"type": "patient.opted_out", "occurred_at": at(1),
+                "data": {"patient_ref": new_ref("pt")}}),
+            ),
+            _ => (
+                "refused (PHI)",
+                json!({"type": "patient.opted_out", "occurred_at": at(1),
+                "data": {"patient_ref": format!("cost{i}@example.com")}}),
+            ),
+        };
+        let body = json!({"events": [event]}).to_string();
+        let id = format!("msg_cost_{i}");
+        let m = probe.mark();
+        let r = pms.send(practice.as_str(), &secret, &id, &body).await?;
+        let expect = if kind.starts_with("refused") {
+            422
+        } else {
+            202
+        };
+        if r.status != expect {
+            return Err(anyhow!("{kind} webhook answered {}", r.status));
+        }
+        let mut u = probe.since(&m);
+        u.invocations = 1.0;
+        let e = per_kind.entry(kind).or_default();
+        e.0 = add(&e.0, &u);
+        e.1 += 1;
+        if expect == 202 {
+            bodies.push((id, body));
+        }
+    }
+    // Redeliveries of accepted webhooks.
+    for (id, body) in bodies.iter().take(n) {
+        let m = probe.mark();
+        pms.send(practice.as_str(), &secret, id, body).await?;
+        let mut u = probe.since(&m);
+        u.invocations = 1.0;
+        let e = per_kind.entry("redelivery").or_default();
+        e.0 = add(&e.0, &u);
+        e.1 += 1;
+    }
+    let per_kind: BTreeMap<&str, Usage> = per_kind
+        .into_iter()
+        .map(|(k, (u, c))| (k, u.scaled(1.0 / c as f64)))
+        .collect();
+
+    // 2. The night: the scan finds the n rebook gaps (auto) through approval to the PMS.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = probe.mark();
+    let posts0 = stack.pms.received().len();
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("America/New_York")?)
+        .date();
+    let queue = stack.resource("ScanQueue")?.to_owned();
+    stack
+        .clients
+        .sqs
+        .send_message()
+        .queue_url(&queue)
+        .message_body(
+            json!({"kind": "scan", "practice_id": practice.as_str(), "date": today.to_string()})
+                .to_string(),
+        )
+        .send()
+        .await?;
+    eventually(Duration::from_secs(120), || async {
+        let delivered = table_items(stack)
+            .await
+            .ok()?
+            .iter()
+            .filter(|i| i["status"] == "delivered")
+            .count();
+        (delivered >= n).then_some(())
+    })
+    .await
+    .ok_or_else(|| anyhow!("the night did not deliver {n} triggers"))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut night = probe.since(&m);
+    night.pms_posts = (stack.pms.received().len() - posts0) as f64;
+    let actions = n as f64;
+    // Invocations: one scan; approval-check and the emitter per batch (batch sizes 5 and 10
+    // in the template) — counted per action as the template's batch sizes say.
+    night.invocations = 1.0 + actions / 5.0 + actions / 10.0;
+    let mut per_action = night.scaled(1.0 / actions);
+    // Lambda's event-source mapping receives and deletes each trigger message (and the
+    // candidates' batches): not through the proxy, so added here.
+    per_action.calls.insert("ReceiveMessage".into(), 1.0);
+    per_action.calls.insert("DeleteMessage".into(), 1.0);
+
+    // 3. A night with nothing due (the fixed cost per practice per night).
+    let m = probe.mark();
+    deps.scan(&practice, today).await?;
+    let mut idle = probe.since(&m);
+    idle.invocations = 1.0;
+
+    // 4. The digest: one e-mail per practice per day, its reads.
+    let digest = Usage {
+        calls: [("SendEmail".to_owned(), 1.0), ("Query".to_owned(), 2.0)].into(),
+        rru: 2.0,
+        invocations: 1.0,
+        log_bytes: 200.0,
+        ..Default::default()
+    };
+
+    let receiver_mb = mem("WebhookReceiverFunction");
+    let scan_mb = mem("SchedulerScanFunction");
+    let approval_mb = mem("ApprovalCheckFunction");
+    let emitter_mb = mem("TriggerEmitterFunction");
+    let api = |k: f64| {
+        let mut b = Bill::default();
+        b.add("API Gateway", k * price::HTTP_API_REQUEST);
+        b
+    };
+    let webhook_bill = |k: &str| bill(&per_kind[k], receiver_mb).plus(&api(1.0));
+    // The mix of a PMS's webhooks (single events): completions, bookings (incl. reschedules
+    // and cancellations, which cost the same), consent changes, redeliveries, refusals.
+    let mix: [(&str, f64); 5] = [
+        ("completion", 0.35),
+        ("booking", 0.45),
+        ("opt-out", 0.05),
+        ("redelivery", 0.10),
+        ("refused (PHI)", 0.05),
+    ];
+    let per_webhook = mix.iter().fold(Bill::default(), |b, (k, w)| {
+        b.plus(&webhook_bill(k).scaled(*w))
+    });
+    let action_bill = {
+        // Split the night's per-action use over its three functions by their memory: the
+        // measured calls are the pipeline's; the scan's share is billed at its memory, etc.
+        // (Conservative: all billed at the largest of the three.)
+        let mb = scan_mb.max(approval_mb).max(emitter_mb);
+        bill(&per_action, mb)
+    };
+    let idle_bill = bill(&idle, scan_mb);
+    let digest_bill = bill(&digest, approval_mb);
+
+    // A practice-month: patients × 4 visits a year × 2.5 events per visit / 12; a gap acted
+    // on for 4 % of patients a month; 30 nights; 30 digests.
+    let practice_month = |patients: f64| {
+        let webhooks = patients * 4.0 * 2.5 / 12.0;
+        let actions = patients * 0.04;
+        let storage_gb = patients * 3.0 * 1.0e3 / 1e9;
+        let mut b = per_webhook
+            .scaled(webhooks)
+            .plus(&action_bill.scaled(actions))
+            .plus(&idle_bill.scaled(30.0))
+            .plus(&digest_bill.scaled(30.0));
+        b.add("DynamoDB", storage_gb * price::DDB_GB_MONTH);
+        (webhooks, actions, b)
+    };
+    // Shared by every practice of a stack: the KMS key, the hourly schedule fan-out, the
+    // queues' idle polling by Lambda (5 pollers × 3 queues, 20 s long polls).
+    let mut stack_month = Bill::default();
+    stack_month.add("KMS", price::KMS_KEY_MONTH);
+    stack_month.add("EventBridge", 24.0 * 30.0 * price::SCHEDULER_INVOCATION);
+    stack_month.add(
+        "SQS",
+        5.0 * 3.0 * 3.0 * 60.0 * 24.0 * 30.0 * price::SQS_REQUEST,
+    );
+
+    // Per million webhooks, all-in: the webhooks, and the scans, actions and digests of the
+    // practices that send them (a 20,000-patient practice sends ~16,700 a month).
+    let (mw, ma, _) = practice_month(20_000.0);
+    let per_million = per_webhook
+        .scaled(1e6)
+        .plus(&action_bill.scaled(1e6 * ma / mw))
+        .plus(&idle_bill.scaled(1e6 * 30.0 / mw))
+        .plus(&digest_bill.scaled(1e6 * 30.0 / mw));
+
+    // The naive design, same prices: REST API, x86 Lambda at 1 GB with 100 ms per event, the
+    // raw payload stored (2 WRU) plus a webhook-id ledger (1 WRU) plus the state (1 WRU), a
+    // queue per event (send, receive, delete), the body logged (1.5 KB), and a nightly scan
+    // reading every patient's item (1 KB each, eventually consistent) instead of the due index.
+    let naive_webhook = price::REST_API_REQUEST
+        + price::LAMBDA_REQUEST * 2.0
+        + 2.0 * 0.1 * price::LAMBDA_X86_GB_S
+        + 4.0 * price::DDB_WRU
+        + 3.0 * price::SQS_REQUEST
+        + (1500.0 + 2.0 * PLATFORM_LOG_BYTES) / 1e9 * price::LOGS_GB;
+    let naive_scan = |patients: f64| patients * 1.0e3 / 4096.0 * 0.5 * price::DDB_RRU;
+    let naive_million = naive_webhook * 1e6 + naive_scan(20_000.0) * 30.0 * 1e6 / mw;
+
+    let mut md = String::new();
+    let w = &mut md;
+    use std::fmt::Write as _;
+    writeln!(w, "# Cost model")?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Generated by `make cost` (`infra/local/src/bin/cost-model.rs`) from counts measured on the \
+         local stack — the real handlers and AWS SDK against moto, DynamoDB units by the meter \
+         (DynamoDB's published sizing rules, docs/units.md), every other AWS call counted by the \
+         fault proxy used as a counter, log bytes as the handlers write them in Lambda — and the \
+         published us-east-1 prices in the code (arm64 Lambda, HTTP API, DynamoDB on-demand). \
+         Memory per function from template.yaml: receiver {receiver_mb} MB, scan {scan_mb} MB, \
+         approval-check {approval_mb} MB, emitter {emitter_mb} MB."
+    )?;
+    writeln!(w)?;
+    writeln!(w, "## Headline")?;
+    writeln!(w)?;
+    writeln!(w, "| figure | this design | naive design | goal |")?;
+    writeln!(w, "|---|---:|---:|---:|")?;
+    writeln!(
+        w,
+        "| per 1 million webhooks, all-in | ${:.2} | ${naive_million:.2} | ≤ $3.00 |",
+        per_million.total()
+    )?;
+    for (name, patients) in [
+        ("small practice (2,000 patients)", 2_000.0),
+        ("medium practice (20,000 patients)", 20_000.0),
+    ] {
+        let (_, _, b) = practice_month(patients);
+        let naive = naive_webhook * patients * 4.0 * 2.5 / 12.0 + naive_scan(patients) * 30.0;
+        writeln!(
+            w,
+            "| {name}, per month | ${:.3} | ${naive:.3} | |",
+            b.total()
+        )?;
+    }
+    let rollup = (0..100).fold(Bill::default(), |b, i| {
+        // 100 practices from 1,000 to 30,000 patients.
+        let (_, _, p) = practice_month(1_000.0 + 29_000.0 * f64::from(i) / 99.0);
+        b.plus(&p)
+    });
+    writeln!(
+        w,
+        "| roll-up of 100 practices (1,000–30,000 patients), per month, incl. the stack's fixed ${:.2} | ${:.2} | | |",
+        stack_month.total(),
+        rollup.plus(&stack_month).total()
+    )?;
+    writeln!(w)?;
+    writeln!(w, "## Per million webhooks, by service")?;
+    writeln!(w)?;
+    writeln!(w, "| service | $ |")?;
+    writeln!(w, "|---|---:|")?;
+    for (k, v) in &per_million.0 {
+        writeln!(w, "| {k} | {v:.3} |")?;
+    }
+    writeln!(w, "| **total** | **{:.3}** |", per_million.total())?;
+    writeln!(w)?;
+    writeln!(w, "## Measured use per operation")?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "| operation | DynamoDB RRU | DynamoDB WRU | other calls | log bytes | $ per million |"
+    )?;
+    writeln!(w, "|---|---:|---:|---|---:|---:|")?;
+    let calls = |u: &Usage| {
+        u.calls
+            .iter()
+            .filter(|(k, _)| {
+                ![
+                    "GetItem",
+                    "PutItem",
+                    "UpdateItem",
+                    "DeleteItem",
+                    "Query",
+                    "TransactWriteItems",
+                    "BatchWriteItem",
+                ]
+                .contains(&k.as_str())
+            })
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (k, u) in &per_kind {
+        writeln!(
+            w,
+            "| webhook: {k} | {:.2} | {:.2} | {} | {:.0} | {:.3} |",
+            u.rru,
+            u.wru,
+            calls(u),
+            u.log_bytes,
+            webhook_bill(k).total() * 1e6
+        )?;
+    }
+    writeln!(
+        w,
+        "| action: scan + approval + trigger (per action) | {:.2} | {:.2} | {} (PMS POST {:.2}) | {:.0} | {:.3} |",
+        per_action.rru,
+        per_action.wru,
+        calls(&per_action),
+        per_action.pms_posts,
+        per_action.log_bytes,
+        action_bill.total() * 1e6
+    )?;
+    writeln!(
+        w,
+        "| night with nothing due (per practice) | {:.2} | {:.2} | {} | {:.0} | {:.3} |",
+        idle.rru,
+        idle.wru,
+        calls(&idle),
+        idle.log_bytes,
+        idle_bill.total() * 1e6
+    )?;
+    writeln!(w)?;
+    writeln!(w, "## Assumptions")?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "- Webhook mix: 35 % completions, 45 % bookings/reschedules/cancellations, 5 % consent changes, 10 % redeliveries, 5 % refused; one event per webhook (batches cost less per event)."
+    )?;
+    writeln!(
+        w,
+        "- A practice: 4 visits per patient a year, 2.5 events per visit; a gap acted on for 4 % of patients a month (rebooks auto-approved here: the owner path adds one e-mail per digest, not per action); 3 KB stored per patient."
+    )?;
+    writeln!(
+        w,
+        "- Lambda bills wall time: each AWS call is charged at an assumed latency (DynamoDB 5 ms, transactions 10 ms, SQS/EventBridge 12 ms, KMS 8 ms, SES 25 ms, the PMS's answer 150 ms), plus Lambda's START/END/REPORT lines ({PLATFORM_LOG_BYTES} bytes) per invocation."
+    )?;
+    writeln!(
+        w,
+        "- Free tiers are not counted. Prices: Lambda arm64 $0.0000133334/GB-s + $0.20/M requests; HTTP API $1.00/M; DynamoDB on-demand $0.625/M WRU, $0.125/M RRU, $0.25/GB-month; SQS $0.40/M; EventBridge $1.00/M; SES $0.10/1,000; KMS $0.03/10,000 + $1/key-month; CloudWatch Logs $0.50/GB ingested."
+    )?;
+    writeln!(
+        w,
+        "- The naive design: REST API ($3.50/M), x86 Lambda at 1 GB and 100 ms, raw payload + webhook-id ledger + state written (4 WRU), an SQS queue per event (3 requests), the body logged (1.5 KB), and a nightly scan reading every patient's item instead of the due index."
+    )?;
+    print!("{md}");
+    if let Some(p) = &args.out {
+        std::fs::write(p, &md)?;
+    }
+    let json = json!({
+        "per_million_webhooks_usd": per_million.total(),
+        "naive_per_million_webhooks_usd": naive_million,
+        "by_service": per_million.0,
+        "small_practice_month_usd": practice_month(2_000.0).2.total(),
+        "medium_practice_month_usd": practice_month(20_000.0).2.total(),
+        "rollup_100_month_usd": rollup.plus(&stack_month).total(),
+        "per_webhook": per_kind.iter().map(|(k, u)| (k.to_string(), serde_json::to_value(u).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+        "per_action": per_action,
+        "idle_night": idle,
+    });
+    if let Some(dir) = std::path::Path::new(&args.json).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
+    Ok(())
+}
+
+fn add(a: &Usage, b: &Usage) -> Usage {
+    let mut calls = a.calls.clone();
+    for (k, v) in &b.calls {
+        *calls.entry(k.clone()).or_default() += v;
+    }
+    Usage {
+        rru: a.rru + b.rru,
+        wru: a.wru + b.wru,
+        calls,
+        log_bytes: a.log_bytes + b.log_bytes,
+        invocations: a.invocations + b.invocations,
+        pms_posts: a.pms_posts + b.pms_posts,
+    }
+}
