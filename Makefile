@@ -70,6 +70,8 @@ lint: $(CFN_LINT) $(CHECKOV)
 bench: $(MOTO)
 	$(CARGO) bench -p pil-shared --bench inbound
 	$(MAKE) --no-print-directory bench-scan
+	$(MAKE) --no-print-directory cost
+	$(CARGO) run -q -p pil-local --bin bench-report
 
 # The scan's reads must not grow with patients: 10,000 then 100,000 patients with the same due
 # gaps, read units and items per scan compared (fails over ×1.2), then units per inbound event

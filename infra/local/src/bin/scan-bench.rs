@@ -186,6 +186,12 @@ async fn scale(cli: &Cli) -> Result<Vec<String>> {
         }
         let rcu = r.scan.read_units / base.scan.read_units;
         let items = r.scan.items_read as f64 / base.scan.items_read as f64;
+        record(
+            "scan_read_ratio",
+            json!({"patients": [base.patients, r.patients], "due": r.due,
+                "read_units_ratio": rcu, "items_ratio": items,
+                "read_units": [base.scan.read_units, r.scan.read_units]}),
+        );
         if rcu > cli.max_ratio || items > cli.max_ratio {
             failures.push(format!(
                 "{} patients: scan reads grew with patients (read units ×{rcu:.2}, items ×{items:.2}; limit {})",
@@ -797,7 +803,35 @@ async fn units_on(stack: &Stack) -> Result<Vec<String>> {
         refused.push((label, sent));
     }
     print_units(&rows, (&batch_first, &batch_again), &refused);
+    let max = |it: &mut dyn Iterator<Item = f64>| it.fold(0.0_f64, f64::max);
+    record(
+        "units",
+        json!({
+            "max_wru_accepted_single_event": max(&mut rows.iter().map(|r| r.first.cost.total_write_units())),
+            "max_wru_redelivery": max(&mut rows.iter().map(|r| r.again.cost.total_write_units())),
+            "max_wru_refused": max(&mut refused.iter().map(|(_, s)| s.cost.total_write_units())),
+            "per_event": rows.iter().map(|r| (r.label.to_string(), json!({
+                "rru": r.first.cost.read_units, "wru": r.first.cost.total_write_units()}))).collect::<serde_json::Map<_, _>>(),
+        }),
+    );
     Ok(failures)
+}
+
+/// Adds one figure to target/bench/scan.json (what `make bench`'s summary reads).
+fn record(key: &str, value: Value) {
+    let path = workspace_root().join("target/bench/scan.json");
+    let mut all: serde_json::Map<String, Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    all.insert(key.to_owned(), value);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&all).unwrap_or_default(),
+    );
 }
 
 fn cell(c: &Counts) -> (String, String) {

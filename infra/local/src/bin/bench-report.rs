@@ -1,0 +1,244 @@
+//! The last step of `make bench`: one table of every performance and cost figure of issue 7 —
+//! figure, goal, measured, pass/fail — read from what the benches wrote:
+//! criterion's estimates (target/criterion), target/bench/scan.json (scan-bench),
+//! target/bench/cold-start.json (cold-start) and target/bench/cost.json (cost-model).
+//! Exits non-zero when a goal is missed or a figure is missing.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+fn read(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Criterion's median estimate for a benchmark, in nanoseconds.
+fn criterion_median_ns(root: &Path, group: &str, id: &str) -> Option<f64> {
+    let p = root
+        .join("target/criterion")
+        .join(group)
+        .join(id)
+        .join("new/estimates.json");
+    read(&p)?["median"]["point_estimate"].as_f64()
+}
+
+struct Row {
+    figure: String,
+    goal: String,
+    measured: String,
+    pass: Option<bool>,
+}
+
+fn main() -> ExitCode {
+    let root = pil_local::stack::workspace_root();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut row = |figure: &str, goal: &str, measured: Option<String>, pass: Option<bool>| {
+        rows.push(Row {
+            figure: figure.to_owned(),
+            goal: goal.to_owned(),
+            measured: measured.unwrap_or_else(|| "not measured".into()),
+            pass,
+        });
+    };
+
+    // 1. The inbound hot path (criterion).
+    let crit_dir = root.join("target/criterion/verify_parse_guard/events");
+    let find = |prefix: &str| -> Option<String> {
+        std::fs::read_dir(&crit_dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with(prefix))
+    };
+    let kb =
+        find("3 (").and_then(|id| criterion_median_ns(&root, "verify_parse_guard/events", &id));
+    row(
+        "verify + parse + guard, one 1 KB webhook body",
+        "≤ 10 µs (≥ 100,000/s on one core)",
+        kb.map(|ns| format!("{:.1} µs ({:.0}/s)", ns / 1e3, 1e9 / ns)),
+        kb.map(|ns| ns <= 10_000.0),
+    );
+    let batch =
+        find("100 (").and_then(|id| criterion_median_ns(&root, "verify_parse_guard/events", &id));
+    row(
+        "verify + parse + guard, 100-event batch",
+        "well under 1 ms",
+        batch.map(|ns| format!("{:.0} µs", ns / 1e3)),
+        batch.map(|ns| ns < 1e6),
+    );
+    for (group, id, label) in [
+        (
+            "receiver_handler",
+            "single_1KB",
+            "whole receiver in-process (storage faked), 1 KB webhook",
+        ),
+        (
+            "receiver_handler",
+            "batch_100",
+            "whole receiver in-process (storage faked), 100-event batch",
+        ),
+    ] {
+        if let Some(ns) = criterion_median_ns(&root, group, id) {
+            row(
+                label,
+                "(profile)",
+                Some(format!("{:.1} µs", ns / 1e3)),
+                None,
+            );
+        }
+    }
+
+    // 2. Cold start, size, memory.
+    let cold = read(&root.join("target/bench/cold-start.json"));
+    let fns = cold
+        .as_ref()
+        .and_then(|c| c["functions"].as_array().cloned())
+        .unwrap_or_default();
+    if fns.is_empty() {
+        row(
+            "cold start, size, memory (make bench-cold)",
+            "",
+            None,
+            Some(false),
+        );
+    }
+    for f in fns.iter().filter(|f| f["function"] != "hello-lambda") {
+        let name = f["function"].as_str().unwrap_or("?");
+        let size = f["size_bytes"].as_f64();
+        row(
+            &format!("{name}: stripped bootstrap"),
+            "≤ 8 MB",
+            size.map(|b| format!("{:.2} MB", b / 1_048_576.0)),
+            size.map(|b| b <= 8.0 * 1_048_576.0),
+        );
+        let ratio = f["init_ratio"].as_f64();
+        row(
+            &format!("{name}: init vs hello-world"),
+            "≤ 1.5×",
+            ratio.map(|r| {
+                format!(
+                    "{r:.2}× ({:.1} ms)",
+                    f["init_median_ms"].as_f64().unwrap_or(0.0)
+                )
+            }),
+            ratio.map(|r| r <= 1.5),
+        );
+        let rss = f["peak_rss_kib"].as_f64();
+        let mem = f["memory_size_mb"].as_f64();
+        row(
+            &format!("{name}: peak RSS under load vs MemorySize"),
+            "fits MemorySize",
+            rss.map(|k| format!("{:.1} MB of {} MB", k / 1024.0, mem.unwrap_or(0.0))),
+            rss.zip(mem).map(|(k, m)| k / 1024.0 <= m),
+        );
+    }
+
+    // 3. Units per operation.
+    let scan = read(&root.join("target/bench/scan.json"));
+    let wru = scan
+        .as_ref()
+        .and_then(|s| s["units"]["max_wru_accepted_single_event"].as_f64());
+    let worst = scan.as_ref().and_then(|s| {
+        s["units"]["per_event"].as_object().map(|o| {
+            o.iter()
+                .filter(|(_, v)| v["wru"].as_f64().unwrap_or(0.0) > 2.0)
+                .map(|(k, v)| format!("{k}: {}", v["wru"]))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    });
+    row(
+        "write units per accepted single-event webhook (worst event type)",
+        "≤ 2",
+        wru.map(|w| match &worst {
+            Some(x) if !x.is_empty() => format!("{w} (over 2: {x})"),
+            _ => format!("{w}"),
+        }),
+        wru.map(|w| w <= 2.0),
+    );
+    let refused = scan
+        .as_ref()
+        .and_then(|s| s["units"]["max_wru_refused"].as_f64());
+    row(
+        "write units per refused webhook",
+        "0",
+        refused.map(|w| format!("{w}")),
+        refused.map(|w| w == 0.0),
+    );
+    let redelivery = scan
+        .as_ref()
+        .and_then(|s| s["units"]["max_wru_redelivery"].as_f64());
+    row(
+        "write units per redelivered webhook",
+        "0",
+        redelivery.map(|w| format!("{w}")),
+        redelivery.map(|w| w == 0.0),
+    );
+    let ratio = scan
+        .as_ref()
+        .and_then(|s| s["scan_read_ratio"]["read_units_ratio"].as_f64());
+    row(
+        "scan reads, 100,000 vs 10,000 patients, same due count",
+        "≤ 1.2×",
+        ratio.map(|r| format!("{r:.3}×")),
+        ratio.map(|r| r <= 1.2),
+    );
+
+    // 5. Cost.
+    let cost = read(&root.join("target/bench/cost.json"));
+    let per_m = cost
+        .as_ref()
+        .and_then(|c| c["per_million_webhooks_usd"].as_f64());
+    let naive = cost
+        .as_ref()
+        .and_then(|c| c["naive_per_million_webhooks_usd"].as_f64());
+    row(
+        "cost per 1 million webhooks, all-in",
+        "≤ $3.00",
+        per_m.map(|d| format!("${d:.2} (naive design ${:.2})", naive.unwrap_or(0.0))),
+        per_m.map(|d| d <= 3.0),
+    );
+    for (key, label) in [
+        (
+            "small_practice_month_usd",
+            "small practice (2,000 patients), per month",
+        ),
+        (
+            "medium_practice_month_usd",
+            "medium practice (20,000 patients), per month",
+        ),
+        (
+            "rollup_100_month_usd",
+            "roll-up of 100 practices, per month",
+        ),
+    ] {
+        let v = cost.as_ref().and_then(|c| c[key].as_f64());
+        row(label, "cents", v.map(|d| format!("${d:.3}")), None);
+    }
+
+    println!("| figure | goal | measured | result |");
+    println!("|---|---|---|---|");
+    let mut ok = true;
+    for r in &rows {
+        let result = match r.pass {
+            Some(true) => "pass",
+            Some(false) => {
+                ok = false;
+                "FAIL"
+            }
+            None if r.measured == "not measured" => {
+                ok = false;
+                "missing"
+            }
+            None => "(figure)",
+        };
+        println!("| {} | {} | {} | {result} |", r.figure, r.goal, r.measured);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("bench-report: not every goal is met (see the table)");
+        ExitCode::FAILURE
+    }
+}
