@@ -146,7 +146,12 @@ impl Adapters {
     pub fn new(clients: &Clients, config: &Config, meter: Meter) -> Result<Self, MissingVar> {
         let store = DynamoStore::new(clients.dynamodb.clone(), config.table()?, meter);
         let keys = KmsKeys::new(clients.kms.clone(), config.get("KMS_KEY_ID")?);
-        let secrets = Arc::new(SecretCache::new(Arc::new(keys), Duration::from_secs(300)));
+        // Opened secrets are cached per practice, keyed by their sealed form (a rotation is
+        // seen at the next read of the practice), for at most SECRET_CACHE_SECONDS (6 h): each
+        // refresh costs three KMS calls per practice and function (docs/cost.md); the bound is
+        // how long a warm container keeps using secrets after the key is disabled.
+        let ttl = Duration::from_secs(config.num("SECRET_CACHE_SECONDS", 21_600));
+        let secrets = Arc::new(SecretCache::new(Arc::new(keys), ttl));
         Ok(Self {
             store,
             secrets,

@@ -78,6 +78,14 @@ const PMS_POST_MS: f64 = 150.0;
 /// Lambda's own lines per invocation (START, END, REPORT), bytes.
 const PLATFORM_LOG_BYTES: f64 = 260.0;
 
+/// KMS per practice-month: the four functions that open a practice's secrets (receiver,
+/// approval-check, approval page, emitter) each refresh its three secrets once per
+/// `SECRET_CACHE_SECONDS` (6 h) while warm, i.e. at most 4 × 3 × 120 decrypts a month with one
+/// warm container each (more containers: more refreshes; a cold start: one more).
+fn kms_per_practice_month() -> f64 {
+    4.0 * 3.0 * (720.0 / 6.0) * price::KMS_REQUEST
+}
+
 #[derive(Clone, Default)]
 struct LogBytes(Arc<Mutex<usize>>);
 impl Write for LogBytes {
@@ -208,11 +216,8 @@ fn bill(u: &Usage, memory_mb: f64) -> Bill {
         u.call("PutEvents") * price::EVENTBRIDGE_EVENT,
     );
     b.add("SES", u.call("SendEmail") * price::SES_EMAIL);
-    let kms: f64 = ["Decrypt", "Encrypt", "GenerateDataKey"]
-        .iter()
-        .map(|o| u.call(o))
-        .sum();
-    b.add("KMS", kms * price::KMS_REQUEST);
+    // KMS is priced per practice-month below (the secret cache's refreshes), not from the
+    // measured calls: those are this run's cold caches spread over its few operations.
     let billed_ms = (u.wall_ms() / u.invocations.max(1e-9)).ceil().max(1.0) * u.invocations;
     b.add(
         "Lambda",
@@ -509,6 +514,7 @@ async fn measure(stack: &Stack, logs: &LogBytes, args: &Args) -> Result<()> {
             .plus(&idle_bill.scaled(30.0))
             .plus(&digest_bill.scaled(30.0));
         b.add("DynamoDB", storage_gb * price::DDB_GB_MONTH);
+        b.add("KMS", kms_per_practice_month());
         (webhooks, actions, b)
     };
     // Shared by every practice of a stack: the KMS key, the hourly schedule fan-out, the
@@ -524,11 +530,12 @@ async fn measure(stack: &Stack, logs: &LogBytes, args: &Args) -> Result<()> {
     // Per million webhooks, all-in: the webhooks, and the scans, actions and digests of the
     // practices that send them (a 20,000-patient practice sends ~16,700 a month).
     let (mw, ma, _) = practice_month(20_000.0);
-    let per_million = per_webhook
+    let mut per_million = per_webhook
         .scaled(1e6)
         .plus(&action_bill.scaled(1e6 * ma / mw))
         .plus(&idle_bill.scaled(1e6 * 30.0 / mw))
         .plus(&digest_bill.scaled(1e6 * 30.0 / mw));
+    per_million.add("KMS", kms_per_practice_month() * 1e6 / mw);
 
     // The naive design, same prices: REST API, x86 Lambda at 1 GB with 100 ms per event, the
     // raw payload stored (2 WRU) plus a webhook-id ledger (1 WRU) plus the state (1 WRU), a
@@ -674,7 +681,7 @@ async fn measure(stack: &Stack, logs: &LogBytes, args: &Args) -> Result<()> {
     )?;
     writeln!(
         w,
-        "- Free tiers are not counted. Prices: Lambda arm64 $0.0000133334/GB-s + $0.20/M requests; HTTP API $1.00/M; DynamoDB on-demand $0.625/M WRU, $0.125/M RRU, $0.25/GB-month; SQS $0.40/M; EventBridge $1.00/M; SES $0.10/1,000; KMS $0.03/10,000 + $1/key-month; CloudWatch Logs $0.50/GB ingested."
+        "- KMS: the secret cache refreshes a practice's three secrets every 6 h in each of the four functions that open them (one warm container each): 1,440 decrypts per practice-month, priced per practice and spread over its webhooks; the stack's key $1/month is in the fixed cost.\n- Free tiers are not counted. Prices: Lambda arm64 $0.0000133334/GB-s + $0.20/M requests; HTTP API $1.00/M; DynamoDB on-demand $0.625/M WRU, $0.125/M RRU, $0.25/GB-month; SQS $0.40/M; EventBridge $1.00/M; SES $0.10/1,000; KMS $0.03/10,000 + $1/key-month; CloudWatch Logs $0.50/GB ingested."
     )?;
     writeln!(
         w,
