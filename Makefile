@@ -84,7 +84,7 @@ bench-scan: $(MOTO)
 # duplicate and refused webhooks; fails unless every valid event took effect exactly once and
 # nothing refused was stored. Figures in target/bench/load.json. The dev build, like
 # bench-scan: the latency is dominated by the emulator (moto), not by the receiver's code.
-LOAD_RATE ?= 40
+LOAD_RATE ?= 15
 LOAD_SECONDS ?= 60
 load: $(MOTO)
 	$(CARGO) run -q -p pil-local --bin load -- --rate $(LOAD_RATE) --seconds $(LOAD_SECONDS)

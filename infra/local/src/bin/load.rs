@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 )]
 struct Args {
     /// Requests per second offered.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 15)]
     rate: u32,
     /// How long to offer them.
     #[arg(long, default_value_t = 60)]
