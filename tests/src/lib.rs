@@ -9,7 +9,7 @@ use anyhow::Result;
 use pil_local::pms::{PmsClient, Reply};
 pub use pil_local::stack::{Stack, StackOptions, workspace_root};
 use pil_shared::ids::PracticeId;
-use pil_shared::service::admin::{self, NewPractice};
+use pil_shared::service::admin;
 use pil_shared::signature::WebhookSecret;
 
 pub use pil_local::scenario::{eventually, new_ref, table_dump, table_items};
@@ -33,36 +33,12 @@ impl TestStack {
 
     pub async fn start_with(opts: StackOptions) -> Result<Self> {
         let stack = Stack::start(opts).await?;
-        let practice = PracticeId::parse("test-clinic")?;
-        let store = &stack.scan_deps()?.adapters.store;
-        let keys = stack.scan_deps()?.adapters.secrets.clone();
-        let out = admin::create_practice(
-            store,
-            keys.keys(),
-            NewPractice {
-                id: practice.clone(),
-                time_zone: "America/New_York".into(),
-                owner_emails: vec!["owner@test-clinic.example".into()],
-                trigger_url: stack.pms.trigger_url(),
-            },
-            true,
-        )
-        .await?;
-        // Tests run at any hour: no quiet hours unless a test sets them.
-        admin::set_policy(
-            store,
-            &practice,
-            None,
-            admin::KindChange {
-                quiet_hours: Some(None),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let secret =
-            WebhookSecret::parse(&out.webhook_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let trigger_secret =
-            WebhookSecret::parse(&out.trigger_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let onboarded = stack.onboard("test-clinic").await?;
+        let (practice, secret, trigger_secret) = (
+            onboarded.practice,
+            onboarded.webhook_secret,
+            onboarded.trigger_secret,
+        );
         let pms = PmsClient::new(&stack.api_url);
         let table = stack
             .env

@@ -97,7 +97,10 @@ fn map_err<E: ProvideErrorMetadata>(
                 }
                 "TransactionCanceledException" => {
                     let msg = se.err().message().unwrap_or("");
-                    if msg.contains("ConditionalCheckFailed") {
+                    // A condition failed, or another transaction was writing the same item:
+                    // either way nothing was written, and the caller re-reads and retries.
+                    if msg.contains("ConditionalCheckFailed") || msg.contains("TransactionConflict")
+                    {
                         StoreError::Conflict
                     } else {
                         StoreError::Transient(code)

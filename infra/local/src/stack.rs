@@ -20,6 +20,8 @@ use pil_aws::{Clients, Config, Meter};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use pil_shared::signature::WebhookSecret;
+
 use crate::fault::FaultProxy;
 use crate::moto::Moto;
 use crate::pms::PmsSim;
@@ -148,6 +150,14 @@ impl Handler {
             Self::Receiver(_) => Err(anyhow!("function has no SQS handler")),
         }
     }
+}
+
+/// A practice [`Stack::onboard`] created, with its secrets in clear (as the PMS holds them).
+#[derive(Debug)]
+pub struct Onboarded {
+    pub practice: pil_shared::ids::PracticeId,
+    pub webhook_secret: WebhookSecret,
+    pub trigger_secret: WebhookSecret,
 }
 
 pub struct Stack {
@@ -353,6 +363,43 @@ impl Stack {
             handlers,
             shutdown,
             tasks,
+        })
+    }
+
+    /// Onboards a practice (`America/New_York`, owner `owner@{id}.example`, triggers to the PMS
+    /// simulator, the default policy without quiet hours, so triggers go out at any hour).
+    pub async fn onboard(&self, id: &str) -> Result<Onboarded> {
+        use pil_shared::service::admin::{self, KindChange, NewPractice};
+        let deps = self.scan_deps()?;
+        let store = &deps.adapters.store;
+        let practice = pil_shared::ids::PracticeId::parse(id)?;
+        let out = admin::create_practice(
+            store,
+            deps.adapters.secrets.keys(),
+            NewPractice {
+                id: practice.clone(),
+                time_zone: "America/New_York".into(),
+                owner_emails: vec![format!("owner@{id}.example")],
+                trigger_url: self.pms.trigger_url(),
+            },
+            true,
+        )
+        .await?;
+        admin::set_policy(
+            store,
+            &practice,
+            None,
+            KindChange {
+                quiet_hours: Some(None),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let parse = |s: &str| WebhookSecret::parse(s).map_err(|e| anyhow!("{e}"));
+        Ok(Onboarded {
+            webhook_secret: parse(&out.webhook_secret)?,
+            trigger_secret: parse(&out.trigger_secret)?,
+            practice,
         })
     }
 

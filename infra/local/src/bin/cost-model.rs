@@ -21,10 +21,8 @@ use pil_local::pms::PmsClient;
 use pil_local::scenario::{eventually, new_ref, table_items};
 use pil_local::stack::{Stack, StackOptions, workspace_root};
 use pil_shared::action::ActionKind;
-use pil_shared::ids::PracticeId;
 use pil_shared::practice::Mode;
-use pil_shared::service::admin::{self, KindChange, NewPractice};
-use pil_shared::signature::WebhookSecret;
+use pil_shared::service::admin::{self, KindChange};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -301,19 +299,8 @@ async fn measure(stack: &Stack, logs: &LogBytes, args: &Args) -> Result<()> {
     };
     let deps = stack.scan_deps()?;
     let store = &deps.adapters.store;
-    let practice = PracticeId::parse("cost-clinic")?;
-    let made = admin::create_practice(
-        store,
-        deps.adapters.secrets.keys(),
-        NewPractice {
-            id: practice.clone(),
-            time_zone: "America/New_York".into(),
-            owner_emails: vec!["owner@cost-clinic.example".into()],
-            trigger_url: stack.pms.trigger_url(),
-        },
-        true,
-    )
-    .await?;
+    let onboarded = stack.onboard("cost-clinic").await?;
+    let (practice, secret) = (onboarded.practice, onboarded.webhook_secret);
     for kind in ActionKind::ALL {
         admin::set_kind_policy(
             store,
@@ -332,17 +319,6 @@ async fn measure(stack: &Stack, logs: &LogBytes, args: &Args) -> Result<()> {
         )
         .await?;
     }
-    admin::set_policy(
-        store,
-        &practice,
-        None,
-        KindChange {
-            quiet_hours: Some(None),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let secret = WebhookSecret::parse(&made.webhook_secret).map_err(|e| anyhow!("{e}"))?;
     let pms = PmsClient::new(&stack.api_url);
     let at =
         |d: i64| (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * d)).to_string();

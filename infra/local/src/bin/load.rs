@@ -17,8 +17,6 @@ use clap::Parser;
 use pil_local::pms::PmsClient;
 use pil_local::scenario::{new_ref, table_items};
 use pil_local::stack::{Stack, StackOptions, workspace_root};
-use pil_shared::ids::PracticeId;
-use pil_shared::service::admin::{self, NewPractice};
 use pil_shared::signature::WebhookSecret;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -163,21 +161,8 @@ async fn run(args: Args) -> Result<bool> {
 }
 
 async fn drive(stack: &Stack, args: &Args) -> Result<bool> {
-    let deps = stack.scan_deps()?;
-    let practice = PracticeId::parse("load-clinic")?;
-    let onboarded = admin::create_practice(
-        &deps.adapters.store,
-        deps.adapters.secrets.keys(),
-        NewPractice {
-            id: practice.clone(),
-            time_zone: "America/New_York".into(),
-            owner_emails: vec!["owner@load-clinic.example".into()],
-            trigger_url: stack.pms.trigger_url(),
-        },
-        true,
-    )
-    .await?;
-    let secret = WebhookSecret::parse(&onboarded.webhook_secret).map_err(|e| anyhow!("{e}"))?;
+    let onboarded = stack.onboard("load-clinic").await?;
+    let (practice, secret) = (onboarded.practice, onboarded.webhook_secret);
     let wrong = WebhookSecret::parse("whsec_bG9hZC10ZXN0LXdyb25nLXNlY3JldC1rZXk=")
         .map_err(|e| anyhow!("{e}"))?;
     let client = Arc::new(PmsClient::new(&stack.api_url));

@@ -581,21 +581,8 @@ async fn units() -> Result<Vec<String>> {
 }
 
 async fn units_on(stack: &Stack) -> Result<Vec<String>> {
-    let deps = stack.scan_deps()?;
-    let id = PracticeId::parse("units-clinic")?;
-    let onboarded = admin::create_practice(
-        &deps.adapters.store,
-        deps.adapters.secrets.keys(),
-        NewPractice {
-            id: id.clone(),
-            time_zone: "America/New_York".into(),
-            owner_emails: vec!["owner@units-clinic.example".into()],
-            trigger_url: stack.pms.trigger_url(),
-        },
-        true,
-    )
-    .await?;
-    let secret = WebhookSecret::parse(&onboarded.webhook_secret).map_err(|e| anyhow!("{e}"))?;
+    let onboarded = stack.onboard("units-clinic").await?;
+    let (id, secret) = (onboarded.practice, onboarded.webhook_secret);
     let sender = Sender {
         stack,
         http: reqwest::Client::new(),
