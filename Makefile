@@ -7,6 +7,7 @@
 #   make browser-tools  Debian's chromium for the browser tests (make test calls it)
 #   make bench   criterion benches, then bench-scan (not part of make test; compiled there)
 #   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
+#   make bench-cold  size, init time, first invocation and peak RSS of each release bootstrap
 # Every tool is installed by the project into a project-local venv on first use.
 
 SHELL := /bin/bash
@@ -20,7 +21,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint fuzz bench bench-scan sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint fuzz bench bench-scan bench-cold sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -68,6 +69,16 @@ bench: $(MOTO)
 # units counted do not depend on it and the wall time is the emulator's.
 bench-scan: $(MOTO)
 	$(CARGO) run -q -p pil-local --bin scan-bench -- $(ARGS)
+
+# Cold start and memory (docs/performance.md): each handler's release bootstrap for the host and
+# a hello-world lambda_runtime baseline, built one package at a time (a package's own cargo
+# features only, as sam build does per function), then run under a local Lambda Runtime API
+# emulator against moto. Table on stdout, target/bench/cold-start.json. Extra flags:
+# make bench-cold ARGS="--runs 50 --compare-warm --enforce".
+BOOTSTRAPS := webhook-receiver scheduler-scan approval-check trigger-emitter hello-lambda
+bench-cold: $(MOTO)
+	@for p in $(BOOTSTRAPS); do $(CARGO) build -q --release -p $$p || exit 1; done
+	$(CARGO) run -q -p pil-local --bin cold-start -- $(ARGS)
 
 # sam build: SAM CLI, cargo-lambda and zig from PyPI (pinned; the venv is rebuilt when the
 # pins change); the arm64 Rust target from rustup. sam build reads infra/samconfig.toml
