@@ -5,11 +5,12 @@
 #   make lint    cfn-lint (with the serverless rules) and checkov on template.yaml
 #   make sam-build  sam build for arm64 (installs SAM CLI, cargo-lambda, zig, the target)
 #   make browser-tools  Debian's chromium for the browser tests (make test calls it)
-#   make bench   criterion benches, then bench-scan (not part of make test; compiled there)
+#   make bench   criterion benches, bench-scan, cost, bench-cold, then one table of every figure vs its goal
 #   make cost    the cost model (docs/cost.md) from counts measured on the local stack
 #   make load    60 s local load test: valid, duplicate and refused webhooks (not in make test)
 #   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
 #   make data-inventory  regenerates docs/data-inventory.md from the code (a test checks it is current)
+#   make bench-cold  size, init time, first invocation and peak RSS of each release bootstrap
 # Every tool is installed by the project into a project-local venv on first use.
 
 SHELL := /bin/bash
@@ -23,7 +24,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load cost bench bench-scan sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load cost bench bench-scan bench-cold sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -71,6 +72,7 @@ bench: $(MOTO)
 	$(CARGO) bench -p pil-shared --bench inbound
 	$(MAKE) --no-print-directory bench-scan
 	$(MAKE) --no-print-directory cost
+	$(MAKE) --no-print-directory bench-cold
 	$(CARGO) run -q -p pil-local --bin bench-report
 
 # The scan's reads must not grow with patients: 10,000 then 100,000 patients with the same due
@@ -93,6 +95,16 @@ load: $(MOTO)
 # (docs/cost.md; figures in target/bench/cost.json).
 cost: $(MOTO)
 	$(CARGO) run -q -p pil-local --bin cost-model -- --out docs/cost.md
+
+# Cold start and memory (docs/performance.md): each handler's release bootstrap for the host and
+# a hello-world lambda_runtime baseline, built one package at a time (a package's own cargo
+# features only, as sam build does per function), then run under a local Lambda Runtime API
+# emulator against moto. Table on stdout, target/bench/cold-start.json. Extra flags:
+# make bench-cold ARGS="--runs 50 --compare-warm --enforce".
+BOOTSTRAPS := webhook-receiver scheduler-scan approval-check trigger-emitter hello-lambda
+bench-cold: $(MOTO)
+	@for p in $(BOOTSTRAPS); do $(CARGO) build -q --release -p $$p || exit 1; done
+	$(CARGO) run -q -p pil-local --bin cold-start -- $(ARGS)
 
 # sam build: SAM CLI, cargo-lambda and zig from PyPI (pinned; the venv is rebuilt when the
 # pins change); the arm64 Rust target from rustup. sam build reads infra/samconfig.toml

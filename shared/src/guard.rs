@@ -101,6 +101,27 @@ static UUID: LazyLock<Regex> = LazyLock::new(|| {
     re(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 });
 
+/// Compiles every pattern now: the receiver calls this in its Lambda init, so that its first
+/// request does not pay for them (docs/performance.md).
+pub fn warm_up() {
+    for r in [
+        &EMAIL,
+        &URL,
+        &IPV4,
+        &IPV6,
+        &SSN,
+        &DATE,
+        &DATE_WORDS,
+        &PHONE,
+        &MRN_LABEL,
+        &ADDRESS,
+        &WORDS,
+        &UUID,
+    ] {
+        LazyLock::force(r);
+    }
+}
+
 /// Checks one opaque-reference value. `Ok(())` means it may be stored.
 pub fn check_ref(value: &str) -> Result<(), PhiRule> {
     if let Some(rule) = phi_shape(value) {

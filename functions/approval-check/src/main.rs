@@ -6,9 +6,15 @@ use pil_aws::{Clients, Config, Meter};
 async fn main() -> Result<(), Error> {
     pil_aws::init_logging();
     let config = Config::from_env();
-    let deps = Deps::new(&Clients::from_env().await, &config, Meter::default())?;
+    let deps = Deps::new(
+        &Clients::from_lambda_env(&config)?,
+        &config,
+        Meter::default(),
+    )?;
     // The pages' CSP hashes their stylesheet (fonts inlined): build it in init, not on the
     // first request.
-    let _ = pil_aws::lambda::page_headers();
+    if config.warm_up() {
+        let _ = pil_aws::lambda::page_headers();
+    }
     run(service_fn(|event| handler(&deps, event))).await
 }

@@ -6,6 +6,10 @@ use scheduler_scan::{Deps, handler};
 async fn main() -> Result<(), Error> {
     pil_aws::init_logging();
     let config = Config::from_env();
-    let deps = Deps::new(&Clients::from_env().await, &config, Meter::default())?;
+    let deps = Deps::new(
+        &Clients::from_lambda_env(&config)?,
+        &config,
+        Meter::default(),
+    )?;
     run(service_fn(|event| handler(&deps, event))).await
 }

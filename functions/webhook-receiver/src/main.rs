@@ -6,6 +6,14 @@ use webhook_receiver::{Deps, handler};
 async fn main() -> Result<(), Error> {
     pil_aws::init_logging();
     let config = Config::from_env();
-    let deps = Deps::new(&Clients::from_env().await, &config, Meter::default())?;
+    let deps = Deps::new(
+        &Clients::from_lambda_env(&config)?,
+        &config,
+        Meter::default(),
+    )?;
+    // The PHI guard's patterns: compiled in init, not on the first request.
+    if config.warm_up() {
+        pil_shared::guard::warm_up();
+    }
     run(service_fn(|event| handler(&deps, event))).await
 }

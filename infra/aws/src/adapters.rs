@@ -1,28 +1,39 @@
-//! SQS, EventBridge, SESv2, KMS and HTTP adapters for the domain ports.
+//! SQS, EventBridge, SESv2, KMS and HTTP adapters for the domain ports (all but KMS behind
+//! their cargo feature).
 
+#[cfg(feature = "http")]
 use std::time::Duration;
 
 use async_trait::async_trait;
+#[cfg(feature = "eventbridge")]
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+#[cfg(feature = "sesv2")]
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use pil_shared::ports::{
-    CandidateBatch, CandidateSink, DomainEvent, EventPublisher, KeyService, Mail, Mailer,
-    PortError, TransportError, TransportReply, TriggerTransport,
-};
+#[cfg(feature = "sqs")]
+use pil_shared::ports::{CandidateBatch, CandidateSink};
+#[cfg(feature = "eventbridge")]
+use pil_shared::ports::{DomainEvent, EventPublisher};
+use pil_shared::ports::{KeyService, PortError};
+#[cfg(feature = "sesv2")]
+use pil_shared::ports::{Mail, Mailer};
+#[cfg(feature = "http")]
+use pil_shared::ports::{TransportError, TransportReply, TriggerTransport};
 
 fn transient<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> PortError + '_ {
     move |_| PortError::Transient(what.to_owned())
 }
 
 /// Sends JSON messages to one SQS queue.
+#[cfg(feature = "sqs")]
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
 }
 
+#[cfg(feature = "sqs")]
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
         Self {
@@ -63,6 +74,7 @@ impl SqsQueue {
     }
 }
 
+#[cfg(feature = "sqs")]
 #[async_trait]
 impl CandidateSink for SqsQueue {
     async fn send_candidates(&self, batch: &CandidateBatch) -> Result<(), PortError> {
@@ -71,12 +83,14 @@ impl CandidateSink for SqsQueue {
 }
 
 /// Publishes domain events on the EventBridge bus.
+#[cfg(feature = "eventbridge")]
 #[derive(Debug, Clone)]
 pub struct EventBus {
     client: aws_sdk_eventbridge::Client,
     bus: String,
 }
 
+#[cfg(feature = "eventbridge")]
 impl EventBus {
     pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> Self {
         Self {
@@ -86,6 +100,7 @@ impl EventBus {
     }
 }
 
+#[cfg(feature = "eventbridge")]
 #[async_trait]
 impl EventPublisher for EventBus {
     async fn publish(&self, events: &[DomainEvent]) -> Result<(), PortError> {
@@ -122,12 +137,14 @@ impl EventPublisher for EventBus {
 }
 
 /// Sends owner e-mail through SESv2.
+#[cfg(feature = "sesv2")]
 #[derive(Debug, Clone)]
 pub struct SesMailer {
     client: aws_sdk_sesv2::Client,
     from: String,
 }
 
+#[cfg(feature = "sesv2")]
 impl SesMailer {
     pub fn new(client: aws_sdk_sesv2::Client, from: impl Into<String>) -> Self {
         Self {
@@ -137,6 +154,7 @@ impl SesMailer {
     }
 }
 
+#[cfg(feature = "sesv2")]
 fn content(s: &str) -> Result<Content, PortError> {
     Content::builder()
         .data(s)
@@ -145,6 +163,7 @@ fn content(s: &str) -> Result<Content, PortError> {
         .map_err(|_| PortError::Permanent("mail_build".into()))
 }
 
+#[cfg(feature = "sesv2")]
 #[async_trait]
 impl Mailer for SesMailer {
     async fn send(&self, mail: &Mail) -> Result<(), PortError> {
@@ -227,14 +246,28 @@ impl KeyService for KmsKeys {
 
 /// POSTs triggers over HTTPS (or loopback HTTP in the local stack). No redirects: a trigger
 /// goes to the configured URL or nowhere.
+#[cfg(feature = "http")]
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
 }
 
+#[cfg(feature = "http")]
 impl HttpTransport {
-    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// TLS: rustls with aws-lc-rs, the crypto provider the SDK clients already link (no
+    /// second one), and Mozilla's root certificates compiled in (nothing read from disk).
+    pub fn new(timeout: Duration) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
@@ -244,6 +277,7 @@ impl HttpTransport {
     }
 }
 
+#[cfg(feature = "http")]
 #[async_trait]
 impl TriggerTransport for HttpTransport {
     async fn post(

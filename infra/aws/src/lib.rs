@@ -9,11 +9,28 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_async::rt::sleep::TokioSleep;
+use aws_smithy_async::time::SystemTimeSource;
+use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use aws_types::SdkConfig;
+use aws_types::region::Region;
 use pil_shared::ports::SystemClock;
 use pil_shared::secrets::SecretCache;
 use pil_shared::service::emitter::RetryPolicy;
 
-pub use adapters::{EventBus, HttpTransport, KmsKeys, SesMailer, SqsQueue};
+#[cfg(feature = "eventbridge")]
+pub use adapters::EventBus;
+#[cfg(feature = "http")]
+pub use adapters::HttpTransport;
+pub use adapters::KmsKeys;
+#[cfg(feature = "sesv2")]
+pub use adapters::SesMailer;
+#[cfg(feature = "sqs")]
+pub use adapters::SqsQueue;
 pub use meter::Meter;
 pub use store::DynamoStore;
 
@@ -53,6 +70,12 @@ impl Config {
     pub fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> T {
         self.opt(k).and_then(|v| v.parse().ok()).unwrap_or(default)
     }
+    /// Whether a handler warms what it would otherwise build on its first request (regexes,
+    /// the pages' CSP) in init: yes unless `PIL_INIT_WARMUP=0` (the cold-start bench's
+    /// comparison, `make bench-cold`).
+    pub fn warm_up(&self) -> bool {
+        self.opt("PIL_INIT_WARMUP") != Some("0")
+    }
     pub fn table(&self) -> Result<&str, MissingVar> {
         self.get("TABLE_NAME")
     }
@@ -75,28 +98,46 @@ impl Config {
     }
 }
 
-/// The SDK clients, built once per cold start.
+/// The SDK clients, built once per cold start: DynamoDB and KMS always, the others with their
+/// cargo feature (each handler enables only the ones it calls; see Cargo.toml).
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub eventbridge: aws_sdk_eventbridge::Client,
-    pub sesv2: aws_sdk_sesv2::Client,
     pub kms: aws_sdk_kms::Client,
+    #[cfg(feature = "sqs")]
+    pub sqs: aws_sdk_sqs::Client,
+    #[cfg(feature = "eventbridge")]
+    pub eventbridge: aws_sdk_eventbridge::Client,
+    #[cfg(feature = "sesv2")]
+    pub sesv2: aws_sdk_sesv2::Client,
 }
 
+/// aws-config's default connect timeout (the handlers' config matches what
+/// `aws_config::load_from_env` would give them).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
 impl Clients {
-    pub fn new(cfg: &aws_config::SdkConfig) -> Self {
+    pub fn new(cfg: &SdkConfig) -> Self {
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(cfg),
-            sqs: aws_sdk_sqs::Client::new(cfg),
-            eventbridge: aws_sdk_eventbridge::Client::new(cfg),
-            sesv2: aws_sdk_sesv2::Client::new(cfg),
             kms: aws_sdk_kms::Client::new(cfg),
+            #[cfg(feature = "sqs")]
+            sqs: aws_sdk_sqs::Client::new(cfg),
+            #[cfg(feature = "eventbridge")]
+            eventbridge: aws_sdk_eventbridge::Client::new(cfg),
+            #[cfg(feature = "sesv2")]
+            sesv2: aws_sdk_sesv2::Client::new(cfg),
         }
     }
 
-    /// From the environment (Lambda, or a shell with `stack.env` sourced).
+    /// In Lambda: what [`lambda_sdk_config`] reads from the environment Lambda sets.
+    pub fn from_lambda_env(config: &Config) -> Result<Self, MissingVar> {
+        Ok(Self::new(&lambda_sdk_config(config)?))
+    }
+
+    /// From aws-config's default chain (profiles, SSO, IMDS, web identity…): the CLI on a
+    /// workstation, or a shell with `stack.env` sourced.
+    #[cfg(feature = "config-chain")]
     pub async fn from_env() -> Self {
         Self::new(&aws_config::load_from_env().await)
     }
@@ -109,22 +150,19 @@ impl Clients {
     /// [`Self::local`] with another per-attempt timeout (benches whose emulator calls take
     /// longer than a real service's, e.g. moto querying a 100,000-item table).
     pub fn local_with_timeout(endpoint: &str, region: &str, attempt: Duration) -> Self {
-        let creds = aws_config::Region::new(region.to_owned());
-        let cfg = aws_config::SdkConfig::builder()
+        let cfg = SdkConfig::builder()
             .endpoint_url(endpoint)
-            .region(creds)
-            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-                aws_sdk_dynamodb::config::Credentials::new(
-                    "testing",
-                    "testing",
-                    None,
-                    None,
-                    "pil-local",
-                ),
-            ))
-            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "pil-local",
+            )))
+            .behavior_version(BehaviorVersion::latest())
             .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
+                TimeoutConfig::builder()
                     .operation_attempt_timeout(attempt)
                     .connect_timeout(Duration::from_secs(3))
                     .build(),
@@ -132,6 +170,41 @@ impl Clients {
             .build();
         Self::new(&cfg)
     }
+}
+
+/// The SDK configuration of a Lambda function, from the variables Lambda sets: `AWS_REGION`,
+/// and the execution role's credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN` (fixed for the execution environment's life). `AWS_ENDPOINT_URL`, when
+/// set, points every client elsewhere (the cold-start bench's emulator). Standard retries (3
+/// attempts) and a 3.1 s connect timeout, as `aws_config::load_from_env` would set.
+///
+/// Why not `aws_config::load_from_env`: its default chains (profile files, SSO, IMDS, ECS,
+/// web identity through STS) can never apply in Lambda, yet they are linked in because they
+/// are chosen at run time: about 1 MB of each bootstrap (docs/performance.md).
+pub fn lambda_sdk_config(config: &Config) -> Result<SdkConfig, MissingVar> {
+    let credentials = Credentials::new(
+        config.get("AWS_ACCESS_KEY_ID")?,
+        config.get("AWS_SECRET_ACCESS_KEY")?,
+        config.opt("AWS_SESSION_TOKEN").map(str::to_owned),
+        None,
+        "lambda-environment",
+    );
+    let mut b = SdkConfig::builder()
+        .region(Region::new(config.get("AWS_REGION")?.to_owned()))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .behavior_version(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build(),
+        )
+        .time_source(SystemTimeSource::new())
+        .sleep_impl(TokioSleep::new());
+    if let Some(url) = config.opt("AWS_ENDPOINT_URL") {
+        b = b.endpoint_url(url);
+    }
+    Ok(b.build())
 }
 
 /// The adapters every handler may use. Each handler takes what it needs.
