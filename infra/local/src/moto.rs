@@ -40,7 +40,17 @@ impl Moto {
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
             bail!("port {port} is taken: set PIL_EMULATOR_PORT to a free port");
         }
-        let child = Command::new(&bin)
+        // Unless PIL_MOTO_SERVER names another server: the project's moto through
+        // infra/local/moto_server.py, which makes DynamoDB's conditional writes atomic as they
+        // are in AWS (moto's own threaded server does not).
+        let mut cmd = if std::env::var_os("PIL_MOTO_SERVER").is_some() {
+            Command::new(&bin)
+        } else {
+            let mut c = Command::new(workspace.join(".venv/bin/python"));
+            c.arg(workspace.join("infra/local/moto_server.py"));
+            c
+        };
+        let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
