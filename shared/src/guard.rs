@@ -127,7 +127,7 @@ pub fn check_ref(value: &str) -> Result<(), PhiRule> {
     if let Some(rule) = phi_shape(value) {
         return Err(rule);
     }
-    if UUID.is_match(value) {
+    if value.len() == 36 && UUID.is_match(value) {
         return Ok(());
     }
     opaque_shape(value)
@@ -175,7 +175,9 @@ fn phi_shape(v: &str) -> Option<PhiRule> {
     if !has_alpha && (9..=11).contains(&b.len()) && SSN.is_match(t) {
         return Some(PhiRule::Ssn);
     }
-    if digits >= 3 && (DATE.is_match(t) || (has_space && DATE_WORDS.is_match(t))) {
+    // A date in figures starts with a digit; in words it has white space.
+    let digit_first = b.first().is_some_and(u8::is_ascii_digit);
+    if digits >= 3 && ((digit_first && DATE.is_match(t)) || (has_space && DATE_WORDS.is_match(t))) {
         return Some(PhiRule::Date);
     }
     if !b.is_empty() && digits == b.len() {
@@ -189,7 +191,9 @@ fn phi_shape(v: &str) -> Option<PhiRule> {
     if !has_alpha && (7..=15).contains(&digits) && PHONE.is_match(t) {
         return Some(PhiRule::Phone);
     }
-    if has_alpha && digits > 0 && MRN_LABEL.is_match(t) {
+    // Every label starts with one of these letters.
+    let label_first = b.first().is_some_and(|c| b"mcapdsMCAPDS".contains(c));
+    if has_alpha && digits > 0 && label_first && MRN_LABEL.is_match(t) {
         return Some(PhiRule::Mrn);
     }
     if (has_space || other_punct) && ADDRESS.is_match(t) {
