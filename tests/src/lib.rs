@@ -1,8 +1,6 @@
 //! Test support: a local stack per test (its own moto on free ports), an onboarded practice,
 //! a signing PMS client, and helpers to look everywhere a value could have leaked.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -12,6 +10,7 @@ use pil_shared::ids::PracticeId;
 use pil_shared::service::admin;
 use pil_shared::signature::WebhookSecret;
 
+pub use pil_local::capture::Captured;
 pub use pil_local::scenario::{eventually, new_ref, table_dump, table_items};
 
 pub struct TestStack {
@@ -166,57 +165,3 @@ pub fn completed(patient: &str, treatment: &str, days_ago: i64) -> serde_json::V
 }
 
 pub const WAIT: Duration = Duration::from_secs(30);
-
-/// Every log line the process writes, for tests that look for leaks: install it with
-/// `tracing_subscriber::fmt().json().with_writer(captured.clone())` (once per test binary).
-#[derive(Clone, Default)]
-pub struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// Installs a JSON subscriber at debug level that writes here; returns the capture.
-    pub fn install() -> Self {
-        let logs = Self::default();
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter("debug")
-            .with_writer(logs.clone())
-            .init();
-        logs
-    }
-
-    /// The process's capture, installed by the first caller (one subscriber per test binary).
-    pub fn global() -> Self {
-        static GLOBAL: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-        GLOBAL.get_or_init(Self::install).clone()
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(
-            &self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-        .into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}

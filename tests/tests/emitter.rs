@@ -29,6 +29,39 @@ async fn auto_action(ts: &TestStack) -> ActionId {
     report.created[0].clone()
 }
 
+/// A stack with `opts` whose PMS answers 503 to the first `answers` triggers, and one
+/// auto-approved action, once it has failed: the stack, the action, and how many times its
+/// trigger was sent.
+async fn fails_against_503s(
+    opts: pil_tests::StackOptions,
+    answers: usize,
+) -> (TestStack, pil_shared::action::Action, usize) {
+    let ts = TestStack::start_with(opts).await.unwrap();
+    ts.stack
+        .pms
+        .script((0..answers).map(|_| Scripted::status(503)));
+    let id = auto_action(&ts).await;
+    eventually(WAIT, || async {
+        (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(())
+    })
+    .await
+    .expect("failed");
+    let action = ts
+        .store()
+        .get_action(&ts.practice, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    let attempts = ts
+        .stack
+        .pms
+        .received()
+        .into_iter()
+        .filter(|r| r.webhook_id == id.trigger_id())
+        .count();
+    (ts, action, attempts)
+}
+
 async fn status(ts: &TestStack, id: &ActionId) -> Option<ActionStatus> {
     ts.store()
         .get_action(&ts.practice, id)
@@ -41,11 +74,7 @@ async fn status(ts: &TestStack, id: &ActionId) -> Option<ActionStatus> {
 async fn transient_failures_retry_then_deliver_exactly_once_even_when_redelivered() {
     let ts = TestStack::start().await.unwrap();
     ts.stack.pms.script([
-        Scripted {
-            status: 503,
-            retry_after: None,
-            delay_ms: None,
-        },
+        Scripted::status(503),
         Scripted {
             status: 429,
             retry_after: Some(1),
@@ -103,11 +132,7 @@ async fn transient_failures_retry_then_deliver_exactly_once_even_when_redelivere
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
     let ts = TestStack::start().await.unwrap();
-    ts.stack.pms.script([Scripted {
-        status: 400,
-        retry_after: None,
-        delay_ms: None,
-    }]);
+    ts.stack.pms.script([Scripted::status(400)]);
     let id = auto_action(&ts).await;
     eventually(WAIT, || async {
         (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(())
@@ -133,11 +158,7 @@ async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
         "dead-lettered"
     );
 
-    ts.stack.pms.script([Scripted {
-        status: 410,
-        retry_after: None,
-        delay_ms: None,
-    }]);
+    ts.stack.pms.script([Scripted::status(410)]);
     let p = new_ref("p");
     ts.send("msg_410", &completed(&p, "neurotoxin", 100)).await;
     let report = ts
@@ -170,32 +191,8 @@ async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
 async fn retries_stop_at_the_horizon_and_dead_letter() {
     let mut opts = pil_tests::StackOptions::ephemeral(pil_tests::workspace_root()).unwrap();
     opts.trigger_max_attempts = Some(3);
-    let ts = TestStack::start_with(opts).await.unwrap();
-    ts.stack.pms.script((0..5).map(|_| Scripted {
-        status: 503,
-        retry_after: None,
-        delay_ms: None,
-    }));
-    let id = auto_action(&ts).await;
-    eventually(WAIT, || async {
-        (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(())
-    })
-    .await
-    .expect("failed after 3 attempts");
-    let attempts = ts
-        .stack
-        .pms
-        .received()
-        .into_iter()
-        .filter(|r| r.webhook_id == id.trigger_id())
-        .count();
+    let (ts, a, attempts) = fails_against_503s(opts, 5).await;
     assert_eq!(attempts, 3, "exactly the configured number of attempts");
-    let a = ts
-        .store()
-        .get_action(&ts.practice, &id)
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(a.last_error.as_deref(), Some("retries_exhausted"));
     let dlq = ts.stack.resource("TriggersDLQ").unwrap().to_owned();
     let dead = eventually(WAIT, || async {
@@ -219,29 +216,9 @@ async fn retries_stop_at_the_horizon_and_dead_letter() {
 async fn retries_stop_at_the_time_horizon_after_approval() {
     let mut opts = pil_tests::StackOptions::ephemeral(pil_tests::workspace_root()).unwrap();
     opts.extra_env = vec![("TRIGGER_RETRY_HORIZON_SECONDS".into(), "5".into())];
-    let ts = TestStack::start_with(opts).await.unwrap();
-    ts.stack.pms.script((0..30).map(|_| Scripted::status(503)));
-    let id = auto_action(&ts).await;
-    eventually(WAIT, || async {
-        (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(())
-    })
-    .await
-    .expect("failed at the horizon");
-    let a = ts
-        .store()
-        .get_action(&ts.practice, &id)
-        .await
-        .unwrap()
-        .unwrap();
+    let (ts, a, attempts) = fails_against_503s(opts, 30).await;
     assert_eq!(a.last_error.as_deref(), Some("retry_horizon_reached"));
     let approved = a.decided_at.expect("approved");
-    let attempts = ts
-        .stack
-        .pms
-        .received()
-        .into_iter()
-        .filter(|r| r.webhook_id == id.trigger_id())
-        .count();
     assert!(
         (2..30).contains(&attempts),
         "retried within the horizon, then stopped: {attempts}"

@@ -2,6 +2,7 @@
 //! template.yaml, the four handlers in-process, a PMS simulator, and the scripted scenario
 //! `make run` plays.
 
+pub mod capture;
 pub mod fault;
 pub mod inventory;
 pub mod moto;

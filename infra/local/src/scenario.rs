@@ -1,10 +1,12 @@
 //! The scripted scenario `make run` plays against a running local stack, told as a story.
 //! Every expected outcome is checked; the run fails if any did not happen.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use aws_sdk_dynamodb::types::AttributeValue;
 use jiff::{SignedDuration, Timestamp};
 use pil_shared::action::{ActionKind, ActionStatus};
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
@@ -895,9 +897,8 @@ pub fn links_after(body: &str, marker: &str) -> Vec<String> {
     .links()
 }
 
-/// Everything in the state table, as text (to search for values that must not be there).
-/// Every item of the state table as JSON (through the stack's own client).
-pub async fn table_items(stack: &Stack) -> Result<Vec<serde_json::Value>> {
+/// Every item of the state table, as stored (through the stack's own client).
+async fn scan_table(stack: &Stack) -> Result<Vec<HashMap<String, AttributeValue>>> {
     let table = stack.resource("StateTable")?;
     let mut out = Vec::new();
     let mut start = None;
@@ -910,9 +911,7 @@ pub async fn table_items(stack: &Stack) -> Result<Vec<serde_json::Value>> {
             .set_exclusive_start_key(start)
             .send()
             .await?;
-        for item in page.items.unwrap_or_default() {
-            out.push(serde_dynamo::from_item(item)?);
-        }
+        out.extend(page.items.unwrap_or_default());
         match page.last_evaluated_key {
             Some(k) => start = Some(k),
             None => break,
@@ -921,26 +920,20 @@ pub async fn table_items(stack: &Stack) -> Result<Vec<serde_json::Value>> {
     Ok(out)
 }
 
+/// Every item of the state table as JSON.
+pub async fn table_items(stack: &Stack) -> Result<Vec<serde_json::Value>> {
+    scan_table(stack)
+        .await?
+        .into_iter()
+        .map(|item| Ok(serde_dynamo::from_item(item)?))
+        .collect()
+}
+
+/// Everything in the state table, as text (to search for values that must not be there).
 pub async fn table_dump(stack: &Stack) -> Result<String> {
-    let table = stack.resource("StateTable")?;
-    let mut out = String::new();
-    let mut start = None;
-    loop {
-        let page = stack
-            .clients
-            .dynamodb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        for item in page.items.unwrap_or_default() {
-            out.push_str(&format!("{item:?}\n"));
-        }
-        match page.last_evaluated_key {
-            Some(k) => start = Some(k),
-            None => break,
-        }
-    }
-    Ok(out)
+    Ok(scan_table(stack)
+        .await?
+        .iter()
+        .map(|item| format!("{item:?}\n"))
+        .collect())
 }

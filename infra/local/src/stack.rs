@@ -152,7 +152,62 @@ impl Handler {
     }
 }
 
-/// A practice [`Stack::onboard`] created, with its secrets in clear (as the PMS holds them).
+/// Creates the template's resources in the emulator behind `clients`, with the local
+/// parameters (the sender address), as the local stack and the benches do.
+pub async fn deploy(workspace: &Path, clients: &Clients) -> Result<Deployed> {
+    let params: HashMap<String, String> = [("SenderEmail".to_owned(), SENDER.to_owned())].into();
+    template::deploy(
+        &workspace.join("template.yaml"),
+        clients,
+        REGION,
+        STACK_NAME,
+        &params,
+    )
+    .await
+    .context("creating the template's resources in the emulator")
+}
+
+/// Onboards a practice (`America/New_York`, owner `owner@{id}.example`, triggers to
+/// `trigger_url`, the default policy without quiet hours, so triggers go out at any hour).
+pub async fn onboard(
+    store: &pil_aws::DynamoStore,
+    keys: &dyn pil_shared::ports::KeyService,
+    id: &str,
+    trigger_url: &str,
+) -> Result<Onboarded> {
+    use pil_shared::service::admin::{self, KindChange, NewPractice};
+    let practice = pil_shared::ids::PracticeId::parse(id)?;
+    let out = admin::create_practice(
+        store,
+        keys,
+        NewPractice {
+            id: practice.clone(),
+            time_zone: "America/New_York".into(),
+            owner_emails: vec![format!("owner@{id}.example")],
+            trigger_url: trigger_url.to_owned(),
+        },
+        true,
+    )
+    .await?;
+    admin::set_policy(
+        store,
+        &practice,
+        None,
+        KindChange {
+            quiet_hours: Some(None),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let parse = |s: &str| WebhookSecret::parse(s).map_err(|e| anyhow!("{e}"));
+    Ok(Onboarded {
+        webhook_secret: parse(&out.webhook_secret)?,
+        trigger_secret: parse(&out.trigger_secret)?,
+        practice,
+    })
+}
+
+/// A practice [`onboard`] created, with its secrets in clear (as the PMS holds them).
 #[derive(Debug)]
 pub struct Onboarded {
     pub practice: pil_shared::ids::PracticeId,
@@ -198,17 +253,7 @@ impl Stack {
     pub async fn start(opts: StackOptions) -> Result<Self> {
         let moto = Moto::start(&opts.workspace, opts.emulator_port).await?;
         let clients = Clients::local(&moto.url, REGION);
-        let params: HashMap<String, String> =
-            [("SenderEmail".to_owned(), SENDER.to_owned())].into();
-        let deployed = template::deploy(
-            &opts.workspace.join("template.yaml"),
-            &clients,
-            REGION,
-            STACK_NAME,
-            &params,
-        )
-        .await
-        .context("creating the template's resources in the emulator")?;
+        let deployed = deploy(&opts.workspace, &clients).await?;
         if let Some(v) = opts.queue_visibility_seconds {
             for (name, url) in &deployed.refs {
                 if name.ends_with("Queue") {
@@ -366,41 +411,16 @@ impl Stack {
         })
     }
 
-    /// Onboards a practice (`America/New_York`, owner `owner@{id}.example`, triggers to the PMS
-    /// simulator, the default policy without quiet hours, so triggers go out at any hour).
+    /// Onboards a practice (see [`onboard`]) whose triggers go to the PMS simulator.
     pub async fn onboard(&self, id: &str) -> Result<Onboarded> {
-        use pil_shared::service::admin::{self, KindChange, NewPractice};
         let deps = self.scan_deps()?;
-        let store = &deps.adapters.store;
-        let practice = pil_shared::ids::PracticeId::parse(id)?;
-        let out = admin::create_practice(
-            store,
+        onboard(
+            &deps.adapters.store,
             deps.adapters.secrets.keys(),
-            NewPractice {
-                id: practice.clone(),
-                time_zone: "America/New_York".into(),
-                owner_emails: vec![format!("owner@{id}.example")],
-                trigger_url: self.pms.trigger_url(),
-            },
-            true,
+            id,
+            &self.pms.trigger_url(),
         )
-        .await?;
-        admin::set_policy(
-            store,
-            &practice,
-            None,
-            KindChange {
-                quiet_hours: Some(None),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let parse = |s: &str| WebhookSecret::parse(s).map_err(|e| anyhow!("{e}"));
-        Ok(Onboarded {
-            webhook_secret: parse(&out.webhook_secret)?,
-            trigger_secret: parse(&out.trigger_secret)?,
-            practice,
-        })
+        .await
     }
 
     /// A resolved reference from the template (`Ref`), e.g. a queue URL.

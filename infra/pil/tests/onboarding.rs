@@ -6,33 +6,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+
 use pil_local::stack::{Stack, StackOptions, workspace_root};
 use pil_shared::signature::{self, WebhookSecret};
 
-fn pil(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pil"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().cloned())
-        .output()
-        .unwrap();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.success(),
-        json,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
+/// `pil ARGS`, which must succeed; its JSON output.
 async fn run(env: &[(String, String)], args: &[&str]) -> serde_json::Value {
-    let env = env.to_vec();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        pil(&env, &a)
-    })
-    .await
-    .unwrap();
+    let (ok, out, err) = common::run(env, args).await;
     assert!(ok, "{err}");
     out
 }

@@ -42,13 +42,12 @@ use pil_aws::{Clients, DynamoStore, KmsKeys, Meter};
 use pil_local::moto::{Moto, free_port};
 use pil_local::pms::PmsSim;
 use pil_local::scenario::new_ref;
-use pil_local::stack::{REGION, SENDER, STACK_NAME, workspace_root};
-use pil_local::template::{self, Deployed};
+use pil_local::stack::{REGION, workspace_root};
+use pil_local::template::Deployed;
 use pil_shared::action::ActionKind;
-use pil_shared::ids::PracticeId;
 use pil_shared::practice::Mode;
 use pil_shared::secrets::SecretCache;
-use pil_shared::service::admin::{self, KindChange, NewPractice};
+use pil_shared::service::admin::{self, KindChange};
 use pil_shared::signature::{self, WebhookSecret};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -696,16 +695,7 @@ async fn bench(cli: &Cli) -> Result<Vec<String>> {
     eprintln!("cold-start: starting moto and creating the template's resources");
     let moto = Moto::start(&root, free_port()?).await?;
     let clients = Clients::local(&moto.url, REGION);
-    let params: HashMap<String, String> = [("SenderEmail".to_owned(), SENDER.to_owned())].into();
-    let deployed = template::deploy(
-        &root.join("template.yaml"),
-        &clients,
-        REGION,
-        STACK_NAME,
-        &params,
-    )
-    .await
-    .context("creating the template's resources in the emulator")?;
+    let deployed = pil_local::stack::deploy(&root, &clients).await?;
     let result = run_all(
         cli, &root, &bins, &logs, &out_dir, &moto, &clients, &deployed,
     )
@@ -772,29 +762,9 @@ async fn run_all(
         )),
         Duration::from_secs(300),
     );
-    let practice = PracticeId::parse(PRACTICE)?;
-    let onboarded = admin::create_practice(
-        &store,
-        keys.keys(),
-        NewPractice {
-            id: practice.clone(),
-            time_zone: "America/New_York".into(),
-            owner_emails: vec!["owner@bench-clinic.example".into()],
-            trigger_url: pms.trigger_url(),
-        },
-        true,
-    )
-    .await?;
-    admin::set_policy(
-        &store,
-        &practice,
-        None,
-        KindChange {
-            quiet_hours: Some(None),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let onboarded =
+        pil_local::stack::onboard(&store, keys.keys(), PRACTICE, &pms.trigger_url()).await?;
+    let practice = onboarded.practice.clone();
     admin::set_kind_policy(
         &store,
         &practice,
@@ -806,7 +776,7 @@ async fn run_all(
         },
     )
     .await?;
-    let secret = WebhookSecret::parse(&onboarded.webhook_secret).map_err(|e| anyhow!("{e}"))?;
+    let secret = onboarded.webhook_secret;
 
     let mut subjects: Vec<Subject> = Vec::new();
     let subject =

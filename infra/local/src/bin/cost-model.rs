@@ -9,14 +9,13 @@
 //! bills wall time) and a practice's event and gap rates.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use clap::Parser;
 use pil_aws::meter::Counts;
+use pil_local::capture::Captured;
 use pil_local::pms::PmsClient;
 use pil_local::scenario::{eventually, new_ref, table_items};
 use pil_local::stack::{Stack, StackOptions, workspace_root};
@@ -82,35 +81,6 @@ const PLATFORM_LOG_BYTES: f64 = 260.0;
 /// warm container each (more containers: more refreshes; a cold start: one more).
 fn kms_per_practice_month() -> f64 {
     4.0 * 3.0 * (720.0 / 6.0) * price::KMS_REQUEST
-}
-
-#[derive(Clone, Default)]
-struct LogBytes(Arc<Mutex<usize>>);
-impl Write for LogBytes {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBytes {
-    type Writer = LogBytes;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-impl LogBytes {
-    fn get(&self) -> usize {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 /// What one measured operation used.
@@ -242,7 +212,7 @@ async fn main() -> ExitCode {
 
 struct Probe<'a> {
     stack: &'a Stack,
-    logs: LogBytes,
+    logs: Captured,
 }
 
 impl Probe<'_> {
@@ -251,7 +221,7 @@ impl Probe<'_> {
         (
             self.stack.meter.snapshot(),
             proxy.unwrap_or_default(),
-            self.logs.get(),
+            self.logs.len(),
         )
     }
     fn since(&self, m: &(Counts, BTreeMap<String, u64>, usize)) -> Usage {
@@ -270,7 +240,7 @@ fn memory_of(template: &serde_yaml::Value, function: &str) -> f64 {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let logs = LogBytes::default();
+    let logs = Captured::default();
     // As in Lambda: JSON, one object per line, no timestamp (CloudWatch adds it), info level.
     tracing_subscriber::fmt()
         .json()
@@ -288,7 +258,7 @@ async fn run(args: Args) -> Result<()> {
     out
 }
 
-async fn measure(stack: &Stack, logs: &LogBytes, args: &Args) -> Result<()> {
+async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
     let template: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
         workspace_root().join("template.yaml"),
     )?)?;

@@ -15,20 +15,18 @@
 //! Output is Markdown on stdout (docs/units.md quotes it); progress goes to stderr. Logs carry
 //! no refs or bodies (errors only unless `RUST_LOG` says otherwise).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Parser, ValueEnum};
 use jiff::{SignedDuration, Timestamp};
 use pil_aws::meter::Counts;
 use pil_aws::{Clients, Config, Meter};
 use pil_local::moto::{Moto, free_port};
 use pil_local::scenario::new_ref;
-use pil_local::stack::{REGION, SENDER, STACK_NAME, Stack, StackOptions, workspace_root};
-use pil_local::template;
+use pil_local::stack::{REGION, Stack, StackOptions, workspace_root};
 use pil_shared::ids::{OpaqueRef, PracticeId};
 use pil_shared::inbound::Series;
 use pil_shared::ports::PracticeRepo;
@@ -211,16 +209,7 @@ async fn scale_run(
 ) -> Result<ScaleRun> {
     // moto answers a query by sorting the whole table: seconds at 100,000 items.
     let clients = Clients::local_with_timeout(&moto.url, REGION, Duration::from_secs(300));
-    let params: HashMap<String, String> = [("SenderEmail".to_owned(), SENDER.to_owned())].into();
-    let deployed = template::deploy(
-        &root.join("template.yaml"),
-        &clients,
-        REGION,
-        STACK_NAME,
-        &params,
-    )
-    .await
-    .context("creating the template's resources in the emulator")?;
+    let deployed = pil_local::stack::deploy(root, &clients).await?;
     let function = deployed
         .functions
         .iter()
