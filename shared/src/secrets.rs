@@ -1,5 +1,5 @@
-//! A practice's secrets: sealed at rest by the key service, opened on demand, cached per cold
-//! start (keyed by the sealed form, so a rotation is picked up at once).
+//! A practice's secrets: sealed at rest by the key service, opened on demand one at a time,
+//! cached per cold start (keyed by the sealed form, so a rotation is picked up at once).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::ids::PracticeId;
 use crate::ports::{KeyService, PortError};
 use crate::practice::{PreviousSecret, SealedSecrets};
 use crate::signature::WebhookSecret;
@@ -111,13 +110,25 @@ pub async fn seal(
     })
 }
 
-type CacheEntry = (SealedSecrets, Instant, Arc<OpenedSecrets>);
+/// One opened secret in the cache: when it was opened, and its clear form.
+#[derive(Clone)]
+enum Opened {
+    Secret(WebhookSecret),
+    Link(LinkKey),
+}
 
-/// Opened secrets per practice, for the life of one cold start (at most `ttl`).
+/// Opened secrets, for the life of one cold start (each at most `ttl`), keyed by their sealed
+/// form: a rotation seals a new value, so it is seen at the next read of the practice, and a
+/// cached value can never be served for another practice (each sealed form is unique).
+///
+/// Each handler opens only the secret it uses, when it first needs it: the receiver the
+/// webhook secret (and the replaced one only during a rotation's overlap), the emitter the
+/// trigger secret, the approval check and pages the link key. That is one KMS Decrypt per
+/// practice, function and `ttl` in the usual case, not one per secret (docs/cost.md).
 pub struct SecretCache {
     keys: Arc<dyn KeyService>,
     ttl: Duration,
-    entries: Mutex<HashMap<PracticeId, CacheEntry>>,
+    entries: Mutex<HashMap<String, (Instant, Opened)>>,
 }
 
 impl std::fmt::Debug for SecretCache {
@@ -125,6 +136,9 @@ impl std::fmt::Debug for SecretCache {
         f.write_str("SecretCache(<redacted>)")
     }
 }
+
+/// Past this many cached secrets, an insert first drops the expired ones.
+const CACHE_SWEEP_AT: usize = 4096;
 
 impl SecretCache {
     pub fn new(keys: Arc<dyn KeyService>, ttl: Duration) -> Self {
@@ -139,32 +153,173 @@ impl SecretCache {
         self.keys.as_ref()
     }
 
-    pub async fn get(
-        &self,
-        practice: &PracticeId,
-        sealed: &SealedSecrets,
-    ) -> Result<Arc<OpenedSecrets>, PortError> {
-        if let Ok(map) = self.entries.lock()
-            && let Some((s, at, opened)) = map.get(practice)
-            && s == sealed
-            && at.elapsed() < self.ttl
-        {
-            return Ok(opened.clone());
-        }
-        let opened = Arc::new(open(self.keys.as_ref(), sealed).await?);
+    fn cached(&self, sealed: &str) -> Option<Opened> {
+        let map = self.entries.lock().ok()?;
+        map.get(sealed)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, o)| o.clone())
+    }
+
+    fn remember(&self, sealed: &str, opened: Opened) {
         if let Ok(mut map) = self.entries.lock() {
-            map.insert(
-                practice.clone(),
-                (sealed.clone(), Instant::now(), opened.clone()),
-            );
+            if map.len() >= CACHE_SWEEP_AT {
+                let ttl = self.ttl;
+                map.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
+            map.insert(sealed.to_owned(), (Instant::now(), opened));
         }
-        Ok(opened)
+    }
+
+    async fn secret(&self, sealed: &str) -> Result<WebhookSecret, PortError> {
+        if let Some(Opened::Secret(s)) = self.cached(sealed) {
+            return Ok(s);
+        }
+        let s = open_secret(self.keys.as_ref(), sealed).await?;
+        self.remember(sealed, Opened::Secret(s.clone()));
+        Ok(s)
+    }
+
+    /// The webhook secrets that verify an inbound delivery at `now` (see
+    /// [`OpenedSecrets::webhook_at`]): the replaced one is opened only during its overlap.
+    pub async fn webhook_at(
+        &self,
+        sealed: &SealedSecrets,
+        now: Timestamp,
+    ) -> Result<Vec<WebhookSecret>, PortError> {
+        let in_effect = match sealed.webhook_previous_until {
+            Some(until) if now >= until => sealed.webhook.len().min(1),
+            _ => sealed.webhook.len(),
+        };
+        let mut out = Vec::with_capacity(in_effect);
+        for s in &sealed.webhook[..in_effect] {
+            out.push(self.secret(s).await?);
+        }
+        Ok(out)
+    }
+
+    /// The secrets a trigger sent at `now` is signed with (see
+    /// [`OpenedSecrets::trigger_signers_at`]).
+    pub async fn trigger_signers_at(
+        &self,
+        sealed: &SealedSecrets,
+        now: Timestamp,
+    ) -> Result<Vec<WebhookSecret>, PortError> {
+        let mut out = vec![self.secret(&sealed.trigger).await?];
+        if let Some(p) = sealed.trigger_previous.as_ref().filter(|p| now < p.until) {
+            out.push(self.secret(&p.sealed).await?);
+        }
+        Ok(out)
+    }
+
+    /// The practice's key for approval and settings links.
+    pub async fn link(&self, sealed: &SealedSecrets) -> Result<LinkKey, PortError> {
+        if let Some(Opened::Link(k)) = self.cached(&sealed.link) {
+            return Ok(k);
+        }
+        let k = LinkKey::from_bytes(self.keys.open(&sealed.link).await?)
+            .ok_or_else(|| PortError::Permanent("link key too short".into()))?;
+        self.remember(&sealed.link, Opened::Link(k.clone()));
+        Ok(k)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A key service that counts what it opens ("sealed" = the clear text behind a prefix).
+    #[derive(Default)]
+    struct CountingKeys {
+        opened: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyService for CountingKeys {
+        async fn seal(&self, plaintext: &[u8]) -> Result<String, PortError> {
+            Ok(format!("sealed:{}", String::from_utf8_lossy(plaintext)))
+        }
+        async fn open(&self, sealed: &str) -> Result<Vec<u8>, PortError> {
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            sealed
+                .strip_prefix("sealed:")
+                .map(|p| p.as_bytes().to_vec())
+                .ok_or_else(|| PortError::Permanent("not sealed here".into()))
+        }
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn the_cache_opens_only_the_secret_asked_for_once_per_ttl_and_per_sealed_form() {
+        let keys = Arc::new(CountingKeys::default());
+        let until = at("2026-11-26T17:00:00Z");
+        let before = until - jiff::SignedDuration::from_secs(1);
+        let (new, old) = (WebhookSecret::generate(), WebhookSecret::generate());
+        let (trigger, trigger_old) = (WebhookSecret::generate(), WebhookSecret::generate());
+        let opened = OpenedSecrets {
+            webhook: vec![new.clone(), old.clone()],
+            webhook_previous_until: Some(until),
+            trigger: trigger.clone(),
+            trigger_previous: Some((trigger_old.clone(), until)),
+            link: LinkKey::from_bytes(vec![7u8; 32]).unwrap(),
+        };
+        let sealed = block(seal(keys.as_ref(), &opened)).unwrap();
+        let cache = SecretCache::new(keys.clone(), Duration::from_secs(3600));
+        let count = || keys.opened.load(Ordering::SeqCst);
+        let exposed =
+            |v: Vec<WebhookSecret>| v.iter().map(|k| k.expose().to_owned()).collect::<Vec<_>>();
+
+        // After the overlap: only the newest webhook secret is opened.
+        let w = block(cache.webhook_at(&sealed, until)).unwrap();
+        assert_eq!(exposed(w), [new.expose()]);
+        assert_eq!(count(), 1);
+        // Again: from the cache.
+        block(cache.webhook_at(&sealed, until)).unwrap();
+        assert_eq!(count(), 1);
+        // During the overlap the replaced one too (the newest still cached).
+        let w = block(cache.webhook_at(&sealed, before)).unwrap();
+        assert_eq!(exposed(w), [new.expose(), old.expose()]);
+        assert_eq!(count(), 2);
+        // The trigger secrets and the link key only when asked for.
+        let t = block(cache.trigger_signers_at(&sealed, until)).unwrap();
+        assert_eq!(exposed(t), [trigger.expose()]);
+        assert_eq!(count(), 3);
+        let t = block(cache.trigger_signers_at(&sealed, before)).unwrap();
+        assert_eq!(exposed(t), [trigger.expose(), trigger_old.expose()]);
+        assert_eq!(count(), 4);
+        block(cache.link(&sealed)).unwrap();
+        block(cache.link(&sealed)).unwrap();
+        assert_eq!(count(), 5);
+
+        // A rotation seals a new value: seen at once, opened once.
+        let rotated = SealedSecrets {
+            webhook: vec![block(seal_one(keys.as_ref(), &WebhookSecret::generate())).unwrap()],
+            webhook_previous_until: None,
+            ..sealed.clone()
+        };
+        let w = block(cache.webhook_at(&rotated, until)).unwrap();
+        assert_ne!(exposed(w), [new.expose()]);
+        assert_eq!(count(), 6);
+
+        // Past the TTL everything is opened again; Debug shows nothing.
+        let short = SecretCache::new(keys.clone(), Duration::ZERO);
+        block(short.webhook_at(&sealed, until)).unwrap();
+        block(short.webhook_at(&sealed, until)).unwrap();
+        assert_eq!(count(), 8);
+        assert_eq!(format!("{cache:?}"), "SecretCache(<redacted>)");
+        // A sealed value the key service refuses is an error, not a cached miss.
+        let bad = SealedSecrets {
+            link: "garbage".into(),
+            ..sealed
+        };
+        assert!(block(cache.link(&bad)).is_err());
+    }
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()

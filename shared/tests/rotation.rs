@@ -407,7 +407,7 @@ fn a_lost_reply_is_not_rotated_twice_and_a_concurrent_change_is_kept() {
         stored.secrets.webhook[1], p.secrets.webhook[0],
         "the old one kept"
     );
-    let opened = run(world.secrets.get(&pid(), &stored.secrets)).unwrap();
+    let opened = run(pil_shared::secrets::open(world.keys(), &stored.secrets)).unwrap();
     assert_eq!(opened.webhook[0].expose(), out.secret.expose());
     assert_eq!(opened.webhook[1].expose(), old.expose());
 
@@ -426,7 +426,7 @@ fn a_lost_reply_is_not_rotated_twice_and_a_concurrent_change_is_kept() {
     .unwrap();
     let stored = run(flaky.inner.get_practice(&pid())).unwrap().unwrap();
     assert_eq!(stored.policy.cooldown_days, 30);
-    let opened = run(world.secrets.get(&pid(), &stored.secrets)).unwrap();
+    let opened = run(pil_shared::secrets::open(world.keys(), &stored.secrets)).unwrap();
     assert_eq!(opened.trigger.expose(), out.secret.expose());
     assert!(opened.trigger_previous.is_some());
     let (records, _) = run(flaky.inner.audit_trail(&pid())).unwrap();

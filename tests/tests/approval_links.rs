@@ -105,13 +105,13 @@ async fn every_bad_token_changes_nothing() {
         .await
         .unwrap()
         .unwrap();
-    let secrets = ts
+    let link = ts
         .stack
         .scan_deps()
         .unwrap()
         .adapters
         .secrets
-        .get(&ts.practice, &practice.secrets)
+        .link(&practice.secrets)
         .await
         .unwrap();
     let mut expired = c.clone();
@@ -121,7 +121,7 @@ async fn every_bad_token_changes_nothing() {
         .post(format!(
             "{}/v1/approvals/{}",
             ts.stack.api_url,
-            token::sign(&expired, &secrets.link)
+            token::sign(&expired, &link)
         ))
         .send()
         .await

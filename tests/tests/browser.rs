@@ -300,18 +300,18 @@ async fn the_owner_decides_in_a_real_browser() {
         .await
         .unwrap()
         .unwrap();
-    let secrets = ts
+    let link = ts
         .stack
         .scan_deps()
         .unwrap()
         .adapters
         .secrets
-        .get(&ts.practice, &practice.secrets)
+        .link(&practice.secrets)
         .await
         .unwrap();
     let mut replay = claims_of(&approve[a]);
     replay.action_ids = vec![c.clone()];
-    b.goto(&approvals_url(&ts, &token::sign(&replay, &secrets.link)))
+    b.goto(&approvals_url(&ts, &token::sign(&replay, &link)))
         .await
         .unwrap();
     seen(&mut b, 200).await;
@@ -325,7 +325,7 @@ async fn the_owner_decides_in_a_real_browser() {
     // 6. Expired.
     let mut expired = claims_of(&approve[c]);
     expired.expires = jiff::Timestamp::now().as_second() - 60;
-    b.goto(&approvals_url(&ts, &token::sign(&expired, &secrets.link)))
+    b.goto(&approvals_url(&ts, &token::sign(&expired, &link)))
         .await
         .unwrap();
     let text = seen(&mut b, 410).await;

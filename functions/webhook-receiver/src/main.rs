@@ -11,7 +11,8 @@ async fn main() -> Result<(), Error> {
         &config,
         Meter::default(),
     )?;
-    // The PHI guard's patterns: compiled in init, not on the first request.
+    // The PHI guard's patterns a clean request reaches: compiled in init, not on the first
+    // request (the rest only ever run on values that look like PHI).
     if config.warm_up() {
         pil_shared::guard::warm_up();
     }

@@ -254,14 +254,15 @@ pub struct HttpTransport {
 
 #[cfg(feature = "http")]
 impl HttpTransport {
-    /// TLS: rustls with aws-lc-rs, the crypto provider the SDK clients already link (no
-    /// second one), and Mozilla's root certificates compiled in (nothing read from disk).
+    /// TLS: rustls with ring, the crypto provider the SDK clients already link (no second
+    /// one), and Mozilla's root certificates compiled in (nothing read from disk): a PMS may
+    /// use any public CA.
     pub fn new(timeout: Duration) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
         let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
+            rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

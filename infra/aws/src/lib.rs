@@ -13,7 +13,9 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_async::rt::sleep::TokioSleep;
 use aws_smithy_async::time::SystemTimeSource;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::SdkConfig;
@@ -112,6 +114,38 @@ pub struct Clients {
     pub sesv2: aws_sdk_sesv2::Client,
 }
 
+/// The root certificates the AWS clients trust: Amazon Trust Services' four roots and the
+/// Starfield Services G2 root that cross-signs them, the chain AWS documents for every service
+/// endpoint. Compiled in: nothing is read from disk in init.
+pub const AWS_TRUST_ROOTS_PEM: &str = include_str!("../certs/amazon-trust-services.pem");
+
+/// The one HTTP client every SDK client of a process shares (HTTPS, and plain HTTP for a
+/// loopback emulator): hyper 1 and rustls on ring, trusting [`AWS_TRUST_ROOTS_PEM`] and, only
+/// when `native_roots` is set (`PIL_TLS_NATIVE_ROOTS=1`, e.g. behind a TLS-inspecting proxy),
+/// the system's certificates too.
+///
+/// Why not the SDK's default client: it builds a connector per SDK client, and each one turns
+/// the system's certificate store (loaded from disk once) into a rustls root store; with two
+/// to three clients that was most of each handler's init (docs/performance.md). Built here
+/// once, the clients share one connector (one per distinct timeout setting) and one
+/// connection pool. ring instead of aws-lc-rs: the same TLS suites, about 2 MB less per
+/// bootstrap.
+pub fn https_client(native_roots: bool) -> SharedHttpClient {
+    let trust = TrustStore::empty()
+        .with_native_roots(native_roots)
+        .with_pem_certificate(AWS_TRUST_ROOTS_PEM.as_bytes());
+    let tls = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("a TLS context without extra server names always builds");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .tls_context(tls)
+        .build_https()
+}
+
 /// aws-config's default connect timeout (the handlers' config matches what
 /// `aws_config::load_from_env` would give them).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
@@ -139,7 +173,7 @@ impl Clients {
     /// workstation, or a shell with `stack.env` sourced.
     #[cfg(feature = "config-chain")]
     pub async fn from_env() -> Self {
-        Self::new(&aws_config::load_from_env().await)
+        Self::new(&chain_sdk_config().await)
     }
 
     /// For the local stack and tests: a fixed endpoint, region and dummy credentials.
@@ -161,6 +195,7 @@ impl Clients {
                 "pil-local",
             )))
             .behavior_version(BehaviorVersion::latest())
+            .http_client(https_client(false))
             .timeout_config(
                 TimeoutConfig::builder()
                     .operation_attempt_timeout(attempt)
@@ -172,11 +207,23 @@ impl Clients {
     }
 }
 
+/// aws-config's default chain with the shared [`https_client`] (`PIL_TLS_NATIVE_ROOTS=1` adds
+/// the system's root certificates).
+#[cfg(feature = "config-chain")]
+pub async fn chain_sdk_config() -> SdkConfig {
+    let native = std::env::var("PIL_TLS_NATIVE_ROOTS").as_deref() == Ok("1");
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client(native))
+        .load()
+        .await
+}
+
 /// The SDK configuration of a Lambda function, from the variables Lambda sets: `AWS_REGION`,
 /// and the execution role's credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN` (fixed for the execution environment's life). `AWS_ENDPOINT_URL`, when
 /// set, points every client elsewhere (the cold-start bench's emulator). Standard retries (3
-/// attempts) and a 3.1 s connect timeout, as `aws_config::load_from_env` would set.
+/// attempts) and a 3.1 s connect timeout, as `aws_config::load_from_env` would set; one
+/// shared [`https_client`].
 ///
 /// Why not `aws_config::load_from_env`: its default chains (profile files, SSO, IMDS, ECS,
 /// web identity through STS) can never apply in Lambda, yet they are linked in because they
@@ -193,6 +240,9 @@ pub fn lambda_sdk_config(config: &Config) -> Result<SdkConfig, MissingVar> {
         .region(Region::new(config.get("AWS_REGION")?.to_owned()))
         .credentials_provider(SharedCredentialsProvider::new(credentials))
         .behavior_version(BehaviorVersion::latest())
+        .http_client(https_client(
+            config.opt("PIL_TLS_NATIVE_ROOTS") == Some("1"),
+        ))
         .retry_config(RetryConfig::standard())
         .timeout_config(
             TimeoutConfig::builder()

@@ -248,10 +248,16 @@ async fn verify(
             let Ok(Some(practice)) = st.store.get_practice(&pid).await else {
                 return Vec::new();
             };
-            let Ok(secrets) = st.secrets.get(&pid, &practice.secrets).await else {
+            // The current trigger secret (the first signer).
+            let Ok(mut signers) = st
+                .secrets
+                .trigger_signers_at(&practice.secrets, jiff::Timestamp::now())
+                .await
+            else {
                 return Vec::new();
             };
-            vec![secrets.trigger.clone()]
+            signers.truncate(1);
+            signers
         }
     };
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());

@@ -49,7 +49,7 @@ const OUTPUT_VARS: &[(&str, &str)] = &[
 async fn config(stack_name: Option<&str>) -> Result<Config> {
     let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
     if let Some(name) = stack_name {
-        let sdk = aws_config::load_from_env().await;
+        let sdk = pil_aws::chain_sdk_config().await;
         let out = aws_sdk_cloudformation::Client::new(&sdk)
             .describe_stacks()
             .stack_name(name)

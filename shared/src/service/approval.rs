@@ -182,7 +182,7 @@ pub async fn handle_candidates(
                 "PUBLIC_BASE_URL is not configured".into(),
             )));
         }
-        let secrets = deps.secrets.get(&practice.id, &practice.secrets).await?;
+        let link = deps.secrets.link(&practice.secrets).await?;
         // The owner's yesterday. A failed read leaves the line out rather than the e-mail.
         let yesterday = match today.yesterday() {
             Ok(day) => match report::day_summary_of(deps.log, &practice, day).await {
@@ -198,7 +198,7 @@ pub async fn handle_candidates(
             deps,
             &practice,
             &for_owner,
-            &secrets.link,
+            &link,
             batch.scan_date,
             now,
             yesterday,
@@ -651,12 +651,12 @@ async fn check(deps: &ApprovalDeps<'_>, raw: &str) -> Result<(Practice, Claims),
         Ok(None) => return Err(token_page(TokenError::BadSignature)),
         Err(_) => return Err(unavailable()),
     };
-    let secrets = deps
+    let link = deps
         .secrets
-        .get(&practice.id, &practice.secrets)
+        .link(&practice.secrets)
         .await
         .map_err(|_| unavailable())?;
-    let claims = token::verify(raw, &secrets.link, deps.clock.now()).map_err(token_page)?;
+    let claims = token::verify(raw, &link, deps.clock.now()).map_err(token_page)?;
     Ok((practice, claims))
 }
 

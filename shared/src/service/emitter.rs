@@ -14,7 +14,7 @@ use crate::ports::{
     TriggerTransport,
 };
 use crate::secrets::SecretCache;
-use crate::signature;
+use crate::signature::{self, WebhookSecret};
 use crate::state::{Entity, EntityKey};
 
 pub struct EmitterDeps<'a> {
@@ -218,12 +218,15 @@ pub async fn emit(
     }
     leased.rev += 1;
 
-    let secrets = deps.secrets.get(&practice.id, &practice.secrets).await?;
     let body = serde_json::to_vec(&Trigger::of(&leased)).unwrap_or_default();
     let trigger_id = leased.id.trigger_id();
     // During a rotation's overlap the trigger carries a signature with the new and with the
     // replaced secret, so the PMS verifies it whichever one it holds.
-    let signers = secrets.trigger_signers_at(now);
+    let signers = deps
+        .secrets
+        .trigger_signers_at(&practice.secrets, now)
+        .await?;
+    let signers: Vec<&WebhookSecret> = signers.iter().collect();
     let Some(headers) = signature::signed_headers(&signers, &trigger_id, now.as_second(), &body)
     else {
         return Ok(EmitOutcome::DeadLetter("unsignable_body".into()));

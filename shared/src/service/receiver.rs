@@ -160,10 +160,10 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
         .get_practice(&practice_id)
         .await?
         .ok_or(ReceiveError::UnknownPractice)?;
-    let secrets = deps.secrets.get(&practice_id, &practice.secrets).await?;
     let now = deps.clock.now();
     // A secret a rotation replaced verifies only until its overlap ends.
-    let verified = signature::verify(d.headers, d.body, secrets.webhook_at(now), now.as_second())
+    let secrets = deps.secrets.webhook_at(&practice.secrets, now).await?;
+    let verified = signature::verify(d.headers, d.body, &secrets, now.as_second())
         .map_err(ReceiveError::Signature)?;
     let events = inbound::parse_body(d.body, now).map_err(ReceiveError::Refused)?;
     let (changed, published) = apply(deps, &practice, &events).await?;

@@ -352,11 +352,11 @@ pub async fn save(
         .to_zoned(practice.tz())
         .strftime("%b %-d, %-I:%M %p %Z")
         .to_string();
-    let again = match deps.secrets.get(&practice.id, &practice.secrets).await {
-        Ok(s) => practice
+    let again = match deps.secrets.link(&practice.secrets).await {
+        Ok(link) => practice
             .owner_emails
             .first()
-            .map(|e| settings_link("", practice, e, &s.link, now))
+            .map(|e| settings_link("", practice, e, &link, now))
             .unwrap_or_default(),
         Err(_) => String::new(),
     };

@@ -76,11 +76,13 @@ const PMS_POST_MS: f64 = 150.0;
 const PLATFORM_LOG_BYTES: f64 = 260.0;
 
 /// KMS per practice-month: the four functions that open a practice's secrets (receiver,
-/// approval-check, approval page, emitter) each refresh its three secrets once per
-/// `SECRET_CACHE_SECONDS` (6 h) while warm, i.e. at most 4 × 3 × 120 decrypts a month with one
-/// warm container each (more containers: more refreshes; a cold start: one more).
+/// approval-check, approval page, emitter) each open only the one they use (the webhook
+/// secret, the link key, the link key, the trigger secret; `SecretCache`) and refresh it once
+/// per `SECRET_CACHE_SECONDS` (6 h) while warm, i.e. 4 × 1 × 120 decrypts a month with one
+/// warm container each (more containers: more refreshes; a cold start: one more; a
+/// rotation's overlap: the replaced secret too).
 fn kms_per_practice_month() -> f64 {
-    4.0 * 3.0 * (720.0 / 6.0) * price::KMS_REQUEST
+    4.0 * (720.0 / 6.0) * price::KMS_REQUEST
 }
 
 /// What one measured operation used.
@@ -627,7 +629,7 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
     )?;
     writeln!(
         w,
-        "- KMS: the secret cache refreshes a practice's three secrets every 6 h in each of the four functions that open them (one warm container each): 1,440 decrypts per practice-month, priced per practice and spread over its webhooks; the stack's key $1/month is in the fixed cost.\n- Free tiers are not counted. Prices: Lambda arm64 $0.0000133334/GB-s + $0.20/M requests; HTTP API $1.00/M; DynamoDB on-demand $0.625/M WRU, $0.125/M RRU, $0.25/GB-month; SQS $0.40/M; EventBridge $1.00/M; SES $0.10/1,000; KMS $0.03/10,000 + $1/key-month; CloudWatch Logs $0.50/GB ingested."
+        "- KMS: each of the four functions that open a practice's secrets opens only the one it uses and refreshes it every 6 h (one warm container each): 480 decrypts per practice-month, priced per practice and spread over its webhooks; the stack's key $1/month is in the fixed cost.\n- Free tiers are not counted. Prices: Lambda arm64 $0.0000133334/GB-s + $0.20/M requests; HTTP API $1.00/M; DynamoDB on-demand $0.625/M WRU, $0.125/M RRU, $0.25/GB-month; SQS $0.40/M; EventBridge $1.00/M; SES $0.10/1,000; KMS $0.03/10,000 + $1/key-month; CloudWatch Logs $0.50/GB ingested."
     )?;
     writeln!(
         w,
