@@ -101,10 +101,16 @@ cost: $(MOTO)
 # features only, as sam build does per function), then run under a local Lambda Runtime API
 # emulator against moto. Table on stdout, target/bench/cold-start.json. Extra flags:
 # make bench-cold ARGS="--runs 50 --compare-warm --enforce".
+# Built as Lambda gets them: an explicit --target (so the flags below reach the bootstraps
+# and not the host's build scripts and proc macros) and non-PIE, as .cargo/config.toml sets
+# for the arm64 builds sam build makes.
 BOOTSTRAPS := webhook-receiver scheduler-scan approval-check trigger-emitter hello-lambda
+HOST_TRIPLE := x86_64-unknown-linux-gnu
 bench-cold: $(MOTO)
-	@for p in $(BOOTSTRAPS); do $(CARGO) build -q --release -p $$p || exit 1; done
-	$(CARGO) run -q -p pil-local --bin cold-start -- $(ARGS)
+	@for p in $(BOOTSTRAPS); do \
+	  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C relocation-model=static" \
+	  $(CARGO) build -q --release --target $(HOST_TRIPLE) -p $$p || exit 1; done
+	$(CARGO) run -q -p pil-local --bin cold-start -- --bin-dir $(CURDIR)/target/$(HOST_TRIPLE)/release $(ARGS)
 
 # sam build: SAM CLI, cargo-lambda and zig from PyPI (pinned; the venv is rebuilt when the
 # pins change); the arm64 Rust target from rustup. sam build reads infra/samconfig.toml

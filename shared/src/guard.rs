@@ -77,8 +77,13 @@ static IPV4: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{1,3}(\.\d{1,3}){3}(:\d+
 static IPV6: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\[?[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}\]?$"));
 static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{3}[- .]\d{2}[- .]\d{4}$"));
+// DATE, MRN_LABEL and UUID are the patterns a well-formed ref can reach (see `warm_up`), so
+// they are ASCII-only: a fraction of the compile time of Unicode classes, and a value with
+// anything non-ASCII in it is refused by the ref format whichever pattern names it.
 static DATE: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})([T ].*)?$")
+    re(
+        r"^([0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4})([T ].*)?$",
+    )
 });
 static DATE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
     re(
@@ -86,8 +91,9 @@ static DATE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 static PHONE: LazyLock<Regex> = LazyLock::new(|| re(r"^\+?[\d\s().-]{7,24}$"));
-static MRN_LABEL: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?i)^(mrn|med\s*rec|chart|acct|account|patient|pt|dob|ssn)[\s#:._-]*\d"));
+static MRN_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i-u)^(mrn|med\s*rec|chart|acct|account|patient|pt|dob|ssn)[\s#:._-]*[0-9]")
+});
 static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"(?i)^\d+[a-z]?\s+.*\b(st|street|ave|avenue|rd|road|blvd|boulevard|dr|drive|ln|lane|way|ct|court|pl|place|pkwy|parkway|hwy|highway|suite|ste|apt|unit|terrace|ter|circle|cir)\b|(?i)\bp\.?\s?o\.?\s+box\b",

@@ -297,3 +297,80 @@ pub fn init_logging() {
         builder.with_writer(std::io::stderr).try_init()
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compiled-in roots parse (the SDK's connector would panic on a bad PEM) and are
+    /// exactly the Amazon Trust Services set.
+    #[cfg(feature = "http")]
+    #[test]
+    fn the_aws_trust_roots_are_the_five_amazon_trust_services_roots() {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_slice_iter(AWS_TRUST_ROOTS_PEM.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("valid PEM");
+        assert_eq!(certs.len(), 5);
+        let mut roots = rustls::RootCertStore::empty();
+        let (valid, invalid) = roots.add_parsable_certificates(certs);
+        assert_eq!((valid, invalid), (5, 0));
+        for name in [
+            "Amazon Root CA 1",
+            "Amazon Root CA 2",
+            "Amazon Root CA 3",
+            "Amazon Root CA 4",
+            "Starfield Services Root Certificate Authority - G2",
+        ] {
+            assert!(
+                roots.roots.iter().any(|r| r
+                    .subject
+                    .as_ref()
+                    .windows(name.len())
+                    .any(|w| w == name.as_bytes())),
+                "{name}"
+            );
+        }
+    }
+
+    /// The Lambda configuration's shared client builds (its TLS configuration included) and
+    /// carries a signed call to a plain-HTTP endpoint (the emulator's case).
+    #[tokio::test]
+    async fn lambda_clients_reach_a_plain_http_endpoint_through_the_shared_client() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = sock.read(&mut buf).await.unwrap();
+            let body = r#"{"TableNames":[]}"#;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            sock.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let mut vars = HashMap::new();
+        for (k, v) in [
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+        ] {
+            vars.insert(k.to_owned(), v.to_owned());
+        }
+        vars.insert("AWS_ENDPOINT_URL".into(), format!("http://{addr}"));
+        let clients = Clients::from_lambda_env(&Config::from_map(vars)).unwrap();
+        let out = clients.dynamodb.list_tables().send().await.unwrap();
+        assert!(out.table_names().is_empty());
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST / HTTP/1.1"), "{request}");
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("authorization: aws4-hmac-sha256")
+        );
+    }
+}

@@ -670,11 +670,12 @@ async fn main() -> ExitCode {
 async fn bench(cli: &Cli) -> Result<Vec<String>> {
     let root = workspace_root();
     let bins = bin_dir(cli, &root);
-    let target = bins
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| root.join("target"));
-    let out_dir = target.join("bench");
+    // Results next to every other bench's, wherever the bootstraps were built (make
+    // bench-cold builds them under target/<triple>/release).
+    let out_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("bench");
     let logs = out_dir.join("cold-start-logs");
     std::fs::create_dir_all(&logs)?;
     for b in [
