@@ -383,6 +383,12 @@ impl AuditLog for DynamoStore {
         event: &AuditEvent,
         at: Timestamp,
     ) -> Result<AuditRecord, StoreError> {
+        // Two plain conditional writes, not a transaction (half the write units): the record
+        // first (`attribute_not_exists`: one record per sequence number), then the head,
+        // conditional on the sequence number it had. An append that stops between the two
+        // leaves the head one record behind; the next append finds record head+1 taken,
+        // moves the head onto it, and goes on; `audit::verify` accepts a head one behind
+        // when the record after it follows the chain.
         for attempt in 0..20u64 {
             let head = self.get(pk(practice), AUDIT_HEAD.into()).await?;
             let prev = head.as_ref().map(|h| {
@@ -406,50 +412,32 @@ impl AuditLog for DynamoStore {
             item.insert("sk".into(), s(format!("AUDIT#{:012}", record.seq)));
             item.insert("doc".into(), to_doc(&record)?);
             item.insert("ttl".into(), n(u64::try_from(ttl).unwrap_or(0)));
-            let head_item: Item = [
-                ("pk".to_owned(), s(pk(practice))),
-                ("sk".to_owned(), s(AUDIT_HEAD)),
-                ("seq".to_owned(), n(record.seq)),
-                ("hash".to_owned(), s(record.hash.clone())),
-            ]
-            .into();
-            let put =
-                |it: Item, cond: &str, seq: Option<u64>| -> Result<TransactWriteItem, StoreError> {
-                    let mut p = Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(it))
-                        .condition_expression(cond);
-                    if let Some(v) = seq {
-                        p = p.expression_attribute_values(":s", n(v));
-                    }
-                    let p = p
-                        .build()
-                        .map_err(|_| StoreError::Permanent("build".into()))?;
-                    Ok(TransactWriteItem::builder().put(p).build())
-                };
-            let head_put = match &prev {
-                Some((seq, _)) => put(head_item.clone(), "seq = :s", Some(*seq))?,
-                None => put(head_item.clone(), "attribute_not_exists(pk)", None)?,
-            };
-            let res = self
-                .client
-                .transact_write_items()
-                .transact_items(put(item.clone(), "attribute_not_exists(pk)", None)?)
-                .transact_items(head_put)
-                .send()
-                .await
-                .map_err(map_err);
-            match res {
-                Ok(_) => {
-                    self.meter.transact_write(&[&item, &head_item]);
-                    return Ok(record);
-                }
+            let ours = match self.put(item, "attribute_not_exists(pk)", None).await {
+                Ok(()) => true,
                 Err(StoreError::Conflict) => {
-                    // Another writer appended first: read the new head and try again.
-                    tokio::time::sleep(std::time::Duration::from_millis(5 + attempt * 7)).await;
-                    continue;
+                    // Record head+1 exists: ours (a retried put whose first answer was lost:
+                    // same event, same time, same chain, so the same hash) or another
+                    // append's whose head update is pending or under way.
+                    let taken = self
+                        .get(pk(practice), format!("AUDIT#{:012}", record.seq))
+                        .await?
+                        .ok_or(StoreError::Conflict)
+                        .and_then(|it| from_doc::<AuditRecord>(&it))?;
+                    let ours = taken.hash == record.hash;
+                    self.advance_audit_head(practice, prev.as_ref().map(|p| p.0), &taken)
+                        .await?;
+                    if !ours {
+                        tokio::time::sleep(std::time::Duration::from_millis(5 + attempt * 7)).await;
+                        continue;
+                    }
+                    true
                 }
                 Err(e) => return Err(e),
+            };
+            if ours {
+                self.advance_audit_head(practice, prev.as_ref().map(|p| p.0), &record)
+                    .await?;
+                return Ok(record);
             }
         }
         Err(StoreError::Conflict)
@@ -773,6 +761,34 @@ fn entity_item(
         item.insert("gsi2sk".into(), s(format!("{due}#{sk}")));
     }
     Ok(item)
+}
+
+impl DynamoStore {
+    /// Moves the audit head from sequence number `from` (none: no head yet) onto `record`.
+    /// A head that already moved (another append got there first, helping this one or its
+    /// own) is left as it is.
+    async fn advance_audit_head(
+        &self,
+        practice: &PracticeId,
+        from: Option<u64>,
+        record: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let head_item: Item = [
+            ("pk".to_owned(), s(pk(practice))),
+            ("sk".to_owned(), s(AUDIT_HEAD)),
+            ("seq".to_owned(), n(record.seq)),
+            ("hash".to_owned(), s(record.hash.clone())),
+        ]
+        .into();
+        let res = match from {
+            Some(seq) => self.put(head_item, "#v = :v", Some(("seq", seq))).await,
+            None => self.put(head_item, "attribute_not_exists(pk)", None).await,
+        };
+        match res {
+            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Items per BatchWriteItem request (DynamoDB's limit).

@@ -47,6 +47,9 @@ async fn practice_with_chain(stack: &Stack, env: &[(String, String)], id: &str) 
     assert_eq!(shown[1]["actor"], "admin");
 }
 
+/// The audit head's sort key (infra/aws/src/store.rs).
+const HEAD_SK: &str = "AUDITHEAD";
+
 async fn record(stack: &Stack, id: &str, seq: u64) -> AuditRecord {
     let table = stack.resource("StateTable").unwrap();
     let item = stack
@@ -127,6 +130,63 @@ async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
     put(&stack, "audit-reordered", &AuditRecord { seq: 3, ..two }).await;
     let err = broken_at(&env, "audit-reordered").await;
     assert!(err.contains("audit record 2:"), "{err}");
+
+    // An append that stopped between its record and the head (the head one behind): the
+    // chain verifies; the next append moves the head onto the orphan and chains after it.
+    practice_with_chain(&stack, &env, "audit-lag").await;
+    let two = record(&stack, "audit-lag", 2).await;
+    stack
+        .clients
+        .dynamodb
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S("P#audit-lag".into()))
+        .item("sk", AttributeValue::S(HEAD_SK.into()))
+        .item("seq", AttributeValue::N("2".into()))
+        .item("hash", AttributeValue::S(two.hash.clone()))
+        .send()
+        .await
+        .unwrap();
+    let (ok, out, err) = run(&env, &["audit", "verify", "--practice-id", "audit-lag"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out["records"], 3, "{out}");
+    let (ok, _, err) = run(
+        &env,
+        &[
+            "policy",
+            "set",
+            "--practice-id",
+            "audit-lag",
+            "--cooldown-days",
+            "12",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&env, &["audit", "verify", "--practice-id", "audit-lag"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out["records"], 4, "{out}");
+    assert_eq!(
+        record(&stack, "audit-lag", 4).await.prev,
+        record(&stack, "audit-lag", 3).await.hash
+    );
+    let head = stack
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("P#audit-lag".into()))
+        .key("sk", AttributeValue::S(HEAD_SK.into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(
+        head["seq"],
+        AttributeValue::N("4".into()),
+        "the head caught up"
+    );
 
     // A bad setting names the flag and its rule, and changes nothing.
     let (ok, _, err) = run(

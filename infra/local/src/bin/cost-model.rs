@@ -72,8 +72,67 @@ fn call_latency_ms(op: &str) -> f64 {
 }
 /// A trigger's POST to the PMS (its answer time is the PMS's; 150 ms assumed).
 const PMS_POST_MS: f64 = 150.0;
-/// Lambda's own lines per invocation (START, END, REPORT), bytes.
+/// Lambda's own lines per invocation (START, END, REPORT), bytes, when they are logged.
 const PLATFORM_LOG_BYTES: f64 = 260.0;
+
+/// What the template logs per invocation and per API request, read once from template.yaml.
+#[derive(Debug, Clone, Copy)]
+struct LogShape {
+    /// Lambda's START/END/REPORT lines: none when `SystemLogLevel` is WARN or above (they are
+    /// INFO events), else [`PLATFORM_LOG_BYTES`].
+    platform_bytes: f64,
+    /// One API access-log line: the template's `Format` with typical values filled in.
+    access_bytes: f64,
+}
+
+static LOG_SHAPE: std::sync::OnceLock<LogShape> = std::sync::OnceLock::new();
+
+fn log_shape() -> LogShape {
+    *LOG_SHAPE.get().unwrap_or(&LogShape {
+        platform_bytes: PLATFORM_LOG_BYTES,
+        access_bytes: 0.0,
+    })
+}
+
+fn log_shape_of(template: &serde_yaml::Value) -> LogShape {
+    let level = match &template["Globals"]["Function"]["LoggingConfig"]["SystemLogLevel"] {
+        serde_yaml::Value::Tagged(t) => resolve_param(template, t.value.as_str().unwrap_or("")),
+        v => v.as_str().unwrap_or("INFO").to_owned(),
+    };
+    let platform_bytes = if matches!(level.as_str(), "WARN" | "ERROR" | "FATAL") {
+        0.0
+    } else {
+        PLATFORM_LOG_BYTES
+    };
+    let format = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]
+        .as_str()
+        .unwrap_or_default();
+    let line = [
+        ("$context.requestId", "KmXw3jT2oAMEbVw="),
+        ("$context.identity.sourceIp", "203.0.113.10"),
+        (
+            "$context.routeKey",
+            "POST /v1/practices/{practice_id}/events",
+        ),
+        ("$context.status", "202"),
+        ("$context.responseLength", "64"),
+        ("$context.responseLatency", "38"),
+    ]
+    .iter()
+    .fold(format.to_owned(), |l, (var, val)| l.replace(var, val));
+    LogShape {
+        platform_bytes,
+        access_bytes: line.len() as f64,
+    }
+}
+
+/// A `!Ref Param` resolves to the parameter's default.
+fn resolve_param(template: &serde_yaml::Value, v: &str) -> String {
+    template["Parameters"][v]["Default"]
+        .as_str()
+        .unwrap_or(v)
+        .to_owned()
+}
 
 /// KMS per practice-month: the four functions that open a practice's secrets (receiver,
 /// approval-check, approval page, emitter) each open only the one they use (the webhook
@@ -196,7 +255,7 @@ fn bill(u: &Usage, memory_mb: f64) -> Bill {
     );
     b.add(
         "CloudWatch Logs",
-        (u.log_bytes + u.invocations * PLATFORM_LOG_BYTES) / 1e9 * price::LOGS_GB,
+        (u.log_bytes + u.invocations * log_shape().platform_bytes) / 1e9 * price::LOGS_GB,
     );
     b
 }
@@ -265,6 +324,7 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
         workspace_root().join("template.yaml"),
     )?)?;
     let mem = |f: &str| memory_of(&template, f);
+    let _ = LOG_SHAPE.set(log_shape_of(&template));
     let probe = Probe {
         stack,
         logs: logs.clone(),
@@ -425,6 +485,10 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
     let api = |k: f64| {
         let mut b = Bill::default();
         b.add("API Gateway", k * price::HTTP_API_REQUEST);
+        b.add(
+            "CloudWatch Logs",
+            k * log_shape().access_bytes / 1e9 * price::LOGS_GB,
+        );
         b
     };
     let webhook_bill = |k: &str| bill(&per_kind[k], receiver_mb).plus(&api(1.0));
@@ -625,7 +689,9 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
     )?;
     writeln!(
         w,
-        "- Lambda bills wall time: each AWS call is charged at an assumed latency (DynamoDB 5 ms, transactions 10 ms, SQS/EventBridge 12 ms, KMS 8 ms, SES 25 ms, the PMS's answer 150 ms), plus Lambda's START/END/REPORT lines ({PLATFORM_LOG_BYTES} bytes) per invocation."
+        "- Lambda bills wall time: each AWS call is charged at an assumed latency (DynamoDB 5 ms, transactions 10 ms, SQS/EventBridge 12 ms, KMS 8 ms, SES 25 ms, the PMS's answer 150 ms), plus Lambda's START/END/REPORT lines ({PLATFORM_LOG_BYTES} bytes) per invocation when the template's `PlatformLogLevel` is INFO (its default, WARN, drops them: {} bytes here), plus one API access-log line per request ({} bytes: the template's format, typical values).",
+        log_shape().platform_bytes,
+        log_shape().access_bytes
     )?;
     writeln!(
         w,
