@@ -677,6 +677,35 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
         idle_bill.total() * 1e6
     )?;
     writeln!(w)?;
+    writeln!(w, "## Against the goal")?;
+    writeln!(w)?;
+    let total = per_million.total();
+    let of = |k: &str| per_million.0.get(k).copied().unwrap_or(0.0);
+    let webhook_ddb = per_webhook.0.get("DynamoDB").copied().unwrap_or(0.0) * 1e6;
+    let action_ddb = action_bill.0.get("DynamoDB").copied().unwrap_or(0.0) * 1e6 * ma / mw;
+    writeln!(
+        w,
+        "{} by ${:.2}. What the figure is made of:\n\n\
+         - API Gateway ${:.2}: one HTTP API request per webhook, the price floor of the design card's API Gateway (a Lambda function URL would cost nothing per request, but the design fixes API Gateway in front of the receiver).\n\
+         - DynamoDB ${:.2}: webhooks ${webhook_ddb:.2} (one item write and one index entry per accepted event: the ByPatient or DueIndex entry the scan and erasure find it by; a newer visit moves its DueIndex entry, 3 write units), the actions and their audit records ${action_ddb:.2}.\n\
+         - Lambda ${:.2} (${:.2} of it the $0.20/M request fee of the receiver alone), SES ${:.2} (one digest per practice per day), CloudWatch Logs ${:.2}, KMS ${:.2}, EventBridge and SQS ${:.2}.\n\n\
+         Levers not taken (estimated, not measured; none closes the gap alone): ByPatient as a KEYS_ONLY index (appointment and action updates stop rewriting their index entry; the scan and erasure then read the items back: fewer writes, more reads), eventually consistent reads of the practice and the record (½ unit each; a rotation's new secret may be missed for a second), provisioned DynamoDB capacity with auto scaling for a large fleet (on-demand's price per write is ~3.5× a fully used provisioned unit's).",
+        if total <= 3.0 {
+            "Goal met"
+        } else {
+            "Over the $3.00 goal"
+        },
+        (total - 3.0).abs(),
+        of("API Gateway"),
+        of("DynamoDB"),
+        of("Lambda"),
+        price::LAMBDA_REQUEST * 1e6,
+        of("SES"),
+        of("CloudWatch Logs"),
+        of("KMS"),
+        of("EventBridge") + of("SQS"),
+    )?;
+    writeln!(w)?;
     writeln!(w, "## Assumptions")?;
     writeln!(w)?;
     writeln!(
