@@ -236,6 +236,28 @@ pub struct Rotated {
 }
 
 impl SealedSecrets {
+    /// The webhook secrets that verify an inbound delivery at `now`: the newest always; the
+    /// one a rotation replaced only before its overlap ends.
+    pub fn webhook_at(&self, now: Timestamp) -> &[String] {
+        match self.webhook_previous_until {
+            Some(until) if now >= until => &self.webhook[..self.webhook.len().min(1)],
+            _ => &self.webhook,
+        }
+    }
+
+    /// The trigger secrets a trigger sent at `now` is signed with: the current one, and the
+    /// one a rotation replaced until its overlap ends (the PMS verifies with either).
+    pub fn trigger_signers_at(&self, now: Timestamp) -> Vec<&str> {
+        std::iter::once(self.trigger.as_str())
+            .chain(
+                self.trigger_previous
+                    .as_ref()
+                    .filter(|p| now < p.until)
+                    .map(|p| p.sealed.as_str()),
+            )
+            .collect()
+    }
+
     /// Puts `new_sealed` in place of the current `which` secret. The current one is kept
     /// until `now + overlap` (not at all for a zero overlap); anything older is dropped.
     pub fn rotate(

@@ -25,30 +25,6 @@ pub struct OpenedSecrets {
     pub link: LinkKey,
 }
 
-impl OpenedSecrets {
-    /// The webhook secrets that verify an inbound delivery at `now`: the newest always; the
-    /// one a rotation replaced only before its overlap ends.
-    pub fn webhook_at(&self, now: Timestamp) -> &[WebhookSecret] {
-        match self.webhook_previous_until {
-            Some(until) if now >= until => &self.webhook[..self.webhook.len().min(1)],
-            _ => &self.webhook,
-        }
-    }
-
-    /// The trigger secrets a trigger sent at `now` is signed with: the current one, and the
-    /// one a rotation replaced until its overlap ends (the PMS verifies with either).
-    pub fn trigger_signers_at(&self, now: Timestamp) -> Vec<&WebhookSecret> {
-        std::iter::once(&self.trigger)
-            .chain(
-                self.trigger_previous
-                    .as_ref()
-                    .filter(|(_, until)| now < *until)
-                    .map(|(s, _)| s),
-            )
-            .collect()
-    }
-}
-
 async fn open_secret(keys: &dyn KeyService, sealed: &str) -> Result<WebhookSecret, PortError> {
     let plain = keys.open(sealed).await?;
     let text = String::from_utf8(plain)
@@ -179,34 +155,34 @@ impl SecretCache {
         Ok(s)
     }
 
-    /// The webhook secrets that verify an inbound delivery at `now` (see
-    /// [`OpenedSecrets::webhook_at`]): the replaced one is opened only during its overlap.
+    /// The webhook secrets that verify an inbound delivery at `now`
+    /// ([`SealedSecrets::webhook_at`]): the replaced one is opened only during its overlap.
     pub async fn webhook_at(
         &self,
         sealed: &SealedSecrets,
         now: Timestamp,
     ) -> Result<Vec<WebhookSecret>, PortError> {
-        let in_effect = match sealed.webhook_previous_until {
-            Some(until) if now >= until => sealed.webhook.len().min(1),
-            _ => sealed.webhook.len(),
-        };
-        let mut out = Vec::with_capacity(in_effect);
-        for s in &sealed.webhook[..in_effect] {
-            out.push(self.secret(s).await?);
-        }
-        Ok(out)
+        self.secrets(sealed.webhook_at(now).iter().map(String::as_str))
+            .await
     }
 
-    /// The secrets a trigger sent at `now` is signed with (see
-    /// [`OpenedSecrets::trigger_signers_at`]).
+    /// The secrets a trigger sent at `now` is signed with
+    /// ([`SealedSecrets::trigger_signers_at`]).
     pub async fn trigger_signers_at(
         &self,
         sealed: &SealedSecrets,
         now: Timestamp,
     ) -> Result<Vec<WebhookSecret>, PortError> {
-        let mut out = vec![self.secret(&sealed.trigger).await?];
-        if let Some(p) = sealed.trigger_previous.as_ref().filter(|p| now < p.until) {
-            out.push(self.secret(&p.sealed).await?);
+        self.secrets(sealed.trigger_signers_at(now)).await
+    }
+
+    async fn secrets<'s>(
+        &self,
+        sealed: impl IntoIterator<Item = &'s str>,
+    ) -> Result<Vec<WebhookSecret>, PortError> {
+        let mut out = Vec::new();
+        for s in sealed {
+            out.push(self.secret(s).await?);
         }
         Ok(out)
     }
@@ -336,6 +312,9 @@ mod tests {
             trigger_previous: None,
             link: LinkKey::generate(),
         };
+        let (cache, sealed) = cached(&s);
+        let webhook_at =
+            |sealed: &SealedSecrets, now| block(cache.webhook_at(sealed, now)).unwrap();
         let sign = |k: &WebhookSecret| k.sign("msg_1", 0, b"{}").unwrap();
         let ok = |now: Timestamp, k: &WebhookSecret| {
             let sig = sign(k);
@@ -344,19 +323,19 @@ mod tests {
                 timestamp: Some("0"),
                 signature: Some(&sig),
             };
-            crate::signature::verify(h, b"{}", s.webhook_at(now), 0).is_ok()
+            crate::signature::verify(h, b"{}", &webhook_at(&sealed, now), 0).is_ok()
         };
         let before = until - jiff::SignedDuration::from_secs(1);
         assert!(ok(before, &old) && ok(before, &new));
         assert!(!ok(until, &old), "refused from the end of the overlap on");
         assert!(ok(until, &new));
-        assert_eq!(s.webhook_at(until).len(), 1);
+        assert_eq!(webhook_at(&sealed, until).len(), 1);
         // A record without an end (never rotated) accepts all it lists.
-        let legacy = OpenedSecrets {
+        let legacy = SealedSecrets {
             webhook_previous_until: None,
-            ..s.clone()
+            ..sealed.clone()
         };
-        assert_eq!(legacy.webhook_at(until).len(), 2);
+        assert_eq!(webhook_at(&legacy, until).len(), 2);
     }
 
     #[test]
@@ -370,8 +349,10 @@ mod tests {
             trigger_previous: Some((old.clone(), until)),
             link: LinkKey::generate(),
         };
+        let (cache, sealed) = cached(&s);
+        let signers = |now| block(cache.trigger_signers_at(&sealed, now)).unwrap();
         let keys = |now| {
-            s.trigger_signers_at(now)
+            signers(now)
                 .iter()
                 .map(|k| k.expose().to_owned())
                 .collect::<Vec<_>>()
@@ -380,16 +361,24 @@ mod tests {
         assert_eq!(keys(before), [new.expose(), old.expose()]);
         assert_eq!(keys(until), [new.expose()]);
         let headers = |now| {
-            crate::signature::signed_headers(&s.trigger_signers_at(now), "trg_1", 0, b"{}").unwrap()
-                [2]
-            .1
-            .clone()
+            let signers = signers(now);
+            let refs: Vec<&WebhookSecret> = signers.iter().collect();
+            crate::signature::signed_headers(&refs, "trg_1", 0, b"{}").unwrap()[2]
+                .1
+                .clone()
         };
         assert_eq!(headers(before).split(' ').count(), 2);
         assert_eq!(headers(until).split(' ').count(), 1);
         // Debug shows none of them.
         let dbg = format!("{s:?}");
         assert!(!dbg.contains(new.expose()) && !dbg.contains(old.expose()));
+    }
+
+    /// `opened` sealed by a counting key service, and a cache over it.
+    fn cached(opened: &OpenedSecrets) -> (SecretCache, SealedSecrets) {
+        let keys = Arc::new(CountingKeys::default());
+        let sealed = block(seal(keys.as_ref(), opened)).unwrap();
+        (SecretCache::new(keys, Duration::from_secs(3600)), sealed)
     }
 
     #[test]

@@ -375,6 +375,11 @@ impl DueIndex for DynamoStore {
 
 const AUDIT_HEAD: &str = "AUDITHEAD";
 
+/// An audit record's sort key: zero-padded, so the records sort in sequence order.
+fn audit_sk(seq: u64) -> String {
+    format!("AUDIT#{seq:012}")
+}
+
 #[async_trait]
 impl AuditLog for DynamoStore {
     async fn append(
@@ -409,36 +414,32 @@ impl AuditLog for DynamoStore {
             let ttl = at.as_second() + pil_shared::audit::RETENTION_DAYS * 86_400;
             let mut item: Item = HashMap::new();
             item.insert("pk".into(), s(pk(practice)));
-            item.insert("sk".into(), s(format!("AUDIT#{:012}", record.seq)));
+            item.insert("sk".into(), s(audit_sk(record.seq)));
             item.insert("doc".into(), to_doc(&record)?);
             item.insert("ttl".into(), n(u64::try_from(ttl).unwrap_or(0)));
-            let ours = match self.put(item, "attribute_not_exists(pk)", None).await {
-                Ok(()) => true,
+            match self.put(item, "attribute_not_exists(pk)", None).await {
+                Ok(()) => {}
                 Err(StoreError::Conflict) => {
                     // Record head+1 exists: ours (a retried put whose first answer was lost:
                     // same event, same time, same chain, so the same hash) or another
                     // append's whose head update is pending or under way.
                     let taken = self
-                        .get(pk(practice), format!("AUDIT#{:012}", record.seq))
+                        .get(pk(practice), audit_sk(record.seq))
                         .await?
                         .ok_or(StoreError::Conflict)
                         .and_then(|it| from_doc::<AuditRecord>(&it))?;
-                    let ours = taken.hash == record.hash;
-                    self.advance_audit_head(practice, prev.as_ref().map(|p| p.0), &taken)
-                        .await?;
-                    if !ours {
+                    if taken.hash != record.hash {
+                        self.advance_audit_head(practice, prev.as_ref().map(|p| p.0), &taken)
+                            .await?;
                         tokio::time::sleep(std::time::Duration::from_millis(5 + attempt * 7)).await;
                         continue;
                     }
-                    true
                 }
                 Err(e) => return Err(e),
-            };
-            if ours {
-                self.advance_audit_head(practice, prev.as_ref().map(|p| p.0), &record)
-                    .await?;
-                return Ok(record);
             }
+            self.advance_audit_head(practice, prev.as_ref().map(|p| p.0), &record)
+                .await?;
+            return Ok(record);
         }
         Err(StoreError::Conflict)
     }

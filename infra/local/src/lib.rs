@@ -10,3 +10,13 @@ pub mod pms;
 pub mod scenario;
 pub mod stack;
 pub mod template;
+
+/// Logs of the local tools (the stack, the benches) as compact text on stderr, filtered by
+/// `RUST_LOG` or else `default` (e.g. "warn").
+pub fn init_stderr_logging(default: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

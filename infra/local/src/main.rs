@@ -29,11 +29,7 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+    pil_local::init_stderr_logging("warn");
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run => run().await,

@@ -4,6 +4,8 @@
 mod common;
 use common::run;
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 use pil_local::stack::{Stack, StackOptions, workspace_root};
 use pil_shared::audit::AuditRecord;
@@ -50,20 +52,25 @@ async fn practice_with_chain(stack: &Stack, env: &[(String, String)], id: &str) 
 /// The audit head's sort key (infra/aws/src/store.rs).
 const HEAD_SK: &str = "AUDITHEAD";
 
-async fn record(stack: &Stack, id: &str, seq: u64) -> AuditRecord {
+/// The practice's stored item under `sk`.
+async fn item(stack: &Stack, id: &str, sk: &str) -> HashMap<String, AttributeValue> {
     let table = stack.resource("StateTable").unwrap();
-    let item = stack
+    stack
         .clients
         .dynamodb
         .get_item()
         .table_name(table)
         .key("pk", AttributeValue::S(format!("P#{id}")))
-        .key("sk", AttributeValue::S(format!("AUDIT#{seq:012}")))
+        .key("sk", AttributeValue::S(sk.to_owned()))
         .send()
         .await
         .unwrap()
         .item
-        .unwrap();
+        .unwrap()
+}
+
+async fn record(stack: &Stack, id: &str, seq: u64) -> AuditRecord {
+    let item = item(stack, id, &format!("AUDIT#{seq:012}")).await;
     serde_dynamo::from_attribute_value(item["doc"].clone()).unwrap()
 }
 
@@ -170,18 +177,7 @@ async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
         record(&stack, "audit-lag", 4).await.prev,
         record(&stack, "audit-lag", 3).await.hash
     );
-    let head = stack
-        .clients
-        .dynamodb
-        .get_item()
-        .table_name(&table)
-        .key("pk", AttributeValue::S("P#audit-lag".into()))
-        .key("sk", AttributeValue::S(HEAD_SK.into()))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let head = item(&stack, "audit-lag", HEAD_SK).await;
     assert_eq!(
         head["seq"],
         AttributeValue::N("4".into()),

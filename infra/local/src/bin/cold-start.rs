@@ -641,11 +641,7 @@ fn bin_dir(cli: &Cli, root: &Path) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+    pil_local::init_stderr_logging("error");
     let cli = Cli::parse();
     match bench(&cli).await {
         Ok(missed) if missed.is_empty() || !cli.enforce => {

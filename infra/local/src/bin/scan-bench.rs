@@ -75,11 +75,7 @@ enum Mode {
 #[tokio::main]
 async fn main() -> ExitCode {
     // The refusals this bench sends on purpose are logged at warn (ids and reason codes).
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+    pil_local::init_stderr_logging("error");
     let cli = Cli::parse();
     let mut failures = Vec::new();
     let started = Instant::now();
