@@ -88,7 +88,7 @@ impl StackOptions {
     pub fn ephemeral(workspace: PathBuf) -> Result<Self> {
         Ok(Self {
             workspace,
-            api_port: crate::moto::free_port()?,
+            api_port: 0,
             emulator_port: crate::moto::free_port()?,
             pms_port: 0,
             tick: None,
@@ -251,6 +251,17 @@ pub fn workspace_root() -> PathBuf {
 
 impl Stack {
     pub async fn start(opts: StackOptions) -> Result<Self> {
+        // The local API's socket first: an ephemeral stack asks for any free port (0) and
+        // keeps the socket, so no other stack starting meanwhile can take it.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port))
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the local API on port {} (set PIL_API_PORT)",
+                    opts.api_port
+                )
+            })?;
+        let api_port = listener.local_addr()?.port();
         let moto = Moto::start(&opts.workspace, opts.emulator_port).await?;
         let clients = Clients::local(&moto.url, REGION);
         let deployed = deploy(&opts.workspace, &clients).await?;
@@ -271,7 +282,7 @@ impl Stack {
                 }
             }
         }
-        let api_url = format!("http://127.0.0.1:{}", opts.api_port);
+        let api_url = format!("http://127.0.0.1:{api_port}");
         let meter = Meter::enabled();
         let faults = if opts.fault_proxy {
             Some(FaultProxy::start(&moto.url).await?)
@@ -340,15 +351,7 @@ impl Stack {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        // The local API Gateway.
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port))
-            .await
-            .with_context(|| {
-                format!(
-                    "binding the local API on port {} (set PIL_API_PORT)",
-                    opts.api_port
-                )
-            })?;
+        // The local API Gateway (its socket was bound first thing).
         let state = Arc::new(ApiState {
             routes: deployed.routes.clone(),
             handlers: handlers.clone(),
