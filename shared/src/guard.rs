@@ -77,23 +77,12 @@ static IPV4: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{1,3}(\.\d{1,3}){3}(:\d+
 static IPV6: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\[?[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}\]?$"));
 static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{3}[- .]\d{2}[- .]\d{4}$"));
-// DATE, MRN_LABEL and UUID are the patterns a well-formed ref can reach (see `warm_up`), so
-// they are ASCII-only: a fraction of the compile time of Unicode classes, and a value with
-// anything non-ASCII in it is refused by the ref format whichever pattern names it.
-static DATE: LazyLock<Regex> = LazyLock::new(|| {
-    re(
-        r"^([0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4})([T ].*)?$",
-    )
-});
 static DATE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"(?i)^\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{2,4}$|^(?i)(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2},?\s+\d{2,4}$",
     )
 });
 static PHONE: LazyLock<Regex> = LazyLock::new(|| re(r"^\+?[\d\s().-]{7,24}$"));
-static MRN_LABEL: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i-u)^(mrn|med\s*rec|chart|acct|account|patient|pt|dob|ssn)[\s#:._-]*[0-9]")
-});
 static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"(?i)^\d+[a-z]?\s+.*\b(st|street|ave|avenue|rd|road|blvd|boulevard|dr|drive|ln|lane|way|ct|court|pl|place|pkwy|parkway|hwy|highway|suite|ste|apt|unit|terrace|ter|circle|cir)\b|(?i)\bp\.?\s?o\.?\s+box\b",
@@ -103,32 +92,13 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
 /// a title plus a name, or any phrase. Refs never contain white space.
 static WORDS: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[\p{L}][\p{L}'’.-]*(\s+[\p{L}][\p{L}'’.,-]*)+$"));
-static UUID: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
-});
-
-/// Compiles, in the receiver's Lambda init, the patterns a well-formed request reaches: it
-/// checks one ref of each common shape (prefixed random, UUID, ULID), which compiles the
-/// label, date and UUID patterns (about 0.6 ms). The other nine (about 4.6 ms: Unicode classes)
-/// run only for values that look like PHI, so they stay lazy: a refused payload may pay for
-/// them once per container, a clean one never (docs/performance.md).
-pub fn warm_up() {
-    for r in [
-        "p_7Hq2kX9mZ4rT1vB8yW3n",
-        "appt_Qm8Zr2Lx7Vt4Nw9Kc1Pb",
-        "3f6c2a9e-8b1d-4e57-a0c4-9d2b7e1f5a38",
-        "01JD4R8Q6W9ZB3K7M2N5P8T1VX",
-    ] {
-        let _ = check_ref(r);
-    }
-}
 
 /// Checks one opaque-reference value. `Ok(())` means it may be stored.
 pub fn check_ref(value: &str) -> Result<(), PhiRule> {
     if let Some(rule) = phi_shape(value) {
         return Err(rule);
     }
-    if value.len() == 36 && UUID.is_match(value) {
+    if is_uuid(value) {
         return Ok(());
     }
     opaque_shape(value)
@@ -178,7 +148,8 @@ fn phi_shape(v: &str) -> Option<PhiRule> {
     }
     // A date in figures starts with a digit; in words it has white space.
     let digit_first = b.first().is_some_and(u8::is_ascii_digit);
-    if digits >= 3 && ((digit_first && DATE.is_match(t)) || (has_space && DATE_WORDS.is_match(t))) {
+    if digits >= 3 && ((digit_first && is_numeric_date(t)) || (has_space && DATE_WORDS.is_match(t)))
+    {
         return Some(PhiRule::Date);
     }
     if !b.is_empty() && digits == b.len() {
@@ -194,7 +165,7 @@ fn phi_shape(v: &str) -> Option<PhiRule> {
     }
     // Every label starts with one of these letters.
     let label_first = b.first().is_some_and(|c| b"mcapdsMCAPDS".contains(c));
-    if has_alpha && digits > 0 && label_first && MRN_LABEL.is_match(t) {
+    if has_alpha && digits > 0 && label_first && is_mrn_label(t) {
         return Some(PhiRule::Mrn);
     }
     if (has_space || other_punct) && ADDRESS.is_match(t) {
@@ -204,6 +175,75 @@ fn phi_shape(v: &str) -> Option<PhiRule> {
         return Some(PhiRule::PersonName);
     }
     None
+}
+
+// The three shapes a well-formed ref can reach (a ref that starts with a digit and has three
+// of them, a ref that starts with a label's letter, a UUID) are matched by hand: no regex is
+// compiled in the receiver's init or on its first clean request (docs/performance.md). Each
+// is the regex beside it, exactly; the `hand_matchers_are_their_regexes` proptest holds them
+// to it.
+
+/// `^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$`
+fn is_uuid(v: &str) -> bool {
+    v.len() == 36
+        && v.bytes().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// `^([0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4})([T ].*)?$`
+/// (`.` is any character but a line feed).
+fn is_numeric_date(v: &str) -> bool {
+    /// Digit groups (fewest, most digits) separated by one of `-/.`, then the tail.
+    fn groups(b: &[u8], counts: &[(usize, usize)]) -> bool {
+        let Some((&(lo, hi), rest)) = counts.split_first() else {
+            return match b.split_first() {
+                None => true,
+                Some((b'T' | b' ', tail)) => !tail.contains(&b'\n'),
+                Some(_) => false,
+            };
+        };
+        let run = b.iter().take_while(|c| c.is_ascii_digit()).count();
+        (lo..=hi.min(run)).any(|n| {
+            let after = &b[n..];
+            if rest.is_empty() {
+                groups(after, rest)
+            } else {
+                matches!(after.split_first(), Some((b'-' | b'/' | b'.', next)) if groups(next, rest))
+            }
+        })
+    }
+    let b = v.as_bytes();
+    groups(b, &[(4, 4), (1, 2), (1, 2)]) || groups(b, &[(1, 2), (1, 2), (2, 4)])
+}
+
+/// `(?i-u)^(mrn|med\s*rec|chart|acct|account|patient|pt|dob|ssn)[\s#:._-]*[0-9]`
+fn is_mrn_label(v: &str) -> bool {
+    // `\s` without Unicode: tab, line feed, vertical tab, form feed, carriage return, space.
+    let space = |c: &u8| matches!(c, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ');
+    let strip = |b: &'static str, s: &[u8]| -> Option<usize> {
+        (s.len() >= b.len() && s[..b.len()].eq_ignore_ascii_case(b.as_bytes())).then_some(b.len())
+    };
+    let digit_after = |s: &[u8]| {
+        let n = s
+            .iter()
+            .take_while(|c| space(c) || b"#:._-".contains(c))
+            .count();
+        s.get(n).is_some_and(u8::is_ascii_digit)
+    };
+    let b = v.as_bytes();
+    let labelled = [
+        "mrn", "chart", "acct", "account", "patient", "pt", "dob", "ssn",
+    ]
+    .into_iter()
+    .any(|l| strip(l, b).is_some_and(|n| digit_after(&b[n..])));
+    labelled
+        || strip("med", b).is_some_and(|n| {
+            let rest = &b[n..];
+            let gap = rest.iter().take_while(|c| space(c)).count();
+            strip("rec", &rest[gap..]).is_some_and(|m| digit_after(&rest[gap + m..]))
+        })
 }
 
 fn is_compact_date(s: &str) -> bool {
@@ -265,6 +305,115 @@ fn opaque_shape(v: &str) -> Result<(), PhiRule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The regexes the hand matchers replaced, verbatim.
+    const UUID_RE: &str =
+        r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$";
+    const DATE_RE: &str = r"^([0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4})([T ].*)?$";
+    const MRN_LABEL_RE: &str =
+        r"(?i-u)^(mrn|med\s*rec|chart|acct|account|patient|pt|dob|ssn)[\s#:._-]*[0-9]";
+
+    /// Strings made of the pieces each pattern turns on (digits, separators, label words in
+    /// either case, white space including a line feed and a vertical tab, hex letters and a
+    /// few characters none of the patterns accept), so most cases land near a boundary.
+    static REGEXES: LazyLock<[Regex; 3]> =
+        LazyLock::new(|| [re(UUID_RE), re(DATE_RE), re(MRN_LABEL_RE)]);
+
+    fn near_miss() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            "[0-9]{1,5}",
+            "[-/.T :#_]",
+            "[ \t\n\x0B\x0C\r]{1,2}",
+            "(mrn|MRN|med|Med|rec|REC|chart|acct|account|Account|patient|pt|PT|dob|ssn|Ssn)",
+            "[a-fA-F0-9]{4,12}",
+            "[gZé@]",
+        ];
+        proptest::collection::vec(piece, 0..9).prop_map(|v| v.concat())
+    }
+
+    /// Three digit groups of one to five digits, separated by a date's separators (or not),
+    /// then a tail.
+    fn date_like() -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec(("[0-9]{1,5}", "[-/._]"), 3),
+            "(|T|T09:30|T0\n|  1| |x|0)",
+        )
+            .prop_map(|(groups, tail)| {
+                let mut v: String = groups.into_iter().map(|(d, sep)| d + &sep).collect();
+                v.pop();
+                v + &tail
+            })
+    }
+
+    /// A label (or a near one) in any case, separators and white space, then a digit or not.
+    fn label_like() -> impl Strategy<Value = String> {
+        (
+            "(mrn|med|medrec|med  rec|med\x0Brec|chart|acct|account|patient|pt|dob|ssn|mr|dobb|ptx)",
+            any::<bool>(),
+            "[ \t\n\x0B\x0C\r#:._/-]{0,3}",
+            "[0-9a-z]{0,2}",
+        )
+            .prop_map(|(l, upper, sep, rest)| {
+                let l = if upper { l.to_ascii_uppercase() } else { l };
+                l + &sep + &rest
+            })
+    }
+
+    fn uuid_like() -> impl Strategy<Value = String> {
+        ("[0-9a-fA-F]{32}", 0usize..36, "[0-9a-gA-G-]").prop_map(|(hex, at, c)| {
+            let mut u = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..]
+            );
+            // One character replaced by anything nearby: a hex digit, a `g`, a hyphen.
+            u.replace_range(at..=at, &c);
+            u
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn hand_matchers_are_their_regexes(v in prop_oneof![near_miss(), date_like(), label_like(), uuid_like(), any::<String>()]) {
+            prop_assert_eq!(is_uuid(&v), REGEXES[0].is_match(&v), "uuid");
+            prop_assert_eq!(is_numeric_date(&v), REGEXES[1].is_match(&v), "date");
+            prop_assert_eq!(is_mrn_label(&v), REGEXES[2].is_match(&v), "mrn label");
+        }
+    }
+
+    #[test]
+    fn hand_matchers_on_their_edges() {
+        let cases: [(&str, bool, bool, bool); 12] = [
+            // (value, uuid, date, mrn label)
+            ("3f6c2a9e-8b1d-4e57-a0c4-9d2b7e1f5a38", true, false, false),
+            ("3f6c2a9e-8b1d-4e57-a0c4-9d2b7e1f5a3g", false, false, false),
+            ("3f6c2a9e8b1d-4e57-a0c4-9d2b7e1f5a38-", false, false, false),
+            ("1985-03-14", false, true, false),
+            ("1985-03-14T09:30", false, true, false),
+            ("1985-03-14T09\n30", false, false, false),
+            ("3/4/85", false, true, false),
+            ("3/4/8", false, false, false),
+            ("12345-03-14", false, false, false),
+            ("Med \x0B Rec#:_ 7", false, false, true),
+            ("accountX1", false, false, false),
+            ("PT--9abc", false, false, true),
+        ];
+        for (v, uuid, date, mrn) in cases {
+            assert_eq!(
+                (is_uuid(v), is_numeric_date(v), is_mrn_label(v)),
+                (uuid, date, mrn),
+                "{v:?}"
+            );
+            assert_eq!(REGEXES[0].is_match(v), uuid, "{v:?}");
+            assert_eq!(REGEXES[1].is_match(v), date, "{v:?}");
+            assert_eq!(REGEXES[2].is_match(v), mrn, "{v:?}");
+        }
+    }
 
     #[test]
     fn accepts_the_reference_examples() {

@@ -2,7 +2,9 @@ use lambda_runtime::{Error, run, service_fn};
 use pil_aws::{Clients, Config, Meter};
 use webhook_receiver::{Deps, handler};
 
-#[tokio::main]
+// One event at a time per execution environment: a current-thread runtime, no worker
+// threads to start in init (docs/performance.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     pil_aws::init_logging();
     let config = Config::from_env();
@@ -11,10 +13,5 @@ async fn main() -> Result<(), Error> {
         &config,
         Meter::default(),
     )?;
-    // The PHI guard's patterns a clean request reaches: compiled in init, not on the first
-    // request (the rest only ever run on values that look like PHI).
-    if config.warm_up() {
-        pil_shared::guard::warm_up();
-    }
     run(service_fn(|event| handler(&deps, event))).await
 }

@@ -271,7 +271,7 @@ impl Adapters {
         let keys = KmsKeys::new(clients.kms.clone(), config.get("KMS_KEY_ID")?);
         // Opened secrets are cached per practice, keyed by their sealed form (a rotation is
         // seen at the next read of the practice), for at most SECRET_CACHE_SECONDS (6 h): each
-        // refresh costs three KMS calls per practice and function (docs/cost.md); the bound is
+        // refresh costs one KMS Decrypt per practice and function (docs/cost.md); the bound is
         // how long a warm container keeps using secrets after the key is disabled.
         let ttl = Duration::from_secs(config.num("SECRET_CACHE_SECONDS", 21_600));
         let secrets = Arc::new(SecretCache::new(Arc::new(keys), ttl));

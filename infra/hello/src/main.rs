@@ -1,5 +1,7 @@
 //! The cold-start baseline (`make bench-cold`): the smallest real `lambda_runtime` function,
-//! on the same tokio runtime flavour as the handlers. It echoes its event.
+//! as the `lambda_runtime` README writes it (`#[tokio::main]`: the multi-thread runtime). It
+//! echoes its event. The handlers run on the current-thread runtime; the bench shows
+//! `hello-lambda-current-thread` beside this one.
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;

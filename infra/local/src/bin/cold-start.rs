@@ -56,6 +56,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 const BASELINE: &str = "hello-lambda";
+/// The baseline on tokio's current-thread runtime (the handlers' flavour): shown beside the
+/// goal's baseline, with each handler's ratio to it, so the runtime's share is visible.
+const BASELINE_CURRENT_THREAD: &str = "hello-lambda-current-thread";
 /// 8 MB in decimal megabytes: the stricter reading of the goal (8 MiB is 8,388,608).
 const SIZE_GOAL_BYTES: u64 = 8_000_000;
 const PRACTICE: &str = "bench-clinic";
@@ -562,6 +565,8 @@ struct Row {
     size_bytes: u64,
     init_median_ms: f64,
     init_ratio: f64,
+    /// init_median_ms / the current-thread baseline's.
+    init_ratio_current_thread: f64,
     first_invoke_median_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     init_median_no_warmup_ms: Option<f64>,
@@ -677,6 +682,7 @@ async fn bench(cli: &Cli) -> Result<Vec<String>> {
     std::fs::create_dir_all(&logs)?;
     for b in [
         BASELINE,
+        BASELINE_CURRENT_THREAD,
         "webhook-receiver",
         "scheduler-scan",
         "approval-check",
@@ -808,6 +814,14 @@ async fn run_all(
     );
     hello.load = Some(load(&hello, vec![json!({"hello": "world"}); 20]).await?);
     subjects.push(hello);
+    let mut hello_ct = subject(
+        BASELINE_CURRENT_THREAD,
+        BASELINE_CURRENT_THREAD.into(),
+        Vec::new(),
+        json!({"hello": "world"}),
+    );
+    hello_ct.load = Some(load(&hello_ct, vec![json!({"hello": "world"}); 20]).await?);
+    subjects.push(hello_ct);
 
     // Receiver: signed 100-event batches.
     let name = "WebhookReceiverFunction";
@@ -968,7 +982,7 @@ async fn run_all(
             )
             .await?;
             s.cold.push(out);
-            if cli.compare_warm && s.name != BASELINE {
+            if cli.compare_warm && !s.name.starts_with(BASELINE) {
                 let event = if s.name == "WebhookReceiverFunction" {
                     webhook_batch(PRACTICE, &secret, 10)?
                 } else {
@@ -1001,6 +1015,11 @@ async fn run_all(
         )
     };
     let base_init = init_of(&subjects[0].cold);
+    let ct_init = subjects
+        .iter()
+        .find(|s| s.name == BASELINE_CURRENT_THREAD)
+        .map(|s| init_of(&s.cold))
+        .ok_or_else(|| anyhow!("no {BASELINE_CURRENT_THREAD} row"))?;
     let mut rows = Vec::new();
     let mut missed = Vec::new();
     for s in &subjects {
@@ -1014,6 +1033,7 @@ async fn run_all(
             size_bytes: size,
             init_median_ms: round3(init),
             init_ratio: round3(ratio),
+            init_ratio_current_thread: round3(init / ct_init),
             first_invoke_median_ms: round3(first_of(&s.cold)),
             init_median_no_warmup_ms: (!s.cold_no_warm.is_empty())
                 .then(|| round3(init_of(&s.cold_no_warm))),
@@ -1023,7 +1043,7 @@ async fn run_all(
             load_invocations: load.map(|l| l.invokes.len()).unwrap_or_default(),
             memory_size_mb: s.memory_size,
         });
-        if s.name != BASELINE {
+        if s.name != BASELINE && s.name != BASELINE_CURRENT_THREAD {
             if size > SIZE_GOAL_BYTES {
                 missed.push(format!(
                     "{}: {} is {size} bytes (goal ≤ {SIZE_GOAL_BYTES})",
@@ -1072,8 +1092,8 @@ fn print_table(rows: &[Row], cli: &Cli) {
     );
     let warm = rows.iter().any(|r| r.init_median_no_warmup_ms.is_some());
     let mut head =
-        "| function | binary | stripped size | init ms | × baseline | first invoke ms |".to_owned();
-    let mut rule = "|---|---|---:|---:|---:|---:|".to_owned();
+        "| function | binary | stripped size | init ms | × baseline | × current-thread baseline | first invoke ms |".to_owned();
+    let mut rule = "|---|---|---:|---:|---:|---:|---:|".to_owned();
     if warm {
         head.push_str(" init ms, no warm-up | first invoke ms, no warm-up |");
         rule.push_str("---:|---:|");
@@ -1083,12 +1103,13 @@ fn print_table(rows: &[Row], cli: &Cli) {
     println!("{head}\n{rule}");
     for r in rows {
         let mut line = format!(
-            "| {} | {} | {:.2} MiB | {:.2} | ×{:.2} | {:.2} |",
+            "| {} | {} | {:.2} MiB | {:.2} | ×{:.2} | ×{:.2} | {:.2} |",
             r.function,
             r.binary,
             r.size_bytes as f64 / 1_048_576.0,
             r.init_median_ms,
             r.init_ratio,
+            r.init_ratio_current_thread,
             r.first_invoke_median_ms
         );
         if warm {
