@@ -13,8 +13,8 @@ async fn main() -> Result<(), Error> {
         &config,
         Meter::default(),
     )?;
-    // The pages' CSP hashes their stylesheet (fonts inlined): build it in init, not on the
-    // first request.
+    // The pages' headers (their CSP names the stylesheet's hash, computed at build time):
+    // built in init, not on the first request.
     if config.warm_up() {
         let _ = pil_aws::lambda::page_headers();
     }

@@ -27,11 +27,13 @@ struct IndexDef {
 }
 
 const INDEXES: [IndexDef; 3] = [
+    // ByPatient: keys only.
     IndexDef {
         pk: "gsi1pk",
         sk: "gsi1sk",
-        projects_all: true,
+        projects_all: false,
     },
+    // DueIndex: keys only.
     IndexDef {
         pk: "gsi2pk",
         sk: "gsi2sk",
@@ -172,6 +174,23 @@ impl Meter {
         });
     }
 
+    /// One BatchGetItem: each key is charged as a GetItem of it would be (its item's size
+    /// rounded up to 4 KiB on its own; a key that found nothing at the minimum).
+    pub fn batch_read(&self, found: &[Item], missing: usize, consistent: bool) {
+        let per = if consistent { 1.0 } else { 0.5 };
+        let u = per
+            * (found
+                .iter()
+                .map(|i| units(item_size(i).max(1), 4096))
+                .sum::<f64>()
+                + missing as f64);
+        self.with(|c| {
+            c.read_units += u;
+            c.read_requests += 1;
+            c.items_read += found.len() as u64;
+        });
+    }
+
     pub fn query(&self, items: &[Item], consistent: bool) {
         let size: usize = items.iter().map(item_size).sum();
         let u = units(size.max(1), 4096) * if consistent { 1.0 } else { 0.5 };
@@ -254,6 +273,62 @@ mod tests {
         item.insert("big".into(), s(&"x".repeat(1500)));
         m.write(&item, None);
         assert_eq!(m.snapshot().write_units, 2.0, "1.5 KiB item is two units");
+    }
+
+    #[test]
+    fn a_keys_only_index_costs_nothing_while_its_keys_stay() {
+        let m = Meter::enabled();
+        let old: Item = [
+            ("pk".to_owned(), s("P#x")),
+            ("sk".to_owned(), s("APPT#a")),
+            ("gsi1pk".to_owned(), s("P#x#PAT#p")),
+            ("gsi1sk".to_owned(), s("APPT#a")),
+            ("doc".to_owned(), s("booked")),
+        ]
+        .into();
+        m.write(&old, None);
+        assert_eq!(
+            m.snapshot().total_write_units(),
+            2.0,
+            "item + ByPatient entry"
+        );
+        m.reset();
+        let mut new = old.clone();
+        new.insert("doc".into(), s("cancelled"));
+        m.write(&new, Some(&old));
+        assert_eq!(
+            m.snapshot().total_write_units(),
+            1.0,
+            "a change outside the keys: the item only"
+        );
+        m.reset();
+        new.insert("gsi2pk".into(), s("P#x#DUE"));
+        new.insert("gsi2sk".into(), s("2026-01-01#APPT#a"));
+        m.write(&new, Some(&old));
+        assert_eq!(
+            m.snapshot().total_write_units(),
+            2.0,
+            "a no-show: the item and its new DueIndex entry"
+        );
+    }
+
+    #[test]
+    fn a_batch_get_charges_each_key_as_a_get() {
+        let m = Meter::enabled();
+        let small: Item = [("pk".to_owned(), s("P#x")), ("sk".to_owned(), s("A"))].into();
+        let big: Item = [
+            ("pk".to_owned(), s("P#x")),
+            ("sk".to_owned(), s(&"y".repeat(5000))),
+        ]
+        .into();
+        m.batch_read(&[small, big], 1, false);
+        let c = m.snapshot();
+        assert_eq!(
+            c.read_units,
+            0.5 + 1.0 + 0.5,
+            "½ + two 4 KiB halves + ½ for the miss"
+        );
+        assert_eq!((c.read_requests, c.items_read), (1, 2));
     }
 
     #[test]

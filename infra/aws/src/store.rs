@@ -15,6 +15,12 @@
 //! Each record's domain value sits in one `doc` map (serde_dynamo); `ver`/`rev` make every
 //! write conditional on what was read.
 //!
+//! ByPatient (gsi1) and DueIndex (gsi2) project keys only: a write that changes a record
+//! but not its index keys (a reschedule, a cancellation, an action's approval or delivery)
+//! costs no index write, and a reader fetches the records the index names
+//! ([`DynamoStore::fetch_indexed`], BatchGetItem). Half a read unit per record against one
+//! index write per change.
+//!
 //! ByDelivery (gsi3) lists a practice's delivered actions by UTC delivery date
 //! (`P#{practice}#DLV`, `{date}#{id}`), so the digest's day summary reads the last two weeks'
 //! deliveries, however long the practice's history.
@@ -29,7 +35,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, WriteRequest,
+    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnValue, TransactWriteItem,
+    WriteRequest,
 };
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -61,6 +68,10 @@ pub struct DynamoStore {
 const BY_PATIENT: &str = "ByPatient";
 const DUE_INDEX: &str = "DueIndex";
 const BY_DELIVERY: &str = "ByDelivery";
+/// Keys per BatchGetItem request (DynamoDB's limit).
+const BATCH_GET_MAX: usize = 100;
+/// BatchGetItem requests for one set of keys before unprocessed keys fail the read.
+const BATCH_GET_ATTEMPTS: u32 = 5;
 /// Sorts after every date in the due index's sort keys.
 const DUE_KEY_END: &str = "~";
 
@@ -196,6 +207,67 @@ impl DynamoStore {
         let out = req.send().await.map_err(map_err)?;
         self.meter.write(&item, out.attributes.as_ref());
         Ok(())
+    }
+
+    /// The items an index query returned the keys of (ByPatient projects keys only), read
+    /// with BatchGetItem, eventually consistent like the index itself, in sort-key order. An
+    /// item deleted since the query is left out; keys DynamoDB leaves unprocessed (throttling)
+    /// are asked for again, a few times, then the read fails as transient.
+    async fn fetch_indexed(&self, found: &[Item]) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::with_capacity(found.len());
+        let keys: Vec<Item> = found
+            .iter()
+            .filter_map(|i| {
+                Some(
+                    [
+                        ("pk".to_owned(), i.get("pk")?.clone()),
+                        ("sk".to_owned(), i.get("sk")?.clone()),
+                    ]
+                    .into(),
+                )
+            })
+            .collect();
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            let mut pending = chunk.to_vec();
+            let mut attempt = 0u32;
+            while !pending.is_empty() {
+                let asked = pending.len();
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(false)
+                    .build()
+                    .map_err(|_| StoreError::Permanent("batch get request".into()))?;
+                let resp = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(map_err)?;
+                let got = resp
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default();
+                pending = resp
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                self.meter
+                    .batch_read(&got, asked - got.len() - pending.len(), false);
+                out.extend(got);
+                if !pending.is_empty() {
+                    attempt += 1;
+                    if attempt >= BATCH_GET_ATTEMPTS {
+                        return Err(StoreError::Transient("unprocessed keys".into()));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                }
+            }
+        }
+        let sk = |i: &Item| i.get("sk").and_then(|v| v.as_s().ok()).cloned();
+        out.sort_by_key(sk);
+        Ok(out)
     }
 
     async fn query_all(
@@ -548,6 +620,7 @@ impl PatientIndex for DynamoStore {
                 None,
             )
             .await?;
+        let items = self.fetch_indexed(&items).await?;
         items
             .iter()
             .map(from_doc::<Entity>)
@@ -575,6 +648,7 @@ impl PatientIndex for DynamoStore {
                 None,
             )
             .await?;
+        let items = self.fetch_indexed(&items).await?;
         items.iter().map(action_of).collect()
     }
 }
@@ -603,6 +677,7 @@ impl PatientRecords for DynamoStore {
             None,
         );
         let (treatments, consent, indexed) = futures::try_join!(treatments, consent, indexed)?;
+        let indexed = self.fetch_indexed(&indexed).await?;
         let entity = |item: &Item| -> Result<PatientRecord, StoreError> {
             Ok(PatientRecord::Entity(Stored {
                 value: from_doc(item)?,

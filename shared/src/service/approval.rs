@@ -493,58 +493,20 @@ pub struct Page {
     pub outcome: &'static str,
 }
 
-/// The pages' fonts (vendored from `@fontsource/newsreader` and `@fontsource/jetbrains-mono`,
-/// OFL, latin subsets; see `shared/assets/fonts/`), inlined as `data:` URIs because the pages'
-/// CSP allows nothing to be fetched.
-const FONTS: [(&str, u16, &[u8]); 4] = [
-    (
-        "Newsreader",
-        400,
-        include_bytes!("../../assets/fonts/newsreader-latin-400-normal.woff2"),
-    ),
-    (
-        "Newsreader",
-        600,
-        include_bytes!("../../assets/fonts/newsreader-latin-600-normal.woff2"),
-    ),
-    (
-        "JetBrains Mono",
-        400,
-        include_bytes!("../../assets/fonts/jetbrains-mono-latin-400-normal.woff2"),
-    ),
-    (
-        "JetBrains Mono",
-        600,
-        include_bytes!("../../assets/fonts/jetbrains-mono-latin-600-normal.woff2"),
-    ),
-];
-
-/// The pages' whole stylesheet, exactly as it appears inside their one `<style>` element.
+/// The pages' whole stylesheet, exactly as it appears inside their one `<style>` element:
+/// the vendored fonts as `data:` URIs (the CSP allows nothing to be fetched), then
+/// `templates/page.css`. Built by `build.rs`.
 pub fn page_css() -> &'static str {
-    static CSS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    CSS.get_or_init(|| {
-        use base64::Engine as _;
-        let mut css = String::new();
-        for (family, weight, bytes) in FONTS {
-            css.push_str(&format!(
-                "@font-face{{font-family:\"{family}\";font-style:normal;font-weight:{weight};font-display:swap;src:url(data:font/woff2;base64,{}) format(\"woff2\")}}\n",
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            ));
-        }
-        css.push_str(include_str!("../../templates/page.css"));
-        css
-    })
+    include_str!(concat!(env!("OUT_DIR"), "/page.css"))
 }
 
 /// The CSP source that allows exactly the pages' `<style>` element: `'sha256-…'`.
 /// `pil_aws::lambda::page_headers` puts it in the pages' CSP.
 pub fn page_style_csp_source() -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(page_css().as_bytes());
+    // The stylesheet's SHA-256 in base64, computed by `build.rs` (a test recomputes it).
     format!(
         "'sha256-{}'",
-        base64::engine::general_purpose::STANDARD.encode(digest)
+        include_str!(concat!(env!("OUT_DIR"), "/page.css.sha256"))
     )
 }
 
@@ -864,4 +826,42 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
         &decided,
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+
+    /// What build.rs made: every vendored font inlined, then the stylesheet, and the CSP
+    /// hash of exactly that text.
+    #[test]
+    fn the_built_stylesheet_inlines_the_fonts_and_its_csp_hash_is_its_sha256() {
+        let css = super::page_css();
+        let fonts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fonts");
+        let mut inlined = 0;
+        for entry in std::fs::read_dir(fonts).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "woff2") {
+                let b64 =
+                    base64::engine::general_purpose::STANDARD.encode(std::fs::read(&path).unwrap());
+                assert!(
+                    css.contains(&format!("url(data:font/woff2;base64,{b64})")),
+                    "{}",
+                    path.display()
+                );
+                inlined += 1;
+            }
+        }
+        assert_eq!(inlined, 4);
+        assert!(css.ends_with(include_str!("../../templates/page.css")));
+        let digest = sha2::Sha256::digest(css.as_bytes());
+        assert_eq!(
+            super::page_style_csp_source(),
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        );
+    }
 }

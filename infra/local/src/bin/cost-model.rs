@@ -687,9 +687,9 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
         w,
         "{} by ${:.2}. What the figure is made of:\n\n\
          - API Gateway ${:.2}: one HTTP API request per webhook, the price floor of the design card's API Gateway (a Lambda function URL would cost nothing per request, but the design fixes API Gateway in front of the receiver).\n\
-         - DynamoDB ${:.2}: webhooks ${webhook_ddb:.2} (one item write and one index entry per accepted event: the ByPatient or DueIndex entry the scan and erasure find it by; a newer visit moves its DueIndex entry, 3 write units), the actions and their audit records ${action_ddb:.2}.\n\
+         - DynamoDB ${:.2}: webhooks ${webhook_ddb:.2} (the record, plus an index entry where one is added: a new appointment's ByPatient entry, a record entering the DueIndex; a newer visit moves its DueIndex entry, 3 write units; ByPatient projects keys only, so a reschedule or cancellation writes the appointment alone), the actions and their audit records ${action_ddb:.2}.\n\
          - Lambda ${:.2} (${:.2} of it the $0.20/M request fee of the receiver alone), SES ${:.2} (one digest per practice per day), CloudWatch Logs ${:.2}, KMS ${:.2}, EventBridge and SQS ${:.2}.\n\n\
-         Levers not taken (estimated, not measured; none closes the gap alone): ByPatient as a KEYS_ONLY index (appointment and action updates stop rewriting their index entry; the scan and erasure then read the items back: fewer writes, more reads), eventually consistent reads of the practice and the record (½ unit each; a rotation's new secret may be missed for a second), provisioned DynamoDB capacity with auto scaling for a large fleet (on-demand's price per write is ~3.5× a fully used provisioned unit's).",
+         Levers not taken (estimated, not measured; none closes the gap alone): eventually consistent reads of the practice and the record (½ unit each; a rotation's new secret may be missed for a second), provisioned DynamoDB capacity with auto scaling for a large fleet (on-demand's price per write is ~3.5× a fully used provisioned unit's).",
         if total <= 3.0 {
             "Goal met"
         } else {
