@@ -9,7 +9,7 @@ use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::{batch_failures, page_headers, response};
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, MissingVar, SesMailer};
-use pil_shared::ports::CandidateBatch;
+use pil_shared::ports::{CandidateBatch, Mail, Mailer, PortError};
 use pil_shared::service::approval::{self, ApprovalDeps};
 use serde_json::Value;
 
@@ -17,7 +17,9 @@ use serde_json::Value;
 pub struct Deps {
     pub adapters: Adapters,
     pub bus: EventBus,
-    pub mailer: SesMailer,
+    /// The owner's digest: sent by the deployment that consumes candidates, the one with
+    /// `SENDER_EMAIL`. The page deployment has neither the variable nor an SES client.
+    pub mailer: Option<SesMailer>,
     /// Public API URL for links in e-mails. Only the candidates consumer mails; the page
     /// function does not need it (its form posts to a relative path).
     pub base_url: Option<String>,
@@ -28,7 +30,9 @@ impl Deps {
         Ok(Self {
             adapters: Adapters::new(clients, config, meter)?,
             bus: EventBus::new(clients.eventbridge.clone(), config.get("EVENT_BUS_NAME")?),
-            mailer: SesMailer::new(clients.sesv2.clone(), config.get("SENDER_EMAIL")?),
+            mailer: config
+                .opt("SENDER_EMAIL")
+                .map(|from| SesMailer::new(clients.sesv2(), from)),
             base_url: config.opt("PUBLIC_BASE_URL").map(str::to_owned),
         })
     }
@@ -43,11 +47,25 @@ impl Deps {
             admin: s,
             tokens: s,
             bus: &self.bus,
-            mailer: &self.mailer,
+            mailer: match &self.mailer {
+                Some(m) => m,
+                None => &NoMailer,
+            },
             secrets: &self.adapters.secrets,
             clock: &self.adapters.clock,
             base_url: self.base_url.as_deref().unwrap_or_default(),
         }
+    }
+}
+
+/// The mailer of a deployment without `SENDER_EMAIL` (the pages): a digest reaching it is a
+/// misconfiguration, refused as such (the candidate message is retried, then dead-lettered).
+struct NoMailer;
+
+#[async_trait::async_trait]
+impl Mailer for NoMailer {
+    async fn send(&self, _mail: &Mail) -> Result<(), PortError> {
+        Err(PortError::Permanent("no_sender_email".into()))
     }
 }
 

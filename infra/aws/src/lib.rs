@@ -101,7 +101,8 @@ impl Config {
 }
 
 /// The SDK clients, built once per cold start: DynamoDB and KMS always, the others with their
-/// cargo feature (each handler enables only the ones it calls; see Cargo.toml).
+/// cargo feature (each handler enables only the ones it calls; see Cargo.toml). SES is built
+/// on demand ([`Clients::sesv2`]): of the two deployments of approval-check only one mails.
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -110,8 +111,9 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     #[cfg(feature = "eventbridge")]
     pub eventbridge: aws_sdk_eventbridge::Client,
+    /// What [`Clients::sesv2`] builds its client from.
     #[cfg(feature = "sesv2")]
-    pub sesv2: aws_sdk_sesv2::Client,
+    sdk_config: SdkConfig,
 }
 
 /// The root certificates the AWS clients trust: Amazon Trust Services' four roots and the
@@ -160,8 +162,16 @@ impl Clients {
             #[cfg(feature = "eventbridge")]
             eventbridge: aws_sdk_eventbridge::Client::new(cfg),
             #[cfg(feature = "sesv2")]
-            sesv2: aws_sdk_sesv2::Client::new(cfg),
+            sdk_config: cfg.clone(),
         }
+    }
+
+    /// A SESv2 client on the same configuration (and the same HTTPS client). Built by the
+    /// caller once, in init, where mail is sent: each SDK client's construction is a share of
+    /// a cold start (docs/performance.md).
+    #[cfg(feature = "sesv2")]
+    pub fn sesv2(&self) -> aws_sdk_sesv2::Client {
+        aws_sdk_sesv2::Client::new(&self.sdk_config)
     }
 
     /// In Lambda: what [`lambda_sdk_config`] reads from the environment Lambda sets.

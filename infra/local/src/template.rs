@@ -441,7 +441,7 @@ pub async fn deploy(
     // The sender identity for owner e-mail.
     if let Some(sender) = ctx.params.get("SenderEmail").cloned() {
         clients
-            .sesv2
+            .sesv2()
             .create_email_identity()
             .email_identity(&sender)
             .send()
