@@ -253,8 +253,8 @@ impl DynamoStore {
                     .and_then(|mut u| u.remove(&self.table))
                     .map(|k| k.keys)
                     .unwrap_or_default();
-                self.meter
-                    .batch_read(&got, asked - got.len() - pending.len(), false);
+                let missing = asked.saturating_sub(got.len() + pending.len());
+                self.meter.batch_read(&got, missing, false);
                 out.extend(got);
                 if !pending.is_empty() {
                     attempt += 1;
@@ -265,8 +265,10 @@ impl DynamoStore {
                 }
             }
         }
-        let sk = |i: &Item| i.get("sk").and_then(|v| v.as_s().ok()).cloned();
-        out.sort_by_key(sk);
+        fn sk(i: &Item) -> Option<&str> {
+            i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str)
+        }
+        out.sort_by(|a, b| sk(a).cmp(&sk(b)));
         Ok(out)
     }
 

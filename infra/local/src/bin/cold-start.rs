@@ -805,23 +805,12 @@ async fn run_all(
         }
     };
 
-    // Baseline.
-    let mut hello = subject(
-        BASELINE,
-        BASELINE.into(),
-        Vec::new(),
-        json!({"hello": "world"}),
-    );
-    hello.load = Some(load(&hello, vec![json!({"hello": "world"}); 20]).await?);
-    subjects.push(hello);
-    let mut hello_ct = subject(
-        BASELINE_CURRENT_THREAD,
-        BASELINE_CURRENT_THREAD.into(),
-        Vec::new(),
-        json!({"hello": "world"}),
-    );
-    hello_ct.load = Some(load(&hello_ct, vec![json!({"hello": "world"}); 20]).await?);
-    subjects.push(hello_ct);
+    // The baselines: the goal's (first: every ratio is to it), then the current-thread one.
+    for name in [BASELINE, BASELINE_CURRENT_THREAD] {
+        let mut hello = subject(name, name.into(), Vec::new(), json!({"hello": "world"}));
+        hello.load = Some(load(&hello, vec![json!({"hello": "world"}); 20]).await?);
+        subjects.push(hello);
+    }
 
     // Receiver: signed 100-event batches.
     let name = "WebhookReceiverFunction";
