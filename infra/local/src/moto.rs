@@ -28,8 +28,28 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// How many ports [`Moto::start`] tries when asked for any free one.
+const ANY_PORT_ATTEMPTS: usize = 5;
+
 impl Moto {
+    /// Starts moto on `port`, or with `port` 0 on a free port: moto binds it itself, seconds
+    /// after a free one was found, so another process (a parallel test's stack) may take it in
+    /// between; then moto exits at start and another port is tried.
     pub async fn start(workspace: &Path, port: u16) -> Result<Self> {
+        if port != 0 {
+            return Self::start_on(workspace, port).await;
+        }
+        let mut last = None;
+        for _ in 0..ANY_PORT_ATTEMPTS {
+            match Self::start_on(workspace, free_port()?).await {
+                Ok(m) => return Ok(m),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no free port for moto")))
+    }
+
+    async fn start_on(workspace: &Path, port: u16) -> Result<Self> {
         let bin = moto_binary(workspace);
         if !bin.exists() {
             bail!(
@@ -71,11 +91,13 @@ impl Moto {
             if let Some(status) = self.child.try_wait()? {
                 bail!("moto server exited at start ({status})");
             }
+            // moto's own page, not whatever else may answer on the port.
             if client
                 .get(format!("{}/moto-api/", self.url))
                 .send()
                 .await
-                .is_ok()
+                .is_ok_and(|r| r.status().is_success())
+                && self.child.try_wait()?.is_none()
             {
                 return Ok(());
             }

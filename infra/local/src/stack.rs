@@ -89,7 +89,8 @@ impl StackOptions {
         Ok(Self {
             workspace,
             api_port: 0,
-            emulator_port: crate::moto::free_port()?,
+            // Any free port, chosen when moto starts (Moto::start retries a taken one).
+            emulator_port: 0,
             pms_port: 0,
             tick: None,
             backoff_base_seconds: 1,

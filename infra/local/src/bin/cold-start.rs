@@ -39,7 +39,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Parser;
 use jiff::{SignedDuration, Timestamp};
 use pil_aws::{Clients, DynamoStore, KmsKeys, Meter};
-use pil_local::moto::{Moto, free_port};
+use pil_local::moto::Moto;
 use pil_local::pms::PmsSim;
 use pil_local::scenario::new_ref;
 use pil_local::stack::{REGION, workspace_root};
@@ -697,7 +697,7 @@ async fn bench(cli: &Cli) -> Result<Vec<String>> {
     }
 
     eprintln!("cold-start: starting moto and creating the template's resources");
-    let moto = Moto::start(&root, free_port()?).await?;
+    let moto = Moto::start(&root, 0).await?;
     let clients = Clients::local(&moto.url, REGION);
     let deployed = pil_local::stack::deploy(&root, &clients).await?;
     let result = run_all(

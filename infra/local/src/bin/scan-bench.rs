@@ -24,7 +24,7 @@ use clap::{Parser, ValueEnum};
 use jiff::{SignedDuration, Timestamp};
 use pil_aws::meter::Counts;
 use pil_aws::{Clients, Config, Meter};
-use pil_local::moto::{Moto, free_port};
+use pil_local::moto::Moto;
 use pil_local::scenario::new_ref;
 use pil_local::stack::{REGION, Stack, StackOptions, workspace_root};
 use pil_shared::ids::{OpaqueRef, PracticeId};
@@ -141,7 +141,7 @@ async fn scale(cli: &Cli) -> Result<Vec<String>> {
             "scan-bench: {n} patients, {} due: starting moto and loading",
             cli.due
         );
-        let moto = Moto::start(&root, free_port()?).await?;
+        let moto = Moto::start(&root, 0).await?;
         let run = scale_run(&root, &moto, n, cli.due, cli.load_concurrency).await;
         moto.stop().await;
         let run = run?;
