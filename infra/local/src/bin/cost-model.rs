@@ -357,6 +357,22 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
 
     // 1. Single-event webhooks, one at a time, by kind.
     let mut per_kind: BTreeMap<&str, (Usage, usize)> = BTreeMap::new();
+    // One webhook delivered: its answer and what it used (one receiver invocation).
+    let send = |id: String, body: String| {
+        let (pms, probe, practice, secret) = (&pms, &probe, &practice, &secret);
+        async move {
+            let m = probe.mark();
+            let r = pms.send(practice.as_str(), secret, &id, &body).await?;
+            let mut u = probe.since(&m);
+            u.invocations = 1.0;
+            anyhow::Ok((r.status, u))
+        }
+    };
+    let tally = |per_kind: &mut BTreeMap<&str, (Usage, usize)>, kind, u: &Usage| {
+        let e = per_kind.entry(kind).or_default();
+        e.0 = add(&e.0, u);
+        e.1 += 1;
+    };
     let mut bodies = Vec::new();
     let mut booked = Vec::new();
     let n = 20;
@@ -391,21 +407,16 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
         };
         let body = json!({"events": [event]}).to_string();
         let id = format!("msg_cost_{i}");
-        let m = probe.mark();
-        let r = pms.send(practice.as_str(), &secret, &id, &body).await?;
+        let (status, u) = send(id.clone(), body.clone()).await?;
         let expect = if kind.starts_with("refused") {
             422
         } else {
             202
         };
-        if r.status != expect {
-            return Err(anyhow!("{kind} webhook answered {}", r.status));
+        if status != expect {
+            return Err(anyhow!("{kind} webhook answered {status}"));
         }
-        let mut u = probe.since(&m);
-        u.invocations = 1.0;
-        let e = per_kind.entry(kind).or_default();
-        e.0 = add(&e.0, &u);
-        e.1 += 1;
+        tally(&mut per_kind, kind, &u);
         if expect == 202 {
             bodies.push((id, body));
         }
@@ -416,33 +427,16 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
         let event = json!({"type": "appointment.rescheduled", "occurred_at": at(0), "data": {
             "appointment_ref": appointment, "starts_at": at(-12), "duration_min": 30}});
         let body = json!({"events": [event]}).to_string();
-        let m = probe.mark();
-        let r = pms
-            .send(
-                practice.as_str(),
-                &secret,
-                &format!("msg_cost_re_{i}"),
-                &body,
-            )
-            .await?;
-        if r.status != 202 {
-            return Err(anyhow!("reschedule webhook answered {}", r.status));
+        let (status, u) = send(format!("msg_cost_re_{i}"), body).await?;
+        if status != 202 {
+            return Err(anyhow!("reschedule webhook answered {status}"));
         }
-        let mut u = probe.since(&m);
-        u.invocations = 1.0;
-        let e = per_kind.entry("reschedule").or_default();
-        e.0 = add(&e.0, &u);
-        e.1 += 1;
+        tally(&mut per_kind, "reschedule", &u);
     }
     // Redeliveries of accepted webhooks.
     for (id, body) in bodies.iter().take(n) {
-        let m = probe.mark();
-        pms.send(practice.as_str(), &secret, id, body).await?;
-        let mut u = probe.since(&m);
-        u.invocations = 1.0;
-        let e = per_kind.entry("redelivery").or_default();
-        e.0 = add(&e.0, &u);
-        e.1 += 1;
+        let (_, u) = send(id.clone(), body.clone()).await?;
+        tally(&mut per_kind, "redelivery", &u);
     }
     let per_kind: BTreeMap<&str, Usage> = per_kind
         .into_iter()
