@@ -52,6 +52,13 @@ impl From<StoreError> for PortError {
 #[async_trait]
 pub trait PracticeRepo: Send + Sync {
     async fn get_practice(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError>;
+    /// The practice as stored up to about a second ago: an eventually consistent read, half
+    /// the read units of [`Self::get_practice`]. For the receiver, where a change a second old
+    /// may be missed: a practice onboarded a second ago answers 404 and the PMS retries; a
+    /// rotated webhook secret overlaps the one it replaces. The default reads consistently.
+    async fn get_practice_recent(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
+        self.get_practice(id).await
+    }
     /// Writes the practice if its stored version is `expected` (`None`: it must not exist).
     /// The stored version becomes `practice.version`.
     async fn put_practice(
@@ -69,6 +76,17 @@ pub trait EntityRepo: Send + Sync {
         practice: &PracticeId,
         key: &EntityKey,
     ) -> Result<Option<Stored<Entity>>, StoreError>;
+    /// The record as stored up to about a second ago (eventually consistent: half the read
+    /// units). Only for a read-merge-conditional-write whose write would fail on a stale
+    /// version, and whose retry reads with [`Self::get_entity`]. The default reads
+    /// consistently.
+    async fn get_entity_recent(
+        &self,
+        practice: &PracticeId,
+        key: &EntityKey,
+    ) -> Result<Option<Stored<Entity>>, StoreError> {
+        self.get_entity(practice, key).await
+    }
     /// Writes `entity` if the stored version is `expected` (`None`: must not exist).
     /// `due_on` places the record in the due index (`None` removes it).
     async fn put_entity(

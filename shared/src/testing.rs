@@ -144,6 +144,8 @@ pub struct MemStore {
     writes: Mutex<usize>,
     /// Fail the write with this (0-based) number, once, with a transient error.
     fail_write: Mutex<Option<usize>>,
+    /// Stale "recent" reads: how many writes they may miss, and the states they read from.
+    lag: Mutex<Option<(usize, Vec<Tables>)>>,
 }
 
 impl MemStore {
@@ -162,7 +164,31 @@ impl MemStore {
         *lock(&self.writes)
     }
 
+    /// From now on, `get_practice_recent` and `get_entity_recent` read a state up to `writes`
+    /// writes old (as an eventually consistent read may): never older than now, never the
+    /// current one once a write has happened. Consistent reads stay current.
+    pub fn lag_recent_reads(&self, writes: usize) {
+        let now = lock(&self.t).clone();
+        *lock(&self.lag) = (writes > 0).then(|| (writes, vec![now]));
+    }
+
+    /// The tables a "recent" read sees.
+    fn recent(&self) -> Tables {
+        match &*lock(&self.lag) {
+            Some((n, states)) => states[states.len().saturating_sub(*n)].clone(),
+            None => lock(&self.t).clone(),
+        }
+    }
+
     fn write(&self) -> Result<(), StoreError> {
+        // The state before this write, once (a failed conditional write changes nothing, so
+        // retries do not bring the stale reads closer to now).
+        if let Some((_, states)) = &mut *lock(&self.lag) {
+            let now = lock(&self.t).clone();
+            if states.last() != Some(&now) {
+                states.push(now);
+            }
+        }
         let n = {
             let mut w = lock(&self.writes);
             *w += 1;
@@ -247,18 +273,43 @@ impl MemStore {
     }
 }
 
+fn practice_in(t: &Tables, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
+    match t.practices.get(id) {
+        Some((p, ver)) => {
+            let mut p = doc(p)?;
+            p.version = *ver;
+            Ok(Some(p))
+        }
+        None => Ok(None),
+    }
+}
+
+fn entity_in(
+    t: &Tables,
+    practice: &PracticeId,
+    key: &EntityKey,
+) -> Result<Option<Stored<Entity>>, StoreError> {
+    match t.items.get(&(practice.clone(), key.sort_key())) {
+        // An action's sort key never parses as an entity key, so this is an entity.
+        Some(item) => match item.stored_entity() {
+            Some(s) => Ok(Some(Stored {
+                value: doc(&s.value)?,
+                version: s.version,
+            })),
+            None => Err(StoreError::Permanent("deserialize".into())),
+        },
+        None => Ok(None),
+    }
+}
+
 #[async_trait]
 impl PracticeRepo for MemStore {
     async fn get_practice(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
-        let found = lock(&self.t).practices.get(id).cloned();
-        match found {
-            Some((p, ver)) => {
-                let mut p = doc(&p)?;
-                p.version = ver;
-                Ok(Some(p))
-            }
-            None => Ok(None),
-        }
+        practice_in(&lock(&self.t), id)
+    }
+
+    async fn get_practice_recent(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
+        practice_in(&self.recent(), id)
     }
 
     async fn put_practice(
@@ -291,21 +342,15 @@ impl EntityRepo for MemStore {
         practice: &PracticeId,
         key: &EntityKey,
     ) -> Result<Option<Stored<Entity>>, StoreError> {
-        let found = lock(&self.t)
-            .items
-            .get(&(practice.clone(), key.sort_key()))
-            .cloned();
-        match found {
-            // An action's sort key never parses as an entity key, so this is an entity.
-            Some(item) => match item.stored_entity() {
-                Some(s) => Ok(Some(Stored {
-                    value: doc(&s.value)?,
-                    version: s.version,
-                })),
-                None => Err(StoreError::Permanent("deserialize".into())),
-            },
-            None => Ok(None),
-        }
+        entity_in(&lock(&self.t), practice, key)
+    }
+
+    async fn get_entity_recent(
+        &self,
+        practice: &PracticeId,
+        key: &EntityKey,
+    ) -> Result<Option<Stored<Entity>>, StoreError> {
+        entity_in(&self.recent(), practice, key)
     }
 
     async fn put_entity(

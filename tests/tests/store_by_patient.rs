@@ -5,7 +5,7 @@
 use jiff::{SignedDuration, Timestamp};
 use pil_aws::{DynamoStore, Meter};
 use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{EntityRepo, PatientIndex};
+use pil_shared::ports::{EntityRepo, PatientIndex, PracticeRepo};
 use pil_shared::state::{
     Appointment, AppointmentStatus, Entity, EntityKey, Lww, PatientTreatmentKey,
 };
@@ -95,4 +95,62 @@ async fn a_patients_appointments_are_fetched_whole_through_the_keys_only_index()
         read.read_units > 65.0 && read.read_units <= 70.0,
         "{read:?}"
     );
+}
+
+/// The receiver's first reads are eventually consistent: the same practice and record as a
+/// consistent read, for half the read units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_reads_return_the_same_records_for_half_the_units() {
+    let ts = TestStack::start().await.unwrap();
+    let table = ts
+        .stack
+        .env
+        .iter()
+        .find(|(k, _)| k == "TABLE_NAME")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let meter = Meter::enabled();
+    let store = DynamoStore::new(ts.stack.clients.dynamodb.clone(), table, meter.clone());
+    let mut a = Appointment::new(OpaqueRef::parse(&new_ref("ap")).unwrap());
+    a.status = Some(Lww::new(AppointmentStatus::Booked, Timestamp::now()));
+    let entity = Entity::Appointment(a.clone());
+    store
+        .put_entity(&ts.practice, &entity, None, None)
+        .await
+        .unwrap();
+    let key = EntityKey::Appointment(a.appointment_ref.clone());
+
+    let units = || {
+        let c = meter.snapshot();
+        (c.read_units, c.read_requests)
+    };
+    meter.reset();
+    let consistent = store.get_entity(&ts.practice, &key).await.unwrap();
+    assert_eq!(units(), (1.0, 1));
+    meter.reset();
+    let recent = store.get_entity_recent(&ts.practice, &key).await.unwrap();
+    assert_eq!(units(), (0.5, 1));
+    assert_eq!(consistent, recent);
+    assert_eq!(recent.map(|s| (s.value, s.version)), Some((entity, 1)));
+
+    meter.reset();
+    let consistent = store.get_practice(&ts.practice).await.unwrap();
+    assert_eq!(units(), (1.0, 1));
+    meter.reset();
+    let recent = store.get_practice_recent(&ts.practice).await.unwrap();
+    assert_eq!(units(), (0.5, 1));
+    assert!(recent.is_some());
+    assert_eq!(consistent, recent);
+
+    // A miss costs the minimum of its kind, and finds nothing either way.
+    meter.reset();
+    let missing = EntityKey::Appointment(OpaqueRef::parse(&new_ref("ap")).unwrap());
+    assert_eq!(
+        store
+            .get_entity_recent(&ts.practice, &missing)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(units(), (0.5, 1));
 }

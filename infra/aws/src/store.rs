@@ -170,18 +170,41 @@ impl DynamoStore {
     }
 
     async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
+        self.get_with(pk, sk, true).await
+    }
+
+    /// A get, strongly or eventually consistent (half the read units).
+    async fn get_with(
+        &self,
+        pk: String,
+        sk: String,
+        consistent: bool,
+    ) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("pk", s(pk))
             .key("sk", s(sk))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(map_err)?;
-        self.meter.read(out.item.as_ref(), true);
+        self.meter.read(out.item.as_ref(), consistent);
         Ok(out.item)
+    }
+
+    fn practice_of(item: &Item) -> Result<Practice, StoreError> {
+        let mut p: Practice = from_doc(item)?;
+        p.version = num(item, "ver");
+        Ok(p)
+    }
+
+    fn entity_of(item: &Item) -> Result<Stored<Entity>, StoreError> {
+        Ok(Stored {
+            value: from_doc(item)?,
+            version: num(item, "ver"),
+        })
     }
 
     /// A conditional put that reports the write units it cost (base table and indexes).
@@ -322,12 +345,19 @@ impl DynamoStore {
 #[async_trait]
 impl PracticeRepo for DynamoStore {
     async fn get_practice(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
-        let Some(item) = self.get(pk(id), "CONFIG".into()).await? else {
-            return Ok(None);
-        };
-        let mut p: Practice = from_doc(&item)?;
-        p.version = num(&item, "ver");
-        Ok(Some(p))
+        self.get(pk(id), "CONFIG".into())
+            .await?
+            .as_ref()
+            .map(Self::practice_of)
+            .transpose()
+    }
+
+    async fn get_practice_recent(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
+        self.get_with(pk(id), "CONFIG".into(), false)
+            .await?
+            .as_ref()
+            .map(Self::practice_of)
+            .transpose()
     }
 
     async fn put_practice(
@@ -393,13 +423,23 @@ impl EntityRepo for DynamoStore {
         practice: &PracticeId,
         key: &EntityKey,
     ) -> Result<Option<Stored<Entity>>, StoreError> {
-        let Some(item) = self.get(pk(practice), key.sort_key()).await? else {
-            return Ok(None);
-        };
-        Ok(Some(Stored {
-            value: from_doc(&item)?,
-            version: num(&item, "ver"),
-        }))
+        self.get(pk(practice), key.sort_key())
+            .await?
+            .as_ref()
+            .map(Self::entity_of)
+            .transpose()
+    }
+
+    async fn get_entity_recent(
+        &self,
+        practice: &PracticeId,
+        key: &EntityKey,
+    ) -> Result<Option<Stored<Entity>>, StoreError> {
+        self.get_with(pk(practice), key.sort_key(), false)
+            .await?
+            .as_ref()
+            .map(Self::entity_of)
+            .transpose()
     }
 
     async fn put_entity(

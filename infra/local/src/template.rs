@@ -74,6 +74,20 @@ struct Ctx {
     params: HashMap<String, String>,
     refs: HashMap<String, String>,
     attrs: HashMap<String, HashMap<String, String>>,
+    /// The template's `Conditions`, unevaluated.
+    conditions: HashMap<String, Value>,
+}
+
+/// What `!Ref AWS::NoValue` resolves to: removed from the mapping or list that holds it.
+fn no_value() -> Value {
+    Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+        tag: serde_yaml::value::Tag::new("AWS::NoValue"),
+        value: Value::Null,
+    }))
+}
+
+fn is_no_value(v: &Value) -> bool {
+    matches!(v, Value::Tagged(t) if t.tag == "AWS::NoValue")
 }
 
 impl Ctx {
@@ -124,9 +138,73 @@ impl Ctx {
         Ok(out)
     }
 
+    /// Evaluates the named condition of the template's `Conditions`.
+    fn condition(&self, name: &str) -> Result<bool> {
+        let expr = self
+            .conditions
+            .get(name)
+            .ok_or_else(|| anyhow!("unknown condition {name}"))?;
+        self.truth(expr)
+    }
+
+    /// A condition expression: `Fn::Equals`, `Fn::Not`, `Fn::And`, `Fn::Or`, `Condition`
+    /// (short or long form).
+    fn truth(&self, v: &Value) -> Result<bool> {
+        let (f, arg) = match v {
+            Value::Tagged(t) => (t.tag.to_string(), &t.value),
+            Value::Mapping(m) if m.len() == 1 => {
+                let (k, a) = m.iter().next().ok_or_else(|| anyhow!("empty"))?;
+                (format!("!{}", str_of(k)?.trim_start_matches("Fn::")), a)
+            }
+            _ => bail!("not a condition expression"),
+        };
+        let list = |a: &Value| -> Result<Vec<Value>> {
+            Ok(a.as_sequence()
+                .ok_or_else(|| anyhow!("{f} takes a list"))?
+                .clone())
+        };
+        match f.as_str() {
+            "!Condition" => self.condition(str_of(arg)?),
+            "!Equals" => {
+                let args = list(arg)?;
+                let [a, b] = args.as_slice() else {
+                    bail!("!Equals takes two values");
+                };
+                Ok(scalar(&self.resolve(a)?) == scalar(&self.resolve(b)?))
+            }
+            "!Not" => Ok(!self.truth(list(arg)?.first().ok_or_else(|| anyhow!("!Not []"))?)?),
+            "!And" => list(arg)?
+                .iter()
+                .try_fold(true, |acc, c| Ok(acc && self.truth(c)?)),
+            "!Or" => list(arg)?
+                .iter()
+                .try_fold(false, |acc, c| Ok(acc || self.truth(c)?)),
+            other => bail!("condition function {other} is not supported by the local stack"),
+        }
+    }
+
+    /// `Fn::If [condition, if true, if false]`: the chosen branch, resolved.
+    fn if_branch(&self, arg: &Value) -> Result<Value> {
+        let [c, yes, no] = arg.as_sequence().map(Vec::as_slice).unwrap_or_default() else {
+            bail!("!If takes [condition, value if true, value if false]");
+        };
+        self.resolve(if self.condition(str_of(c)?)? { yes } else { no })
+    }
+
+    /// Whether a resource is created: its `Condition`, if any, holds.
+    fn creates(&self, resource: &Value) -> Result<bool> {
+        resource
+            .get("Condition")
+            .map_or(Ok(true), |c| self.condition(str_of(c)?))
+    }
+
     /// Resolves intrinsics (short and long form) to plain values.
     fn resolve(&self, v: &Value) -> Result<Value> {
         Ok(match v {
+            Value::Tagged(t) if t.tag == "If" => self.if_branch(&t.value)?,
+            Value::Tagged(t) if t.tag == "Ref" && t.value.as_str() == Some("AWS::NoValue") => {
+                no_value()
+            }
             Value::Tagged(t) => {
                 let inner = self.resolve(&t.value)?;
                 match t.tag.to_string().as_str() {
@@ -139,28 +217,38 @@ impl Ctx {
             Value::Mapping(m) if m.len() == 1 => {
                 let (k, val) = m.iter().next().ok_or_else(|| anyhow!("empty"))?;
                 match k.as_str() {
+                    Some("Fn::If") => self.if_branch(val)?,
+                    Some("Ref") if val.as_str() == Some("AWS::NoValue") => no_value(),
                     Some("Ref") => Value::String(self.reference(str_of(&self.resolve(val)?)?)?),
                     Some("Fn::GetAtt") => {
                         Value::String(self.get_att(&getatt_path(&self.resolve(val)?)?)?)
                     }
                     Some("Fn::Sub") => Value::String(self.sub(str_of(&self.resolve(val)?)?)?),
-                    _ => Value::Mapping(
-                        m.iter()
-                            .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
-                            .collect::<Result<_>>()?,
-                    ),
+                    _ => self.resolve_mapping(m)?,
                 }
             }
-            Value::Mapping(m) => Value::Mapping(
-                m.iter()
-                    .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
+            Value::Mapping(m) => self.resolve_mapping(m)?,
+            Value::Sequence(s) => Value::Sequence(
+                s.iter()
+                    .map(|v| self.resolve(v))
+                    .filter(|v| !v.as_ref().is_ok_and(is_no_value))
                     .collect::<Result<_>>()?,
             ),
-            Value::Sequence(s) => {
-                Value::Sequence(s.iter().map(|v| self.resolve(v)).collect::<Result<_>>()?)
-            }
             other => other.clone(),
         })
+    }
+}
+
+impl Ctx {
+    fn resolve_mapping(&self, m: &serde_yaml::Mapping) -> Result<Value> {
+        let mut out = serde_yaml::Mapping::new();
+        for (k, v) in m {
+            let v = self.resolve(v)?;
+            if !is_no_value(&v) {
+                out.insert(k.clone(), v);
+            }
+        }
+        Ok(Value::Mapping(out))
     }
 }
 
@@ -187,6 +275,18 @@ fn scalar(v: &Value) -> Option<String> {
 
 fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |cur, k| cur.get(*k))
+}
+
+/// The template's `Conditions`, by name.
+fn conditions(t: &Value) -> HashMap<String, Value> {
+    t.get("Conditions")
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Parameters' defaults, then `overrides`.
@@ -222,14 +322,23 @@ pub async fn deploy(
         region: region.into(),
         stack: stack.into(),
         params: parameters(&t, params),
+        conditions: conditions(&t),
         ..Default::default()
     };
     let mut deployed = Deployed::default();
+    // Resources whose `Condition` does not hold are not created (nor listed as not emulated).
+    let mut skipped = std::collections::HashSet::new();
+    for (name, r) in resources {
+        if !ctx.creates(r)? {
+            skipped.insert(name.as_str().unwrap_or_default().to_owned());
+        }
+    }
     let by_type = |ty: &str| -> Vec<(String, Value)> {
         resources
             .iter()
             .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(ty))
             .filter_map(|(k, r)| Some((k.as_str()?.to_owned(), r.clone())))
+            .filter(|(k, _)| !skipped.contains(k))
             .collect()
     };
 
@@ -566,7 +675,7 @@ pub async fn deploy(
     ];
     for (name, r) in resources {
         let ty = r.get("Type").and_then(Value::as_str).unwrap_or_default();
-        if !emulated.contains(&ty) {
+        if !emulated.contains(&ty) && !skipped.contains(name.as_str().unwrap_or_default()) {
             deployed
                 .not_emulated
                 .push(format!("{} ({ty})", name.as_str().unwrap_or_default()));
@@ -682,4 +791,170 @@ async fn create_table(clients: &Clients, name: &str, p: &Value) -> Result<()> {
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx_for(template: &Value, overrides: &[(&str, &str)]) -> Ctx {
+        let overrides = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut ctx = Ctx {
+            region: "us-east-1".into(),
+            stack: "t".into(),
+            params: parameters(template, &overrides),
+            conditions: conditions(template),
+            ..Default::default()
+        };
+        if let Some(Value::Mapping(rs)) = template.get("Resources") {
+            for k in rs.keys().filter_map(Value::as_str) {
+                ctx.refs.insert(k.to_owned(), k.to_owned());
+                ctx.attrs.insert(
+                    k.to_owned(),
+                    [("Arn".to_owned(), format!("arn:{k}"))].into(),
+                );
+            }
+        }
+        ctx
+    }
+
+    fn template() -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn conditions_and_if_short_and_long_forms() {
+        let t: Value = serde_yaml::from_str(
+            r#"
+Parameters:
+  Mode: {Type: String, Default: a}
+Conditions:
+  IsA: !Equals [!Ref Mode, a]
+  IsB: {"Fn::Equals": [{"Ref": Mode}, b]}
+  NotA: !Not [!Condition IsA]
+  Both: !And [!Condition IsA, {"Condition": NotA}]
+  Either: {"Fn::Or": [!Condition IsB, !Condition IsA]}
+Resources:
+  X:
+    Type: AWS::SQS::Queue
+    Condition: IsB
+    Properties:
+      Short: !If [IsA, yes, no]
+      Long: {"Fn::If": [IsB, yes, no]}
+      Gone: !If [IsA, !Ref AWS::NoValue, kept]
+      GoneLong: {"Fn::If": [IsA, {"Ref": "AWS::NoValue"}, kept]}
+      List: [one, !If [IsA, !Ref AWS::NoValue, two]]
+"#,
+        )
+        .unwrap();
+        let ctx = ctx_for(&t, &[]);
+        assert!(ctx.condition("IsA").unwrap());
+        assert!(!ctx.condition("IsB").unwrap());
+        assert!(!ctx.condition("NotA").unwrap());
+        assert!(!ctx.condition("Both").unwrap());
+        assert!(ctx.condition("Either").unwrap());
+        assert!(!ctx.creates(&t["Resources"]["X"]).unwrap());
+        let p = ctx.resolve(&t["Resources"]["X"]["Properties"]).unwrap();
+        assert_eq!(p["Short"].as_str(), Some("yes"));
+        assert_eq!(p["Long"].as_str(), Some("no"));
+        assert!(p.get("Gone").is_none());
+        assert!(p.get("GoneLong").is_none());
+        assert_eq!(p["List"].as_sequence().unwrap().len(), 1);
+
+        let ctx = ctx_for(&t, &[("Mode", "b")]);
+        assert!(ctx.creates(&t["Resources"]["X"]).unwrap());
+        let p = ctx.resolve(&t["Resources"]["X"]["Properties"]).unwrap();
+        assert_eq!(p["Short"].as_str(), Some("no"));
+        assert_eq!(p["Gone"].as_str(), Some("kept"));
+        assert_eq!(p["List"].as_sequence().unwrap().len(), 2);
+        assert!(ctx.condition("Nope").is_err());
+    }
+
+    /// The state table in both capacity modes, as the template says.
+    #[test]
+    fn table_capacity_modes() {
+        let t = template();
+        let table = &t["Resources"]["StateTable"]["Properties"];
+        let scaling: Vec<&str> = t["Resources"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| {
+                r["Type"]
+                    .as_str()
+                    .is_some_and(|ty| ty.starts_with("AWS::ApplicationAutoScaling::"))
+            })
+            .filter_map(|(k, _)| k.as_str())
+            .collect();
+        // The table and each index, reads and writes: a target and a policy each.
+        let indexes = table["GlobalSecondaryIndexes"].as_sequence().unwrap().len();
+        assert_eq!(scaling.len(), 2 * 2 * (1 + indexes), "{scaling:?}");
+
+        let on_demand = ctx_for(&t, &[]);
+        let p = on_demand.resolve(table).unwrap();
+        assert_eq!(p["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+        assert!(p.get("ProvisionedThroughput").is_none());
+        for g in p["GlobalSecondaryIndexes"].as_sequence().unwrap() {
+            assert!(g.get("ProvisionedThroughput").is_none());
+        }
+        for name in &scaling {
+            assert!(
+                !on_demand.creates(&t["Resources"][*name]).unwrap(),
+                "{name}"
+            );
+        }
+
+        let provisioned = ctx_for(&t, &[("TableCapacity", "provisioned")]);
+        let p = provisioned.resolve(table).unwrap();
+        assert_eq!(p["BillingMode"].as_str(), Some("PROVISIONED"));
+        let min = t["Parameters"]["TableMinUnits"]["Default"]
+            .as_u64()
+            .unwrap();
+        let units = |v: &Value| {
+            (
+                scalar(&v["ReadCapacityUnits"]),
+                scalar(&v["WriteCapacityUnits"]),
+            )
+        };
+        let want = (Some(min.to_string()), Some(min.to_string()));
+        assert_eq!(units(&p["ProvisionedThroughput"]), want);
+        for g in p["GlobalSecondaryIndexes"].as_sequence().unwrap() {
+            assert_eq!(units(&g["ProvisionedThroughput"]), want);
+        }
+        let mut scaled = std::collections::BTreeSet::new();
+        for name in &scaling {
+            let r = &t["Resources"][*name];
+            assert!(provisioned.creates(r).unwrap(), "{name}");
+            let props = provisioned.resolve(&r["Properties"]).unwrap();
+            if let Some(id) = props.get("ResourceId").and_then(scalar) {
+                scaled.insert((id, scalar(&props["ScalableDimension"]).unwrap()));
+            }
+        }
+        // Every index and the table, in both dimensions, exactly once.
+        let mut want = std::collections::BTreeSet::new();
+        for (id, kind) in std::iter::once(("table/StateTable".to_owned(), "table")).chain(
+            p["GlobalSecondaryIndexes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|g| {
+                    (
+                        format!(
+                            "table/StateTable/index/{}",
+                            g["IndexName"].as_str().unwrap()
+                        ),
+                        "index",
+                    )
+                }),
+        ) {
+            for dim in ["ReadCapacityUnits", "WriteCapacityUnits"] {
+                want.insert((id.clone(), format!("dynamodb:{kind}:{dim}")));
+            }
+        }
+        assert_eq!(scaled, want);
+    }
 }

@@ -155,9 +155,10 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
     }
     // A disabled practice still gets its events (state stays current, and opt-outs,
     // rotations and erasures are honoured); the scan and the emitter do nothing for it.
+    // Eventually consistent (half the read units): see `get_practice_recent`.
     let practice = deps
         .practices
-        .get_practice(&practice_id)
+        .get_practice_recent(&practice_id)
         .await?
         .ok_or(ReceiveError::UnknownPractice)?;
     let now = deps.clock.now();
@@ -323,8 +324,16 @@ async fn upsert(
     key: EntityKey,
     evs: &[&InboundEvent],
 ) -> Result<bool, StoreError> {
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let stored = deps.entities.get_entity(&practice.id, &key).await?;
+    for attempt in 0..MAX_CONFLICT_RETRIES {
+        // The first read may be a second stale (half the read units): a stale version makes
+        // the conditional write fail, and every retry reads consistently. A merge that
+        // changes nothing on a stale record changes nothing on the current one either (the
+        // merge only ever moves a field forward), so skipping the write is still right.
+        let stored = if attempt == 0 {
+            deps.entities.get_entity_recent(&practice.id, &key).await?
+        } else {
+            deps.entities.get_entity(&practice.id, &key).await?
+        };
         let expected = stored.as_ref().map(|s| s.version);
         let before = stored.map(|s| s.value);
         let mut entity = before.clone().unwrap_or_else(|| empty(&key, evs));

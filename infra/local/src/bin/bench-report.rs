@@ -222,10 +222,29 @@ fn main() -> ExitCode {
         .as_ref()
         .and_then(|c| c["naive_per_million_webhooks_usd"].as_f64());
     row(
-        "cost per 1 million webhooks, all-in",
+        "cost per 1 million webhooks, all-in, DynamoDB on demand (template default)",
         "≤ $3.00",
         per_m.map(|d| format!("${d:.2} (naive design ${:.2})", naive.unwrap_or(0.0))),
         per_m.map(|d| d <= 3.0),
+    );
+    let prov = cost
+        .as_ref()
+        .and_then(|c| c["provisioned_per_million_webhooks_usd"].as_f64());
+    let num = |k: &str| cost.as_ref().and_then(|c| c[k].as_f64());
+    let (use_, goal_use) = (num("provisioned_use"), num("provisioned_goal_use"));
+    row(
+        &format!(
+            "cost per 1 million webhooks, all-in, DynamoDB provisioned with auto scaling at {:.0} % use (`TableCapacity=provisioned`)",
+            use_.unwrap_or(0.0) * 100.0
+        ),
+        "≤ $3.00",
+        prov.map(|d| {
+            format!(
+                "${d:.2} (goal met from {} use)",
+                goal_use.map_or("no".to_owned(), |u| format!("{:.0} %", u * 100.0))
+            )
+        }),
+        prov.map(|d| d <= 3.0),
     );
     for (key, label) in [
         (
@@ -239,6 +258,10 @@ fn main() -> ExitCode {
         (
             "rollup_100_month_usd",
             "roll-up of 100 practices, per month",
+        ),
+        (
+            "rollup_100_month_provisioned_usd",
+            "roll-up of 100 practices, per month, provisioned (floors included)",
         ),
     ] {
         let v = cost.as_ref().and_then(|c| c[key].as_f64());
