@@ -12,9 +12,8 @@ use pil_shared::state::{
 use pil_shared::treatment::Treatment;
 use pil_tests::{TestStack, new_ref};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_patients_appointments_are_fetched_whole_through_the_keys_only_index() {
-    let ts = TestStack::start().await.unwrap();
+/// The stack's table through the DynamoDB adapter, with a meter of its own.
+fn metered_store(ts: &TestStack) -> (DynamoStore, Meter) {
     let table = ts
         .stack
         .env
@@ -24,6 +23,13 @@ async fn a_patients_appointments_are_fetched_whole_through_the_keys_only_index()
         .unwrap();
     let meter = Meter::enabled();
     let store = DynamoStore::new(ts.stack.clients.dynamodb.clone(), table, meter.clone());
+    (store, meter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patients_appointments_are_fetched_whole_through_the_keys_only_index() {
+    let ts = TestStack::start().await.unwrap();
+    let (store, meter) = metered_store(&ts);
     let patient = OpaqueRef::parse(&new_ref("p")).unwrap();
     let at = Timestamp::now() - SignedDuration::from_hours(1);
     // 130 appointments: more than one BatchGetItem request holds.
@@ -102,15 +108,7 @@ async fn a_patients_appointments_are_fetched_whole_through_the_keys_only_index()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recent_reads_return_the_same_records_for_half_the_units() {
     let ts = TestStack::start().await.unwrap();
-    let table = ts
-        .stack
-        .env
-        .iter()
-        .find(|(k, _)| k == "TABLE_NAME")
-        .map(|(_, v)| v.clone())
-        .unwrap();
-    let meter = Meter::enabled();
-    let store = DynamoStore::new(ts.stack.clients.dynamodb.clone(), table, meter.clone());
+    let (store, meter) = metered_store(&ts);
     let mut a = Appointment::new(OpaqueRef::parse(&new_ref("ap")).unwrap());
     a.status = Some(Lww::new(AppointmentStatus::Booked, Timestamp::now()));
     let entity = Entity::Appointment(a.clone());
