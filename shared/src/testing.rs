@@ -172,11 +172,11 @@ impl MemStore {
         *lock(&self.lag) = (writes > 0).then(|| (writes, vec![now]));
     }
 
-    /// The tables a "recent" read sees.
-    fn recent(&self) -> Tables {
+    /// `f` over the tables a "recent" read sees (the current ones unless reads lag).
+    fn with_recent<R>(&self, f: impl FnOnce(&Tables) -> R) -> R {
         match &*lock(&self.lag) {
-            Some((n, states)) => states[states.len().saturating_sub(*n)].clone(),
-            None => lock(&self.t).clone(),
+            Some((n, states)) => f(&states[states.len().saturating_sub(*n)]),
+            None => f(&lock(&self.t)),
         }
     }
 
@@ -309,7 +309,7 @@ impl PracticeRepo for MemStore {
     }
 
     async fn get_practice_recent(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
-        practice_in(&self.recent(), id)
+        self.with_recent(|t| practice_in(t, id))
     }
 
     async fn put_practice(
@@ -350,7 +350,7 @@ impl EntityRepo for MemStore {
         practice: &PracticeId,
         key: &EntityKey,
     ) -> Result<Option<Stored<Entity>>, StoreError> {
-        entity_in(&self.recent(), practice, key)
+        self.with_recent(|t| entity_in(t, practice, key))
     }
 
     async fn put_entity(

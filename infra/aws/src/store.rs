@@ -194,17 +194,37 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    fn practice_of(item: &Item) -> Result<Practice, StoreError> {
-        let mut p: Practice = from_doc(item)?;
-        p.version = num(item, "ver");
-        Ok(p)
+    /// The practice's config, read strongly or eventually consistent.
+    async fn practice_read(
+        &self,
+        id: &PracticeId,
+        consistent: bool,
+    ) -> Result<Option<Practice>, StoreError> {
+        let Some(item) = self.get_with(pk(id), "CONFIG".into(), consistent).await? else {
+            return Ok(None);
+        };
+        let mut p: Practice = from_doc(&item)?;
+        p.version = num(&item, "ver");
+        Ok(Some(p))
     }
 
-    fn entity_of(item: &Item) -> Result<Stored<Entity>, StoreError> {
-        Ok(Stored {
-            value: from_doc(item)?,
-            version: num(item, "ver"),
-        })
+    /// A record with its version, read strongly or eventually consistent.
+    async fn entity_read(
+        &self,
+        practice: &PracticeId,
+        key: &EntityKey,
+        consistent: bool,
+    ) -> Result<Option<Stored<Entity>>, StoreError> {
+        let Some(item) = self
+            .get_with(pk(practice), key.sort_key(), consistent)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Stored {
+            value: from_doc(&item)?,
+            version: num(&item, "ver"),
+        }))
     }
 
     /// A conditional put that reports the write units it cost (base table and indexes).
@@ -345,19 +365,11 @@ impl DynamoStore {
 #[async_trait]
 impl PracticeRepo for DynamoStore {
     async fn get_practice(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
-        self.get(pk(id), "CONFIG".into())
-            .await?
-            .as_ref()
-            .map(Self::practice_of)
-            .transpose()
+        self.practice_read(id, true).await
     }
 
     async fn get_practice_recent(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
-        self.get_with(pk(id), "CONFIG".into(), false)
-            .await?
-            .as_ref()
-            .map(Self::practice_of)
-            .transpose()
+        self.practice_read(id, false).await
     }
 
     async fn put_practice(
@@ -423,11 +435,7 @@ impl EntityRepo for DynamoStore {
         practice: &PracticeId,
         key: &EntityKey,
     ) -> Result<Option<Stored<Entity>>, StoreError> {
-        self.get(pk(practice), key.sort_key())
-            .await?
-            .as_ref()
-            .map(Self::entity_of)
-            .transpose()
+        self.entity_read(practice, key, true).await
     }
 
     async fn get_entity_recent(
@@ -435,11 +443,7 @@ impl EntityRepo for DynamoStore {
         practice: &PracticeId,
         key: &EntityKey,
     ) -> Result<Option<Stored<Entity>>, StoreError> {
-        self.get_with(pk(practice), key.sort_key(), false)
-            .await?
-            .as_ref()
-            .map(Self::entity_of)
-            .transpose()
+        self.entity_read(practice, key, false).await
     }
 
     async fn put_entity(

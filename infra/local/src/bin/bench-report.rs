@@ -215,22 +215,18 @@ fn main() -> ExitCode {
 
     // 5. Cost.
     let cost = read(&root.join("target/bench/cost.json"));
-    let per_m = cost
-        .as_ref()
-        .and_then(|c| c["per_million_webhooks_usd"].as_f64());
-    let naive = cost
-        .as_ref()
-        .and_then(|c| c["naive_per_million_webhooks_usd"].as_f64());
+    let num = |k: &str| cost.as_ref().and_then(|c| c[k].as_f64());
+    let (per_m, naive) = (
+        num("per_million_webhooks_usd"),
+        num("naive_per_million_webhooks_usd"),
+    );
     row(
         "cost per 1 million webhooks, all-in, DynamoDB on demand (template default)",
         "≤ $3.00",
         per_m.map(|d| format!("${d:.2} (naive design ${:.2})", naive.unwrap_or(0.0))),
         per_m.map(|d| d <= 3.0),
     );
-    let prov = cost
-        .as_ref()
-        .and_then(|c| c["provisioned_per_million_webhooks_usd"].as_f64());
-    let num = |k: &str| cost.as_ref().and_then(|c| c[k].as_f64());
+    let prov = num("provisioned_per_million_webhooks_usd");
     let (use_, goal_use) = (num("provisioned_use"), num("provisioned_goal_use"));
     row(
         &format!(
@@ -264,8 +260,7 @@ fn main() -> ExitCode {
             "roll-up of 100 practices, per month, provisioned (floors included)",
         ),
     ] {
-        let v = cost.as_ref().and_then(|c| c[key].as_f64());
-        row(label, "cents", v.map(|d| format!("${d:.3}")), None);
+        row(label, "cents", num(key).map(|d| format!("${d:.3}")), None);
     }
 
     println!("| figure | goal | measured | result |");

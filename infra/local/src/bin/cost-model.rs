@@ -68,8 +68,6 @@ mod price {
 /// what is paid for is used. The report shows the use at which the goal is met and the
 /// break-even against on-demand, so a buyer can put in their own.
 const PROVISIONED_USE: f64 = 0.5;
-/// Auto scaling's floors in the template: read and write, the table and its three indexes.
-const PROVISIONED_FLOORS: f64 = 4.0;
 
 /// On-demand DynamoDB request lines of a bill repriced as provisioned capacity used `use_` of
 /// the time (one write unit a second for an hour is 3,600 write request units).
@@ -670,8 +668,12 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
     let min_units = template["Parameters"]["TableMinUnits"]["Default"]
         .as_f64()
         .unwrap_or(1.0);
-    let floors_month =
-        PROVISIONED_FLOORS * min_units * (price::DDB_WCU_HOUR + price::DDB_RCU_HOUR) * 730.0;
+    // Auto scaling's floors: a read and a write floor for the table and for each index.
+    let floors = 1.0
+        + template["Resources"]["StateTable"]["Properties"]["GlobalSecondaryIndexes"]
+            .as_sequence()
+            .map_or(0, Vec::len) as f64;
+    let floors_month = floors * min_units * (price::DDB_WCU_HOUR + price::DDB_RCU_HOUR) * 730.0;
     let per_million_prov = provisioned(&per_million, PROVISIONED_USE);
     let ddb_requests = |b: &Bill| {
         b.0.get(DDB_READS).copied().unwrap_or(0.0) + b.0.get(DDB_WRITES).copied().unwrap_or(0.0)
