@@ -296,21 +296,58 @@ impl Adapters {
 /// Structured logs: JSON in Lambda (one object per line, ids and reason codes only), compact
 /// text elsewhere. Level from `RUST_LOG`.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    use tracing_subscriber::prelude::*;
+    // RUST_LOG as `level` or `target=level,…` (what the template's LogLevel sets). A
+    // `Targets` filter reads that without the regex engine `EnvFilter` links and builds for
+    // span and field directives, which these functions never use (docs/performance.md).
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
     let _ = if std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok() {
-        builder.json().flatten_event(true).without_time().try_init()
+        tracing_subscriber::registry()
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .without_time()
+                    .with_filter(filter),
+            )
+            .try_init()
     } else {
-        builder.with_writer(std::io::stderr).try_init()
+        tracing_subscriber::registry()
+            .with(fmt.with_writer(std::io::stderr).with_filter(filter))
+            .try_init()
     };
+}
+
+/// The handlers' log filter from `RUST_LOG`: a level (`info`) or `target=level` directives;
+/// `info` when unset or unreadable (as `EnvFilter::try_from_default_env` fell back before).
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    rust_log
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_filter_reads_levels_and_target_directives() {
+        use tracing::Level;
+        let default = log_filter(None);
+        assert!(default.would_enable("pil_shared", &Level::INFO));
+        assert!(!default.would_enable("pil_shared", &Level::DEBUG));
+        let warn = log_filter(Some("warn"));
+        assert!(warn.would_enable("pil_shared", &Level::WARN));
+        assert!(!warn.would_enable("pil_shared", &Level::INFO));
+        let targets = log_filter(Some("warn,pil_shared=debug"));
+        assert!(targets.would_enable("pil_shared::service", &Level::DEBUG));
+        assert!(!targets.would_enable("aws_smithy_runtime", &Level::INFO));
+        // Unreadable: the default, not silence.
+        let bad = log_filter(Some("pil_shared=loud"));
+        assert!(bad.would_enable("pil_shared", &Level::INFO));
+        assert!(!bad.would_enable("pil_shared", &Level::DEBUG));
+    }
 
     /// The compiled-in roots parse (the SDK's connector would panic on a bad PEM) and are
     /// exactly the Amazon Trust Services set.

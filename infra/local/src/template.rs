@@ -957,4 +957,39 @@ Resources:
         }
         assert_eq!(scaled, want);
     }
+
+    #[test]
+    fn reserved_concurrency_modes() {
+        let t = template();
+        let functions: Vec<(&str, &Value)> = t["Resources"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+            .filter_map(|(k, r)| Some((k.as_str()?, &r["Properties"])))
+            .collect();
+        assert_eq!(functions.len(), 5);
+        let reservation = |ctx: &Ctx, props: &Value| {
+            let mut only = serde_yaml::Mapping::new();
+            only.insert(
+                "ReservedConcurrentExecutions".into(),
+                props["ReservedConcurrentExecutions"].clone(),
+            );
+            let v = ctx.resolve(&Value::Mapping(only)).unwrap();
+            v.get("ReservedConcurrentExecutions")
+                .and_then(Value::as_u64)
+        };
+        // Default: every function reserves; 50 in all (README and the parameter say so).
+        let reserved = ctx_for(&t, &[]);
+        let total: u64 = functions
+            .iter()
+            .map(|(name, p)| reservation(&reserved, p).unwrap_or_else(|| panic!("{name}")))
+            .sum();
+        assert_eq!(total, 50);
+        // unreserved: the property is gone from every function.
+        let unreserved = ctx_for(&t, &[("ReservedConcurrency", "unreserved")]);
+        for (name, p) in &functions {
+            assert_eq!(reservation(&unreserved, p), None, "{name}");
+        }
+    }
 }

@@ -875,6 +875,62 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
         PROVISIONED_USE * 100.0,
     )?;
     writeln!(w)?;
+    // The levers on demand, each priced from the figures above, and what each would cost.
+    let weight = |kind: &str| {
+        mix.iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0.0, |(_, w)| *w)
+    };
+    let levers = [
+        (
+            "a newer visit at 2 write units instead of 3: visits kept as items under the patient's partition, so a visit adds an item rather than moving a DueIndex key, and the scan reads and discards superseded entries (a data-model change: the scan, rotation, erasure and their tests)",
+            weight("completion (newer visit)") * price::DDB_WRU * 1e6,
+        ),
+        (
+            "no audit chain head: an action's two audit records without the head written with each (2 write units an action; a cut-off tail of the chain would no longer show)",
+            2.0 * price::DDB_WRU * 1e6 * ma / mw,
+        ),
+        (
+            "the log groups in CloudWatch Logs' Infrequent Access class ($0.25/GB: no Live Tail, metric or subscription filters)",
+            of("CloudWatch Logs") * 0.5,
+        ),
+        (
+            "the practices' secrets reopened every 12 h instead of 6 h (a disabled key or a new secret reaches a warm container up to 12 h later instead of 6 h)",
+            kms_per_practice_month() * 0.5 * 1e6 / mw,
+        ),
+    ];
+    let all: f64 = levers.iter().map(|(_, v)| v).sum();
+    writeln!(w, "## What on demand would need")?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Every lever found on demand, each priced from the measured figures above (none is taken):"
+    )?;
+    writeln!(w)?;
+    writeln!(w, "| lever | saves per million webhooks |")?;
+    writeln!(w, "|---|---:|")?;
+    for (what, saves) in &levers {
+        writeln!(w, "| {what} | ${saves:.2} |")?;
+    }
+    writeln!(
+        w,
+        "| **all of them** | **${all:.2}**: ${:.2} per million webhooks, {} |",
+        total - all,
+        if total - all <= 3.0 {
+            "within the goal".to_owned()
+        } else {
+            format!("still ${:.2} over the goal", total - all - 3.0)
+        }
+    )?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "What is left is the price floor of the design card's parts: API Gateway's ${:.2} and Lambda's ${:.2} request fee per million. Meeting the goal on demand would take a change to the design card (a Lambda function URL in front of the receiver instead of API Gateway takes the ${:.2} away), or provisioned capacity, above.",
+        of("API Gateway"),
+        price::LAMBDA_REQUEST * 1e6,
+        of("API Gateway")
+    )?;
+    writeln!(w)?;
     writeln!(w, "## Assumptions")?;
     writeln!(w)?;
     writeln!(
