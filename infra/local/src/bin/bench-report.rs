@@ -123,8 +123,12 @@ fn main() -> ExitCode {
             &format!("{name}: init vs hello-world"),
             "≤ 1.5×",
             ratio.map(|r| {
+                let paired = f["init_ratio_paired"]
+                    .as_f64()
+                    .map(|p| format!("{p:.2}× paired by round; "))
+                    .unwrap_or_default();
                 format!(
-                    "{r:.2}× ({:.1} ms; {:.2}× the current-thread hello-world)",
+                    "{r:.2}× ({:.1} ms; {paired}{:.2}× the current-thread hello-world)",
                     f["init_median_ms"].as_f64().unwrap_or(0.0),
                     f["init_ratio_current_thread"].as_f64().unwrap_or(0.0)
                 )

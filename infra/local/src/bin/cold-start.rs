@@ -565,6 +565,10 @@ struct Row {
     size_bytes: u64,
     init_median_ms: f64,
     init_ratio: f64,
+    /// The median over rounds of this function's init / the baseline's init in the same
+    /// round (each round runs every function once, so a slow moment of the machine hits
+    /// both sides of a ratio).
+    init_ratio_paired: f64,
     /// init_median_ms / the current-thread baseline's.
     init_ratio_current_thread: f64,
     first_invoke_median_ms: f64,
@@ -1009,12 +1013,21 @@ async fn run_all(
         .find(|s| s.name == BASELINE_CURRENT_THREAD)
         .map(|s| init_of(&s.cold))
         .ok_or_else(|| anyhow!("no {BASELINE_CURRENT_THREAD} row"))?;
+    let paired_of = |v: &[RunOutcome]| {
+        median(
+            v.iter()
+                .zip(&subjects[0].cold)
+                .map(|(o, b)| ms(o.init) / ms(b.init))
+                .collect(),
+        )
+    };
     let mut rows = Vec::new();
     let mut missed = Vec::new();
     for s in &subjects {
         let size = std::fs::metadata(bins.join(&s.binary))?.len();
         let init = init_of(&s.cold);
         let ratio = init / base_init;
+        let paired = paired_of(&s.cold);
         let load = s.load.as_ref();
         rows.push(Row {
             function: s.name.clone(),
@@ -1022,6 +1035,7 @@ async fn run_all(
             size_bytes: size,
             init_median_ms: round3(init),
             init_ratio: round3(ratio),
+            init_ratio_paired: round3(paired),
             init_ratio_current_thread: round3(init / ct_init),
             first_invoke_median_ms: round3(first_of(&s.cold)),
             init_median_no_warmup_ms: (!s.cold_no_warm.is_empty())
@@ -1081,8 +1095,8 @@ fn print_table(rows: &[Row], cli: &Cli) {
     );
     let warm = rows.iter().any(|r| r.init_median_no_warmup_ms.is_some());
     let mut head =
-        "| function | binary | stripped size | init ms | × baseline | × current-thread baseline | first invoke ms |".to_owned();
-    let mut rule = "|---|---|---:|---:|---:|---:|---:|".to_owned();
+        "| function | binary | stripped size | init ms | × baseline | × baseline, paired by round | × current-thread baseline | first invoke ms |".to_owned();
+    let mut rule = "|---|---|---:|---:|---:|---:|---:|---:|".to_owned();
     if warm {
         head.push_str(" init ms, no warm-up | first invoke ms, no warm-up |");
         rule.push_str("---:|---:|");
@@ -1092,12 +1106,13 @@ fn print_table(rows: &[Row], cli: &Cli) {
     println!("{head}\n{rule}");
     for r in rows {
         let mut line = format!(
-            "| {} | {} | {:.2} MiB | {:.2} | ×{:.2} | ×{:.2} | {:.2} |",
+            "| {} | {} | {:.2} MiB | {:.2} | ×{:.2} | ×{:.2} | ×{:.2} | {:.2} |",
             r.function,
             r.binary,
             r.size_bytes as f64 / 1_048_576.0,
             r.init_median_ms,
             r.init_ratio,
+            r.init_ratio_paired,
             r.init_ratio_current_thread,
             r.first_invoke_median_ms
         );
