@@ -1,26 +1,50 @@
-//! SQS, EventBridge, SESv2, KMS and HTTP adapters for the domain ports (all but KMS behind
-//! their cargo feature).
+//! SQS, EventBridge, SESv2, KMS and HTTP adapters for the domain ports, each behind its
+//! cargo feature.
 
 #[cfg(feature = "http")]
 use std::time::Duration;
 
+#[cfg(any(
+    feature = "kms",
+    feature = "sqs",
+    feature = "eventbridge",
+    feature = "sesv2",
+    feature = "http"
+))]
 use async_trait::async_trait;
 #[cfg(feature = "eventbridge")]
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 #[cfg(feature = "sesv2")]
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+#[cfg(feature = "kms")]
 use base64::Engine;
+#[cfg(feature = "kms")]
 use base64::engine::general_purpose::STANDARD;
+#[cfg(feature = "kms")]
+use pil_shared::ports::KeyService;
+#[cfg(any(
+    feature = "kms",
+    feature = "sqs",
+    feature = "eventbridge",
+    feature = "sesv2",
+    feature = "http"
+))]
+use pil_shared::ports::PortError;
 #[cfg(feature = "sqs")]
 use pil_shared::ports::{CandidateBatch, CandidateSink};
 #[cfg(feature = "eventbridge")]
 use pil_shared::ports::{DomainEvent, EventPublisher};
-use pil_shared::ports::{KeyService, PortError};
 #[cfg(feature = "sesv2")]
 use pil_shared::ports::{Mail, Mailer};
 #[cfg(feature = "http")]
 use pil_shared::ports::{TransportError, TransportReply, TriggerTransport};
 
+#[cfg(any(
+    feature = "kms",
+    feature = "sqs",
+    feature = "eventbridge",
+    feature = "sesv2"
+))]
 fn transient<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> PortError + '_ {
     move |_| PortError::Transient(what.to_owned())
 }
@@ -193,12 +217,14 @@ impl Mailer for SesMailer {
 }
 
 /// Seals secrets with a KMS key (the ciphertext, base64, is what is stored).
+#[cfg(feature = "kms")]
 #[derive(Debug, Clone)]
 pub struct KmsKeys {
     client: aws_sdk_kms::Client,
     key_id: String,
 }
 
+#[cfg(feature = "kms")]
 impl KmsKeys {
     pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
         Self {
@@ -209,6 +235,7 @@ impl KmsKeys {
 }
 
 #[async_trait]
+#[cfg(feature = "kms")]
 impl KeyService for KmsKeys {
     async fn seal(&self, plaintext: &[u8]) -> Result<String, PortError> {
         let out = self

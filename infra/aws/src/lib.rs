@@ -6,6 +6,7 @@ pub mod meter;
 pub mod store;
 
 use std::collections::HashMap;
+#[cfg(feature = "kms")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
 use pil_shared::ports::SystemClock;
+#[cfg(feature = "kms")]
 use pil_shared::secrets::SecretCache;
 use pil_shared::service::emitter::RetryPolicy;
 
@@ -28,6 +30,7 @@ use pil_shared::service::emitter::RetryPolicy;
 pub use adapters::EventBus;
 #[cfg(feature = "http")]
 pub use adapters::HttpTransport;
+#[cfg(feature = "kms")]
 pub use adapters::KmsKeys;
 #[cfg(feature = "sesv2")]
 pub use adapters::SesMailer;
@@ -100,12 +103,14 @@ impl Config {
     }
 }
 
-/// The SDK clients, built once per cold start: DynamoDB and KMS always, the others with their
-/// cargo feature (each handler enables only the ones it calls; see Cargo.toml). SES is built
-/// on demand ([`Clients::sesv2`]): of the two deployments of approval-check only one mails.
+/// The SDK clients, built once per cold start: DynamoDB always, the others with their cargo
+/// feature (each handler enables only the ones it calls, see Cargo.toml: a client costs about
+/// 0.2 ms of init, docs/performance.md). SES is built on demand ([`Clients::sesv2`]): of the
+/// two deployments of approval-check only one mails.
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
+    #[cfg(feature = "kms")]
     pub kms: aws_sdk_kms::Client,
     #[cfg(feature = "sqs")]
     pub sqs: aws_sdk_sqs::Client,
@@ -156,6 +161,7 @@ impl Clients {
     pub fn new(cfg: &SdkConfig) -> Self {
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(cfg),
+            #[cfg(feature = "kms")]
             kms: aws_sdk_kms::Client::new(cfg),
             #[cfg(feature = "sqs")]
             sqs: aws_sdk_sqs::Client::new(cfg),
@@ -271,6 +277,9 @@ pub fn lambda_sdk_config(config: &Config) -> Result<SdkConfig, MissingVar> {
 #[derive(Debug, Clone)]
 pub struct Adapters {
     pub store: DynamoStore,
+    /// The practices' secrets, opened with KMS: for the functions that verify, sign or link
+    /// (the scan holds none, so it builds no KMS client).
+    #[cfg(feature = "kms")]
     pub secrets: Arc<SecretCache>,
     pub clock: SystemClock,
 }
@@ -278,16 +287,19 @@ pub struct Adapters {
 impl Adapters {
     pub fn new(clients: &Clients, config: &Config, meter: Meter) -> Result<Self, MissingVar> {
         let store = DynamoStore::new(clients.dynamodb.clone(), config.table()?, meter);
-        let keys = KmsKeys::new(clients.kms.clone(), config.get("KMS_KEY_ID")?);
-        // Opened secrets are cached per practice, keyed by their sealed form (a rotation is
-        // seen at the next read of the practice), for at most SECRET_CACHE_SECONDS (6 h): each
-        // refresh costs one KMS Decrypt per practice and function (docs/cost.md); the bound is
-        // how long a warm container keeps using secrets after the key is disabled.
-        let ttl = Duration::from_secs(config.num("SECRET_CACHE_SECONDS", 21_600));
-        let secrets = Arc::new(SecretCache::new(Arc::new(keys), ttl));
         Ok(Self {
             store,
-            secrets,
+            #[cfg(feature = "kms")]
+            secrets: {
+                let keys = KmsKeys::new(clients.kms.clone(), config.get("KMS_KEY_ID")?);
+                // Opened secrets are cached per practice, keyed by their sealed form (a
+                // rotation is seen at the next read of the practice), for at most
+                // SECRET_CACHE_SECONDS (6 h): each refresh costs one KMS Decrypt per practice
+                // and function (docs/cost.md); the bound is how long a warm container keeps
+                // using secrets after the key is disabled.
+                let ttl = Duration::from_secs(config.num("SECRET_CACHE_SECONDS", 21_600));
+                Arc::new(SecretCache::new(Arc::new(keys), ttl))
+            },
             clock: SystemClock,
         })
     }
