@@ -1,16 +1,20 @@
 //! SQS, EventBridge, SESv2, KMS and HTTP adapters for the domain ports, each behind its
 //! cargo feature.
+// With no client feature (nothing builds pil-aws so) the shared helpers below go unused.
+#![cfg_attr(
+    not(any(
+        feature = "kms",
+        feature = "sqs",
+        feature = "eventbridge",
+        feature = "sesv2",
+        feature = "http"
+    )),
+    allow(unused_imports, dead_code)
+)]
 
 #[cfg(feature = "http")]
 use std::time::Duration;
 
-#[cfg(any(
-    feature = "kms",
-    feature = "sqs",
-    feature = "eventbridge",
-    feature = "sesv2",
-    feature = "http"
-))]
 use async_trait::async_trait;
 #[cfg(feature = "eventbridge")]
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
@@ -22,13 +26,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 #[cfg(feature = "kms")]
 use pil_shared::ports::KeyService;
-#[cfg(any(
-    feature = "kms",
-    feature = "sqs",
-    feature = "eventbridge",
-    feature = "sesv2",
-    feature = "http"
-))]
 use pil_shared::ports::PortError;
 #[cfg(feature = "sqs")]
 use pil_shared::ports::{CandidateBatch, CandidateSink};
@@ -39,12 +36,6 @@ use pil_shared::ports::{Mail, Mailer};
 #[cfg(feature = "http")]
 use pil_shared::ports::{TransportError, TransportReply, TriggerTransport};
 
-#[cfg(any(
-    feature = "kms",
-    feature = "sqs",
-    feature = "eventbridge",
-    feature = "sesv2"
-))]
 fn transient<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> PortError + '_ {
     move |_| PortError::Transient(what.to_owned())
 }
