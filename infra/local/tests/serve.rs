@@ -4,12 +4,15 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The port of a `http://127.0.0.1:PORT` URL in stack.env (`KEY=URL`).
+fn port_of(text: &str, key: &str) -> u16 {
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("stack.env lacks {key}"));
+    url.strip_prefix("http://127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{key} is not a loopback URL with a port"))
 }
 
 #[test]
@@ -17,12 +20,13 @@ fn serve_writes_stack_env_and_stops_cleanly_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("pil-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let env_file = dir.join("stack.env");
-    let (api, emu, pms) = (free_port(), free_port(), free_port());
+    // Port 0 for all three: the stack takes free ports itself and stack.env names them (no
+    // window between picking a port here and the stack binding it).
     let mut child = Command::new(env!("CARGO_BIN_EXE_pil-local"))
         .arg("serve")
-        .env("PIL_API_PORT", api.to_string())
-        .env("PIL_EMULATOR_PORT", emu.to_string())
-        .env("PIL_PMS_PORT", pms.to_string())
+        .env("PIL_API_PORT", "0")
+        .env("PIL_EMULATOR_PORT", "0")
+        .env("PIL_PMS_PORT", "0")
         .env("PIL_STACK_ENV", &env_file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -52,8 +56,14 @@ fn serve_writes_stack_env_and_stops_cleanly_on_sigterm() {
             "stack.env lacks {key}"
         );
     }
-    assert!(text.contains(&format!("PIL_API_URL=http://127.0.0.1:{api}")));
-    assert!(text.contains(&format!("AWS_ENDPOINT_URL=http://127.0.0.1:{emu}")));
+    let api = port_of(&text, "PIL_API_URL");
+    let emu = port_of(&text, "AWS_ENDPOINT_URL");
+    let pms = port_of(&text, "PIL_PMS_URL");
+    assert_eq!(port_of(&text, "PIL_EMULATOR_URL"), emu);
+    assert!(
+        api != 0 && emu != 0 && pms != 0 && api != emu && emu != pms && api != pms,
+        "three distinct ports: {api} {emu} {pms}"
+    );
     assert!(
         text.lines().all(|l| l
             .split_once('=')
@@ -96,5 +106,9 @@ fn serve_writes_stack_env_and_stops_cleanly_on_sigterm() {
     assert!(
         std::net::TcpListener::bind(("127.0.0.1", api)).is_ok(),
         "API port released"
+    );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", pms)).is_ok(),
+        "PMS simulator port released"
     );
 }
