@@ -183,10 +183,14 @@ impl MemStore {
     fn write(&self) -> Result<(), StoreError> {
         // The state before this write, once (a failed conditional write changes nothing, so
         // retries do not bring the stale reads closer to now).
-        if let Some((_, states)) = &mut *lock(&self.lag) {
+        // Only the last `n` states can be read, so only those are kept.
+        if let Some((n, states)) = &mut *lock(&self.lag) {
             let now = lock(&self.t).clone();
             if states.last() != Some(&now) {
                 states.push(now);
+                if states.len() > *n {
+                    states.remove(0);
+                }
             }
         }
         let n = {

@@ -198,6 +198,18 @@ impl Ctx {
             .map_or(Ok(true), |c| self.condition(str_of(c)?))
     }
 
+    /// A mapping's values resolved; a key whose value is `AWS::NoValue` is dropped.
+    fn resolve_mapping(&self, m: &serde_yaml::Mapping) -> Result<Value> {
+        let mut out = serde_yaml::Mapping::new();
+        for (k, v) in m {
+            let v = self.resolve(v)?;
+            if !is_no_value(&v) {
+                out.insert(k.clone(), v);
+            }
+        }
+        Ok(Value::Mapping(out))
+    }
+
     /// Resolves intrinsics (short and long form) to plain values.
     fn resolve(&self, v: &Value) -> Result<Value> {
         Ok(match v {
@@ -236,19 +248,6 @@ impl Ctx {
             ),
             other => other.clone(),
         })
-    }
-}
-
-impl Ctx {
-    fn resolve_mapping(&self, m: &serde_yaml::Mapping) -> Result<Value> {
-        let mut out = serde_yaml::Mapping::new();
-        for (k, v) in m {
-            let v = self.resolve(v)?;
-            if !is_no_value(&v) {
-                out.insert(k.clone(), v);
-            }
-        }
-        Ok(Value::Mapping(out))
     }
 }
 
@@ -969,15 +968,10 @@ Resources:
             .filter_map(|(k, r)| Some((k.as_str()?, &r["Properties"])))
             .collect();
         assert_eq!(functions.len(), 5);
+        // The reservation, or None where the property resolves to AWS::NoValue (dropped).
         let reservation = |ctx: &Ctx, props: &Value| {
-            let mut only = serde_yaml::Mapping::new();
-            only.insert(
-                "ReservedConcurrentExecutions".into(),
-                props["ReservedConcurrentExecutions"].clone(),
-            );
-            let v = ctx.resolve(&Value::Mapping(only)).unwrap();
-            v.get("ReservedConcurrentExecutions")
-                .and_then(Value::as_u64)
+            let v = ctx.resolve(&props["ReservedConcurrentExecutions"]).unwrap();
+            (!is_no_value(&v)).then(|| v.as_u64().expect("a number of executions"))
         };
         // Default: every function reserves; 50 in all (README and the parameter say so).
         let reserved = ctx_for(&t, &[]);
