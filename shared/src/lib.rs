@@ -10,6 +10,7 @@ pub mod ids;
 pub mod inbound;
 pub mod ports;
 pub mod practice;
+pub mod refkey;
 pub mod rules;
 pub mod secrets;
 pub mod service;

@@ -1,4 +1,4 @@
-//! The shared test vectors (`../shared/vectors/` beside the repository): every build passes them.
+//! The test vectors in `tests/data/vectors/` (see its README): every build passes them.
 
 use std::path::PathBuf;
 
@@ -10,13 +10,13 @@ fn vectors_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("PIL_VECTORS_DIR") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/vectors")
 }
 
 fn load(name: &str) -> Value {
     let path = vectors_dir().join(name);
     let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("shared vectors must be present at {}: {e}", path.display()));
+        .unwrap_or_else(|e| panic!("test vectors must be present at {}: {e}", path.display()));
     serde_json::from_str(&text).expect("vector file is JSON")
 }
 

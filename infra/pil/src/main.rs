@@ -1,7 +1,10 @@
 //! `pil`: the admin CLI. Works on whatever stack its environment names: source
 //! `target/local/stack.env` for the local stack, or pass `--stack-name` (or set
-//! `PIL_STACK_NAME`) with real credentials for a deployed stack.
+//! `PIL_STACK_NAME`) with real credentials for a deployed stack. `pil ref …` is the
+//! exception: it makes refs on the practice's side, purely locally (no stack, no AWS).
 
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
@@ -12,6 +15,7 @@ use pil_shared::action::ActionKind;
 use pil_shared::ids::PracticeId;
 use pil_shared::ports::{AuditLog, PracticeRepo};
 use pil_shared::practice::{Mode, SecretKind};
+use pil_shared::refkey::{RefKey, RefPrefix};
 use pil_shared::service::admin::{self, KindChange, NewPractice};
 use pil_shared::service::report;
 use pil_shared::treatment::Treatment;
@@ -21,7 +25,7 @@ use pil_shared::treatment::Treatment;
     name = "pil",
     about = "Admin CLI for the Practice Intelligence Layer",
     long_about = "Admin CLI for the Practice Intelligence Layer.\n\nIt finds the stack from its environment: `source target/local/stack.env` for the local stack \
-                  (`make serve`), or `--stack-name NAME` with AWS credentials for a deployed stack. Output is JSON on stdout; errors go to stderr."
+                  (`make serve`), or `--stack-name NAME` with AWS credentials for a deployed stack (`pil ref` needs neither). Output is JSON on stdout; errors go to stderr."
 )]
 struct Cli {
     /// A deployed stack's name: its Outputs (table, key, bus, queues) configure the CLI. Uses
@@ -96,6 +100,190 @@ enum Cmd {
     /// Rotate a practice's webhook or trigger secret without downtime.
     #[command(subcommand)]
     Secret(SecretCmd),
+    /// Make refs from the PMS's own ids, the recommended way (docs/contracts.md, "Refs"). For
+    /// the practice's side: purely local, needs no stack and no AWS.
+    #[command(subcommand)]
+    Ref(RefCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum RefCmd {
+    /// Print a new random ref key (32 bytes as base64url). It is the practice's secret: the
+    /// practice keeps it; the layer never needs it.
+    Key,
+    /// Print the ref of each PMS id: one per line, or JSON with --json. The key comes from
+    /// --key-file or the environment variable PIL_REF_KEY, never from the command line.
+    Derive(RefDeriveArgs),
+}
+
+#[derive(Args, Debug)]
+struct RefDeriveArgs {
+    /// A file holding the ref key, as `pil ref key` printed it. Without it, the key is read
+    /// from the environment variable PIL_REF_KEY.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+    /// Letters written before an `_` in every ref: 1-8 of a-z (e.g. p for patients, a for
+    /// appointments).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Print a JSON array of {"pms_id", "ref"} (it pairs PMS ids with refs: it stays with
+    /// the practice).
+    #[arg(long)]
+    json: bool,
+    /// PMS ids, exactly as the PMS writes them (no trimming, no case folding). None: one id
+    /// per line from stdin, each ref printed as its line is read.
+    #[arg(value_name = "PMS_ID")]
+    pms_ids: Vec<String>,
+}
+
+/// The variable `pil ref derive` reads the key from (never a flag: it would show in `ps`).
+const REF_KEY_VAR: &str = "PIL_REF_KEY";
+
+/// The ref key from `--key-file` or `PIL_REF_KEY` (exactly one of them). Errors name where
+/// the key came from and the rule, never the key.
+fn ref_key(key_file: Option<&Path>) -> Result<RefKey> {
+    let var = std::env::var_os(REF_KEY_VAR).filter(|v| !v.is_empty());
+    let (source, bytes) = match (key_file, var) {
+        (Some(_), Some(_)) => {
+            return Err(anyhow!(
+                "--key-file: {REF_KEY_VAR} is set too; give the key one way (unset {REF_KEY_VAR} or drop --key-file)"
+            ));
+        }
+        (Some(path), None) => (
+            "--key-file",
+            std::fs::read(path)
+                .with_context(|| format!("--key-file: reading {}", path.display()))?,
+        ),
+        (None, Some(v)) => (REF_KEY_VAR, v.into_encoded_bytes()),
+        (None, None) => {
+            return Err(anyhow!(
+                "no ref key: pass --key-file PATH or set {REF_KEY_VAR} (never the key itself on the command line); `pil ref key` makes one"
+            ));
+        }
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{source}: the ref key is not base64url (or base64) text"))?;
+    RefKey::parse(&text).map_err(|e| anyhow!("{source}: the ref key is {e}"))
+}
+
+/// Writes `pil ref derive`'s output as it goes: a ref per line, or a JSON array with one
+/// `{"pms_id", "ref"}` object per line.
+struct RefOut<W: Write> {
+    out: W,
+    json: bool,
+    written: usize,
+}
+
+impl<W: Write> RefOut<W> {
+    fn write(&mut self, pms_id: &str, r: &str) -> std::io::Result<()> {
+        if self.json {
+            let sep = if self.written == 0 { "[\n" } else { ",\n" };
+            let item = serde_json::json!({"pms_id": pms_id, "ref": r});
+            write!(self.out, "{sep}{item}")?;
+        } else {
+            writeln!(self.out, "{r}")?;
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        if self.json {
+            let open = if self.written == 0 { "[" } else { "" };
+            writeln!(self.out, "{open}\n]")?;
+        }
+        self.out.flush()
+    }
+}
+
+/// `pil ref …`. Prints its own output, as it goes (a backfill streams through stdin).
+fn refs(cmd: RefCmd) -> Result<()> {
+    match cmd {
+        RefCmd::Key => {
+            let key = RefKey::generate().expose();
+            eprintln!(
+                "pil: this ref key is a secret for the practice to keep (e.g. in its password manager); the layer never needs it: never send it"
+            );
+            writeln!(std::io::stdout().lock(), "{key}")?;
+            Ok(())
+        }
+        RefCmd::Derive(a) => {
+            let prefix = a
+                .prefix
+                .as_deref()
+                .map(|p| RefPrefix::parse(p).map_err(|e| anyhow!("--prefix: {}", e.rule)))
+                .transpose()?;
+            let key = ref_key(a.key_file.as_deref())?;
+            let mut out = RefOut {
+                out: std::io::stdout().lock(),
+                json: a.json,
+                written: 0,
+            };
+            let derived = if a.pms_ids.is_empty() {
+                derive_stdin(&key, prefix.as_ref(), &mut out)
+            } else {
+                a.pms_ids.iter().enumerate().try_for_each(|(i, id)| {
+                    if id.is_empty() {
+                        return Err(anyhow!("PMS_ID {}: empty", i + 1));
+                    }
+                    Ok(out.write(id, key.derive(prefix.as_ref(), id).as_str())?)
+                })
+            };
+            let finished = derived.and_then(|()| Ok(out.finish()?));
+            match finished {
+                // The reader went away (`… | head`): nothing more to say.
+                Err(e)
+                    if e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
+        }
+    }
+}
+
+/// One PMS id per line of stdin (LF line ends; the id is the whole line), each ref written as
+/// its line is read.
+fn derive_stdin<W: Write>(
+    key: &RefKey,
+    prefix: Option<&RefPrefix>,
+    out: &mut RefOut<W>,
+) -> Result<()> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("pil: reading PMS ids from stdin, one per line (end with Ctrl-D)");
+    }
+    let mut input = stdin.lock();
+    let mut line = Vec::new();
+    for n in 1.. {
+        line.clear();
+        if input
+            .read_until(b'\n', &mut line)
+            .context("reading stdin")?
+            == 0
+        {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if line.last() == Some(&b'\r') {
+            return Err(anyhow!(
+                "stdin line {n}: ends in a carriage return (CRLF line ends): convert the input to LF line ends (ids are used exactly as given)"
+            ));
+        }
+        let id =
+            std::str::from_utf8(&line).map_err(|_| anyhow!("stdin line {n}: not UTF-8 text"))?;
+        if id.is_empty() {
+            return Err(anyhow!("stdin line {n}: empty (one PMS id per line)"));
+        }
+        out.write(id, key.derive(prefix, id).as_str())?;
+        // A relay may read each ref before writing its next id.
+        out.out.flush()?;
+    }
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -360,7 +548,22 @@ fn quiet_hours(s: &str) -> Result<Option<(u8, u8)>> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+    let cli = match Cli::parse() {
+        // Local: before anything reads the stack's configuration.
+        Cli {
+            cmd: Cmd::Ref(cmd), ..
+        } => {
+            return match refs(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pil: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        cli => cli,
+    };
+    match run(cli).await {
         Ok(out) => {
             #[allow(clippy::print_stdout)]
             match out {
@@ -585,6 +788,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             json["next_step"] = next.into();
             json
         }
+        Cmd::Ref(_) => unreachable!("`pil ref` is run by main, before any configuration"),
         Cmd::Report(r) => {
             let pid = practice_id(&r.practice_id)?;
             let day = |flag: &str, v: &str| {

@@ -1,10 +1,11 @@
 //! docs/onboarding.md, followed against the local stack: the practice is created with the
 //! CLI, and the doc's own shell snippets (read from the file, run with bash) send a signed
 //! event (202; 401 with a wrong secret; 202 while disabled; 202 with the old and the new
-//! secret after a rotation) and verify triggers signed with one or two secrets.
+//! secret after a rotation) and verify triggers signed with one or two secrets. Its Python and
+//! JavaScript ref recipes (run with `python3` and `node`) make the refs `pil ref derive` makes.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 mod common;
 
@@ -20,10 +21,16 @@ async fn run(env: &[(String, String)], args: &[&str]) -> serde_json::Value {
 
 /// The ```sh block after `<!-- snippet: NAME` in docs/onboarding.md.
 fn snippet(name: &str) -> String {
+    snippet_in(name, "sh")
+}
+
+/// The ```LANG block after `<!-- snippet: NAME` in docs/onboarding.md.
+fn snippet_in(name: &str, lang: &str) -> String {
     let doc = std::fs::read_to_string(workspace_root().join("docs/onboarding.md")).unwrap();
     let marker = format!("<!-- snippet: {name}");
     let after = &doc[doc.find(&marker).expect("snippet marker")..];
-    let start = after.find("```sh\n").expect("sh block") + "```sh\n".len();
+    let fence = format!("```{lang}\n");
+    let start = after.find(&fence).expect("code block") + fence.len();
     let len = after[start..].find("\n```").expect("block end");
     after[start..start + len].to_owned()
 }
@@ -102,9 +109,12 @@ async fn the_onboarding_doc_snippets_work_against_the_stack() {
         out.contains("HTTP 401") && out.contains("signature_mismatch"),
         "{out}"
     );
-    // Unknown practice: 404.
+    // Unknown practice: answered as a bad signature (401), so ids cannot be enumerated.
     let out = send_event(&stack, "not-onboarded", &webhook).await;
-    assert!(out.contains("HTTP 404"), "{out}");
+    assert!(
+        out.contains("HTTP 401") && out.contains("signature_mismatch"),
+        "{out}"
+    );
 
     // Disabled: inbound events are still accepted (as the doc says).
     run(&env, &["practice", "disable", "--practice-id", "my-clinic"]).await;
@@ -188,4 +198,132 @@ async fn the_trigger_verification_snippet_accepts_either_signature_and_nothing_e
     .await;
     assert!(!ok, "a body other than the signed one is refused");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether `CI` is set to a true value (not empty, `0`, `false`, `no` or `off`).
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        )
+    })
+}
+
+/// Whether `program` runs; when it does not, the test is skipped with a message, or fails
+/// when CI is set.
+fn tool_or_skip(program: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            !ci(),
+            "{program} is not installed but CI is set, so the onboarding doc's ref snippet must run"
+        );
+        eprintln!(
+            "SKIPPED the {program} ref snippet: no {program} on PATH (with CI set this is a failure)"
+        );
+    }
+    found
+}
+
+/// Runs `program file` with the key (and prefix) in the environment and `ids` on stdin, as
+/// the doc says to; its stdout.
+fn run_recipe(program: &str, file: &Path, key: &str, prefix: Option<&str>, ids: &str) -> String {
+    use std::io::Write;
+    let mut cmd = Command::new(program);
+    cmd.arg(file)
+        .env_clear()
+        .env("PIL_REF_KEY", key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // PATH, and what a version manager's shim needs to find the interpreter.
+    for (k, v) in std::env::vars_os() {
+        let k_str = k.to_string_lossy();
+        if k_str == "PATH"
+            || k_str == "HOME"
+            || k_str.starts_with("PYENV")
+            || k_str.starts_with("NVM")
+        {
+            cmd.env(k, v);
+        }
+    }
+    if let Some(p) = prefix {
+        cmd.env("REF_PREFIX", p);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ids.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The doc's Python and JavaScript recipes, saved as the doc says and run with a key and ids
+/// (non-ASCII, spaces, punctuation), print exactly what `pil ref derive` prints.
+#[test]
+fn the_ref_recipes_in_python_and_javascript_match_pil_ref_derive() {
+    let dir = std::env::temp_dir().join(format!("pil-onboarding-refs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ids = "12345\nZo\u{eb}-\u{d1}\u{fa}\u{f1}ez/7\n  AB 12  \nMRN 0048213\n\u{674e}\u{5c0f}\u{9f8d}-42\n\u{1f9b7} tooth\npat:00042\n";
+    let fixed = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let fresh = pil_shared::refkey::RefKey::generate().expose();
+    // The fresh key in standard, padded base64: the recipes accept that spelling too.
+    let fresh_std = {
+        let mut s = fresh.replace('-', "+").replace('_', "/");
+        while !s.len().is_multiple_of(4) {
+            s.push('=');
+        }
+        s
+    };
+    let recipes = [
+        ("python3", "pil_ref.py", snippet_in("ref-python", "python")),
+        ("node", "pil-ref.js", snippet_in("ref-javascript", "js")),
+    ];
+    let mut ran = 0;
+    for (program, file_name, code) in recipes {
+        if !tool_or_skip(program) {
+            continue;
+        }
+        let file = dir.join(file_name);
+        std::fs::write(&file, code).unwrap();
+        for (key, prefix) in [
+            (fixed, None),
+            (fixed, Some("p")),
+            (fresh.as_str(), Some("appt")),
+            (fresh_std.as_str(), None),
+        ] {
+            let mut args = vec!["ref", "derive"];
+            if let Some(p) = prefix {
+                args.extend(["--prefix", p]);
+            }
+            let (ok, expected, err) =
+                common::pil_text(&[("PIL_REF_KEY", key)], &args, ids.as_bytes());
+            assert!(ok, "{err}");
+            assert_eq!(expected.lines().count(), ids.lines().count());
+            let got = run_recipe(program, &file, key, prefix, ids);
+            assert_eq!(got, expected, "{program}, prefix {prefix:?}");
+        }
+        ran += 1;
+    }
+    // The fixed vector, computed independently: the first id's ref under the fixed key.
+    let (_, first, _) =
+        common::pil_text(&[("PIL_REF_KEY", fixed)], &["ref", "derive", "12345"], b"");
+    assert_eq!(first, "36e295174c2947fbba5ff2d280b635a4\n");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ran > 0 || !ci());
 }

@@ -1,6 +1,7 @@
 //! The last step of `make bench`: one table of every performance and cost figure of issue 7 —
 //! figure, goal, measured, pass/fail — read from what the benches wrote:
-//! criterion's estimates (target/criterion), target/bench/scan.json (scan-bench),
+//! target/bench/guard.json (guard-bench), criterion's estimates (target/criterion),
+//! target/bench/scan.json (scan-bench),
 //! target/bench/cold-start.json (cold-start) and target/bench/cost.json (cost-model).
 //! Exits non-zero when a goal is missed or a figure is missing.
 
@@ -41,6 +42,46 @@ fn main() -> ExitCode {
             pass,
         });
     };
+
+    // The PHI guard's accuracy (guard-bench).
+    let guard = read(&root.join("target/bench/guard.json"));
+    let g = |k: &str| guard.as_ref().map(|j| j[k].clone());
+    let valid = g("valid");
+    let v_refused = valid.as_ref().and_then(|v| v["refused"].as_u64());
+    row(
+        "guard: valid ids refused (generated UUIDs, ULIDs, KSUIDs, nanoids, HMAC refs...)",
+        "0",
+        valid.as_ref().and_then(|v| {
+            let w = &v["worst"];
+            Some(format!(
+                "{} of {} (worst generator: {}, {} of {})",
+                v["refused"].as_u64()?,
+                v["n"].as_u64()?,
+                w["name"].as_str()?,
+                w["refused"].as_u64()?,
+                w["n"].as_u64()?
+            ))
+        }),
+        v_refused.map(|r| r == 0),
+    );
+    let phi = g("phi");
+    let p_rate = phi.as_ref().and_then(|p| p["refusal_rate"].as_f64());
+    row(
+        "guard: PHI-derived refs refused (names, e-mails, phones, SSNs, DOBs, addresses, MRNs in many spellings)",
+        "≥ 99.5 %",
+        phi.as_ref().and_then(|p| {
+            let w = &p["weakest"];
+            Some(format!(
+                "{:.2} % of {} (weakest spelling: {}, {:.0} % refused; {} spellings as weak)",
+                p["refusal_rate"].as_f64()? * 100.0,
+                p["n"].as_u64()?,
+                w["name"].as_str()?,
+                w["refusal_rate"].as_f64()? * 100.0,
+                p["spellings_as_weak"].as_u64().unwrap_or(1)
+            ))
+        }),
+        p_rate.map(|r| r >= 0.995),
+    );
 
     // 1. The inbound hot path (criterion).
     let crit_dir = root.join("target/criterion/verify_parse_guard/events");

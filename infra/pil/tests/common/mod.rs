@@ -20,6 +20,33 @@ pub fn pil(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value,
     )
 }
 
+/// Runs `pil ARGS` with exactly `env` and `stdin` as its input; (success, stdout, stderr).
+pub fn pil_text(env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pil"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // Written from another thread: pil answers each line as it reads it.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// [`pil`] off the async runtime's threads.
 pub async fn run(env: &[(String, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
     let env = env.to_vec();
