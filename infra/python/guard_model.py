@@ -19,8 +19,8 @@ Layout (little-endian), read by shared/src/guard/model.rs:
   b"PILGUARD" | u32 version
   trigram costs: 27*27*27 u8, cost in nats = byte / 16, index (a*27 + b)*27 + c with
     0 the word boundary and 1..=26 the letters a..z
-  3 lexicon classes, each: u32 m (bits), u32 k (probes), m/8 bytes of a Bloom filter over the
-    lower-case name, probe i at ((h1 + i*h2) mod 2^64) mod m with h1 = fnv1a64(b"\\x01" + name),
+  3 lexicon classes, each: u32 m (bits, a power of two), u32 k (probes), m/8 bytes of a Bloom filter over the
+    lower-case name, probe i at ((h1 + i*h2) mod 2^64) & (m - 1) with h1 = fnv1a64(b"\\x01" + name),
     h2 = fnv1a64(b"\\x02" + name) | 1
 """
 import math
@@ -54,14 +54,17 @@ def fnv1a64(data: bytes) -> int:
 
 
 def bloom(words, bits_per_entry=24, k=16):
-    m = max(64, ((len(words) * bits_per_entry + 63) // 64) * 64)
+    # A power of two: the guard reduces a probe with a mask, not a division.
+    m = 64
+    while m < len(words) * bits_per_entry:
+        m *= 2
     arr = bytearray(m // 8)
     for w in words:
         b = w.encode()
         h1 = fnv1a64(b"\x01" + b)
         h2 = fnv1a64(b"\x02" + b) | 1
         for i in range(k):
-            bit = ((h1 + i * h2) & 0xFFFFFFFFFFFFFFFF) % m
+            bit = ((h1 + i * h2) & 0xFFFFFFFFFFFFFFFF) & (m - 1)
             arr[bit // 8] |= 1 << (bit % 8)
     return struct.pack("<II", m, k) + bytes(arr)
 

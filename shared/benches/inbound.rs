@@ -69,6 +69,20 @@ fn bench(c: &mut Criterion) {
             black_box(verify(h, one.as_bytes(), std::slice::from_ref(&secret), now).is_ok())
         })
     });
+    // The guard on one ref of each common shape (what each ref field of an event costs).
+    let mut g = c.benchmark_group("check_ref");
+    for (name, r) in [
+        ("uuid", "3f6c2a9e-8b1d-4e57-a0c4-9d2b7e1f5a38"),
+        ("recipe_hex", "p_3f6c2a9e8b1d4e57a0c49d2b7e1f5a38"),
+        ("prefixed_base62", "p_7Hq2kX9mZ4rT1vB8yW3n"),
+        ("nanoid", "V1StGXR8_Z5jdHi6B-myT"),
+        ("square", "JDKYHBWT1D4F8MFH63DBMEN8Y4"),
+    ] {
+        g.bench_function(name, |bench| {
+            bench.iter(|| black_box(pil_shared::guard::check_ref(black_box(r)).is_ok()))
+        });
+    }
+    g.finish();
     c.bench_function("guard_only/1KB_body_parse", |bench| {
         bench.iter(|| black_box(parse_body(one.as_bytes(), now_ts).is_ok()))
     });
@@ -95,9 +109,8 @@ fn bench_handler(c: &mut Criterion) {
                 id: pil_shared::ids::PracticeId::parse("bench-clinic").expect("id"),
                 time_zone: "America/New_York".into(),
                 owner_emails: vec!["owner@bench-clinic.example".into()],
-                trigger_url: "https://pms.example/triggers".into(),
+                trigger_url: "https://pms.example/triggers".parse().expect("url"),
             },
-            false,
         ))
         .expect("onboarded");
     let secret = WebhookSecret::parse(&made.webhook_secret).expect("secret");

@@ -1,12 +1,17 @@
 //! The inbound contract, version 1 (DESIGN §4.1): a closed schema.
 //!
-//! The body is read as JSON once, then walked field by field into typed events. Any unknown
-//! field, wrong type, value outside its format, or PHI-shaped ref refuses the whole body with
-//! the JSON path and the rule. Errors never carry the value, and the walker never copies a
-//! string out of the body before it has passed its check.
+//! The body is read as JSON once, then walked field by field into typed events. A key repeated
+//! in one object, any unknown field, wrong type, value outside its format, or PHI-shaped ref
+//! refuses the whole body with the JSON path and the rule. Errors never carry the value, and
+//! the walker never copies a string out of the body before it has passed its check.
+
+use std::cell::Cell;
+use std::fmt;
 
 use jiff::{SignedDuration, Timestamp};
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
+use serde_json::{Map, Number, Value};
 
 use crate::guard::PhiRule;
 use crate::ids::OpaqueRef;
@@ -157,11 +162,7 @@ impl Refusal {
 /// Parses a request body (one event, or `{"events": [...]}`) into typed events.
 /// All or nothing: the first refusal refuses the whole body.
 pub fn parse_body(body: &[u8], now: Timestamp) -> Result<Vec<InboundEvent>, Refusal> {
-    let root: Value = serde_json::from_slice(body).map_err(|_| Refusal {
-        code: RefusalCode::MalformedJson,
-        field: String::new(),
-        rule: "json",
-    })?;
+    let root = read_json(body)?;
     let Value::Object(mut obj) = root else {
         return Err(Refusal::schema(String::new(), "type_object"));
     };
@@ -182,6 +183,169 @@ pub fn parse_body(body: &[u8], now: Timestamp) -> Result<Vec<InboundEvent>, Refu
             .collect()
     } else {
         parse_event(Value::Object(obj), "", now).map(|e| vec![e])
+    }
+}
+
+/// Reads the body as JSON, refusing a key that appears twice in one object.
+///
+/// `serde_json::from_slice::<Value>` keeps the last of two equal keys, so a body could say one
+/// thing to this parser and another to a first-wins reader on the way (a proxy, a log
+/// pipeline, the PMS's own tests). The body is read once, by [`Checked`], which builds the same
+/// `Value` and refuses the first repeated key, wherever it is, with the path to it.
+fn read_json(body: &[u8]) -> Result<Value, Refusal> {
+    let repeated = Cell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let read = Checked {
+        place: &Place::Root,
+        repeated: &repeated,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v));
+    read.map_err(|_| match repeated.take() {
+        Some(field) => Refusal::schema(field, "duplicate_key"),
+        None => Refusal {
+            code: RefusalCode::MalformedJson,
+            field: String::new(),
+            rule: "json",
+        },
+    })
+}
+
+/// Where the reader is in the body: a chain of frames on the stack, so the walk allocates
+/// nothing for paths; the path text is built only for a refusal.
+enum Place<'a> {
+    Root,
+    Key(&'a Place<'a>, &'a str),
+    Index(&'a Place<'a>, usize),
+}
+
+impl Place<'_> {
+    /// The path as refusals write it (`events[2].data.patient_ref`), each key through
+    /// [`shown_key`].
+    fn path(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            Self::Root => {}
+            Self::Key(parent, k) => {
+                parent.write(out);
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&shown_key(k));
+            }
+            Self::Index(parent, i) => {
+                parent.write(out);
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+    }
+}
+
+/// A `serde` seed that builds a [`Value`] as `serde_json`'s own does, checking each object's
+/// keys as they come: the first key already seen in its object stops the read, its path left
+/// in `repeated`. Depth is bounded by `serde_json`'s recursion limit (128).
+#[derive(Clone, Copy)]
+struct Checked<'a> {
+    place: &'a Place<'a>,
+    repeated: &'a Cell<Option<String>>,
+}
+
+impl<'a> Checked<'a> {
+    fn at<'b>(&self, place: &'b Place<'b>) -> Checked<'b>
+    where
+        'a: 'b,
+    {
+        Checked {
+            place,
+            repeated: self.repeated,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Checked<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let place = Place::Index(self.place, items.len());
+            match seq.next_element_seed(self.at(&place))? {
+                Some(v) => items.push(v),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match out.entry(key) {
+                Entry::Occupied(seen) => {
+                    // Only the path: never the value, and the key itself only when it is
+                    // field-shaped.
+                    self.repeated
+                        .set(Some(Place::Key(self.place, seen.key()).path()));
+                    return Err(de::Error::custom("duplicate key"));
+                }
+                Entry::Vacant(slot) => {
+                    let place = Place::Key(self.place, slot.key());
+                    let v = map.next_value_seed(self.at(&place))?;
+                    slot.insert(v);
+                }
+            }
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -643,6 +807,137 @@ mod tests {
         let e = parse_body(b"{\"type\": \"patient.opted_in\", ", now()).unwrap_err();
         assert_eq!(e.code, RefusalCode::MalformedJson);
         assert_eq!(e.to_string(), "malformed_json: field `` breaks rule `json`");
+    }
+
+    /// `body` with `{ok}` replaced by a valid opt-in event (raw text: `json!` cannot repeat a key).
+    fn refused_raw(body: &str) -> Refusal {
+        let ok = format!(
+            r#"{{"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {{"patient_ref": "{P}"}}}}"#
+        );
+        parse_body(body.replace("{ok}", &ok).as_bytes(), now()).unwrap_err()
+    }
+
+    fn duplicate(body: &str) -> String {
+        let e = refused_raw(body);
+        assert_eq!(
+            (e.code, e.rule),
+            (RefusalCode::SchemaViolation, "duplicate_key"),
+            "{body}"
+        );
+        e.field
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_at_any_depth() {
+        // Top level of a single event.
+        assert_eq!(
+            duplicate(
+                r#"{"type": "patient.opted_in", "type": "patient.opted_out", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": "p_7Hq2kX9mZ4rT1vB8yW3n"}}"#
+            ),
+            "type"
+        );
+        // Top level of a batch: `events` twice.
+        assert_eq!(
+            duplicate(r#"{"events": [{ok}], "events": [{ok}]}"#),
+            "events"
+        );
+        // Inside `events[i]`.
+        assert_eq!(
+            duplicate(
+                r#"{"events": [{ok}, {ok}, {"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "occurred_at": "2026-11-20T15:04:06Z", "data": {}}]}"#
+            ),
+            "events[2].occurred_at"
+        );
+        // Inside `data`, single event and batch; equal values are refused too.
+        assert_eq!(
+            duplicate(
+                r#"{"type": "appointment.completed", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": "appt_Qm8Zr2Lx7Vt4Nw9Kc1Pb", "patient_ref": "p_7Hq2kX9mZ4rT1vB8yW3n", "treatment": "neurotoxin", "treatment": "neurotoxin"}}"#
+            ),
+            "data.treatment"
+        );
+        assert_eq!(
+            duplicate(
+                r#"{"events": [{ok}, {ok}, {"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": "p_7Hq2kX9mZ4rT1vB8yW3n", "patient_ref": "p_9Zz2kX9mZ4rT1vB8yW3n"}}]}"#
+            ),
+            "events[2].data.patient_ref"
+        );
+        // Deeper: `series` inside `data`, and objects the schema would refuse anyway (the
+        // repeated key is found first, while reading).
+        assert_eq!(
+            duplicate(
+                r#"{"type": "appointment.completed", "occurred_at": "2026-11-20T15:04:05Z", "data": {"appointment_ref": "appt_Qm8Zr2Lx7Vt4Nw9Kc1Pb", "patient_ref": "p_7Hq2kX9mZ4rT1vB8yW3n", "treatment": "neurotoxin", "series": {"index": 1, "of": 2, "index": 2}}}"#
+            ),
+            "data.series.index"
+        );
+        assert_eq!(
+            duplicate(r#"{"events": [{ok}, {"data": {"x": [1, {"y": {"z": 1, "z": 2}}]}}]}"#),
+            "events[1].data.x[1].y.z"
+        );
+        assert_eq!(duplicate(r#"[{"a": 1}, {"b": 1, "b": 1}]"#), "[1].b");
+        // A key that is not field-shaped is `*`, as an ancestor and as the repeated key.
+        assert_eq!(
+            duplicate(
+                r#"{"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": "p_7Hq2kX9mZ4rT1vB8yW3n", "Jane Doe": 1, "Jane Doe": 2}}"#
+            ),
+            "data.*"
+        );
+        assert_eq!(
+            duplicate(r#"{"jane.doe@example.com": {"note": 1, "note": 2}}"#),
+            "*.note"
+        );
+        // Distinct keys in sibling objects are not repeats; a repeat after a syntax error is
+        // never reached.
+        assert!(parse_body(two_events().as_bytes(), now()).is_ok());
+        assert_eq!(
+            refused_raw(r#"{"events": [{ok}], "#).code,
+            RefusalCode::MalformedJson
+        );
+        assert_eq!(
+            refused_raw(r#"{"events": [{ok}]} {"a": 1, "a": 2}"#).code,
+            RefusalCode::MalformedJson
+        );
+    }
+
+    fn two_events() -> String {
+        format!(
+            r#"{{"events": [{{"type": "patient.opted_in", "occurred_at": "2026-11-20T15:04:05Z", "data": {{"patient_ref": "{P}"}}}}, {{"type": "patient.opted_out", "occurred_at": "2026-11-20T15:04:05Z", "data": {{"patient_ref": "{P}"}}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn the_checked_reader_builds_what_serde_json_builds() {
+        let text = r#"{"a": [1, -2, 3.5, 18446744073709551615, -9223372036854775808, 1e300, 0.0],
+            "b": {"c": null, "d": true, "e": false, "f": "x\"y\u00e9\ud83d\ude00", "g": {}, "h": []},
+            "": [[{"a": 1}, {"a": 2}]], "A": "a"}"#;
+        assert_eq!(
+            read_json(text.as_bytes()).unwrap(),
+            serde_json::from_slice::<Value>(text.as_bytes()).unwrap()
+        );
+        // Nesting past serde_json's recursion limit is malformed JSON, not a stack overflow.
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert_eq!(
+            read_json(deep.as_bytes()).unwrap_err().code,
+            RefusalCode::MalformedJson
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_refusal_never_contains_the_value() {
+        for body in [
+            // The PHI in the second value, the first, and in a repeated key's name.
+            r#"{"type": "patient.opted_out", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": "p_7Hq2kX9mZ4rT1vB8yW3n", "patient_ref": "jane.doe@example.com"}}"#,
+            r#"{"type": "patient.opted_out", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": "jane.doe@example.com", "patient_ref": "p_7Hq2kX9mZ4rT1vB8yW3n"}}"#,
+            r#"{"events": [{ok}], "jane.doe@example.com": 1, "jane.doe@example.com": 1}"#,
+            r#"{"events": [{"type": "patient.opted_out", "data": {"jane.doe@example.com": {"x": "Jane", "x": "Jane"}}}]}"#,
+        ] {
+            let e = refused_raw(body);
+            assert_eq!(e.rule, "duplicate_key", "{body}");
+            let shown = format!("{e} {e:?}");
+            assert!(
+                !shown.contains("jane") && !shown.contains("Jane"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{Action, ActionKind};
 use crate::ids::{ActionId, OpaqueRef, PracticeId};
-use crate::practice::Practice;
+use crate::practice::{Practice, TriggerUrl};
 use crate::state::{Appointment, Entity, EntityKey, Stored};
 
 /// A storage failure. Messages carry error codes, never item contents.
@@ -54,8 +54,9 @@ pub trait PracticeRepo: Send + Sync {
     async fn get_practice(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError>;
     /// The practice as stored up to about a second ago: an eventually consistent read, half
     /// the read units of [`Self::get_practice`]. For the receiver, where a change a second old
-    /// may be missed: a practice onboarded a second ago answers 404 and the PMS retries; a
-    /// rotated webhook secret overlaps the one it replaces. The default reads consistently.
+    /// may be missed: a practice onboarded a second ago answers as an unknown one (401) and the
+    /// PMS retries; a rotated webhook secret overlaps the one it replaces. The default reads
+    /// consistently.
     async fn get_practice_recent(&self, id: &PracticeId) -> Result<Option<Practice>, StoreError> {
         self.get_practice(id).await
     }
@@ -373,13 +374,17 @@ pub enum TransportError {
     Timeout,
     #[error("connection failed")]
     Connect,
+    /// The transport does not send to this URL (an http URL outside the local stack): nothing
+    /// was sent, and a retry would not change that.
+    #[error("trigger URL refused")]
+    Refused,
 }
 
 #[async_trait]
 pub trait TriggerTransport: Send + Sync {
     async fn post(
         &self,
-        url: &str,
+        url: &TriggerUrl,
         headers: &[(&'static str, String)],
         body: Vec<u8>,
     ) -> Result<TransportReply, TransportError>;

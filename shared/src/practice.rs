@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -309,7 +310,16 @@ pub struct Practice {
     /// IANA time zone name.
     pub time_zone: String,
     pub owner_emails: Vec<String>,
-    pub trigger_url: String,
+    /// Where triggers are POSTed. Read back under [`TriggerUrl::read_back`]: `None` when the
+    /// stored URL breaks the rules (a record written before them, or edited by hand), and then
+    /// no trigger is sent until `pil practice update --trigger-url` sets a valid one. The rest
+    /// of the practice stays readable, so inbound events (opt-outs, erasures) still land.
+    #[serde(
+        default,
+        deserialize_with = "TriggerUrl::read_back",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trigger_url: Option<TriggerUrl>,
     pub secrets: SealedSecrets,
     pub policy: Policy,
     #[serde(default)]
@@ -341,8 +351,15 @@ pub enum ConfigError {
     TimeZone,
     #[error("owner_email: not an e-mail address")]
     OwnerEmail,
-    #[error("trigger_url: must be https (http only for loopback in the local stack)")]
-    TriggerUrl,
+    /// Names the rule the URL breaks ([`TriggerUrlError::rule`]), never the URL.
+    #[error("trigger_url: {}", .0.rule())]
+    TriggerUrl(TriggerUrlError),
+}
+
+impl From<TriggerUrlError> for ConfigError {
+    fn from(e: TriggerUrlError) -> Self {
+        Self::TriggerUrl(e)
+    }
 }
 
 impl Practice {
@@ -408,24 +425,207 @@ pub fn validate_email(e: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Trigger URLs are https. Plain http is allowed only to a loopback host and only when the
-/// caller says loopback is allowed (the local stack).
-pub fn validate_trigger_url(u: &str, allow_loopback_http: bool) -> Result<(), ConfigError> {
-    let url = url::Url::parse(u).map_err(|_| ConfigError::TriggerUrl)?;
-    match url.scheme() {
-        "https" if url.host().is_some() => Ok(()),
-        "http" if allow_loopback_http && is_loopback(&url) => Ok(()),
-        _ => Err(ConfigError::TriggerUrl),
+/// Which trigger URLs a process accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerUrlScope {
+    /// Deployed code: https to a public host only.
+    Deployed,
+    /// The local stack only: also loopback hosts, over http or https (its PMS simulator listens
+    /// on `http://127.0.0.1:PORT`). Chosen by `PIL_ALLOW_LOOPBACK_HTTP=1`, which only the local
+    /// stack and its benches set (`pil_aws::Config::trigger_url_scope`); the template never
+    /// does.
+    LocalStack,
+}
+
+/// Why a trigger URL was refused: a rule name, never the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{rule}")]
+pub struct TriggerUrlError {
+    rule: &'static str,
+}
+
+impl TriggerUrlError {
+    const fn new(rule: &'static str) -> Self {
+        Self { rule }
+    }
+
+    /// The rule, as errors and logs name it (`private_address`, `https_required`, …).
+    pub fn rule(&self) -> &'static str {
+        self.rule
     }
 }
 
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
+/// A practice's trigger endpoint: an absolute `https` URL whose host is a name or a public IP
+/// address. It can only be made by [`TriggerUrl::parse`] (or `str::parse`, the deployed
+/// rules), so holding one means the rules were checked:
+///
+/// - the scheme is `https` (`https_required`); the host is present (`missing_host`); there is
+///   no user name or password (`userinfo`);
+/// - an IP-literal host is none of: loopback, `localhost` (`loopback_address`); RFC 1918 or
+///   the deprecated IPv6 site-local `fec0::/10` (`private_address`); `169.254/16`, `fe80::/10`
+///   (`link_local_address`); `100.64/10` (`shared_address`, carrier-grade NAT); `fc00::/7`
+///   (`unique_local_address`); multicast (`multicast_address`); `0/8`, `::`
+///   (`unspecified_address`); `255.255.255.255` (`broadcast_address`); `240/4`, `192.0.0/24`,
+///   `198.18/15` (`reserved_address`); the documentation ranges `192.0.2/24`, `198.51.100/24`,
+///   `203.0.113/24`, `2001:db8::/32`, `3fff::/20` (`documentation_address`). An IPv6 address
+///   that embeds an IPv4 one (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64
+///   `64:ff9b::a.b.c.d`) is judged by the IPv4 address. The `url` crate reads hosts as
+///   browsers do, so `https://2130706433/` or `https://0x7f.1/` are IP literals too.
+///
+/// A host *name* is not resolved here: what it resolves to when a trigger is sent is not
+/// checked (the PMS's DNS is the PMS's).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TriggerUrl(url::Url);
+
+impl TriggerUrl {
+    /// Parses and checks `s` under `scope`'s rules (see [`TriggerUrl`]).
+    pub fn parse(s: &str, scope: TriggerUrlScope) -> Result<Self, TriggerUrlError> {
+        let url = url::Url::parse(s.trim()).map_err(|e| match e {
+            url::ParseError::EmptyHost => TriggerUrlError::new("missing_host"),
+            _ => TriggerUrlError::new("url_syntax"),
+        })?;
+        let host = url.host();
+        let loopback = host.as_ref().is_some_and(is_loopback_host);
+        let local = scope == TriggerUrlScope::LocalStack && loopback;
+        match url.scheme() {
+            "https" => {}
+            "http" if local => {}
+            _ => return Err(TriggerUrlError::new("https_required")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(TriggerUrlError::new("userinfo"));
+        }
+        let refused = match host {
+            None => Some("missing_host"),
+            Some(url::Host::Domain("")) => Some("missing_host"),
+            Some(_) if local => None,
+            Some(url::Host::Domain(_)) => loopback.then_some("loopback_address"),
+            Some(url::Host::Ipv4(ip)) => ipv4_rule(ip),
+            Some(url::Host::Ipv6(ip)) => ipv6_rule(ip),
+        };
+        match refused {
+            Some(rule) => Err(TriggerUrlError::new(rule)),
+            None => Ok(Self(url)),
+        }
     }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// How a stored practice's URL is read: under the local stack's rules (the widest any
+    /// writer applies; a deployed trigger transport still refuses what deployed rules refuse),
+    /// and `None` instead of an error for a URL that breaks them, so the practice stays
+    /// readable.
+    pub fn read_back<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+        let stored = Option::<String>::deserialize(d)?;
+        Ok(stored.and_then(|s| Self::parse(&s, TriggerUrlScope::LocalStack).ok()))
+    }
+}
+
+/// The deployed rules ([`TriggerUrlScope::Deployed`]).
+impl std::str::FromStr for TriggerUrl {
+    type Err = TriggerUrlError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s, TriggerUrlScope::Deployed)
+    }
+}
+
+impl fmt::Display for TriggerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TriggerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TriggerUrl({})", self.as_str())
+    }
+}
+
+impl Serialize for TriggerUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => {
+            ip.is_loopback() || embedded_ipv4(*ip).is_some_and(|v4| v4.is_loopback())
+        }
+        // RFC 6761: `localhost` and every name under it are loopback.
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+    }
+}
+
+/// Which rule an IPv4 host breaks, if any.
+fn ipv4_rule(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(if ip.is_loopback() {
+        "loopback_address"
+    } else if ip.is_private() {
+        "private_address"
+    } else if ip.is_link_local() {
+        "link_local_address"
+    } else if a == 100 && (b & 0xc0) == 64 {
+        "shared_address"
+    } else if ip.is_multicast() {
+        "multicast_address"
+    } else if a == 0 {
+        "unspecified_address"
+    } else if ip.is_broadcast() {
+        "broadcast_address"
+    } else if ip.is_documentation() {
+        "documentation_address"
+    } else if a >= 240 || (a, b, c) == (192, 0, 0) || (a == 198 && (b & 0xfe) == 18) {
+        "reserved_address"
+    } else {
+        return None;
+    })
+}
+
+/// Which rule an IPv6 host breaks, if any.
+fn ipv6_rule(ip: Ipv6Addr) -> Option<&'static str> {
+    let s = ip.segments();
+    if ip.is_loopback() {
+        return Some("loopback_address");
+    }
+    if ip.is_unspecified() {
+        return Some("unspecified_address");
+    }
+    if let Some(v4) = embedded_ipv4(ip) {
+        return ipv4_rule(v4);
+    }
+    Some(if ip.is_multicast() {
+        "multicast_address"
+    } else if ip.is_unicast_link_local() {
+        "link_local_address"
+    } else if ip.is_unique_local() {
+        "unique_local_address"
+    } else if (s[0] & 0xffc0) == 0xfec0 {
+        "private_address"
+    } else if (s[0], s[1]) == (0x2001, 0x0db8) || (s[0] & 0xfff0) == 0x3ff0 {
+        "documentation_address"
+    } else {
+        return None;
+    })
+}
+
+/// The IPv4 address an IPv6 one stands for: IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
+/// (`::a.b.c.d`, deprecated but still routed by some stacks) and NAT64 (`64:ff9b::a.b.c.d`).
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    if nat64 {
+        let [.., a, b, c, d] = ip.octets();
+        return Some(Ipv4Addr::new(a, b, c, d));
+    }
+    ip.to_ipv4()
 }
 
 #[cfg(test)]
@@ -569,13 +769,157 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).unwrap(), old);
     }
 
+    fn refused(u: &str, scope: TriggerUrlScope) -> Option<&'static str> {
+        TriggerUrl::parse(u, scope).err().map(|e| e.rule())
+    }
+
     #[test]
-    fn trigger_urls_are_https_except_loopback_locally() {
-        assert!(validate_trigger_url("https://pms.example.com/hooks", false).is_ok());
-        assert!(validate_trigger_url("http://pms.example.com/hooks", true).is_err());
-        assert!(validate_trigger_url("http://127.0.0.1:4000/t", true).is_ok());
-        assert!(validate_trigger_url("http://127.0.0.1:4000/t", false).is_err());
-        assert!(validate_trigger_url("ftp://x", true).is_err());
+    fn trigger_urls_refuse_each_unsafe_form_by_rule() {
+        let cases = [
+            // Not https, no host, credentials.
+            ("http://pms.example.com/t", "https_required"),
+            ("ftp://pms.example.com/t", "https_required"),
+            ("file:///etc/passwd", "https_required"),
+            ("pms.example.com/t", "url_syntax"),
+            ("https://", "missing_host"),
+            ("https://user:pass@pms.example.com/t", "userinfo"),
+            ("https://user@pms.example.com/t", "userinfo"),
+            // Loopback, also as a name and in the forms browsers read as IPv4.
+            ("https://127.0.0.1/t", "loopback_address"),
+            ("https://127.1.2.3:8443/t", "loopback_address"),
+            ("https://2130706433/t", "loopback_address"),
+            ("https://0x7f.1/t", "loopback_address"),
+            ("https://localhost/t", "loopback_address"),
+            ("https://LocalHost./t", "loopback_address"),
+            ("https://pms.localhost/t", "loopback_address"),
+            ("https://[::1]/t", "loopback_address"),
+            // Private, link-local (the instance metadata service), shared, multicast.
+            ("https://10.1.2.3/t", "private_address"),
+            ("https://172.16.0.1/t", "private_address"),
+            ("https://172.31.255.255/t", "private_address"),
+            ("https://192.168.0.10/t", "private_address"),
+            ("https://[fec0::1]/t", "private_address"),
+            (
+                "https://169.254.169.254/latest/meta-data/",
+                "link_local_address",
+            ),
+            ("https://[fe80::1]/t", "link_local_address"),
+            ("https://100.64.0.1/t", "shared_address"),
+            ("https://100.127.255.254/t", "shared_address"),
+            ("https://[fd00:ec2::254]/t", "unique_local_address"),
+            ("https://[fc00::1]/t", "unique_local_address"),
+            ("https://224.0.0.1/t", "multicast_address"),
+            ("https://[ff02::1]/t", "multicast_address"),
+            ("https://0.0.0.0/t", "unspecified_address"),
+            ("https://0.1.2.3/t", "unspecified_address"),
+            ("https://[::]/t", "unspecified_address"),
+            ("https://255.255.255.255/t", "broadcast_address"),
+            ("https://240.0.0.1/t", "reserved_address"),
+            ("https://198.18.0.1/t", "reserved_address"),
+            ("https://192.0.0.8/t", "reserved_address"),
+            ("https://192.0.2.1/t", "documentation_address"),
+            ("https://198.51.100.7/t", "documentation_address"),
+            ("https://203.0.113.9/t", "documentation_address"),
+            ("https://[2001:db8::1]/t", "documentation_address"),
+            ("https://[3fff::1]/t", "documentation_address"),
+            // IPv6 forms of IPv4 addresses are judged by the IPv4 address.
+            ("https://[::ffff:169.254.169.254]/t", "link_local_address"),
+            ("https://[::ffff:a9fe:a9fe]/t", "link_local_address"),
+            ("https://[::ffff:127.0.0.1]/t", "loopback_address"),
+            ("https://[::ffff:10.0.0.1]/t", "private_address"),
+            ("https://[::ffff:100.64.1.1]/t", "shared_address"),
+            ("https://[::169.254.169.254]/t", "link_local_address"),
+            ("https://[::192.168.1.1]/t", "private_address"),
+            ("https://[64:ff9b::169.254.169.254]/t", "link_local_address"),
+            ("https://[64:ff9b::10.0.0.1]/t", "private_address"),
+        ];
+        for (u, rule) in cases {
+            assert_eq!(refused(u, TriggerUrlScope::Deployed), Some(rule), "{u}");
+        }
+        // The local stack's switch allows loopback only: every other rule still holds.
+        for (u, rule) in cases {
+            let local = refused(u, TriggerUrlScope::LocalStack);
+            if rule == "loopback_address" {
+                assert_eq!(local, None, "{u}");
+            } else {
+                assert_eq!(local, Some(rule), "{u}");
+            }
+        }
+    }
+
+    #[test]
+    fn trigger_urls_accept_public_hosts_and_loopback_http_only_locally() {
+        for u in [
+            "https://pms.example.com/hooks",
+            "https://pms.example.com:8443/pil/triggers?tenant=7",
+            "https://93.184.215.14/t",
+            "https://8.8.8.8/t",
+            "https://[2606:4700:4700::1111]/t",
+            "https://[::ffff:93.184.215.14]/t",
+            "https://[64:ff9b::8.8.8.8]/t",
+            "https://100.128.0.1/t",
+            "https://172.32.0.1/t",
+            // A name is not resolved here, whatever it looks like.
+            "https://10.0.0.1.nip.io/t",
+        ] {
+            let url: TriggerUrl = u.parse().unwrap_or_else(|e| panic!("{u}: {e}"));
+            assert_eq!(
+                TriggerUrl::parse(url.as_str(), TriggerUrlScope::Deployed),
+                Ok(url)
+            );
+        }
+        for u in [
+            "http://127.0.0.1:4000/t",
+            "http://[::1]:4000/t",
+            "http://localhost:4000/t",
+            "https://127.0.0.1:4000/t",
+        ] {
+            assert_eq!(refused(u, TriggerUrlScope::LocalStack), None, "{u}");
+            assert!(refused(u, TriggerUrlScope::Deployed).is_some(), "{u}");
+        }
+        assert_eq!(
+            refused("http://pms.example.com/hooks", TriggerUrlScope::LocalStack),
+            Some("https_required")
+        );
+        assert_eq!(
+            refused("http://10.0.0.1/t", TriggerUrlScope::LocalStack),
+            Some("https_required")
+        );
+    }
+
+    #[test]
+    fn a_refused_trigger_url_is_named_by_rule_never_by_value() {
+        let e = ConfigError::from(
+            "https://user:hunter2@10.9.8.7/t"
+                .parse::<TriggerUrl>()
+                .unwrap_err(),
+        );
+        assert_eq!(e.to_string(), "trigger_url: userinfo");
+        let e = ConfigError::from("https://10.9.8.7/t".parse::<TriggerUrl>().unwrap_err());
+        assert_eq!(e.to_string(), "trigger_url: private_address");
+    }
+
+    #[test]
+    fn a_stored_trigger_url_is_read_back_under_the_rules() {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default, deserialize_with = "TriggerUrl::read_back")]
+            trigger_url: Option<TriggerUrl>,
+        }
+        let read = |j: &str| serde_json::from_str::<Doc>(j).unwrap().trigger_url;
+        assert_eq!(
+            read(r#"{"trigger_url":"https://pms.example.com/t"}"#),
+            Some("https://pms.example.com/t".parse().unwrap())
+        );
+        // Written by the local stack.
+        assert!(read(r#"{"trigger_url":"http://127.0.0.1:3100/triggers"}"#).is_some());
+        // Written before the rules, or by hand: refused, and the record still reads.
+        assert_eq!(
+            read(r#"{"trigger_url":"https://169.254.169.254/latest"}"#),
+            None
+        );
+        assert_eq!(read(r#"{"trigger_url":"http://pms.example.com/t"}"#), None);
+        assert_eq!(read("{}"), None);
     }
 
     #[test]

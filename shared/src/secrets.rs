@@ -105,6 +105,9 @@ pub struct SecretCache {
     keys: Arc<dyn KeyService>,
     ttl: Duration,
     entries: Mutex<HashMap<String, (Instant, Opened)>>,
+    /// A random webhook secret no practice has, made once per cold start: the receiver
+    /// verifies a delivery for an unknown practice against it (see [`Self::dummy_webhook`]).
+    dummy: WebhookSecret,
 }
 
 impl std::fmt::Debug for SecretCache {
@@ -122,7 +125,15 @@ impl SecretCache {
             keys,
             ttl,
             entries: Mutex::new(HashMap::new()),
+            dummy: WebhookSecret::generate(),
         }
+    }
+
+    /// A webhook secret that verifies nothing: random, never stored, never shown. The receiver
+    /// checks a delivery for a practice that does not exist against it, so that delivery costs
+    /// the same work as one for a practice that does and gets the same refusal.
+    pub fn dummy_webhook(&self) -> &WebhookSecret {
+        &self.dummy
     }
 
     pub fn keys(&self) -> &dyn KeyService {

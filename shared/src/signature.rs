@@ -23,7 +23,19 @@ pub const TOLERANCE_SECONDS: i64 = 300;
 pub const HEADER_ID: &str = "webhook-id";
 pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
-const MAX_ID_LEN: usize = 256;
+/// The longest `webhook-id` accepted, in bytes. Standard Webhooks sets no limit; real ids are
+/// a short prefix and a ULID, UUID or counter (under 64 bytes). 256 leaves any sender's scheme
+/// room to spare while bounding what an unauthenticated caller can make the receiver hash,
+/// hold and log.
+pub const MAX_WEBHOOK_ID_LEN: usize = 256;
+
+/// Whether `id` is a well-formed `webhook-id`: 1 to [`MAX_WEBHOOK_ID_LEN`] bytes of visible
+/// ASCII (`!` to `~`). Refused: empty, too long, control characters, non-ASCII, and spaces
+/// (a proxy may trim them from a header's ends, which changes the signed content). The id is
+/// signed, echoed in the 202 answer and logged, so nothing reads it before this holds.
+pub fn webhook_id_well_formed(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_WEBHOOK_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// A `whsec_` signing secret. `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -144,6 +156,10 @@ pub fn signed_headers(
 pub enum SignatureError {
     #[error("missing header {0}")]
     MissingHeader(&'static str),
+    /// The `webhook-id` is not [well-formed](webhook_id_well_formed). A signature-class
+    /// refusal: the id is part of the signed content, so no valid signature can cover it.
+    #[error("malformed header webhook-id")]
+    IdFormat,
     #[error("malformed header {0}")]
     MalformedHeader(&'static str),
     #[error("timestamp outside the 5-minute tolerance")]
@@ -158,10 +174,20 @@ impl SignatureError {
     pub fn reason(self) -> &'static str {
         match self {
             Self::MissingHeader(_) => "missing_signature_header",
+            Self::IdFormat => "webhook_id_format",
             Self::MalformedHeader(_) => "malformed_signature_header",
             Self::StaleTimestamp => "stale_timestamp",
             Self::NoMatch => "signature_mismatch",
             Self::BodyNotUtf8 => "body_not_utf8",
+        }
+    }
+
+    /// The header a refusal names: `webhook-id` for a malformed id, `webhook-signature`
+    /// otherwise.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::IdFormat => HEADER_ID,
+            _ => HEADER_SIGNATURE,
         }
     }
 }
@@ -189,15 +215,15 @@ pub fn verify(
     now: i64,
 ) -> Result<Verified, SignatureError> {
     let id = headers.id.ok_or(SignatureError::MissingHeader(HEADER_ID))?;
+    if !webhook_id_well_formed(id) {
+        return Err(SignatureError::IdFormat);
+    }
     let ts_raw = headers
         .timestamp
         .ok_or(SignatureError::MissingHeader(HEADER_TIMESTAMP))?;
     let sig_header = headers
         .signature
         .ok_or(SignatureError::MissingHeader(HEADER_SIGNATURE))?;
-    if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(SignatureError::MalformedHeader(HEADER_ID));
-    }
     // Integer Unix seconds only: digits, no sign, no fraction.
     if ts_raw.is_empty() || ts_raw.len() > 12 || !ts_raw.bytes().all(|b| b.is_ascii_digit()) {
         return Err(SignatureError::MalformedHeader(HEADER_TIMESTAMP));
@@ -309,6 +335,53 @@ mod tests {
             new.headers("trg_1", 10_000, b"{}")
         );
         assert_eq!(signed_headers(&[], "trg_1", 10_000, b"{}"), None);
+    }
+
+    #[test]
+    fn a_malformed_webhook_id_is_refused_before_anything_reads_it() {
+        let s = WebhookSecret::generate();
+        let long = "m".repeat(MAX_WEBHOOK_ID_LEN + 1);
+        let longest = "m".repeat(MAX_WEBHOOK_ID_LEN);
+        for (id, ok) in [
+            ("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", true),
+            ("evt.01J9Z3/x:y=z~!", true),
+            (longest.as_str(), true),
+            ("", false),
+            (long.as_str(), false),
+            ("msg 1", false),
+            (" msg_1", false),
+            ("msg\t1", false),
+            ("msg\n1", false),
+            ("msg\u{7f}", false),
+            ("msg_é", false),
+            ("msg_\u{200b}", false),
+        ] {
+            assert_eq!(webhook_id_well_formed(id), ok, "{id:?}");
+            // Signed with the right secret: a malformed id is still refused, by its own rule.
+            let sig = s.sign(id, 10_000, b"{}").unwrap();
+            let headers = SignedHeaders {
+                id: Some(id),
+                timestamp: Some("10000"),
+                signature: Some(&sig),
+            };
+            let got = verify(headers, b"{}", std::slice::from_ref(&s), 10_000);
+            if ok {
+                assert_eq!(got.map(|v| v.webhook_id), Ok(id.to_owned()));
+            } else {
+                assert_eq!(got, Err(SignatureError::IdFormat), "{id:?}");
+                assert_eq!(SignatureError::IdFormat.reason(), "webhook_id_format");
+                assert_eq!(SignatureError::IdFormat.field(), HEADER_ID);
+            }
+        }
+        // Checked before the other headers: even with none of them.
+        let headers = SignedHeaders {
+            id: Some("bad id"),
+            ..SignedHeaders::default()
+        };
+        assert_eq!(
+            verify(headers, b"{}", &[s], 10_000),
+            Err(SignatureError::IdFormat)
+        );
     }
 
     #[test]

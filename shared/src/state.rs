@@ -1,9 +1,10 @@
 //! State kept per practice, as commutative merges of inbound events.
 //!
 //! Every field that an event can change is a last-writer-wins register keyed by the event's
-//! `occurred_at` (ties broken by the value itself), so applying the same events in any order,
-//! any number of times, gives the same state. That is what makes redeliveries and
-//! out-of-order deliveries harmless (DESIGN §4.1).
+//! time ([`EventTime::ranked_at`]: its `occurred_at`, but never later than its receipt), ties
+//! broken by the `occurred_at` reported and then by the value itself, so applying the same
+//! events in any order, any number of times, gives the same state. That is what makes
+//! redeliveries and out-of-order deliveries harmless (DESIGN §4.1).
 //!
 //! Patient-linked dates are kept at day precision in the practice's time zone (DESIGN §2.3).
 
@@ -15,28 +16,196 @@ use crate::ids::OpaqueRef;
 use crate::inbound::Series;
 use crate::treatment::Treatment;
 
+/// When an event happened, as the merges see it: the `occurred_at` the PMS reported, and when
+/// the receiver accepted the delivery that carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTime {
+    pub occurred_at: Timestamp,
+    pub received_at: Timestamp,
+}
+
+impl EventTime {
+    /// The time the event is ordered by: `occurred_at`, but never later than its receipt. An
+    /// `occurred_at` ahead of our clock is accepted (a PMS clock running fast), but it cannot
+    /// win against events received after it: time cannot be borrowed from the future.
+    pub fn ranked_at(self) -> Timestamp {
+        self.occurred_at.min(self.received_at)
+    }
+}
+
+/// What a register keeps about events dated ahead of their receipt (most registers never see
+/// one, and keep nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ahead {
+    /// The `occurred_at` the value's event reported, when it was later than the register's
+    /// `at` (the event was dated ahead, and ranks at its receipt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<Timestamp>,
+    /// The events dated ahead that could still win here if redelivered, by `occurred_at`.
+    #[serde(default)]
+    pub seen: Vec<Seen>,
+}
+
+/// An event that was dated ahead of its receipt, as a register remembers it: a redelivery of
+/// it (the same `occurred_at`) ranks at `ranked_at` again, not at its own later receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Seen {
+    /// The `occurred_at` reported.
+    pub occurred_at: Timestamp,
+    /// The earliest receipt seen: the time it ranks at.
+    pub ranked_at: Timestamp,
+}
+
 /// A last-writer-wins register.
+///
+/// Ordered by `(at, reported, value)`: the event's [`EventTime::ranked_at`], then the
+/// `occurred_at` it reported (so events clamped to the same receipt keep the PMS's own order),
+/// then the value (two reports of the same instant: the greater value wins, e.g. an opt-out
+/// over an opt-in).
+///
+/// Clamping to the receipt makes an event's rank depend on when it was received, so a
+/// redelivery of an event dated ahead would rank later than its first delivery and could win
+/// what the first one lost. [`Lww::ahead`] remembers such events until they can no longer win
+/// (the register's time passed their `occurred_at`): a redelivery ranks where the first
+/// delivery did, and changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lww<T> {
     pub value: T,
+    /// When the value was set, for ordering: the event's `occurred_at`, or its receipt when
+    /// that was earlier.
     pub at: Timestamp,
+    /// Only for a register that has seen events dated ahead (boxed: most never do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ahead: Option<Box<Ahead>>,
 }
 
 impl<T: Ord + Clone> Lww<T> {
     pub fn new(value: T, at: Timestamp) -> Self {
-        Self { value, at }
-    }
-
-    /// Merges `other` in; returns whether anything changed.
-    pub fn merge(slot: &mut Option<Lww<T>>, other: Lww<T>) -> bool {
-        match slot {
-            Some(cur) if (cur.at, &cur.value) >= (other.at, &other.value) => false,
-            _ => {
-                *slot = Some(other);
-                true
-            }
+        Self {
+            value,
+            at,
+            ahead: None,
         }
     }
+
+    /// The `occurred_at` reported for the value.
+    pub fn reported_at(&self) -> Timestamp {
+        self.ahead
+            .as_ref()
+            .and_then(|a| a.reported)
+            .unwrap_or(self.at)
+    }
+
+    /// The events dated ahead this register remembers.
+    pub fn seen(&self) -> &[Seen] {
+        self.ahead.as_ref().map_or(&[], |a| &a.seen)
+    }
+
+    /// The register an event at `t` writes into `slot`: `value(at)` ranked at the event's
+    /// time, or, for a redelivery of an event dated ahead that `slot` remembers, where its
+    /// first delivery ranked.
+    pub fn of_event(
+        slot: &Option<Lww<T>>,
+        t: EventTime,
+        value: impl FnOnce(Timestamp) -> T,
+    ) -> Self {
+        let first = slot
+            .iter()
+            .flat_map(|l| l.seen())
+            .filter(|s| s.occurred_at == t.occurred_at)
+            .map(|s| s.ranked_at)
+            .min();
+        let at = first.map_or(t.ranked_at(), |f| f.min(t.ranked_at()));
+        let reported = (t.occurred_at > at).then_some(t.occurred_at);
+        Self {
+            value: value(at),
+            at,
+            ahead: reported.map(|occurred_at| {
+                Box::new(Ahead {
+                    reported,
+                    seen: vec![Seen {
+                        occurred_at,
+                        ranked_at: at,
+                    }],
+                })
+            }),
+        }
+    }
+
+    /// Merges the value an event at `t` reports; returns whether anything changed.
+    pub fn merge_event(slot: &mut Option<Lww<T>>, value: T, t: EventTime) -> bool {
+        let other = Self::of_event(slot, t, |_| value);
+        Self::merge(slot, other)
+    }
+
+    /// Merges `other` in (another register, or an event's [`Lww::of_event`]); returns whether
+    /// anything changed. Commutative, associative and idempotent.
+    pub fn merge(slot: &mut Option<Lww<T>>, other: Lww<T>) -> bool {
+        let key = |l: &Lww<T>| (l.at, l.reported_at());
+        Self::merge_by(slot, other, |o, c| (key(o), &o.value) > (key(c), &c.value)).changed
+    }
+
+    /// [`Lww::merge`] with another order deciding which value wins (`beats(other, current)`);
+    /// the remembered events are joined either way.
+    pub fn merge_by(
+        slot: &mut Option<Lww<T>>,
+        other: Lww<T>,
+        beats: impl Fn(&Lww<T>, &Lww<T>) -> bool,
+    ) -> Merged {
+        let Some(cur) = slot else {
+            let mut other = other;
+            let (reported, seen) = other.take_ahead();
+            other.set_ahead(reported, seen);
+            *slot = Some(other);
+            return Merged {
+                won: true,
+                changed: true,
+            };
+        };
+        let before = cur.ahead.clone();
+        let won = beats(&other, cur);
+        let mut other = other;
+        let (other_reported, other_seen) = other.take_ahead();
+        let (mut reported, mut seen) = cur.take_ahead();
+        seen.extend(other_seen);
+        if won {
+            cur.value = other.value;
+            cur.at = other.at;
+            reported = other_reported;
+        }
+        cur.set_ahead(reported, seen);
+        Merged {
+            won,
+            changed: won || cur.ahead != before,
+        }
+    }
+
+    fn take_ahead(&mut self) -> (Option<Timestamp>, Vec<Seen>) {
+        self.ahead
+            .take()
+            .map_or((None, Vec::new()), |a| (a.reported, a.seen))
+    }
+
+    /// Keeps one entry per `occurred_at` (its earliest rank) and drops those that can no
+    /// longer win: dated before the register's time, a redelivery ranks below it.
+    pub(crate) fn set_ahead(&mut self, reported: Option<Timestamp>, mut seen: Vec<Seen>) {
+        let at = self.at;
+        seen.retain(|s| s.occurred_at >= at);
+        seen.sort();
+        seen.dedup_by_key(|s| s.occurred_at);
+        let reported = reported.filter(|r| *r > at);
+        self.ahead =
+            (reported.is_some() || !seen.is_empty()).then(|| Box::new(Ahead { reported, seen }));
+    }
+}
+
+/// What [`Lww::merge_by`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merged {
+    /// The other value won.
+    pub won: bool,
+    /// Anything changed (the value, or what the register remembers).
+    pub changed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -199,15 +368,30 @@ impl PatientTreatment {
     /// Merges a completion. The latest completion *date* wins (a late-arriving older visit
     /// never replaces a newer one); `occurred_at` breaks ties within a day.
     pub fn merge_completion(&mut self, c: Completion, at: Timestamp) -> bool {
-        let newer = match &self.last {
-            None => true,
-            Some(cur) => (&c.on, at, &c) > (&cur.value.on, cur.at, &cur.value),
-        };
-        if newer {
-            self.last = Some(Lww::new(c, at));
+        self.merge_last(Lww::new(c, at))
+    }
+
+    /// Merges the completion an event at `t` reports, ranked as [`Lww::of_event`] ranks it;
+    /// `completion` makes it from that time (its day is the day of the ranked time, so a
+    /// completion dated ahead cannot take a later day either).
+    pub fn merge_completion_event(
+        &mut self,
+        t: EventTime,
+        completion: impl FnOnce(Timestamp) -> Completion,
+    ) -> bool {
+        let c = Lww::of_event(&self.last, t, completion);
+        self.merge_last(c)
+    }
+
+    fn merge_last(&mut self, c: Lww<Completion>) -> bool {
+        let merged = Lww::merge_by(&mut self.last, c, |o, c| {
+            (o.value.on, o.at, o.reported_at(), &o.value)
+                > (c.value.on, c.at, c.reported_at(), &c.value)
+        });
+        if merged.won {
             self.recheck_on = None;
         }
-        newer
+        merged.changed
     }
 
     /// Merges another record of the same category in (the same patient under an older ref,
@@ -220,8 +404,13 @@ impl PatientTreatment {
         let order = |pt: &PatientTreatment| {
             pt.last
                 .as_ref()
-                .map(|l| (l.value.on, l.at, l.value.clone()))
+                .map(|l| (l.value.on, l.at, l.reported_at(), l.value.clone()))
         };
+        let seen: Vec<Seen> = [&self.last, &other.last]
+            .into_iter()
+            .flatten()
+            .flat_map(|l| l.seen().iter().copied())
+            .collect();
         match order(other).cmp(&order(self)) {
             std::cmp::Ordering::Greater => {
                 self.last = other.last.clone();
@@ -229,6 +418,10 @@ impl PatientTreatment {
             }
             std::cmp::Ordering::Equal => self.recheck_on = self.recheck_on.max(other.recheck_on),
             std::cmp::Ordering::Less => {}
+        }
+        if let Some(l) = &mut self.last {
+            let reported = l.ahead.as_ref().and_then(|a| a.reported);
+            l.set_ahead(reported, seen);
         }
         self.actioned_due = self.actioned_due.max(other.actioned_due);
         before != (self.last.clone(), self.actioned_due, self.recheck_on)
@@ -404,6 +597,184 @@ mod tests {
         assert!(!Lww::merge(&mut y, a.clone()));
         assert!(!Lww::merge(&mut y, b));
         assert_eq!(x, y);
+    }
+
+    fn ev(occurred_at: &str, received_at: &str) -> EventTime {
+        EventTime {
+            occurred_at: ts(occurred_at),
+            received_at: ts(received_at),
+        }
+    }
+
+    /// The consent register after merging `(opted_out, time)` reports in order.
+    fn consent(reports: &[(bool, EventTime)]) -> Option<Lww<bool>> {
+        let mut slot = None;
+        for (out, t) in reports {
+            Lww::merge_event(&mut slot, *out, *t);
+        }
+        slot
+    }
+
+    #[test]
+    fn an_event_dated_ahead_ranks_at_its_receipt() {
+        // GIVEN an opt-in stamped 23 h ahead, received at noon, and a real opt-out an hour later
+        let opt_in = (false, ev("2026-11-24T11:00:00Z", "2026-11-23T12:00:00Z"));
+        let opt_out = (true, ev("2026-11-23T13:00:00Z", "2026-11-23T13:00:05Z"));
+        // THEN the opt-out wins: the opt-in ranks at its receipt, not at its stamp
+        let c = consent(&[opt_in, opt_out]).unwrap();
+        assert!(c.value);
+        assert_eq!(
+            (c.at, c.reported_at()),
+            (ts("2026-11-23T13:00:00Z"), ts("2026-11-23T13:00:00Z"))
+        );
+        // The opt-in is remembered until the register's time passes its stamp.
+        assert_eq!(
+            c.ahead.as_deref(),
+            Some(&Ahead {
+                reported: None,
+                seen: vec![Seen {
+                    occurred_at: ts("2026-11-24T11:00:00Z"),
+                    ranked_at: ts("2026-11-23T12:00:00Z"),
+                }],
+            })
+        );
+        // An event on time is not clamped, and one received later still wins on its own.
+        let later_in = (false, ev("2026-11-23T14:00:00Z", "2026-11-23T14:00:01Z"));
+        assert!(!consent(&[opt_in, opt_out, later_in]).unwrap().value);
+    }
+
+    #[test]
+    fn a_redelivery_of_an_event_dated_ahead_has_no_second_effect() {
+        let opt_in = |received: &str| (false, ev("2026-11-24T11:00:00Z", received));
+        let opt_out = (true, ev("2026-11-23T13:00:00Z", "2026-11-23T13:00:05Z"));
+        let mut slot = consent(&[opt_in("2026-11-23T12:00:00Z")]);
+        let first = slot.clone();
+        // Redelivered while it is still ahead: same rank, nothing changes (no write).
+        assert!(!Lww::merge_event(
+            &mut slot,
+            false,
+            opt_in("2026-11-23T12:30:00Z").1
+        ));
+        assert_eq!(slot, first);
+        // Beaten by the opt-out, then redelivered later, before and after its stamp: the
+        // opt-out stays.
+        assert!(Lww::merge_event(&mut slot, opt_out.0, opt_out.1));
+        let out = slot.clone();
+        for received in [
+            "2026-11-23T14:00:00Z",
+            "2026-11-24T11:00:00Z",
+            "2026-12-01T00:00:00Z",
+        ] {
+            let (v, t) = opt_in(received);
+            assert!(
+                !Lww::merge_event(&mut slot, v, t),
+                "redelivered at {received}"
+            );
+            assert_eq!(slot, out, "redelivered at {received}");
+        }
+        // Once the register's time passes the stamp, the memory goes: a redelivery ranks at
+        // most at its stamp, below the register, so it is not needed any more.
+        let after = (true, ev("2026-11-24T12:00:00Z", "2026-11-24T12:00:00Z"));
+        assert!(Lww::merge_event(&mut slot, after.0, after.1));
+        assert_eq!(slot.as_ref().unwrap().ahead, None);
+        let (v, t) = opt_in("2026-11-25T00:00:00Z");
+        assert!(!Lww::merge_event(&mut slot, v, t));
+    }
+
+    #[test]
+    fn ties_at_one_receipt_keep_the_reported_order_then_the_value() {
+        let at = "2026-11-23T12:00:00Z";
+        // Both dated ahead, received in one batch: the PMS's own order decides…
+        let out = (true, ev("2026-11-24T09:00:00Z", at));
+        let back_in = (false, ev("2026-11-24T09:00:01Z", at));
+        // …and for the same instant, the opt-out.
+        let same_in = (false, ev("2026-11-24T09:00:00Z", at));
+        for reports in [
+            vec![out, back_in],
+            vec![back_in, out],
+            vec![out, back_in, out, back_in],
+        ] {
+            let c = consent(&reports).unwrap();
+            assert!(!c.value, "{reports:?}");
+            assert_eq!(
+                (c.at, c.reported_at()),
+                (ts(at), ts("2026-11-24T09:00:01Z"))
+            );
+        }
+        assert!(consent(&[out, same_in]).unwrap().value);
+        assert!(consent(&[same_in, out]).unwrap().value);
+        // An event stamped exactly at the receipt ranks below one clamped to it.
+        let on_time = (true, ev(at, at));
+        assert!(!consent(&[on_time, back_in]).unwrap().value);
+        assert!(!consent(&[back_in, on_time]).unwrap().value);
+    }
+
+    #[test]
+    fn merges_with_events_dated_ahead_are_commutative_and_idempotent() {
+        // Reports received at a few instants, some dated ahead, some sharing a stamp.
+        let reports = [
+            (false, ev("2026-11-24T11:00:00Z", "2026-11-23T12:00:00Z")),
+            (true, ev("2026-11-23T12:00:00Z", "2026-11-23T12:00:00Z")),
+            (true, ev("2026-11-24T11:00:00Z", "2026-11-23T12:00:00Z")),
+            (false, ev("2026-11-23T20:00:00Z", "2026-11-23T12:00:00Z")),
+            (true, ev("2026-11-23T11:00:00Z", "2026-11-23T12:00:00Z")),
+        ];
+        let mut orders = vec![vec![]];
+        for _ in 0..reports.len() {
+            orders = orders
+                .into_iter()
+                .flat_map(|o: Vec<usize>| {
+                    (0..reports.len())
+                        .filter(|i| !o.contains(i))
+                        .map(|i| [o.as_slice(), &[i]].concat())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        }
+        let expected = consent(&reports);
+        for order in orders {
+            let picked: Vec<_> = order.iter().map(|i| reports[*i]).collect();
+            let mut slot = consent(&picked);
+            assert_eq!(slot, expected, "{order:?}");
+            for (v, t) in &picked {
+                assert!(!Lww::merge_event(&mut slot, *v, *t), "{order:?}");
+            }
+            // Registers merge the same way (rotation absorbs one into another).
+            let (a, b) = picked.split_at(2);
+            let mut x = consent(a);
+            Lww::merge(&mut x, consent(b).unwrap());
+            assert_eq!(x, expected, "{order:?}");
+        }
+    }
+
+    #[test]
+    fn a_completion_dated_ahead_takes_the_day_of_its_receipt() {
+        let r = OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap();
+        let mut pt = PatientTreatment::new(r, Treatment::Neurotoxin);
+        let day = |at: Timestamp| {
+            Completion::new(at.to_zoned(jiff::tz::TimeZone::UTC).date(), None, None)
+        };
+        let ahead = ev("2026-11-24T20:00:00Z", "2026-11-23T22:00:00Z");
+        assert!(pt.merge_completion_event(ahead, day));
+        let last = pt.last.clone().unwrap();
+        assert_eq!(last.value.on, d("2026-11-23"));
+        assert_eq!(last.at, ts("2026-11-23T22:00:00Z"));
+        // A completion received the next morning wins; the first one, redelivered, does not.
+        assert!(pt.merge_completion_event(ev("2026-11-24T09:00:00Z", "2026-11-24T09:00:00Z"), day));
+        assert_eq!(pt.last.as_ref().unwrap().value.on, d("2026-11-24"));
+        let next = pt.clone();
+        assert!(
+            !pt.merge_completion_event(ev("2026-11-24T20:00:00Z", "2026-11-24T21:00:00Z"), day)
+        );
+        assert_eq!(pt, next);
+    }
+
+    #[test]
+    fn a_register_written_before_clamping_reads_and_writes_as_before() {
+        let old = r#"{"value":true,"at":"2026-01-02T00:00:00Z"}"#;
+        let l: Lww<bool> = serde_json::from_str(old).unwrap();
+        assert_eq!(l, Lww::new(true, ts("2026-01-02T00:00:00Z")));
+        assert_eq!(serde_json::to_string(&l).unwrap(), old);
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::ports::{
     PortError, PracticeRepo, RecordKey, SlotIndex, StoreError, TokenLedger, TransportError,
     TransportReply, TriggerTransport,
 };
-use crate::practice::Practice;
+use crate::practice::{Practice, TriggerUrl};
 use crate::secrets::SecretCache;
 use crate::service::receiver::ReceiverDeps;
 use crate::service::scan::ScanDeps;
@@ -766,12 +766,12 @@ impl MemTransport {
 impl TriggerTransport for MemTransport {
     async fn post(
         &self,
-        url: &str,
+        url: &TriggerUrl,
         headers: &[(&'static str, String)],
         body: Vec<u8>,
     ) -> Result<TransportReply, TransportError> {
         lock(&self.posts).push(Post {
-            url: url.to_owned(),
+            url: url.as_str().to_owned(),
             headers: headers.to_vec(),
             body,
         });

@@ -28,9 +28,8 @@ fn a_disabled_practice_receives_events_and_sends_nothing() {
             id: pid.clone(),
             time_zone: "America/New_York".into(),
             owner_emails: vec!["owner@off.example".into()],
-            trigger_url: "https://pms.example.com/triggers".into(),
+            trigger_url: "https://pms.example.com/triggers".parse().unwrap(),
         },
-        false,
     ))
     .unwrap();
     let secret = WebhookSecret::parse(&out.webhook_secret).unwrap();
@@ -64,14 +63,7 @@ fn a_disabled_practice_receives_events_and_sends_nothing() {
         disabled: Some(true),
         ..Default::default()
     };
-    run(admin::update_practice(
-        &world.store,
-        &pid,
-        disable,
-        false,
-        "admin",
-    ))
-    .unwrap();
+    run(admin::update_practice(&world.store, &pid, disable, "admin")).unwrap();
 
     // Inbound: accepted (an opt-out must not be lost while the practice is paused).
     let body = format!(

@@ -3,7 +3,9 @@
 //!
 //! A history is a few patients × treatments: completions (days ago, some in a series, some
 //! with a cycle override), bookings with reschedules, cancellations and no-shows, opt-outs and
-//! opt-ins, each event with its own `occurred_at`. It is delivered through the receiver
+//! opt-ins, each event with its own `occurred_at`, some of them dated up to 23 hours ahead of
+//! the receiver's clock (a PMS clock running fast: they rank at their receipt, and tie there
+//! with each other and with events stamped at that instant). It is delivered through the receiver
 //! service (signed JSON bodies, as the PMS sends them) in a random order, with random
 //! duplicates, split into random batches; then the nightly scan runs for the scan date (and,
 //! in some cases, for the one or two nights before it first). The practice's policy varies
@@ -234,6 +236,15 @@ fn past(max_days: i64) -> impl Strategy<Value = Timestamp> {
     (0..=max_days * 24).prop_map(hours_before_now)
 }
 
+/// An `occurred_at`: mostly [`past`], sometimes up to 23 hours ahead of the receiver's clock
+/// (accepted, and ranked at the receipt).
+fn occurred(max_days: i64) -> impl Strategy<Value = Timestamp> {
+    prop_oneof![
+        6 => past(max_days),
+        1 => (1i64..=23).prop_map(|h| hours_before_now(-h)),
+    ]
+}
+
 /// A start from a month ago to three months ahead, on the hour.
 fn start() -> impl Strategy<Value = Timestamp> {
     (-30i64 * 24..=90 * 24).prop_map(|h| hours_before_now(-h))
@@ -251,7 +262,7 @@ fn completion(patient: usize, treatment: Treatment) -> impl Strategy<Value = Ev>
             (1u16..=6).prop_flat_map(|of| (1..=of).prop_map(move |i| (i, of))),
         ),
         prop::option::weighted(0.2, 20u16..=200),
-        past(420),
+        occurred(420),
     )
         .prop_map(move |(visit, series, cycle_days, at)| Ev::Completed {
             visit,
@@ -292,10 +303,10 @@ fn appointment(
         0..PROVIDERS.len(),
         start(),
         duration(),
-        past(60),
-        prop::collection::vec((start(), duration(), past(60)), 0..=2),
+        occurred(60),
+        prop::collection::vec((start(), duration(), occurred(60)), 0..=2),
         end(),
-        past(60),
+        occurred(60),
     )
         .prop_map(
             move |(t, booked, provider, starts_at, duration_min, at, moves, end, end_at)| {
@@ -348,11 +359,12 @@ fn patient_history(patient: usize) -> impl Strategy<Value = Vec<Ev>> {
                     )
                 })
                 .collect();
-            let change = (any::<bool>(), past(90)).prop_map(move |(opted_out, at)| Ev::Consent {
-                patient,
-                opted_out,
-                at,
-            });
+            let change =
+                (any::<bool>(), occurred(90)).prop_map(move |(opted_out, at)| Ev::Consent {
+                    patient,
+                    opted_out,
+                    at,
+                });
             // Most patients never change their consent.
             let consent = prop_oneof![
                 2 => Just(Vec::new()),
@@ -449,9 +461,8 @@ fn onboarded(now: Timestamp, choice: &PolicyChoice) -> (World, WebhookSecret) {
                 id: pid(),
                 time_zone: "America/New_York".into(),
                 owner_emails: vec!["owner@clinic.example".into()],
-                trigger_url: "https://pms.example.com/triggers".into(),
+                trigger_url: "https://pms.example.com/triggers".parse().unwrap(),
             },
-            false,
         )
         .await
         .unwrap();
@@ -816,6 +827,66 @@ fn a_late_older_booking_does_not_bring_back_a_forgotten_minute() {
         in_order.1, late_booking.1,
         "slot fill depends on arrival order"
     );
+}
+
+/// Time cannot be borrowed: an opt-in stamped 23 hours ahead is accepted, but a real opt-out
+/// received after it wins, and redelivering the opt-in later (before or after its stamp)
+/// changes nothing.
+#[test]
+fn an_opt_in_dated_ahead_does_not_outrank_a_later_opt_out() {
+    let (world, secret) = onboarded(now(), &default_policy());
+    let h = SignedDuration::from_hours;
+    let opt_in = Ev::Consent {
+        patient: 0,
+        opted_out: false,
+        at: now() + h(23),
+    }
+    .json();
+    let opt_out = Ev::Consent {
+        patient: 0,
+        opted_out: true,
+        at: now() + h(1),
+    }
+    .json();
+    let opted_out = || {
+        world
+            .store
+            .entities(&pid())
+            .iter()
+            .find_map(|r| match &r.entity {
+                Entity::Consent(c) => Some(c.is_opted_out()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        deliver_each(&world, &secret, std::slice::from_ref(&opt_in)),
+        [1]
+    );
+    assert!(!opted_out());
+    world.clock.set(now() + h(1));
+    assert_eq!(
+        deliver_each(&world, &secret, std::slice::from_ref(&opt_out)),
+        [1]
+    );
+    assert!(opted_out(), "the later opt-out wins");
+    let before = stored(&world);
+    for later in [2, 23, 48] {
+        world.clock.set(now() + h(later));
+        let changed = deliver_each(&world, &secret, std::slice::from_ref(&opt_in));
+        assert_eq!(changed, [0], "redelivered {later} h on");
+        assert_eq!(stored(&world), before, "redelivered {later} h on");
+    }
+    // A new opt-in received later still counts.
+    let back_in = Ev::Consent {
+        patient: 0,
+        opted_out: false,
+        at: now() + h(49),
+    }
+    .json();
+    world.clock.set(now() + h(49));
+    assert_eq!(deliver_each(&world, &secret, &[back_in]), [1]);
+    assert!(!opted_out());
 }
 
 /// `cases` cases; failures are kept next to this file.

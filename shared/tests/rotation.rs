@@ -41,9 +41,8 @@ fn onboarded() -> (World, WebhookSecret, WebhookSecret) {
             id: pid(),
             time_zone: "America/New_York".into(),
             owner_emails: vec!["owner@rot.example".into()],
-            trigger_url: "https://pms.example.com/triggers".into(),
+            trigger_url: "https://pms.example.com/triggers".parse().unwrap(),
         },
-        false,
     ))
     .unwrap();
     (

@@ -18,11 +18,10 @@ async fn refused_phi_appears_in_no_table_queue_email_or_log_line() {
     let logs = Captured::install();
 
     let ts = TestStack::start().await.unwrap();
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("data/vectors/phi-examples.json");
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/vectors/phi-examples.json");
     let vectors: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir).expect("test vectors present"))
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir).expect("test vectors present")).unwrap();
     let mut values = Vec::new();
     for (i, case) in vectors["reject"].as_array().unwrap().iter().enumerate() {
         let r = ts.send(&format!("msg_phi_{i}"), &case["body"]).await;

@@ -2,8 +2,10 @@
 
 use pil_shared::ids::OpaqueRef;
 use pil_shared::ports::EntityRepo;
+use pil_shared::signature::WebhookSecret;
 use pil_shared::state::{AppointmentStatus, Entity, EntityKey};
 use pil_tests::{TestStack, ago, completed, new_ref};
+use reqwest::header::HeaderValue;
 use serde_json::json;
 
 async fn post_raw(
@@ -86,18 +88,148 @@ async fn status_codes_follow_the_contract() {
     );
     assert!(!b.to_string().contains("jane"));
 
-    // 404: unknown practice (signed or not).
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/practices/no-such-clinic/events",
-            ts.stack.api_url
-        ))
-        .header("content-type", "application/json")
-        .body(ok.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
+    // 422: a key repeated in one object, named by its path, the value never quoted.
+    let dup = format!(
+        r#"{{"type": "patient.opted_in", "occurred_at": "{}", "data": {{"patient_ref": "{}", "patient_ref": "jane.doe@example.com"}}}}"#,
+        ago(0),
+        new_ref("p")
+    )
+    .into_bytes();
+    let (s, b) = post_raw(&ts, &signed(&ts, "msg_dup", &dup, now), dup).await;
+    assert_eq!(
+        (s, &b["error"]),
+        (
+            422,
+            &json!({"code": "schema_violation", "field": "data.patient_ref", "rule": "duplicate_key"})
+        )
+    );
+    assert!(!b.to_string().contains("jane"));
+
+    // 401: a malformed webhook-id, named by its header and rule.
+    let (s, b) = post_raw(&ts, &signed(&ts, "msg 1", &ok, now), ok.clone()).await;
+    assert_eq!(
+        (s, &b["error"]),
+        (
+            401,
+            &json!({"code": "invalid_signature", "field": "webhook-id", "rule": "webhook_id_format"})
+        )
+    );
+    ts.stop().await;
+}
+
+/// POSTs `body` to `practice`'s events with `headers` (raw values: any bytes a client can
+/// send); the status, the content type and the body's bytes as answered.
+async fn post_to(
+    ts: &TestStack,
+    practice: &str,
+    headers: &[(&str, HeaderValue)],
+    body: &[u8],
+) -> (u16, Option<HeaderValue>, Vec<u8>) {
+    let mut req = reqwest::Client::new().post(format!(
+        "{}/v1/practices/{practice}/events",
+        ts.stack.api_url
+    ));
+    for (k, v) in headers {
+        req = req.header(*k, v.clone());
+    }
+    let r = req.body(body.to_vec()).send().await.unwrap();
+    let status = r.status().as_u16();
+    let ct = r.headers().get("content-type").cloned();
+    (status, ct, r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_practice_is_answered_exactly_as_a_bad_signature() {
+    let ts = TestStack::start().await.unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    let wrong = WebhookSecret::generate();
+    let body = json!({"type": "patient.opted_in", "occurred_at": ago(0), "data": {"patient_ref": new_ref("p")}}).to_string().into_bytes();
+    let hv = |s: &str| HeaderValue::from_str(s).unwrap();
+    // Headers for `id` (raw bytes), signed at `at` with `key` (no signature header: `None`).
+    let headers = |id: &[u8], at: i64, key: Option<&WebhookSecret>| {
+        let mut h = vec![
+            ("content-type", hv("application/json")),
+            ("webhook-id", HeaderValue::from_bytes(id).unwrap()),
+            ("webhook-timestamp", hv(&at.to_string())),
+        ];
+        if let Some(k) = key {
+            let id = String::from_utf8_lossy(id);
+            h.push(("webhook-signature", hv(&k.sign(&id, at, &body).unwrap())));
+        }
+        h
+    };
+    let long_id = vec![b'm'; 257];
+    // (what is wrong, webhook-id, timestamp, signed with the practice's secret, expected rule)
+    let cases: [(&str, &[u8], i64, bool, &str); 7] = [
+        ("wrong secret", b"msg_u1", now, true, "signature_mismatch"),
+        (
+            "no signature",
+            b"msg_u2",
+            now,
+            false,
+            "missing_signature_header",
+        ),
+        (
+            "stale timestamp",
+            b"msg_u3",
+            now - 301,
+            true,
+            "stale_timestamp",
+        ),
+        ("space in the id", b"msg u4", now, true, "webhook_id_format"),
+        (
+            "non-ASCII id",
+            "msg_é".as_bytes(),
+            now,
+            true,
+            "webhook_id_format",
+        ),
+        ("empty id", b"", now, true, "webhook_id_format"),
+        (
+            "id over 256 bytes",
+            &long_id,
+            now,
+            true,
+            "webhook_id_format",
+        ),
+    ];
+    for (what, id, at, signed, rule) in cases {
+        // The known practice gets the request signed with a secret it does not hold; the
+        // unknown ones get it signed with the known practice's own secret (which tells
+        // nothing either).
+        let known = post_to(
+            &ts,
+            ts.practice.as_str(),
+            &headers(id, at, signed.then_some(&wrong)),
+            &body,
+        )
+        .await;
+        let answer: serde_json::Value = serde_json::from_slice(&known.2).unwrap();
+        assert_eq!(
+            (known.0, answer["error"]["rule"].as_str()),
+            (401, Some(rule)),
+            "{what}"
+        );
+        for practice in ["no-such-clinic", "No_Such_Clinic"] {
+            let unknown = post_to(
+                &ts,
+                practice,
+                &headers(id, at, signed.then_some(&ts.secret)),
+                &body,
+            )
+            .await;
+            assert_eq!(
+                unknown, known,
+                "{what}, {practice}: status, content type, bytes"
+            );
+        }
+    }
+    // Content type and size still come first, practice or not.
+    for practice in [ts.practice.as_str(), "no-such-clinic"] {
+        let mut h = headers(b"msg_u5", now, Some(&ts.secret));
+        h[0].1 = hv("text/plain");
+        assert_eq!(post_to(&ts, practice, &h, &body).await.0, 415);
+    }
     ts.stop().await;
 }
 

@@ -27,9 +27,10 @@ impl Deps {
         let missing = |e: MissingVar| -> Error { e.into() };
         Ok(Self {
             adapters: Adapters::new(clients, config, meter).map_err(missing)?,
-            transport: HttpTransport::new(Duration::from_secs(
-                config.num("TRIGGER_TIMEOUT_SECONDS", 10),
-            ))?,
+            transport: HttpTransport::new(
+                Duration::from_secs(config.num("TRIGGER_TIMEOUT_SECONDS", 10)),
+                config.trigger_url_scope(),
+            )?,
             queue: SqsQueue::new(
                 clients.sqs.clone(),
                 config.get("TRIGGERS_QUEUE_URL").map_err(missing)?,

@@ -7,7 +7,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::{header, json_response, request_body};
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, MissingVar};
 use pil_shared::service::receiver::{self, Delivery, ReceiveError, ReceiverDeps};
-use pil_shared::signature::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignedHeaders};
+use pil_shared::signature::{self, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignedHeaders};
 
 /// Built once per cold start.
 #[derive(Debug, Clone)]
@@ -49,7 +49,9 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
         practice_id,
         content_type: header(req, "content-type"),
         headers: SignedHeaders {
-            id: header(req, HEADER_ID),
+            // Present but not visible ASCII (`header` reads such a value as absent): malformed,
+            // not missing, so it gets the `webhook_id_format` refusal.
+            id: req.headers.get(HEADER_ID).map(|v| v.to_str().unwrap_or("")),
             timestamp: header(req, HEADER_TIMESTAMP),
             signature: header(req, HEADER_SIGNATURE),
         },
@@ -68,6 +70,7 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
     };
     match receiver::receive(&rd, delivery).await {
         Ok(a) => {
+            // `a.webhook_id` passed `verify`, so it is well-formed (and signed).
             tracing::info!(practice_id = %a.practice_id, webhook_id = %a.webhook_id, events = a.events, changed = a.changed,
                 published = a.published, status = 202, "webhook accepted");
             json_response(
@@ -84,13 +87,16 @@ fn refuse(
     webhook_id: Option<&str>,
     e: &ReceiveError,
 ) -> ApiGatewayV2httpResponse {
-    // Ids only if they are well-formed: a header could carry anything.
+    // Ids only if they are well-formed: a path or a header could carry anything. A refused
+    // delivery is not authenticated, so of the well-formed webhook-ids only the token-shaped
+    // ones are logged (`[A-Za-z0-9_-]`, at most 64): one with `@`, `.` or `/` may be an address.
     let practice = practice_id
         .filter(|p| pil_shared::ids::PracticeId::parse(p).is_ok())
         .unwrap_or("-");
     let wid = webhook_id
         .filter(|w| {
-            w.len() <= 64
+            signature::webhook_id_well_formed(w)
+                && w.len() <= 64
                 && w.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         })

@@ -35,6 +35,8 @@ use pil_shared::ports::{DomainEvent, EventPublisher};
 use pil_shared::ports::{Mail, Mailer};
 #[cfg(feature = "http")]
 use pil_shared::ports::{TransportError, TransportReply, TriggerTransport};
+#[cfg(feature = "http")]
+use pil_shared::practice::{TriggerUrl, TriggerUrlScope};
 
 fn transient<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> PortError + '_ {
     move |_| PortError::Transient(what.to_owned())
@@ -263,19 +265,26 @@ impl KeyService for KmsKeys {
 }
 
 /// POSTs triggers over HTTPS (or loopback HTTP in the local stack). No redirects: a trigger
-/// goes to the configured URL or nowhere.
+/// goes to the configured URL or nowhere. Each URL is checked again under the transport's own
+/// scope before anything is sent: deployed, only https to a public host goes out, whatever a
+/// stored practice says ([`TransportError::Refused`] otherwise).
 #[cfg(feature = "http")]
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
+    scope: TriggerUrlScope,
 }
 
 #[cfg(feature = "http")]
 impl HttpTransport {
     /// TLS: rustls with ring, the crypto provider the SDK clients already link (no second
     /// one), and Mozilla's root certificates compiled in (nothing read from disk): a PMS may
-    /// use any public CA.
-    pub fn new(timeout: Duration) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    /// use any public CA. `scope`: [`TriggerUrlScope::Deployed`] everywhere but the local stack
+    /// ([`crate::Config::trigger_url_scope`]).
+    pub fn new(
+        timeout: Duration,
+        scope: TriggerUrlScope,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -292,7 +301,7 @@ impl HttpTransport {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("pil-trigger-emitter/1")
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, scope })
     }
 }
 
@@ -301,13 +310,15 @@ impl HttpTransport {
 impl TriggerTransport for HttpTransport {
     async fn post(
         &self,
-        url: &str,
+        url: &TriggerUrl,
         headers: &[(&'static str, String)],
         body: Vec<u8>,
     ) -> Result<TransportReply, TransportError> {
+        let url =
+            TriggerUrl::parse(url.as_str(), self.scope).map_err(|_| TransportError::Refused)?;
         let mut req = self
             .client
-            .post(url)
+            .post(url.as_str())
             .header("content-type", "application/json")
             .body(body);
         for (k, v) in headers {

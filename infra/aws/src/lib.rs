@@ -22,6 +22,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
 use pil_shared::ports::SystemClock;
+pub use pil_shared::practice::TriggerUrlScope;
 #[cfg(feature = "kms")]
 use pil_shared::secrets::SecretCache;
 use pil_shared::service::emitter::RetryPolicy;
@@ -84,10 +85,16 @@ impl Config {
     pub fn table(&self) -> Result<&str, MissingVar> {
         self.get("TABLE_NAME")
     }
-    /// Plain-http trigger URLs are accepted only for loopback, and only where this is set
-    /// (the local stack).
-    pub fn allow_loopback_http(&self) -> bool {
-        self.opt("PIL_ALLOW_LOOPBACK_HTTP") == Some("1")
+    /// Which trigger URLs this process accepts and sends to: [`TriggerUrlScope::Deployed`]
+    /// (https to a public host) unless `PIL_ALLOW_LOOPBACK_HTTP=1`, the local stack's switch
+    /// (loopback hosts too, over http). Only the local stack and its benches set it; the
+    /// template never does (a test below reads it).
+    pub fn trigger_url_scope(&self) -> TriggerUrlScope {
+        if self.opt("PIL_ALLOW_LOOPBACK_HTTP") == Some("1") {
+            TriggerUrlScope::LocalStack
+        } else {
+            TriggerUrlScope::Deployed
+        }
     }
     pub fn retry_policy(&self) -> RetryPolicy {
         let d = RetryPolicy::default();
@@ -342,6 +349,70 @@ pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::filter::Targets
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_local_switch_widens_the_trigger_url_scope() {
+        let with = |v: &str| {
+            Config::from_map([("PIL_ALLOW_LOOPBACK_HTTP".to_owned(), v.to_owned())].into())
+                .trigger_url_scope()
+        };
+        assert_eq!(
+            Config::default().trigger_url_scope(),
+            TriggerUrlScope::Deployed
+        );
+        assert_eq!(with("0"), TriggerUrlScope::Deployed);
+        assert_eq!(with("true"), TriggerUrlScope::Deployed);
+        assert_eq!(with("1"), TriggerUrlScope::LocalStack);
+        // The deployed functions' configuration is the template's: it never sets the switch.
+        let template = include_str!("../../../template.yaml");
+        assert!(!template.contains("PIL_ALLOW_LOOPBACK_HTTP"));
+    }
+
+    /// Deployed, the transport sends nothing to an http URL, whatever the stored practice
+    /// says; the local stack's transport does (loopback only, as its URLs are).
+    #[cfg(feature = "http")]
+    #[tokio::test]
+    async fn the_deployed_trigger_transport_refuses_http() {
+        use pil_shared::ports::{TransportError, TriggerTransport};
+        use pil_shared::practice::TriggerUrl;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0u8; 16 * 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let url = TriggerUrl::parse(
+            &format!("http://{addr}/triggers"),
+            TriggerUrlScope::LocalStack,
+        )
+        .unwrap();
+        let deployed =
+            adapters::HttpTransport::new(Duration::from_secs(5), TriggerUrlScope::Deployed)
+                .unwrap();
+        let refused = deployed.post(&url, &[], b"{}".to_vec()).await;
+        assert_eq!(refused, Err(TransportError::Refused));
+        let local =
+            adapters::HttpTransport::new(Duration::from_secs(5), TriggerUrlScope::LocalStack)
+                .unwrap();
+        let sent = local.post(&url, &[], b"{}".to_vec()).await.unwrap();
+        assert_eq!(sent.status, 204);
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "only the local post connected"
+        );
+    }
 
     #[test]
     fn log_filter_reads_levels_and_target_directives() {

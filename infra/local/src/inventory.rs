@@ -42,8 +42,8 @@ use pil_shared::ports::{
 use pil_shared::practice::{KindPolicy, Mode, Policy, Practice, PreviousSecret, SealedSecrets};
 use pil_shared::service::scan::Suppression;
 use pil_shared::state::{
-    Appointment, AppointmentStatus, Completion, Consent, Entity, Lww, PatientTreatment,
-    PatientTreatmentKey, Slot, SlotTime,
+    Ahead, Appointment, AppointmentStatus, Completion, Consent, Entity, Lww, PatientTreatment,
+    PatientTreatmentKey, Seen, Slot, SlotTime,
 };
 use pil_shared::treatment::Treatment;
 use serde_json::Value;
@@ -280,7 +280,7 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "practice config",
         "doc.trigger_url",
         Linked::No,
-        "The PMS trigger endpoint (https).",
+        "The PMS trigger endpoint: https to a host name or a public IP address (docs/contracts.md, Triggers).",
     ),
     (
         "practice config",
@@ -443,7 +443,25 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "appointment",
         "doc.patient.at",
         Linked::No,
-        "When the PMS said so (`occurred_at`; last-writer-wins).",
+        "When the PMS said so (`occurred_at`, no later than its receipt; last-writer-wins).",
+    ),
+    (
+        "appointment",
+        "doc.patient.ahead.reported",
+        Linked::No,
+        "The `occurred_at` the value's event reported, when it was ahead of its receipt (`at` is then the receipt).",
+    ),
+    (
+        "appointment",
+        "doc.patient.ahead.seen[].occurred_at",
+        Linked::No,
+        "An event dated ahead of its receipt, kept until the register's time passes it (a redelivery ranks where it first did): its `occurred_at`.",
+    ),
+    (
+        "appointment",
+        "doc.patient.ahead.seen[].ranked_at",
+        Linked::No,
+        "Its first receipt: the time it ranks at.",
     ),
     (
         "appointment",
@@ -455,7 +473,25 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "appointment",
         "doc.starts_on.at",
         Linked::No,
-        "`occurred_at` of that fact.",
+        "`occurred_at` of that fact, no later than its receipt (last-writer-wins).",
+    ),
+    (
+        "appointment",
+        "doc.starts_on.ahead.reported",
+        Linked::No,
+        "The `occurred_at` the value's event reported, when it was ahead of its receipt (`at` is then the receipt).",
+    ),
+    (
+        "appointment",
+        "doc.starts_on.ahead.seen[].occurred_at",
+        Linked::No,
+        "An event dated ahead of its receipt, kept until the register's time passes it (a redelivery ranks where it first did): its `occurred_at`.",
+    ),
+    (
+        "appointment",
+        "doc.starts_on.ahead.seen[].ranked_at",
+        Linked::No,
+        "Its first receipt: the time it ranks at.",
     ),
     (
         "appointment",
@@ -467,7 +503,25 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "appointment",
         "doc.status.at",
         Linked::No,
-        "`occurred_at` of that fact.",
+        "`occurred_at` of that fact, no later than its receipt (last-writer-wins).",
+    ),
+    (
+        "appointment",
+        "doc.status.ahead.reported",
+        Linked::No,
+        "The `occurred_at` the value's event reported, when it was ahead of its receipt (`at` is then the receipt).",
+    ),
+    (
+        "appointment",
+        "doc.status.ahead.seen[].occurred_at",
+        Linked::No,
+        "An event dated ahead of its receipt, kept until the register's time passes it (a redelivery ranks where it first did): its `occurred_at`.",
+    ),
+    (
+        "appointment",
+        "doc.status.ahead.seen[].ranked_at",
+        Linked::No,
+        "Its first receipt: the time it ranks at.",
     ),
     (
         "appointment",
@@ -497,7 +551,25 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "appointment",
         "doc.slot_start.at",
         Linked::No,
-        "`occurred_at` of that fact.",
+        "`occurred_at` of that fact, no later than its receipt (last-writer-wins).",
+    ),
+    (
+        "appointment",
+        "doc.slot_start.ahead.reported",
+        Linked::No,
+        "The `occurred_at` the value's event reported, when it was ahead of its receipt (`at` is then the receipt).",
+    ),
+    (
+        "appointment",
+        "doc.slot_start.ahead.seen[].occurred_at",
+        Linked::No,
+        "An event dated ahead of its receipt, kept until the register's time passes it (a redelivery ranks where it first did): its `occurred_at`.",
+    ),
+    (
+        "appointment",
+        "doc.slot_start.ahead.seen[].ranked_at",
+        Linked::No,
+        "Its first receipt: the time it ranks at.",
     ),
     (
         "appointment",
@@ -509,7 +581,25 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "appointment",
         "doc.provider_ref.at",
         Linked::No,
-        "`occurred_at` of that fact.",
+        "`occurred_at` of that fact, no later than its receipt (last-writer-wins).",
+    ),
+    (
+        "appointment",
+        "doc.provider_ref.ahead.reported",
+        Linked::No,
+        "The `occurred_at` the value's event reported, when it was ahead of its receipt (`at` is then the receipt).",
+    ),
+    (
+        "appointment",
+        "doc.provider_ref.ahead.seen[].occurred_at",
+        Linked::No,
+        "An event dated ahead of its receipt, kept until the register's time passes it (a redelivery ranks where it first did): its `occurred_at`.",
+    ),
+    (
+        "appointment",
+        "doc.provider_ref.ahead.seen[].ranked_at",
+        Linked::No,
+        "Its first receipt: the time it ranks at.",
     ),
     (
         "patient × treatment",
@@ -551,7 +641,25 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "patient × treatment",
         "doc.last.at",
         Linked::No,
-        "`occurred_at` of the completion event.",
+        "`occurred_at` of the completion event, no later than its receipt.",
+    ),
+    (
+        "patient × treatment",
+        "doc.last.ahead.reported",
+        Linked::No,
+        "The `occurred_at` the value's event reported, when it was ahead of its receipt (`at` is then the receipt).",
+    ),
+    (
+        "patient × treatment",
+        "doc.last.ahead.seen[].occurred_at",
+        Linked::No,
+        "An event dated ahead of its receipt, kept until the register's time passes it (a redelivery ranks where it first did): its `occurred_at`.",
+    ),
+    (
+        "patient × treatment",
+        "doc.last.ahead.seen[].ranked_at",
+        Linked::No,
+        "Its first receipt: the time it ranks at.",
     ),
     (
         "patient × treatment",
@@ -576,7 +684,25 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "consent",
         "doc.opted_out.at",
         Linked::No,
-        "`occurred_at` of that fact.",
+        "`occurred_at` of that fact, no later than its receipt (last-writer-wins).",
+    ),
+    (
+        "consent",
+        "doc.opted_out.ahead.reported",
+        Linked::No,
+        "The `occurred_at` the value's event reported, when it was ahead of its receipt (`at` is then the receipt).",
+    ),
+    (
+        "consent",
+        "doc.opted_out.ahead.seen[].occurred_at",
+        Linked::No,
+        "An event dated ahead of its receipt, kept until the register's time passes it (a redelivery ranks where it first did): its `occurred_at`.",
+    ),
+    (
+        "consent",
+        "doc.opted_out.ahead.seen[].ranked_at",
+        Linked::No,
+        "Its first receipt: the time it ranks at.",
     ),
     (
         "slot",
@@ -607,7 +733,7 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "slot",
         "doc.opened_at",
         Linked::No,
-        "`occurred_at` of slot.opened.",
+        "`occurred_at` of slot.opened, no later than its receipt.",
     ),
     (
         "slot",
@@ -1000,7 +1126,11 @@ pub fn sample_practice() -> Practice {
         id: sample_practice_id(),
         time_zone: "America/Chicago".into(),
         owner_emails: vec!["owner@demo-aesthetics.example".into()],
-        trigger_url: "https://pms.example/triggers".into(),
+        trigger_url: Some(
+            "https://pms.example/triggers"
+                .parse()
+                .expect("a trigger URL"),
+        ),
         secrets: SealedSecrets {
             webhook: vec!["c2VhbGVkLW5ldw==".into(), "c2VhbGVkLW9sZA==".into()],
             webhook_previous_until: Some(at("2026-11-26T00:00:00Z")),
@@ -1046,6 +1176,13 @@ fn lww<T>(value: T) -> Lww<T> {
     Lww {
         value,
         at: at("2026-11-20T15:04:05Z"),
+        ahead: Some(Box::new(Ahead {
+            reported: Some(at("2026-11-20T16:00:00Z")),
+            seen: vec![Seen {
+                occurred_at: at("2026-11-20T16:00:00Z"),
+                ranked_at: at("2026-11-20T15:04:05Z"),
+            }],
+        })),
     }
 }
 

@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use pil_shared::action::{ActionKind, ActionStatus};
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::{ActionRepo, EntityRepo, PracticeRepo};
-use pil_shared::practice::Mode;
+use pil_shared::practice::{Mode, TriggerUrl, TriggerUrlScope};
 use pil_shared::service::admin::{self, KindChange, NewPractice};
 use pil_shared::service::report;
 use pil_shared::service::scan::Suppression;
@@ -137,9 +137,8 @@ pub async fn run(stack: &Stack) -> Result<Story> {
             id: pid.clone(),
             time_zone: tz.into(),
             owner_emails: vec![DEMO_OWNER.into()],
-            trigger_url: stack.pms.trigger_url(),
+            trigger_url: TriggerUrl::parse(&stack.pms.trigger_url(), TriggerUrlScope::LocalStack)?,
         },
-        true,
     )
     .await?;
     let secret = WebhookSecret::parse(&onboarded.webhook_secret).map_err(|e| anyhow!("{e}"))?;

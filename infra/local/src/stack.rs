@@ -20,6 +20,7 @@ use pil_aws::{Clients, Config, Meter};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use pil_shared::practice::{TriggerUrl, TriggerUrlScope};
 use pil_shared::signature::WebhookSecret;
 
 use crate::fault::FaultProxy;
@@ -185,9 +186,9 @@ pub async fn onboard(
             id: practice.clone(),
             time_zone: "America/New_York".into(),
             owner_emails: vec![format!("owner@{id}.example")],
-            trigger_url: trigger_url.to_owned(),
+            // The local stack's PMS simulator listens on loopback http.
+            trigger_url: TriggerUrl::parse(trigger_url, TriggerUrlScope::LocalStack)?,
         },
-        true,
     )
     .await?;
     admin::set_policy(

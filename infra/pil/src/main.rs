@@ -14,7 +14,7 @@ use pil_aws::{Adapters, Clients, Config, Meter};
 use pil_shared::action::ActionKind;
 use pil_shared::ids::PracticeId;
 use pil_shared::ports::{AuditLog, PracticeRepo};
-use pil_shared::practice::{Mode, SecretKind};
+use pil_shared::practice::{ConfigError, Mode, SecretKind, TriggerUrl};
 use pil_shared::refkey::{RefKey, RefPrefix};
 use pil_shared::service::admin::{self, KindChange, NewPractice};
 use pil_shared::service::report;
@@ -53,6 +53,9 @@ const OUTPUT_VARS: &[(&str, &str)] = &[
 async fn config(stack_name: Option<&str>) -> Result<Config> {
     let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
     if let Some(name) = stack_name {
+        // A deployed stack: the local stack's switch (left in the shell by a sourced
+        // stack.env) does not apply; its trigger URLs are https to public hosts only.
+        vars.remove("PIL_ALLOW_LOOPBACK_HTTP");
         let sdk = pil_aws::chain_sdk_config().await;
         let out = aws_sdk_cloudformation::Client::new(&sdk)
             .describe_stacks()
@@ -399,7 +402,9 @@ enum PracticeCmd {
         /// The owner's address for approval e-mails (repeat for several).
         #[arg(long = "owner-email", required = true)]
         owner_emails: Vec<String>,
-        /// Where triggers are POSTed (https; http only to loopback on the local stack).
+        /// Where triggers are POSTed: https to a host name or a public IP address (private,
+        /// loopback, link-local and other special addresses are refused; http to loopback only
+        /// on the local stack).
         #[arg(long)]
         trigger_url: String,
     },
@@ -432,7 +437,8 @@ struct PracticeUpdateArgs {
     /// Replaces the owner addresses (repeat for several).
     #[arg(long = "owner-email")]
     owner_emails: Vec<String>,
-    /// A new trigger URL (https); also re-enables an endpoint the PMS retired with 410.
+    /// A new trigger URL (the rules of `practice create`); also re-enables an endpoint the PMS
+    /// retired with 410.
     #[arg(long)]
     trigger_url: Option<String>,
     /// Rebook cycle override, TREATMENT=DAYS (or TREATMENT=default); repeat per treatment.
@@ -587,6 +593,13 @@ fn practice_id(s: &str) -> Result<PracticeId> {
     PracticeId::parse(s).map_err(|e| anyhow!("--practice-id: {e}"))
 }
 
+/// `--trigger-url`, under the rules of the stack's scope (deployed: https to a public host).
+/// The error names the rule, never the URL.
+fn trigger_url_arg(s: &str, config: &Config) -> Result<TriggerUrl> {
+    TriggerUrl::parse(s, config.trigger_url_scope())
+        .map_err(|e| anyhow!("{}", ConfigError::TriggerUrl(e)))
+}
+
 async fn run(cli: Cli) -> Result<serde_json::Value> {
     let config = config(cli.stack_name.as_deref()).await?;
     if config.opt("TABLE_NAME").is_none() {
@@ -609,15 +622,9 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 id: practice_id(&id)?,
                 time_zone,
                 owner_emails,
-                trigger_url,
+                trigger_url: trigger_url_arg(&trigger_url, &config)?,
             };
-            let out = admin::create_practice(
-                store,
-                adapters.secrets.keys(),
-                input,
-                config.allow_loopback_http(),
-            )
-            .await?;
+            let out = admin::create_practice(store, adapters.secrets.keys(), input).await?;
             serde_json::to_value(out)?
         }
         Cmd::Practice(PracticeCmd::Show { practice_id: id }) => {
@@ -632,7 +639,11 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             let update = admin::PracticeUpdate {
                 time_zone: u.time_zone,
                 owner_emails: (!u.owner_emails.is_empty()).then_some(u.owner_emails),
-                trigger_url: u.trigger_url,
+                trigger_url: u
+                    .trigger_url
+                    .as_deref()
+                    .map(|t| trigger_url_arg(t, &config))
+                    .transpose()?,
                 cycle_days: overrides("cycle-days", &u.cycle_days)?,
                 avg_ticket: overrides("avg-ticket", &u.avg_ticket)?,
                 follow_up_days: overrides("follow-up-days", &u.follow_up_days)?,
@@ -649,10 +660,9 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                     .transpose()?,
                 disabled: None,
             };
-            let p =
-                admin::update_practice(store, &pid, update, config.allow_loopback_http(), "admin")
-                    .await
-                    .map_err(admin_err)?;
+            let p = admin::update_practice(store, &pid, update, "admin")
+                .await
+                .map_err(admin_err)?;
             practice_json(&p)
         }
         Cmd::Practice(PracticeCmd::Disable { practice_id: id }) => {
@@ -660,7 +670,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 disabled: Some(true),
                 ..Default::default()
             };
-            let p = admin::update_practice(store, &practice_id(&id)?, update, false, "admin")
+            let p = admin::update_practice(store, &practice_id(&id)?, update, "admin")
                 .await
                 .map_err(admin_err)?;
             practice_json(&p)
@@ -670,7 +680,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 disabled: Some(false),
                 ..Default::default()
             };
-            let p = admin::update_practice(store, &practice_id(&id)?, update, false, "admin")
+            let p = admin::update_practice(store, &practice_id(&id)?, update, "admin")
                 .await
                 .map_err(admin_err)?;
             practice_json(&p)

@@ -100,6 +100,69 @@ async fn onboard_set_policy_and_scan_through_the_cli() {
     .unwrap();
     assert!(!ok && err.contains("https"), "{err}");
 
+    // Unsafe trigger URLs are refused by create and update alike, even with the local stack's
+    // switch on (it allows loopback only): the error names the rule, never the URL.
+    for (url, rule) in [
+        ("https://10.1.2.3/t", "private_address"),
+        ("https://192.168.0.10/t", "private_address"),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "link_local_address",
+        ),
+        ("https://[::ffff:169.254.169.254]/t", "link_local_address"),
+        ("https://user:pass@pms.example/t", "userinfo"),
+        ("http://pms.example/t", "https_required"),
+    ] {
+        let (ok, out, err) = run(vec![
+            "practice",
+            "update",
+            "--practice-id",
+            "cli-clinic",
+            "--trigger-url",
+            url,
+        ])
+        .await
+        .unwrap();
+        assert!(!ok && out.is_null(), "{url} was accepted: {out}");
+        assert!(
+            err.contains(&format!("trigger_url: {rule}")),
+            "{url}: {err}"
+        );
+        assert!(
+            !err.contains(url) && !err.contains("pass") && !err.contains("169.254"),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = run(vec![
+        "practice",
+        "create",
+        "--practice-id",
+        "metadata-clinic",
+        "--time-zone",
+        "UTC",
+        "--owner-email",
+        "o@x.example",
+        "--trigger-url",
+        "https://[::ffff:a9fe:a9fe]/latest",
+    ])
+    .await
+    .unwrap();
+    assert!(
+        !ok && err.contains("trigger_url: link_local_address"),
+        "{err}"
+    );
+    let (ok, out, _) = run(vec!["practice", "show", "--practice-id", "cli-clinic"])
+        .await
+        .unwrap();
+    assert!(
+        ok && out["trigger_url"] == stack.pms.trigger_url(),
+        "the URL is unchanged: {out}"
+    );
+    let (ok, _, _) = run(vec!["practice", "show", "--practice-id", "metadata-clinic"])
+        .await
+        .unwrap();
+    assert!(!ok, "nothing was created");
+
     let (ok, out, err) = run(vec![
         "policy",
         "set",

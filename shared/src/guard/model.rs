@@ -46,6 +46,7 @@ fn bloom_at(at: usize) -> (Bloom, usize) {
     )
 }
 
+#[cfg(test)]
 fn fnv1a(tag: u8, word: &[u8]) -> u64 {
     let mut h: u64 = 0xCBF2_9CE4_8422_2325;
     for &b in std::iter::once(&tag).chain(word) {
@@ -145,21 +146,67 @@ impl WordCost {
 pub(crate) const LEXICON_BONUS: f32 = 8.0;
 /// Mean model cost per letter above which a word is not looked up (names are read easily;
 /// this skips most lookups on random letters).
-const LOOKUP_RATE: f32 = 3.6;
+const LOOKUP_RATE: f32 = 3.2;
 
 /// The cost of `word` (ASCII letters) as a name or word: the character model's, lowered by
 /// the lexicon when the word is a known name (by at most [`LEXICON_BONUS`]).
 pub(crate) fn word_cost(word: &[u8], lm: f32) -> f32 {
-    if lm > LOOKUP_RATE * (word.len() as f32 + 1.0) {
-        return lm;
+    let mut key = LexKey::new();
+    word.iter().for_each(|&c| key.push(c));
+    key.word_cost(lm)
+}
+
+/// A word's lexicon hashes, grown a letter at a time (either case; hashed lower-case).
+#[derive(Clone, Copy)]
+pub(crate) struct LexKey {
+    h1: u64,
+    h2: u64,
+    len: usize,
+}
+
+const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01B3;
+
+impl LexKey {
+    pub(crate) fn new() -> Self {
+        Self {
+            h1: (FNV_OFFSET ^ 1).wrapping_mul(FNV_PRIME),
+            h2: (FNV_OFFSET ^ 2).wrapping_mul(FNV_PRIME),
+            len: 0,
+        }
     }
-    match lexicon_cost(word) {
-        Some(lex) => lm.min(lex.max(lm - LEXICON_BONUS)),
-        None => lm,
+    pub(crate) fn push(&mut self, c: u8) {
+        let c = u64::from(c.to_ascii_lowercase());
+        self.h1 = (self.h1 ^ c).wrapping_mul(FNV_PRIME);
+        self.h2 = (self.h2 ^ c).wrapping_mul(FNV_PRIME);
+        self.len += 1;
+    }
+    /// The word's cost given its character-model cost `lm` (see [`word_cost`]).
+    pub(crate) fn word_cost(&self, lm: f32) -> f32 {
+        if lm > LOOKUP_RATE * (self.len as f32 + 1.0) {
+            return lm;
+        }
+        match self.lexicon_cost() {
+            Some(lex) => lm.min(lex.max(lm - LEXICON_BONUS)),
+            None => lm,
+        }
+    }
+    fn lexicon_cost(&self) -> Option<f32> {
+        if !LEXICON_LEN.contains(&self.len) {
+            return None;
+        }
+        let (h1, h2) = (self.h1, self.h2 | 1);
+        lexicon()
+            .0
+            .iter()
+            .zip(CLASS_COST)
+            .find(|(b, _)| b.contains(h1, h2))
+            .map(|(_, c)| c)
     }
 }
 
 /// The cost of `word` (lower-case ASCII letters, 3 or more) as a lexicon name, if it is one.
+#[cfg(test)]
 pub(crate) fn lexicon_cost(word: &[u8]) -> Option<f32> {
     if !LEXICON_LEN.contains(&word.len()) {
         return None;
@@ -200,6 +247,18 @@ mod tests {
         }
         for n in ["xqzvkw", "hqkxzt", "zzqpvb"] {
             assert!(lexicon_cost(n.as_bytes()).is_none(), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_incremental_key_hashes_as_the_builder_does() {
+        for w in ["smith", "Maria", "GONZALEZ", "xqzvkw"] {
+            let mut k = LexKey::new();
+            w.bytes().for_each(|c| k.push(c));
+            let lower = w.to_ascii_lowercase();
+            assert_eq!(k.h1, fnv1a(1, lower.as_bytes()), "{w}");
+            assert_eq!(k.h2, fnv1a(2, lower.as_bytes()), "{w}");
+            assert_eq!(k.lexicon_cost(), lexicon_cost(lower.as_bytes()), "{w}");
         }
     }
 

@@ -13,7 +13,7 @@
 //!    person*: a sequence of pieces — names and words (the lexicon, or the trigram model),
 //!    numbers, dates, years — with noise characters in between at a small extra cost. When
 //!    the second is cheaper by more than [`THRESHOLD`] nats (a likelihood ratio of about
-//!    60,000 to one), the value is refused with the rule of the piece that gained most.
+//!    440,000 to one), the value is refused with the rule of the piece that gained most.
 //!
 //! A short letter prefix (`p_`, `cus_`, `appt-`) is a type tag: the tags in [`ID_PREFIXES`]
 //! and any of one or two letters are neutral; a longer one is judged like any segment.
@@ -22,13 +22,16 @@ use super::PhiRule;
 use super::model::{self, WordCost};
 
 /// Nats by which the "made by a person" explanation must beat the random one.
-pub(crate) const THRESHOLD: f32 = 11.0;
+pub(crate) const THRESHOLD: f32 = 13.0;
 /// Extra cost of each piece (a name, a number) in the "made by a person" explanation.
 const PIECE: f32 = 1.5;
 /// Extra cost of a noise character in the "made by a person" explanation.
 const NOISE: f32 = 0.3;
 /// Longest piece of letters the model scores as one name or word.
 const MAX_WORD: usize = 20;
+/// Longest piece of letters the "made by a person" explanation considers (longer names are
+/// two pieces; this bounds the work per position).
+const MAX_PIECE: usize = 14;
 
 /// Type tags that may start a ref (before `_` or `-`), whatever they read as.
 pub const ID_PREFIXES: &[&str] = &[
@@ -85,6 +88,20 @@ pub(crate) fn split_prefix(v: &str) -> Option<(&str, &str)> {
 fn ln(x: f32) -> f32 {
     x.ln()
 }
+
+// Costs in nats, precomputed (`f32::ln` is not `const`): ln 3, ln 26, ln 24 (a month name),
+// ln 10 (a digit), ln 8 (a number's length), ln(3 × 130 × 366) (a date: three orders, 130
+// years, 366 days), ln 260 (a year of 130, in two spellings), ln 4 (a date's separators).
+const LN_3: f32 = 1.098_612_3;
+const LN_26: f32 = 3.258_096_5;
+const LN_MONTH: f32 = 3.178_054;
+const LN_DIGIT: f32 = std::f32::consts::LN_10;
+const LN_NUMBER_LEN: f32 = 2.079_441_6;
+const LN_DATE: f32 = 11.868_78;
+const LN_YEAR: f32 = 5.560_682;
+const LN_DATE_SEPS: f32 = 1.386_294_4;
+/// ln 18: a hex alphabet with both separators, the largest hex alphabet.
+const LN_HEX_AND_SEPS: f32 = 2.890_372;
 
 /// The size of the smallest usual alphabet holding every character of `body`.
 fn alphabet(body: &[u8]) -> f32 {
@@ -209,6 +226,19 @@ fn lower(w: &[u8]) -> ([u8; MAX_WORD], usize) {
     (buf, n)
 }
 
+/// Mean trigram cost per letter of a segment of letters (the end included).
+fn letter_rate(seg: &[u8]) -> f32 {
+    let (buf, n) = lower(seg);
+    let mut c = WordCost::new();
+    buf[..n].iter().for_each(|&b| c.push(b));
+    c.total() / (n as f32 + 1.0)
+}
+
+/// Letter segments read at or under this rate count as words beside another word segment.
+const WORDS_RATE: f32 = 3.3;
+/// A segment of letters read at or under this rate is evidence beside a number or name.
+const READABLE_RATE: f32 = 3.0;
+
 /// How strongly a whole segment reads as a name: 2 alone is enough, 1 needs company.
 fn name_strength(seg: &[u8]) -> u8 {
     if seg.len() < 3
@@ -235,14 +265,26 @@ fn name_strength(seg: &[u8]) -> u8 {
 }
 
 fn is_month(seg: &[u8]) -> bool {
-    MONTHS
-        .iter()
-        .any(|m| m.as_bytes().eq_ignore_ascii_case(seg))
+    (3..=9).contains(&seg.len())
+        && b"adfjmnosADFJMNOS".contains(&seg[0])
+        && MONTHS
+            .iter()
+            .any(|m| m.as_bytes().eq_ignore_ascii_case(seg))
 }
 
 /// The segment rules, for a value with at least one `_` or `-`.
 pub(crate) fn segments(v: &str) -> Option<PhiRule> {
-    let segs: Vec<&[u8]> = v.as_bytes().split(|&b| b == b'_' || b == b'-').collect();
+    // At most 33 segments in 64 characters; kept on the stack.
+    let mut store: [&[u8]; 33] = [&[]; 33];
+    let mut count = 0;
+    for (slot, seg) in store
+        .iter_mut()
+        .zip(v.as_bytes().split(|&b| b == b'_' || b == b'-'))
+    {
+        *slot = seg;
+        count += 1;
+    }
+    let segs = &store[..count];
     if segs.len() < 2 {
         return None;
     }
@@ -257,7 +299,11 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
             if let Some(rule) = digit_groups(&segs[i..j]) {
                 return Some(rule);
             }
-            weak += 1;
+            // A short number on its own (a house number, the last digits of an SSN) is
+            // evidence only beside a name; one or two digits are common in random ids.
+            if segs[i..j].iter().map(|g| g.len()).sum::<usize>() >= 3 {
+                weak += 1;
+            }
             i = j;
         } else {
             i += 1;
@@ -280,14 +326,15 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
     // Two or more whole segments of letters in one case pattern (`aldonza_knutsson`,
     // `lenn_sanghvi_ctcc`): words, whatever they are. Random generators that use `_` or `-`
     // mix cases and digits, so they almost never cut out two such segments.
-    let wordlike: Vec<&&[u8]> = segs
+    let (words, letters) = segs
         .iter()
         .enumerate()
         .filter(|&(k, s)| !(k == 0 && tag) && s.len() >= 3)
         .map(|(_, s)| s)
         .filter(|s| s.iter().all(u8::is_ascii_alphabetic) && case_consistent(s))
-        .collect();
-    if wordlike.len() >= 2 && wordlike.iter().map(|s| s.len()).sum::<usize>() >= 7 {
+        .filter(|s| letter_rate(s) <= WORDS_RATE)
+        .fold((0, 0), |(n, l), s| (n + 1, l + s.len()));
+    if words >= 2 && letters >= 7 {
         return Some(PhiRule::PersonName);
     }
     for (k, s) in segs.iter().enumerate() {
@@ -295,10 +342,11 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
             continue;
         }
         let letters = s.len() >= 4 && s.iter().all(u8::is_ascii_alphabetic) && case_consistent(s);
+        let readable = letters && letter_rate(s) <= READABLE_RATE;
         match name_strength(s) {
             2 => return Some(PhiRule::PersonName),
             1 => weak += 1,
-            _ if letters => weak += 1,
+            _ if readable => weak += 1,
             _ => {}
         }
         // A first segment that is a known name (`anna_x7k2…`) is a name with a suffix.
@@ -312,6 +360,71 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
     (weak >= 2).then_some(PhiRule::PersonName)
 }
 
+/// Letters per run, at least, for [`written_words`]' long-run rule.
+const LONG_RUN: usize = 12;
+/// Mean trigram cost per letter at or under which a long run reads as written words.
+const LONG_RUN_RATE: f32 = 2.5;
+/// The same for the words of a run of capitalised words.
+const CAMEL_RATE: f32 = 3.0;
+
+/// Words written together without separators: a run of twelve or more letters in one case
+/// pattern that reads easily (`DEOLIVEIRABROOKLYN`, `mariagonzalez`), or a value that is
+/// two or more capitalised words (`CaglarVanLeeuwen`, `p_HeyvetullahLoos`) with at most a
+/// short tail. Random letters that long rarely read this easily, and random mixed case
+/// almost never falls into capitalised words.
+pub(crate) fn written_words(v: &str) -> bool {
+    let body = split_prefix(v).map_or(v, |(_, b)| b).as_bytes();
+    // Long readable runs.
+    let mut i = 0;
+    while i < body.len() {
+        let mut j = i;
+        while j < body.len() && body[j].is_ascii_alphabetic() {
+            j += 1;
+        }
+        let run = &body[i..j];
+        // Split a run at each lower-to-upper change: each part is one case pattern.
+        let mut start = 0;
+        for k in 1..=run.len() {
+            let boundary =
+                k == run.len() || (run[k - 1].is_ascii_lowercase() && run[k].is_ascii_uppercase());
+            if boundary {
+                let part = &run[start..k];
+                if part.len() >= LONG_RUN
+                    && case_consistent(part)
+                    && letter_rate(part) <= LONG_RUN_RATE
+                {
+                    return true;
+                }
+                start = k;
+            }
+        }
+        i = j.max(i + 1);
+    }
+    // Capitalised words: two or more `Xxx` pieces of three or more letters in a row, with at
+    // most six other characters before and after them (`x7_MariaGonzalez`, `MariaLee1985`).
+    // The head is empty or a segment of its own (ends with `_` or `-`).
+    (0..body.len().min(5))
+        .filter(|&h| h == 0 || matches!(body[h - 1], b'_' | b'-'))
+        .any(|head| {
+            let (mut words, mut k, mut rates) = (0, head, 0.0);
+            while k < body.len() && body[k].is_ascii_uppercase() {
+                let end = k
+                    + 1
+                    + body[k + 1..]
+                        .iter()
+                        .take_while(|c| c.is_ascii_lowercase())
+                        .count();
+                if end - k < 3 {
+                    break;
+                }
+                words += 1;
+                rates += letter_rate(&body[k..end]);
+                k = end;
+            }
+            words >= 2 && head + (body.len() - k) <= 6 && rates / words as f32 <= CAMEL_RATE
+        })
+}
+
 // ---------------------------------------------------------------------------------------
 // Decodable text.
 
@@ -319,78 +432,79 @@ fn texty(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b" .@_+-',()/:#|;&=".contains(&b)
 }
 
-/// Whether decoded bytes read as text a person wrote.
-fn reads_as_text(d: &[u8]) -> bool {
-    let n = d.len();
+/// Whether `s`, read as `bits`-bit symbols (`val` maps a character to its symbol, `None`
+/// outside the alphabet), decodes to bytes that read as text a person wrote: ten bytes or
+/// more all text-like, or eight or nine with the marks of PHI (four digits, an `@`, a space,
+/// a dot), or sixteen or more at least 90 % text-like. Decoding stops at the first byte that
+/// settles it, so random bytes (non-text within a byte or two) cost almost nothing.
+fn decodes_to_text(s: &[u8], bits: u32, val: impl Fn(u8) -> Option<u8>) -> bool {
+    let n = s.len() * bits as usize / 8;
     if n < 8 {
         return false;
     }
-    let texty_count = d.iter().filter(|&&b| texty(b)).count();
-    if texty_count == n {
-        if n >= 10 {
-            return true;
+    let allowed = if n >= 16 { n / 10 } else { 0 };
+    let (mut acc, mut have) = (0u32, 0u32);
+    let (mut bad, mut digits, mut marks) = (0usize, 0usize, false);
+    for &c in s {
+        let Some(v) = val(c) else { return false };
+        acc = (acc << bits) | u32::from(v);
+        have += bits;
+        if have >= 8 {
+            have -= 8;
+            let byte = (acc >> have) as u8;
+            if !texty(byte) {
+                bad += 1;
+                if bad > allowed {
+                    return false;
+                }
+            }
+            digits += usize::from(byte.is_ascii_digit());
+            marks |= b" @.".contains(&byte);
         }
-        // Eight or nine characters: only with the marks of PHI (digits of a date or phone,
-        // an `@`, a space between names, a dot).
-        let digits = d.iter().filter(|b| b.is_ascii_digit()).count();
-        return digits >= 4 || d.iter().any(|b| b" @.".contains(b));
+        acc &= (1 << have) - 1;
     }
-    n >= 16 && texty_count * 10 >= n * 9
+    n >= 10 || digits >= 4 || marks
 }
 
-fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
-    let same_case = s
+fn hex_text(s: &[u8]) -> bool {
+    let lower = s
         .iter()
-        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
-        || s.iter()
-            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c));
-    if !same_case || !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let h = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
-    Some(s.chunks(2).map(|p| h(p[0]) << 4 | h(p[1])).collect())
+        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    let upper = s
+        .iter()
+        .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c));
+    (lower || upper)
+        && s.len().is_multiple_of(2)
+        && decodes_to_text(s, 4, |c| (c as char).to_digit(16).map(|d| d as u8))
 }
 
-fn decode_base32(s: &[u8]) -> Option<Vec<u8>> {
+fn base32_text(s: &[u8]) -> bool {
     let upper = s
         .iter()
         .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c));
     let lower = s
         .iter()
         .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(c));
-    if !(upper || lower) || matches!(s.len() % 8, 1 | 3 | 6) {
-        return None;
-    }
-    let val = |c: u8| match c {
-        b'a'..=b'z' => c - b'a',
-        b'A'..=b'Z' => c - b'A',
-        _ => c - b'2' + 26,
-    };
-    let (mut acc, mut bits, mut out) = (0u32, 0u32, Vec::with_capacity(s.len() * 5 / 8));
-    for &c in s {
-        acc = (acc << 5) | u32::from(val(c));
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    (upper || lower)
+        && !matches!(s.len() % 8, 1 | 3 | 6)
+        && decodes_to_text(s, 5, |c| match c {
+            b'a'..=b'z' => Some(c - b'a'),
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'2'..=b'7' => Some(c - b'2' + 26),
+            _ => None,
+        })
 }
 
-fn decode_base64url(s: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine;
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::URL_SAFE,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    );
-    if s.len() % 4 == 1 {
-        return None;
-    }
-    LENIENT.decode(s).ok()
+fn base64url_text(s: &[u8]) -> bool {
+    s.len() % 4 != 1
+        && decodes_to_text(s, 6, |c| match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'-' => Some(62),
+            b'_' => Some(63),
+            _ => None,
+        })
 }
 
 /// Whether `v` (or its body after a tag) decodes, as hex, base32 or base64url, to text.
@@ -398,10 +512,7 @@ pub(crate) fn encoded_text(v: &str) -> bool {
     let body = split_prefix(v).map(|(_, b)| b);
     [Some(v), body].into_iter().flatten().any(|s| {
         let b = s.as_bytes();
-        [decode_hex(b), decode_base32(b), decode_base64url(b)]
-            .into_iter()
-            .flatten()
-            .any(|d| reads_as_text(&d))
+        hex_text(b) || base32_text(b) || base64url_text(b)
     })
 }
 
@@ -424,14 +535,25 @@ pub(crate) fn person_made(v: &str) -> (f32, PhiRule) {
     let n = b.len();
     let prefix = split_prefix(v);
     let body = prefix.map_or(b, |(_, r)| r.as_bytes());
+    // In a hex body, random bytes carry no structure to find and a date among hex digits
+    // cannot be told from chance (encoded text is `encoded_text`'s).
     let ln_a = ln(alphabet(body));
+    // Where no piece can start (no three letters in one case pattern, no three digits, no
+    // date in groups), every character is noise and the person-made explanation can only
+    // cost more than the random one.
+    if ln_a <= LN_HEX_AND_SEPS
+        || !(0..n).any(|i| word_start(b, i) || number_start(b, i) || grouped_date_start(b, i))
+    {
+        return (-NOISE, PhiRule::RefFormat);
+    }
     let mixed_case = b.iter().any(u8::is_ascii_lowercase) && b.iter().any(u8::is_ascii_uppercase);
-    let case_cost = if mixed_case { ln(3.0) } else { 0.0 };
+    let case_cost = if mixed_case { LN_3 } else { 0.0 };
 
+    let tag_len = prefix.filter(|(p, _)| is_tag(p)).map(|(p, _)| p.len());
     // Random: a tag costs nothing; any other prefix is letters then a separator.
     let random = match prefix {
-        Some((p, rest)) if is_tag(p) => rest.len() as f32 * ln_a,
-        Some((p, rest)) => p.len() as f32 * ln(26.0) + (rest.len() + 1) as f32 * ln_a,
+        Some((_, rest)) if tag_len.is_some() => rest.len() as f32 * ln_a,
+        Some((p, rest)) => p.len() as f32 * LN_26 + (rest.len() + 1) as f32 * ln_a,
         None => n as f32 * ln_a,
     };
 
@@ -455,77 +577,70 @@ pub(crate) fn person_made(v: &str) -> (f32, PhiRule) {
         let sep = c == b'_' || c == b'-';
         relax(i + 1, ln_a + if sep { 0.0 } else { NOISE }, Piece::Noise);
         if i == 0
-            && let Some((p, _)) = prefix
-            && is_tag(p)
+            && let Some(len) = tag_len
         {
-            relax(p.len() + 1, 0.0, Piece::Tag);
+            relax(len + 1, 0.0, Piece::Tag);
         }
-        if c.is_ascii_alphabetic() {
+        // A piece of letters is three or more in one case pattern (shorter ones gain nothing
+        // worth their piece cost); most positions of a random id start none.
+        if word_start(b, i) {
             let mut wc = WordCost::new();
+            let mut key = model::LexKey::new();
             let mut j = i;
-            while j < n && j - i < MAX_WORD && b[j].is_ascii_alphabetic() {
+            // The case pattern so far: all lower after the first letter, or all upper.
+            let mut rest_lower = true;
+            let mut all_upper = c.is_ascii_uppercase();
+            while j < n && j - i < MAX_PIECE && b[j].is_ascii_alphabetic() {
                 wc.push(b[j]);
+                key.push(b[j]);
+                if j > i {
+                    rest_lower &= b[j].is_ascii_lowercase();
+                    all_upper &= b[j].is_ascii_uppercase();
+                }
                 j += 1;
                 let w = &b[i..j];
-                if w.len() < 2 {
-                    continue;
-                }
-                if !case_consistent(w) {
+                if !(rest_lower || all_upper) {
                     break;
                 }
-                let mut cost = wc.total();
-                if w.len() >= 3 {
-                    let (buf, m) = lower(w);
-                    cost = model::word_cost(&buf[..m], cost);
-                    if is_month(w) {
-                        cost = cost.min(ln(24.0));
-                    }
+                if w.len() < 3 {
+                    continue;
+                }
+                let mut cost = key.word_cost(wc.total());
+                if is_month(w) {
+                    cost = cost.min(LN_MONTH);
                 }
                 relax(j, cost + PIECE + case_cost, Piece::Word);
             }
         }
-        if c.is_ascii_digit() {
-            let mut j = i;
+        // Numbers of three digits or more (shorter ones gain nothing worth their piece cost),
+        // and dates written in groups (`3-14-85`).
+        if number_start(b, i) {
+            let mut j = i + 2;
             while j < n && b[j].is_ascii_digit() {
                 j += 1;
                 let d = &b[i..j];
                 let k = d.len() as f32;
-                let mut cost = k * ln(10.0) + ln(8.0);
+                let mut cost = k * LN_DIGIT + LN_NUMBER_LEN;
                 let mut piece = Piece::Number;
-                let date_cost = ln(3.0 * 130.0 * 366.0);
+                let date_cost = LN_DATE;
                 if (d.len() == 8 && date8(d)) || (d.len() == 6 && date6(d) && date_cost < cost) {
                     cost = date_cost;
                     piece = Piece::Date;
                 }
                 if year(d) {
-                    cost = ln(260.0);
+                    cost = LN_YEAR;
                     piece = Piece::Date;
                 }
                 relax(j, cost + PIECE, piece);
             }
-            if let Some(len) = separated_date(&b[i..]) {
-                relax(
-                    i + len,
-                    ln(3.0 * 130.0 * 366.0) + ln(4.0) + PIECE,
-                    Piece::Date,
-                );
-            }
+        }
+        if grouped_date_start(b, i)
+            && let Some(len) = separated_date(&b[i..])
+        {
+            relax(i + len, LN_DATE + LN_DATE_SEPS + PIECE, Piece::Date);
         }
     }
     let made = best[n];
-    #[cfg(test)]
-    if std::env::var("GUARD_DEBUG").is_ok() {
-        let mut j = n;
-        let mut parts = Vec::new();
-        while j > 0 {
-            let (i, piece) = from[j];
-            parts.push(format!("{}:{:?}:{:.1}", &v[i..j], piece, best[j] - best[i]));
-            j = i;
-        }
-        parts.reverse();
-        eprintln!("  {v} random={random:.1} lnA={ln_a:.2} {parts:?}");
-    }
-
     // The rule: the piece that gained most over the random explanation of its characters.
     let mut gain_best = (f32::MIN, PhiRule::RefFormat);
     let mut j = n;
@@ -553,38 +668,71 @@ pub(crate) fn person_made(v: &str) -> (f32, PhiRule) {
     (random - made, gain_best.1)
 }
 
+/// Whether a piece of letters starts at `i`: three letters in one case pattern.
+fn word_start(b: &[u8], i: usize) -> bool {
+    b.get(i..i + 3).is_some_and(|w| {
+        w.iter().all(u8::is_ascii_alphabetic)
+            && (w[1..].iter().all(u8::is_ascii_lowercase) || w.iter().all(u8::is_ascii_uppercase))
+    })
+}
+
+/// Whether a number starts at `i`: three digits.
+fn number_start(b: &[u8], i: usize) -> bool {
+    b.get(i..i + 3)
+        .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+}
+
+/// Whether a date in groups may start at `i`: a digit with a separator in the next three.
+fn grouped_date_start(b: &[u8], i: usize) -> bool {
+    b[i].is_ascii_digit() && b[i + 1..].iter().take(3).any(|&x| x == b'_' || x == b'-')
+}
+
 /// `d{1,2}[-_]d{1,2}[-_](d{2}|d{4})` or `d{4}[-_]d{1,2}[-_]d{1,2}` at the start of `b`, not
 /// followed by a digit: its length.
 fn separated_date(b: &[u8]) -> Option<usize> {
-    fn group(b: &[u8], at: usize, lo: usize, hi: usize) -> Vec<usize> {
-        let run = b[at.min(b.len())..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        (lo..=hi.min(run)).map(|k| at + k).collect()
-    }
+    let run = |at: usize| {
+        b.get(at..)
+            .map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count())
+    };
     let sep = |at: usize| b.get(at).is_some_and(|&c| c == b'_' || c == b'-');
-    let end = |at: usize| !b.get(at).is_some_and(u8::is_ascii_digit);
-    for (g1, g2, g3) in [
-        ((1, 2), (1, 2), (2, 2)),
-        ((1, 2), (1, 2), (4, 4)),
-        ((4, 4), (1, 2), (1, 2)),
-    ] {
-        for e1 in group(b, 0, g1.0, g1.1) {
-            if !sep(e1) {
-                continue;
+    // Each group: fewest and most digits, and it must end exactly where the next part starts.
+    let shapes: [[(usize, usize); 3]; 3] = [
+        [(1, 2), (1, 2), (2, 2)],
+        [(1, 2), (1, 2), (4, 4)],
+        [(4, 4), (1, 2), (1, 2)],
+    ];
+    shapes.iter().find_map(|shape| {
+        // A group is a whole digit run: `03-14-1985` but not `03-14-19851`.
+        let mut at = 0;
+        for (k, &(lo, hi)) in shape.iter().enumerate() {
+            let n = run(at);
+            if n < lo || n > hi {
+                return None;
             }
-            for e2 in group(b, e1 + 1, g2.0, g2.1) {
-                if !sep(e2) {
-                    continue;
+            at += n;
+            if k < 2 {
+                if !sep(at) {
+                    return None;
                 }
-                for e3 in group(b, e2 + 1, g3.0, g3.1) {
-                    if end(e3) {
-                        return Some(e3);
-                    }
-                }
+                at += 1;
             }
         }
+        Some(at)
+    })
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    fn show() {
+        let text = std::fs::read_to_string("/tmp/gm/fp.txt").unwrap_or_default();
+        for v in text.lines() {
+            eprintln!(
+                "{v} {:?} seg={:?} dp={:?}",
+                crate::guard::check_ref(v),
+                super::segments(v),
+                super::person_made(v)
+            );
+        }
     }
-    None
 }

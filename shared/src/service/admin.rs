@@ -10,6 +10,7 @@ use crate::ids::PracticeId;
 use crate::ports::{AuditLog, KeyService, PortError, PracticeRepo, StoreError};
 use crate::practice::{
     self, ConfigError, KindPolicy, Mode, Policy, Practice, Rotated, SealedSecrets, SecretKind,
+    TriggerUrl,
 };
 use crate::secrets::{self, OpenedSecrets};
 use crate::signature::WebhookSecret;
@@ -47,7 +48,8 @@ pub struct NewPractice {
     pub id: PracticeId,
     pub time_zone: String,
     pub owner_emails: Vec<String>,
-    pub trigger_url: String,
+    /// Checked where it was parsed ([`TriggerUrl::parse`]): a value of the type is valid.
+    pub trigger_url: TriggerUrl,
 }
 
 /// What onboarding prints, once: the secrets in clear for the PMS integrator. `Debug`
@@ -77,7 +79,6 @@ pub async fn create_practice(
     repo: &dyn PracticeRepo,
     keys: &dyn KeyService,
     input: NewPractice,
-    allow_loopback_http: bool,
 ) -> Result<Onboarded, AdminError> {
     practice::validate_time_zone(&input.time_zone)?;
     if input.owner_emails.is_empty() {
@@ -86,7 +87,6 @@ pub async fn create_practice(
     for e in &input.owner_emails {
         practice::validate_email(e)?;
     }
-    practice::validate_trigger_url(&input.trigger_url, allow_loopback_http)?;
     let opened = OpenedSecrets {
         webhook: vec![WebhookSecret::generate()],
         webhook_previous_until: None,
@@ -99,7 +99,7 @@ pub async fn create_practice(
         id: input.id.clone(),
         time_zone: input.time_zone.clone(),
         owner_emails: input.owner_emails,
-        trigger_url: input.trigger_url,
+        trigger_url: Some(input.trigger_url),
         secrets: sealed,
         policy: Policy::default(),
         cycle_days: BTreeMap::new(),
@@ -277,7 +277,7 @@ pub struct PracticeUpdate {
     pub time_zone: Option<String>,
     pub owner_emails: Option<Vec<String>>,
     /// A new URL also re-enables an endpoint the PMS retired with 410.
-    pub trigger_url: Option<String>,
+    pub trigger_url: Option<TriggerUrl>,
     pub cycle_days: Vec<(Treatment, Option<u32>)>,
     pub avg_ticket: Vec<(Treatment, Option<u32>)>,
     pub follow_up_days: Vec<(Treatment, Option<u32>)>,
@@ -287,7 +287,7 @@ pub struct PracticeUpdate {
 }
 
 impl PracticeUpdate {
-    fn check(&self, allow_loopback_http: bool) -> Result<(), AdminError> {
+    fn check(&self) -> Result<(), AdminError> {
         let bad = |field, rule| Err(AdminError::Invalid { field, rule });
         if let Some(tz) = &self.time_zone {
             practice::validate_time_zone(tz)?;
@@ -299,9 +299,6 @@ impl PracticeUpdate {
             for e in emails {
                 practice::validate_email(e)?;
             }
-        }
-        if let Some(u) = &self.trigger_url {
-            practice::validate_trigger_url(u, allow_loopback_http)?;
         }
         let out_of = |v: &[(Treatment, Option<u32>)], lo: u32, hi: u32| {
             v.iter().any(|(_, n)| n.is_some_and(|n| n < lo || n > hi))
@@ -352,10 +349,9 @@ pub async fn update_practice(
     repo: &dyn AdminStore,
     id: &PracticeId,
     update: PracticeUpdate,
-    allow_loopback_http: bool,
     actor: &str,
 ) -> Result<Practice, AdminError> {
-    update.check(allow_loopback_http)?;
+    update.check()?;
     for _ in 0..5 {
         let mut p = repo
             .get_practice(id)
@@ -369,7 +365,7 @@ pub async fn update_practice(
             p.owner_emails.clone_from(e);
         }
         if let Some(u) = &update.trigger_url {
-            p.trigger_url.clone_from(u);
+            p.trigger_url = Some(u.clone());
             p.endpoint_retired = false;
         }
         let apply = |m: &mut BTreeMap<Treatment, u32>, v: &[(Treatment, Option<u32>)]| {

@@ -177,6 +177,12 @@ pub async fn emit(
         fail(deps, &action, "endpoint_retired").await?;
         return Ok(EmitOutcome::Dropped("endpoint_retired"));
     }
+    let Some(trigger_url) = practice.trigger_url.as_ref() else {
+        // The stored URL broke the rules when read back (see `Practice::trigger_url`).
+        fail(deps, &action, "trigger_url_refused").await?;
+        tracing::error!(practice_id = %practice.id, action_id = %action.id, alert = "trigger_url_refused", "stored trigger URL breaks the URL rules: no triggers until `pil practice update --trigger-url`");
+        return Ok(EmitOutcome::Dropped("trigger_url_refused"));
+    };
     if now >= action.expires_at {
         fail(deps, &action, "expired_before_delivery").await?;
         return Ok(EmitOutcome::Dropped("expired_before_delivery"));
@@ -231,10 +237,7 @@ pub async fn emit(
     else {
         return Ok(EmitOutcome::DeadLetter("unsignable_body".into()));
     };
-    let reply = deps
-        .transport
-        .post(&practice.trigger_url, &headers, body)
-        .await;
+    let reply = deps.transport.post(trigger_url, &headers, body).await;
     let attempt = leased.attempts;
     match reply {
         Ok(r) if (200..300).contains(&r.status) || r.status == 409 => {
@@ -281,6 +284,11 @@ pub async fn emit(
         }
         Err(TransportError::Connect) => {
             retry_or_give_up(deps, &leased, attempt, None, "connect".into(), jitter_unit).await
+        }
+        Err(TransportError::Refused) => {
+            fail(deps, &leased, "trigger_url_refused").await?;
+            tracing::error!(practice_id = %practice.id, action_id = %leased.id, alert = "trigger_url_refused", "the trigger transport refused the practice's URL (http outside the local stack)");
+            Ok(EmitOutcome::DeadLetter("trigger_url_refused".into()))
         }
     }
 }
@@ -373,6 +381,77 @@ mod tests {
             (24..=36).contains(&p.delay(1, None, 0.0))
                 && (24..=36).contains(&p.delay(1, None, 1.0))
         );
+    }
+
+    /// A stored URL refused when read back, and a URL the transport refuses: nothing is sent,
+    /// the action fails with `trigger_url_refused`, and no retry follows.
+    #[test]
+    fn a_refused_trigger_url_sends_nothing_and_fails_the_action() {
+        use crate::action::ActionStatus;
+        use crate::ports::{ActionRepo, PracticeRepo};
+        use crate::service::admin::{NewPractice, create_practice};
+        use crate::testing::World;
+        use futures::executor::block_on as run;
+        let now: jiff::Timestamp = "2026-11-02T17:00:00Z".parse().unwrap();
+        let world = World::new(now);
+        let pid = PracticeId::parse("url-clinic").unwrap();
+        run(create_practice(
+            &world.store,
+            world.keys(),
+            NewPractice {
+                id: pid.clone(),
+                time_zone: "UTC".into(),
+                owner_emails: vec!["owner@url.example".into()],
+                trigger_url: "https://pms.example.com/t".parse().unwrap(),
+            },
+        ))
+        .unwrap();
+        let mut p = run(world.store.get_practice(&pid)).unwrap().unwrap();
+        p.policy.quiet_hours = None;
+        let patient = crate::ids::OpaqueRef::parse("pt_Xk29dLq7ZpR4mN8vT3wY").unwrap();
+        let approved = |n: &str| crate::action::Action {
+            status: ActionStatus::Approved,
+            ..crate::testing::sample_action("url-clinic", &patient, &[n])
+        };
+        let deps = EmitterDeps {
+            practices: &world.store,
+            entities: &world.store,
+            actions: &world.store,
+            transport: &world.transport,
+            audit: &world.store,
+            secrets: &world.secrets,
+            clock: &world.clock,
+            policy: RetryPolicy::default(),
+        };
+        let failed_with = |a: &crate::action::Action| {
+            let stored = run(world.store.get_action(&pid, &a.id)).unwrap().unwrap();
+            (stored.status, stored.last_error)
+        };
+        let refused = (ActionStatus::Failed, Some("trigger_url_refused".to_owned()));
+
+        // The transport's own check (deployed: http is never sent).
+        let one = approved("one");
+        assert!(run(world.store.create_action(&one)).unwrap());
+        let expected = p.version;
+        p.version += 1;
+        run(world.store.put_practice(&p, Some(expected))).unwrap();
+        world.transport.reply(Err(TransportError::Refused));
+        let out = run(emit(&deps, &pid, &one.id, 0.5)).unwrap();
+        assert_eq!(out, EmitOutcome::DeadLetter("trigger_url_refused".into()));
+        assert_eq!(failed_with(&one), refused);
+
+        // A practice whose stored URL was refused on read.
+        let two = approved("two");
+        assert!(run(world.store.create_action(&two)).unwrap());
+        p.trigger_url = None;
+        let expected = p.version;
+        p.version += 1;
+        run(world.store.put_practice(&p, Some(expected))).unwrap();
+        let posts = world.transport.posts().len();
+        let out = run(emit(&deps, &pid, &two.id, 0.5)).unwrap();
+        assert_eq!(out, EmitOutcome::Dropped("trigger_url_refused"));
+        assert_eq!(world.transport.posts().len(), posts, "nothing sent");
+        assert_eq!(failed_with(&two), refused);
     }
 
     #[test]

@@ -503,7 +503,7 @@ mod tests {
             id: PracticeId::parse("test-clinic").unwrap(),
             time_zone: "America/New_York".into(),
             owner_emails: vec![],
-            trigger_url: "https://pms.example.com/t".into(),
+            trigger_url: Some("https://pms.example.com/t".parse().unwrap()),
             secrets: SealedSecrets::default(),
             policy: Policy::default(),
             cycle_days: BTreeMap::new(),

@@ -1,8 +1,9 @@
 //! webhook-receiver's domain: check, verify, parse, guard, apply, publish.
 //!
-//! Order of checks: content type (415), size (413), practice (404), signature (401), JSON
-//! (400), schema and PHI guard (422). Nothing is written before every event of the body has
-//! parsed, so a refused body leaves no trace. Writes are commutative merges conditional on
+//! Order of checks: content type (415), size (413), practice and signature (401: an unknown
+//! practice is answered as a bad signature, see [`ReceiveError::UnknownPractice`]), JSON (400),
+//! schema and PHI guard (422). Nothing is written before every event of the body has parsed,
+//! so a refused body leaves no trace. Writes are commutative merges conditional on
 //! the version read, so a redelivery (same `webhook-id` or not) has no second effect.
 
 use std::collections::HashMap;
@@ -22,8 +23,8 @@ use crate::service::attribution::{self, Booking};
 use crate::service::privacy::{self, PrivacyDeps};
 use crate::signature::{self, SignatureError, SignedHeaders};
 use crate::state::{
-    Appointment, AppointmentStatus, Completion, Consent, Entity, EntityKey, Lww, PatientTreatment,
-    PatientTreatmentKey, Slot, SlotTime,
+    Appointment, AppointmentStatus, Completion, Consent, Entity, EntityKey, EventTime, Lww,
+    PatientTreatment, PatientTreatmentKey, Slot, SlotTime,
 };
 
 /// What the receiver needs. Built once per cold start.
@@ -55,8 +56,13 @@ pub struct Delivery<'a> {
 /// Every way a delivery is refused. Each maps to exactly one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiveError {
+    /// The practice in the path is not onboarded, or its id is not well-formed. Answered
+    /// exactly as a bad signature (status and body): the signature refusal that verifying the
+    /// delivery against a dummy key gave, i.e. the one the caller would get from a practice
+    /// whose secret it does not hold. So the answer does not tell which practice ids exist.
+    /// Only [`ReceiveError::reason`] (operator logs) says `unknown_practice`.
     #[error("unknown practice")]
-    UnknownPractice,
+    UnknownPractice(SignatureError),
     #[error("content type must be application/json")]
     UnsupportedMediaType,
     #[error("body over {MAX_BODY_BYTES} bytes")]
@@ -72,11 +78,11 @@ pub enum ReceiveError {
 impl ReceiveError {
     pub fn status(&self) -> u16 {
         match self {
-            Self::UnknownPractice => 404,
             Self::UnsupportedMediaType => 415,
             Self::TooLarge => 413,
-            Self::Signature(SignatureError::BodyNotUtf8) => 400,
-            Self::Signature(_) => 401,
+            Self::Signature(SignatureError::BodyNotUtf8)
+            | Self::UnknownPractice(SignatureError::BodyNotUtf8) => 400,
+            Self::Signature(_) | Self::UnknownPractice(_) => 401,
             Self::Refused(r) if r.code == RefusalCode::MalformedJson => 400,
             Self::Refused(_) => 422,
             Self::Unavailable => 503,
@@ -86,21 +92,23 @@ impl ReceiveError {
     /// `{"error": {"code", "field", "rule"}}` — never a value from the request.
     pub fn body(&self) -> serde_json::Value {
         let (code, field, rule) = match self {
-            Self::UnknownPractice => ("unknown_practice", "practice_id", "registered_practice"),
             Self::UnsupportedMediaType => {
                 ("unsupported_media_type", "content-type", "application/json")
             }
             Self::TooLarge => ("payload_too_large", "body", "max_262144_bytes"),
-            Self::Signature(e) => ("invalid_signature", "webhook-signature", e.reason()),
+            Self::Signature(e) | Self::UnknownPractice(e) => {
+                ("invalid_signature", e.field(), e.reason())
+            }
             Self::Refused(r) => (r.code.as_str(), r.field.as_str(), r.rule),
             Self::Unavailable => ("temporarily_unavailable", "", "retry_later"),
         };
         serde_json::json!({"error": {"code": code, "field": field, "rule": rule}})
     }
 
-    /// A reason code for logs and audit.
+    /// A reason code for logs and audit (operator-only: it tells an unknown practice apart).
     pub fn reason(&self) -> String {
         match self {
+            Self::UnknownPractice(_) => "unknown_practice".to_owned(),
             Self::Refused(r) => format!("{}:{}", r.code.as_str(), r.rule),
             Self::Signature(e) => e.reason().to_owned(),
             other => other.body()["error"]["code"]
@@ -143,10 +151,7 @@ fn is_json(content_type: Option<&str>) -> bool {
 }
 
 pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepted, ReceiveError> {
-    let practice_id = d
-        .practice_id
-        .and_then(|p| PracticeId::parse(p).ok())
-        .ok_or(ReceiveError::UnknownPractice)?;
+    // Content type and size first: they do not depend on the practice.
     if !is_json(d.content_type) {
         return Err(ReceiveError::UnsupportedMediaType);
     }
@@ -156,18 +161,26 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
     // A disabled practice still gets its events (state stays current, and opt-outs,
     // rotations and erasures are honoured); the scan and the emitter do nothing for it.
     // Eventually consistent (half the read units): see `get_practice_recent`.
-    let practice = deps
-        .practices
-        .get_practice_recent(&practice_id)
-        .await?
-        .ok_or(ReceiveError::UnknownPractice)?;
+    let found = match d.practice_id.and_then(|p| PracticeId::parse(p).ok()) {
+        Some(id) => deps
+            .practices
+            .get_practice_recent(&id)
+            .await?
+            .map(|p| (id, p)),
+        // Not an id at all: nothing to read. Its shape is public, so answering without the
+        // read tells nothing about which practices exist.
+        None => None,
+    };
     let now = deps.clock.now();
+    let Some((practice_id, practice)) = found else {
+        return Err(unknown_practice(deps, d, now));
+    };
     // A secret a rotation replaced verifies only until its overlap ends.
     let secrets = deps.secrets.webhook_at(&practice.secrets, now).await?;
     let verified = signature::verify(d.headers, d.body, &secrets, now.as_second())
         .map_err(ReceiveError::Signature)?;
     let events = inbound::parse_body(d.body, now).map_err(ReceiveError::Refused)?;
-    let (changed, published) = apply(deps, &practice, &events).await?;
+    let (changed, published) = apply(deps, &practice, &events, now).await?;
     Ok(Accepted {
         practice_id,
         webhook_id: verified.webhook_id,
@@ -177,15 +190,40 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
     })
 }
 
+/// The refusal for a practice that does not exist: the signature refusal the same delivery
+/// gets from a practice whose secret it was not signed with, so an unknown practice and a bad
+/// signature are indistinguishable (same status, same body).
+///
+/// Timing: the delivery is verified against the secret cache's dummy key, a random secret no
+/// practice has, made once per cold start. That is the work a known practice's refused
+/// delivery costs after its read (the header checks, one HMAC-SHA256 over the whole body, the
+/// constant-time compare), and the practice read before it is made for every well-formed id,
+/// so this answer is not measurably faster than a bad signature's. What still differs, by
+/// design: a known practice's first delivery per cold start and cache TTL also opens its
+/// secret (one key-service call), and during a rotation's overlap is checked against two
+/// secrets; opening a key for every unknown id would let anyone spend key-service calls.
+fn unknown_practice(deps: &ReceiverDeps<'_>, d: Delivery<'_>, now: Timestamp) -> ReceiveError {
+    let dummy = std::slice::from_ref(deps.secrets.dummy_webhook());
+    // A random 256-bit key verifies nothing; were it ever to, the answer is still a refusal.
+    let e = signature::verify(d.headers, d.body, dummy, now.as_second())
+        .err()
+        .unwrap_or(SignatureError::NoMatch);
+    ReceiveError::UnknownPractice(e)
+}
+
 /// Applies parsed events: groups them by the record they touch, merges each group into the
 /// stored record, writes each changed record once; then runs the batch's attributions
 /// (bookings converting delivered triggers), ref rotations and erasures in batch order (so
 /// whatever the batch said about an old ref ends up re-keyed or erased too); then publishes
 /// what needs real-time work.
+///
+/// `received_at` is when the delivery was accepted: no event ranks later than that, whatever
+/// its `occurred_at` ([`EventTime::ranked_at`]).
 pub async fn apply(
     deps: &ReceiverDeps<'_>,
     practice: &Practice,
     events: &[InboundEvent],
+    received_at: Timestamp,
 ) -> Result<(usize, usize), ReceiveError> {
     let mut groups: HashMap<EntityKey, Vec<&InboundEvent>> = HashMap::new();
     let mut order: Vec<EntityKey> = Vec::new();
@@ -214,7 +252,7 @@ pub async fn apply(
     }
     let changed: Vec<bool> = stream::iter(order.into_iter().map(|key| {
         let evs = groups.remove(&key).unwrap_or_default();
-        async move { upsert(deps, practice, key, &evs).await }
+        async move { upsert(deps, practice, key, &evs, received_at).await }
     }))
     .buffer_unordered(8)
     .try_collect()
@@ -237,7 +275,9 @@ pub async fn apply(
                 let booking = Booking {
                     patient: patient_ref,
                     treatment: *treatment,
-                    booked_at: ev.occurred_at,
+                    // As the merges rank it: a booking dated ahead converts nothing sent
+                    // after it was received.
+                    booked_at: ev.occurred_at.min(received_at),
                 };
                 attribution::attribute(deps.actions, deps.patients, practice, &booking)
                     .await?
@@ -323,6 +363,7 @@ async fn upsert(
     practice: &Practice,
     key: EntityKey,
     evs: &[&InboundEvent],
+    received_at: Timestamp,
 ) -> Result<bool, StoreError> {
     for attempt in 0..MAX_CONFLICT_RETRIES {
         // The first read may be a second stale (half the read units): a stale version makes
@@ -336,10 +377,16 @@ async fn upsert(
         };
         let expected = stored.as_ref().map(|s| s.version);
         let before = stored.map(|s| s.value);
-        let mut entity = before.clone().unwrap_or_else(|| empty(&key, evs));
+        let mut entity = before
+            .clone()
+            .unwrap_or_else(|| empty(&key, evs, received_at));
         let mut touched = false;
         for ev in evs {
-            touched |= merge(&mut entity, ev, practice);
+            let t = EventTime {
+                occurred_at: ev.occurred_at,
+                received_at,
+            };
+            touched |= merge(&mut entity, ev, t, practice);
         }
         // A merge can set a field and clear it again (a start minute already past when it
         // arrives): that changes nothing, and a redelivery must not cost a write.
@@ -360,7 +407,7 @@ async fn upsert(
     Err(StoreError::Conflict)
 }
 
-fn empty(key: &EntityKey, evs: &[&InboundEvent]) -> Entity {
+fn empty(key: &EntityKey, evs: &[&InboundEvent], received_at: Timestamp) -> Entity {
     match key {
         EntityKey::Appointment(a) => Entity::Appointment(Appointment::new(a.clone())),
         EntityKey::PatientTreatment(p, t) => {
@@ -384,7 +431,7 @@ fn empty(key: &EntityKey, evs: &[&InboundEvent]) -> Entity {
                     *starts_at,
                     *duration_min,
                     treatments.clone(),
-                    e.occurred_at,
+                    e.occurred_at.min(received_at),
                 )),
                 _ => None,
             });
@@ -418,20 +465,20 @@ fn merge_minute(
     a: &mut Appointment,
     starts_at: Timestamp,
     duration_min: u16,
-    at: Timestamp,
+    t: EventTime,
 ) -> bool {
-    let t = SlotTime {
+    let minute = SlotTime {
         starts_at,
         duration_min,
     };
-    let changed = Lww::merge(&mut a.slot_start, Lww::new(Some(t), at));
+    let changed = Lww::merge_event(&mut a.slot_start, Some(minute), t);
     changed | a.forget_stale_minute()
 }
 
 /// Merges one event into its record. Returns whether it touched anything (`false`: nothing
-/// changed).
-fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
-    let at = ev.occurred_at;
+/// changed). Every register ranks the event at `t` ([`Lww::of_event`]): its `occurred_at`, but
+/// never later than its receipt.
+fn merge(entity: &mut Entity, ev: &InboundEvent, t: EventTime, practice: &Practice) -> bool {
     match (entity, &ev.data) {
         (
             Entity::Appointment(a),
@@ -448,14 +495,11 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
                 patient_ref: patient_ref.clone(),
                 treatment: *treatment,
             };
-            let c1 = Lww::merge(&mut a.patient, Lww::new(who, at));
-            let c2 = Lww::merge(
-                &mut a.starts_on,
-                Lww::new(practice.local_date(*starts_at), at),
-            );
-            let c3 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::Booked, at));
-            let c4 = Lww::merge(&mut a.provider_ref, Lww::new(provider_ref.clone(), at));
-            let c5 = merge_minute(a, *starts_at, *duration_min, at);
+            let c1 = Lww::merge_event(&mut a.patient, who, t);
+            let c2 = Lww::merge_event(&mut a.starts_on, practice.local_date(*starts_at), t);
+            let c3 = Lww::merge_event(&mut a.status, AppointmentStatus::Booked, t);
+            let c4 = Lww::merge_event(&mut a.provider_ref, provider_ref.clone(), t);
+            let c5 = merge_minute(a, *starts_at, *duration_min, t);
             c1 | c2 | c3 | c4 | c5
         }
         (
@@ -466,22 +510,19 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
                 ..
             },
         ) => {
-            let c1 = Lww::merge(
-                &mut a.starts_on,
-                Lww::new(practice.local_date(*starts_at), at),
-            );
-            let c2 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::Booked, at));
-            let c3 = merge_minute(a, *starts_at, *duration_min, at);
+            let c1 = Lww::merge_event(&mut a.starts_on, practice.local_date(*starts_at), t);
+            let c2 = Lww::merge_event(&mut a.status, AppointmentStatus::Booked, t);
+            let c3 = merge_minute(a, *starts_at, *duration_min, t);
             c1 | c2 | c3
         }
         (Entity::Appointment(a), EventData::AppointmentCancelled { .. }) => {
-            let c1 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::Cancelled, at));
+            let c1 = Lww::merge_event(&mut a.status, AppointmentStatus::Cancelled, t);
             c1 | a.forget_stale_minute()
         }
         (Entity::Appointment(a), EventData::AppointmentNoShow { .. }) => {
-            let c1 = Lww::merge(&mut a.status, Lww::new(AppointmentStatus::NoShow, at));
+            let c1 = Lww::merge_event(&mut a.status, AppointmentStatus::NoShow, t);
             // Missed: the minute goes, unless a later report (a reschedule) set it again.
-            let c2 = Lww::merge(&mut a.slot_start, Lww::new(None, at));
+            let c2 = Lww::merge_event(&mut a.slot_start, None, t);
             c1 | c2 | a.forget_stale_minute()
         }
         (
@@ -489,18 +530,18 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
             EventData::AppointmentCompleted {
                 series, cycle_days, ..
             },
-        ) => pt.merge_completion(
-            Completion::new(practice.local_date(at), *series, *cycle_days),
-            at,
-        ),
+        ) => pt.merge_completion_event(t, |at| {
+            Completion::new(practice.local_date(at), *series, *cycle_days)
+        }),
         (Entity::Consent(c), EventData::PatientOptedOut { .. }) => {
-            Lww::merge(&mut c.opted_out, Lww::new(true, at))
+            Lww::merge_event(&mut c.opted_out, true, t)
         }
         (Entity::Consent(c), EventData::PatientOptedIn { .. }) => {
-            Lww::merge(&mut c.opted_out, Lww::new(false, at))
+            Lww::merge_event(&mut c.opted_out, false, t)
         }
         (Entity::Slot(s), EventData::SlotOpened { .. }) => {
             // The first report of a slot wins; later reports of the same slot change nothing.
+            let at = t.ranked_at();
             if at < s.opened_at {
                 s.opened_at = at;
                 return true;
@@ -508,5 +549,143 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, practice: &Practice) -> bool {
             false
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::admin::{NewPractice, create_practice};
+    use crate::signature::WebhookSecret;
+    use crate::testing::World;
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        futures::executor::block_on(f)
+    }
+
+    /// A world with `known-clinic` onboarded, and its webhook secret.
+    fn onboarded() -> (World, WebhookSecret) {
+        let world = World::new("2026-11-23T17:00:00Z".parse().unwrap());
+        let out = run(create_practice(
+            &world.store,
+            world.keys(),
+            NewPractice {
+                id: PracticeId::parse("known-clinic").unwrap(),
+                time_zone: "America/New_York".into(),
+                owner_emails: vec!["owner@known.example".into()],
+                trigger_url: "https://pms.example.com/triggers".parse().unwrap(),
+            },
+        ))
+        .unwrap();
+        (world, WebhookSecret::parse(&out.webhook_secret).unwrap())
+    }
+
+    #[test]
+    fn an_unknown_practice_is_answered_as_a_bad_signature() {
+        let (world, secret) = onboarded();
+        let wrong = WebhookSecret::generate();
+        let now = world.clock.now();
+        let body = format!(
+            r#"{{"type":"patient.opted_in","occurred_at":"{now}","data":{{"patient_ref":"p_7Hq2kX9mZ4rT1vB8yW3n"}}}}"#
+        );
+        let long_id = "m".repeat(signature::MAX_WEBHOOK_ID_LEN + 1);
+        let non_utf8 = b"{\"type\": \"\xff\"}".to_vec();
+        // (webhook-id, timestamp, signed, body): whatever is wrong with a delivery, an unknown
+        // practice (or a path that is no practice id) answers as the known practice does when
+        // the delivery is not signed with its secret.
+        let now = now.as_second();
+        let cases: [(Option<&str>, i64, bool, &[u8]); 8] = [
+            (Some("msg_1"), now, true, body.as_bytes()),
+            (Some("msg_1"), now - 301, true, body.as_bytes()),
+            (Some("msg_1"), now, false, body.as_bytes()),
+            (None, now, true, body.as_bytes()),
+            (Some("msg 1"), now, true, body.as_bytes()),
+            (Some(""), now, true, body.as_bytes()),
+            (Some(&long_id), now, true, body.as_bytes()),
+            (Some("msg_1"), now, true, &non_utf8),
+        ];
+        for (i, (id, at, signed, body)) in cases.into_iter().enumerate() {
+            let sign = |k: &WebhookSecret| {
+                // A body that is not UTF-8 cannot be signed: a well-shaped signature will do.
+                k.sign(id.unwrap_or("x"), at, body)
+                    .unwrap_or_else(|| format!("v1,{}=", "A".repeat(43)))
+            };
+            // The unknown practices get a signature under the known practice's own secret:
+            // that tells nothing either.
+            let (right, wrong) = (sign(&secret), sign(&wrong));
+            let at = at.to_string();
+            let deliver = |practice: &str, sig: &str| {
+                let d = Delivery {
+                    practice_id: Some(practice),
+                    content_type: Some("application/json"),
+                    headers: SignedHeaders {
+                        id,
+                        timestamp: Some(&at),
+                        signature: signed.then_some(sig),
+                    },
+                    body,
+                };
+                run(receive(&world.receiver(), d)).unwrap_err()
+            };
+            let known = deliver("known-clinic", &wrong);
+            let unknown = deliver("no-such-clinic", &right);
+            let malformed = deliver("No Such Clinic", &right);
+            assert_eq!(
+                known.body()["error"]["code"],
+                "invalid_signature",
+                "case {i}"
+            );
+            assert!(matches!(known.status(), 400 | 401), "case {i}: {known:?}");
+            for e in [&unknown, &malformed] {
+                assert_eq!(
+                    (e.status(), e.body().to_string()),
+                    (known.status(), known.body().to_string()),
+                    "case {i}"
+                );
+                // Operators can still tell.
+                assert_eq!(e.reason(), "unknown_practice", "case {i}");
+            }
+        }
+        let d = Delivery {
+            practice_id: Some("no-such-clinic"),
+            content_type: Some("application/json"),
+            headers: SignedHeaders::default(),
+            body: body.as_bytes(),
+        };
+        let e = run(receive(&world.receiver(), d)).unwrap_err();
+        assert_eq!(e.status(), 401);
+        assert_eq!(
+            e.body().to_string(),
+            r#"{"error":{"code":"invalid_signature","field":"webhook-signature","rule":"missing_signature_header"}}"#
+        );
+    }
+
+    #[test]
+    fn content_type_and_size_come_before_the_practice() {
+        let (world, _) = onboarded();
+        for practice in ["no-such-clinic", "No Such Clinic"] {
+            let big = vec![b' '; MAX_BODY_BYTES + 1];
+            let d = |ct, body| Delivery {
+                practice_id: Some(practice),
+                content_type: Some(ct),
+                headers: SignedHeaders::default(),
+                body,
+            };
+            let e = run(receive(&world.receiver(), d("text/plain", b"{}"))).unwrap_err();
+            assert_eq!(e.status(), 415);
+            let e = run(receive(&world.receiver(), d("application/json", &big))).unwrap_err();
+            assert_eq!(e.status(), 413);
+        }
+    }
+
+    #[test]
+    fn a_malformed_webhook_id_names_its_header_and_rule() {
+        let e = ReceiveError::Signature(SignatureError::IdFormat);
+        assert_eq!(e.status(), 401);
+        assert_eq!(
+            e.body().to_string(),
+            r#"{"error":{"code":"invalid_signature","field":"webhook-id","rule":"webhook_id_format"}}"#
+        );
+        assert_eq!(e.reason(), "webhook_id_format");
     }
 }

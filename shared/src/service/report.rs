@@ -383,7 +383,7 @@ mod tests {
             id: PracticeId::parse("report-clinic").unwrap(),
             time_zone: "America/New_York".into(),
             owner_emails: vec![],
-            trigger_url: "https://pms.example/t".into(),
+            trigger_url: Some("https://pms.example/t".parse().unwrap()),
             secrets: SealedSecrets::default(),
             policy: Policy::default(),
             cycle_days: BTreeMap::new(),

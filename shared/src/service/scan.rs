@@ -579,7 +579,7 @@ mod tests {
             id: PracticeId::parse("tz-clinic").unwrap(),
             time_zone: tz.into(),
             owner_emails: vec!["o@x.example".into()],
-            trigger_url: "https://pms.example/t".into(),
+            trigger_url: Some("https://pms.example/t".parse().unwrap()),
             secrets: SealedSecrets::default(),
             policy: Policy::default(),
             cycle_days: BTreeMap::new(),

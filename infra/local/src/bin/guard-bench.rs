@@ -77,6 +77,18 @@ fn run() -> Result<bool> {
         let ids = g.generate(cli.seed, cli.per_generator);
         valid.push((Tally::of(g.name, &ids, check, false, keep), g.about));
     }
+    // The guard's cost per valid id (what every accepted webhook pays per ref field): one
+    // more pass over the corpus, timed, the results kept so the work is not optimised away.
+    let all_ids: Vec<String> = gens
+        .iter()
+        .flat_map(|g| g.generate(cli.seed, cli.per_generator))
+        .collect();
+    let started = std::time::Instant::now();
+    let accepted = all_ids
+        .iter()
+        .filter(|v| std::hint::black_box(pil_shared::guard::check_ref(v)).is_ok())
+        .count();
+    let ns_per_ref = started.elapsed().as_nanos() as f64 / all_ids.len().max(1) as f64;
     let v_n: usize = valid.iter().map(|(t, _)| t.n).sum();
     let v_refused: usize = valid.iter().map(|(t, _)| t.refused).sum();
     let worst = valid
@@ -108,6 +120,10 @@ fn run() -> Result<bool> {
     println!(
         "| **all** | | **{v_n}** | **{v_refused}** | **{}** | |\n",
         pct(v_refused as f64 / v_n.max(1) as f64)
+    );
+    println!(
+        "Guard cost: {ns_per_ref:.0} ns per valid id ({accepted} of {} accepted on the timed pass).\n",
+        all_ids.len()
     );
     println!(
         "Worst generator: {} ({} of {} refused, {}).\n",
@@ -243,6 +259,7 @@ fn run() -> Result<bool> {
         "seed": cli.seed,
         "per_generator": cli.per_generator,
         "per_spelling": cli.per_spelling,
+        "ns_per_valid_ref": ns_per_ref,
         "valid": {
             "n": v_n,
             "refused": v_refused,

@@ -30,7 +30,7 @@ use pil_local::stack::{REGION, Stack, StackOptions, workspace_root};
 use pil_shared::ids::{OpaqueRef, PracticeId};
 use pil_shared::inbound::Series;
 use pil_shared::ports::PracticeRepo;
-use pil_shared::practice::Practice;
+use pil_shared::practice::{Practice, TriggerUrl, TriggerUrlScope};
 use pil_shared::rules;
 use pil_shared::service::admin::{self, NewPractice};
 use pil_shared::signature::{self, WebhookSecret};
@@ -231,9 +231,11 @@ async fn scale_run(
             id: id.clone(),
             time_zone: "America/New_York".into(),
             owner_emails: vec!["owner@bench-clinic.example".into()],
-            trigger_url: "http://127.0.0.1:9/pil-trigger".into(),
+            trigger_url: TriggerUrl::parse(
+                "http://127.0.0.1:9/pil-trigger",
+                TriggerUrlScope::LocalStack,
+            )?,
         },
-        true,
     )
     .await?;
     let practice = store
@@ -726,8 +728,8 @@ async fn units_on(stack: &Stack) -> Result<Vec<String>> {
                 .await?,
         ),
         (
-            "unknown practice (404)",
-            404,
+            "unknown practice (401)",
+            401,
             sender
                 .raw(
                     "no-such-clinic",
