@@ -1,5 +1,5 @@
 //! The inbound hot path: Standard Webhooks verify + closed-schema parse + PHI guard.
-//! Goal (issue 3): ≤ 10 µs for a 1 KB body on one core.
+//! Goal: ≤ 10 µs for a 1 KB body on one core.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pil_shared::inbound::parse_body;

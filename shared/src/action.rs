@@ -10,7 +10,7 @@ use crate::ids::{ActionId, OpaqueRef, PracticeId};
 use crate::service::scan::Suppression;
 use crate::treatment::Treatment;
 
-/// The kinds of trigger (DESIGN §4.2), without the `action.` prefix.
+/// The kinds of trigger (docs/design.md §4.1), without the `action.` prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
@@ -232,7 +232,8 @@ pub struct Action {
     /// Revision: every update is conditional on the revision it read.
     #[serde(default)]
     pub rev: u64,
-    /// The slot a slot offer is for (DESIGN §4.2 `slot`); `None` for every other kind.
+    /// The slot a slot offer is for (the trigger's `slot`, docs/contracts.md); `None` for
+    /// every other kind.
     #[serde(default)]
     pub slot: Option<SlotDetails>,
 }
@@ -270,7 +271,7 @@ pub struct SlotDetails {
     pub provider_ref: Option<OpaqueRef>,
 }
 
-/// A booking attributed to a delivered trigger (DESIGN §5, attribution).
+/// A booking attributed to a delivered trigger (docs/contracts.md, Attribution).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversion {
     /// The practice-local day of the booking (day precision is all the report needs).

@@ -1,5 +1,5 @@
-//! The tamper-evident audit trail (DESIGN §2.7): every decision about what may reach a patient
-//! (policy changes, approvals by the owner or by policy, rejections, deliveries, failures,
+//! The tamper-evident audit trail (docs/design.md §2.7): every decision about what may reach
+//! a patient (policy changes, approvals by the owner or by policy, rejections, deliveries, failures,
 //! withdrawals) appends one record to a per-practice hash chain. Each record carries the hash
 //! of the one before and its own hash over every field, so a changed, removed or reordered
 //! record breaks the chain at that point ([`verify`]).

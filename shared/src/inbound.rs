@@ -1,4 +1,4 @@
-//! The inbound contract, version 1 (DESIGN §4.1): a closed schema.
+//! The inbound contract, version 1 (docs/contracts.md, Inbound events): a closed schema.
 //!
 //! The body is read as JSON once, then walked field by field into typed events. A key repeated
 //! in one object, any unknown field, wrong type, value outside its format, or PHI-shaped ref

@@ -207,7 +207,7 @@ impl PatientRecord {
     }
 }
 
-/// Everything stored for one patient ref, for rotation and erasure (DESIGN §2.6).
+/// Everything stored for one patient ref, for rotation and erasure (docs/design.md §2.6).
 #[async_trait]
 pub trait PatientRecords: Send + Sync {
     /// Every record of `patient`: its patient × treatment records, its consent record, the

@@ -1,4 +1,4 @@
-//! Practice configuration and the owner's policy (DESIGN §4.4).
+//! Practice configuration and the owner's policy (docs/design.md §4.5, §5.3).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -80,7 +80,7 @@ pub fn parse_quiet_hours(s: &str) -> Result<Option<(u8, u8)>, ()> {
     Ok(Some((a, b)))
 }
 
-/// The whole policy. `Policy::default()` is "everything needs approval" (DESIGN §2.5).
+/// The whole policy. `Policy::default()` is "everything needs approval" (docs/design.md §2.5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     pub kinds: BTreeMap<ActionKind, KindPolicy>,
@@ -92,7 +92,7 @@ pub struct Policy {
     pub quiet_hours: Option<(u8, u8)>,
     /// Hours an approval link stays valid.
     pub approval_expiry_hours: u32,
-    /// Slot fill offers an opened slot to this many due patients (DESIGN §5, K).
+    /// Slot fill offers an opened slot to this many due patients (docs/design.md §4.4, K).
     #[serde(default = "default_slot_fill_k")]
     pub slot_fill_k: u32,
 }

@@ -1,5 +1,5 @@
-//! The gap rules (DESIGN §5) for one record, as pure functions of its state and the practice's
-//! configuration.
+//! The gap rules (docs/design.md §4) for one record, as pure functions of its state and the
+//! practice's configuration.
 //!
 //! A completed treatment opens a sequence of gaps with increasing due dates: the follow-up
 //! check-in (neurotoxin and filler, 14 days), then either the next series session (while a
@@ -55,12 +55,12 @@ impl Gap {
     }
 }
 
-/// Default follow-up interval after a completion (DESIGN §5).
+/// Default follow-up interval after a completion (docs/design.md §4.1).
 pub fn default_follow_up_days(t: Treatment) -> Option<u32> {
     matches!(t, Treatment::Neurotoxin | Treatment::DermalFiller).then_some(14)
 }
 
-/// Default interval between sessions of a series (DESIGN §5): the cycle otherwise.
+/// Default interval between sessions of a series (docs/design.md §4.1): the cycle otherwise.
 pub fn default_series_interval(t: Treatment) -> Option<u32> {
     match t {
         Treatment::LaserHairRemoval => Some(42),

@@ -4,9 +4,10 @@
 //! time ([`EventTime::ranked_at`]: its `occurred_at`, but never later than its receipt), ties
 //! broken by the `occurred_at` reported and then by the value itself, so applying the same
 //! events in any order, any number of times, gives the same state. That is what makes
-//! redeliveries and out-of-order deliveries harmless (DESIGN §4.1).
+//! redeliveries and out-of-order deliveries harmless (docs/contracts.md, Ordering).
 //!
-//! Patient-linked dates are kept at day precision in the practice's time zone (DESIGN §2.3).
+//! Patient-linked dates are kept at day precision in the practice's time zone
+//! (docs/design.md §2.3).
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -234,7 +235,7 @@ pub struct Appointment {
     /// The booked start to the minute, and its length: what slot fill needs when a
     /// cancellation reopens the slot. Kept only while the appointment lies ahead: cleared when
     /// it is missed, when an event about it arrives after its start, and once its reopened
-    /// slot has been taken over (DESIGN §2.3: the precision the rules need).
+    /// slot has been taken over (docs/design.md §2.3: the precision the rules need).
     #[serde(default)]
     /// A register like the others: forgetting keeps its time (value `None`), so an older
     /// report delivered late cannot bring the minute back.

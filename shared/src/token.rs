@@ -1,6 +1,6 @@
-//! Approval-link tokens (DESIGN §4.3): signed with the practice's link key, bound to the
-//! practice, the action(s), the decision and the approver, expiring, single-use (the nonce is
-//! consumed by a conditional write when the decision is POSTed).
+//! Approval-link tokens (docs/contracts.md, Approval links): signed with the practice's link
+//! key, bound to the practice, the action(s), the decision and the approver, expiring,
+//! single-use (the nonce is consumed by a conditional write when the decision is POSTed).
 //!
 //! Wire form: `base64url(json claims) . base64url(HMAC-SHA256(link key, claims))`.
 

@@ -1,4 +1,5 @@
-//! The closed treatment vocabulary (DESIGN §4.1) and its rule defaults (DESIGN §5).
+//! The closed treatment vocabulary (docs/contracts.md, Event types) and its rule defaults
+//! (docs/design.md §4.1).
 
 use std::fmt;
 
@@ -85,7 +86,8 @@ impl Treatment {
         }
     }
 
-    /// Default rebook cycle in days (DESIGN §5); `None` where no rebook rule applies by default.
+    /// Default rebook cycle in days (docs/design.md §4.1); `None` where no rebook rule
+    /// applies by default.
     pub fn default_cycle_days(self) -> Option<u32> {
         match self {
             Self::Neurotoxin => Some(90),

@@ -1,5 +1,6 @@
-//! Correctness under disorder (DESIGN §4.1: "out-of-order delivery is normal"; §5: "same gap
-//! → same id"), as properties over generated practice histories.
+//! Correctness under disorder (out-of-order delivery is normal: docs/contracts.md, Ordering;
+//! the same gap gets the same id: docs/design.md §4.1), as properties over generated practice
+//! histories.
 //!
 //! A history is a few patients × treatments: completions (days ago, some in a series, some
 //! with a cycle override), bookings with reschedules, cancellations and no-shows, opt-outs and

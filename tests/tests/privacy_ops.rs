@@ -1,5 +1,5 @@
-//! `patient.ref_rotated` and `patient.erased` over real HTTP, state in moto (DESIGN §2.6):
-//! afterwards the old ref is stored nowhere, and a redelivery has no second effect.
+//! `patient.ref_rotated` and `patient.erased` over real HTTP, state in moto (docs/design.md
+//! §2.6): afterwards the old ref is stored nowhere, and a redelivery has no second effect.
 
 use pil_shared::action::ActionStatus;
 use pil_shared::ids::{ActionId, OpaqueRef};

@@ -48,8 +48,8 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> ApiGatewayV2httpR
     )
 }
 
-/// Headers for every page an owner sees (DESIGN §4.3). The CSP allows no script, nothing
-/// fetched, and exactly one stylesheet: the pages' `<style>` element, by its SHA-256
+/// Headers for every page an owner sees (docs/contracts.md, Approval links). The CSP allows
+/// no script, nothing fetched, and exactly one stylesheet: the pages' `<style>` element, by its SHA-256
 /// (`pil_shared::service::approval::page_style_csp_source`), whose fonts are inline `data:`
 /// URIs. Computed once per cold start (the handler warms it in init).
 pub fn page_headers() -> &'static [(&'static str, &'static str)] {

@@ -172,7 +172,7 @@ pub const ITEM_TYPES: &[ItemType] = &[
     ItemType {
         name: "audit record",
         key: "AUDIT#",
-        purpose: "One link of the practice's tamper-evident audit hash chain (DESIGN §2.7). Names actions by id, never a patient ref.",
+        purpose: "One link of the practice's tamper-evident audit hash chain (docs/design.md §2.7). Names actions by id, never a patient ref.",
         retention: "TTL: six years (`audit::RETENTION_DAYS`).",
         written_by: "approval-check, approval-page, scheduler-scan, trigger-emitter, `pil`",
         read_by: "`pil audit verify/show`",
@@ -1456,7 +1456,7 @@ pub const CHANNELS: &[Channel] = &[
         ],
     },
     Channel {
-        name: "Trigger (signed HTTPS POST to the PMS, DESIGN §4.2)",
+        name: "Trigger (signed HTTPS POST to the PMS; docs/contracts.md, Triggers)",
         carries: "The anonymized trigger; the PMS resolves the ref to its patient. Not stored by the layer beyond the action.",
         fields: &[
             ("type", Linked::Fact, "`action.<kind>`."),
@@ -1809,8 +1809,8 @@ pub async fn render(root: &Path) -> Result<String, String> {
          (`infra/local/src/inventory.rs`). A new field without a description fails the generator \
          and the test.\n\n\
          **No PHI is stored.** The PMS sends opaque refs, treatment categories and dates through a \
-         closed schema and a PHI guard (DESIGN §2). The *patient-linked* column says what an \
-         attribute could tell about a patient to someone who can also resolve the PMS's refs: \
+         closed schema and a PHI guard (docs/design.md §2). The *patient-linked* column says what \
+         an attribute could tell about a patient to someone who can also resolve the PMS's refs: \
          **opaque ref** (the PMS's ref, or a key containing it; re-keyed by `patient.ref_rotated`, \
          deleted by `patient.erased`), *via ref* (a category, status or count about the item's \
          ref), *date via ref* (a patient-linked day; a start minute only while a cancelled booking's \

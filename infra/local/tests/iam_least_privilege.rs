@@ -1,5 +1,5 @@
-//! Least privilege (issue 6 item 5): each function's IAM policy in `template.yaml` allows only
-//! the calls its code can make, and allows every one of them.
+//! Least privilege: each function's IAM policy in `template.yaml` allows only the calls its
+//! code can make, and allows every one of them.
 //!
 //! What the code can call is read from the source, not from a list kept by hand:
 //! 1. Every function (free or method) of the function's crate, of `pil-aws` and of

@@ -1,6 +1,6 @@
-//! Attribution (DESIGN §5): a booking of the same category by the same ref within 14 days of a
-//! delivered trigger marks that action converted, with its estimated value as recovered
-//! revenue.
+//! Attribution (docs/contracts.md, Attribution): a booking of the same category by the same
+//! ref within 14 days of a delivered trigger marks that action converted, with its estimated
+//! value as recovered revenue.
 //!
 //! The receiver calls [`attribute`] for every `appointment.booked` event (redeliveries
 //! included, so a crash between the appointment write and the conversion is finished by the

@@ -103,7 +103,7 @@ pub enum EmitError {
     Port(#[from] PortError),
 }
 
-/// The trigger on the wire (DESIGN §4.2, version 1).
+/// The trigger on the wire, version 1 (docs/contracts.md, Triggers).
 #[derive(Debug, Clone, Serialize)]
 pub struct Trigger<'a> {
     #[serde(rename = "type")]

@@ -1,5 +1,5 @@
-//! Rotation and erasure of patient refs (DESIGN §2.6): refs are the practice's to re-key and
-//! to delete, and afterwards the old ref is stored nowhere.
+//! Rotation and erasure of patient refs (docs/design.md §2.6): refs are the practice's to
+//! re-key and to delete, and afterwards the old ref is stored nowhere.
 //!
 //! Both work record by record, every step a conditional write on the version just read, in
 //! an order that leaves a complete state between any two steps:

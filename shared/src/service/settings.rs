@@ -1,4 +1,4 @@
-//! The owner's approval settings page (issue 5): reached from the digest by a signed link
+//! The owner's approval settings page: reached from the digest by a signed link
 //! (`Decision::Settings`, no actions), it shows the policy per kind in words and a form; GET
 //! changes nothing, POST saves. The same token rules as decisions: signed, bound to the practice
 //! and approver, expiring, single-use (consumed by a conditional write when a valid form is

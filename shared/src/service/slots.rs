@@ -1,4 +1,4 @@
-//! Real-time slot fill (DESIGN §5 `slot_fill`): when a slot opens, offer it to the K due or
+//! Real-time slot fill (docs/design.md §4.4): when a slot opens, offer it to the K due or
 //! overdue patients it fits best; when it is booked, withdraw what has not gone out.
 //!
 //! Candidates come from the slot-fill pool: open gap actions (rebook, series, win-back,

@@ -1,5 +1,5 @@
-//! The last step of `make bench`: one table of every performance and cost figure of issue 7 —
-//! figure, goal, measured, pass/fail — read from what the benches wrote:
+//! The last step of `make bench`: one table of every performance and cost figure with a goal
+//! (figure, goal, measured, pass/fail), read from what the benches wrote:
 //! target/bench/guard.json (guard-bench), criterion's estimates (target/criterion),
 //! target/bench/scan.json (scan-bench),
 //! target/bench/cold-start.json (cold-start) and target/bench/cost.json (cost-model).
