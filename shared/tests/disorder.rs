@@ -890,10 +890,13 @@ fn an_opt_in_dated_ahead_does_not_outrank_a_later_opt_out() {
     assert!(!opted_out());
 }
 
-/// `cases` cases; failures are kept next to this file.
+/// `cases` cases (or `PROPTEST_CASES`); failures are kept next to this file.
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
-        cases,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(cases),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "tests/disorder.proptest-regressions",
         ))),

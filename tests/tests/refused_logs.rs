@@ -61,7 +61,10 @@ async fn no_refused_value_reaches_a_log_line_the_response_or_the_table() {
     let handle = tokio::runtime::Handle::current();
     let sent: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut runner = TestRunner::new(Config {
-        cases: 48,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(48),
         failure_persistence: None,
         ..Config::default()
     });

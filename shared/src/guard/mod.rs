@@ -394,7 +394,10 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..fixed_seed_config(4000)
+        })]
         #[test]
         fn hand_matchers_are_their_regexes(v in prop_oneof![near_miss(), date_like(), label_like(), uuid_like(), any::<String>()]) {
             prop_assert_eq!(is_uuid(&v), REGEXES[0].is_match(&v), "uuid");
