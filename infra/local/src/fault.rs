@@ -4,15 +4,15 @@
 //! unless a [`Rule`] matches it. A rule matches an operation (`DynamoDB_20120810.PutItem`'s
 //! `PutItem`, `AmazonSQS.SendMessage`'s `SendMessage`, `sesv2:SendEmail`…) and optionally a
 //! string in the request body (an action id, a ref), and injects one [`Fault`] a number of
-//! times. [`FaultProxy::set_down`] closes the port and every open connection: the emulator is
-//! unreachable until it is opened again. It also counts the calls per operation.
+//! times. [`FaultProxy::set_down`] drops every open connection and closes each new one at
+//! once (the port stays bound, so no other listener takes it): the emulator is unreachable
+//! until it is up again. It also counts the calls per operation.
 //!
 //! Only the handlers go through it; the local stack's own plumbing (the SQS pollers standing in
 //! for Lambda's event-source mappings, the PMS simulator, test assertions) talks to the
 //! emulator directly.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -125,7 +125,9 @@ struct Shared {
 
 pub struct FaultProxy {
     pub url: String,
-    addr: SocketAddr,
+    /// Held for the proxy's life, down or up: a port released while "down" could be taken by
+    /// another test's listener before it is bound again.
+    listener: Arc<TcpListener>,
     shared: Arc<Shared>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -139,7 +141,7 @@ impl std::fmt::Debug for FaultProxy {
 impl FaultProxy {
     /// A proxy on a free loopback port in front of `upstream` (the emulator's URL).
     pub async fn start(upstream: &str) -> Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let listener = Arc::new(TcpListener::bind(("127.0.0.1", 0)).await?);
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_owned(),
@@ -148,10 +150,10 @@ impl FaultProxy {
                 .build()?,
             state: Mutex::new(ProxyState::default()),
         });
-        let server = tokio::spawn(serve(listener, shared.clone()));
+        let server = tokio::spawn(serve(listener.clone(), shared.clone()));
         Ok(Self {
             url: format!("http://{addr}"),
-            addr,
+            listener,
             shared,
             server: Mutex::new(Some(server)),
         })
@@ -165,20 +167,22 @@ impl FaultProxy {
         self.state().rules.clear();
     }
 
-    /// `true`: the port is closed and every open connection dropped (connections are
-    /// refused). `false`: listening again on the same port.
+    /// `true`: every open connection is dropped and every new one closed as soon as it is
+    /// accepted (the emulator is unreachable). `false`: serving again. The port stays bound
+    /// throughout, so no other listener can take it in between.
     pub async fn set_down(&self, down: bool) -> Result<()> {
         let old = self.server.lock().ok().and_then(|mut s| s.take());
         if let Some(h) = old {
             h.abort();
             let _ = h.await;
         }
-        if !down {
-            let listener = TcpListener::bind(self.addr).await?;
-            let h = tokio::spawn(serve(listener, self.shared.clone()));
-            if let Ok(mut s) = self.server.lock() {
-                *s = Some(h);
-            }
+        let h = if down {
+            tokio::spawn(refuse(self.listener.clone()))
+        } else {
+            tokio::spawn(serve(self.listener.clone(), self.shared.clone()))
+        };
+        if let Ok(mut s) = self.server.lock() {
+            *s = Some(h);
         }
         Ok(())
     }
@@ -200,13 +204,27 @@ impl FaultProxy {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Stops serving: every connection dropped; the port is released with the proxy.
     pub async fn stop(&self) {
-        let _ = self.set_down(true).await;
+        let old = self.server.lock().ok().and_then(|mut s| s.take());
+        if let Some(h) = old {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
+
+/// While down: accepts and closes at once, until aborted.
+async fn refuse(listener: Arc<TcpListener>) {
+    loop {
+        if let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
     }
 }
 
 /// Accepts until aborted; aborting drops every connection task with it.
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+async fn serve(listener: Arc<TcpListener>, shared: Arc<Shared>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
