@@ -46,6 +46,7 @@ use crate::ports::{
 };
 use crate::practice::{Practice, TriggerUrl};
 use crate::secrets::SecretCache;
+use crate::service::emitter::{EmitterDeps, RetryPolicy};
 use crate::service::receiver::ReceiverDeps;
 use crate::service::scan::ScanDeps;
 use crate::service::slots::SlotDeps;
@@ -869,6 +870,20 @@ impl World {
             actions: &self.store,
             candidates: &self.bus,
             clock: &self.clock,
+        }
+    }
+
+    /// The emitter's deps with the default retry policy.
+    pub fn emitter(&self) -> EmitterDeps<'_> {
+        EmitterDeps {
+            practices: &self.store,
+            entities: &self.store,
+            actions: &self.store,
+            transport: &self.transport,
+            audit: &self.store,
+            secrets: &self.secrets,
+            clock: &self.clock,
+            policy: RetryPolicy::default(),
         }
     }
 

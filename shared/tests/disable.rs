@@ -6,7 +6,7 @@ use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::ActionRepo;
 use pil_shared::service::admin::{self, NewPractice, PracticeUpdate};
-use pil_shared::service::emitter::{self, EmitOutcome, EmitterDeps, RetryPolicy};
+use pil_shared::service::emitter::{self, EmitOutcome};
 use pil_shared::service::receiver::{self, Delivery};
 use pil_shared::signature::{SignedHeaders, WebhookSecret};
 use pil_shared::testing::World;
@@ -90,16 +90,7 @@ fn a_disabled_practice_receives_events_and_sends_nothing() {
     assert_eq!(accepted.changed, 1);
 
     // Outbound: the approved action is not sent; it fails with the reason.
-    let deps = EmitterDeps {
-        practices: &world.store,
-        entities: &world.store,
-        actions: &world.store,
-        transport: &world.transport,
-        audit: &world.store,
-        secrets: &world.secrets,
-        clock: &world.clock,
-        policy: RetryPolicy::default(),
-    };
+    let deps = world.emitter();
     let out = run(emitter::emit(&deps, &pid, &action.id, 0.5)).unwrap();
     assert_eq!(out, EmitOutcome::Dropped("practice_disabled"));
     assert!(world.transport.posts().is_empty());

@@ -12,7 +12,7 @@ use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::{ActionRepo, AuditLog, PracticeRepo, StoreError};
 use pil_shared::practice::{Practice, SecretKind};
 use pil_shared::service::admin::{self, NewPractice, RotateError};
-use pil_shared::service::emitter::{self, EmitOutcome, EmitterDeps, RetryPolicy};
+use pil_shared::service::emitter::{self, EmitOutcome};
 use pil_shared::service::receiver::{self, Delivery, ReceiveError};
 use pil_shared::signature::{self, SignatureError, SignedHeaders, WebhookSecret};
 use pil_shared::testing::{MemStore, World};
@@ -188,16 +188,7 @@ fn approved(world: &World, n: u32) -> ActionId {
 /// Emits one approved action; returns the `webhook-signature` header the PMS got, with the
 /// id, timestamp and body to verify it.
 fn emit(world: &World, id: &ActionId) -> (String, String, String, Vec<u8>) {
-    let deps = EmitterDeps {
-        practices: &world.store,
-        entities: &world.store,
-        actions: &world.store,
-        transport: &world.transport,
-        audit: &world.store,
-        secrets: &world.secrets,
-        clock: &world.clock,
-        policy: RetryPolicy::default(),
-    };
+    let deps = world.emitter();
     let out = run(emitter::emit(&deps, &pid(), id, 0.5)).unwrap();
     assert_eq!(out, EmitOutcome::Delivered);
     let post = world.transport.posts().pop().unwrap();

@@ -413,16 +413,7 @@ mod tests {
             status: ActionStatus::Approved,
             ..crate::testing::sample_action("url-clinic", &patient, &[n])
         };
-        let deps = EmitterDeps {
-            practices: &world.store,
-            entities: &world.store,
-            actions: &world.store,
-            transport: &world.transport,
-            audit: &world.store,
-            secrets: &world.secrets,
-            clock: &world.clock,
-            policy: RetryPolicy::default(),
-        };
+        let deps = world.emitter();
         let failed_with = |a: &crate::action::Action| {
             let stored = run(world.store.get_action(&pid, &a.id)).unwrap().unwrap();
             (stored.status, stored.last_error)
