@@ -295,13 +295,14 @@ fn opaque_shape(v: &str) -> Result<(), PhiRule> {
     {
         return Err(PhiRule::RefFormat);
     }
+    let prefix = structure::split_prefix(v);
     // A tag then digits only: another system's number (MRN, phone, date).
-    if let Some((_, body)) = structure::split_prefix(v)
+    if let Some((_, body)) = prefix
         && body.bytes().all(|b| b.is_ascii_digit())
     {
         return Err(structure::all_digits(body.as_bytes()));
     }
-    if structure::encoded_text(v) {
+    if structure::encoded_text(v, prefix) {
         return Err(PhiRule::EncodedText);
     }
     if v.contains(['_', '-'])
@@ -309,10 +310,10 @@ fn opaque_shape(v: &str) -> Result<(), PhiRule> {
     {
         return Err(rule);
     }
-    if structure::written_words(v) {
+    if structure::written_words(v, prefix) {
         return Err(PhiRule::PersonName);
     }
-    let (ratio, rule) = structure::person_made(v);
+    let (ratio, rule) = structure::person_made(v, prefix);
     if ratio > structure::THRESHOLD {
         return Err(rule);
     }

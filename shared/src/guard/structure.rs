@@ -76,9 +76,13 @@ fn is_tag(p: &str) -> bool {
     p.len() <= 2 || ID_PREFIXES.iter().any(|t| t.eq_ignore_ascii_case(p))
 }
 
+/// A value's prefix and the rest after its separator, as [`split_prefix`] finds them: worked
+/// out once per value and handed to each check.
+pub(crate) type Prefix<'a> = Option<(&'a str, &'a str)>;
+
 /// The prefix of `v` (letters, at most 8, then `_` or `-`) and the rest, when the rest is at
 /// least 8 characters.
-pub(crate) fn split_prefix(v: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_prefix(v: &str) -> Prefix<'_> {
     let i = v.find(['_', '-'])?;
     let (p, rest) = (&v[..i], &v[i + 1..]);
     ((1..=8).contains(&i) && p.bytes().all(|b| b.is_ascii_alphabetic()) && rest.len() >= 8)
@@ -372,8 +376,8 @@ const CAMEL_RATE: f32 = 3.0;
 /// two or more capitalised words (`CaglarVanLeeuwen`, `p_HeyvetullahLoos`) with at most a
 /// short tail. Random letters that long rarely read this easily, and random mixed case
 /// almost never falls into capitalised words.
-pub(crate) fn written_words(v: &str) -> bool {
-    let body = split_prefix(v).map_or(v, |(_, b)| b).as_bytes();
+pub(crate) fn written_words(v: &str, prefix: Prefix<'_>) -> bool {
+    let body = prefix.map_or(v, |(_, b)| b).as_bytes();
     // Long readable runs.
     let mut i = 0;
     while i < body.len() {
@@ -508,8 +512,8 @@ fn base64url_text(s: &[u8]) -> bool {
 }
 
 /// Whether `v` (or its body after a tag) decodes, as hex, base32 or base64url, to text.
-pub(crate) fn encoded_text(v: &str) -> bool {
-    let body = split_prefix(v).map(|(_, b)| b);
+pub(crate) fn encoded_text(v: &str, prefix: Prefix<'_>) -> bool {
+    let body = prefix.map(|(_, b)| b);
     [Some(v), body].into_iter().flatten().any(|s| {
         let b = s.as_bytes();
         hex_text(b) || base32_text(b) || base64url_text(b)
@@ -530,10 +534,9 @@ enum Piece {
 
 /// The likelihood ratio (in nats) of "made by a person" over "random", and the rule of the
 /// piece that gained most.
-pub(crate) fn person_made(v: &str) -> (f32, PhiRule) {
+pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
     let b = v.as_bytes();
     let n = b.len();
-    let prefix = split_prefix(v);
     let body = prefix.map_or(b, |(_, r)| r.as_bytes());
     // In a hex body, random bytes carry no structure to find and a date among hex digits
     // cannot be told from chance (encoded text is `encoded_text`'s).
@@ -719,20 +722,4 @@ fn separated_date(b: &[u8]) -> Option<usize> {
         }
         Some(at)
     })
-}
-
-#[cfg(test)]
-mod debug_tests {
-    #[test]
-    fn show() {
-        let text = std::fs::read_to_string("/tmp/gm/fp.txt").unwrap_or_default();
-        for v in text.lines() {
-            eprintln!(
-                "{v} {:?} seg={:?} dp={:?}",
-                crate::guard::check_ref(v),
-                super::segments(v),
-                super::person_made(v)
-            );
-        }
-    }
 }
