@@ -150,7 +150,8 @@ pub enum ActionStatus {
     Failed,
     /// Nobody decided before it expired.
     Expired,
-    /// A slot offer whose slot was booked before it went out.
+    /// Taken back before it went out: the slot was booked (a slot offer), or the patient
+    /// opted out ([`Action::withdrawal`] says which).
     Withdrawn,
 }
 
@@ -236,6 +237,28 @@ pub struct Action {
     /// every other kind.
     #[serde(default)]
     pub slot: Option<SlotDetails>,
+    /// Why the action was withdrawn, when `status` is `Withdrawn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawal: Option<Withdrawal>,
+}
+
+/// Why an open action was taken back before it reached the PMS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Withdrawal {
+    /// A slot offer whose slot was booked first.
+    SlotFilled,
+    /// The patient opted out: at approval, at the emitter, or by the opt-out itself.
+    OptedOut,
+}
+
+impl Withdrawal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SlotFilled => "slot_filled",
+            Self::OptedOut => "opted_out",
+        }
+    }
 }
 
 impl Action {
@@ -287,6 +310,16 @@ impl Action {
     /// Suppressed by the scan: a gap that never became a proposal.
     pub fn suppressed_by_scan(&self) -> bool {
         self.status == ActionStatus::Suppressed && self.decided_by.is_none()
+    }
+
+    /// In the approval outbox: approved, and no emitter has taken it yet (no attempt, no
+    /// lease). Normally for the seconds between the approval and the emitter's first lease;
+    /// one that stays longer was never published (the publish failed after the approval was
+    /// recorded), or waits out the practice's quiet hours, and the scan publishes it again
+    /// (docs/reliability.md, Outbox). Publishing twice is harmless: the emitter delivers an
+    /// action once.
+    pub fn in_outbox(&self) -> bool {
+        self.status == ActionStatus::Approved && self.attempts == 0 && self.lease_until.is_none()
     }
 
     /// May reach the patient (or has): what cooldown and the monthly cap count.

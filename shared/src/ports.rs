@@ -260,6 +260,13 @@ pub trait ActionRepo: Send + Sync {
 pub trait ActionLog: Send + Sync {
     /// Every action of the practice, any state.
     async fn practice_actions(&self, practice: &PracticeId) -> Result<Vec<Action>, StoreError>;
+    /// The practice's actions in the approval outbox ([`Action::in_outbox`]) decided
+    /// before `decided_before`, oldest first.
+    async fn outbox(
+        &self,
+        practice: &PracticeId,
+        decided_before: Timestamp,
+    ) -> Result<Vec<Action>, StoreError>;
     /// The practice's delivered actions whose `delivered_at` falls on a UTC date in
     /// `from..=to` (callers pad the range to cover the practice's own days).
     async fn delivered_between(

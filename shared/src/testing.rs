@@ -36,7 +36,7 @@ use jiff::civil::Date;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::action::{Action, ActionKind};
+use crate::action::{Action, ActionKind, ActionStatus};
 use crate::ids::{ActionId, OpaqueRef, PracticeId};
 use crate::ports::{
     ActionRepo, CandidateBatch, CandidateSink, Clock, DomainEvent, DueIndex, EntityRepo,
@@ -641,6 +641,53 @@ impl ActionRepo for MemStore {
 }
 
 #[async_trait]
+impl crate::ports::ActionLog for MemStore {
+    async fn practice_actions(&self, practice: &PracticeId) -> Result<Vec<Action>, StoreError> {
+        let t = lock(&self.t);
+        Ok(t.items
+            .iter()
+            .filter(|((p, _), _)| p == practice)
+            .filter_map(|(_, i)| i.action())
+            .collect())
+    }
+
+    async fn outbox(
+        &self,
+        practice: &PracticeId,
+        decided_before: Timestamp,
+    ) -> Result<Vec<Action>, StoreError> {
+        let mut found: Vec<Action> = self
+            .practice_actions(practice)
+            .await?
+            .into_iter()
+            .filter(|a| a.in_outbox() && a.decided_at.unwrap_or(a.created_at) < decided_before)
+            .collect();
+        found.sort_by_key(|a| a.decided_at);
+        Ok(found)
+    }
+
+    async fn delivered_between(
+        &self,
+        practice: &PracticeId,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<Action>, StoreError> {
+        Ok(self
+            .practice_actions(practice)
+            .await?
+            .into_iter()
+            .filter(|a| {
+                a.status == ActionStatus::Delivered
+                    && a.delivered_at.is_some_and(|at| {
+                        let day = at.to_zoned(jiff::tz::TimeZone::UTC).date();
+                        from <= day && day <= to
+                    })
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
 impl TokenLedger for MemStore {
     async fn consume_token(
         &self,
@@ -856,6 +903,7 @@ impl World {
             patients: &self.store,
             bus: &self.bus,
             slots: &self.store,
+            audit: &self.store,
             secrets: &self.secrets,
             clock: &self.clock,
         }
@@ -869,6 +917,8 @@ impl World {
             patients: &self.store,
             actions: &self.store,
             candidates: &self.bus,
+            log: &self.store,
+            bus: &self.bus,
             clock: &self.clock,
         }
     }
@@ -930,6 +980,7 @@ pub fn sample_action(practice: &str, patient: &OpaqueRef, id: &[&str]) -> Action
         converted: None,
         rev: 0,
         slot: None,
+        withdrawal: None,
     }
 }
 

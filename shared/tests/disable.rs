@@ -57,6 +57,7 @@ fn a_disabled_practice_receives_events_and_sends_nothing() {
         suppression: None,
         converted: None,
         slot: None,
+        withdrawal: None,
     };
     assert!(run(world.store.create_action(&action)).unwrap());
     let disable = PracticeUpdate {
@@ -65,9 +66,10 @@ fn a_disabled_practice_receives_events_and_sends_nothing() {
     };
     run(admin::update_practice(&world.store, &pid, disable, "admin")).unwrap();
 
-    // Inbound: accepted (an opt-out must not be lost while the practice is paused).
+    // Inbound: accepted (an opt-out must not be lost while the practice is paused). Another
+    // patient's: this one's would withdraw the action below.
     let body = format!(
-        r#"{{"type":"patient.opted_out","occurred_at":"{now}","data":{{"patient_ref":"p_7Hq2kX9mZ4rT1vB8yW3n"}}}}"#
+        r#"{{"type":"patient.opted_out","occurred_at":"{now}","data":{{"patient_ref":"p_Wq8nR3tY6uK2mZ5xB9cV"}}}}"#
     );
     let sig = secret
         .sign("msg_off", now.as_second(), body.as_bytes())

@@ -180,6 +180,7 @@ fn approved(world: &World, n: u32) -> ActionId {
         suppression: None,
         converted: None,
         slot: None,
+        withdrawal: None,
     };
     assert!(run(world.store.create_action(&a)).unwrap());
     a.id

@@ -42,6 +42,7 @@ impl Deps {
         ApprovalDeps {
             practices: s,
             actions: s,
+            entities: s,
             log: s,
             audit: s,
             admin: s,

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use jiff::civil::Date;
 use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::batch_failures;
-use pil_aws::{Adapters, Clients, Config, Meter, MissingVar, SqsQueue};
+use pil_aws::{Adapters, Clients, Config, EventBus, Meter, MissingVar, SqsQueue};
 use pil_shared::ids::PracticeId;
 use pil_shared::ports::{Clock, DomainEvent};
 use pil_shared::service::scan::{self, ScanDeps, ScanError, ScanReport};
@@ -18,6 +18,8 @@ use serde::Deserialize;
 pub struct Deps {
     pub adapters: Adapters,
     pub candidates: SqsQueue,
+    /// The scan publishes the approval outbox again (`action.approved`).
+    pub bus: EventBus,
 }
 
 impl Deps {
@@ -25,6 +27,7 @@ impl Deps {
         Ok(Self {
             adapters: Adapters::new(clients, config, meter)?,
             candidates: SqsQueue::new(clients.sqs.clone(), config.get("CANDIDATES_QUEUE_URL")?),
+            bus: EventBus::new(clients.eventbridge.clone(), config.get("EVENT_BUS_NAME")?),
         })
     }
 
@@ -37,6 +40,8 @@ impl Deps {
             patients: s,
             actions: s,
             candidates: &self.candidates,
+            log: s,
+            bus: &self.bus,
             clock: &self.adapters.clock,
         }
     }

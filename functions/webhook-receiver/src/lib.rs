@@ -65,6 +65,7 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
         patients: &deps.adapters.store,
         bus: &deps.bus,
         slots: &deps.adapters.store,
+        audit: &deps.adapters.store,
         secrets: &deps.adapters.secrets,
         clock: &deps.adapters.clock,
     };

@@ -1,4 +1,4 @@
-//! DynamoDB adapter: one table, one partition per practice, two sparse indexes.
+//! DynamoDB adapter: one table, one partition per practice, three sparse indexes.
 //!
 //! | item | pk | sk | indexes |
 //! |---|---|---|---|
@@ -8,7 +8,7 @@
 //! | patient × treatment | `P#{practice}` | `PT#{patient}#{treatment}` | DueIndex (while something is due) |
 //! | consent | `P#{practice}` | `CONSENT#{patient}` | |
 //! | slot | `P#{practice}` | `SLOT#{ref}` | |
-//! | action | `P#{practice}` | `ACTION#{id}` | ByPatient; ByDelivery (once delivered) |
+//! | action | `P#{practice}` | `ACTION#{id}` | ByPatient; DueIndex (slot pool); ByDelivery (delivered, or in the outbox) |
 //! | token nonce | `P#{practice}` | `TOKEN#{nonce}` | (TTL) |
 //! | auto-approval counter | `P#{practice}` | `AUTO#{day}#{kind}` | (TTL) |
 //!
@@ -23,7 +23,9 @@
 //!
 //! ByDelivery (gsi3) lists a practice's delivered actions by UTC delivery date
 //! (`P#{practice}#DLV`, `{date}#{id}`), so the digest's day summary reads the last two weeks'
-//! deliveries, however long the practice's history.
+//! deliveries, however long the practice's history. The same index holds the approval outbox
+//! (`P#{practice}#OBX`, `{decided second}#{id}`): approved actions no emitter has taken yet
+//! ([`Action::in_outbox`]), which the scan publishes again once they are a few minutes old.
 //!
 //! Everything stored for one patient ref (rotation, erasure): the `PT#{ref}#` items and the
 //! `CONSENT#{ref}` item in the practice's partition, and whatever ByPatient lists under
@@ -997,6 +999,15 @@ fn delivery_key(practice: &PracticeId) -> String {
     format!("P#{practice}#DLV")
 }
 
+fn outbox_key(practice: &PracticeId) -> String {
+    format!("P#{practice}#OBX")
+}
+
+/// Seconds since the epoch, zero-padded, so the sort keys order by time.
+fn outbox_sort_prefix(at: Timestamp) -> String {
+    format!("{:012}", at.as_second().max(0))
+}
+
 #[async_trait]
 impl ActionLog for DynamoStore {
     async fn practice_actions(&self, practice: &PracticeId) -> Result<Vec<Action>, StoreError> {
@@ -1009,6 +1020,27 @@ impl ActionLog for DynamoStore {
             )
             .await?;
         items.iter().map(action_of).collect()
+    }
+
+    async fn outbox(
+        &self,
+        practice: &PracticeId,
+        decided_before: Timestamp,
+    ) -> Result<Vec<Action>, StoreError> {
+        let items = self
+            .query_all(
+                Some(BY_DELIVERY),
+                "gsi3pk = :p AND gsi3sk < :before",
+                vec![
+                    (":p", s(outbox_key(practice))),
+                    (":before", s(outbox_sort_prefix(decided_before))),
+                ],
+                None,
+            )
+            .await?;
+        let found: Vec<Action> = items.iter().map(action_of).collect::<Result<_, _>>()?;
+        // The index lags a write by a moment: what left the outbox meanwhile is dropped.
+        Ok(found.into_iter().filter(Action::in_outbox).collect())
     }
 
     async fn delivered_between(
@@ -1053,6 +1085,14 @@ fn action_item(a: &Action, rev: u64) -> Result<Item, StoreError> {
         let day = at.to_zoned(jiff::tz::TimeZone::UTC).date();
         item.insert("gsi3pk".into(), s(delivery_key(&a.practice_id)));
         item.insert("gsi3sk".into(), s(format!("{day}#{}", a.id)));
+    } else if a.in_outbox() {
+        // The approval outbox shares the index: `P#{practice}#OBX`, by decision time.
+        let at = a.decided_at.unwrap_or(a.created_at);
+        item.insert("gsi3pk".into(), s(outbox_key(&a.practice_id)));
+        item.insert(
+            "gsi3sk".into(),
+            s(format!("{}#{}", outbox_sort_prefix(at), a.id)),
+        );
     }
     Ok(item)
 }

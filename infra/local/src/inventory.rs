@@ -1280,6 +1280,7 @@ pub fn sample_actions() -> Vec<Action> {
             starts_at: at("2026-12-01T15:00:00Z"),
             provider_ref: Some(opaque("pr_Zt6mQ2wK9xN4bV7cR1yH")),
         }),
+        withdrawal: None,
     };
     let pooled = Action {
         id: ActionId::derive(&["demo-aesthetics", "rebook_nudge", "q", "2026-10-30"]),

@@ -4,14 +4,15 @@
 use askama::Template;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::action::{Action, ActionKind, ActionStatus, Decider};
+use crate::action::{Action, ActionKind, ActionStatus, Decider, Withdrawal};
 use crate::ids::{ActionId, PracticeId};
 use crate::ports::{
     ActionLog, ActionRepo, CandidateBatch, Clock, DomainEvent, EventPublisher, Mail, Mailer,
-    PortError, PracticeRepo, StoreError, TokenLedger,
+    EntityRepo, PortError, PracticeRepo, StoreError, TokenLedger,
 };
 use crate::practice::{Mode, Practice};
 use crate::secrets::SecretCache;
+use crate::service::consent;
 use crate::service::report::{self, money};
 use crate::service::scan::Suppression;
 use crate::token::{self, Claims, Decision, TokenError};
@@ -19,6 +20,8 @@ use crate::token::{self, Claims, Decision, TokenError};
 pub struct ApprovalDeps<'a> {
     pub practices: &'a dyn PracticeRepo,
     pub actions: &'a dyn ActionRepo,
+    /// Consent is read again before anything is approved or mailed.
+    pub entities: &'a dyn EntityRepo,
     /// The digest's "Yesterday" line reads the recent deliveries.
     pub log: &'a dyn ActionLog,
     pub tokens: &'a dyn TokenLedger,
@@ -59,6 +62,8 @@ pub struct CandidateReport {
     pub auto_approved: Vec<ActionId>,
     pub pending: Vec<ActionId>,
     pub suppressed: Vec<ActionId>,
+    /// The patient opted out after the scan: withdrawn, neither approved nor mailed.
+    pub withdrawn: Vec<ActionId>,
     /// Over an auto-approval limit, so they went to the owner instead.
     pub fell_back: usize,
     pub mailed: bool,
@@ -84,13 +89,30 @@ pub async fn handle_candidates(
             continue;
         };
         match action.status {
-            ActionStatus::Proposed => {}
-            // A redelivery after the e-mail went out but before the status moved: mail again.
-            ActionStatus::Pending => {
-                for_owner.push(action);
-                continue;
-            }
+            ActionStatus::Proposed | ActionStatus::Pending => {}
             _ => continue,
+        }
+        // The scan read consent; an opt-out may have come since. Nothing for an opted-out
+        // patient is approved or mailed.
+        if consent::opted_out(deps.entities, &practice.id, &action.patient_ref).await? {
+            if consent::withdraw(
+                deps.actions,
+                deps.audit,
+                deps.clock,
+                &practice.id,
+                &action.id,
+                Withdrawal::OptedOut,
+            )
+            .await?
+            {
+                report.withdrawn.push(action.id.clone());
+            }
+            continue;
+        }
+        // A redelivery after the e-mail went out but before the status moved: mail again.
+        if action.status == ActionStatus::Pending {
+            for_owner.push(action);
+            continue;
         }
         let kp = practice.policy.for_kind(action.kind);
         match kp.mode {
@@ -220,8 +242,10 @@ pub async fn handle_candidates(
     Ok(report)
 }
 
-/// Publishes the approval for the emitter, then records it. If the record loses a race the
-/// emitter still sees one approved action (it delivers only `approved` ones, once).
+/// Records the approval, then publishes it for the emitter. The record is the outbox: an
+/// approved action no emitter has taken is published again by the scan
+/// ([`crate::service::scan::republish_outbox`]), so a publish that fails after the record
+/// strands nothing. The approval stands either way, and the caller says so.
 async fn approve(
     deps: &ApprovalDeps<'_>,
     action: &Action,
@@ -245,12 +269,18 @@ async fn approve(
         now,
     )
     .await;
-    deps.bus
+    if let Err(e) = deps
+        .bus
         .publish(&[DomainEvent::ActionApproved {
             practice_id: action.practice_id.clone(),
             action_id: action.id.clone(),
         }])
-        .await?;
+        .await
+    {
+        // Approved and recorded; the outbox publishes it with the next scan.
+        tracing::warn!(practice_id = %action.practice_id, action_id = %action.id, error = %e,
+            alert = "approval_publish_deferred", "approval recorded, publish failed: the outbox will publish it");
+    }
     Ok(true)
 }
 
@@ -285,14 +315,14 @@ impl ActionView {
             value: a.value,
             value_display: money(u64::from(a.value)),
             status: a.status.as_str(),
-            status_label: status_label(a.status),
+            status_label: status_label(a.status, a.withdrawal),
             approve_url: String::new(),
             reject_url: String::new(),
         }
     }
 }
 
-fn status_label(s: ActionStatus) -> &'static str {
+fn status_label(s: ActionStatus, withdrawal: Option<Withdrawal>) -> &'static str {
     match s {
         ActionStatus::Proposed | ActionStatus::Pending => "Awaiting your decision",
         ActionStatus::Approved => "Approved",
@@ -301,6 +331,9 @@ fn status_label(s: ActionStatus) -> &'static str {
         ActionStatus::Suppressed => "Not needed",
         ActionStatus::Failed => "Approved · delivery failed",
         ActionStatus::Expired => "Expired",
+        ActionStatus::Withdrawn if withdrawal == Some(Withdrawal::OptedOut) => {
+            "Withdrawn · the patient opted out"
+        }
         ActionStatus::Withdrawn => "Withdrawn · the slot was booked",
     }
 }
@@ -550,6 +583,7 @@ fn page(
         "expired" => ("Link expired", "settled"),
         "invalid" => ("Link not valid", "invalid"),
         "unavailable" => ("Nothing changed", "settled"),
+        "opted_out" => ("Patient opted out", "settled"),
         _ => ("", "settled"),
     };
     let total = money(actions.iter().map(|a| u64::from(a.value)).sum());
@@ -746,21 +780,51 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
     }
     let now = deps.clock.now();
     let mut decided = Vec::new();
+    let mut opted_out = Vec::new();
     for a in open {
         let ok = match claims.decision {
             // Settings links returned above; they never reach a decision.
             Decision::Settings => Ok(false),
-            Decision::Approve => {
-                approve(
-                    deps,
-                    a,
-                    Decider::Owner {
-                        approver: claims.approver.clone(),
-                    },
-                    now,
+            Decision::Approve => match consent::opted_out(
+                deps.entities,
+                &practice.id,
+                &a.patient_ref,
+            )
+            .await
+            {
+                // The patient opted out since the digest went out: nothing will be sent.
+                Ok(true) => match consent::withdraw(
+                    deps.actions,
+                    deps.audit,
+                    deps.clock,
+                    &practice.id,
+                    &a.id,
+                    Withdrawal::OptedOut,
                 )
                 .await
-            }
+                {
+                    Ok(_) => {
+                        let mut shown = a.clone();
+                        shown.status = ActionStatus::Withdrawn;
+                        shown.withdrawal = Some(Withdrawal::OptedOut);
+                        opted_out.push(ActionView::of(&shown));
+                        Ok(false)
+                    }
+                    Err(e) => Err(e.into()),
+                },
+                Ok(false) => {
+                    approve(
+                        deps,
+                        a,
+                        Decider::Owner {
+                            approver: claims.approver.clone(),
+                        },
+                        now,
+                    )
+                    .await
+                }
+                Err(e) => Err(e.into()),
+            },
             Decision::Reject => {
                 let mut next = a.clone();
                 next.status = ActionStatus::Rejected;
@@ -804,6 +868,27 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
             Ok(false) => {}
             Err(_) => return unavailable(),
         }
+    }
+    if claims.decision == Decision::Approve && !opted_out.is_empty() {
+        let msg = if decided.is_empty() {
+            "The patient opted out since this was proposed. Nothing will be sent.".to_owned()
+        } else {
+            format!(
+                "{} opted out since this was proposed: nothing will be sent to them. \
+                 Your practice software will send the other messages.",
+                plural(opted_out.len(), "patient", "patients")
+            )
+        };
+        decided.extend(opted_out);
+        return page(
+            200,
+            "opted_out",
+            "Patient opted out",
+            &msg,
+            practice.id.as_str(),
+            &decided,
+            None,
+        );
     }
     let (title, outcome, msg) = match claims.decision {
         Decision::Approve => (

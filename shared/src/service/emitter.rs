@@ -7,13 +7,14 @@
 use jiff::SignedDuration;
 use serde::Serialize;
 
-use crate::action::{Action, ActionStatus};
+use crate::action::{Action, ActionStatus, Withdrawal};
 use crate::ids::{ActionId, PracticeId};
 use crate::ports::{
     ActionRepo, Clock, EntityRepo, PortError, PracticeRepo, StoreError, TransportError,
     TriggerTransport,
 };
 use crate::secrets::SecretCache;
+use crate::service::consent;
 use crate::signature::{self, WebhookSecret};
 use crate::state::{Entity, EntityKey};
 
@@ -212,6 +213,10 @@ pub async fn emit(
             after_seconds: wait.min(deps.policy.quiet_recheck_seconds).clamp(1, 43_200),
         });
     }
+    // Consent, before the lease: an opt-out since the approval withdraws the action.
+    if consent::opted_out(deps.entities, practice_id, &action.patient_ref).await? {
+        return withdrawn_for_opt_out(deps, &action).await;
+    }
     // Take the lease (and count the attempt) by a conditional write on the revision.
     let mut leased = action.clone();
     leased.attempts += 1;
@@ -223,6 +228,11 @@ pub async fn emit(
         });
     }
     leased.rev += 1;
+    // And once more just before the POST: an opt-out accepted while the lease was taken.
+    // (Its withdrawal may have lost its race with the lease; this one re-reads.)
+    if consent::opted_out(deps.entities, practice_id, &action.patient_ref).await? {
+        return withdrawn_for_opt_out(deps, &leased).await;
+    }
 
     let body = serde_json::to_vec(&Trigger::of(&leased)).unwrap_or_default();
     let trigger_id = leased.id.trigger_id();
@@ -241,12 +251,7 @@ pub async fn emit(
     let attempt = leased.attempts;
     match reply {
         Ok(r) if (200..300).contains(&r.status) || r.status == 409 => {
-            let mut done = leased.clone();
-            done.status = ActionStatus::Delivered;
-            done.delivered_at = Some(deps.clock.now());
-            done.lease_until = None;
-            done.last_error = None;
-            deps.actions.update_action(&done).await?;
+            let done = record_delivered(deps, leased).await?;
             audit(deps, &done, "trigger_delivered", serde_json::json!({"kind": done.kind.as_str(), "status": r.status, "attempt": attempt})).await;
             Ok(EmitOutcome::Delivered)
         }
@@ -291,6 +296,54 @@ pub async fn emit(
             Ok(EmitOutcome::DeadLetter("trigger_url_refused".into()))
         }
     }
+}
+
+/// Records what happened: the PMS has the trigger. Normally one conditional write on the
+/// leased revision; if something changed the action meanwhile (an opt-out withdrew it after
+/// the last consent check, while the POST was in flight), the stored action is re-read and
+/// still marked delivered, because it was: the PMS, which holds the consent too, decides.
+async fn record_delivered(deps: &EmitterDeps<'_>, leased: Action) -> Result<Action, EmitError> {
+    let mut cur = leased;
+    for _ in 0..5 {
+        let mut done = cur.clone();
+        done.status = ActionStatus::Delivered;
+        done.delivered_at = Some(deps.clock.now());
+        done.lease_until = None;
+        done.last_error = None;
+        done.withdrawal = None;
+        if deps.actions.update_action(&done).await? {
+            return Ok(done);
+        }
+        match deps.actions.get_action(&cur.practice_id, &cur.id).await? {
+            Some(a) if a.status != ActionStatus::Delivered => {
+                tracing::warn!(practice_id = %a.practice_id, action_id = %a.id, status = a.status.as_str(),
+                    reason = "changed_during_post", "trigger delivered while the action changed");
+                cur = a;
+            }
+            Some(a) => return Ok(a),
+            None => return Ok(cur),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
+/// The patient opted out: the action is withdrawn (reason `opted_out`) and nothing is sent.
+async fn withdrawn_for_opt_out(
+    deps: &EmitterDeps<'_>,
+    action: &Action,
+) -> Result<EmitOutcome, EmitError> {
+    consent::withdraw(
+        deps.actions,
+        deps.audit,
+        deps.clock,
+        &action.practice_id,
+        &action.id,
+        Withdrawal::OptedOut,
+    )
+    .await?;
+    tracing::info!(practice_id = %action.practice_id, action_id = %action.id, reason = "opted_out",
+        "trigger withdrawn before delivery");
+    Ok(EmitOutcome::Dropped("opted_out"))
 }
 
 async fn retry_or_give_up(

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod approval;
 pub mod attribution;
+pub mod consent;
 pub mod emitter;
 pub mod privacy;
 pub mod receiver;

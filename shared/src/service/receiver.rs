@@ -14,12 +14,13 @@ use jiff::Timestamp;
 use crate::ids::PracticeId;
 use crate::inbound::{self, EventData, InboundEvent, MAX_BODY_BYTES, Refusal, RefusalCode};
 use crate::ports::{
-    ActionRepo, Clock, DomainEvent, EntityRepo, EventPublisher, PatientIndex, PatientRecords,
+    ActionRepo, AuditLog, Clock, DomainEvent, EntityRepo, EventPublisher, PatientIndex, PatientRecords,
     PortError, PracticeRepo, SlotIndex, StoreError,
 };
 use crate::practice::Practice;
 use crate::secrets::SecretCache;
 use crate::service::attribution::{self, Booking};
+use crate::service::consent;
 use crate::service::privacy::{self, PrivacyDeps};
 use crate::signature::{self, SignatureError, SignedHeaders};
 use crate::state::{
@@ -40,6 +41,8 @@ pub struct ReceiverDeps<'a> {
     pub bus: &'a dyn EventPublisher,
     /// A booking that takes an open slot fills it (slot fill withdraws its offers).
     pub slots: &'a dyn SlotIndex,
+    /// An opt-out's withdrawals are appended to the audit chain.
+    pub audit: &'a dyn AuditLog,
     pub secrets: &'a SecretCache,
     pub clock: &'a dyn Clock,
 }
@@ -288,6 +291,22 @@ pub async fn apply(
             }
             EventData::PatientErased { patient_ref } => {
                 privacy::erase(&pdeps, practice, patient_ref).await?
+            }
+            // Every opt-out, redeliveries too (a crash between the consent write and the
+            // withdrawals is finished by the retry). The stored consent decides: an opt-out
+            // that an opt-in ranked later has overtaken withdraws nothing.
+            EventData::PatientOptedOut { patient_ref }
+                if consent::opted_out(deps.entities, &practice.id, patient_ref).await? =>
+            {
+                consent::withdraw_open(
+                    deps.actions,
+                    deps.patients,
+                    deps.audit,
+                    deps.clock,
+                    &practice.id,
+                    patient_ref,
+                )
+                .await?
             }
             _ => 0,
         };

@@ -48,8 +48,11 @@ pub struct KindStats {
     pub expired: u64,
     /// Approved, but the PMS never took it (permanent failure, retired endpoint).
     pub failed: u64,
-    /// Slot offers withdrawn because the slot was booked before they went out.
+    /// Withdrawn before they went out: a slot offer whose slot was booked, or any action
+    /// whose patient opted out after it was proposed.
     pub withdrawn: u64,
+    /// `withdrawn` by reason code (`slot_filled`, `opted_out`).
+    pub withdrawn_by_reason: BTreeMap<String, u64>,
     /// Gaps not acted on, by reason code (`opted_out`, `booked_ahead`, `kind_off`, `cooldown`,
     /// `monthly_cap`, `superseded`, …). Not part of `proposed`, except `kind_off` decided at
     /// approval time (the kind was switched off after the scan).
@@ -77,6 +80,9 @@ impl KindStats {
         self.expired += o.expired;
         self.failed += o.failed;
         self.withdrawn += o.withdrawn;
+        for (reason, n) in &o.withdrawn_by_reason {
+            *self.withdrawn_by_reason.entry(reason.clone()).or_default() += n;
+        }
         for (reason, n) in &o.suppressed {
             *self.suppressed.entry(reason.clone()).or_default() += n;
         }
@@ -125,7 +131,12 @@ impl KindStats {
                     self.recovered_revenue += u64::from(c.value);
                 }
             }
-            ActionStatus::Withdrawn => self.withdrawn += 1,
+            ActionStatus::Withdrawn => {
+                self.withdrawn += 1;
+                // Withdrawals recorded before the reason was kept were all slot offers.
+                let reason = a.withdrawal.map_or("slot_filled", |w| w.as_str());
+                *self.withdrawn_by_reason.entry(reason.to_owned()).or_default() += 1;
+            }
             ActionStatus::Suppressed => {}
         }
     }
@@ -300,6 +311,26 @@ impl Report {
             .collect();
         if !reasons.is_empty() {
             let _ = writeln!(out, "\nsuppressed by reason:\n{}", reasons.join("\n"));
+        }
+        let withdrawn: Vec<String> = self
+            .kinds
+            .iter()
+            .filter(|(_, s)| s.withdrawn > 0)
+            .map(|(k, s)| {
+                let by: Vec<String> = s
+                    .withdrawn_by_reason
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect();
+                format!("  {}: {}", k.as_str(), by.join(", "))
+            })
+            .collect();
+        if !withdrawn.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nwithdrawn before sending, by reason:\n{}",
+                withdrawn.join("\n")
+            );
         }
         let _ = writeln!(
             out,

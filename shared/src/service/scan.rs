@@ -18,7 +18,8 @@ use crate::action::{Action, ActionKind, ActionStatus};
 use crate::ids::OpaqueRef;
 use crate::ids::{ActionId, PracticeId};
 use crate::ports::{
-    ActionRepo, CandidateBatch, CandidateSink, Clock, DueIndex, EntityRepo, PatientIndex,
+    ActionLog, ActionRepo, CandidateBatch, CandidateSink, Clock, DomainEvent, DueIndex,
+    EventPublisher, EntityRepo, PatientIndex,
     PortError, PracticeRepo, StoreError,
 };
 use crate::practice::Mode;
@@ -35,6 +36,9 @@ pub struct ScanDeps<'a> {
     pub patients: &'a dyn PatientIndex,
     pub actions: &'a dyn ActionRepo,
     pub candidates: &'a dyn CandidateSink,
+    /// The approval outbox: approved actions no emitter took are published again.
+    pub log: &'a dyn ActionLog,
+    pub bus: &'a dyn EventPublisher,
     pub clock: &'a dyn Clock,
 }
 
@@ -100,6 +104,39 @@ pub struct ScanReport {
     pub handed_over: usize,
     /// Each suppressed gap, with its kind and reason.
     pub suppressed: Vec<(ActionKind, Suppression)>,
+    /// Approved actions found in the outbox and published again (see [`republish_outbox`]).
+    #[serde(default)]
+    pub republished: usize,
+}
+
+/// An approval younger than this is left to the publish that recorded it.
+pub const OUTBOX_GRACE_SECONDS: i64 = 600;
+
+/// Publishes `action.approved` again for every action approved more than
+/// [`OUTBOX_GRACE_SECONDS`] ago that no emitter has taken: an approval whose publish failed
+/// after the approval was recorded (the page or approval-check answered, the bus did not) is
+/// delivered by the next scan instead of stranded. The emitter delivers an action once, so
+/// publishing one that was published already (one deferred by quiet hours) sends nothing twice.
+pub async fn republish_outbox(
+    deps: &ScanDeps<'_>,
+    practice_id: &PracticeId,
+) -> Result<usize, ScanError> {
+    let before = deps.clock.now() - jiff::SignedDuration::from_secs(OUTBOX_GRACE_SECONDS);
+    let stranded = deps.log.outbox(practice_id, before).await?;
+    if stranded.is_empty() {
+        return Ok(0);
+    }
+    let events: Vec<DomainEvent> = stranded
+        .iter()
+        .map(|a| DomainEvent::ActionApproved {
+            practice_id: practice_id.clone(),
+            action_id: a.id.clone(),
+        })
+        .collect();
+    deps.bus.publish(&events).await?;
+    tracing::info!(practice_id = %practice_id, republished = events.len(), reason = "outbox",
+        "approved actions published again");
+    Ok(events.len())
 }
 
 /// Page size for reading the due index.
@@ -125,6 +162,7 @@ pub async fn scan_practice(
     if practice.disabled {
         return Ok(report);
     }
+    report.republished = republish_outbox(deps, practice_id).await?;
     let mut run = Run {
         practice: &practice,
         day,
@@ -369,6 +407,7 @@ fn new_action(
         converted: None,
         rev: 0,
         slot: None,
+        withdrawal: None,
     }
 }
 

@@ -241,6 +241,7 @@ pub async fn withdraw(
         }
         let mut next = a.clone();
         next.status = ActionStatus::Withdrawn;
+        next.withdrawal = Some(crate::action::Withdrawal::SlotFilled);
         next.lease_until = None;
         next.last_error = Some("slot_filled".into());
         if actions.update_action(&next).await? {
@@ -401,6 +402,7 @@ fn offer_for(
             starts_at: slot.starts_at,
             provider_ref: Some(slot.provider_ref.clone()),
         }),
+        withdrawal: None,
     }
 }
 
