@@ -919,6 +919,7 @@ impl World {
             candidates: &self.bus,
             log: &self.store,
             bus: &self.bus,
+            outbox_grace_seconds: crate::service::scan::OUTBOX_GRACE_SECONDS,
             clock: &self.clock,
         }
     }

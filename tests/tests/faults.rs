@@ -347,6 +347,40 @@ async fn throttling_and_5xx_on_every_kind_of_call_are_absorbed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_whose_publish_fails_for_good_are_published_by_the_next_scan() {
+    // Every approval is at once old enough for the outbox.
+    let ts = stack(true, &[("OUTBOX_GRACE_SECONDS", "0")]).await;
+    let p = proxy(&ts);
+    // The bus refuses every `action.approved` (and nothing else) until the fault is cleared.
+    p.add(Rule::on("PutEvents", Fault::internal_error()).containing("action.approved"));
+    assert_eq!(deliver_webhook(&ts).await, vec![202]);
+    night(&ts).await;
+    // Both auto-approvals are recorded, and stranded: approved, nothing delivered.
+    let ids = delivered_ids().await;
+    let stranded = eventually(Duration::from_secs(60), || async {
+        let mut approved = 0;
+        for id in &ids {
+            let a = ts
+                .store()
+                .get_action(&ts.practice, &pil_shared::ids::ActionId::parse(id).unwrap())
+                .await
+                .ok()??;
+            approved += usize::from(a.status == pil_shared::action::ActionStatus::Approved);
+        }
+        (approved == ids.len()).then_some(())
+    })
+    .await;
+    assert!(stranded.is_some(), "both approvals recorded");
+    assert!(p.injected().get("PutEvents").copied().unwrap_or(0) >= 1);
+    assert!(ts.stack.pms.received().is_empty(), "nothing delivered yet");
+    // The bus recovers; the next night's scan publishes the outbox.
+    p.clear();
+    night(&ts).await;
+    converges(&ts, "approvals published by the outbox").await;
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_whose_writes_keep_failing_is_retried_from_its_queue() {
     let ts = stack(true, &[]).await;
     assert_eq!(deliver_webhook(&ts).await, vec![202]);

@@ -20,6 +20,8 @@ pub struct Deps {
     pub candidates: SqsQueue,
     /// The scan publishes the approval outbox again (`action.approved`).
     pub bus: EventBus,
+    /// `OUTBOX_GRACE_SECONDS`, else [`scan::OUTBOX_GRACE_SECONDS`].
+    pub outbox_grace_seconds: i64,
 }
 
 impl Deps {
@@ -28,6 +30,10 @@ impl Deps {
             adapters: Adapters::new(clients, config, meter)?,
             candidates: SqsQueue::new(clients.sqs.clone(), config.get("CANDIDATES_QUEUE_URL")?),
             bus: EventBus::new(clients.eventbridge.clone(), config.get("EVENT_BUS_NAME")?),
+            outbox_grace_seconds: config
+                .opt("OUTBOX_GRACE_SECONDS")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(scan::OUTBOX_GRACE_SECONDS),
         })
     }
 
@@ -42,6 +48,7 @@ impl Deps {
             candidates: &self.candidates,
             log: s,
             bus: &self.bus,
+            outbox_grace_seconds: self.outbox_grace_seconds,
             clock: &self.adapters.clock,
         }
     }

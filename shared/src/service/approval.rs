@@ -7,8 +7,8 @@ use jiff::{SignedDuration, Timestamp};
 use crate::action::{Action, ActionKind, ActionStatus, Decider, Withdrawal};
 use crate::ids::{ActionId, PracticeId};
 use crate::ports::{
-    ActionLog, ActionRepo, CandidateBatch, Clock, DomainEvent, EventPublisher, Mail, Mailer,
-    EntityRepo, PortError, PracticeRepo, StoreError, TokenLedger,
+    ActionLog, ActionRepo, CandidateBatch, Clock, DomainEvent, EntityRepo, EventPublisher, Mail,
+    Mailer, PortError, PracticeRepo, StoreError, TokenLedger,
 };
 use crate::practice::{Mode, Practice};
 use crate::secrets::SecretCache;
@@ -747,6 +747,28 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
         Err(p) => return p,
     };
     let open: Vec<&Action> = actions.iter().filter(|a| open_for_decision(a)).collect();
+    let opted_out_before = actions
+        .iter()
+        .filter(|a| a.withdrawal == Some(Withdrawal::OptedOut))
+        .count();
+    if open.is_empty() && opted_out_before > 0 {
+        let views: Vec<ActionView> = actions.iter().map(ActionView::of).collect();
+        let msg = if opted_out_before == actions.len() {
+            "The patient opted out since this was proposed. Nothing will be sent."
+        } else {
+            "Every action on this link has been decided already; patients who opted out \
+             since will not be sent anything. Nothing was changed."
+        };
+        return page(
+            409,
+            "opted_out",
+            "Patient opted out",
+            msg,
+            practice.id.as_str(),
+            &views,
+            None,
+        );
+    }
     if open.is_empty() {
         let views: Vec<ActionView> = actions.iter().map(ActionView::of).collect();
         return page(
@@ -785,46 +807,42 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
         let ok = match claims.decision {
             // Settings links returned above; they never reach a decision.
             Decision::Settings => Ok(false),
-            Decision::Approve => match consent::opted_out(
-                deps.entities,
-                &practice.id,
-                &a.patient_ref,
-            )
-            .await
-            {
-                // The patient opted out since the digest went out: nothing will be sent.
-                Ok(true) => match consent::withdraw(
-                    deps.actions,
-                    deps.audit,
-                    deps.clock,
-                    &practice.id,
-                    &a.id,
-                    Withdrawal::OptedOut,
-                )
-                .await
-                {
-                    Ok(_) => {
-                        let mut shown = a.clone();
-                        shown.status = ActionStatus::Withdrawn;
-                        shown.withdrawal = Some(Withdrawal::OptedOut);
-                        opted_out.push(ActionView::of(&shown));
-                        Ok(false)
-                    }
-                    Err(e) => Err(e.into()),
-                },
-                Ok(false) => {
-                    approve(
-                        deps,
-                        a,
-                        Decider::Owner {
-                            approver: claims.approver.clone(),
-                        },
-                        now,
+            Decision::Approve => {
+                match consent::opted_out(deps.entities, &practice.id, &a.patient_ref).await {
+                    // The patient opted out since the digest went out: nothing will be sent.
+                    Ok(true) => match consent::withdraw(
+                        deps.actions,
+                        deps.audit,
+                        deps.clock,
+                        &practice.id,
+                        &a.id,
+                        Withdrawal::OptedOut,
                     )
                     .await
+                    {
+                        Ok(_) => {
+                            let mut shown = a.clone();
+                            shown.status = ActionStatus::Withdrawn;
+                            shown.withdrawal = Some(Withdrawal::OptedOut);
+                            opted_out.push(ActionView::of(&shown));
+                            Ok(false)
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                    Ok(false) => {
+                        approve(
+                            deps,
+                            a,
+                            Decider::Owner {
+                                approver: claims.approver.clone(),
+                            },
+                            now,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) => Err(e.into()),
-            },
+            }
             Decision::Reject => {
                 let mut next = a.clone();
                 next.status = ActionStatus::Rejected;

@@ -14,8 +14,8 @@ use jiff::Timestamp;
 use crate::ids::PracticeId;
 use crate::inbound::{self, EventData, InboundEvent, MAX_BODY_BYTES, Refusal, RefusalCode};
 use crate::ports::{
-    ActionRepo, AuditLog, Clock, DomainEvent, EntityRepo, EventPublisher, PatientIndex, PatientRecords,
-    PortError, PracticeRepo, SlotIndex, StoreError,
+    ActionRepo, AuditLog, Clock, DomainEvent, EntityRepo, EventPublisher, PatientIndex,
+    PatientRecords, PortError, PracticeRepo, SlotIndex, StoreError,
 };
 use crate::practice::Practice;
 use crate::secrets::SecretCache;

@@ -135,7 +135,10 @@ impl KindStats {
                 self.withdrawn += 1;
                 // Withdrawals recorded before the reason was kept were all slot offers.
                 let reason = a.withdrawal.map_or("slot_filled", |w| w.as_str());
-                *self.withdrawn_by_reason.entry(reason.to_owned()).or_default() += 1;
+                *self
+                    .withdrawn_by_reason
+                    .entry(reason.to_owned())
+                    .or_default() += 1;
             }
             ActionStatus::Suppressed => {}
         }

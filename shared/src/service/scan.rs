@@ -18,9 +18,8 @@ use crate::action::{Action, ActionKind, ActionStatus};
 use crate::ids::OpaqueRef;
 use crate::ids::{ActionId, PracticeId};
 use crate::ports::{
-    ActionLog, ActionRepo, CandidateBatch, CandidateSink, Clock, DomainEvent, DueIndex,
-    EventPublisher, EntityRepo, PatientIndex,
-    PortError, PracticeRepo, StoreError,
+    ActionLog, ActionRepo, CandidateBatch, CandidateSink, Clock, DomainEvent, DueIndex, EntityRepo,
+    EventPublisher, PatientIndex, PortError, PracticeRepo, StoreError,
 };
 use crate::practice::Mode;
 use crate::practice::Practice;
@@ -39,6 +38,9 @@ pub struct ScanDeps<'a> {
     /// The approval outbox: approved actions no emitter took are published again.
     pub log: &'a dyn ActionLog,
     pub bus: &'a dyn EventPublisher,
+    /// An approval younger than this is left to the publish that recorded it
+    /// ([`OUTBOX_GRACE_SECONDS`] unless configured).
+    pub outbox_grace_seconds: i64,
     pub clock: &'a dyn Clock,
 }
 
@@ -109,11 +111,12 @@ pub struct ScanReport {
     pub republished: usize,
 }
 
-/// An approval younger than this is left to the publish that recorded it.
+/// An approval younger than this is left to the publish that recorded it (the default of
+/// [`ScanDeps::outbox_grace_seconds`]; `OUTBOX_GRACE_SECONDS` in the function's environment).
 pub const OUTBOX_GRACE_SECONDS: i64 = 600;
 
 /// Publishes `action.approved` again for every action approved more than
-/// [`OUTBOX_GRACE_SECONDS`] ago that no emitter has taken: an approval whose publish failed
+/// [`ScanDeps::outbox_grace_seconds`] ago that no emitter has taken: an approval whose publish failed
 /// after the approval was recorded (the page or approval-check answered, the bus did not) is
 /// delivered by the next scan instead of stranded. The emitter delivers an action once, so
 /// publishing one that was published already (one deferred by quiet hours) sends nothing twice.
@@ -121,7 +124,7 @@ pub async fn republish_outbox(
     deps: &ScanDeps<'_>,
     practice_id: &PracticeId,
 ) -> Result<usize, ScanError> {
-    let before = deps.clock.now() - jiff::SignedDuration::from_secs(OUTBOX_GRACE_SECONDS);
+    let before = deps.clock.now() - jiff::SignedDuration::from_secs(deps.outbox_grace_seconds);
     let stranded = deps.log.outbox(practice_id, before).await?;
     if stranded.is_empty() {
         return Ok(0);
