@@ -19,4 +19,5 @@ pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod token;
+pub mod tombstone;
 pub mod treatment;

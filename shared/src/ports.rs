@@ -228,6 +228,36 @@ pub trait PatientRecords: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// Tombstones of erased and rotated refs (see [`crate::tombstone`]).
+#[async_trait]
+pub trait TombstoneRepo: Send + Sync {
+    /// The tombstones among `ids` (an eventually consistent read; missing ones are absent).
+    async fn tombstones(
+        &self,
+        practice: &PracticeId,
+        ids: &[crate::tombstone::TombstoneId],
+    ) -> Result<Vec<crate::tombstone::Tombstone>, StoreError>;
+    /// One tombstone, read consistently.
+    async fn tombstone(
+        &self,
+        practice: &PracticeId,
+        id: &crate::tombstone::TombstoneId,
+    ) -> Result<Option<crate::tombstone::Tombstone>, StoreError>;
+    /// Writes (or overwrites) a tombstone.
+    async fn put_tombstone(
+        &self,
+        practice: &PracticeId,
+        tombstone: &crate::tombstone::Tombstone,
+    ) -> Result<(), StoreError>;
+    /// The rotation tombstones that point to `to` (found through the per-patient index;
+    /// may lag a write by a moment).
+    async fn tombstones_to(
+        &self,
+        practice: &PracticeId,
+        to: &OpaqueRef,
+    ) -> Result<Vec<crate::tombstone::Tombstone>, StoreError>;
+}
+
 #[async_trait]
 pub trait ActionRepo: Send + Sync {
     /// Creates the action unless one with its id exists; `Ok(false)` when it did.

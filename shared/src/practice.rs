@@ -173,6 +173,11 @@ pub struct SealedSecrets {
     pub trigger_previous: Option<PreviousSecret>,
     /// Key for approval-link tokens.
     pub link: String,
+    /// Key for tombstone hashes of erased and rotated refs ([`crate::tombstone`]). Made at
+    /// onboarding and never rotated (a new key would orphan every tombstone). `None` only for
+    /// a practice stored before tombstones existed: `pil practice update` adds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone: Option<String>,
 }
 
 /// A replaced secret (sealed) and the end of its overlap (exclusive).
@@ -687,6 +692,7 @@ mod tests {
             webhook: vec!["A".into()],
             trigger: "T1".into(),
             link: "L".into(),
+            tombstone: None,
             ..SealedSecrets::default()
         }
     }

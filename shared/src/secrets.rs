@@ -83,6 +83,7 @@ pub async fn seal(
         trigger: seal_one(keys, &opened.trigger).await?,
         trigger_previous,
         link: keys.seal(opened.link.expose()).await?,
+        tombstone: None,
     })
 }
 
@@ -91,6 +92,7 @@ pub async fn seal(
 enum Opened {
     Secret(WebhookSecret),
     Link(LinkKey),
+    Tombstone(crate::tombstone::TombstoneKey),
 }
 
 /// Opened secrets, for the life of one cold start (each at most `ttl`), keyed by their sealed
@@ -198,6 +200,24 @@ impl SecretCache {
         Ok(out)
     }
 
+    /// The practice's key for tombstone hashes; `None` for a practice stored before it had
+    /// one (see [`SealedSecrets::tombstone`]).
+    pub async fn tombstone(
+        &self,
+        sealed: &SealedSecrets,
+    ) -> Result<Option<crate::tombstone::TombstoneKey>, PortError> {
+        let Some(s) = &sealed.tombstone else {
+            return Ok(None);
+        };
+        if let Some(Opened::Tombstone(k)) = self.cached(s) {
+            return Ok(Some(k));
+        }
+        let k = crate::tombstone::TombstoneKey::from_bytes(self.keys.open(s).await?)
+            .ok_or_else(|| PortError::Permanent("tombstone key too short".into()))?;
+        self.remember(s, Opened::Tombstone(k.clone()));
+        Ok(Some(k))
+    }
+
     /// The practice's key for approval and settings links.
     pub async fn link(&self, sealed: &SealedSecrets) -> Result<LinkKey, PortError> {
         if let Some(Opened::Link(k)) = self.cached(&sealed.link) {
@@ -303,6 +323,7 @@ mod tests {
         // A sealed value the key service refuses is an error, not a cached miss.
         let bad = SealedSecrets {
             link: "garbage".into(),
+            tombstone: None,
             ..sealed
         };
         assert!(block(cache.link(&bad)).is_err());

@@ -127,6 +127,8 @@ struct Tables {
     tokens: BTreeSet<(PracticeId, String)>,
     /// Audit chains, per practice, in append order.
     audit: BTreeMap<PracticeId, Vec<crate::audit::AuditRecord>>,
+    /// Tombstones of erased and rotated refs.
+    tombstones: BTreeMap<(PracticeId, crate::tombstone::TombstoneId), crate::tombstone::Tombstone>,
 }
 
 /// A record as a test reads it back: the value, its version, its due-index date.
@@ -508,6 +510,58 @@ impl PatientIndex for MemStore {
                 doc(&a).map(|a| Action { rev, ..a })
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl crate::ports::TombstoneRepo for MemStore {
+    async fn tombstones(
+        &self,
+        practice: &PracticeId,
+        ids: &[crate::tombstone::TombstoneId],
+    ) -> Result<Vec<crate::tombstone::Tombstone>, StoreError> {
+        let t = lock(&self.t);
+        let unique: BTreeSet<&crate::tombstone::TombstoneId> = ids.iter().collect();
+        Ok(unique
+            .into_iter()
+            .filter_map(|id| t.tombstones.get(&(practice.clone(), id.clone())).cloned())
+            .collect())
+    }
+
+    async fn tombstone(
+        &self,
+        practice: &PracticeId,
+        id: &crate::tombstone::TombstoneId,
+    ) -> Result<Option<crate::tombstone::Tombstone>, StoreError> {
+        Ok(lock(&self.t)
+            .tombstones
+            .get(&(practice.clone(), id.clone()))
+            .cloned())
+    }
+
+    async fn put_tombstone(
+        &self,
+        practice: &PracticeId,
+        tombstone: &crate::tombstone::Tombstone,
+    ) -> Result<(), StoreError> {
+        self.write()?;
+        lock(&self.t)
+            .tombstones
+            .insert((practice.clone(), tombstone.id.clone()), tombstone.clone());
+        Ok(())
+    }
+
+    async fn tombstones_to(
+        &self,
+        practice: &PracticeId,
+        to: &OpaqueRef,
+    ) -> Result<Vec<crate::tombstone::Tombstone>, StoreError> {
+        Ok(lock(&self.t)
+            .tombstones
+            .iter()
+            .filter(|((p, _), t)| p == practice && t.to() == Some(to))
+            .map(|(_, t)| t.clone())
+            .collect())
     }
 }
 
@@ -900,6 +954,7 @@ impl World {
             entities: &self.store,
             actions: &self.store,
             records: &self.store,
+            tombstones: &self.store,
             patients: &self.store,
             bus: &self.bus,
             slots: &self.store,

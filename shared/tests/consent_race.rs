@@ -136,7 +136,11 @@ fn an_opt_out_between_the_lease_and_the_post_stops_the_post() {
     };
     let out = run(emitter::emit(&deps(&world, &flips), &pid, &action.id, 0.5)).unwrap();
     assert_eq!(out, EmitOutcome::Dropped("opted_out"));
-    assert_eq!(flips.reads.load(Ordering::SeqCst), 2, "read before lease and POST");
+    assert_eq!(
+        flips.reads.load(Ordering::SeqCst),
+        2,
+        "read before lease and POST"
+    );
     assert!(world.transport.posts().is_empty(), "nothing POSTed");
     let stored = run(world.store.get_action(&pid, &action.id))
         .unwrap()

@@ -62,6 +62,7 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
         entities: &deps.adapters.store,
         actions: &deps.adapters.store,
         records: &deps.adapters.store,
+        tombstones: &deps.adapters.store,
         patients: &deps.adapters.store,
         bus: &deps.bus,
         slots: &deps.adapters.store,

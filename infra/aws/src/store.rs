@@ -10,6 +10,7 @@
 //! | slot | `P#{practice}` | `SLOT#{ref}` | |
 //! | action | `P#{practice}` | `ACTION#{id}` | ByPatient; DueIndex (slot pool); ByDelivery (delivered, or in the outbox) |
 //! | token nonce | `P#{practice}` | `TOKEN#{nonce}` | (TTL) |
+//! | tombstone | `P#{practice}` | `TOMB#{keyed hash of the ref}` | ByPatient (a rotation's, under the new ref) (TTL) |
 //! | auto-approval counter | `P#{practice}` | `AUTO#{day}#{kind}` | (TTL) |
 //!
 //! Each record's domain value sits in one `doc` map (serde_dynamo); `ver`/`rev` make every
@@ -48,10 +49,11 @@ use pil_shared::audit::{AuditEvent, AuditRecord};
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::{
     ActionLog, ActionRepo, AuditLog, DueIndex, EntityRepo, PatientIndex, PatientRecord,
-    PatientRecords, PracticeRepo, RecordKey, SlotIndex, StoreError, TokenLedger,
+    PatientRecords, PracticeRepo, RecordKey, SlotIndex, StoreError, TokenLedger, TombstoneRepo,
 };
 use pil_shared::practice::Practice;
 use pil_shared::state::{Appointment, Entity, EntityKey, Stored};
+use pil_shared::tombstone::{Tombstone, TombstoneId};
 use pil_shared::treatment::Treatment;
 use serde_dynamo::aws_sdk_dynamodb_1::{from_attribute_value, to_attribute_value};
 
@@ -781,6 +783,105 @@ impl PatientRecords for DynamoStore {
                 other => Err(other),
             },
         }
+    }
+}
+
+fn tombstone_sk(id: &TombstoneId) -> String {
+    format!("TOMB#{id}")
+}
+
+fn tombstone_of(item: &Item) -> Result<Tombstone, StoreError> {
+    from_doc(item)
+}
+
+#[async_trait]
+impl TombstoneRepo for DynamoStore {
+    async fn tombstones(
+        &self,
+        practice: &PracticeId,
+        ids: &[TombstoneId],
+    ) -> Result<Vec<Tombstone>, StoreError> {
+        // BatchGetItem refuses a request naming one key twice.
+        let unique: std::collections::BTreeSet<&TombstoneId> = ids.iter().collect();
+        let keys: Vec<Item> = unique
+            .into_iter()
+            .map(|id| {
+                [
+                    ("pk".to_owned(), s(pk(practice))),
+                    ("sk".to_owned(), s(tombstone_sk(id))),
+                ]
+                .into()
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.fetch_indexed(&keys)
+            .await?
+            .iter()
+            .map(tombstone_of)
+            .collect()
+    }
+
+    async fn tombstone(
+        &self,
+        practice: &PracticeId,
+        id: &TombstoneId,
+    ) -> Result<Option<Tombstone>, StoreError> {
+        self.get(pk(practice), tombstone_sk(id))
+            .await?
+            .as_ref()
+            .map(tombstone_of)
+            .transpose()
+    }
+
+    async fn put_tombstone(&self, practice: &PracticeId, t: &Tombstone) -> Result<(), StoreError> {
+        let mut item: Item = HashMap::new();
+        item.insert("pk".into(), s(pk(practice)));
+        item.insert("sk".into(), s(tombstone_sk(&t.id)));
+        item.insert("doc".into(), to_doc(t)?);
+        item.insert(
+            "ttl".into(),
+            n(u64::try_from(t.expires_at().as_second()).unwrap_or(0)),
+        );
+        // A rotation tombstone is listed under the ref it points to, so rotating or erasing
+        // that ref finds it and rewrites it.
+        if let Some(to) = t.to() {
+            item.insert("gsi1pk".into(), s(patient_key(practice, to)));
+            item.insert("gsi1sk".into(), s(tombstone_sk(&t.id)));
+        }
+        // Unconditional: a tombstone only ever moves forward (erased, or pointing to the
+        // ref its target was rotated to), and writing the same one twice is harmless.
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.clone()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(map_err)?;
+        self.meter.write(&item, out.attributes.as_ref());
+        Ok(())
+    }
+
+    async fn tombstones_to(
+        &self,
+        practice: &PracticeId,
+        to: &OpaqueRef,
+    ) -> Result<Vec<Tombstone>, StoreError> {
+        let found = self
+            .query_all(
+                Some(BY_PATIENT),
+                "gsi1pk = :p AND begins_with(gsi1sk, :t)",
+                vec![(":p", s(patient_key(practice, to))), (":t", s("TOMB#"))],
+                None,
+            )
+            .await?;
+        let items = self.fetch_indexed(&found).await?;
+        let all: Vec<Tombstone> = items.iter().map(tombstone_of).collect::<Result<_, _>>()?;
+        // The index lags a write: keep only what still points there.
+        Ok(all.into_iter().filter(|t| t.to() == Some(to)).collect())
     }
 }
 

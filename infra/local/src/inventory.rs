@@ -38,6 +38,7 @@ use pil_shared::audit::AuditEvent;
 use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
 use pil_shared::ports::{
     ActionRepo, AuditLog, CandidateBatch, DomainEvent, EntityRepo, PracticeRepo, TokenLedger,
+    TombstoneRepo,
 };
 use pil_shared::practice::{KindPolicy, Mode, Policy, Practice, PreviousSecret, SealedSecrets};
 use pil_shared::service::scan::Suppression;
@@ -170,6 +171,14 @@ pub const ITEM_TYPES: &[ItemType] = &[
         read_by: "approval-check (the conditional update)",
     },
     ItemType {
+        name: "tombstone",
+        key: "TOMB#",
+        purpose: "What `patient.erased` and `patient.ref_rotated` leave behind, keyed by a keyed hash of the old ref (or of an erased appointment's ref), never the ref: a later event about an erased ref is dropped, one about a rotated-away ref applies to the ref it became (docs/contracts.md, Erasure and rotation).",
+        retention: "TTL: 400 days (`tombstone::RETENTION_DAYS`).",
+        written_by: "webhook-receiver (erasure, rotation; rewritten when the ref a rotation points to is rotated or erased)",
+        read_by: "webhook-receiver (every delivery's refs, in one batch read)",
+    },
+    ItemType {
         name: "audit record",
         key: "AUDIT#",
         purpose: "One link of the practice's tamper-evident audit hash chain (docs/design.md §2.7). Names actions by id, never a patient ref.",
@@ -248,13 +257,13 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "*",
         "gsi3pk",
         Linked::No,
-        "ByDelivery index: `P#{practice}#DLV` once an action is delivered.",
+        "ByDelivery index: `P#{practice}#DLV` once an action is delivered; `P#{practice}#OBX` while it is in the approval outbox (approved, not yet taken by an emitter).",
     ),
     (
         "*",
         "gsi3sk",
         Linked::No,
-        "ByDelivery sort key: `{UTC delivery date}#{action id}`.",
+        "ByDelivery sort key: `{UTC delivery date}#{action id}`, or in the outbox `{decision time, epoch seconds}#{action id}`.",
     ),
     (
         "*",
@@ -317,6 +326,12 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "doc.secrets.link",
         Linked::Sealed,
         "Approval-link signing key, KMS-sealed.",
+    ),
+    (
+        "practice config",
+        "doc.secrets.tombstone",
+        Linked::Sealed,
+        "Key for tombstone hashes of erased and rotated refs, KMS-sealed.",
     ),
     (
         "practice config",
@@ -881,9 +896,46 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
     ("action", "doc.slot.starts_at", Linked::No, "Its start."),
     (
         "action",
+        "doc.withdrawal",
+        Linked::Fact,
+        "Why it was withdrawn: `slot_filled` or `opted_out`.",
+    ),
+    (
+        "action",
         "doc.slot.provider_ref",
         Linked::No,
         "Its provider.",
+    ),
+    // Tombstone.
+    (
+        "tombstone",
+        "doc.id",
+        Linked::No,
+        "HMAC-SHA256 of the old ref under the practice's tombstone key, 128 bits in hex (not reversible without the key).",
+    ),
+    (
+        "tombstone",
+        "doc.fate",
+        Linked::No,
+        "`erased` or `rotated_to`.",
+    ),
+    (
+        "tombstone",
+        "doc.to",
+        Linked::Ref,
+        "A rotation's new ref (live; rewritten when that ref is rotated or erased).",
+    ),
+    (
+        "tombstone",
+        "doc.at",
+        Linked::No,
+        "When the erasure or rotation was applied.",
+    ),
+    (
+        "tombstone",
+        "ttl",
+        Linked::No,
+        "Expiry for DynamoDB TTL (epoch seconds).",
     ),
     // Auto-approval counter.
     (
@@ -1140,6 +1192,7 @@ pub fn sample_practice() -> Practice {
                 until: at("2026-11-26T00:00:00Z"),
             }),
             link: "c2VhbGVkLWxpbms=".into(),
+            tombstone: Some("c2VhbGVkLXRvbWJzdG9uZQ==".into()),
         },
         policy: Policy {
             kinds: ActionKind::ALL
@@ -1280,7 +1333,7 @@ pub fn sample_actions() -> Vec<Action> {
             starts_at: at("2026-12-01T15:00:00Z"),
             provider_ref: Some(opaque("pr_Zt6mQ2wK9xN4bV7cR1yH")),
         }),
-        withdrawal: None,
+        withdrawal: Some(pil_shared::action::Withdrawal::OptedOut),
     };
     let pooled = Action {
         id: ActionId::derive(&["demo-aesthetics", "rebook_nudge", "q", "2026-10-30"]),
@@ -1300,6 +1353,23 @@ pub fn sample_actions() -> Vec<Action> {
         }
     }
     vec![full, pooled]
+}
+
+/// A tombstone of each fate.
+pub fn sample_tombstones() -> Vec<pil_shared::tombstone::Tombstone> {
+    use pil_shared::tombstone::{Fate, Tombstone, TombstoneKey};
+    let key = TombstoneKey::from_bytes(vec![9u8; 32]).expect("a 32-byte key");
+    let old = opaque("p_Qm3vT8xK2nR7wY4bZ6cD");
+    vec![
+        Tombstone::new(key.patient(&old), Fate::Erased, at("2026-11-20T10:00:00Z")),
+        Tombstone::new(
+            key.patient(&opaque("p_Hn5wB2kX8rT3mV6yQ9zL")),
+            Fate::RotatedTo {
+                to: opaque("p_7Hq2kX9mZ4rT1vB8yW3n"),
+            },
+            at("2026-11-20T10:00:00Z"),
+        ),
+    ]
 }
 
 pub fn sample_audit_event() -> AuditEvent {
@@ -1375,6 +1445,12 @@ pub async fn stored_attributes()
         )
         .await
         .map_err(e("reserve_auto_approval"))?;
+    for t in sample_tombstones() {
+        store
+            .put_tombstone(&pid, &t)
+            .await
+            .map_err(e("put_tombstone"))?;
+    }
     store
         .append(&pid, &sample_audit_event(), at("2026-11-22T08:00:00Z"))
         .await
@@ -1618,6 +1694,18 @@ pub const LOG_FIELDS: &[(&str, &str)] = &[
     ),
     ("overlap_hours", "A secret rotation's overlap."),
     ("records", "Count of records found for a ref."),
+    (
+        "dropped",
+        "Count of a delivery's events about erased refs (accepted, not applied).",
+    ),
+    (
+        "redirected",
+        "Count of a delivery's events applied to the ref a rotation made of theirs.",
+    ),
+    (
+        "republished",
+        "Count of approved actions published again from the outbox.",
+    ),
     ("rekeyed", "Count of records moved to a new ref."),
     ("treatment", "Treatment category."),
     ("value", "An action's estimated value."),

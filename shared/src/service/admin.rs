@@ -94,7 +94,11 @@ pub async fn create_practice(
         trigger_previous: None,
         link: LinkKey::generate(),
     };
-    let sealed = secrets::seal(keys, &opened).await?;
+    let mut sealed = secrets::seal(keys, &opened).await?;
+    sealed.tombstone = Some(
+        keys.seal(crate::tombstone::TombstoneKey::generate().expose())
+            .await?,
+    );
     let p = Practice {
         id: input.id.clone(),
         time_zone: input.time_zone.clone(),

@@ -19,21 +19,299 @@
 //! same end state (merging what was merged already changes nothing). Once nothing is stored
 //! under the old ref a redelivery only reads.
 //!
+//! Both leave a tombstone ([`crate::tombstone`]) before they touch a record, so a late event
+//! for the old ref cannot undo them: [`Resolver`] reads the tombstones of the refs a delivery
+//! names and rewrites the delivery before anything is applied (events about an erased ref
+//! are dropped, a rotated-away ref is replaced by the ref it became).
+//!
 //! Logs carry the practice id, the event type and counts; never a ref.
 
+use std::collections::HashMap;
+
 use futures::stream::{self, StreamExt, TryStreamExt};
+use jiff::Timestamp;
 
 use crate::action::Action;
-use crate::ids::OpaqueRef;
-use crate::ports::{ActionRepo, EntityRepo, PatientRecord, PatientRecords, RecordKey, StoreError};
+use crate::ids::{OpaqueRef, PracticeId};
+use crate::inbound::{EventData, InboundEvent};
+use crate::ports::{
+    ActionRepo, EntityRepo, PatientRecord, PatientRecords, RecordKey, StoreError, TombstoneRepo,
+};
 use crate::practice::Practice;
-use crate::state::{Entity, Stored};
+use crate::rules::due_index_date;
+use crate::state::{Entity, EntityKey, Stored};
+use crate::tombstone::{Fate, Tombstone, TombstoneId, TombstoneKey};
 
 /// What rotation and erasure need.
 pub struct PrivacyDeps<'a> {
     pub entities: &'a dyn EntityRepo,
     pub actions: &'a dyn ActionRepo,
     pub records: &'a dyn PatientRecords,
+    /// Where tombstones go; `None` for a practice stored before it had a tombstone key
+    /// (rotation and erasure still work, but leave no tombstone: logged as an alert).
+    pub tombstones: Option<Tombstones<'a>>,
+}
+
+/// The tombstone store, the practice's key, and the time to stamp.
+#[derive(Clone, Copy)]
+pub struct Tombstones<'a> {
+    pub repo: &'a dyn TombstoneRepo,
+    pub key: &'a TombstoneKey,
+    pub at: Timestamp,
+}
+
+/// Rotation tombstones are followed at most this many hops (a chain is normally one hop:
+/// rotating a ref rewrites the tombstones that point to it; more only while the index lags).
+const MAX_HOPS: usize = 4;
+
+/// The tombstones of every ref one delivery names, read in one batch before it is applied.
+pub struct Resolver<'a> {
+    key: Option<&'a TombstoneKey>,
+    found: HashMap<TombstoneId, Tombstone>,
+}
+
+/// How a delivery reads once tombstones are applied.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub events: Vec<InboundEvent>,
+    /// Events about an erased ref (or one of its erased appointments): accepted, not applied.
+    pub dropped: usize,
+    /// Events whose patient ref was rotated away, applied to the ref it became.
+    pub redirected: usize,
+}
+
+fn patient_refs(d: &EventData) -> Vec<&OpaqueRef> {
+    match d {
+        EventData::AppointmentBooked { patient_ref, .. }
+        | EventData::AppointmentCompleted { patient_ref, .. }
+        | EventData::PatientOptedOut { patient_ref }
+        | EventData::PatientOptedIn { patient_ref }
+        | EventData::PatientErased { patient_ref } => vec![patient_ref],
+        EventData::PatientRefRotated { old_ref, new_ref } => vec![old_ref, new_ref],
+        _ => vec![],
+    }
+}
+
+fn appointment_ref(d: &EventData) -> Option<&OpaqueRef> {
+    match d {
+        EventData::AppointmentBooked {
+            appointment_ref, ..
+        }
+        | EventData::AppointmentRescheduled {
+            appointment_ref, ..
+        }
+        | EventData::AppointmentCancelled {
+            appointment_ref, ..
+        }
+        | EventData::AppointmentCompleted {
+            appointment_ref, ..
+        }
+        | EventData::AppointmentNoShow { appointment_ref } => Some(appointment_ref),
+        _ => None,
+    }
+}
+
+impl<'a> Resolver<'a> {
+    /// No tombstones (a practice without a tombstone key).
+    pub fn none() -> Self {
+        Self {
+            key: None,
+            found: HashMap::new(),
+        }
+    }
+
+    /// Reads the tombstones of the refs in `events` (one eventually consistent batch read,
+    /// and one more per hop of a rotation chain the index has not folded yet).
+    pub async fn load(
+        repo: &dyn TombstoneRepo,
+        practice: &PracticeId,
+        key: Option<&'a TombstoneKey>,
+        events: &[InboundEvent],
+    ) -> Result<Self, StoreError> {
+        let Some(k) = key else {
+            return Ok(Self::none());
+        };
+        let mut ask: Vec<TombstoneId> = Vec::new();
+        for ev in events {
+            ask.extend(patient_refs(&ev.data).into_iter().map(|r| k.patient(r)));
+            ask.extend(appointment_ref(&ev.data).map(|a| k.appointment(a)));
+        }
+        let mut found = HashMap::new();
+        for _ in 0..=MAX_HOPS {
+            if ask.is_empty() {
+                break;
+            }
+            let got = repo.tombstones(practice, &ask).await?;
+            ask = got
+                .iter()
+                .filter_map(Tombstone::to)
+                .map(|to| k.patient(to))
+                .collect();
+            for t in got {
+                found.insert(t.id.clone(), t);
+            }
+            ask.retain(|id| !found.contains_key(id));
+        }
+        Ok(Self {
+            key: Some(k),
+            found,
+        })
+    }
+
+    /// The ref `r` stands for today: itself, the ref a rotation made it, or `None` when it
+    /// (or the ref it became) was erased.
+    pub fn patient(&self, r: &OpaqueRef) -> Option<OpaqueRef> {
+        let Some(k) = self.key else {
+            return Some(r.clone());
+        };
+        let mut cur = r.clone();
+        for _ in 0..=MAX_HOPS {
+            match self.found.get(&k.patient(&cur)).map(|t| &t.fate) {
+                None => return Some(cur),
+                Some(Fate::Erased) => return None,
+                // A rotation back to a ref rotated away earlier: the chain closes; the ref
+                // reached last is the live one.
+                Some(Fate::RotatedTo { to }) if to == r => return Some(cur),
+                Some(Fate::RotatedTo { to }) => cur = to.clone(),
+            }
+        }
+        Some(cur)
+    }
+
+    fn appointment_erased(&self, a: &OpaqueRef) -> bool {
+        self.key.is_some_and(|k| {
+            matches!(
+                self.found.get(&k.appointment(a)).map(|t| &t.fate),
+                Some(Fate::Erased)
+            )
+        })
+    }
+
+    /// Whether `r` was rotated away already (to anything).
+    fn rotated_away(&self, r: &OpaqueRef) -> Option<&OpaqueRef> {
+        let k = self.key?;
+        self.found.get(&k.patient(r)).and_then(Tombstone::to)
+    }
+
+    /// The delivery as it applies now.
+    pub fn rewrite(&self, events: &[InboundEvent]) -> Resolved {
+        let mut out = Resolved::default();
+        for ev in events {
+            if appointment_ref(&ev.data).is_some_and(|a| self.appointment_erased(a)) {
+                out.dropped += 1;
+                continue;
+            }
+            let mut data = ev.data.clone();
+            let kept = match &mut data {
+                EventData::AppointmentBooked { patient_ref, .. }
+                | EventData::AppointmentCompleted { patient_ref, .. }
+                | EventData::PatientOptedOut { patient_ref }
+                | EventData::PatientOptedIn { patient_ref } => match self.patient(patient_ref) {
+                    None => false,
+                    Some(p) => {
+                        if p != *patient_ref {
+                            out.redirected += 1;
+                            *patient_ref = p;
+                        }
+                        true
+                    }
+                },
+                // Erasing a ref erases the patient: the ref it was rotated to if any. An
+                // erased ref is erased again (idempotent: it finishes a run cut short).
+                EventData::PatientErased { patient_ref } => {
+                    if let Some(p) = self.patient(patient_ref) {
+                        *patient_ref = p;
+                    }
+                    true
+                }
+                EventData::PatientRefRotated { old_ref, new_ref } => {
+                    match (self.patient(old_ref), self.patient(new_ref)) {
+                        // The old ref is erased: erasure is final.
+                        (None, _) => false,
+                        // Rotated to an erased ref: the patient is erased.
+                        (Some(_), None) => {
+                            data = EventData::PatientErased {
+                                patient_ref: old_ref.clone(),
+                            };
+                            true
+                        }
+                        (Some(_), Some(to)) => match self.rotated_away(old_ref) {
+                            // Rotated before: a redelivery goes through again (it finishes
+                            // a run cut short); another target is a stale rotation.
+                            Some(prev) if self.patient(prev) != Some(to.clone()) => false,
+                            _ => {
+                                *new_ref = to;
+                                true
+                            }
+                        },
+                    }
+                }
+                _ => true,
+            };
+            if kept {
+                out.events.push(InboundEvent {
+                    occurred_at: ev.occurred_at,
+                    data,
+                });
+            } else {
+                out.dropped += 1;
+            }
+        }
+        out
+    }
+}
+
+/// The ref a record is keyed by, as a tombstone id (patient × treatment and consent records
+/// by the patient, appointments by their own ref; slots have none).
+pub fn tombstone_id_of(key: &TombstoneKey, entity: &EntityKey) -> Option<TombstoneId> {
+    match entity {
+        EntityKey::PatientTreatment(p, _) | EntityKey::Consent(p) => Some(key.patient(p)),
+        EntityKey::Appointment(a) => Some(key.appointment(a)),
+        EntityKey::Slot(_) => None,
+    }
+}
+
+async fn leave_tombstone(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    id: impl FnOnce(&TombstoneKey) -> TombstoneId,
+    fate: Fate,
+) -> Result<(), StoreError> {
+    match &deps.tombstones {
+        Some(t) => {
+            t.repo
+                .put_tombstone(&practice.id, &Tombstone::new(id(t.key), fate, t.at))
+                .await
+        }
+        None => {
+            tracing::error!(practice_id = %practice.id, alert = "tombstone_key_missing",
+                "no tombstone key: a late event may bring an erased or rotated ref back");
+            Ok(())
+        }
+    }
+}
+
+/// Rewrites the rotation tombstones that point to `from`: to `fate` (the ref `from` became,
+/// or erased), so no tombstone names a ref that is gone.
+async fn repoint_tombstones(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    from: &OpaqueRef,
+    fate: &Fate,
+) -> Result<usize, StoreError> {
+    let Some(t) = &deps.tombstones else {
+        return Ok(0);
+    };
+    let pointing = t.repo.tombstones_to(&practice.id, from).await?;
+    for old in &pointing {
+        t.repo
+            .put_tombstone(
+                &practice.id,
+                &Tombstone::new(old.id.clone(), fate.clone(), old.at),
+            )
+            .await?;
+    }
+    Ok(pointing.len())
 }
 
 /// Conditional writes that lost a race are re-read and retried this many times.
@@ -52,6 +330,9 @@ pub async fn rotate(
     if old == new {
         return Ok(0);
     }
+    // The tombstone first: from here on, a late event for the old ref goes to the new one.
+    let to_new = Fate::RotatedTo { to: new.clone() };
+    leave_tombstone(deps, practice, |k| k.patient(old), to_new.clone()).await?;
     let records = deps.records.records_of(&practice.id, old).await?;
     let found = records.len();
     let moved: Vec<bool> = stream::iter(
@@ -63,6 +344,8 @@ pub async fn rotate(
     .try_collect()
     .await?;
     let rekeyed = moved.into_iter().filter(|m| *m).count();
+    // Refs rotated to the old ref earlier now lead to the new one.
+    repoint_tombstones(deps, practice, old, &to_new).await?;
     tracing::info!(practice_id = %practice.id, event_type = "patient.ref_rotated", records = found,
         rekeyed, "patient ref rotated");
     Ok(rekeyed)
@@ -75,8 +358,18 @@ pub async fn erase(
     practice: &Practice,
     patient: &OpaqueRef,
 ) -> Result<usize, StoreError> {
+    // The tombstones first: from here on, a late event for the ref (or for one of its
+    // appointments) is dropped.
+    leave_tombstone(deps, practice, |k| k.patient(patient), Fate::Erased).await?;
     let records = deps.records.records_of(&practice.id, patient).await?;
     let found = records.len();
+    for r in &records {
+        if let PatientRecord::Entity(s) = r
+            && let EntityKey::Appointment(a) = s.value.key()
+        {
+            leave_tombstone(deps, practice, |k| k.appointment(&a), Fate::Erased).await?;
+        }
+    }
     let gone: Vec<bool> = stream::iter(
         records
             .into_iter()
@@ -86,6 +379,8 @@ pub async fn erase(
     .try_collect()
     .await?;
     let deleted = gone.into_iter().filter(|g| *g).count();
+    // Refs rotated to this one earlier are erased too (and stop naming it).
+    repoint_tombstones(deps, practice, patient, &Fate::Erased).await?;
     tracing::info!(practice_id = %practice.id, event_type = "patient.erased", records = found,
         deleted, "patient erased");
     Ok(deleted)
@@ -164,7 +459,7 @@ async fn merge_into(
                 (merged, Some(s.version))
             }
         };
-        let due = super::receiver::due_index_date(practice, &entity);
+        let due = due_index_date(practice, &entity);
         match deps
             .entities
             .put_entity(&practice.id, &entity, expected, due)
@@ -193,7 +488,7 @@ async fn rekey_appointment(
             return Ok(false);
         }
         let next = cur.value.with_patient(new);
-        let due = super::receiver::due_index_date(practice, &next);
+        let due = due_index_date(practice, &next);
         match deps
             .entities
             .put_entity(&practice.id, &next, Some(cur.version), due)
@@ -594,7 +889,7 @@ mod tests {
             pt(&bystander(), Treatment::Neurotoxin, "2026-01-01", None),
             appointment("appt_Zy9Xw8Vu7Ts6Rq5", &bystander()),
         ] {
-            let due = super::super::receiver::due_index_date(&p, &e);
+            let due = crate::rules::due_index_date(&p, &e);
             m.put_entity(&p.id, &e, None, due).await.unwrap();
         }
         m.create_action(&action(&old())).await.unwrap();
@@ -607,6 +902,7 @@ mod tests {
             entities: m,
             actions: m,
             records: m,
+            tombstones: None,
         }
     }
 

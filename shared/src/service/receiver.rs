@@ -15,18 +15,19 @@ use crate::ids::PracticeId;
 use crate::inbound::{self, EventData, InboundEvent, MAX_BODY_BYTES, Refusal, RefusalCode};
 use crate::ports::{
     ActionRepo, AuditLog, Clock, DomainEvent, EntityRepo, EventPublisher, PatientIndex,
-    PatientRecords, PortError, PracticeRepo, SlotIndex, StoreError,
+    PatientRecords, PortError, PracticeRepo, SlotIndex, StoreError, TombstoneRepo,
 };
 use crate::practice::Practice;
 use crate::secrets::SecretCache;
 use crate::service::attribution::{self, Booking};
 use crate::service::consent;
-use crate::service::privacy::{self, PrivacyDeps};
+use crate::service::privacy::{self, PrivacyDeps, Resolver, Tombstones};
 use crate::signature::{self, SignatureError, SignedHeaders};
 use crate::state::{
     Appointment, AppointmentStatus, Completion, Consent, Entity, EntityKey, EventTime, Lww,
     PatientTreatment, PatientTreatmentKey, Slot, SlotTime,
 };
+use crate::tombstone::TombstoneKey;
 
 /// What the receiver needs. Built once per cold start.
 pub struct ReceiverDeps<'a> {
@@ -36,6 +37,8 @@ pub struct ReceiverDeps<'a> {
     pub actions: &'a dyn ActionRepo,
     /// Rotation and erasure find everything stored for a ref.
     pub records: &'a dyn PatientRecords,
+    /// Rotation and erasure leave tombstones; every delivery is read against them.
+    pub tombstones: &'a dyn TombstoneRepo,
     /// Attribution finds a booking patient's delivered actions.
     pub patients: &'a dyn PatientIndex,
     pub bus: &'a dyn EventPublisher,
@@ -228,6 +231,18 @@ pub async fn apply(
     events: &[InboundEvent],
     received_at: Timestamp,
 ) -> Result<(usize, usize), ReceiveError> {
+    // Tombstones first: an event about an erased ref changes nothing, one about a rotated-away
+    // ref applies to the ref it became (see `privacy`).
+    let key = deps.secrets.tombstone(&practice.secrets).await?;
+    let resolved = Resolver::load(deps.tombstones, &practice.id, key.as_ref(), events)
+        .await?
+        .rewrite(events);
+    if resolved.dropped > 0 || resolved.redirected > 0 {
+        tracing::info!(practice_id = %practice.id, dropped = resolved.dropped,
+            redirected = resolved.redirected, reason = "tombstone", "events read against tombstones");
+    }
+    let events = &resolved.events[..];
+    let key = key.as_ref();
     let mut groups: HashMap<EntityKey, Vec<&InboundEvent>> = HashMap::new();
     let mut order: Vec<EntityKey> = Vec::new();
     let mut publish = Vec::new();
@@ -253,9 +268,10 @@ pub async fn apply(
             _ => {}
         }
     }
+    let tomb = key;
     let changed: Vec<bool> = stream::iter(order.into_iter().map(|key| {
         let evs = groups.remove(&key).unwrap_or_default();
-        async move { upsert(deps, practice, key, &evs, received_at).await }
+        async move { upsert(deps, practice, key, &evs, received_at, tomb).await }
     }))
     .buffer_unordered(8)
     .try_collect()
@@ -265,6 +281,11 @@ pub async fn apply(
         entities: deps.entities,
         actions: deps.actions,
         records: deps.records,
+        tombstones: key.map(|k| Tombstones {
+            repo: deps.tombstones,
+            key: k,
+            at: received_at,
+        }),
     };
     for ev in events {
         changed += match &ev.data {
@@ -383,6 +404,7 @@ async fn upsert(
     key: EntityKey,
     evs: &[&InboundEvent],
     received_at: Timestamp,
+    tomb: Option<&TombstoneKey>,
 ) -> Result<bool, StoreError> {
     for attempt in 0..MAX_CONFLICT_RETRIES {
         // The first read may be a second stale (half the read units): a stale version makes
@@ -395,6 +417,19 @@ async fn upsert(
             deps.entities.get_entity(&practice.id, &key).await?
         };
         let expected = stored.as_ref().map(|s| s.version);
+        // A record about to be created for a ref erased or rotated away since the delivery
+        // was read against the tombstones (a concurrent erasure or rotation): the PMS
+        // retries (503), and the retry reads the new tombstone.
+        if expected.is_none()
+            && let Some(id) = tomb.and_then(|k| privacy::tombstone_id_of(k, &key))
+            && deps
+                .tombstones
+                .tombstone(&practice.id, &id)
+                .await?
+                .is_some()
+        {
+            return Err(StoreError::Transient("tombstoned_since_read".into()));
+        }
         let before = stored.map(|s| s.value);
         let mut entity = before
             .clone()
