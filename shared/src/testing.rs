@@ -228,6 +228,16 @@ impl MemStore {
     }
 
     /// Every action of the practice (with its revision), in id order.
+    /// The practice's tombstones, by id.
+    pub fn tombstones(&self, practice: &PracticeId) -> Vec<crate::tombstone::Tombstone> {
+        lock(&self.t)
+            .tombstones
+            .iter()
+            .filter(|((p, _), _)| p == practice)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
     pub fn actions(&self, practice: &PracticeId) -> Vec<Action> {
         lock(&self.t)
             .items

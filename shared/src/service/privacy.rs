@@ -78,6 +78,9 @@ pub struct Resolved {
     pub dropped: usize,
     /// Events whose patient ref was rotated away, applied to the ref it became.
     pub redirected: usize,
+    /// Appointments booked for an erased ref: erased too ([`erase_appointment`]), and the
+    /// delivery's other events about them dropped.
+    pub erased_appointments: Vec<OpaqueRef>,
 }
 
 fn patient_refs(d: &EventData) -> Vec<&OpaqueRef> {
@@ -120,13 +123,16 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Reads the tombstones of the refs in `events` (one eventually consistent batch read,
-    /// and one more per hop of a rotation chain the index has not folded yet).
+    /// Reads the tombstones of the refs in `events`: one eventually consistent batch read
+    /// (and one more per hop of a rotation chain the index has not folded yet), or with
+    /// `consistent` one consistent read per ref (for a rotation or erasure, which must see
+    /// what the batch's earlier ones wrote).
     pub async fn load(
         repo: &dyn TombstoneRepo,
         practice: &PracticeId,
         key: Option<&'a TombstoneKey>,
         events: &[InboundEvent],
+        consistent: bool,
     ) -> Result<Self, StoreError> {
         let Some(k) = key else {
             return Ok(Self::none());
@@ -141,7 +147,15 @@ impl<'a> Resolver<'a> {
             if ask.is_empty() {
                 break;
             }
-            let got = repo.tombstones(practice, &ask).await?;
+            let got = if consistent {
+                let mut got = Vec::new();
+                for id in &ask {
+                    got.extend(repo.tombstone(practice, id).await?);
+                }
+                got
+            } else {
+                repo.tombstones(practice, &ask).await?
+            };
             ask = got
                 .iter()
                 .filter_map(Tombstone::to)
@@ -196,8 +210,25 @@ impl<'a> Resolver<'a> {
     /// The delivery as it applies now.
     pub fn rewrite(&self, events: &[InboundEvent]) -> Resolved {
         let mut out = Resolved::default();
+        // A booking for an erased ref: its appointment goes with the patient, so whatever
+        // else the delivery says about that appointment is dropped as well.
         for ev in events {
-            if appointment_ref(&ev.data).is_some_and(|a| self.appointment_erased(a)) {
+            if let EventData::AppointmentBooked {
+                appointment_ref,
+                patient_ref,
+                ..
+            } = &ev.data
+                && self.patient(patient_ref).is_none()
+                && !self.appointment_erased(appointment_ref)
+                && !out.erased_appointments.contains(appointment_ref)
+            {
+                out.erased_appointments.push(appointment_ref.clone());
+            }
+        }
+        for ev in events {
+            if appointment_ref(&ev.data).is_some_and(|a| {
+                self.appointment_erased(a) || out.erased_appointments.contains(a)
+            }) {
                 out.dropped += 1;
                 continue;
             }
@@ -226,8 +257,15 @@ impl<'a> Resolver<'a> {
                 }
                 EventData::PatientRefRotated { old_ref, new_ref } => {
                     match (self.patient(old_ref), self.patient(new_ref)) {
-                        // The old ref is erased: erasure is final.
-                        (None, _) => false,
+                        // Both erased: nothing left to do.
+                        (None, None) => false,
+                        // The old ref is erased, and the PMS says it became the new one: the
+                        // same patient, so the new ref is erased too (whichever of the two
+                        // arrived first, the end state is the same).
+                        (None, Some(to)) => {
+                            data = EventData::PatientErased { patient_ref: to };
+                            true
+                        }
                         // Rotated to an erased ref: the patient is erased.
                         (Some(_), None) => {
                             data = EventData::PatientErased {
@@ -259,6 +297,44 @@ impl<'a> Resolver<'a> {
         }
         out
     }
+}
+
+/// An appointment booked for an erased ref, learnt after the erasure (the booking came
+/// late): tombstoned, and its record deleted if one was made without a patient (a
+/// reschedule, cancellation or no-show that came before the booking). A record that names a
+/// live patient is left alone.
+pub async fn erase_appointment(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    appointment: &OpaqueRef,
+) -> Result<bool, StoreError> {
+    let key = EntityKey::Appointment(appointment.clone());
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let stored = deps.entities.get_entity(&practice.id, &key).await?;
+        if let Some(s) = &stored
+            && s.value.patient().is_some()
+        {
+            return Ok(false);
+        }
+        leave_tombstone(
+            deps,
+            practice,
+            |k| k.appointment(appointment),
+            Fate::Erased,
+        )
+        .await?;
+        let Some(s) = stored else {
+            return Ok(false);
+        };
+        if deps
+            .records
+            .delete_record(&practice.id, &RecordKey::Entity(key.clone()), s.version)
+            .await?
+        {
+            return Ok(true);
+        }
+    }
+    Err(StoreError::Conflict)
 }
 
 /// The ref a record is keyed by, as a tombstone id (patient × treatment and consent records

@@ -234,7 +234,7 @@ pub async fn apply(
     // Tombstones first: an event about an erased ref changes nothing, one about a rotated-away
     // ref applies to the ref it became (see `privacy`).
     let key = deps.secrets.tombstone(&practice.secrets).await?;
-    let resolved = Resolver::load(deps.tombstones, &practice.id, key.as_ref(), events)
+    let resolved = Resolver::load(deps.tombstones, &practice.id, key.as_ref(), events, false)
         .await?
         .rewrite(events);
     if resolved.dropped > 0 || resolved.redirected > 0 {
@@ -243,6 +243,20 @@ pub async fn apply(
     }
     let events = &resolved.events[..];
     let key = key.as_ref();
+    let pdeps = PrivacyDeps {
+        entities: deps.entities,
+        actions: deps.actions,
+        records: deps.records,
+        tombstones: key.map(|k| Tombstones {
+            repo: deps.tombstones,
+            key: k,
+            at: received_at,
+        }),
+    };
+    let mut erased = 0;
+    for a in &resolved.erased_appointments {
+        erased += usize::from(privacy::erase_appointment(&pdeps, practice, a).await?);
+    }
     let mut groups: HashMap<EntityKey, Vec<&InboundEvent>> = HashMap::new();
     let mut order: Vec<EntityKey> = Vec::new();
     let mut publish = Vec::new();
@@ -276,17 +290,7 @@ pub async fn apply(
     .buffer_unordered(8)
     .try_collect()
     .await?;
-    let mut changed = changed.into_iter().filter(|c| *c).count();
-    let pdeps = PrivacyDeps {
-        entities: deps.entities,
-        actions: deps.actions,
-        records: deps.records,
-        tombstones: key.map(|k| Tombstones {
-            repo: deps.tombstones,
-            key: k,
-            at: received_at,
-        }),
-    };
+    let mut changed = erased + changed.into_iter().filter(|c| *c).count();
     for ev in events {
         changed += match &ev.data {
             // Every booking, redeliveries too: a crash after the appointment write is finished
@@ -307,11 +311,27 @@ pub async fn apply(
                     .await?
                     .map_or(0, |_| 1)
             }
-            EventData::PatientRefRotated { old_ref, new_ref } => {
-                privacy::rotate(&pdeps, practice, old_ref, new_ref).await?
-            }
-            EventData::PatientErased { patient_ref } => {
-                privacy::erase(&pdeps, practice, patient_ref).await?
+            // Each against the tombstones as they are now, consistently read: the batch's
+            // earlier rotations and erasures count (erase, then rotate the erased ref away,
+            // in one batch, ends as in two).
+            EventData::PatientRefRotated { .. } | EventData::PatientErased { .. } => {
+                let one = std::slice::from_ref(ev);
+                let fresh = Resolver::load(deps.tombstones, &practice.id, key, one, true)
+                    .await?
+                    .rewrite(one);
+                let mut n = 0;
+                for e in &fresh.events {
+                    n += match &e.data {
+                        EventData::PatientRefRotated { old_ref, new_ref } => {
+                            privacy::rotate(&pdeps, practice, old_ref, new_ref).await?
+                        }
+                        EventData::PatientErased { patient_ref } => {
+                            privacy::erase(&pdeps, practice, patient_ref).await?
+                        }
+                        _ => 0,
+                    };
+                }
+                n
             }
             // Every opt-out, redeliveries too (a crash between the consent write and the
             // withdrawals is finished by the retry). The stored consent decides: an opt-out
