@@ -218,8 +218,9 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let mut parts: Vec<BoxedStrategy<Vec<Value>>> =
-        (0..PATIENTS.len()).map(|p| patient_events(p).boxed()).collect();
+    let mut parts: Vec<BoxedStrategy<Vec<Value>>> = (0..PATIENTS.len())
+        .map(|p| patient_events(p).boxed())
+        .collect();
     parts.push(privacy_events().boxed());
     parts
         .prop_map(|parts| parts.into_iter().flatten().collect::<Vec<Value>>())
@@ -323,7 +324,10 @@ fn run(case: &Case, plan: &Plan) -> (World, Outcome) {
                 .tombstones(&pid())
                 .into_iter()
                 .map(|t| {
-                    let name = names.get(&t.id).cloned().unwrap_or_else(|| format!("unknown {}", t.id));
+                    let name = names
+                        .get(&t.id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("unknown {}", t.id));
                     (name, t.fate)
                 })
                 .collect();

@@ -30,8 +30,9 @@ fn erased(patient: &str) -> Value {
 }
 
 /// GIVEN a patient with a completion 100 days ago (so the night proposes a rebook nudge), a
-/// booking of another category, and (after the scan) an opt-out. Returns the action's id once
-/// approval-check has settled it as pending (so nothing else writes while the test measures).
+/// booking of another category, and (after the scan) an opt-out, which withdraws the action.
+/// Returns the action's id (approval-check settled it as pending before the opt-out, so
+/// nothing else writes while the test measures).
 async fn patient_with_history(ts: &TestStack, patient: &str, appointment: &str) -> ActionId {
     let batch =
         json!({"events": [completed(patient, "neurotoxin", 100), booked(patient, appointment)]});
@@ -147,9 +148,10 @@ async fn a_rotation_rekeys_every_record_and_a_redelivery_changes_nothing() {
         .await
         .unwrap()
         .expect("the action keeps its id");
+    // (The opt-out withdrew it before the rotation; it moved all the same.)
     assert_eq!(
         (action.patient_ref, action.status),
-        (rb, ActionStatus::Pending)
+        (rb, ActionStatus::Withdrawn)
     );
 
     // AND a redelivery of the same rotation writes nothing
@@ -191,7 +193,18 @@ async fn an_erasure_deletes_every_record_and_a_redelivery_is_a_no_op() {
     let dump = pil_tests::table_dump(&ts.stack).await.unwrap();
     assert!(!dump.contains(&p), "the ref is gone from every item");
     assert!(!dump.contains(&appt), "its appointment is gone");
-    assert!(!dump.contains(id.as_str()), "its pending action is gone");
+    // (The audit chain keeps naming the action by id, as it names every action: an id,
+    // never a ref.)
+    let items = pil_tests::table_items(&ts.stack).await.unwrap();
+    let outside_audit = items
+        .iter()
+        .filter(|i| !i["sk"].as_str().is_some_and(|k| k.starts_with("AUDIT")))
+        .map(Value::to_string)
+        .collect::<String>();
+    assert!(
+        !outside_audit.contains(id.as_str()),
+        "its withdrawn action is gone"
+    );
     assert!(
         ts.store()
             .get_action(&ts.practice, &id)
@@ -219,5 +232,92 @@ async fn an_erasure_deletes_every_record_and_a_redelivery_is_a_no_op() {
     assert_eq!(ts.send("msg_erase_batch", &batch).await.status, 202);
     let dump = pil_tests::table_dump(&ts.stack).await.unwrap();
     assert!(!dump.contains(&q));
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_cannot_bring_an_erased_or_rotated_ref_back() {
+    let ts = TestStack::start().await.unwrap();
+    let (gone, gone_appt) = (new_ref("p"), new_ref("appt"));
+    let (old, new) = (new_ref("p"), new_ref("p"));
+    let history = json!({"events": [
+        completed(&gone, "neurotoxin", 100), booked(&gone, &gone_appt),
+        completed(&old, "dermal_filler", 200),
+    ]});
+    assert_eq!(ts.send("msg_hist", &history).await.status, 202);
+    assert_eq!(ts.send("msg_erase", &erased(&gone)).await.status, 202);
+    assert_eq!(
+        ts.send("msg_rotate", &rotated(&old, &new)).await.status,
+        202
+    );
+
+    // WHEN the PMS retries older events for both refs (signed afresh, new webhook ids), one
+    // for the erased patient's appointment, and an event dated after the erasure
+    let late = json!({"events": [
+        completed(&gone, "neurotoxin", 120),
+        consent("patient.opted_out", &gone, 0),
+        {"type": "appointment.cancelled", "occurred_at": ago(0),
+            "data": {"appointment_ref": gone_appt, "reopens_slot": false}},
+        completed(&old, "chemical_peel", 50),
+        consent("patient.opted_out", &old, 2),
+    ]});
+    let r = ts.send("msg_late_1", &late).await;
+    // THEN they are accepted (so the PMS stops retrying)
+    assert_eq!(r.status, 202, "{}", r.body);
+    // AND nothing names the erased ref, its appointment or the rotated-away ref
+    let dump = pil_tests::table_dump(&ts.stack).await.unwrap();
+    for (what, r) in [
+        ("erased ref", &gone),
+        ("erased appointment", &gone_appt),
+        ("rotated-away ref", &old),
+    ] {
+        assert!(!dump.contains(r.as_str()), "the {what} is back");
+    }
+    // AND the rotated ref's late events landed on the new ref
+    let rn = OpaqueRef::parse(&new).unwrap();
+    assert!(
+        entity(
+            &ts,
+            EntityKey::PatientTreatment(rn.clone(), Treatment::ChemicalPeel)
+        )
+        .await
+        .is_some(),
+        "the late completion is the new ref's"
+    );
+    let Some(Entity::Consent(c)) = entity(&ts, EntityKey::Consent(rn)).await else {
+        panic!("the late opt-out is the new ref's")
+    };
+    assert!(c.is_opted_out());
+    // AND the tombstones hold keyed hashes only (three: the erased ref, its appointment, the
+    // rotated-away ref), the rotation's naming the new ref
+    let items = pil_tests::table_items(&ts.stack).await.unwrap();
+    let tombs: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["sk"].as_str().is_some_and(|k| k.starts_with("TOMB#")))
+        .collect();
+    assert_eq!(tombs.len(), 3, "{tombs:?}");
+    assert!(
+        tombs
+            .iter()
+            .all(|t| t["ttl"].is_string() || t["ttl"].is_number())
+    );
+    assert_eq!(
+        tombs
+            .iter()
+            .filter(|t| t.to_string().contains(new.as_str()))
+            .count(),
+        1
+    );
+    // AND a redelivery of the erasure and the rotation writes nothing
+    let before = ts.stack.meter.snapshot();
+    assert_eq!(ts.send("msg_erase", &erased(&gone)).await.status, 202);
+    assert_eq!(
+        ts.send("msg_rotate", &rotated(&old, &new)).await.status,
+        202
+    );
+    assert_eq!(
+        ts.stack.meter.snapshot().write_requests,
+        before.write_requests
+    );
     ts.stop().await;
 }

@@ -226,9 +226,9 @@ impl<'a> Resolver<'a> {
             }
         }
         for ev in events {
-            if appointment_ref(&ev.data).is_some_and(|a| {
-                self.appointment_erased(a) || out.erased_appointments.contains(a)
-            }) {
+            if appointment_ref(&ev.data)
+                .is_some_and(|a| self.appointment_erased(a) || out.erased_appointments.contains(a))
+            {
                 out.dropped += 1;
                 continue;
             }
@@ -316,13 +316,7 @@ pub async fn erase_appointment(
         {
             return Ok(false);
         }
-        leave_tombstone(
-            deps,
-            practice,
-            |k| k.appointment(appointment),
-            Fate::Erased,
-        )
-        .await?;
+        leave_tombstone(deps, practice, |k| k.appointment(appointment), Fate::Erased).await?;
         let Some(s) = stored else {
             return Ok(false);
         };
@@ -355,8 +349,17 @@ async fn leave_tombstone(
 ) -> Result<(), StoreError> {
     match &deps.tombstones {
         Some(t) => {
+            let id = id(t.key);
+            // A redelivery finds its tombstone in place and writes nothing.
+            if t.repo
+                .tombstone(&practice.id, &id)
+                .await?
+                .is_some_and(|old| old.fate == fate)
+            {
+                return Ok(());
+            }
             t.repo
-                .put_tombstone(&practice.id, &Tombstone::new(id(t.key), fate, t.at))
+                .put_tombstone(&practice.id, &Tombstone::new(id, fate, t.at))
                 .await
         }
         None => {
