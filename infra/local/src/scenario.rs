@@ -825,6 +825,103 @@ pub async fn run(stack: &Stack) -> Result<Story> {
         "   (booked_ahead and opted_out: #B and #E in step 5; every suppression is counted by kind \
          and reason in the scan report and logs.)",
     );
+
+    // 14. An opt-out after the digest withdraws what waits for the owner.
+    admin::set_kind_policy(
+        store,
+        &pid,
+        ActionKind::RebookNudge,
+        KindChange {
+            mode: Some(Mode::Approve),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let q = new_ref("p");
+    let emails_before = stack.moto.sent_emails().await?.len();
+    pms.send(
+        pid.as_str(),
+        &secret,
+        "msg_single_0007",
+        &completed(&q, Treatment::Neurotoxin, 100).to_string(),
+    )
+    .await?;
+    let r3 = stack.scan_deps()?.scan(&pid, today).await?;
+    let mut act_q = None;
+    for id in &r3.created {
+        if let Ok(Some(a)) = store.get_action(&pid, id).await
+            && a.patient_ref.as_str() == q
+        {
+            act_q = Some(a.id);
+        }
+    }
+    let q_mail = eventually(Duration::from_secs(30), || async {
+        let m = stack.moto.sent_emails().await.ok()?;
+        (m.len() > emails_before)
+            .then(|| m.last().cloned())
+            .flatten()
+    })
+    .await;
+    story.say(
+        "\n14. #Q had neurotoxin 100 days ago; rebook nudges are back to owner approval, so the \
+         owner is e-mailed #Q's nudge. Before the owner decides, the PMS sends #Q's opt-out.",
+    );
+    let q_pending = match &act_q {
+        Some(id) => eventually(Duration::from_secs(30), || async {
+            (action_status(store, &pid, id.clone()).await == Some(ActionStatus::Pending))
+                .then_some(())
+        })
+        .await
+        .is_some(),
+        None => false,
+    };
+    story.check(
+        q_pending && q_mail.is_some(),
+        "#Q's rebook nudge waits for the owner",
+    );
+    let opt_out = json!({"type": "patient.opted_out", "occurred_at": ago(0),
+        "data": {"patient_ref": q}})
+    .to_string();
+    let r = pms
+        .send(pid.as_str(), &secret, "msg_single_0008", &opt_out)
+        .await?;
+    story.check(r.status == 202, "#Q's opt-out accepted");
+    let q_action = match &act_q {
+        Some(id) => store.get_action(&pid, id).await?,
+        None => None,
+    };
+    story.check(
+        q_action.as_ref().is_some_and(|a| {
+            a.status == ActionStatus::Withdrawn
+                && a.withdrawal == Some(pil_shared::action::Withdrawal::OptedOut)
+        }),
+        "#Q's pending nudge is withdrawn at once (status withdrawn, reason opted_out)",
+    );
+    if let Some(m) = q_mail {
+        let approve = links_after(&m.body, &code(&q))
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let resp = reqwest::Client::new().post(&approve).send().await?;
+        let status = resp.status().as_u16();
+        let html = resp.text().await?;
+        story.say(format!(
+            "   The owner presses Approve on #Q afterwards → {status}: the page says the patient opted out."
+        ));
+        story.check(
+            status == 409 && html.contains("The patient opted out since this was proposed"),
+            "the approval page says #Q opted out and that nothing will be sent",
+        );
+    }
+    story.check(
+        !stack
+            .pms
+            .received()
+            .iter()
+            .any(|r| r.body["patient_ref"] == q.as_str()),
+        "no trigger for #Q reached the PMS",
+    );
+
     story.say(format!(
         "\nFigures: one accepted single-event webhook cost {wcu} DynamoDB write units (goal ≤ 2)."
     ));
