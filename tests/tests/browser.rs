@@ -306,7 +306,7 @@ async fn the_owner_decides_in_a_real_browser() {
         .unwrap()
         .adapters
         .secrets
-        .link(&practice.secrets)
+        .link(&practice.id, &practice.secrets)
         .await
         .unwrap();
     let mut replay = claims_of(&approve[a]);

@@ -176,7 +176,10 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
         return Err(unknown_practice(deps, d, now));
     };
     // A secret a rotation replaced verifies only until its overlap ends.
-    let secrets = deps.secrets.webhook_at(&practice.secrets, now).await?;
+    let secrets = deps
+        .secrets
+        .webhook_at(&practice.id, &practice.secrets, now)
+        .await?;
     let verified = signature::verify(d.headers, d.body, &secrets, now.as_second())
         .map_err(ReceiveError::Signature)?;
     let events = inbound::parse_body(d.body, now).map_err(ReceiveError::Refused)?;
