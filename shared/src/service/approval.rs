@@ -563,6 +563,7 @@ pub(crate) fn page(
         "already_decided" => ("Already decided", "settled"),
         "reused" => ("Link already used", "settled"),
         "expired" | "revoked" => ("Link no longer valid", "settled"),
+        "settings_request" => ("Your settings", "confirm"),
         "settings_link_sent" => ("Check your e-mail", "approved"),
         "settings_link_recent" => ("Check your e-mail", "settled"),
         "invalid" => ("Link not valid", "invalid"),
