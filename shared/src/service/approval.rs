@@ -732,10 +732,9 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
     let (title, label, class) = match claims.decision {
         Decision::Approve if actions.len() > 1 => ("Approve these actions?", "Approve all", ""),
         Decision::Approve => ("Approve this action?", "Approve", ""),
-        // Returned above; they never reach a decision page.
-        Decision::Reject | Decision::Settings | Decision::SettingsRequest => {
-            ("Reject this action?", "Reject", "reject")
-        }
+        Decision::Reject => ("Reject this action?", "Reject", "reject"),
+        // Answered above with their own pages.
+        Decision::Settings | Decision::SettingsRequest => return unavailable(),
     };
     page(
         200,
