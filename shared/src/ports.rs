@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{Action, ActionKind};
 use crate::ids::{ActionId, OpaqueRef, PracticeId};
-use crate::practice::{Practice, TriggerUrl};
+use crate::practice::{Practice, SecretKind, TriggerUrl};
 use crate::state::{Appointment, Entity, EntityKey, Stored};
 
 /// A storage failure. Messages carry error codes, never item contents.
@@ -351,6 +351,14 @@ pub enum DomainEvent {
         practice_id: PracticeId,
         action_id: ActionId,
     },
+    /// An owner asked for a settings link (the approval pages): approval-check e-mails one to
+    /// each of the practice's owners. `requested_by` is the asking owner's approver id (a
+    /// hash, never the address).
+    #[serde(rename = "settings_link.requested")]
+    SettingsLinkRequested {
+        practice_id: PracticeId,
+        requested_by: String,
+    },
 }
 
 impl DomainEvent {
@@ -358,7 +366,7 @@ impl DomainEvent {
     pub fn source(&self) -> &'static str {
         match self {
             Self::SlotOpened { .. } | Self::SlotFilled { .. } => "pil.receiver",
-            Self::ActionApproved { .. } => "pil.approval",
+            Self::ActionApproved { .. } | Self::SettingsLinkRequested { .. } => "pil.approval",
         }
     }
     /// EventBridge `detail-type`.
@@ -367,6 +375,7 @@ impl DomainEvent {
             Self::SlotOpened { .. } => "slot.opened",
             Self::SlotFilled { .. } => "slot.filled",
             Self::ActionApproved { .. } => "action.approved",
+            Self::SettingsLinkRequested { .. } => "settings_link.requested",
         }
     }
 }
@@ -390,11 +399,76 @@ pub trait Mailer: Send + Sync {
     async fn send(&self, mail: &Mail) -> Result<(), PortError>;
 }
 
-/// Envelope encryption of secrets at rest (KMS in AWS).
+/// What a sealed secret is bound to: its practice and its purpose. KMS takes it as the
+/// encryption context `{"practice": <practice id>, "purpose": <webhook|trigger|link>}` on
+/// both seal and open, so a sealed value opens only under the context it was sealed with (a
+/// value copied to another practice, or to another secret's place, does not open), and IAM
+/// can grant a function `kms:Decrypt` for one purpose only (`kms:EncryptionContext:purpose`
+/// in template.yaml). The constructors name the purpose (`for_webhook`, `for_trigger`,
+/// `for_link`; `for_any` takes it as an argument): the IAM check reads which of them a
+/// function's code can reach.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretContext {
+    pub practice: PracticeId,
+    pub purpose: SecretKind,
+}
+
+impl SecretContext {
+    /// The inbound webhook secrets (the receiver).
+    pub fn for_webhook(practice: &PracticeId) -> Self {
+        Self {
+            practice: practice.clone(),
+            purpose: SecretKind::Webhook,
+        }
+    }
+    /// The trigger signing secrets (the emitter).
+    pub fn for_trigger(practice: &PracticeId) -> Self {
+        Self {
+            practice: practice.clone(),
+            purpose: SecretKind::Trigger,
+        }
+    }
+    /// The approval and settings link keys (the digest and the pages).
+    pub fn for_link(practice: &PracticeId) -> Self {
+        Self {
+            practice: practice.clone(),
+            purpose: SecretKind::Link,
+        }
+    }
+    /// The tombstone hash key (the receiver).
+    pub fn for_tombstone(practice: &PracticeId) -> Self {
+        Self {
+            practice: practice.clone(),
+            purpose: SecretKind::Tombstone,
+        }
+    }
+    /// Any purpose (onboarding, rotation and resealing, from the CLI).
+    pub fn for_any(practice: &PracticeId, purpose: SecretKind) -> Self {
+        Self {
+            practice: practice.clone(),
+            purpose,
+        }
+    }
+    /// The encryption context's pairs, as KMS takes them.
+    pub fn pairs(&self) -> [(&'static str, &str); 2] {
+        [
+            ("practice", self.practice.as_str()),
+            ("purpose", self.purpose.as_str()),
+        ]
+    }
+}
+
+/// Envelope encryption of secrets at rest (KMS in AWS), each value bound to its
+/// [`SecretContext`].
 #[async_trait]
 pub trait KeyService: Send + Sync {
-    async fn seal(&self, plaintext: &[u8]) -> Result<String, PortError>;
-    async fn open(&self, sealed: &str) -> Result<Vec<u8>, PortError>;
+    async fn seal(&self, context: &SecretContext, plaintext: &[u8]) -> Result<String, PortError>;
+    /// Fails unless `sealed` was sealed under exactly `context`.
+    async fn open(&self, context: &SecretContext, sealed: &str) -> Result<Vec<u8>, PortError>;
+    /// Opens a value sealed before secrets were bound to a context (no encryption context).
+    /// Only `pil secret reseal` calls it, to seal such a value again under its context; the
+    /// functions never do, and their IAM policies would refuse it.
+    async fn open_unbound(&self, sealed: &str) -> Result<Vec<u8>, PortError>;
 }
 
 /// What the PMS answered to a trigger.

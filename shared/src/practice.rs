@@ -153,11 +153,13 @@ impl Policy {
     }
 }
 
-/// Secrets as stored: sealed (KMS ciphertext, base64). Opening them needs the key service.
+/// Secrets as stored: sealed (KMS ciphertext, base64), each bound to its practice and purpose
+/// ([`SecretContext`](crate::ports::SecretContext)). Opening them needs the key service.
 ///
 /// Rotation (`pil secret rotate`) keeps the replaced secret for an overlap: the previous
-/// webhook secret keeps verifying inbound events, and triggers carry a signature with the
-/// previous trigger secret too, until the overlap ends. At most two of each are kept.
+/// webhook secret keeps verifying inbound events, triggers carry a signature with the
+/// previous trigger secret too, and links signed with the previous link key still verify,
+/// until the overlap ends. At most two of each are kept.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedSecrets {
     /// Inbound webhook secrets, newest first; two during a rotation overlap.
@@ -171,11 +173,14 @@ pub struct SealedSecrets {
     /// too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_previous: Option<PreviousSecret>,
-    /// Key for approval-link tokens.
+    /// Key for approval-link tokens (new links are signed with it).
     pub link: String,
+    /// The link key the last rotation replaced, while links signed with it still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_previous: Option<PreviousSecret>,
     /// Key for tombstone hashes of erased and rotated refs ([`crate::tombstone`]). Made at
     /// onboarding and never rotated (a new key would orphan every tombstone). `None` only for
-    /// a practice stored before tombstones existed: `pil practice update` adds one.
+    /// a practice stored before tombstones existed: `pil secret reseal` adds one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tombstone: Option<String>,
 }
@@ -197,29 +202,39 @@ impl fmt::Debug for SealedSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "SealedSecrets(webhook: {}, previous until: {:?}, trigger previous until: {:?}, <sealed>)",
+            "SealedSecrets(webhook: {}, previous until: {:?}, trigger previous until: {:?}, link previous until: {:?}, <sealed>)",
             self.webhook.len(),
             self.webhook_previous_until,
             self.trigger_previous.as_ref().map(|p| p.until),
+            self.link_previous.as_ref().map(|p| p.until),
         )
     }
 }
 
-/// Which secret `pil secret rotate` replaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A practice's kinds of secret: which one `pil secret rotate` replaces, and the purpose a
+/// sealed secret is bound to ([`SecretContext`](crate::ports::SecretContext)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SecretKind {
     /// Inbound: the PMS signs events with it.
     Webhook,
     /// Outbound: triggers are signed with it; the PMS verifies.
     Trigger,
+    /// The key approval and settings links are signed with; it never leaves the layer.
+    Link,
+    /// The key tombstone ids are hashed with (the receiver). Never rotated: a new key would
+    /// orphan every tombstone; `pil secret rotate` does not offer it.
+    Tombstone,
 }
 
 impl SecretKind {
+    pub const ALL: [Self; 4] = [Self::Webhook, Self::Trigger, Self::Link, Self::Tombstone];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "webhook" => Some(Self::Webhook),
             "trigger" => Some(Self::Trigger),
+            "link" => Some(Self::Link),
             _ => None,
         }
     }
@@ -227,6 +242,8 @@ impl SecretKind {
         match self {
             Self::Webhook => "webhook",
             Self::Trigger => "trigger",
+            Self::Link => "link",
+            Self::Tombstone => "tombstone",
         }
     }
 }
@@ -264,6 +281,32 @@ impl SealedSecrets {
             .collect()
     }
 
+    /// The link keys a link presented at `now` verifies with: the current one, and the one a
+    /// rotation replaced until its overlap ends. New links are signed with the current one.
+    pub fn link_keys_at(&self, now: Timestamp) -> Vec<&str> {
+        std::iter::once(self.link.as_str())
+            .chain(
+                self.link_previous
+                    .as_ref()
+                    .filter(|p| now < p.until)
+                    .map(|p| p.sealed.as_str()),
+            )
+            .collect()
+    }
+
+    /// The end of the running overlap of the `which` secret a rotation replaced, if any.
+    pub fn overlap_running(&self, which: SecretKind, now: Timestamp) -> Option<Timestamp> {
+        match which {
+            SecretKind::Webhook => (self.webhook.len() > 1)
+                .then_some(self.webhook_previous_until)
+                .flatten(),
+            SecretKind::Trigger => self.trigger_previous.as_ref().map(|p| p.until),
+            SecretKind::Link => self.link_previous.as_ref().map(|p| p.until),
+            SecretKind::Tombstone => None,
+        }
+        .filter(|until| *until > now)
+    }
+
     /// Puts `new_sealed` in place of the current `which` secret. The current one is kept
     /// until `now + overlap` (not at all for a zero overlap); anything older is dropped.
     pub fn rotate(
@@ -276,6 +319,11 @@ impl SealedSecrets {
         let until = now + overlap.max(jiff::SignedDuration::ZERO);
         let keep = until > now;
         match which {
+            // Never rotated (a new key would orphan every tombstone): nothing changes.
+            SecretKind::Tombstone => Rotated {
+                old_valid_until: now,
+                cut_short: None,
+            },
             SecretKind::Webhook => {
                 let cut_short = (self.webhook.len() > 1)
                     .then_some(self.webhook_previous_until)
@@ -291,14 +339,14 @@ impl SealedSecrets {
                     cut_short,
                 }
             }
-            SecretKind::Trigger => {
-                let cut_short = self
-                    .trigger_previous
-                    .as_ref()
-                    .map(|p| p.until)
-                    .filter(|u| *u > now);
-                let old = std::mem::replace(&mut self.trigger, new_sealed);
-                self.trigger_previous = keep.then_some(PreviousSecret { sealed: old, until });
+            SecretKind::Trigger | SecretKind::Link => {
+                let (current, previous) = match which {
+                    SecretKind::Trigger => (&mut self.trigger, &mut self.trigger_previous),
+                    _ => (&mut self.link, &mut self.link_previous),
+                };
+                let cut_short = previous.as_ref().map(|p| p.until).filter(|u| *u > now);
+                let old = std::mem::replace(current, new_sealed);
+                *previous = keep.then_some(PreviousSecret { sealed: old, until });
                 Rotated {
                     old_valid_until: if keep { until } else { now },
                     cut_short,
@@ -761,6 +809,42 @@ mod tests {
         // The sealed forms stay out of Debug.
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("T3") && !dbg.contains("\"A\""), "{dbg}");
+    }
+
+    #[test]
+    fn link_rotation_keeps_the_replaced_key_for_the_overlap_and_only_for_verifying() {
+        let now: jiff::Timestamp = "2026-11-23T17:00:00Z".parse().unwrap();
+        let h = jiff::SignedDuration::from_hours(2);
+        let mut s = sealed();
+        assert_eq!(s.link_keys_at(now), ["L"]);
+        let r = s.rotate(SecretKind::Link, "L2".into(), now, h);
+        assert_eq!((s.link.as_str(), r.old_valid_until), ("L2", now + h));
+        assert_eq!(s.link_keys_at(now), ["L2", "L"], "the new key first");
+        assert_eq!(
+            s.link_keys_at(now + h),
+            ["L2"],
+            "the old one ends with the overlap"
+        );
+        assert_eq!(s.overlap_running(SecretKind::Link, now), Some(now + h));
+        assert_eq!(s.overlap_running(SecretKind::Link, now + h), None);
+        assert_eq!(s.overlap_running(SecretKind::Trigger, now), None);
+        // No overlap: the old key is dropped at once (and the running overlap cut short).
+        let r = s.rotate(
+            SecretKind::Link,
+            "L3".into(),
+            now,
+            jiff::SignedDuration::ZERO,
+        );
+        assert_eq!(
+            (s.link_keys_at(now), r.cut_short),
+            (vec!["L3"], Some(now + h))
+        );
+        assert_eq!(s.link_previous, None);
+        assert_eq!(
+            (s.webhook.as_slice(), s.trigger.as_str()),
+            (&["A".to_owned()][..], "T1")
+        );
+        assert_eq!(SecretKind::parse("link"), Some(SecretKind::Link));
     }
 
     #[test]

@@ -915,22 +915,58 @@ impl Clock for FixedClock {
     }
 }
 
-/// A key service whose "sealed" form is `mem:` and the base64 of the plaintext.
+/// A key service whose "sealed" form is `mem:`, the context it was sealed under
+/// (`practice/purpose`), `:` and the base64 of the plaintext. Like KMS with an encryption
+/// context, it opens a value only under the context it was sealed with. A value sealed
+/// without one (`mem:` and the base64: [`MemKeys::seal_unbound`], what records written before
+/// contexts hold) opens only through [`KeyService::open_unbound`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemKeys;
 
 const SEALED_PREFIX: &str = "mem:";
 
+impl MemKeys {
+    /// Seals without a context, as secrets were sealed before they were bound to one.
+    pub fn seal_unbound(plaintext: &[u8]) -> String {
+        format!("{SEALED_PREFIX}{}", STANDARD.encode(plaintext))
+    }
+}
+
+fn mem_context(c: &crate::ports::SecretContext) -> String {
+    format!("{}/{}", c.practice, c.purpose.as_str())
+}
+
 #[async_trait]
 impl KeyService for MemKeys {
-    async fn seal(&self, plaintext: &[u8]) -> Result<String, PortError> {
-        Ok(format!("{SEALED_PREFIX}{}", STANDARD.encode(plaintext)))
+    async fn seal(
+        &self,
+        context: &crate::ports::SecretContext,
+        plaintext: &[u8],
+    ) -> Result<String, PortError> {
+        Ok(format!(
+            "{SEALED_PREFIX}{}:{}",
+            mem_context(context),
+            STANDARD.encode(plaintext)
+        ))
     }
-    async fn open(&self, sealed: &str) -> Result<Vec<u8>, PortError> {
+    async fn open(
+        &self,
+        context: &crate::ports::SecretContext,
+        sealed: &str,
+    ) -> Result<Vec<u8>, PortError> {
         sealed
             .strip_prefix(SEALED_PREFIX)
+            .and_then(|rest| rest.split_once(':'))
+            .filter(|(c, _)| *c == mem_context(context))
+            .and_then(|(_, b)| STANDARD.decode(b).ok())
+            .ok_or_else(|| PortError::Permanent("not sealed by MemKeys under this context".into()))
+    }
+    async fn open_unbound(&self, sealed: &str) -> Result<Vec<u8>, PortError> {
+        sealed
+            .strip_prefix(SEALED_PREFIX)
+            .filter(|b| !b.contains(':'))
             .and_then(|b| STANDARD.decode(b).ok())
-            .ok_or_else(|| PortError::Permanent("not sealed by MemKeys".into()))
+            .ok_or_else(|| PortError::Permanent("not sealed by MemKeys without a context".into()))
     }
 }
 
@@ -1000,6 +1036,25 @@ impl World {
             secrets: &self.secrets,
             clock: &self.clock,
             policy: RetryPolicy::default(),
+        }
+    }
+
+    /// approval-check's deps (digest, pages, settings links), links under
+    /// `https://pil.example`.
+    pub fn approval(&self) -> crate::service::approval::ApprovalDeps<'_> {
+        crate::service::approval::ApprovalDeps {
+            practices: &self.store,
+            actions: &self.store,
+            entities: &self.store,
+            log: &self.store,
+            tokens: &self.store,
+            audit: &self.store,
+            admin: &self.store,
+            bus: &self.bus,
+            mailer: &self.bus,
+            secrets: &self.secrets,
+            clock: &self.clock,
+            base_url: "https://pil.example",
         }
     }
 

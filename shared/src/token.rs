@@ -1,6 +1,8 @@
 //! Approval-link tokens (docs/contracts.md, Approval links): signed with the practice's link
 //! key, bound to the practice, the action(s), the decision and the approver, expiring,
-//! single-use (the nonce is consumed by a conditional write when the decision is POSTed).
+//! single-use (the nonce is consumed by a conditional write when the decision is POSTed). A
+//! link works only while its approver is one of the practice's owners, and only while the key
+//! it was signed with is the practice's (or, during a rotation's overlap, the replaced one).
 //!
 //! Wire form: `base64url(json claims) . base64url(HMAC-SHA256(link key, claims))`.
 
@@ -53,9 +55,17 @@ impl LinkKey {
 pub enum Decision {
     Approve,
     Reject,
-    /// The practice's approval settings page (no actions).
+    /// The practice's approval settings page (no actions). Sent only by e-mail, to an owner,
+    /// on request; works for [`SETTINGS_LINK_MINUTES`].
     Settings,
+    /// Asks for a settings link by e-mail (the digest's "Approval settings"; no actions): its
+    /// page's button has one e-mailed to the practice's owners. It never shows one.
+    SettingsRequest,
 }
+
+/// How long a settings link works, in minutes: it opens the page that changes what is sent
+/// without asking, so it is short-lived, e-mailed only on request, and works once.
+pub const SETTINGS_LINK_MINUTES: i64 = 30;
 
 impl Decision {
     pub fn as_str(self) -> &'static str {
@@ -63,7 +73,13 @@ impl Decision {
             Self::Approve => "approve",
             Self::Reject => "reject",
             Self::Settings => "settings",
+            Self::SettingsRequest => "settings_request",
         }
+    }
+
+    /// Links that name no actions: the settings page and the request for one.
+    pub fn names_no_actions(self) -> bool {
+        matches!(self, Self::Settings | Self::SettingsRequest)
     }
 }
 
@@ -154,8 +170,8 @@ fn decode_unverified(token: &str) -> Result<(Claims, Vec<u8>, Vec<u8>), TokenErr
     let body = B64.decode(body_b64).map_err(|_| TokenError::Malformed)?;
     let mac = B64.decode(mac_b64).map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)?;
-    // A decision names its actions; a settings link names none.
-    if claims.action_ids.is_empty() != (claims.decision == Decision::Settings) {
+    // A decision names its actions; a settings link (or a request for one) names none.
+    if claims.action_ids.is_empty() != claims.decision.names_no_actions() {
         return Err(TokenError::Malformed);
     }
     Ok((claims, body, mac))
@@ -227,5 +243,19 @@ mod tests {
             approver_id("owner@clinic.example"),
             approver_id(" Owner@Clinic.example")
         );
+        // A settings link (or a request for one) names no actions; a decision names some.
+        for (d, actions, ok) in [
+            (Decision::Settings, vec![], true),
+            (Decision::SettingsRequest, vec![], true),
+            (Decision::Settings, vec![ActionId::derive(&["x"])], false),
+            (Decision::Approve, vec![], false),
+        ] {
+            let mut c = claims(2_000);
+            c.decision = d;
+            c.action_ids = actions;
+            let t = sign(&c, &key);
+            let now = Timestamp::from_second(1_000).unwrap();
+            assert_eq!(verify(&t, &key, now).is_ok(), ok, "{d:?}");
+        }
     }
 }

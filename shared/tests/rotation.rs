@@ -111,7 +111,7 @@ fn the_old_webhook_secret_is_accepted_during_the_overlap_and_refused_after() {
     let out = rotate(&world, SecretKind::Webhook, 72, false).unwrap();
     assert_eq!(out.overlap_hours, 72);
     assert_eq!(out.old_valid_until, noon() + SignedDuration::from_hours(72));
-    let new = out.secret.clone();
+    let new = out.secret.clone().unwrap();
     assert_ne!(new.expose(), old.expose());
 
     // During the overlap: both verify.
@@ -130,7 +130,8 @@ fn the_old_webhook_secret_is_accepted_during_the_overlap_and_refused_after() {
     // The next rotation (no overlap running any more) drops it; still two at most.
     let third = rotate(&world, SecretKind::Webhook, 72, false)
         .unwrap()
-        .secret;
+        .secret
+        .unwrap();
     let p = run(world.store.get_practice(&pid())).unwrap().unwrap();
     assert_eq!(p.secrets.webhook.len(), 2);
     assert_eq!(send(&world, &third, "msg_6"), Ok(()));
@@ -144,7 +145,7 @@ fn a_zero_overlap_refuses_the_old_webhook_secret_at_once() {
     let out = rotate(&world, SecretKind::Webhook, 0, false).unwrap();
     assert_eq!(out.old_valid_until, noon());
     assert!(send(&world, &old, "msg_1").is_err());
-    assert_eq!(send(&world, &out.secret, "msg_2"), Ok(()));
+    assert_eq!(send(&world, out.secret.as_ref().unwrap(), "msg_2"), Ok(()));
     let p = run(world.store.get_practice(&pid())).unwrap().unwrap();
     assert_eq!(
         p.secrets.webhook.len(),
@@ -230,7 +231,7 @@ fn triggers_carry_both_signatures_during_the_overlap_and_only_the_new_one_after(
     assert!(verifies(&before, &old, world.clock_now()));
 
     let out = rotate(&world, SecretKind::Trigger, 24, false).unwrap();
-    let new = out.secret.clone();
+    let new = out.secret.clone().unwrap();
     assert_eq!(out.old_valid_until, noon() + SignedDuration::from_hours(24));
 
     // During the overlap: two signatures; a PMS holding either secret verifies the trigger.
@@ -272,8 +273,14 @@ fn a_second_rotation_during_the_overlap_needs_force_and_everything_is_audited_wi
         Some(first.old_valid_until)
     );
     assert!(send(&world, &old, "msg_2").is_err());
-    assert_eq!(send(&world, &first.secret, "msg_3"), Ok(()));
-    assert_eq!(send(&world, &forced.secret, "msg_4"), Ok(()));
+    assert_eq!(
+        send(&world, first.secret.as_ref().unwrap(), "msg_3"),
+        Ok(())
+    );
+    assert_eq!(
+        send(&world, forced.secret.as_ref().unwrap(), "msg_4"),
+        Ok(())
+    );
 
     // Bad input names the setting; an unknown practice is not found.
     let err = rotate(&world, SecretKind::Webhook, 721, true).unwrap_err();
@@ -311,11 +318,11 @@ fn a_second_rotation_during_the_overlap_needs_force_and_everything_is_audited_wi
     assert_eq!(details[2]["overlap_hours"], 48);
     assert!(details[2]["older_secret_was_valid_until"].is_string());
     let all = serde_json::to_string(&records).unwrap();
-    for s in [&first.secret, &forced.secret] {
+    for s in [&first.secret, &forced.secret].map(|s| s.as_ref().unwrap()) {
         let bare = s.expose().trim_start_matches("whsec_");
         assert!(!all.contains(bare), "no secret in the audit trail");
     }
-    assert!(!format!("{forced:?}").contains(forced.secret.expose()));
+    assert!(!format!("{forced:?}").contains(forced.secret.as_ref().unwrap().expose()));
 }
 
 /// A store whose practice writes can be made to lose their reply (the write lands, the
@@ -398,8 +405,16 @@ fn a_lost_reply_is_not_rotated_twice_and_a_concurrent_change_is_kept() {
         stored.secrets.webhook[1], p.secrets.webhook[0],
         "the old one kept"
     );
-    let opened = run(pil_shared::secrets::open(world.keys(), &stored.secrets)).unwrap();
-    assert_eq!(opened.webhook[0].expose(), out.secret.expose());
+    let opened = run(pil_shared::secrets::open_all(
+        world.keys(),
+        &pid(),
+        &stored.secrets,
+    ))
+    .unwrap();
+    assert_eq!(
+        opened.webhook[0].expose(),
+        out.secret.as_ref().unwrap().expose()
+    );
     assert_eq!(opened.webhook[1].expose(), old.expose());
 
     // A policy change lands between the read and the write: the write conflicts, is retried
@@ -417,8 +432,16 @@ fn a_lost_reply_is_not_rotated_twice_and_a_concurrent_change_is_kept() {
     .unwrap();
     let stored = run(flaky.inner.get_practice(&pid())).unwrap().unwrap();
     assert_eq!(stored.policy.cooldown_days, 30);
-    let opened = run(pil_shared::secrets::open(world.keys(), &stored.secrets)).unwrap();
-    assert_eq!(opened.trigger.expose(), out.secret.expose());
+    let opened = run(pil_shared::secrets::open_all(
+        world.keys(),
+        &pid(),
+        &stored.secrets,
+    ))
+    .unwrap();
+    assert_eq!(
+        opened.trigger.expose(),
+        out.secret.as_ref().unwrap().expose()
+    );
     assert!(opened.trigger_previous.is_some());
     let (records, _) = run(flaky.inner.audit_trail(&pid())).unwrap();
     let events: Vec<&str> = records.iter().map(|r| r.event.as_str()).collect();

@@ -308,7 +308,12 @@ fn run(case: &Case, plan: &Plan) -> (World, Outcome) {
             // Each run's practice has its own tombstone key: name the ids by what they hash.
             let key = futures::executor::block_on(async {
                 let p = world.store.get_practice(&pid()).await.unwrap().unwrap();
-                world.secrets.tombstone(&p.secrets).await.unwrap().unwrap()
+                world
+                    .secrets
+                    .tombstone(&p.id, &p.secrets)
+                    .await
+                    .unwrap()
+                    .unwrap()
             });
             let mut names = std::collections::BTreeMap::new();
             for (i, r) in PATIENTS.iter().enumerate() {

@@ -1,7 +1,9 @@
 //! The owner's path in a real browser (Debian's headless `chromium`): the digest e-mail at
-//! phone and desktop width, approve and reject through its links, approve-all, and the
-//! already-decided, reused, expired and not-valid pages; each asserts on what a person sees,
-//! on the state afterwards, and saves screenshots under `target/screenshots/`.
+//! phone and desktop width, approve and reject through its links, approve-all, the
+//! already-decided, reused, expired and not-valid pages, and the settings: the digest's
+//! request page, the settings link it has e-mailed, the settings page and its save; each
+//! asserts on what a person sees, on the state afterwards, and saves screenshots under
+//! `target/screenshots/`.
 //!
 //! Chromium is driven over the DevTools protocol on `--remote-debugging-pipe` (NUL-separated
 //! JSON on file descriptors 3 and 4), so clicks are real mouse events and a form's button
@@ -162,19 +164,19 @@ async fn the_owner_decides_in_a_real_browser() {
     assert_eq!(
         links.len(),
         10,
-        "approve + reject per action, approve all, settings"
+        "approve + reject per action, approve all, settings request"
     );
     let mut approve: BTreeMap<ActionId, String> = BTreeMap::new();
     let mut reject: BTreeMap<ActionId, String> = BTreeMap::new();
     let mut approve_all = String::new();
-    let mut settings = String::new();
+    let mut settings_request = String::new();
     for l in &links {
         let c = claims_of(l);
         match (c.decision, c.action_ids.as_slice()) {
             (Decision::Approve, [one]) => drop(approve.insert(one.clone(), l.clone())),
             (Decision::Reject, [one]) => drop(reject.insert(one.clone(), l.clone())),
             (Decision::Approve, many) if many.len() == 4 => approve_all = l.clone(),
-            (Decision::Settings, []) => settings = l.clone(),
+            (Decision::SettingsRequest, []) => settings_request = l.clone(),
             other => panic!("unexpected link {other:?}"),
         }
     }
@@ -306,7 +308,7 @@ async fn the_owner_decides_in_a_real_browser() {
         .unwrap()
         .adapters
         .secrets
-        .link(&practice.secrets)
+        .link(&practice.id, &practice.secrets)
         .await
         .unwrap();
     let mut replay = claims_of(&approve[a]);
@@ -329,7 +331,7 @@ async fn the_owner_decides_in_a_real_browser() {
         .await
         .unwrap();
     let text = seen(&mut b, 410).await;
-    assert!(text.contains("This link has expired"), "{text}");
+    assert!(text.contains("This link is no longer valid"), "{text}");
     assert_eq!(b.eval("document.forms.length").await.unwrap(), json!(0));
     shoot(&mut b, &shots, "08-expired", PHONE).await;
 
@@ -383,10 +385,62 @@ async fn the_owner_decides_in_a_real_browser() {
         "approve-all leaves a rejection alone"
     );
 
-    // 8. Approval settings, from the digest's link: the policy in words; GET changes nothing;
-    // the form saves by POST (audited with the approver); the link works once.
+    // 8. Approval settings. The digest's link asks for a settings link by e-mail (its page
+    //    shows none); the e-mailed link opens the settings: the policy in words, GET changes
+    //    nothing, the form saves by POST (audited with the approver), the link works once, and
+    //    no page carries a link of any kind.
     b.viewport(PHONE).await.unwrap();
     b.goto(&digest_url).await.unwrap();
+    b.click_and_wait(format!("a[href=\"{settings_request}\"]"))
+        .await
+        .unwrap();
+    let text = seen(&mut b, 200).await;
+    assert!(text.contains("Change your approval settings"), "{text}");
+    assert!(text.contains("30 minutes"), "{text}");
+    let no_links = "(() => [document.links.length, \
+                    [...document.forms].map(f => f.action === location.href), \
+                    document.documentElement.outerHTML.includes('/v1/approvals')])()";
+    assert_eq!(b.eval(no_links).await.unwrap(), json!([0, [true], false]));
+    let button = b
+        .eval("document.querySelector('#confirm').textContent")
+        .await
+        .unwrap();
+    assert_eq!(button, json!("E-mail me a settings link"));
+    shoot(&mut b, &shots, "12-settings-request", PHONE).await;
+    assert_eq!(ts.emails().await.len(), 1, "GET asked for nothing");
+    b.click_and_wait("#confirm").await.unwrap();
+    let text = seen(&mut b, 200).await;
+    assert!(text.contains("Check your e-mail"), "{text}");
+    assert_eq!(b.eval(no_links).await.unwrap(), json!([0, [], false]));
+    shoot(&mut b, &shots, "13-settings-link-requested", PHONE).await;
+
+    // The settings link arrives by e-mail, to the owner, bound to them, for 30 minutes.
+    let mail = eventually(WAIT, || async {
+        ts.emails()
+            .await
+            .into_iter()
+            .find(|m| m.subject.contains("settings link"))
+    })
+    .await
+    .expect("the settings link e-mail");
+    assert_eq!(mail.to, ["owner@test-clinic.example"]);
+    let settings = mail.links().first().cloned().expect("a settings link");
+    let claims = claims_of(&settings);
+    assert_eq!(claims.decision, Decision::Settings);
+    assert_eq!(
+        claims.approver,
+        token::approver_id("owner@test-clinic.example")
+    );
+    let settings_token = settings.rsplit('/').next().unwrap().to_owned();
+    let mail_file = shots.join("settings-link.html");
+    std::fs::write(&mail_file, &mail.body).expect("write the settings e-mail");
+    let mail_url = format!("file://{}", mail_file.canonicalize().unwrap().display());
+    b.goto(&mail_url).await.unwrap();
+    let text = b.text().await.unwrap();
+    assert!(text.contains("Your approval settings link"), "{text}");
+    assert!(text.contains("30 minutes"), "{text}");
+    shoot(&mut b, &shots, "14-settings-link-email", PHONE).await;
+
     b.click_and_wait(format!("a[href=\"{settings}\"]"))
         .await
         .unwrap();
@@ -394,7 +448,13 @@ async fn the_owner_decides_in_a_real_browser() {
     assert!(text.contains("Approval settings"), "{text}");
     assert!(text.contains("REBOOK NUDGES"), "{text}");
     assert!(text.contains("Now: I approve each one"), "{text}");
-    shoot(&mut b, &shots, "12-settings", PHONE).await;
+    assert_eq!(b.eval(no_links).await.unwrap(), json!([0, [true], false]));
+    let carries_token = format!(
+        "document.documentElement.outerHTML.includes({})",
+        serde_json::to_string(&settings_token).unwrap()
+    );
+    assert_eq!(b.eval(&carries_token).await.unwrap(), json!(false));
+    shoot(&mut b, &shots, "15-settings", PHONE).await;
     let http = reqwest::Client::new();
     for _ in 0..2 {
         assert_eq!(http.get(&settings).send().await.unwrap().status(), 200);
@@ -425,7 +485,8 @@ async fn the_owner_decides_in_a_real_browser() {
         "{text}"
     );
     assert!(!text.contains("999"), "the value is not echoed");
-    shoot(&mut b, &shots, "13-settings-mistake", PHONE).await;
+    assert_eq!(b.eval(&carries_token).await.unwrap(), json!(false));
+    shoot(&mut b, &shots, "16-settings-mistake", PHONE).await;
     assert_eq!(policy(&ts).await, before, "nothing saved");
     // Rebook nudges automatic, at most 5 a day; cooldown 9 days.
     b.eval(
@@ -443,7 +504,10 @@ async fn the_owner_decides_in_a_real_browser() {
         "{text}"
     );
     assert!(text.contains("at most one message every 9 days"), "{text}");
-    shoot(&mut b, &shots, "14-settings-saved", PHONE).await;
+    assert!(text.contains("in your latest digest"), "{text}");
+    // No fresh settings link on the saved page: a new one comes by e-mail.
+    assert_eq!(b.eval(no_links).await.unwrap(), json!([0, [], false]));
+    shoot(&mut b, &shots, "17-settings-saved", DESKTOP).await;
     let after = policy(&ts).await;
     let rebook = after.for_kind(ActionKind::RebookNudge);
     assert_eq!((rebook.mode, rebook.max_auto_per_day), (Mode::Auto, 5));
@@ -452,6 +516,7 @@ async fn the_owner_decides_in_a_real_browser() {
     let last = trail.iter().max_by_key(|r| r.seq).unwrap();
     assert_eq!(last.event, "policy_changed");
     assert!(last.actor.starts_with("owner:ap_"), "{}", last.actor);
+    assert!(trail.iter().any(|r| r.event == "settings_link_sent"));
     // The used link changes nothing more.
     let again = http
         .post(&settings)
@@ -461,15 +526,6 @@ async fn the_owner_decides_in_a_real_browser() {
         .unwrap();
     assert_eq!(again.status(), 409);
     assert_eq!(policy(&ts).await.cooldown_days, 9);
-    // The saved page's fresh link opens the form again (desktop width).
-    b.viewport(DESKTOP).await.unwrap();
-    b.click_and_wait("#again").await.unwrap();
-    let text = seen(&mut b, 200).await;
-    assert!(
-        text.contains("Now: Sent automatically, up to 5 a day"),
-        "{text}"
-    );
-    shoot(&mut b, &shots, "15-settings-again", DESKTOP).await;
 
     assert!(b.csp_violations().is_empty(), "{:?}", b.csp_violations());
     b.close().await;

@@ -1,5 +1,6 @@
 //! approval-check: one function, two event sources.
-//! - SQS (candidates queue): applies the owner's policy; auto-approves or e-mails the owner.
+//! - SQS (candidates queue): applies the owner's policy; auto-approves or e-mails the owner;
+//!   e-mails the owners a settings link when one asked for it (`settings_link.requested`).
 //! - HTTP API: `GET /v1/approvals/{token}` shows a confirmation page (never changes state);
 //!   `POST /v1/approvals/{token}` decides.
 
@@ -9,8 +10,10 @@ use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::{batch_failures, page_headers, response};
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, MissingVar, SesMailer};
-use pil_shared::ports::{CandidateBatch, Mail, Mailer, PortError};
+use pil_shared::ids::PracticeId;
+use pil_shared::ports::{CandidateBatch, DomainEvent, Mail, Mailer, PortError};
 use pil_shared::service::approval::{self, ApprovalDeps};
+use pil_shared::service::settings;
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -82,27 +85,26 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Er
     }
 }
 
+/// What arrives on the candidates queue: a scan's candidates, or (routed from the bus by
+/// `SettingsLinkRule`) an owner's request for a settings link.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum CandidatesMessage {
+    Candidates(CandidateBatch),
+    Event { detail: DomainEvent },
+}
+
 pub async fn handle_sqs(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     let failed: Vec<String> = futures::stream::iter(event.records.into_iter().map(|m| async move {
         let id = m.message_id.clone().unwrap_or_default();
-        let Ok(batch) = serde_json::from_str::<CandidateBatch>(m.body.as_deref().unwrap_or("")) else {
-            tracing::error!(message_id = %id, reason = "unrecognised_candidate_message", "dropped");
-            return None;
-        };
-        match approval::handle_candidates(&deps.approval(), &batch).await {
-            Ok(r) => {
-                tracing::info!(message_id = %id, practice_id = %batch.practice_id, candidates = batch.action_ids.len(),
-                    auto_approved = r.auto_approved.len(), pending = r.pending.len(), suppressed = r.suppressed.len(),
-                    fell_back = r.fell_back, mailed = r.mailed, "candidates evaluated");
+        match serde_json::from_str::<CandidatesMessage>(m.body.as_deref().unwrap_or("")) {
+            Ok(CandidatesMessage::Candidates(batch)) => candidates(deps, &id, &batch).await,
+            Ok(CandidatesMessage::Event {
+                detail: DomainEvent::SettingsLinkRequested { practice_id, requested_by },
+            }) => settings_link(deps, &id, &practice_id, &requested_by).await,
+            Ok(CandidatesMessage::Event { .. }) | Err(_) => {
+                tracing::error!(message_id = %id, reason = "unrecognised_candidate_message", "dropped");
                 None
-            }
-            Err(e) if e.is_transient() => {
-                tracing::warn!(message_id = %id, practice_id = %batch.practice_id, error = %e, "candidates failed; will retry");
-                Some(id)
-            }
-            Err(e) => {
-                tracing::error!(message_id = %id, practice_id = %batch.practice_id, error = %e, "candidates failed permanently");
-                Some(id)
             }
         }
     }))
@@ -111,6 +113,50 @@ pub async fn handle_sqs(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     .collect()
     .await;
     batch_failures(failed)
+}
+
+/// Returns the message id when the message must stay on the queue.
+async fn candidates(deps: &Deps, id: &str, batch: &CandidateBatch) -> Option<String> {
+    match approval::handle_candidates(&deps.approval(), batch).await {
+        Ok(r) => {
+            tracing::info!(message_id = %id, practice_id = %batch.practice_id, candidates = batch.action_ids.len(),
+                auto_approved = r.auto_approved.len(), pending = r.pending.len(), suppressed = r.suppressed.len(),
+                fell_back = r.fell_back, mailed = r.mailed, "candidates evaluated");
+            None
+        }
+        Err(e) if e.is_transient() => {
+            tracing::warn!(message_id = %id, practice_id = %batch.practice_id, error = %e, "candidates failed; will retry");
+            Some(id.to_owned())
+        }
+        Err(e) => {
+            tracing::error!(message_id = %id, practice_id = %batch.practice_id, error = %e, "candidates failed permanently");
+            Some(id.to_owned())
+        }
+    }
+}
+
+/// E-mails each owner a settings link. Returns the message id when it must be retried.
+async fn settings_link(
+    deps: &Deps,
+    id: &str,
+    practice_id: &PracticeId,
+    requested_by: &str,
+) -> Option<String> {
+    let actor = format!("owner:{requested_by}");
+    match settings::send_links(&deps.approval(), practice_id, &actor).await {
+        Ok(sent) => {
+            tracing::info!(message_id = %id, practice_id = %practice_id, owners = sent, "settings link request handled");
+            None
+        }
+        Err(e) if e.is_transient() => {
+            tracing::warn!(message_id = %id, practice_id = %practice_id, error = %e, "settings link failed; will retry");
+            Some(id.to_owned())
+        }
+        Err(e) => {
+            tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, "settings link failed permanently; dropped");
+            None
+        }
+    }
 }
 
 pub async fn handle_http(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {

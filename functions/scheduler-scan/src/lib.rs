@@ -134,7 +134,7 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
                 let r = slots::filled(&deps.slot_deps(), &practice_id, &slot_ref).await?;
                 log_slot(&practice_id, &env.detail_type, &r);
             }
-            DomainEvent::ActionApproved { .. } => {
+            DomainEvent::ActionApproved { .. } | DomainEvent::SettingsLinkRequested { .. } => {
                 tracing::error!(detail_type = %env.detail_type, reason = "unexpected_event", "scan message dropped");
             }
         }

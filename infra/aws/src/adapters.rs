@@ -24,13 +24,13 @@ use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use base64::Engine;
 #[cfg(feature = "kms")]
 use base64::engine::general_purpose::STANDARD;
-#[cfg(feature = "kms")]
-use pil_shared::ports::KeyService;
 use pil_shared::ports::PortError;
 #[cfg(feature = "sqs")]
 use pil_shared::ports::{CandidateBatch, CandidateSink};
 #[cfg(feature = "eventbridge")]
 use pil_shared::ports::{DomainEvent, EventPublisher};
+#[cfg(feature = "kms")]
+use pil_shared::ports::{KeyService, SecretContext};
 #[cfg(feature = "sesv2")]
 use pil_shared::ports::{Mail, Mailer};
 #[cfg(feature = "http")]
@@ -209,7 +209,10 @@ impl Mailer for SesMailer {
     }
 }
 
-/// Seals secrets with a KMS key (the ciphertext, base64, is what is stored).
+/// Seals secrets with a KMS key (the ciphertext, base64, is what is stored), each under the
+/// encryption context of its [`SecretContext`]: `{"practice": id, "purpose": kind}`. KMS
+/// refuses to decrypt under any other context, and IAM conditions on
+/// `kms:EncryptionContext:purpose` decide which purposes a function may open.
 #[cfg(feature = "kms")]
 #[derive(Debug, Clone)]
 pub struct KmsKeys {
@@ -225,42 +228,60 @@ impl KmsKeys {
             key_id: key_id.into(),
         }
     }
+
+    async fn decrypt_under(
+        &self,
+        context: Option<&SecretContext>,
+        sealed: &str,
+    ) -> Result<Vec<u8>, PortError> {
+        let ct = STANDARD
+            .decode(sealed)
+            .map_err(|_| PortError::Permanent("sealed_not_base64".into()))?;
+        let mut req = self
+            .client
+            .decrypt()
+            .key_id(&self.key_id)
+            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ct));
+        for (k, v) in context.map(SecretContext::pairs).into_iter().flatten() {
+            req = req.encryption_context(k, v);
+        }
+        let out = req.send().await.map_err(transient("kms_decrypt"))?;
+        Ok(out
+            .plaintext
+            .ok_or_else(|| PortError::Permanent("kms_no_plaintext".into()))?
+            .into_inner())
+    }
 }
 
 #[async_trait]
 #[cfg(feature = "kms")]
 impl KeyService for KmsKeys {
-    async fn seal(&self, plaintext: &[u8]) -> Result<String, PortError> {
-        let out = self
+    async fn seal(&self, context: &SecretContext, plaintext: &[u8]) -> Result<String, PortError> {
+        let mut req = self
             .client
             .encrypt()
             .key_id(&self.key_id)
-            .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext))
-            .send()
-            .await
-            .map_err(transient("kms_encrypt"))?;
+            .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext));
+        for (k, v) in context.pairs() {
+            req = req.encryption_context(k, v);
+        }
+        let out = req.send().await.map_err(transient("kms_encrypt"))?;
         let blob = out
             .ciphertext_blob
             .ok_or_else(|| PortError::Permanent("kms_no_ciphertext".into()))?;
         Ok(STANDARD.encode(blob.as_ref()))
     }
 
-    async fn open(&self, sealed: &str) -> Result<Vec<u8>, PortError> {
-        let ct = STANDARD
-            .decode(sealed)
-            .map_err(|_| PortError::Permanent("sealed_not_base64".into()))?;
-        let out = self
-            .client
-            .decrypt()
-            .key_id(&self.key_id)
-            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ct))
-            .send()
-            .await
-            .map_err(transient("kms_decrypt"))?;
-        Ok(out
-            .plaintext
-            .ok_or_else(|| PortError::Permanent("kms_no_plaintext".into()))?
-            .into_inner())
+    /// A wrong context is refused by KMS (`InvalidCiphertextException`); like every KMS
+    /// failure it is reported as transient (the caller retries: a webhook is answered 503, a
+    /// queue message comes back), so a secret written before contexts existed waits for
+    /// `pil secret reseal` rather than losing anything.
+    async fn open(&self, context: &SecretContext, sealed: &str) -> Result<Vec<u8>, PortError> {
+        self.decrypt_under(Some(context), sealed).await
+    }
+
+    async fn open_unbound(&self, sealed: &str) -> Result<Vec<u8>, PortError> {
+        self.decrypt_under(None, sealed).await
     }
 }
 

@@ -157,7 +157,7 @@ pub const ITEM_TYPES: &[ItemType] = &[
     ItemType {
         name: "approval-link nonce",
         key: "TOKEN#",
-        purpose: "Makes an approval link single-use: the nonce is written with a condition when the link is used.",
+        purpose: "Makes an approval or settings link single-use: the nonce is written with a condition when the link is used. `TOKEN#settings_mail:<minute>` limits settings-link e-mails to one request per practice and minute.",
         retention: "TTL: the link's expiry + 1 day.",
         written_by: "approval-page",
         read_by: "approval-page (the conditional write)",
@@ -325,7 +325,19 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "practice config",
         "doc.secrets.link",
         Linked::Sealed,
-        "Approval-link signing key, KMS-sealed.",
+        "Approval- and settings-link signing key, KMS-sealed.",
+    ),
+    (
+        "practice config",
+        "doc.secrets.link_previous.sealed",
+        Linked::Sealed,
+        "The replaced link key during its overlap (links signed with it still verify), KMS-sealed.",
+    ),
+    (
+        "practice config",
+        "doc.secrets.link_previous.until",
+        Linked::No,
+        "End of that overlap.",
     ),
     (
         "practice config",
@@ -1192,6 +1204,10 @@ pub fn sample_practice() -> Practice {
                 until: at("2026-11-26T00:00:00Z"),
             }),
             link: "c2VhbGVkLWxpbms=".into(),
+            link_previous: Some(PreviousSecret {
+                sealed: "c2VhbGVkLWxpbmstcHJldg==".into(),
+                until: at("2026-11-26T00:00:00Z"),
+            }),
             tombstone: Some("c2VhbGVkLXRvbWJzdG9uZQ==".into()),
         },
         policy: Policy {
@@ -1519,8 +1535,8 @@ pub const CHANNELS: &[Channel] = &[
         ],
     },
     Channel {
-        name: "EventBridge bus `pil-<stack>` (events, `detail`); TriggersQueue and TriggersDLQ carry the `action.approved` event",
-        carries: "Domain events with ids only (`DomainEvent`): `slot.opened`, `slot.filled` (source `pil.receiver`), `action.approved` (source `pil.approval`).",
+        name: "EventBridge bus `pil-<stack>` (events, `detail`); TriggersQueue and TriggersDLQ carry the `action.approved` event, CandidatesQueue `settings_link.requested`",
+        carries: "Domain events with ids only (`DomainEvent`): `slot.opened`, `slot.filled` (source `pil.receiver`), `action.approved`, `settings_link.requested` (source `pil.approval`).",
         fields: &[
             (
                 "type",
@@ -1530,6 +1546,11 @@ pub const CHANNELS: &[Channel] = &[
             ("practice_id", Linked::No, "Practice id."),
             ("slot_ref", Linked::No, "Opaque slot ref."),
             ("action_id", Linked::No, "The approved action's id."),
+            (
+                "requested_by",
+                Linked::No,
+                "Hash of the owner who asked for a settings link (never the address).",
+            ),
         ],
     },
     Channel {
@@ -1623,12 +1644,17 @@ pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
             practice_id: pid.clone(),
             action_id: ActionId::derive(&["x"]),
         },
+        DomainEvent::SettingsLinkRequested {
+            practice_id: pid.clone(),
+            requested_by: pil_shared::token::approver_id("owner@demo-aesthetics.example"),
+        },
     ] {
         // Every variant is sampled.
         match &ev {
             DomainEvent::SlotOpened { .. }
             | DomainEvent::SlotFilled { .. }
-            | DomainEvent::ActionApproved { .. } => {}
+            | DomainEvent::ActionApproved { .. }
+            | DomainEvent::SettingsLinkRequested { .. } => {}
         }
         json_paths("", &ser(&ev), &mut events);
     }
@@ -1678,7 +1704,7 @@ pub const LOG_FIELDS: &[(&str, &str)] = &[
     ),
     ("before", "The policy before a change."),
     ("converted", "Count."),
-    ("decision", "approve / reject / settings."),
+    ("decision", "approve / reject (owner decisions)."),
     ("deleted", "Count of records deleted (erasure)."),
     ("delivered", "Count."),
     ("event_type", "Inbound event type (`patient.erased`, ...)."),
@@ -1709,7 +1735,16 @@ pub const LOG_FIELDS: &[(&str, &str)] = &[
     ("rekeyed", "Count of records moved to a new ref."),
     ("treatment", "Treatment category."),
     ("value", "An action's estimated value."),
-    ("which", "webhook or trigger (secret rotation)."),
+    ("which", "webhook, trigger or link (secret rotation)."),
+    (
+        "already_bound",
+        "Count of a practice's sealed secrets already bound to their context (reseal).",
+    ),
+    ("owners", "Count of owners e-mailed a settings link."),
+    (
+        "resealed",
+        "Count of a practice's sealed secrets sealed again under their context.",
+    ),
     ("after_seconds", "Retry or deferral delay."),
     (
         "alert",
@@ -1999,14 +2034,17 @@ pub async fn render(root: &Path) -> Result<String, String> {
             md.push_str(&format!("| `{f}` | {} | {desc} |\n", linked.label()));
         }
     }
-    md.push_str(
+    md.push_str(&format!(
         "\n### Owner e-mail (SESv2, approval-check)\n\n\
-         The digest and nothing else: to the practice's `owner_emails`; subject with the count and \
+         Two kinds, to the practice's `owner_emails`. The digest: subject with the count and \
          value at stake; HTML and text parts listing pending actions by kind, reason in words, \
          treatment, estimated value and the patient only as a short code derived from the ref \
-         (not the ref); signed approve/reject/settings links (tokens bound to practice, actions and \
-         an approver hash). No names, contacts, notes or dates of birth exist to be mailed.\n",
-    );
+         (not the ref); signed approve/reject links and a settings request link (tokens bound to \
+         practice, actions and an approver hash). The settings link, on request: one e-mail per \
+         owner, to that owner only, with a settings link bound to them ({} minutes, once). No \
+         names, contacts, notes or dates of birth exist to be mailed.\n",
+        pil_shared::token::SETTINGS_LINK_MINUTES
+    ));
 
     md.push_str("\n## Logs\n\nStructured fields of the functions' log lines (JSON in Lambda; log groups KMS-encrypted, 365 days). Request and message bodies are never logged; a refused webhook is logged by reason code and field path only. Read from the `tracing` macros in `functions/`, `shared/src` and `infra/aws/src`.\n\n| field | carries | logged in |\n|---|---|---|\n");
     let fields = log_fields(root, &["functions", "shared/src", "infra/aws/src"]);

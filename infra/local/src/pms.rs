@@ -251,7 +251,7 @@ async fn verify(
             // The current trigger secret (the first signer).
             let Ok(mut signers) = st
                 .secrets
-                .trigger_signers_at(&practice.secrets, jiff::Timestamp::now())
+                .trigger_signers_at(&practice.id, &practice.secrets, jiff::Timestamp::now())
                 .await
             else {
                 return Vec::new();

@@ -276,7 +276,7 @@ pub async fn run(stack: &Stack) -> Result<Story> {
     );
     story.check(
         links.len() == 6,
-        "per-action Approve/Reject links, Approve all and the settings link",
+        "per-action Approve/Reject links, Approve all and the settings request link",
     );
     for r in [&a, &b, &c, &d, &e] {
         if email.body.contains(r.as_str()) {

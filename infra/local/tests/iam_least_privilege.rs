@@ -25,6 +25,16 @@
 //! calls made but not granted; likewise DynamoDB index and SQS queue resources (a queue is
 //! needed when the function's code reads its URL variable). Policies SAM adds by itself (logs,
 //! X-Ray, the SQS poller role of an SQS event source) are not in `Policies` and not compared.
+//!
+//! The data key is shared, so every KMS statement must say what it may open
+//! ([`kms_scopes`]): practice secrets are sealed under the encryption context
+//! `{"practice", "purpose"}`, and a statement for them names the purposes
+//! (`kms:EncryptionContext:purpose`), which must be exactly those whose
+//! `SecretContext::for_{webhook,trigger,link}` constructor the function's code reaches
+//! (`for_any` counts as all; the internet-facing page function: `link` only). The environment's statement is bound to
+//! Lambda's own context (`kms:EncryptionContext:aws:lambda:FunctionArn`), the encrypted
+//! queues' to SQS (`kms:ViaService`); a KMS statement with none of these could open any
+//! practice's secrets and fails the test.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -517,6 +527,18 @@ struct Reach {
     indexes: BTreeSet<String>,
     env_reads: BTreeSet<String>,
     unknown_sdk_calls: BTreeSet<String>,
+    /// Secret purposes whose `SecretContext::for_<purpose>` constructor it reaches
+    /// (`SecretContext::for_any`, which takes any purpose, counts as all of them).
+    purposes: BTreeSet<String>,
+}
+
+/// The purposes a practice secret can be sealed for: `SecretContext`'s constructors are named
+/// after them (`for_webhook`, ...).
+fn all_purposes() -> BTreeSet<String> {
+    pil_shared::practice::SecretKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect()
 }
 
 fn reach(
@@ -549,6 +571,13 @@ fn reach(
             n.name
         );
         r.env_reads.extend(n.env_reads.iter().cloned());
+        if n.self_ty.as_deref() == Some("SecretContext") && !n.has_self {
+            match n.name.strip_prefix("for_") {
+                Some(p) if all_purposes().contains(p) => drop(r.purposes.insert(p.to_owned())),
+                Some("any") => r.purposes.extend(all_purposes()),
+                _ => {}
+            }
+        }
         for (m, argc, recv) in &n.method_calls {
             // `self.client.put_item()`, or a client by its service name (`clients.sqs`).
             let on_client = ["client", "dynamodb", "sqs", "eventbridge", "sesv2", "kms"]
@@ -687,6 +716,127 @@ fn granted(policies: &Value) -> (BTreeMap<String, BTreeSet<String>>, Vec<String>
     (out, problems)
 }
 
+/// What one KMS statement of a function's policy lets it use the data key for, read from its
+/// condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KmsScope {
+    /// Practice secrets of these purposes (`kms:EncryptionContext:purpose`).
+    Purposes(BTreeSet<String>),
+    /// The function's environment, which Lambda decrypts under
+    /// `kms:EncryptionContext:aws:lambda:FunctionArn`.
+    Environment,
+    /// Encrypted queues, through SQS only (`kms:ViaService` `sqs.…`).
+    ViaSqs,
+    /// Anything: no condition that confines it.
+    Unconfined,
+}
+
+/// Each `Allow` statement of `policies` with a `kms:` action: its actions and its scope.
+fn kms_scopes(policies: &Value) -> Vec<(BTreeSet<String>, KmsScope)> {
+    let mut out = Vec::new();
+    for p in as_list(policies) {
+        let Some(stmts) = p.get("Statement") else {
+            continue;
+        };
+        for st in as_list(stmts) {
+            if st.get("Effect").and_then(Value::as_str) != Some("Allow") {
+                continue;
+            }
+            let actions: BTreeSet<String> = st
+                .get("Action")
+                .map(str_list)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| a.starts_with("kms:"))
+                .collect();
+            if actions.is_empty() {
+                continue;
+            }
+            let mut scope = KmsScope::Unconfined;
+            if let Some(Value::Mapping(ops)) = st.get("Condition") {
+                for cond in ops.values() {
+                    let Value::Mapping(keys) = cond else { continue };
+                    for (k, v) in keys {
+                        let values: Vec<String> = as_list(v)
+                            .into_iter()
+                            .map(|x| {
+                                let (_, inner) = untag(x);
+                                inner.as_str().unwrap_or_default().to_owned()
+                            })
+                            .collect();
+                        match k.as_str().unwrap_or_default() {
+                            "kms:EncryptionContext:purpose" => {
+                                scope = KmsScope::Purposes(values.into_iter().collect());
+                            }
+                            "kms:EncryptionContext:aws:lambda:FunctionArn"
+                                if values.iter().all(|v| v.contains(":lambda:")) =>
+                            {
+                                scope = KmsScope::Environment;
+                            }
+                            "kms:ViaService" if values.iter().all(|v| v.starts_with("sqs.")) => {
+                                scope = KmsScope::ViaSqs;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            out.push((actions, scope));
+        }
+    }
+    out
+}
+
+#[test]
+fn kms_statements_are_read_by_their_conditions() {
+    let policies: Value = serde_yaml::from_str(
+        r#"
+- Statement:
+    - Effect: Allow
+      Action: kms:Decrypt
+      Resource: "*"
+      Condition:
+        StringEquals:
+          kms:EncryptionContext:purpose: [webhook, trigger]
+    - Effect: Allow
+      Action: kms:Decrypt
+      Resource: "*"
+      Condition:
+        StringLike:
+          kms:EncryptionContext:aws:lambda:FunctionArn: !Sub "arn:${AWS::Partition}:lambda:*"
+    - Effect: Allow
+      Action: [kms:Decrypt, kms:GenerateDataKey]
+      Resource: "*"
+      Condition:
+        StringEquals:
+          kms:ViaService: !Sub "sqs.${AWS::Region}.${AWS::URLSuffix}"
+    - Effect: Allow
+      Action: kms:Decrypt
+      Resource: "*"
+    - Effect: Allow
+      Action: sqs:SendMessage
+      Resource: "*"
+"#,
+    )
+    .unwrap();
+    let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        kms_scopes(&policies),
+        [
+            (
+                set(&["kms:Decrypt"]),
+                KmsScope::Purposes(set(&["webhook", "trigger"]))
+            ),
+            (set(&["kms:Decrypt"]), KmsScope::Environment),
+            (
+                set(&["kms:Decrypt", "kms:GenerateDataKey"]),
+                KmsScope::ViaSqs
+            ),
+            (set(&["kms:Decrypt"]), KmsScope::Unconfined),
+        ]
+    );
+}
+
 #[test]
 fn each_function_is_granted_exactly_the_calls_its_code_makes() {
     let root = root();
@@ -726,6 +876,7 @@ fn each_function_is_granted_exactly_the_calls_its_code_makes() {
 
     let mut report = Vec::new();
     let mut functions = 0;
+    let mut page_purposes = None;
     for (k, r) in resources {
         if r["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
@@ -757,7 +908,10 @@ fn each_function_is_granted_exactly_the_calls_its_code_makes() {
         } else {
             &props["KmsKeyArn"]
         };
-        if !env_key.is_null() {
+        // What the data key is needed for, besides the code's own KMS calls (practice secrets).
+        let env_encrypted = !env_key.is_null();
+        let mut sqs_kms: BTreeSet<String> = BTreeSet::new();
+        if env_encrypted {
             needed
                 .entry("kms:Decrypt".into())
                 .or_default()
@@ -768,6 +922,7 @@ fn each_function_is_granted_exactly_the_calls_its_code_makes() {
                 if e["Type"].as_str() == Some("SQS") {
                     let q = resource_name(&e["Properties"]["Queue"]);
                     if encrypted_queues.contains(&q) {
+                        sqs_kms.insert("kms:Decrypt".into());
                         needed
                             .entry("kms:Decrypt".into())
                             .or_default()
@@ -800,11 +955,80 @@ fn each_function_is_granted_exactly_the_calls_its_code_makes() {
             && queues_used.iter().any(|q| encrypted_queues.contains(q))
         {
             for a in ["kms:GenerateDataKey", "kms:Decrypt"] {
+                sqs_kms.insert(a.into());
                 needed
                     .entry(a.into())
                     .or_default()
                     .insert("(sqs:SendMessage to a KMS-encrypted queue)".into());
             }
+        }
+
+        // KMS, statement by statement: each confined to what it is for (see the module doc).
+        let scopes = kms_scopes(&props["Policies"]);
+        let secret_calls: BTreeSet<&String> = reach
+            .actions
+            .keys()
+            .filter(|a| a.starts_with("kms:"))
+            .collect();
+        let mut purposes_granted = BTreeSet::new();
+        let (mut env_granted, mut sqs_granted_kms) = (false, BTreeSet::new());
+        for (actions, scope) in &scopes {
+            match scope {
+                KmsScope::Unconfined => problems.push(format!(
+                    "{actions:?} on the data key without a condition on kms:EncryptionContext:purpose, the environment's kms:EncryptionContext:aws:lambda:FunctionArn or kms:ViaService (SQS): it could open any practice's secrets"
+                )),
+                KmsScope::Purposes(p) => {
+                    for a in actions {
+                        if !secret_calls.contains(a) {
+                            problems.push(format!(
+                                "over-grant: {a} for practice secrets ({p:?}), but the code makes no such call"
+                            ));
+                        }
+                    }
+                    purposes_granted.extend(p.iter().cloned());
+                }
+                KmsScope::Environment => {
+                    if actions.iter().any(|a| a != "kms:Decrypt") {
+                        problems.push(format!(
+                            "over-grant: {actions:?} for the environment, which needs kms:Decrypt only"
+                        ));
+                    }
+                    env_granted = true;
+                }
+                KmsScope::ViaSqs => sqs_granted_kms.extend(actions.iter().cloned()),
+            }
+        }
+        let purposes_needed = if secret_calls.is_empty() {
+            BTreeSet::new()
+        } else {
+            reach.purposes.clone()
+        };
+        if !secret_calls.is_empty() && purposes_needed.is_empty() {
+            problems.push(format!(
+                "the code calls {secret_calls:?} but reaches no SecretContext::for_* constructor: which secrets does it open?"
+            ));
+        }
+        for p in purposes_granted.difference(&purposes_needed) {
+            problems.push(format!(
+                "over-grant: kms:Decrypt of {p} secrets (kms:EncryptionContext:purpose), which this function's code never opens"
+            ));
+        }
+        for p in purposes_needed.difference(&purposes_granted) {
+            problems.push(format!(
+                "not granted: kms:Decrypt of {p} secrets (a statement with kms:EncryptionContext:purpose {p})"
+            ));
+        }
+        if env_encrypted != env_granted {
+            problems.push(if env_encrypted {
+                "not granted: kms:Decrypt for the KMS-encrypted environment (a statement on kms:EncryptionContext:aws:lambda:FunctionArn)".to_owned()
+            } else {
+                "over-grant: kms:Decrypt for an environment that is not KMS-encrypted".to_owned()
+            });
+        }
+        if sqs_granted_kms != sqs_kms {
+            problems.push(format!(
+                "KMS through SQS (kms:ViaService) grants {sqs_granted_kms:?}, but the encrypted queues it reads and sends to need {sqs_kms:?}"
+            ));
         }
 
         for (action, res) in &grants {
@@ -855,14 +1079,18 @@ fn each_function_is_granted_exactly_the_calls_its_code_makes() {
                 "over-grant: SQS actions on {q}, whose URL this function's code never reads"
             ));
         }
+        if id == "ApprovalPageFunction" {
+            page_purposes = Some(purposes_granted.clone());
+        }
         if !problems.is_empty() {
             report.push(format!("{id} ({binary}):\n  - {}", problems.join("\n  - ")));
         }
         eprintln!(
-            "{id}: calls {:?}; indexes {:?}; queues {:?}",
+            "{id}: calls {:?}; indexes {:?}; queues {:?}; secret purposes {:?}",
             needed.keys().collect::<Vec<_>>(),
             reach.indexes,
-            queues_used
+            queues_used,
+            purposes_needed
         );
     }
     assert!(functions >= 5, "expected the template's five functions");
@@ -870,5 +1098,10 @@ fn each_function_is_granted_exactly_the_calls_its_code_makes() {
         report.is_empty(),
         "IAM policies differ from the calls the code makes:\n{}",
         report.join("\n")
+    );
+    assert_eq!(
+        page_purposes,
+        Some(BTreeSet::from(["link".to_owned()])),
+        "the internet-facing page function opens link keys and nothing else"
     );
 }

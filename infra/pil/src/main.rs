@@ -17,7 +17,8 @@ use pil_shared::ports::{AuditLog, PracticeRepo};
 use pil_shared::practice::{ConfigError, Mode, SecretKind, TriggerUrl};
 use pil_shared::refkey::{RefKey, RefPrefix};
 use pil_shared::service::admin::{self, KindChange, NewPractice};
-use pil_shared::service::report;
+use pil_shared::service::approval::{ApprovalDeps, ApprovalError};
+use pil_shared::service::{report, settings};
 use pil_shared::treatment::Treatment;
 
 #[derive(Parser, Debug)]
@@ -47,6 +48,7 @@ const OUTPUT_VARS: &[(&str, &str)] = &[
     ("TriggersQueueUrl", "TRIGGERS_QUEUE_URL"),
     ("TriggersDLQUrl", "TRIGGERS_DLQ_URL"),
     ("ApiUrl", "PUBLIC_BASE_URL"),
+    ("SenderEmail", "SENDER_EMAIL"),
 ];
 
 /// The configuration: the environment, plus the stack's Outputs when `--stack-name` is given.
@@ -100,7 +102,8 @@ enum Cmd {
     /// The practice's tamper-evident audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
-    /// Rotate a practice's webhook or trigger secret without downtime.
+    /// Rotate a practice's webhook or trigger secret or its link key without downtime; reseal
+    /// secrets written before they were bound to their practice and purpose.
     #[command(subcommand)]
     Secret(SecretCmd),
     /// Make refs from the PMS's own ids, the recommended way (docs/contracts.md, "Refs"). For
@@ -292,14 +295,16 @@ fn derive_stdin<W: Write>(
 #[derive(Subcommand, Debug)]
 enum SecretCmd {
     /// Replace a secret with a fresh one; the old one keeps working for the overlap (default
-    /// 72 h). Prints the new secret once (stored KMS-encrypted, never shown again) and
-    /// `old_valid_until`.
+    /// 72 h). Prints the new secret once (stored KMS-encrypted, never shown again; a link key
+    /// is never shown) and `old_valid_until`.
     Rotate {
         #[arg(long)]
         practice_id: String,
         /// webhook: the PMS signs events with it (the old one is accepted until the overlap
         /// ends); trigger: we sign triggers with it (each trigger carries a signature with the
-        /// new and the old one until the overlap ends).
+        /// new and the old one until the overlap ends); link: approval and settings links are
+        /// signed with it (links signed with the old one work until the overlap ends; with 0,
+        /// every outstanding link stops at once).
         #[arg(long, value_enum)]
         which: Which,
         /// Hours the old secret keeps working (0-720; 0: stops at once).
@@ -310,12 +315,25 @@ enum SecretCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Seal again, each under its practice and purpose (the KMS encryption context), the
+    /// secrets of practices onboarded before secrets were bound to one. The secrets do not
+    /// change: nothing to give the PMS. Values bound already are left alone, so it is safe to
+    /// run again. Run it right after deploying a version that binds secrets.
+    Reseal {
+        /// One practice; or --all.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        practice_id: Option<String>,
+        /// Every practice.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Which {
     Webhook,
     Trigger,
+    Link,
 }
 
 impl From<Which> for SecretKind {
@@ -323,6 +341,7 @@ impl From<Which> for SecretKind {
         match w {
             Which::Webhook => Self::Webhook,
             Which::Trigger => Self::Trigger,
+            Which::Link => Self::Link,
         }
     }
 }
@@ -334,6 +353,9 @@ fn rotation_next_step(which: SecretKind, until: jiff::Timestamp, overlap: u32) -
         (SecretKind::Webhook, _) => format!("Give the new secret to the PMS integrator over a secure channel; the PMS must sign with it before {until}. Until then events signed with either secret are accepted; after that the old one is refused."),
         (SecretKind::Trigger, 0) => "Give the new secret to the PMS integrator now: triggers are signed with it only, from now on.".into(),
         (SecretKind::Trigger, _) => format!("Give the new secret to the PMS integrator over a secure channel; the PMS must verify with it before {until}. Until then every trigger carries two signatures (new and old secret), either verifies; after that only the new one."),
+        (SecretKind::Link, 0) => "Nothing to hand over. Every approval and settings link sent before now stopped working; the next digest carries new ones, and `pil practice settings-link` e-mails the owners a new settings link.".into(),
+        (SecretKind::Link, _) => format!("Nothing to hand over. Approval and settings links sent before now work until {until} (or their own expiry, if sooner); new links are signed with the new key."),
+        (SecretKind::Tombstone, _) => "The tombstone key is never rotated.".into(),
     }
 }
 
@@ -425,6 +447,12 @@ enum PracticeCmd {
         #[arg(long)]
         practice_id: String,
     },
+    /// E-mail each owner a settings link of their own (it works for 30 minutes, once). The
+    /// link is never printed: settings links only go to the owners' inboxes.
+    SettingsLink {
+        #[arg(long)]
+        practice_id: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -485,7 +513,8 @@ fn practice_json(p: &pil_shared::practice::Practice) -> serde_json::Value {
         "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "trigger_url": p.trigger_url,
         "disabled": p.disabled, "endpoint_retired": p.endpoint_retired, "last_scan_date": p.last_scan_date,
         "webhook_secrets": p.secrets.webhook.len(), "webhook_previous_until": p.secrets.webhook_previous_until,
-        "trigger_previous_until": p.secrets.trigger_previous.as_ref().map(|t| t.until), "policy": p.policy, "cycle_days": p.cycle_days,
+        "trigger_previous_until": p.secrets.trigger_previous.as_ref().map(|t| t.until),
+        "link_previous_until": p.secrets.link_previous.as_ref().map(|t| t.until), "policy": p.policy, "cycle_days": p.cycle_days,
         "avg_ticket": p.avg_ticket, "follow_up_days": p.follow_up_days, "win_back_multiple": p.win_back_multiple,
     })
 }
@@ -685,6 +714,42 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 .map_err(admin_err)?;
             practice_json(&p)
         }
+        Cmd::Practice(PracticeCmd::SettingsLink { practice_id: id }) => {
+            let pid = practice_id(&id)?;
+            let from = config.opt("SENDER_EMAIL").ok_or_else(|| {
+                anyhow!("no SENDER_EMAIL: `source target/local/stack.env`, or a stack whose Outputs name SenderEmail")
+            })?;
+            let base_url = config.opt("PUBLIC_BASE_URL").ok_or_else(|| {
+                anyhow!("no PUBLIC_BASE_URL: `source target/local/stack.env`, or a stack whose Outputs name ApiUrl")
+            })?;
+            let mailer = pil_aws::SesMailer::new(clients.sesv2(), from);
+            let bus = pil_aws::EventBus::new(
+                clients.eventbridge.clone(),
+                config.get("EVENT_BUS_NAME").map_err(|e| anyhow!("{e}"))?,
+            );
+            let deps = ApprovalDeps {
+                practices: store,
+                actions: store,
+                entities: store,
+                log: store,
+                tokens: store,
+                audit: store,
+                admin: store,
+                bus: &bus,
+                mailer: &mailer,
+                secrets: &adapters.secrets,
+                clock: &adapters.clock,
+                base_url,
+            };
+            let sent = settings::send_links(&deps, &pid, "admin")
+                .await
+                .map_err(|e| match e {
+                    ApprovalError::UnknownPractice => anyhow!("practice {pid} not found"),
+                    e => anyhow!("{e}; check `pil audit show --practice-id {pid}` for a settings_link_sent record before running it again"),
+                })?;
+            serde_json::json!({"practice_id": pid, "owners_emailed": sent,
+                "valid_minutes": pil_shared::token::SETTINGS_LINK_MINUTES})
+        }
         Cmd::Policy(PolicyCmd::Show { practice_id: id }) => {
             let p = store
                 .get_practice(&practice_id(&id)?)
@@ -797,6 +862,31 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             let mut json = serde_json::to_value(&out)?;
             json["next_step"] = next.into();
             json
+        }
+        Cmd::Secret(SecretCmd::Reseal {
+            practice_id: id,
+            all,
+        }) => {
+            let ids = match (id, all) {
+                (Some(id), _) => vec![practice_id(&id)?],
+                (None, _) => store.list_practices().await?,
+            };
+            let mut out = Vec::with_capacity(ids.len());
+            for pid in ids {
+                let r = admin::reseal_secrets(
+                    store,
+                    adapters.secrets.keys(),
+                    &pid,
+                    jiff::Timestamp::now(),
+                )
+                .await
+                .map_err(|e| match e {
+                    admin::AdminError::NotFound(_) => anyhow!("practice {pid} not found: check --practice-id (nothing was changed)"),
+                    e => anyhow!("practice {pid}: {e}; its secrets were not changed (practices listed before it are done): check access to the stack's KMS key and run the command again"),
+                })?;
+                out.push(serde_json::to_value(r)?);
+            }
+            serde_json::Value::Array(out)
         }
         Cmd::Ref(_) => unreachable!("`pil ref` is run by main, before any configuration"),
         Cmd::Report(r) => {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::action::ActionKind;
 use crate::ids::PracticeId;
-use crate::ports::{AuditLog, KeyService, PortError, PracticeRepo, StoreError};
+use crate::ports::{AuditLog, KeyService, PortError, PracticeRepo, SecretContext, StoreError};
 use crate::practice::{
     self, ConfigError, KindPolicy, Mode, Policy, Practice, Rotated, SealedSecrets, SecretKind,
     TriggerUrl,
@@ -93,11 +93,15 @@ pub async fn create_practice(
         trigger: WebhookSecret::generate(),
         trigger_previous: None,
         link: LinkKey::generate(),
+        link_previous: None,
     };
-    let mut sealed = secrets::seal(keys, &opened).await?;
+    let mut sealed = secrets::seal_all(keys, &input.id, &opened).await?;
     sealed.tombstone = Some(
-        keys.seal(crate::tombstone::TombstoneKey::generate().expose())
-            .await?,
+        keys.seal(
+            &SecretContext::for_tombstone(&input.id),
+            crate::tombstone::TombstoneKey::generate().expose(),
+        )
+        .await?,
     );
     let p = Practice {
         id: input.id.clone(),
@@ -475,26 +479,33 @@ pub const DEFAULT_OVERLAP_HOURS: u32 = 72;
 /// The longest overlap a rotation accepts (30 days).
 pub const MAX_OVERLAP_HOURS: u32 = 720;
 
-/// What `pil secret rotate` prints, once: the new secret in clear (`Debug` redacts it).
+/// What `pil secret rotate` prints, once: the new secret in clear (`Debug` redacts it). A
+/// new link key is never shown (`secret` is `null`): nobody outside the layer needs it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SecretRotation {
     pub practice_id: PracticeId,
     pub which: SecretKind,
     #[serde(serialize_with = "expose_secret")]
-    pub secret: WebhookSecret,
+    pub secret: Option<WebhookSecret>,
     pub overlap_hours: u32,
     pub rotated_at: Timestamp,
     /// The replaced secret works until this instant (exclusive): inbound events signed with
-    /// it are accepted, or triggers carry a signature with it too. `rotated_at` for no
-    /// overlap.
+    /// it are accepted, triggers carry a signature with it too, or links signed with it still
+    /// work. `rotated_at` for no overlap.
     pub old_valid_until: Timestamp,
     /// Set when `force` dropped a secret from an earlier rotation that was still inside its
     /// overlap: when it would have stopped working.
     pub older_secret_was_valid_until: Option<Timestamp>,
 }
 
-fn expose_secret<S: serde::Serializer>(s: &WebhookSecret, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.expose())
+fn expose_secret<S: serde::Serializer>(
+    s: &Option<WebhookSecret>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => ser.serialize_str(s.expose()),
+        None => ser.serialize_none(),
+    }
 }
 
 /// Why a rotation was refused beyond the common [`AdminError`]s.
@@ -519,10 +530,13 @@ impl From<StoreError> for RotateError {
     }
 }
 
-/// Replaces the practice's webhook or trigger secret with a fresh one, keeping the replaced
-/// one for `overlap_hours` (see [`SealedSecrets::rotate`](crate::practice::SealedSecrets::rotate)):
-/// an old webhook secret keeps verifying inbound events, an old trigger secret keeps signing
-/// triggers alongside the new one, until `now + overlap`.
+/// Replaces the practice's webhook or trigger secret, or its link key, with a fresh one,
+/// keeping the replaced one for `overlap_hours` (see
+/// [`SealedSecrets::rotate`](crate::practice::SealedSecrets::rotate)): an old webhook secret
+/// keeps verifying inbound events, an old trigger secret keeps signing triggers alongside the
+/// new one, links signed with an old link key keep working, until `now + overlap`. With no
+/// overlap the old one stops at once: a link rotation then invalidates every outstanding
+/// approval and settings link.
 ///
 /// Refused while an earlier rotation's overlap is running, unless `force`. The new secret is
 /// sealed once; the practice write is conditional on the version read and retried on a
@@ -551,10 +565,29 @@ pub async fn rotate_secret(
         .await?
         .ok_or_else(|| AdminError::NotFound(id.clone()))?;
     refuse_during_overlap(&current.secrets, which, force, now)?;
-    let secret = WebhookSecret::generate();
-    let sealed = secrets::seal_one(keys, &secret)
-        .await
-        .map_err(AdminError::Keys)?;
+    let (secret, sealed) = match which {
+        SecretKind::Tombstone => {
+            return Err(AdminError::Invalid {
+                field: "which",
+                rule: "webhook, trigger or link (the tombstone key is never rotated)",
+            }
+            .into());
+        }
+        SecretKind::Link => {
+            let key = LinkKey::generate();
+            let sealed = secrets::seal_link(keys, id, &key)
+                .await
+                .map_err(AdminError::Keys)?;
+            (None, sealed)
+        }
+        SecretKind::Webhook | SecretKind::Trigger => {
+            let secret = WebhookSecret::generate();
+            let sealed = secrets::seal_one(keys, &SecretContext::for_any(id, which), &secret)
+                .await
+                .map_err(AdminError::Keys)?;
+            (Some(secret), sealed)
+        }
+    };
     let overlap = jiff::SignedDuration::from_hours(i64::from(overlap_hours));
     let mut tried: Option<Rotated> = None;
     let mut last_err = StoreError::Conflict;
@@ -587,6 +620,8 @@ fn holds(s: &SealedSecrets, which: SecretKind, sealed: &str) -> bool {
     match which {
         SecretKind::Webhook => s.webhook.first().is_some_and(|w| w == sealed),
         SecretKind::Trigger => s.trigger == sealed,
+        SecretKind::Link => s.link == sealed,
+        SecretKind::Tombstone => s.tombstone.as_deref() == Some(sealed),
     }
 }
 
@@ -596,14 +631,7 @@ fn refuse_during_overlap(
     force: bool,
     now: Timestamp,
 ) -> Result<(), RotateError> {
-    let running = match which {
-        SecretKind::Webhook => (s.webhook.len() > 1)
-            .then_some(s.webhook_previous_until)
-            .flatten(),
-        SecretKind::Trigger => s.trigger_previous.as_ref().map(|p| p.until),
-    }
-    .filter(|until| *until > now);
-    match running {
+    match s.overlap_running(which, now) {
         Some(until) if !force => Err(RotateError::OverlapRunning {
             which: which.as_str(),
             until,
@@ -616,7 +644,7 @@ async fn finish(
     repo: &dyn AdminStore,
     id: &PracticeId,
     which: SecretKind,
-    secret: WebhookSecret,
+    secret: Option<WebhookSecret>,
     overlap_hours: u32,
     now: Timestamp,
     rotated: Rotated,
@@ -645,4 +673,107 @@ async fn finish(
         old_valid_until: rotated.old_valid_until,
         older_secret_was_valid_until: rotated.cut_short,
     }
+}
+
+/// What `pil secret reseal` did to one practice (no secret in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resealed {
+    pub practice_id: PracticeId,
+    /// Values that were sealed without an encryption context and are now sealed under theirs.
+    pub resealed: usize,
+    /// Values that were bound to their context already (left as they are).
+    pub already_bound: usize,
+}
+
+/// Seals again, under its [`SecretContext`], every secret of the practice that was sealed
+/// before secrets were bound to one (no encryption context); the secrets themselves do not
+/// change, so nothing changes for the PMS. A value that opens under its context already is
+/// left alone, so running it twice does nothing the second time. One that opens neither way
+/// (sealed for another practice or purpose, or by another key) fails the command and nothing
+/// is written. The write is version-checked (retried on a concurrent change, resealing what
+/// the re-read record holds); a change appends `secrets_resealed` (how many; never a secret)
+/// to the audit chain.
+pub async fn reseal_secrets(
+    repo: &dyn AdminStore,
+    keys: &dyn KeyService,
+    id: &PracticeId,
+    now: Timestamp,
+) -> Result<Resealed, AdminError> {
+    for _ in 0..5 {
+        let mut p = repo
+            .get_practice(id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(id.clone()))?;
+        let (mut resealed, mut already_bound) = (0, 0);
+        let s = &mut p.secrets;
+        let mut slots: Vec<(SecretKind, &mut String)> = Vec::new();
+        for w in &mut s.webhook {
+            slots.push((SecretKind::Webhook, w));
+        }
+        slots.push((SecretKind::Trigger, &mut s.trigger));
+        if let Some(prev) = &mut s.trigger_previous {
+            slots.push((SecretKind::Trigger, &mut prev.sealed));
+        }
+        slots.push((SecretKind::Link, &mut s.link));
+        if let Some(prev) = &mut s.link_previous {
+            slots.push((SecretKind::Link, &mut prev.sealed));
+        }
+        if let Some(t) = &mut s.tombstone {
+            slots.push((SecretKind::Tombstone, t));
+        }
+        for (purpose, sealed) in slots {
+            let context = SecretContext::for_any(id, purpose);
+            if keys.open(&context, sealed).await.is_ok() {
+                already_bound += 1;
+                continue;
+            }
+            let plain = keys.open_unbound(sealed).await.map_err(|_| {
+                AdminError::Keys(PortError::Permanent(format!(
+                    "a {} secret opens neither under its encryption context nor without one",
+                    purpose.as_str()
+                )))
+            })?;
+            *sealed = keys.seal(&context, &plain).await?;
+            resealed += 1;
+        }
+        // A practice from before tombstones existed gets its tombstone key here.
+        if s.tombstone.is_none() {
+            s.tombstone = Some(
+                keys.seal(
+                    &SecretContext::for_tombstone(id),
+                    crate::tombstone::TombstoneKey::generate().expose(),
+                )
+                .await?,
+            );
+            resealed += 1;
+        }
+        let out = Resealed {
+            practice_id: id.clone(),
+            resealed,
+            already_bound,
+        };
+        if resealed == 0 {
+            return Ok(out);
+        }
+        let expected = p.version;
+        p.version += 1;
+        match repo.put_practice(&p, Some(expected)).await {
+            Ok(()) => {
+                crate::audit::record(
+                    repo,
+                    id,
+                    crate::audit::AuditEvent::new("admin", "secrets_resealed").details(
+                        serde_json::json!({"resealed": resealed, "already_bound": already_bound}),
+                    ),
+                    now,
+                )
+                .await;
+                tracing::info!(practice_id = %id, event = "secrets_resealed", resealed, already_bound, "secrets resealed");
+                return Ok(out);
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
 }

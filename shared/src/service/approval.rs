@@ -204,7 +204,7 @@ pub async fn handle_candidates(
                 "PUBLIC_BASE_URL is not configured".into(),
             )));
         }
-        let link = deps.secrets.link(&practice.secrets).await?;
+        let link = deps.secrets.link(&practice.id, &practice.secrets).await?;
         // The owner's yesterday. A failed read leaves the line out rather than the e-mail.
         let yesterday = match today.yesterday() {
             Ok(day) => match report::day_summary_of(deps.log, &practice, day).await {
@@ -372,8 +372,10 @@ struct DigestHtml<'a> {
     count: usize,
     groups: &'a [ActionGroup],
     approve_all_url: &'a str,
-    /// The signed link to the practice's approval settings page.
+    /// The signed link that asks for a settings link by e-mail (never a settings link).
     settings_url: &'a str,
+    /// How long the e-mailed settings link works.
+    settings_minutes: i64,
     /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
     yesterday: &'a str,
 }
@@ -389,8 +391,10 @@ struct DigestText<'a> {
     count: usize,
     groups: &'a [ActionGroup],
     approve_all_url: &'a str,
-    /// The signed link to the practice's approval settings page.
+    /// The signed link that asks for a settings link by e-mail (never a settings link).
     settings_url: &'a str,
+    /// How long the e-mailed settings link works.
+    settings_minutes: i64,
     /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
     yesterday: &'a str,
 }
@@ -457,8 +461,16 @@ fn digest(
         expiry,
     );
     let approve_all_url = link(deps, &all, key);
-    let settings_url =
-        crate::service::settings::settings_link(deps.base_url, p, approver, key, now);
+    // Not a settings link: its page has one e-mailed to the owners (settings links are
+    // short-lived and never travel anywhere but an owner's inbox on request).
+    let ask = Claims::new(
+        p.id.clone(),
+        Vec::new(),
+        Decision::SettingsRequest,
+        approver,
+        expiry,
+    );
+    let settings_url = link(deps, &ask, key);
     let total = money(actions.iter().map(|a| u64::from(a.value)).sum());
     let n = actions.len();
     let subject = format!(
@@ -491,6 +503,7 @@ fn digest(
         groups: &groups,
         approve_all_url: &approve_all_url,
         settings_url: &settings_url,
+        settings_minutes: token::SETTINGS_LINK_MINUTES,
         yesterday: &yesterday,
     }
     .render()
@@ -505,6 +518,7 @@ fn digest(
         groups: &groups,
         approve_all_url: &approve_all_url,
         settings_url: &settings_url,
+        settings_minutes: token::SETTINGS_LINK_MINUTES,
         yesterday: &yesterday,
     }
     .render()
@@ -556,21 +570,22 @@ struct PageHtml<'a> {
     actions: &'a [ActionView],
     button: Option<&'a str>,
     button_class: &'a str,
-    form_action: &'a str,
 }
 
-fn page(
+pub(crate) fn page(
     status: u16,
     outcome: &'static str,
     title: &str,
     message: &str,
     practice: &str,
     actions: &[ActionView],
-    button: Option<(&str, &str, &str)>,
+    button: Option<(&str, &str)>,
 ) -> Page {
-    let (label, class, action) = match button {
-        Some((l, c, a)) => (Some(l), c, a),
-        None => (None, "", ""),
+    // The button's form posts back to the page's own address (no `action`): the page carries
+    // no link of any kind.
+    let (label, class) = match button {
+        Some((l, c)) => (Some(l), c),
+        None => (None, ""),
     };
     // What happened, at a glance: a badge and a colour per outcome.
     let (badge, tone) = match outcome {
@@ -580,7 +595,10 @@ fn page(
         "rejected" => ("Rejected", "rejected"),
         "already_decided" => ("Already decided", "settled"),
         "reused" => ("Link already used", "settled"),
-        "expired" => ("Link expired", "settled"),
+        "expired" | "revoked" => ("Link no longer valid", "settled"),
+        "settings_request" => ("Your settings", "confirm"),
+        "settings_link_sent" => ("Check your e-mail", "approved"),
+        "settings_link_recent" => ("Check your e-mail", "settled"),
         "invalid" => ("Link not valid", "invalid"),
         "unavailable" => ("Nothing changed", "settled"),
         "opted_out" => ("Patient opted out", "settled"),
@@ -605,7 +623,6 @@ fn page(
         actions,
         button: label,
         button_class: class,
-        form_action: action,
     }
     .render()
     .unwrap_or_default();
@@ -618,20 +635,12 @@ fn page(
 
 fn token_page(e: TokenError) -> Page {
     match e {
-        TokenError::Expired => page(
-            410,
-            "expired",
-            "This link has expired",
-            "Approval links are valid for a limited time, so nothing was changed. The next digest will list anything still waiting for you.",
-            "",
-            &[],
-            None,
-        ),
+        TokenError::Expired => no_longer_valid("expired"),
         TokenError::Malformed | TokenError::BadSignature => page(
             400,
             "invalid",
             "This link is not valid",
-            "It may have been changed or cut short, so nothing was changed. Open the link from the e-mail again.",
+            "It may have been changed, cut short or replaced by newer links, so nothing was changed. Use the links in your latest e-mail.",
             "",
             &[],
             None,
@@ -639,7 +648,24 @@ fn token_page(e: TokenError) -> Page {
     }
 }
 
-/// Verifies a token against its practice's key. Cross-practice or tampered tokens fail here.
+/// The page of a link that was good and is no more: expired, or its approver is no longer one
+/// of the practice's owners. One neutral page (same status, same words) for both: it does not
+/// tell which. `outcome` (logs only) does.
+fn no_longer_valid(outcome: &'static str) -> Page {
+    page(
+        410,
+        outcome,
+        "This link is no longer valid",
+        "Links work for a limited time and only for the practice's owners, so nothing was changed. The next digest will list anything still waiting for you.",
+        "",
+        &[],
+        None,
+    )
+}
+
+/// Verifies a token against its practice's link key (during a link-key rotation's overlap,
+/// the replaced key too), then that its approver is still one of the practice's owners.
+/// Cross-practice, tampered, rotated-out, expired and revoked tokens fail here.
 async fn check(deps: &ApprovalDeps<'_>, raw: &str) -> Result<(Practice, Claims), Page> {
     let practice_id = token::unverified_practice(raw).map_err(token_page)?;
     let practice = match deps.practices.get_practice(&practice_id).await {
@@ -647,16 +673,38 @@ async fn check(deps: &ApprovalDeps<'_>, raw: &str) -> Result<(Practice, Claims),
         Ok(None) => return Err(token_page(TokenError::BadSignature)),
         Err(_) => return Err(unavailable()),
     };
+    let now = deps.clock.now();
     let link = deps
         .secrets
-        .link(&practice.secrets)
+        .link(&practice.id, &practice.secrets)
         .await
         .map_err(|_| unavailable())?;
-    let claims = token::verify(raw, &link, deps.clock.now()).map_err(token_page)?;
+    let claims = match token::verify(raw, &link, now) {
+        Err(TokenError::BadSignature) => {
+            let previous = deps
+                .secrets
+                .link_previous(&practice.id, &practice.secrets, now)
+                .await
+                .map_err(|_| unavailable())?;
+            match previous {
+                Some(key) => token::verify(raw, &key, now),
+                None => Err(TokenError::BadSignature),
+            }
+        }
+        other => other,
+    }
+    .map_err(token_page)?;
+    if !practice
+        .owner_emails
+        .iter()
+        .any(|e| token::approver_id(e) == claims.approver)
+    {
+        return Err(no_longer_valid("revoked"));
+    }
     Ok((practice, claims))
 }
 
-fn unavailable() -> Page {
+pub(crate) fn unavailable() -> Page {
     page(
         503,
         "unavailable",
@@ -694,8 +742,10 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
         Ok(x) => x,
         Err(p) => return p,
     };
-    if claims.decision == Decision::Settings {
-        return crate::service::settings::show(&practice, raw);
+    match claims.decision {
+        Decision::Settings => return crate::service::settings::show(&practice),
+        Decision::SettingsRequest => return crate::service::settings::link_request_page(&practice),
+        Decision::Approve | Decision::Reject => {}
     }
     let actions = match load(deps, &practice.id, &claims.action_ids).await {
         Ok(a) => a,
@@ -717,9 +767,9 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
         Decision::Approve if actions.len() > 1 => ("Approve these actions?", "Approve all", ""),
         Decision::Approve => ("Approve this action?", "Approve", ""),
         Decision::Reject => ("Reject this action?", "Reject", "reject"),
-        Decision::Settings => ("Approval settings", "Save", ""),
+        // Answered above with their own pages.
+        Decision::Settings | Decision::SettingsRequest => return unavailable(),
     };
-    let action_url = format!("/v1/approvals/{raw}");
     page(
         200,
         "confirm",
@@ -727,7 +777,7 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
         "Nothing has changed yet. Press the button to confirm.",
         practice.id.as_str(),
         &views,
-        Some((label, class, &action_url)),
+        Some((label, class)),
     )
 }
 
@@ -738,9 +788,15 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
         Ok(x) => x,
         Err(p) => return p,
     };
-    if claims.decision == Decision::Settings {
-        return crate::service::settings::save(deps, deps.admin, &practice, &claims, raw, body)
-            .await;
+    match claims.decision {
+        Decision::Settings => {
+            return crate::service::settings::save(deps, deps.admin, &practice, &claims, body)
+                .await;
+        }
+        Decision::SettingsRequest => {
+            return crate::service::settings::request_link(deps, &practice, &claims).await;
+        }
+        Decision::Approve | Decision::Reject => {}
     }
     let actions = match load(deps, &practice.id, &claims.action_ids).await {
         Ok(a) => a,
@@ -806,7 +862,7 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
     for a in open {
         let ok = match claims.decision {
             // Settings links returned above; they never reach a decision.
-            Decision::Settings => Ok(false),
+            Decision::Settings | Decision::SettingsRequest => Ok(false),
             Decision::Approve => {
                 match consent::opted_out(deps.entities, &practice.id, &a.patient_ref).await {
                     // The patient opted out since the digest went out: nothing will be sent.
@@ -914,7 +970,7 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
             "approved",
             "Your practice software will send the message to the patient.",
         ),
-        Decision::Reject | Decision::Settings => (
+        Decision::Reject | Decision::Settings | Decision::SettingsRequest => (
             "Rejected",
             "rejected",
             "Nothing will be sent for this action.",

@@ -240,7 +240,7 @@ pub async fn emit(
     // replaced secret, so the PMS verifies it whichever one it holds.
     let signers = deps
         .secrets
-        .trigger_signers_at(&practice.secrets, now)
+        .trigger_signers_at(&practice.id, &practice.secrets, now)
         .await?;
     let signers: Vec<&WebhookSecret> = signers.iter().collect();
     let Some(headers) = signature::signed_headers(&signers, &trigger_id, now.as_second(), &body)

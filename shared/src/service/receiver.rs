@@ -182,7 +182,10 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
         return Err(unknown_practice(deps, d, now));
     };
     // A secret a rotation replaced verifies only until its overlap ends.
-    let secrets = deps.secrets.webhook_at(&practice.secrets, now).await?;
+    let secrets = deps
+        .secrets
+        .webhook_at(&practice.id, &practice.secrets, now)
+        .await?;
     let verified = signature::verify(d.headers, d.body, &secrets, now.as_second())
         .map_err(ReceiveError::Signature)?;
     let events = inbound::parse_body(d.body, now).map_err(ReceiveError::Refused)?;
@@ -233,7 +236,10 @@ pub async fn apply(
 ) -> Result<(usize, usize), ReceiveError> {
     // Tombstones first: an event about an erased ref changes nothing, one about a rotated-away
     // ref applies to the ref it became (see `privacy`).
-    let key = deps.secrets.tombstone(&practice.secrets).await?;
+    let key = deps
+        .secrets
+        .tombstone(&practice.id, &practice.secrets)
+        .await?;
     let resolved = Resolver::load(deps.tombstones, &practice.id, key.as_ref(), events, false)
         .await?
         .rewrite(events);

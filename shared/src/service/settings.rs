@@ -1,9 +1,14 @@
-//! The owner's approval settings page: reached from the digest by a signed link
-//! (`Decision::Settings`, no actions), it shows the policy per kind in words and a form; GET
-//! changes nothing, POST saves. The same token rules as decisions: signed, bound to the practice
-//! and approver, expiring, single-use (consumed by a conditional write when a valid form is
-//! saved; a form with a mistake is shown again with the mistake named and the link still
-//! usable). Every save is audited with the approver (`admin::replace_policy`).
+//! The owner's approval settings page. Settings links are e-mailed, never shown: the digest's
+//! "Approval settings" is a request link (`Decision::SettingsRequest`), whose page has a button
+//! that asks for one; approval-check then e-mails each of the practice's owners a settings
+//! link of their own (`Decision::Settings`, no actions), which works for
+//! [`SETTINGS_LINK_MINUTES`] and once. The settings page shows the policy per kind in words and
+//! a form; GET changes nothing, POST saves. The same token rules as decisions: signed, bound to
+//! the practice and an owner, expiring, single-use (consumed by a conditional write when a
+//! valid form is saved; a form with a mistake is shown again with the mistake named and the
+//! link still usable). Every save is audited with the approver (`admin::replace_policy`), every
+//! link sent too (`settings_link_sent`). No page carries a link of any kind: each form posts
+//! back to its page's own address.
 
 use std::collections::HashMap;
 
@@ -11,10 +16,12 @@ use askama::Template;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::action::ActionKind;
+use crate::ids::PracticeId;
+use crate::ports::{DomainEvent, Mail, PortError};
 use crate::practice::{KindPolicy, Mode, Policy, Practice};
 use crate::service::admin::{self, AdminError, AdminStore};
-use crate::service::approval::{ApprovalDeps, Page, page_css};
-use crate::token::{self, Claims, Decision};
+use crate::service::approval::{ApprovalDeps, ApprovalError, Page, page, page_css, unavailable};
+use crate::token::{self, Claims, Decision, SETTINGS_LINK_MINUTES};
 
 /// One kind's settings as the page shows them.
 struct KindView {
@@ -36,7 +43,8 @@ struct SettingsHtml<'a> {
     tone: &'a str,
     error: &'a str,
     practice_id: &'a str,
-    form_action: &'a str,
+    /// The form (posting back to the page's own address), or the policy in words.
+    editing: bool,
     kinds: Vec<KindView>,
     general_words: String,
     cooldown_days: u32,
@@ -44,8 +52,7 @@ struct SettingsHtml<'a> {
     quiet_hours: String,
     expiry_hours: u32,
     slot_fill_k: u32,
-    again_url: &'a str,
-    expires: String,
+    link_minutes: i64,
 }
 
 /// A kind's policy in the owner's words ("I approve each one").
@@ -107,10 +114,7 @@ struct View<'a> {
     badge: &'a str,
     tone: &'a str,
     error: &'a str,
-    form_action: &'a str,
-    again_url: &'a str,
-    /// When `again_url` stops working, in the practice's words (empty without one).
-    again_expires: String,
+    editing: bool,
 }
 
 fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
@@ -122,7 +126,7 @@ fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
         tone: v.tone,
         error: v.error,
         practice_id: practice.id.as_str(),
-        form_action: v.form_action,
+        editing: v.editing,
         kinds: kinds(policy),
         general_words: general_words(policy),
         cooldown_days: policy.cooldown_days,
@@ -132,8 +136,7 @@ fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
             .map_or_else(|| "none".into(), |(a, b)| format!("{a}-{b}")),
         expiry_hours: policy.approval_expiry_hours,
         slot_fill_k: policy.slot_fill_k,
-        again_url: v.again_url,
-        expires: v.again_expires,
+        link_minutes: SETTINGS_LINK_MINUTES,
     }
     .render()
     .unwrap_or_default();
@@ -144,11 +147,8 @@ fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
     }
 }
 
-fn expiry(p: &Practice, now: Timestamp) -> Timestamp {
-    now + SignedDuration::from_hours(i64::from(p.policy.approval_expiry_hours))
-}
-
-/// A new settings link for the practice's owner (the digest's, and the saved page's).
+/// A settings link for the owner `approver_email`: it works for [`SETTINGS_LINK_MINUTES`]
+/// from `now`, once. Only ever e-mailed to that owner ([`send_links`]).
 pub fn settings_link(
     base_url: &str,
     p: &Practice,
@@ -161,7 +161,7 @@ pub fn settings_link(
         Vec::new(),
         Decision::Settings,
         approver_email,
-        expiry(p, now),
+        now + SignedDuration::from_mins(SETTINGS_LINK_MINUTES),
     );
     format!(
         "{}/v1/approvals/{}",
@@ -171,8 +171,7 @@ pub fn settings_link(
 }
 
 /// GET: the settings as they are, and the form. Changes nothing.
-pub fn show(practice: &Practice, raw: &str) -> Page {
-    let action = format!("/v1/approvals/{raw}");
+pub fn show(practice: &Practice) -> Page {
     render(
         practice,
         &practice.policy,
@@ -184,11 +183,181 @@ pub fn show(practice: &Practice, raw: &str) -> Page {
             badge: "Your settings",
             tone: "confirm",
             error: "",
-            form_action: &action,
-            again_url: "",
-            again_expires: String::new(),
+            editing: true,
         },
     )
+}
+
+/// GET of a request link (the digest's "Approval settings"): what pressing its button does.
+/// Changes nothing and shows no link.
+pub fn link_request_page(practice: &Practice) -> Page {
+    let message = format!(
+        "For your security, approval settings open only from a link we e-mail to each of the practice's owners. It works for {SETTINGS_LINK_MINUTES} minutes, once."
+    );
+    page(
+        200,
+        "settings_request",
+        "Change your approval settings",
+        &message,
+        practice.id.as_str(),
+        &[],
+        Some(("E-mail me a settings link", "")),
+    )
+}
+
+/// A request link's button: asks approval-check (through the bus) to e-mail each owner a
+/// settings link, at most once a minute per practice. Shows none.
+pub async fn request_link(deps: &ApprovalDeps<'_>, practice: &Practice, claims: &Claims) -> Page {
+    let now = deps.clock.now();
+    // One request per practice and minute: a conditional write on the minute's marker.
+    let minute = now.as_second().div_euclid(60);
+    let fresh = deps
+        .tokens
+        .consume_token(
+            &practice.id,
+            &format!("settings_mail:{minute}"),
+            now + SignedDuration::from_mins(1),
+        )
+        .await;
+    match fresh {
+        Ok(true) => {}
+        Ok(false) => {
+            return page(
+                429,
+                "settings_link_recent",
+                "A settings link is on its way",
+                "We e-mailed the practice's owners a settings link less than a minute ago. Check your inbox (and spam folder); you can ask for another in a minute.",
+                practice.id.as_str(),
+                &[],
+                None,
+            );
+        }
+        Err(_) => return unavailable(),
+    }
+    let asked = deps
+        .bus
+        .publish(&[DomainEvent::SettingsLinkRequested {
+            practice_id: practice.id.clone(),
+            requested_by: claims.approver.clone(),
+        }])
+        .await;
+    if asked.is_err() {
+        return unavailable();
+    }
+    tracing::info!(practice_id = %practice.id, approver = %claims.approver, outcome = "settings_link_requested", "settings link requested");
+    let message = format!(
+        "We are e-mailing a settings link to each of the practice's owners. It works for {SETTINGS_LINK_MINUTES} minutes, once; nothing has changed yet."
+    );
+    page(
+        200,
+        "settings_link_sent",
+        "Check your e-mail",
+        &message,
+        practice.id.as_str(),
+        &[],
+        None,
+    )
+}
+
+#[derive(Template)]
+#[template(path = "settings_link.html")]
+struct SettingsLinkHtml<'a> {
+    subject: &'a str,
+    practice_id: &'a str,
+    url: &'a str,
+    expires: &'a str,
+    minutes: i64,
+}
+
+#[derive(Template)]
+#[template(path = "settings_link.txt")]
+struct SettingsLinkText<'a> {
+    practice_id: &'a str,
+    url: &'a str,
+    expires: &'a str,
+    minutes: i64,
+}
+
+/// E-mails each of the practice's owners a settings link of their own (bound to them, so it
+/// stops working when they stop being an owner), for [`SETTINGS_LINK_MINUTES`]. `actor` is who
+/// asked: `owner:<approver id>` from a request link (still an owner, or nothing is sent), or
+/// `admin` (`pil practice settings-link`). Appends `settings_link_sent` (who asked, how many
+/// owners, until when; never an address or a link) to the audit chain. Returns how many were
+/// sent.
+pub async fn send_links(
+    deps: &ApprovalDeps<'_>,
+    practice_id: &PracticeId,
+    actor: &str,
+) -> Result<usize, ApprovalError> {
+    if deps.base_url.is_empty() {
+        return Err(ApprovalError::Port(PortError::Permanent(
+            "PUBLIC_BASE_URL is not configured".into(),
+        )));
+    }
+    let practice = deps
+        .practices
+        .get_practice(practice_id)
+        .await?
+        .ok_or(ApprovalError::UnknownPractice)?;
+    if let Some(approver) = actor.strip_prefix("owner:")
+        && !practice
+            .owner_emails
+            .iter()
+            .any(|e| token::approver_id(e) == approver)
+    {
+        tracing::warn!(practice_id = %practice.id, approver, reason = "not_an_owner", "settings link not sent");
+        return Ok(0);
+    }
+    let key = deps.secrets.link(&practice.id, &practice.secrets).await?;
+    let now = deps.clock.now();
+    let until = now + SignedDuration::from_mins(SETTINGS_LINK_MINUTES);
+    let expires = until
+        .to_zoned(practice.tz())
+        .strftime("%b %-d, %-I:%M %p %Z")
+        .to_string();
+    let subject =
+        format!("Your approval settings link (works for {SETTINGS_LINK_MINUTES} minutes)");
+    for owner in &practice.owner_emails {
+        let url = settings_link(deps.base_url, &practice, owner, &key, now);
+        let html = SettingsLinkHtml {
+            subject: &subject,
+            practice_id: practice.id.as_str(),
+            url: &url,
+            expires: &expires,
+            minutes: SETTINGS_LINK_MINUTES,
+        }
+        .render()
+        .unwrap_or_default();
+        let text = SettingsLinkText {
+            practice_id: practice.id.as_str(),
+            url: &url,
+            expires: &expires,
+            minutes: SETTINGS_LINK_MINUTES,
+        }
+        .render()
+        .unwrap_or_default();
+        deps.mailer
+            .send(&Mail {
+                to: vec![owner.clone()],
+                subject: subject.clone(),
+                html,
+                text,
+            })
+            .await?;
+    }
+    let sent = practice.owner_emails.len();
+    crate::audit::record(
+        deps.audit,
+        &practice.id,
+        crate::audit::AuditEvent::new(actor, "settings_link_sent").details(serde_json::json!({
+            "owners": sent,
+            "valid_until": until,
+        })),
+        now,
+    )
+    .await;
+    tracing::info!(practice_id = %practice.id, event = "settings_link_sent", owners = sent, "settings links e-mailed");
+    Ok(sent)
 }
 
 /// A form field that did not parse: the field's label and the rule.
@@ -263,36 +432,34 @@ fn parse_form(current: &Policy, body: &[u8]) -> Result<Policy, String> {
     Ok(p)
 }
 
-/// POST: validates the form, consumes the link, saves and audits with the approver.
+/// POST: validates the form, consumes the link, saves and audits with the approver. The saved
+/// page shows the settings in words and no link: a new settings link comes by e-mail.
 pub async fn save(
     deps: &ApprovalDeps<'_>,
     admin_store: &dyn AdminStore,
     practice: &Practice,
     claims: &Claims,
-    raw: &str,
     body: &[u8],
 ) -> Page {
-    let action = format!("/v1/approvals/{raw}");
+    let invalid = |e: &str| {
+        render(
+            practice,
+            &practice.policy,
+            View {
+                status: 422,
+                outcome: "settings_invalid",
+                title: "Approval settings",
+                message: "One setting needs a correction.",
+                badge: "Not saved",
+                tone: "confirm-reject",
+                error: e,
+                editing: true,
+            },
+        )
+    };
     let policy = match parse_form(&practice.policy, body) {
         Ok(p) => p,
-        Err(e) => {
-            return render(
-                practice,
-                &practice.policy,
-                View {
-                    status: 422,
-                    outcome: "settings_invalid",
-                    title: "Approval settings",
-                    message: "One setting needs a correction.",
-                    badge: "Not saved",
-                    tone: "confirm-reject",
-                    error: &e,
-                    form_action: &action,
-                    again_url: "",
-                    again_expires: String::new(),
-                },
-            );
-        }
+        Err(e) => return invalid(&e),
     };
     match deps
         .tokens
@@ -312,54 +479,20 @@ pub async fn save(
                     badge: "Link already used",
                     tone: "settled",
                     error: "",
-                    form_action: "",
-                    again_url: "",
-                    again_expires: String::new(),
+                    editing: false,
                 },
             );
         }
-        Err(_) => return unavailable(practice),
+        Err(_) => return settings_unavailable(practice),
     }
     let actor = format!("owner:{}", claims.approver);
     let saved = match admin::replace_policy(admin_store, &practice.id, policy, &actor).await {
         Ok(p) => p,
-        Err(AdminError::Invalid { field, rule }) => {
-            // Checked above already; kept for completeness.
-            let e = field_error(field, rule);
-            return render(
-                practice,
-                &practice.policy,
-                View {
-                    status: 422,
-                    outcome: "settings_invalid",
-                    title: "Approval settings",
-                    message: "One setting needs a correction.",
-                    badge: "Not saved",
-                    tone: "confirm-reject",
-                    error: &e,
-                    form_action: "",
-                    again_url: "",
-                    again_expires: String::new(),
-                },
-            );
-        }
-        Err(_) => return unavailable(practice),
+        // Checked above already; kept for completeness.
+        Err(AdminError::Invalid { field, rule }) => return invalid(&field_error(field, rule)),
+        Err(_) => return settings_unavailable(practice),
     };
     tracing::info!(practice_id = %practice.id, approver = %claims.approver, outcome = "settings_saved", "owner saved settings");
-    // A fresh link, so the owner can adjust again without waiting for the next digest.
-    let now = deps.clock.now();
-    let again_expires = expiry(practice, now)
-        .to_zoned(practice.tz())
-        .strftime("%b %-d, %-I:%M %p %Z")
-        .to_string();
-    let again = match deps.secrets.link(&practice.secrets).await {
-        Ok(link) => practice
-            .owner_emails
-            .first()
-            .map(|e| settings_link("", practice, e, &link, now))
-            .unwrap_or_default(),
-        Err(_) => String::new(),
-    };
     render(
         practice,
         &saved,
@@ -371,14 +504,12 @@ pub async fn save(
             badge: "Saved",
             tone: "approved",
             error: "",
-            form_action: "",
-            again_url: &again,
-            again_expires,
+            editing: false,
         },
     )
 }
 
-fn unavailable(practice: &Practice) -> Page {
+fn settings_unavailable(practice: &Practice) -> Page {
     render(
         practice,
         &practice.policy,
@@ -390,9 +521,7 @@ fn unavailable(practice: &Practice) -> Page {
             badge: "Nothing changed",
             tone: "settled",
             error: "",
-            form_action: "",
-            again_url: "",
-            again_expires: String::new(),
+            editing: false,
         },
     )
 }
