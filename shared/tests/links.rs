@@ -434,6 +434,8 @@ fn secrets_sealed_before_contexts_are_refused_until_resealed_and_then_unchanged(
     p.secrets.webhook = vec![MemKeys::seal_unbound(webhook.expose().as_bytes())];
     p.secrets.trigger = MemKeys::seal_unbound(opened.trigger.expose().as_bytes());
     p.secrets.link = MemKeys::seal_unbound(opened.link.expose());
+    // Nor had it a tombstone key: the reseal gives it one.
+    p.secrets.tombstone = None;
     let expected = p.version;
     p.version += 1;
     run(w.store.put_practice(&p, Some(expected))).unwrap();
@@ -453,7 +455,7 @@ fn secrets_sealed_before_contexts_are_refused_until_resealed_and_then_unchanged(
     assert_eq!(show(&w, &approve).status, 503);
 
     let out = run(admin::reseal_secrets(&w.store, w.keys(), &pid(), now(&w))).unwrap();
-    assert_eq!((out.resealed, out.already_bound), (3, 0));
+    assert_eq!((out.resealed, out.already_bound), (4, 0));
     // The same secrets, now bound: the PMS changes nothing, outstanding links still work.
     assert_eq!(deliver(&w, &webhook, "msg_2"), Ok(()));
     assert_eq!(show(&w, &approve).status, 200);
@@ -467,7 +469,7 @@ fn secrets_sealed_before_contexts_are_refused_until_resealed_and_then_unchanged(
     assert_eq!(reopened.trigger.expose(), opened.trigger.expose());
     // Idempotent, and audited once.
     let again = run(admin::reseal_secrets(&w.store, w.keys(), &pid(), now(&w))).unwrap();
-    assert_eq!((again.resealed, again.already_bound), (0, 3));
+    assert_eq!((again.resealed, again.already_bound), (0, 4));
     assert_eq!(
         events(&w)
             .iter()

@@ -131,6 +131,8 @@ async fn a_practice_sealed_before_contexts_is_refused_until_resealed_then_works_
     p.secrets.webhook = vec![unbind(SecretKind::Webhook, p.secrets.webhook[0].clone()).await];
     p.secrets.trigger = unbind(SecretKind::Trigger, p.secrets.trigger.clone()).await;
     p.secrets.link = unbind(SecretKind::Link, p.secrets.link.clone()).await;
+    // Nor had it a tombstone key: the reseal gives it one.
+    p.secrets.tombstone = None;
     let expected = p.version;
     p.version += 1;
     ts.store().put_practice(&p, Some(expected)).await.unwrap();
@@ -145,7 +147,7 @@ async fn a_practice_sealed_before_contexts_is_refused_until_resealed_then_works_
     let out = admin::reseal_secrets(ts.store(), keys, &ts.practice, jiff::Timestamp::now())
         .await
         .unwrap();
-    assert_eq!((out.resealed, out.already_bound), (3, 0));
+    assert_eq!((out.resealed, out.already_bound), (4, 0));
     // The same webhook secret the PMS holds now verifies again: the retry lands.
     let r = ts
         .send("msg_legacy_1", &completed(&patient, "neurotoxin", 100))
@@ -154,6 +156,6 @@ async fn a_practice_sealed_before_contexts_is_refused_until_resealed_then_works_
     let again = admin::reseal_secrets(ts.store(), keys, &ts.practice, jiff::Timestamp::now())
         .await
         .unwrap();
-    assert_eq!((again.resealed, again.already_bound), (0, 3));
+    assert_eq!((again.resealed, again.already_bound), (0, 4));
     ts.stop().await;
 }

@@ -135,7 +135,7 @@ async fn link_rotation_settings_links_owner_removal_and_reseal_through_the_cli()
     assert!(ok, "{err}");
     assert_eq!(
         out,
-        serde_json::json!([{"practice_id": pid, "resealed": 0, "already_bound": 3}])
+        serde_json::json!([{"practice_id": pid, "resealed": 0, "already_bound": 4}])
     );
     let (ok, _, err) = run(&env, &["secret", "reseal"]).await;
     assert!(!ok && err.contains("--practice-id"), "{err}");
