@@ -108,6 +108,16 @@ pub trait DueIndex: Send + Sync {
         day: Date,
         limit: usize,
     ) -> Result<Vec<EntityKey>, StoreError>;
+    /// Like [`Self::due_keys`], from after `after` (a cursor this method returned), with the
+    /// cursor of the page's last entry: pages through what is due even when the records read
+    /// stay in the index (the scan keeps its proposals there until it has ranked them all).
+    async fn due_page(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<EntityKey>, Option<String>), StoreError>;
 }
 
 /// What slot fill reads: the pool of due and overdue patients per treatment, and open slots
@@ -278,6 +288,17 @@ pub trait ActionRepo: Send + Sync {
         &self,
         practice: &PracticeId,
         kind: ActionKind,
+        day: Date,
+        max: u32,
+        action: &ActionId,
+    ) -> Result<bool, StoreError>;
+    /// Counts `action` among the proposals of the practice-local scan `day`, unless `max`
+    /// others were counted already (`Ok(false)`; the first is always counted, so callers
+    /// with a budget of 0 do not ask). Idempotent like [`Self::reserve_auto_approval`]: a
+    /// re-run after a crash counts its proposals once.
+    async fn reserve_nightly(
+        &self,
+        practice: &PracticeId,
         day: Date,
         max: u32,
         action: &ActionId,

@@ -95,10 +95,23 @@ pub struct Policy {
     /// Slot fill offers an opened slot to this many due patients (docs/design.md §4.4, K).
     #[serde(default = "default_slot_fill_k")]
     pub slot_fill_k: u32,
+    /// Most actions the nightly scan proposes (every mode: auto-approved ones count), highest
+    /// estimated value and most overdue first; the rest wait for later nights in the same
+    /// order (docs/contracts.md, Nightly budget).
+    #[serde(default = "default_nightly_budget")]
+    pub nightly_budget: u32,
 }
 
 fn default_slot_fill_k() -> u32 {
     3
+}
+
+/// 25: a digest one person reads and decides over a coffee (about a minute a card), and
+/// what a front desk can follow up the next day. A practice that wants more raises it.
+pub const DEFAULT_NIGHTLY_BUDGET: u32 = 25;
+
+fn default_nightly_budget() -> u32 {
+    DEFAULT_NIGHTLY_BUDGET
 }
 
 impl Default for Policy {
@@ -113,6 +126,7 @@ impl Default for Policy {
             quiet_hours: Some((20, 8)),
             approval_expiry_hours: 72,
             slot_fill_k: default_slot_fill_k(),
+            nightly_budget: DEFAULT_NIGHTLY_BUDGET,
         }
     }
 }
@@ -382,6 +396,10 @@ pub struct Practice {
     /// Follow-up interval overrides (days after the completion).
     #[serde(default)]
     pub follow_up_days: BTreeMap<Treatment, u32>,
+    /// Per-kind overrides of how long a gap stays actionable past its due date
+    /// ([`crate::rules::default_stale_after_days`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stale_after_days: BTreeMap<ActionKind, u32>,
     /// Win-back after this many cycles without a visit (default 2).
     #[serde(default)]
     pub win_back_multiple: Option<u32>,
@@ -425,6 +443,14 @@ impl Practice {
             .get(&t)
             .copied()
             .or_else(|| t.default_cycle_days())
+    }
+
+    /// Days past its due date a gap of `kind` stays actionable (override, else default).
+    pub fn stale_after_days(&self, kind: ActionKind) -> Option<u32> {
+        self.stale_after_days
+            .get(&kind)
+            .copied()
+            .or_else(|| crate::rules::default_stale_after_days(kind))
     }
 
     pub fn follow_up_days(&self, t: Treatment) -> Option<u32> {

@@ -55,6 +55,37 @@ impl Gap {
     }
 }
 
+/// How many days after its due date a gap of `kind` is still worth acting on, by default
+/// (docs/contracts.md, Windows). Past that the gap is stale: settled as suppressed with
+/// reason `stale`, never sent. `None`: no window of its own.
+///
+/// - follow-up: 7 days. A "two-week check-in" three weeks late reads as a form letter.
+/// - no-show recovery: 12 days, so 14 days after the missed appointment (recovery is due two
+///   days after it). Later, the patient has moved on or rebooked elsewhere.
+/// - win-back: 180 days. Someone lapsed for two cycles and then half a year more is not won
+///   back by one message; a history import would otherwise mail every patient ever seen.
+/// - rebook and series continuation: none. They stay actionable until the win-back (due at
+///   two cycles) takes over by precedence.
+/// - slot offers live as long as their slot; they are not scanned.
+pub fn default_stale_after_days(kind: ActionKind) -> Option<u32> {
+    match kind {
+        ActionKind::FollowUp => Some(7),
+        ActionKind::NoShowRecovery => Some(12),
+        ActionKind::WinBack => Some(180),
+        ActionKind::RebookNudge | ActionKind::SeriesContinue | ActionKind::SlotOffer => None,
+    }
+}
+
+impl Gap {
+    /// Stale on `day`: more than the practice's window for its kind past its due date.
+    pub fn is_stale(&self, practice: &Practice, day: Date) -> bool {
+        practice
+            .stale_after_days(self.kind)
+            .and_then(|n| plus(self.due, n))
+            .is_some_and(|last| day > last)
+    }
+}
+
 /// Default follow-up interval after a completion (docs/design.md §4.1).
 pub fn default_follow_up_days(t: Treatment) -> Option<u32> {
     matches!(t, Treatment::Neurotoxin | Treatment::DermalFiller).then_some(14)
@@ -209,6 +240,7 @@ mod tests {
             cycle_days: BTreeMap::new(),
             avg_ticket: BTreeMap::new(),
             follow_up_days: BTreeMap::new(),
+            stale_after_days: BTreeMap::new(),
             win_back_multiple: None,
             disabled: false,
             endpoint_retired: false,
@@ -232,6 +264,34 @@ mod tests {
 
     fn kinds(g: &[Gap]) -> Vec<(ActionKind, String)> {
         g.iter().map(|g| (g.kind, g.due.to_string())).collect()
+    }
+
+    #[test]
+    fn each_kind_goes_stale_after_its_window_and_a_practice_may_change_it() {
+        let mut p = practice();
+        let gap = |kind, due: &str| Gap {
+            kind,
+            reason: Reason::CycleDue,
+            due: d(due),
+        };
+        let fu = gap(ActionKind::FollowUp, "2026-01-15");
+        assert!(
+            !fu.is_stale(&p, d("2026-01-22")),
+            "7 days after due: still sent"
+        );
+        assert!(fu.is_stale(&p, d("2026-01-23")));
+        let ns = gap(ActionKind::NoShowRecovery, "2026-01-15");
+        assert!(!ns.is_stale(&p, d("2026-01-27")));
+        assert!(ns.is_stale(&p, d("2026-01-28")));
+        let wb = gap(ActionKind::WinBack, "2026-01-15");
+        assert!(!wb.is_stale(&p, d("2026-07-14")));
+        assert!(wb.is_stale(&p, d("2026-07-15")));
+        for kind in [ActionKind::RebookNudge, ActionKind::SeriesContinue] {
+            assert!(!gap(kind, "2020-01-01").is_stale(&p, d("2026-01-01")));
+        }
+        p.stale_after_days.insert(ActionKind::FollowUp, 3);
+        assert!(fu.is_stale(&p, d("2026-01-19")));
+        assert!(!fu.is_stale(&p, d("2026-01-18")));
     }
 
     #[test]

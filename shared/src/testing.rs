@@ -432,6 +432,33 @@ impl DueIndex for MemStore {
             .filter_map(|(_, sk)| EntityKey::parse_sort_key(sk))
             .collect())
     }
+
+    async fn due_page(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<EntityKey>, Option<String>), StoreError> {
+        let bound = format!("{day}#{DUE_KEY_END}");
+        let t = lock(&self.t);
+        let mut rows: Vec<(String, &String)> = Self::items_of(&t, practice)
+            .filter_map(|(sk, item)| match item {
+                Item::Entity { due: Some(d), .. } => Some((format!("{d}#{sk}"), sk)),
+                _ => None,
+            })
+            .filter(|(gsi2sk, _)| *gsi2sk <= bound && after.is_none_or(|a| gsi2sk.as_str() > a))
+            .collect();
+        rows.sort();
+        rows.truncate(limit.max(1));
+        let cursor = rows.last().map(|(c, _)| c.clone());
+        Ok((
+            rows.into_iter()
+                .filter_map(|(_, sk)| EntityKey::parse_sort_key(sk))
+                .collect(),
+            cursor,
+        ))
+    }
 }
 
 #[async_trait]
@@ -695,6 +722,27 @@ impl ActionRepo for MemStore {
         // `attribute_not_exists(ids) OR size(ids) < :max OR contains(ids, :id)`, then
         // `ADD ids :id`: the first reservation of a day is granted even when `max` is 0, as
         // in the adapter.
+        if ids.is_empty() || ids.len() < max as usize || ids.contains(action) {
+            ids.insert(action.clone());
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    async fn reserve_nightly(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        max: u32,
+        action: &ActionId,
+    ) -> Result<bool, StoreError> {
+        self.write()?;
+        let mut t = lock(&self.t);
+        let ids = t
+            .auto
+            .entry((practice.clone(), format!("NIGHT#{day}")))
+            .or_default();
         if ids.is_empty() || ids.len() < max as usize || ids.contains(action) {
             ids.insert(action.clone());
             Ok(true)

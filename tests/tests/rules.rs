@@ -270,3 +270,121 @@ async fn a_suppressed_gap_becomes_the_action_once_it_may_be_acted_on() {
     assert_eq!(actions(&ts, &p).await.len(), 1);
     ts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_gaps_are_settled_as_suppressed_and_never_proposed() {
+    let ts = TestStack::start().await.unwrap();
+    let (late_fu, fresh_fu, missed, lapsed, overridden) = (
+        new_ref("p"),
+        new_ref("p"),
+        new_ref("p"),
+        new_ref("p"),
+        new_ref("p"),
+    );
+    let appt = new_ref("appt");
+    let body = json!({"events": [
+        // Follow-up due 11 days ago: past its 7-day window.
+        completed(&late_fu, "neurotoxin", 25),
+        // Follow-up due 6 days ago: inside it.
+        completed(&fresh_fu, "neurotoxin", 20),
+        // A no-show 20 days ago: recovery due 18 days ago, past its 12-day window.
+        {"type": "appointment.booked", "occurred_at": ago(30), "data": {"appointment_ref": appt,
+            "patient_ref": missed, "treatment": "facial", "provider_ref": new_ref("prov"),
+            "starts_at": ago(20), "duration_min": 30}},
+        {"type": "appointment.no_show", "occurred_at": ago(20), "data": {"appointment_ref": appt}},
+        // Neurotoxin 600 days ago: the win-back was due 420 days ago, past its 180 days; the
+        // rebook it supersedes does not fire either.
+        completed(&lapsed, "neurotoxin", 600),
+    ]});
+    assert_eq!(ts.send("msg_stale", &body).await.status, 202);
+    let report = scan(&ts).await;
+    assert!(actions(&ts, &late_fu).await.is_empty());
+    assert_eq!(
+        suppressions(&ts, &late_fu).await,
+        vec![(ActionKind::FollowUp, Suppression::Stale)]
+    );
+    assert_eq!(
+        actions(&ts, &fresh_fu)
+            .await
+            .iter()
+            .map(|a| a.kind)
+            .collect::<Vec<_>>(),
+        vec![ActionKind::FollowUp]
+    );
+    assert!(actions(&ts, &missed).await.is_empty());
+    assert_eq!(
+        suppressions(&ts, &missed).await,
+        vec![(ActionKind::NoShowRecovery, Suppression::Stale)]
+    );
+    assert!(actions(&ts, &lapsed).await.is_empty());
+    assert!(
+        suppressions(&ts, &lapsed)
+            .await
+            .contains(&(ActionKind::WinBack, Suppression::Stale))
+    );
+    assert_eq!(
+        report
+            .suppressed
+            .iter()
+            .filter(|(_, r)| *r == Suppression::Stale)
+            .count(),
+        3
+    );
+    // Settled for good: the next night neither proposes nor suppresses them again.
+    let again = ts
+        .stack
+        .scan_deps()
+        .unwrap()
+        .scan(&ts.practice, ts.today().tomorrow().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        again.created.is_empty() && again.suppressed.is_empty(),
+        "{again:?}"
+    );
+    // The report counts them by reason.
+    let today = ts.today();
+    let r = pil_shared::service::report::report(
+        ts.store(),
+        ts.store(),
+        &ts.practice,
+        today,
+        today,
+        jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.total.suppressed.get("stale"), Some(&3));
+
+    // A practice that allows follow-ups two weeks late gets the same late one proposed.
+    pil_shared::service::admin::update_practice(
+        ts.store(),
+        &ts.practice,
+        pil_shared::service::admin::PracticeUpdate {
+            stale_after_days: vec![(ActionKind::FollowUp, Some(14))],
+            ..Default::default()
+        },
+        "admin",
+    )
+    .await
+    .unwrap();
+    let p = ts
+        .store()
+        .get_practice(&ts.practice)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.stale_after_days(ActionKind::FollowUp), Some(14));
+    let body = completed(&overridden, "neurotoxin", 25);
+    assert_eq!(ts.send("msg_stale_2", &body).await.status, 202);
+    scan(&ts).await;
+    assert_eq!(
+        actions(&ts, &overridden)
+            .await
+            .iter()
+            .map(|a| a.kind)
+            .collect::<Vec<_>>(),
+        vec![ActionKind::FollowUp]
+    );
+    ts.stop().await;
+}

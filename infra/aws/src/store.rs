@@ -12,6 +12,7 @@
 //! | token nonce | `P#{practice}` | `TOKEN#{nonce}` | (TTL) |
 //! | tombstone | `P#{practice}` | `TOMB#{keyed hash of the ref}` | ByPatient (a rotation's, under the new ref) (TTL) |
 //! | auto-approval counter | `P#{practice}` | `AUTO#{day}#{kind}` | (TTL) |
+//! | nightly budget counter | `P#{practice}` | `NIGHT#{day}` | (TTL) |
 //!
 //! Each record's domain value sits in one `doc` map (serde_dynamo); `ver`/`rev` make every
 //! write conditional on what was read.
@@ -493,6 +494,53 @@ impl DueIndex for DynamoStore {
             })
             .collect())
     }
+
+    async fn due_page(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<EntityKey>, Option<String>), StoreError> {
+        let end = s(format!("{day}#{DUE_KEY_END}"));
+        let pk = (":p", s(format!("P#{practice}#DUE")));
+        let items = match after {
+            // The smallest key after the cursor: the cursor and a space (every key character
+            // sorts after a space).
+            Some(c) => {
+                self.query_all(
+                    Some(DUE_INDEX),
+                    "gsi2pk = :p AND gsi2sk BETWEEN :a AND :d",
+                    vec![pk, (":a", s(format!("{c} "))), (":d", end)],
+                    Some(limit),
+                )
+                .await?
+            }
+            None => {
+                self.query_all(
+                    Some(DUE_INDEX),
+                    "gsi2pk = :p AND gsi2sk <= :d",
+                    vec![pk, (":d", end)],
+                    Some(limit),
+                )
+                .await?
+            }
+        };
+        let cursor = items
+            .last()
+            .and_then(|i| i.get("gsi2sk"))
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        let keys = items
+            .iter()
+            .filter_map(|i| {
+                i.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|sk| EntityKey::parse_sort_key(sk))
+            })
+            .collect();
+        Ok((keys, cursor))
+    }
 }
 
 const AUDIT_HEAD: &str = "AUDITHEAD";
@@ -922,13 +970,39 @@ impl ActionRepo for DynamoStore {
         max: u32,
         action: &ActionId,
     ) -> Result<bool, StoreError> {
+        self.reserve_in_set(practice, format!("AUTO#{day}#{kind}"), max, action)
+            .await
+    }
+
+    async fn reserve_nightly(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        max: u32,
+        action: &ActionId,
+    ) -> Result<bool, StoreError> {
+        self.reserve_in_set(practice, format!("NIGHT#{day}"), max, action)
+            .await
+    }
+}
+
+impl DynamoStore {
+    /// Adds `action` to the id set at `sk` unless it holds `max` others already (the first
+    /// is always granted). Idempotent: an id in the set already is granted again.
+    async fn reserve_in_set(
+        &self,
+        practice: &PracticeId,
+        sk: String,
+        max: u32,
+        action: &ActionId,
+    ) -> Result<bool, StoreError> {
         let keep = Timestamp::now().as_second() + 3 * 86_400;
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(pk(practice)))
-            .key("sk", s(format!("AUTO#{day}#{kind}")))
+            .key("sk", s(sk))
             // The set of the day's auto-approved action ids (not a counter): adding an id
             // that is in it already changes nothing, so a retried approval is counted once.
             .update_expression("ADD ids :ids SET #t = :ttl")

@@ -163,6 +163,14 @@ pub const ITEM_TYPES: &[ItemType] = &[
         read_by: "approval-page (the conditional write)",
     },
     ItemType {
+        name: "nightly budget counter",
+        key: "NIGHT#",
+        purpose: "The actions the scan proposed on a practice-local night (`nightly_budget`); a set, so a re-run after a crash counts its proposals once.",
+        retention: "TTL: 3 days.",
+        written_by: "scheduler-scan",
+        read_by: "scheduler-scan (the conditional update)",
+    },
+    ItemType {
         name: "auto-approval counter",
         key: "AUTO#",
         purpose: "The actions auto-approved per practice-local day and kind (`max_auto_per_day`); a set, so a retried approval counts once.",
@@ -395,6 +403,12 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
     ),
     (
         "practice config",
+        "doc.policy.nightly_budget",
+        Linked::No,
+        "Most actions one night's scan proposes.",
+    ),
+    (
+        "practice config",
         "doc.cycle_days.*",
         Linked::No,
         "Per treatment: cycle override (days).",
@@ -410,6 +424,12 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "doc.follow_up_days.*",
         Linked::No,
         "Per treatment: follow-up interval override.",
+    ),
+    (
+        "practice config",
+        "doc.stale_after_days.*",
+        Linked::No,
+        "Per action kind: days past its due date a gap stays actionable (override).",
     ),
     (
         "practice config",
@@ -949,6 +969,13 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         Linked::No,
         "Expiry for DynamoDB TTL (epoch seconds).",
     ),
+    // Nightly budget counter.
+    (
+        "nightly budget counter",
+        "ids",
+        Linked::No,
+        "The action ids proposed that night (a string set; its size is the count).",
+    ),
     // Auto-approval counter.
     (
         "auto-approval counter",
@@ -1229,10 +1256,12 @@ pub fn sample_practice() -> Practice {
             quiet_hours: Some((20, 8)),
             approval_expiry_hours: 72,
             slot_fill_k: 3,
+            nightly_budget: 25,
         },
         cycle_days: [(Treatment::Neurotoxin, 100)].into(),
         avg_ticket: [(Treatment::Neurotoxin, 450)].into(),
         follow_up_days: [(Treatment::DermalFiller, 10)].into(),
+        stale_after_days: [(ActionKind::WinBack, 120)].into(),
         win_back_multiple: Some(3),
         disabled: true,
         endpoint_retired: true,
@@ -1461,6 +1490,10 @@ pub async fn stored_attributes()
         )
         .await
         .map_err(e("reserve_auto_approval"))?;
+    store
+        .reserve_nightly(&pid, day("2026-11-22"), 25, &sample_actions()[0].id)
+        .await
+        .map_err(e("reserve_nightly"))?;
     for t in sample_tombstones() {
         store
             .put_tombstone(&pid, &t)
@@ -1720,6 +1753,11 @@ pub const LOG_FIELDS: &[(&str, &str)] = &[
     ),
     ("overlap_hours", "A secret rotation's overlap."),
     ("records", "Count of records found for a ref."),
+    ("budget", "The practice's nightly budget."),
+    (
+        "deferred",
+        "Count of gaps over the nightly budget, waiting for the next night.",
+    ),
     (
         "dropped",
         "Count of a delivery's events about erased refs (accepted, not applied).",

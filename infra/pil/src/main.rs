@@ -478,6 +478,10 @@ struct PracticeUpdateArgs {
     /// Follow-up interval override, TREATMENT=DAYS (or TREATMENT=default).
     #[arg(long = "follow-up-days", value_name = "TREATMENT=DAYS")]
     follow_up_days: Vec<String>,
+    /// How long a gap stays actionable past its due date, KIND=DAYS (1-730, or KIND=default);
+    /// repeat per kind. Defaults: follow_up 7, no_show_recovery 12, win_back 180.
+    #[arg(long = "stale-after-days", value_name = "KIND=DAYS")]
+    stale_after_days: Vec<String>,
     /// Win-back after this many cycles without a visit (2-10, or `default`).
     #[arg(long)]
     win_back_multiple: Option<String>,
@@ -508,6 +512,26 @@ fn overrides(flag: &str, vals: &[String]) -> Result<Vec<(Treatment, Option<u32>)
         .collect()
 }
 
+/// `KIND=N` or `KIND=default`, for `--flag`.
+fn kind_overrides(flag: &str, vals: &[String]) -> Result<Vec<(ActionKind, Option<u32>)>> {
+    vals.iter()
+        .map(|v| {
+            let bad = || {
+                anyhow!(
+                    "--{flag}: KIND=NUMBER or KIND=default, KIND one of follow_up, no_show_recovery, win_back, rebook_nudge, series_continue"
+                )
+            };
+            let (k, n) = v.split_once('=').ok_or_else(bad)?;
+            let k = ActionKind::parse(k.trim()).ok_or_else(bad)?;
+            let n = match n.trim() {
+                "default" => None,
+                n => Some(n.parse::<u32>().map_err(|_| bad())?),
+            };
+            Ok((k, n))
+        })
+        .collect()
+}
+
 fn practice_json(p: &pil_shared::practice::Practice) -> serde_json::Value {
     serde_json::json!({
         "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "trigger_url": p.trigger_url,
@@ -515,7 +539,7 @@ fn practice_json(p: &pil_shared::practice::Practice) -> serde_json::Value {
         "webhook_secrets": p.secrets.webhook.len(), "webhook_previous_until": p.secrets.webhook_previous_until,
         "trigger_previous_until": p.secrets.trigger_previous.as_ref().map(|t| t.until),
         "link_previous_until": p.secrets.link_previous.as_ref().map(|t| t.until), "policy": p.policy, "cycle_days": p.cycle_days,
-        "avg_ticket": p.avg_ticket, "follow_up_days": p.follow_up_days, "win_back_multiple": p.win_back_multiple,
+        "avg_ticket": p.avg_ticket, "follow_up_days": p.follow_up_days, "stale_after_days": p.stale_after_days, "win_back_multiple": p.win_back_multiple,
     })
 }
 
@@ -573,6 +597,10 @@ struct PolicySet {
     /// Practice-wide: how many due patients an opened slot is offered to (K).
     #[arg(long)]
     slot_fill_k: Option<u32>,
+    /// Practice-wide: most actions one night's scan proposes (1-500; default 25). The rest
+    /// wait for later nights, highest value and most overdue first.
+    #[arg(long)]
+    nightly_budget: Option<u32>,
 }
 
 fn quiet_hours(s: &str) -> Result<Option<(u8, u8)>> {
@@ -676,6 +704,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 cycle_days: overrides("cycle-days", &u.cycle_days)?,
                 avg_ticket: overrides("avg-ticket", &u.avg_ticket)?,
                 follow_up_days: overrides("follow-up-days", &u.follow_up_days)?,
+                stale_after_days: kind_overrides("stale-after-days", &u.stale_after_days)?,
                 win_back_multiple: u
                     .win_back_multiple
                     .as_deref()
@@ -788,6 +817,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 quiet_hours: s.quiet_hours.as_deref().map(quiet_hours).transpose()?,
                 approval_expiry_hours: s.approval_expiry_hours,
                 slot_fill_k: s.slot_fill_k,
+                nightly_budget: s.nightly_budget,
             };
             let pid = practice_id(&s.practice_id)?;
             let policy =

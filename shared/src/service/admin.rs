@@ -113,6 +113,7 @@ pub async fn create_practice(
         cycle_days: BTreeMap::new(),
         avg_ticket: BTreeMap::new(),
         follow_up_days: BTreeMap::new(),
+        stale_after_days: BTreeMap::new(),
         win_back_multiple: None,
         disabled: false,
         endpoint_retired: false,
@@ -147,6 +148,7 @@ pub struct KindChange {
     pub quiet_hours: Option<Option<(u8, u8)>>,
     pub approval_expiry_hours: Option<u32>,
     pub slot_fill_k: Option<u32>,
+    pub nightly_budget: Option<u32>,
 }
 
 impl KindChange {
@@ -178,6 +180,9 @@ impl KindChange {
         }
         if self.slot_fill_k.is_some_and(|k| !(1..=20).contains(&k)) {
             return bad("slot_fill_k", "between 1 and 20");
+        }
+        if self.nightly_budget.is_some_and(|k| !(1..=500).contains(&k)) {
+            return bad("nightly_budget", "between 1 and 500");
         }
         Ok(())
     }
@@ -250,6 +255,7 @@ pub async fn set_policy_as(
             .approval_expiry_hours
             .unwrap_or(pol.approval_expiry_hours);
         pol.slot_fill_k = change.slot_fill_k.unwrap_or(pol.slot_fill_k);
+        pol.nightly_budget = change.nightly_budget.unwrap_or(pol.nightly_budget);
         if p.policy == before {
             return Ok(p.policy);
         }
@@ -289,6 +295,8 @@ pub struct PracticeUpdate {
     pub cycle_days: Vec<(Treatment, Option<u32>)>,
     pub avg_ticket: Vec<(Treatment, Option<u32>)>,
     pub follow_up_days: Vec<(Treatment, Option<u32>)>,
+    /// Per kind: days past its due date a gap stays actionable; `None` returns to the default.
+    pub stale_after_days: Vec<(ActionKind, Option<u32>)>,
     /// `Some(None)` returns to the default (2).
     pub win_back_multiple: Option<Option<u32>>,
     pub disabled: Option<bool>,
@@ -321,6 +329,16 @@ impl PracticeUpdate {
             return bad("follow_up_days", "between 1 and 365 days");
         }
         if self
+            .stale_after_days
+            .iter()
+            .any(|(k, n)| *k == ActionKind::SlotOffer || n.is_some_and(|n| !(1..=730).contains(&n)))
+        {
+            return bad(
+                "stale_after_days",
+                "a scanned kind (not slot_offer), between 1 and 730 days",
+            );
+        }
+        if self
             .win_back_multiple
             .flatten()
             .is_some_and(|m| !(2..=10).contains(&m))
@@ -344,6 +362,7 @@ impl PracticeUpdate {
         add(!self.cycle_days.is_empty(), "cycle_days");
         add(!self.avg_ticket.is_empty(), "avg_ticket");
         add(!self.follow_up_days.is_empty(), "follow_up_days");
+        add(!self.stale_after_days.is_empty(), "stale_after_days");
         add(self.win_back_multiple.is_some(), "win_back_multiple");
         add(self.disabled.is_some(), "disabled");
         f
@@ -387,6 +406,12 @@ pub async fn update_practice(
         apply(&mut p.cycle_days, &update.cycle_days);
         apply(&mut p.avg_ticket, &update.avg_ticket);
         apply(&mut p.follow_up_days, &update.follow_up_days);
+        for (k, n) in &update.stale_after_days {
+            match n {
+                Some(n) => drop(p.stale_after_days.insert(*k, *n)),
+                None => drop(p.stale_after_days.remove(k)),
+            }
+        }
         if let Some(m) = update.win_back_multiple {
             p.win_back_multiple = m;
         }
@@ -402,7 +427,7 @@ pub async fn update_practice(
             Ok(()) => {
                 let overrides = |x: &Practice| {
                     serde_json::json!({"cycle_days": x.cycle_days, "avg_ticket": x.avg_ticket,
-                        "follow_up_days": x.follow_up_days, "win_back_multiple": x.win_back_multiple,
+                        "follow_up_days": x.follow_up_days, "stale_after_days": x.stale_after_days, "win_back_multiple": x.win_back_multiple,
                         "disabled": x.disabled})
                 };
                 crate::audit::record(
@@ -438,6 +463,7 @@ pub async fn replace_policy(
         quiet_hours: Some(policy.quiet_hours),
         approval_expiry_hours: Some(policy.approval_expiry_hours),
         slot_fill_k: Some(policy.slot_fill_k),
+        nightly_budget: Some(policy.nightly_budget),
         ..Default::default()
     };
     whole.check()?;

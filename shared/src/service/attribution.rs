@@ -128,6 +128,7 @@ mod tests {
             cycle_days: BTreeMap::new(),
             avg_ticket: BTreeMap::new(),
             follow_up_days: BTreeMap::new(),
+            stale_after_days: BTreeMap::new(),
             win_back_multiple: None,
             disabled: false,
             endpoint_retired: false,
@@ -266,6 +267,15 @@ mod tests {
             &self,
             _: &PracticeId,
             _: ActionKind,
+            _: Date,
+            _: u32,
+            _: &ActionId,
+        ) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn reserve_nightly(
+            &self,
+            _: &PracticeId,
             _: Date,
             _: u32,
             _: &ActionId,

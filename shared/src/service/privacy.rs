@@ -794,6 +794,15 @@ mod tests {
         ) -> Result<bool, StoreError> {
             Ok(false)
         }
+        async fn reserve_nightly(
+            &self,
+            _: &PracticeId,
+            _: Date,
+            _: u32,
+            _: &ActionId,
+        ) -> Result<bool, StoreError> {
+            Ok(false)
+        }
     }
 
     #[async_trait]
@@ -883,6 +892,7 @@ mod tests {
             cycle_days: BTreeMap::new(),
             avg_ticket: BTreeMap::new(),
             follow_up_days: BTreeMap::new(),
+            stale_after_days: BTreeMap::new(),
             win_back_multiple: None,
             disabled: false,
             endpoint_retired: false,

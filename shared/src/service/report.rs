@@ -423,6 +423,7 @@ mod tests {
             cycle_days: BTreeMap::new(),
             avg_ticket: BTreeMap::new(),
             follow_up_days: BTreeMap::new(),
+            stale_after_days: BTreeMap::new(),
             win_back_multiple: None,
             disabled: false,
             endpoint_retired: false,

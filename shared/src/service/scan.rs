@@ -79,6 +79,8 @@ pub enum Suppression {
     MonthlyCap,
     /// Another gap of the same record won (one message per patient and category).
     Superseded,
+    /// Past its kind's window (docs/contracts.md, Windows): too late to be worth sending.
+    Stale,
 }
 
 impl Suppression {
@@ -90,6 +92,7 @@ impl Suppression {
             Self::Cooldown => "cooldown",
             Self::MonthlyCap => "monthly_cap",
             Self::Superseded => "superseded",
+            Self::Stale => "stale",
         }
     }
 }
@@ -109,6 +112,10 @@ pub struct ScanReport {
     /// Approved actions found in the outbox and published again (see [`republish_outbox`]).
     #[serde(default)]
     pub republished: usize,
+    /// Gaps due tonight over the practice's nightly budget: not proposed, ranked again
+    /// tomorrow.
+    #[serde(default)]
+    pub deferred: usize,
 }
 
 /// An approval younger than this is left to the publish that recorded it (the default of
@@ -173,18 +180,53 @@ pub async fn scan_practice(
         hand_over: Vec::new(),
         nudged: HashMap::new(),
     };
+    // Suppressions are settled as they are found; what would become an action is collected,
+    // so the nightly budget can pick the most valuable and most overdue of all of them.
+    let mut proposals = Vec::new();
+    let mut after: Option<String> = None;
     loop {
-        let keys = deps.due.due_keys(practice_id, day, DUE_PAGE).await?;
+        let (keys, next) = deps
+            .due
+            .due_page(practice_id, day, after.as_deref(), DUE_PAGE)
+            .await?;
         let n = keys.len();
         run.report.due_read += n;
         for key in keys {
-            evaluate(deps, &mut run, &key).await?;
+            if let Some(p) = evaluate(deps, &mut run, &key).await? {
+                proposals.push(p);
+            }
         }
-        // Every evaluated record leaves the index (actioned, or parked until a later date),
-        // so the next page read starts with what is left.
-        if n < DUE_PAGE {
-            break;
+        match next {
+            Some(c) if n >= DUE_PAGE => after = Some(c),
+            _ => break,
         }
+    }
+    // Highest estimated value first, then the longest overdue, then by id: the same order
+    // every night, so what waits comes first the next night.
+    proposals.sort_by(|a, b| {
+        b.action
+            .value
+            .cmp(&a.action.value)
+            .then(a.action.due_since.cmp(&b.action.due_since))
+            .then_with(|| a.action.id.as_str().cmp(b.action.id.as_str()))
+    });
+    let budget = practice.policy.nightly_budget;
+    for p in proposals {
+        // Counted once per night and action (a re-run after a crash counts nothing twice).
+        let within = budget > 0
+            && deps
+                .actions
+                .reserve_nightly(&practice.id, day, budget, &p.action.id)
+                .await?;
+        if within {
+            propose(deps, &mut run, p).await?;
+        } else {
+            defer(deps, &mut run, p).await?;
+        }
+    }
+    if run.report.deferred > 0 {
+        tracing::info!(practice_id = %practice.id, deferred = run.report.deferred, budget,
+            reason = "nightly_budget", "proposals over the nightly budget wait for the next night");
     }
     let hand_over = std::mem::take(&mut run.hand_over);
     if !hand_over.is_empty() {
@@ -212,6 +254,14 @@ struct Run<'a> {
     nudged: HashMap<OpaqueRef, Vec<ActionId>>,
 }
 
+/// A gap that would become an action tonight, with the record it came from (not written
+/// yet: the budget decides between [`propose`] and [`defer`]).
+struct Proposal {
+    action: Action,
+    entity: Entity,
+    version: u64,
+}
+
 /// What the record says, once the gap is decided.
 enum Outcome {
     Act(Gap),
@@ -222,9 +272,9 @@ async fn evaluate(
     deps: &ScanDeps<'_>,
     run: &mut Run<'_>,
     key: &EntityKey,
-) -> Result<(), ScanError> {
+) -> Result<Option<Proposal>, ScanError> {
     let Some(stored) = deps.entities.get_entity(&run.practice.id, key).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let version = stored.version;
     let mut entity = stored.value;
@@ -266,7 +316,8 @@ async fn evaluate(
     };
     let Some((gap, superseded, patient, treatment, evidence)) = due else {
         // A stale index entry (a newer event moved the date): put it right.
-        return rewrite(deps, practice, &entity, version).await;
+        rewrite(deps, practice, &entity, version).await?;
+        return Ok(None);
     };
     let evidence = evidence.unwrap_or(gap.due);
     for lost in &superseded {
@@ -274,9 +325,13 @@ async fn evaluate(
         let a = new_action(deps, practice, lost, &patient, treatment, evidence, day);
         record_suppression(deps, a, Suppression::Superseded).await?;
     }
-    let outcome = match suppression(deps, run, &gap, &patient, treatment).await? {
-        Some((reason, recheck)) => Outcome::Suppress(gap, reason, recheck),
-        None => Outcome::Act(gap),
+    let outcome = if gap.is_stale(practice, day) {
+        Outcome::Suppress(gap, Suppression::Stale, day)
+    } else {
+        match suppression(deps, run, &gap, &patient, treatment).await? {
+            Some((reason, recheck)) => Outcome::Suppress(gap, reason, recheck),
+            None => Outcome::Act(gap),
+        }
     };
     match outcome {
         Outcome::Suppress(gap, reason, recheck) => {
@@ -288,35 +343,74 @@ async fn evaluate(
         }
         Outcome::Act(gap) => {
             let action = new_action(deps, practice, &gap, &patient, treatment, evidence, day);
-            let id = action.id.clone();
-            if deps.actions.create_action(&action).await? {
-                run.report.created.push(id.clone());
-                run.hand_over.push(id);
-            } else if let Some(existing) = deps.actions.get_action(&practice.id, &id).await? {
-                match existing.status {
-                    // A run that crashed after creating it never handed it over.
-                    ActionStatus::Proposed => run.hand_over.push(id),
-                    // Suppressed on an earlier night, due now: the record becomes the action.
-                    ActionStatus::Suppressed if existing.suppressed_by_scan() => {
-                        let revived = Action {
-                            rev: existing.rev,
-                            ..action.clone()
-                        };
-                        if deps.actions.update_action(&revived).await? {
-                            run.report.created.push(id.clone());
-                            run.hand_over.push(id);
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            // Cooldown and the cap count it from here on, even if the budget defers it
+            // (the patient then waits a night longer, which they would anyway).
             run.nudged
                 .entry(patient)
                 .or_default()
                 .push(action.id.clone());
-            settle(&mut entity, practice, day);
+            return Ok(Some(Proposal {
+                action,
+                entity,
+                version,
+            }));
         }
     }
+    rewrite(deps, practice, &entity, version).await?;
+    Ok(None)
+}
+
+/// Within tonight's budget: the action is created (or a suppressed record of the same gap
+/// revived, or a crashed run's action handed over again) and the record settled.
+async fn propose(deps: &ScanDeps<'_>, run: &mut Run<'_>, p: Proposal) -> Result<(), ScanError> {
+    let (practice, day) = (run.practice, run.day);
+    let Proposal {
+        action,
+        mut entity,
+        version,
+    } = p;
+    let id = action.id.clone();
+    if deps.actions.create_action(&action).await? {
+        run.report.created.push(id.clone());
+        run.hand_over.push(id);
+    } else if let Some(existing) = deps.actions.get_action(&practice.id, &id).await? {
+        match existing.status {
+            // A run that crashed after creating it never handed it over.
+            ActionStatus::Proposed => run.hand_over.push(id),
+            // Suppressed on an earlier night, due now: the record becomes the action.
+            ActionStatus::Suppressed if existing.suppressed_by_scan() => {
+                let revived = Action {
+                    rev: existing.rev,
+                    ..action.clone()
+                };
+                if deps.actions.update_action(&revived).await? {
+                    run.report.created.push(id.clone());
+                    run.hand_over.push(id);
+                }
+            }
+            _ => {}
+        }
+    }
+    settle(&mut entity, practice, day);
+    rewrite(deps, practice, &entity, version).await
+}
+
+/// Over tonight's budget: nothing is created; the record waits for tomorrow's scan, where it
+/// is ranked again with whatever else is due then.
+async fn defer(deps: &ScanDeps<'_>, run: &mut Run<'_>, p: Proposal) -> Result<(), ScanError> {
+    let (practice, day) = (run.practice, run.day);
+    let Proposal {
+        mut entity,
+        version,
+        ..
+    } = p;
+    let tomorrow = day.saturating_add(1.days());
+    match &mut entity {
+        Entity::PatientTreatment(pt) => pt.recheck_on = Some(tomorrow),
+        Entity::Appointment(a) => a.recheck_on = Some(tomorrow),
+        _ => {}
+    }
+    run.report.deferred += 1;
     rewrite(deps, practice, &entity, version).await
 }
 
@@ -371,6 +465,8 @@ fn settle(entity: &mut Entity, practice: &Practice, day: Date) {
 /// patient rebooked after), parked until `recheck` otherwise.
 fn park(entity: &mut Entity, practice: &Practice, day: Date, reason: Suppression, recheck: Date) {
     match (entity, reason) {
+        // Too late now, too late later: settled for good.
+        (e, Suppression::Stale) => settle(e, practice, day),
         (e @ Entity::Appointment(_), Suppression::BookedAhead) => settle(e, practice, day),
         (Entity::PatientTreatment(pt), _) => pt.recheck_on = Some(recheck),
         (Entity::Appointment(a), _) => a.recheck_on = Some(recheck),
@@ -627,6 +723,7 @@ mod tests {
             cycle_days: BTreeMap::new(),
             avg_ticket: BTreeMap::new(),
             follow_up_days: BTreeMap::new(),
+            stale_after_days: BTreeMap::new(),
             win_back_multiple: None,
             disabled: false,
             endpoint_retired: false,

@@ -47,11 +47,14 @@ struct SettingsHtml<'a> {
     editing: bool,
     kinds: Vec<KindView>,
     general_words: String,
+    /// How long each kind stays worth sending ([`window_words`]).
+    window_words: String,
     cooldown_days: u32,
     max_nudges: u32,
     quiet_hours: String,
     expiry_hours: u32,
     slot_fill_k: u32,
+    nightly_budget: u32,
     link_minutes: i64,
 }
 
@@ -80,12 +83,33 @@ fn quiet_words(q: Option<(u8, u8)>) -> String {
 
 pub fn general_words(p: &Policy) -> String {
     format!(
-        "at most one message every {} days and {} in 30 days; quiet hours {}; approval links work {} hours; an opened slot goes to {} patients",
+        "at most one message every {} days and {} in 30 days; quiet hours {}; approval links work {} hours; an opened slot goes to {} patients; at most {} new actions a night",
         p.cooldown_days,
         p.max_nudges_per_30_days,
         quiet_words(p.quiet_hours),
         p.approval_expiry_hours,
-        p.slot_fill_k
+        p.slot_fill_k,
+        p.nightly_budget
+    )
+}
+
+/// The practice's windows in words: how long past its due date each kind is still sent
+/// (docs/contracts.md, Windows). Set with `pil practice update --stale-after-days`.
+pub fn window_words(p: &Practice) -> String {
+    let parts: Vec<String> = ActionKind::ALL
+        .into_iter()
+        .filter_map(|k| {
+            p.stale_after_days(k).map(|d| {
+                format!(
+                    "{} up to {d} days after due",
+                    k.plural_label().to_lowercase()
+                )
+            })
+        })
+        .collect();
+    format!(
+        "{}; rebooks and series sessions until a win-back takes over. Later than that, nothing is sent.",
+        parts.join(", ")
     )
 }
 
@@ -129,6 +153,7 @@ fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
         editing: v.editing,
         kinds: kinds(policy),
         general_words: general_words(policy),
+        window_words: window_words(practice),
         cooldown_days: policy.cooldown_days,
         max_nudges: policy.max_nudges_per_30_days,
         quiet_hours: policy
@@ -136,6 +161,7 @@ fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
             .map_or_else(|| "none".into(), |(a, b)| format!("{a}-{b}")),
         expiry_hours: policy.approval_expiry_hours,
         slot_fill_k: policy.slot_fill_k,
+        nightly_budget: policy.nightly_budget,
         link_minutes: SETTINGS_LINK_MINUTES,
     }
     .render()
@@ -417,6 +443,9 @@ fn parse_form(current: &Policy, body: &[u8]) -> Result<Policy, String> {
     }
     if let Some(n) = num("slot_fill_k", "Patients offered a slot", 1, 20)? {
         p.slot_fill_k = n;
+    }
+    if let Some(n) = num("nightly_budget", "Most new actions a night", 1, 500)? {
+        p.nightly_budget = n;
     }
     if let Some(q) = form.get("quiet_hours").map(|v| v.trim()) {
         p.quiet_hours = match q {

@@ -1,0 +1,128 @@
+//! The nightly budget through the real stack: a night proposes at most the practice's budget,
+//! highest estimated value and most overdue first, in every mode; the rest come on later
+//! nights in the same order, once each.
+
+use pil_shared::action::{ActionKind, ActionStatus};
+use pil_shared::ids::OpaqueRef;
+use pil_shared::ports::{ActionLog, PatientIndex};
+use pil_shared::practice::Mode;
+use pil_shared::service::admin::{self, KindChange, PracticeUpdate};
+use pil_shared::service::scan::ScanReport;
+use pil_shared::treatment::Treatment;
+use pil_tests::{TestStack, completed, new_ref};
+use serde_json::json;
+
+async fn scan(ts: &TestStack, day: jiff::civil::Date) -> ScanReport {
+    ts.stack
+        .scan_deps()
+        .unwrap()
+        .scan(&ts.practice, day)
+        .await
+        .unwrap()
+}
+
+/// The patients whose actions a scan created, in the order it created them.
+async fn patients_of(ts: &TestStack, report: &ScanReport) -> Vec<String> {
+    let all = ts.store().practice_actions(&ts.practice).await.unwrap();
+    report
+        .created
+        .iter()
+        .map(|id| {
+            all.iter()
+                .find(|a| a.id == *id)
+                .map(|a| a.patient_ref.as_str().to_owned())
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_night_proposes_at_most_its_budget_and_the_rest_follow_in_order() {
+    let ts = TestStack::start().await.unwrap();
+    // Auto mode: auto-approved actions count against the budget like any other.
+    ts.set_mode(ActionKind::RebookNudge, Mode::Auto).await;
+    admin::set_policy(
+        ts.store(),
+        &ts.practice,
+        None,
+        KindChange {
+            nightly_budget: Some(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    admin::update_practice(
+        ts.store(),
+        &ts.practice,
+        PracticeUpdate {
+            avg_ticket: vec![
+                (Treatment::Neurotoxin, Some(400)),
+                (Treatment::DermalFiller, Some(900)),
+            ],
+            ..Default::default()
+        },
+        "admin",
+    )
+    .await
+    .unwrap();
+    // Five neurotoxin rebooks overdue by 5 to 25 days (same value), one filler rebook worth
+    // more and barely overdue.
+    let tox: Vec<String> = (0..5).map(|_| new_ref("p")).collect();
+    let filler = new_ref("p");
+    let mut events: Vec<serde_json::Value> = tox
+        .iter()
+        .enumerate()
+        .map(|(i, p)| completed(p, "neurotoxin", 95 + 5 * i as i64))
+        .collect();
+    events.push(completed(&filler, "dermal_filler", 182));
+    let r = ts.send("msg_budget", &json!({ "events": events })).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+
+    let night1 = ts.today();
+    let first = scan(&ts, night1).await;
+    assert_eq!(first.created.len(), 3, "{first:?}");
+    assert_eq!(first.deferred, 3);
+    assert_eq!(
+        patients_of(&ts, &first).await,
+        vec![filler.clone(), tox[4].clone(), tox[3].clone()],
+        "highest value first, then the most overdue"
+    );
+    // The same night again proposes nothing more.
+    let again = scan(&ts, night1).await;
+    assert!(again.created.is_empty() && again.deferred == 0, "{again:?}");
+
+    // The next night: the three that waited, in the same order.
+    let night2 = night1.tomorrow().unwrap();
+    let second = scan(&ts, night2).await;
+    assert_eq!(
+        patients_of(&ts, &second).await,
+        vec![tox[2].clone(), tox[1].clone(), tox[0].clone()]
+    );
+    assert_eq!(second.deferred, 0);
+    let third = scan(&ts, night2.tomorrow().unwrap()).await;
+    assert!(third.created.is_empty(), "nothing left: {third:?}");
+
+    // One action per patient, none lost, none twice; every one auto-approved or on its way.
+    for p in tox.iter().chain([&filler]) {
+        let mine = ts
+            .store()
+            .actions_of(&ts.practice, &OpaqueRef::parse(p).unwrap())
+            .await
+            .unwrap();
+        let proposed: Vec<_> = mine.iter().filter(|a| !a.suppressed_by_scan()).collect();
+        assert_eq!(proposed.len(), 1, "{p}: {mine:?}");
+        assert!(
+            matches!(
+                proposed[0].status,
+                ActionStatus::Proposed
+                    | ActionStatus::Pending
+                    | ActionStatus::Approved
+                    | ActionStatus::Delivered
+            ),
+            "{:?}",
+            proposed[0].status
+        );
+    }
+    ts.stop().await;
+}
