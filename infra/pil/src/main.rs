@@ -3,6 +3,8 @@
 //! `PIL_STACK_NAME`) with real credentials for a deployed stack. `pil ref …` is the
 //! exception: it makes refs on the practice's side, purely locally (no stack, no AWS).
 
+mod import;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -110,6 +112,29 @@ enum Cmd {
     /// the practice's side: purely local, needs no stack and no AWS.
     #[command(subcommand)]
     Ref(RefCmd),
+    /// Send a practice's history through the events API: NDJSON (one event per line, as the
+    /// API takes them) from --file or stdin, in signed batches of up to 100, progress on
+    /// stderr. Creates state only; safe to run again (nothing is applied twice). The webhook
+    /// secret comes from --secret-file or PIL_WEBHOOK_SECRET, never the command line.
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    #[arg(long)]
+    practice_id: String,
+    /// The history, one event per line (default: stdin).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// A file holding the practice's webhook secret (`whsec_…`); else PIL_WEBHOOK_SECRET.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Events per delivery (1-100).
+    #[arg(long, default_value_t = import::MAX_BATCH)]
+    batch_size: usize,
+    /// The API's base URL (default: PUBLIC_BASE_URL from stack.env or the stack's outputs).
+    #[arg(long)]
+    api_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -850,7 +875,8 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             serde_json::json!({
                 "practice_id": pid, "scan_date": day, "due_read": report.due_read,
                 "created": report.created, "handed_over": report.handed_over,
-                "suppressed": report.suppressed,
+                "suppressed": report.suppressed, "deferred": report.deferred,
+                "republished": report.republished,
             })
         }
         Cmd::Audit(AuditCmd::Verify { practice_id: id }) => {
@@ -919,6 +945,40 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             serde_json::Value::Array(out)
         }
         Cmd::Ref(_) => unreachable!("`pil ref` is run by main, before any configuration"),
+        Cmd::Import(a) => {
+            let pid = practice_id(&a.practice_id)?;
+            let secret_text = match &a.secret_file {
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| format!("--secret-file {}: cannot read it", p.display()))?,
+                None => std::env::var("PIL_WEBHOOK_SECRET").map_err(|_| {
+                    anyhow!("the webhook secret: pass --secret-file PATH or set PIL_WEBHOOK_SECRET")
+                })?,
+            };
+            let secret = pil_shared::signature::WebhookSecret::parse(secret_text.trim())
+                .map_err(|_| anyhow!("the webhook secret: not a whsec_ secret"))?;
+            let api_url = match &a.api_url {
+                Some(u) => u.clone(),
+                None => config
+                    .get("PUBLIC_BASE_URL")
+                    .map_err(|e| anyhow!("{e}; or pass --api-url"))?
+                    .to_owned(),
+            };
+            let events = match &a.file {
+                Some(p) => import::read_events(std::io::BufReader::new(
+                    std::fs::File::open(p)
+                        .with_context(|| format!("--file {}: cannot open it", p.display()))?,
+                ))?,
+                None => import::read_events(std::io::stdin().lock())?,
+            };
+            import::Import {
+                api_url: &api_url,
+                practice_id: pid.as_str(),
+                secret: &secret,
+                batch_size: a.batch_size,
+            }
+            .run(&events)
+            .await?
+        }
         Cmd::Report(r) => {
             let pid = practice_id(&r.practice_id)?;
             let day = |flag: &str, v: &str| {
