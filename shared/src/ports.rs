@@ -345,6 +345,14 @@ pub struct CandidateBatch {
     pub practice_id: PracticeId,
     pub scan_date: Date,
     pub action_ids: Vec<ActionId>,
+    /// Gaps due that night over the practice's nightly budget, waiting for the next nights
+    /// (the digest says so).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferred: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[async_trait]

@@ -1552,6 +1552,11 @@ pub const CHANNELS: &[Channel] = &[
                 Linked::No,
                 "Ids of the candidate actions (no refs).",
             ),
+            (
+                "deferred",
+                Linked::No,
+                "Gaps over the nightly budget, waiting for later nights (a count).",
+            ),
         ],
     },
     Channel {
@@ -1648,6 +1653,7 @@ pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
             practice_id: pid.clone(),
             scan_date: day("2026-11-22"),
             action_ids: vec![ActionId::derive(&["x"])],
+            deferred: 312,
         }),
         &mut candidates,
     );

@@ -91,6 +91,22 @@ async fn a_history_imports_in_batches_again_without_effect_and_a_bad_line_is_nam
     assert!(ok, "{err}");
     assert_eq!(out["created"].as_array().map(Vec::len), Some(25), "{out}");
     assert_eq!(out["deferred"], 225);
+    // The owner's digest holds those 25 and says what waits.
+    let mail = pil_local::scenario::eventually(std::time::Duration::from_secs(30), || async {
+        stack.moto.sent_emails().await.ok()?.into_iter().last()
+    })
+    .await
+    .expect("the first night's digest");
+    assert!(
+        mail.subject.starts_with("25 actions awaiting approval"),
+        "{}",
+        mail.subject
+    );
+    assert!(
+        mail.body.contains("225 more due patients wait over the nightly limit of 25: they come in the next 9 nights"),
+        "the digest says how many wait and when: {}",
+        &mail.body[mail.body.find("more due").map_or(0, |i| i.saturating_sub(40))..][..200.min(mail.body.len())]
+    );
 
     // A line carrying PHI stops the import there, named by its line number, never its text.
     let mut bad = lines.clone();

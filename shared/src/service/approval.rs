@@ -224,6 +224,7 @@ pub async fn handle_candidates(
             batch.scan_date,
             now,
             yesterday,
+            batch.deferred,
         );
         deps.mailer.send(&mail).await?;
         report.mailed = true;
@@ -378,6 +379,8 @@ struct DigestHtml<'a> {
     settings_minutes: i64,
     /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
     yesterday: &'a str,
+    /// "312 more due patients wait: …" (empty when nothing waits).
+    waiting: &'a str,
 }
 
 #[derive(Template)]
@@ -397,6 +400,8 @@ struct DigestText<'a> {
     settings_minutes: i64,
     /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
     yesterday: &'a str,
+    /// "312 more due patients wait: …" (empty when nothing waits).
+    waiting: &'a str,
 }
 
 fn link(deps: &ApprovalDeps<'_>, claims: &Claims, key: &token::LinkKey) -> String {
@@ -407,6 +412,26 @@ fn link(deps: &ApprovalDeps<'_>, claims: &Claims, key: &token::LinkKey) -> Strin
     )
 }
 
+/// What the nightly budget held back, in the owner's words.
+fn waiting_line(deferred: usize, budget: u32) -> String {
+    if deferred == 0 {
+        return String::new();
+    }
+    let budget = budget.max(1) as usize;
+    let nights = deferred.div_ceil(budget);
+    format!(
+        "{} more due {} over the nightly limit of {budget}: they come in the next {}, most valuable and longest overdue first",
+        deferred,
+        if deferred == 1 {
+            "patient waits"
+        } else {
+            "patients wait"
+        },
+        plural(nights, "night", "nights")
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
 fn digest(
     deps: &ApprovalDeps<'_>,
     p: &Practice,
@@ -415,6 +440,7 @@ fn digest(
     scan_date: jiff::civil::Date,
     now: Timestamp,
     yesterday: Option<report::DaySummary>,
+    deferred: usize,
 ) -> Mail {
     let expiry = now + SignedDuration::from_hours(i64::from(p.policy.approval_expiry_hours));
     let approver = p
@@ -491,6 +517,7 @@ fn digest(
         .to_string();
     let scan_date = scan_date.strftime("%A, %B %-d").to_string();
     let yesterday = yesterday.map(|y| y.line("Yesterday")).unwrap_or_default();
+    let waiting = waiting_line(deferred, p.policy.nightly_budget);
     let html = DigestHtml {
         subject: &subject,
         headline: &headline,
@@ -505,6 +532,7 @@ fn digest(
         settings_url: &settings_url,
         settings_minutes: token::SETTINGS_LINK_MINUTES,
         yesterday: &yesterday,
+        waiting: &waiting,
     }
     .render()
     .unwrap_or_default();
@@ -520,6 +548,7 @@ fn digest(
         settings_url: &settings_url,
         settings_minutes: token::SETTINGS_LINK_MINUTES,
         yesterday: &yesterday,
+        waiting: &waiting,
     }
     .render()
     .unwrap_or_default();

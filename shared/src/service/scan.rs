@@ -236,6 +236,7 @@ pub async fn scan_practice(
                 practice_id: practice_id.clone(),
                 scan_date: day,
                 action_ids: chunk.to_vec(),
+                deferred: report.deferred,
             };
             deps.candidates.send_candidates(&batch).await?;
         }

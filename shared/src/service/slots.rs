@@ -477,6 +477,7 @@ async fn hand_over(
         practice_id: practice.id.clone(),
         scan_date: practice.local_date(deps.clock.now()),
         action_ids: proposed.clone(),
+        deferred: 0,
     };
     deps.candidates.send_candidates(&batch).await?;
     Ok(proposed.len())
