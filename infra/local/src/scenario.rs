@@ -922,6 +922,91 @@ pub async fn run(stack: &Stack) -> Result<Story> {
         "no trigger for #Q reached the PMS",
     );
 
+    // 15. A second practice's first night: years of history in, a bounded digest out.
+    let hist = PracticeId::parse("demo-first-night")?;
+    let onboarded = admin::create_practice(
+        store,
+        keys.keys(),
+        NewPractice {
+            id: hist.clone(),
+            time_zone: tz.into(),
+            owner_emails: vec!["owner@demo-first-night.example".into()],
+            trigger_url: TriggerUrl::parse(&stack.pms.trigger_url(), TriggerUrlScope::LocalStack)?,
+        },
+    )
+    .await?;
+    let hist_secret =
+        WebhookSecret::parse(&onboarded.webhook_secret).map_err(|e| anyhow!("{e}"))?;
+    // 120 patients due for a neurotoxin rebook (95 to 214 days ago), 30 whose two-week
+    // follow-up passed weeks ago, 30 whose filler visit was three years ago.
+    let mut history = Vec::new();
+    for i in 0..120 {
+        history.push(completed(&new_ref("p"), Treatment::Neurotoxin, 95 + i));
+    }
+    for i in 0..30 {
+        history.push(completed(&new_ref("p"), Treatment::Neurotoxin, 30 + i % 10));
+    }
+    for i in 0..30 {
+        history.push(completed(&new_ref("p"), Treatment::DermalFiller, 1_000 + i));
+    }
+    let mut accepted = 0;
+    for (n, chunk) in history.chunks(100).enumerate() {
+        let body = json!({ "events": chunk }).to_string();
+        let r = pms
+            .send(
+                hist.as_str(),
+                &hist_secret,
+                &format!("imp_history_{n}"),
+                &body,
+            )
+            .await?;
+        accepted += usize::from(r.status == 202) * chunk.len();
+    }
+    story.say(format!(
+        "\n15. A new practice, {hist}, connects with its history: its PMS sends {} past visits in \
+         batches of 100 (what `pil import` does from a file).",
+        history.len()
+    ));
+    story.check(
+        accepted == history.len(),
+        "every batch accepted; importing creates state only",
+    );
+    let mails_before = stack.moto.sent_emails().await?.len();
+    let first = stack.scan_deps()?.scan(&hist, today).await?;
+    let stale = has(&first.suppressed, "stale");
+    story.say(format!(
+        "   The first night: {} proposed, {} waiting for later nights, {} stale (too late to send).",
+        first.created.len(),
+        first.deferred,
+        stale
+    ));
+    story.check(
+        first.created.len() == 25 && first.deferred == 95,
+        "the nightly budget (25) holds: the most valuable, longest-overdue 25 are proposed, 95 wait",
+    );
+    story.check(
+        stale == 60,
+        "stale gaps are not sent: 30 follow-ups weeks late, 30 win-backs years late",
+    );
+    let digest = eventually(Duration::from_secs(30), || async {
+        let m = stack.moto.sent_emails().await.ok()?;
+        m.into_iter()
+            .skip(mails_before)
+            .find(|m| m.to.iter().any(|t| t.contains("demo-first-night")))
+    })
+    .await;
+    if let Some(m) = &digest {
+        story.say(format!("   Digest: \"{}\"", m.subject));
+    }
+    story.check(
+        digest.as_ref().is_some_and(|m| {
+            m.subject.starts_with("25 actions awaiting approval")
+                && m.body
+                    .contains("95 more due patients wait over the nightly limit of 25")
+        }),
+        "the owner's first digest holds 25 cards and says 95 more come over the next 4 nights",
+    );
+
     story.say(format!(
         "\nFigures: one accepted single-event webhook cost {wcu} DynamoDB write units (goal ≤ 2)."
     ));
