@@ -555,6 +555,69 @@ async fn the_owner_decides_in_a_real_browser() {
     );
 }
 
+/// A practice's first night after a history import: the digest holds the nightly budget's
+/// cards, says how many more wait, and reads on a phone and a desktop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_first_night_digest_reads_on_phone_and_desktop() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let shots = workspace_root().join("target/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let ts = TestStack::start().await.expect("stack");
+    // 120 rebooks due (neurotoxin and filler, 95 days to a year ago), in batches of 100.
+    let history: Vec<serde_json::Value> = (0..120)
+        .map(|i| {
+            let (t, base) = if i % 4 == 0 {
+                ("dermal_filler", 185)
+            } else {
+                ("neurotoxin", 95)
+            };
+            completed(&new_ref("p"), t, base + i)
+        })
+        .collect();
+    for (n, chunk) in history.chunks(100).enumerate() {
+        let r = ts
+            .send(&format!("msg_hist_{n}"), &json!({ "events": chunk }))
+            .await;
+        assert_eq!(r.status, 202, "{r:?}");
+    }
+    let report = ts
+        .stack
+        .scan_deps()
+        .expect("scan deps")
+        .scan(&ts.practice, ts.today())
+        .await
+        .expect("scan");
+    assert_eq!((report.created.len(), report.deferred), (25, 95));
+    let email = eventually(WAIT, || async { ts.emails().await.into_iter().next() })
+        .await
+        .expect("the digest e-mail");
+    assert!(email.subject.starts_with("25 actions awaiting approval"));
+
+    let mut b = Browser::launch(&chromium).await.expect("chromium starts");
+    let digest = shots.join("first-night-digest.html");
+    std::fs::write(&digest, &email.body).expect("write digest");
+    let url = format!("file://{}", digest.canonicalize().unwrap().display());
+    b.viewport(PHONE).await.unwrap();
+    b.goto(&url).await.unwrap();
+    let text = b.text().await.unwrap();
+    assert!(text.contains("25 patients could be brought back"), "{text}");
+    assert!(
+        text.contains(
+            "95 more due patients wait over the nightly limit of 25: they come in the next 4 nights"
+        ),
+        "{text}"
+    );
+    let approve = b
+        .eval("[...document.querySelectorAll('a')].filter(a => a.textContent.trim() === 'Approve').length")
+        .await
+        .unwrap();
+    assert_eq!(approve, json!(25), "one card per proposed action, no more");
+    shoot(&mut b, &shots, "20-first-night-digest", PHONE).await;
+    ts.stop().await;
+}
+
 /// A minimal Chrome DevTools Protocol client over `--remote-debugging-pipe`.
 mod cdp {
     use std::path::{Path, PathBuf};
