@@ -1,6 +1,7 @@
 //! Consent at every step that can lead to a message, through the real handlers and HTTP:
 //! an opt-out withdraws what is open, the owner's approval and approval-check read consent
-//! again, and the emitter reads it before its lease.
+//! again, the emitter reads it before its lease, and an opt-in dated ahead cannot outrank a
+//! real opt-out (time cannot be borrowed).
 
 use pil_shared::action::{Action, ActionStatus, Withdrawal};
 use pil_shared::ids::{ActionId, OpaqueRef};
@@ -231,5 +232,58 @@ async fn approval_check_and_the_emitter_read_consent_again() {
     assert_eq!(a.withdrawal, Some(Withdrawal::OptedOut));
     assert_eq!(a.attempts, 0, "withdrawn before the lease");
     assert_eq!(post_count(&ts), 0, "no trigger reached the PMS");
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_in_dated_ahead_cannot_outrank_a_real_opt_out() {
+    let ts = TestStack::start().await.unwrap();
+    ts.set_mode(
+        pil_shared::action::ActionKind::RebookNudge,
+        pil_shared::practice::Mode::Auto,
+    )
+    .await;
+    let p = new_ref("p");
+    assert_eq!(
+        ts.send("msg_a1", &completed(&p, "neurotoxin", 100))
+            .await
+            .status,
+        202
+    );
+    // A PMS clock 23 hours fast stamps an opt-in; a minute later the patient opts out.
+    let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(23);
+    let opt_in = json!({"type": "patient.opted_in", "occurred_at": ahead.to_string(),
+        "data": {"patient_ref": p}});
+    assert_eq!(
+        ts.send("msg_a2", &opt_in).await.status,
+        202,
+        "accepted, not refused"
+    );
+    assert_eq!(ts.send("msg_a3", &opted_out_event(&p)).await.status, 202);
+    // And the PMS retries the dated-ahead opt-in: it ranks where it first did.
+    assert_eq!(ts.send("msg_a2", &opt_in).await.status, 202);
+    let consent = ts
+        .store()
+        .get_entity(
+            &ts.practice,
+            &pil_shared::state::EntityKey::Consent(OpaqueRef::parse(&p).unwrap()),
+        )
+        .await
+        .unwrap()
+        .map(|s| s.value);
+    assert!(
+        matches!(consent, Some(Entity::Consent(c)) if c.is_opted_out()),
+        "the real opt-out wins"
+    );
+    // Auto mode: the night proposes nothing for the patient, and nothing reaches the PMS.
+    let report = ts
+        .stack
+        .scan_deps()
+        .unwrap()
+        .scan(&ts.practice, ts.today())
+        .await
+        .unwrap();
+    assert!(report.created.is_empty(), "{report:?}");
+    assert_eq!(post_count(&ts), 0);
     ts.stop().await;
 }
