@@ -241,7 +241,7 @@ pub trait PatientRecords: Send + Sync {
 /// Tombstones of erased and rotated refs (see [`crate::tombstone`]).
 #[async_trait]
 pub trait TombstoneRepo: Send + Sync {
-    /// The tombstones among `ids` (an eventually consistent read; missing ones are absent).
+    /// The tombstones among `ids` (a consistent read; missing ones are absent).
     async fn tombstones(
         &self,
         practice: &PracticeId,

@@ -451,7 +451,9 @@ impl DueIndex for MemStore {
             .collect();
         rows.sort();
         rows.truncate(limit.max(1));
-        let cursor = rows.last().map(|(c, _)| c.clone());
+        let cursor = (rows.len() >= limit)
+            .then(|| rows.last().map(|(c, _)| c.clone()))
+            .flatten();
         Ok((
             rows.into_iter()
                 .filter_map(|(_, sk)| EntityKey::parse_sort_key(sk))

@@ -126,3 +126,52 @@ async fn a_night_proposes_at_most_its_budget_and_the_rest_follow_in_order() {
     }
     ts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_held_back_by_a_deferred_proposal_waits_one_night_not_the_cooldown() {
+    let ts = TestStack::start().await.unwrap();
+    admin::set_policy(
+        ts.store(),
+        &ts.practice,
+        None,
+        KindChange {
+            nightly_budget: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Q's filler rebook is worth the most and takes the night's one place. P has two rebooks
+    // due (neurotoxin and a peel): one is P's proposal for tonight, deferred by the budget,
+    // the other is held back by the cooldown that proposal would start.
+    let (p, q) = (new_ref("p"), new_ref("p"));
+    let batch = json!({"events": [
+        completed(&q, "dermal_filler", 190),
+        completed(&p, "neurotoxin", 100),
+        completed(&p, "chemical_peel", 35),
+    ]});
+    assert_eq!(ts.send("msg_held", &batch).await.status, 202);
+    let night1 = ts.today();
+    let first = scan(&ts, night1).await;
+    assert_eq!(patients_of(&ts, &first).await, vec![q.clone()]);
+    assert_eq!(first.deferred, 1);
+    // Nothing reached P tonight, so both of P's records are looked at again tomorrow.
+    let tomorrow = night1.tomorrow().unwrap();
+    for t in [Treatment::Neurotoxin, Treatment::ChemicalPeel] {
+        let rec = pil_shared::ports::EntityRepo::get_entity(
+            ts.store(),
+            &ts.practice,
+            &pil_shared::state::EntityKey::PatientTreatment(OpaqueRef::parse(&p).unwrap(), t),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let pil_shared::state::Entity::PatientTreatment(pt) = rec.value else {
+            panic!("a treatment record")
+        };
+        assert_eq!(pt.recheck_on, Some(tomorrow), "{t:?}");
+    }
+    let second = scan(&ts, tomorrow).await;
+    assert_eq!(patients_of(&ts, &second).await, vec![p.clone()]);
+    ts.stop().await;
+}

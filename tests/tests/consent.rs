@@ -287,3 +287,25 @@ async fn an_opt_in_dated_ahead_cannot_outrank_a_real_opt_out() {
     assert_eq!(post_count(&ts), 0);
     ts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_in_the_same_delivery_as_a_rotation_withdraws_what_moved() {
+    let ts = TestStack::start().await.unwrap();
+    let (a, b) = (new_ref("p"), new_ref("p"));
+    ts.send("msg_r1", &completed(&a, "neurotoxin", 100)).await;
+    ts.scan_via_queue(ts.today()).await;
+    let (_, id) = pending_action(&ts).await;
+    // The PMS rotates A to B and, in the same delivery, reports the opt-out under A.
+    let batch = json!({"events": [
+        {"type": "patient.ref_rotated", "occurred_at": jiff::Timestamp::now().to_string(),
+            "data": {"old_ref": a, "new_ref": b}},
+        opted_out_event(&a),
+    ]});
+    let r = ts.send("msg_r2", &batch).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let x = action(&ts, &id).await;
+    assert_eq!(x.patient_ref.as_str(), b, "the action moved to B");
+    assert_eq!(x.status, ActionStatus::Withdrawn);
+    assert_eq!(x.withdrawal, Some(Withdrawal::OptedOut));
+    ts.stop().await;
+}

@@ -262,6 +262,12 @@ impl DynamoStore {
     /// item deleted since the query is left out; keys DynamoDB leaves unprocessed (throttling)
     /// are asked for again, a few times, then the read fails as transient.
     async fn fetch_indexed(&self, found: &[Item]) -> Result<Vec<Item>, StoreError> {
+        self.fetch_keys(found, false).await
+    }
+
+    /// BatchGetItem of the items `found` names (their `pk` and `sk`), strongly or eventually
+    /// consistent.
+    async fn fetch_keys(&self, found: &[Item], consistent: bool) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::with_capacity(found.len());
         let keys: Vec<Item> = found
             .iter()
@@ -282,7 +288,7 @@ impl DynamoStore {
                 let asked = pending.len();
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(false)
+                    .consistent_read(consistent)
                     .build()
                     .map_err(|_| StoreError::Permanent("batch get request".into()))?;
                 let resp = self
@@ -302,7 +308,7 @@ impl DynamoStore {
                     .map(|k| k.keys)
                     .unwrap_or_default();
                 let missing = asked.saturating_sub(got.len() + pending.len());
-                self.meter.batch_read(&got, missing, false);
+                self.meter.batch_read(&got, missing, consistent);
                 out.extend(got);
                 if !pending.is_empty() {
                     attempt += 1;
@@ -526,8 +532,10 @@ impl DueIndex for DynamoStore {
                 .await?
             }
         };
-        let cursor = items
-            .last()
+        // A cursor only after a full page (counted in items, not in keys that parsed).
+        let cursor = (items.len() >= limit)
+            .then(|| items.last())
+            .flatten()
             .and_then(|i| i.get("gsi2sk"))
             .and_then(|v| v.as_s().ok())
             .cloned();
@@ -864,7 +872,9 @@ impl TombstoneRepo for DynamoStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.fetch_indexed(&keys)
+        // Consistent: a tombstone written a moment ago (an erasure racing this delivery)
+        // must be seen.
+        self.fetch_keys(&keys, true)
             .await?
             .iter()
             .map(tombstone_of)

@@ -50,6 +50,9 @@ pub struct PrivacyDeps<'a> {
     /// Where tombstones go; `None` for a practice stored before it had a tombstone key
     /// (rotation and erasure still work, but leave no tombstone: logged as an alert).
     pub tombstones: Option<Tombstones<'a>>,
+    /// Appointments the same delivery booked, by patient ref: looked at by key as well, since
+    /// the per-patient index may not list a write this fresh yet.
+    pub fresh: Option<&'a HashMap<OpaqueRef, Vec<OpaqueRef>>>,
 }
 
 /// The tombstone store, the practice's key, and the time to stamp.
@@ -370,6 +373,35 @@ async fn leave_tombstone(
     }
 }
 
+/// Everything stored for `patient`, as [`PatientRecords::records_of`] finds it, plus the
+/// appointments this delivery booked for it that the index does not list yet.
+async fn records_with_fresh(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    patient: &OpaqueRef,
+) -> Result<Vec<PatientRecord>, StoreError> {
+    let mut records = deps.records.records_of(&practice.id, patient).await?;
+    let fresh = deps
+        .fresh
+        .and_then(|f| f.get(patient))
+        .map_or(&[][..], Vec::as_slice);
+    for a in fresh {
+        let key = EntityKey::Appointment(a.clone());
+        if records
+            .iter()
+            .any(|r| r.key() == RecordKey::Entity(key.clone()))
+        {
+            continue;
+        }
+        if let Some(s) = deps.entities.get_entity(&practice.id, &key).await?
+            && s.value.patient() == Some(patient)
+        {
+            records.push(PatientRecord::Entity(s));
+        }
+    }
+    Ok(records)
+}
+
 /// Rewrites the rotation tombstones that point to `from`: to `fate` (the ref `from` became,
 /// or erased), so no tombstone names a ref that is gone.
 async fn repoint_tombstones(
@@ -412,7 +444,7 @@ pub async fn rotate(
     // The tombstone first: from here on, a late event for the old ref goes to the new one.
     let to_new = Fate::RotatedTo { to: new.clone() };
     leave_tombstone(deps, practice, |k| k.patient(old), to_new.clone()).await?;
-    let records = deps.records.records_of(&practice.id, old).await?;
+    let records = records_with_fresh(deps, practice, old).await?;
     let found = records.len();
     let moved: Vec<bool> = stream::iter(
         records
@@ -440,7 +472,7 @@ pub async fn erase(
     // The tombstones first: from here on, a late event for the ref (or for one of its
     // appointments) is dropped.
     leave_tombstone(deps, practice, |k| k.patient(patient), Fate::Erased).await?;
-    let records = deps.records.records_of(&practice.id, patient).await?;
+    let records = records_with_fresh(deps, practice, patient).await?;
     let found = records.len();
     for r in &records {
         if let PatientRecord::Entity(s) = r
@@ -992,6 +1024,7 @@ mod tests {
             actions: m,
             records: m,
             tombstones: None,
+            fresh: None,
         }
     }
 

@@ -249,6 +249,20 @@ pub async fn apply(
     }
     let events = &resolved.events[..];
     let key = key.as_ref();
+    let mut fresh: HashMap<crate::ids::OpaqueRef, Vec<crate::ids::OpaqueRef>> = HashMap::new();
+    for ev in events {
+        if let EventData::AppointmentBooked {
+            appointment_ref,
+            patient_ref,
+            ..
+        } = &ev.data
+        {
+            fresh
+                .entry(patient_ref.clone())
+                .or_default()
+                .push(appointment_ref.clone());
+        }
+    }
     let pdeps = PrivacyDeps {
         entities: deps.entities,
         actions: deps.actions,
@@ -258,6 +272,7 @@ pub async fn apply(
             key: k,
             at: received_at,
         }),
+        fresh: Some(&fresh),
     };
     let mut erased = 0;
     for a in &resolved.erased_appointments {
@@ -327,15 +342,36 @@ pub async fn apply(
                     .rewrite(one);
                 let mut n = 0;
                 for e in &fresh.events {
-                    n += match &e.data {
-                        EventData::PatientRefRotated { old_ref, new_ref } => {
-                            privacy::rotate(&pdeps, practice, old_ref, new_ref).await?
-                        }
-                        EventData::PatientErased { patient_ref } => {
-                            privacy::erase(&pdeps, practice, patient_ref).await?
-                        }
-                        _ => 0,
-                    };
+                    n +=
+                        match &e.data {
+                            EventData::PatientRefRotated { old_ref, new_ref } => {
+                                let moved =
+                                    privacy::rotate(&pdeps, practice, old_ref, new_ref).await?;
+                                // An opt-out under either ref now holds for the new one, and so
+                                // for every action the rotation moved to it.
+                                let withdrawn =
+                                    if consent::opted_out(deps.entities, &practice.id, new_ref)
+                                        .await?
+                                    {
+                                        consent::withdraw_open(
+                                            deps.actions,
+                                            deps.patients,
+                                            deps.audit,
+                                            deps.clock,
+                                            &practice.id,
+                                            new_ref,
+                                        )
+                                        .await?
+                                    } else {
+                                        0
+                                    };
+                                moved + withdrawn
+                            }
+                            EventData::PatientErased { patient_ref } => {
+                                privacy::erase(&pdeps, practice, patient_ref).await?
+                            }
+                            _ => 0,
+                        };
                 }
                 n
             }

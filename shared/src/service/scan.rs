@@ -120,7 +120,10 @@ pub struct ScanReport {
 
 /// An approval younger than this is left to the publish that recorded it (the default of
 /// [`ScanDeps::outbox_grace_seconds`]; `OUTBOX_GRACE_SECONDS` in the function's environment).
-pub const OUTBOX_GRACE_SECONDS: i64 = 600;
+/// Thirteen hours: an action waiting out quiet hours sits in the outbox too (no attempt yet),
+/// and its own message comes back within SQS's 12-hour visibility limit; publishing it again
+/// before that would start a second retry chain beside the first.
+pub const OUTBOX_GRACE_SECONDS: i64 = 13 * 3600;
 
 /// Publishes `action.approved` again for every action approved more than
 /// [`ScanDeps::outbox_grace_seconds`] ago that no emitter has taken: an approval whose publish failed
@@ -179,6 +182,8 @@ pub async fn scan_practice(
         report: &mut report,
         hand_over: Vec::new(),
         nudged: HashMap::new(),
+        held: Vec::new(),
+        proposed: std::collections::HashSet::new(),
     };
     // Suppressions are settled as they are found; what would become an action is collected,
     // so the nightly budget can pick the most valuable and most overdue of all of them.
@@ -197,8 +202,8 @@ pub async fn scan_practice(
             }
         }
         match next {
-            Some(c) if n >= DUE_PAGE => after = Some(c),
-            _ => break,
+            Some(c) => after = Some(c),
+            None => break,
         }
     }
     // Highest estimated value first, then the longest overdue, then by id: the same order
@@ -224,6 +229,7 @@ pub async fn scan_practice(
             defer(deps, &mut run, p).await?;
         }
     }
+    release_held(deps, &mut run).await?;
     if run.report.deferred > 0 {
         tracing::info!(practice_id = %practice.id, deferred = run.report.deferred, budget,
             reason = "nightly_budget", "proposals over the nightly budget wait for the next night");
@@ -253,12 +259,19 @@ struct Run<'a> {
     /// Actions given to each patient in this run (the patient index may lag behind our own
     /// writes, so cooldown and the cap count these themselves).
     nudged: HashMap<OpaqueRef, Vec<ActionId>>,
+    /// Records parked by cooldown or the cap while one of tonight's proposals for the same
+    /// patient counted: if the budget defers that proposal, they wait one night, not the
+    /// whole cooldown ([`release_held`]).
+    held: Vec<(OpaqueRef, EntityKey)>,
+    /// Patients one of tonight's proposals was made for.
+    proposed: std::collections::HashSet<OpaqueRef>,
 }
 
 /// A gap that would become an action tonight, with the record it came from (not written
 /// yet: the budget decides between [`propose`] and [`defer`]).
 struct Proposal {
     action: Action,
+    key: EntityKey,
     entity: Entity,
     version: u64,
 }
@@ -336,6 +349,11 @@ async fn evaluate(
     };
     match outcome {
         Outcome::Suppress(gap, reason, recheck) => {
+            if matches!(reason, Suppression::Cooldown | Suppression::MonthlyCap)
+                && run.nudged.contains_key(&patient)
+            {
+                run.held.push((patient.clone(), key.clone()));
+            }
             suppressed(run, gap.kind, reason);
             let a = new_action(deps, practice, &gap, &patient, treatment, evidence, day);
             tracing::info!(practice_id = %practice.id, action_id = %a.id, kind = gap.kind.as_str(), reason = reason.as_str(), "gap suppressed");
@@ -352,6 +370,7 @@ async fn evaluate(
                 .push(action.id.clone());
             return Ok(Some(Proposal {
                 action,
+                key: key.clone(),
                 entity,
                 version,
             }));
@@ -367,10 +386,19 @@ async fn propose(deps: &ScanDeps<'_>, run: &mut Run<'_>, p: Proposal) -> Result<
     let (practice, day) = (run.practice, run.day);
     let Proposal {
         action,
+        key,
         mut entity,
         version,
     } = p;
+    // The record as evaluated, still: ranking can take a while on a large night, and an
+    // erasure, a rotation or a new event may have come meanwhile. Gone or changed: nothing is
+    // created now; a changed record is evaluated again by the next scan.
+    match deps.entities.get_entity(&practice.id, &key).await? {
+        Some(s) if s.version == version => {}
+        _ => return Ok(()),
+    }
     let id = action.id.clone();
+    run.proposed.insert(action.patient_ref.clone());
     if deps.actions.create_action(&action).await? {
         run.report.created.push(id.clone());
         run.hand_over.push(id);
@@ -394,6 +422,30 @@ async fn propose(deps: &ScanDeps<'_>, run: &mut Run<'_>, p: Proposal) -> Result<
     }
     settle(&mut entity, practice, day);
     rewrite(deps, practice, &entity, version).await
+}
+
+/// The records cooldown or the cap parked because of a proposal of tonight that the budget
+/// then deferred: nothing reached the patient, so they are looked at again tomorrow (their
+/// suppression record stays, and becomes the action if they win then).
+async fn release_held(deps: &ScanDeps<'_>, run: &mut Run<'_>) -> Result<(), ScanError> {
+    let (practice, day) = (run.practice, run.day);
+    let tomorrow = day.saturating_add(1.days());
+    for (patient, key) in std::mem::take(&mut run.held) {
+        if run.proposed.contains(&patient) {
+            continue;
+        }
+        let Some(stored) = deps.entities.get_entity(&practice.id, &key).await? else {
+            continue;
+        };
+        let mut entity = stored.value;
+        match &mut entity {
+            Entity::PatientTreatment(pt) => pt.recheck_on = Some(tomorrow),
+            Entity::Appointment(a) => a.recheck_on = Some(tomorrow),
+            _ => continue,
+        }
+        rewrite(deps, practice, &entity, stored.version).await?;
+    }
+    Ok(())
 }
 
 /// Over tonight's budget: nothing is created; the record waits for tomorrow's scan, where it
