@@ -38,10 +38,20 @@ const DESKTOP: Viewport = Viewport {
     mobile: false,
 };
 
+/// Whether `CI` is set to a true value (not empty, `0`, `false`, `no` or `off`).
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        )
+    })
+}
+
 fn chromium_or_skip() -> Option<PathBuf> {
     match cdp::find_chromium() {
         Some(p) => Some(p),
-        None if std::env::var_os("CI").is_some() => panic!(
+        None if ci() => panic!(
             "chromium is not installed but CI is set, so the browser tests must run: \
              install it with `make browser-tools` (apt-get install chromium)"
         ),
