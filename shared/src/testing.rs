@@ -1071,6 +1071,8 @@ impl World {
             log: &self.store,
             bus: &self.bus,
             outbox_grace_seconds: crate::service::scan::OUTBOX_GRACE_SECONDS,
+            page_size: crate::service::scan::DUE_PAGE,
+            time_budget: crate::service::scan::TIME_BUDGET,
             clock: &self.clock,
         }
     }

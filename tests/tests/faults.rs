@@ -611,3 +611,69 @@ async fn control_run_is_what_the_rules_say() {
         "records, appointments, consent, actions"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_night_in_many_parts_with_a_redelivered_continuation_creates_each_action_once() {
+    // Three due entries per page and no time to spare: every part hands the rest on.
+    let ts = stack(
+        true,
+        &[("SCAN_PAGE_SIZE", "3"), ("SCAN_TIME_BUDGET_SECONDS", "0")],
+    )
+    .await;
+    let p = proxy(&ts);
+    // The answer to a continuation's SendMessage is lost after it landed: the SDK sends it
+    // again, so that part of the night runs twice.
+    p.add(
+        Rule::on("SendMessage", Fault::ForwardThenDrop)
+            .containing("part")
+            .times(1),
+    );
+    let patients: Vec<String> = (0..20).map(|_| pil_tests::new_ref("p")).collect();
+    let events: Vec<Value> = patients
+        .iter()
+        .enumerate()
+        .map(|(i, pt)| pil_tests::completed(pt, "neurotoxin", 95 + i as i64))
+        .collect();
+    let r = ts.send("msg_parts", &json!({ "events": events })).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    night(&ts).await;
+    let all = eventually(Duration::from_secs(90), || async {
+        let actions = pil_shared::ports::ActionLog::practice_actions(ts.store(), &ts.practice)
+            .await
+            .ok()?;
+        let delivered = actions
+            .iter()
+            .filter(|a| a.status == pil_shared::action::ActionStatus::Delivered)
+            .count();
+        (delivered == 20).then_some(actions)
+    })
+    .await
+    .expect("every patient's nudge delivered");
+    // One action per patient, each delivered once.
+    for pt in &patients {
+        let mine = all
+            .iter()
+            .filter(|a| a.patient_ref.as_str() == pt && !a.suppressed_by_scan())
+            .count();
+        assert_eq!(mine, 1, "{pt}");
+    }
+    let mut accepted = BTreeMap::new();
+    for r in ts.stack.pms.received() {
+        if (200..300).contains(&r.status) && !r.duplicate {
+            *accepted.entry(r.webhook_id.clone()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(accepted.len(), 20);
+    assert!(accepted.values().all(|n| *n == 1), "{accepted:?}");
+    assert_eq!(
+        p.injected().get("SendMessage").copied(),
+        Some(1),
+        "a continuation was sent twice"
+    );
+    assert!(
+        p.forwarded().get("SendMessage").copied().unwrap_or(0) >= 7,
+        "the night ran in parts: {:?}",
+        p.forwarded()
+    );
+    ts.stop().await;
+}

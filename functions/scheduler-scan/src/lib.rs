@@ -22,6 +22,12 @@ pub struct Deps {
     pub bus: EventBus,
     /// `OUTBOX_GRACE_SECONDS`, else [`scan::OUTBOX_GRACE_SECONDS`].
     pub outbox_grace_seconds: i64,
+    /// Continuations of a night too large for one invocation, and the tick's fan-out.
+    pub scan_queue: SqsQueue,
+    /// `SCAN_PAGE_SIZE`, else [`scan::DUE_PAGE`].
+    pub page_size: usize,
+    /// `SCAN_TIME_BUDGET_SECONDS`, else [`scan::TIME_BUDGET`].
+    pub time_budget: std::time::Duration,
 }
 
 impl Deps {
@@ -34,6 +40,15 @@ impl Deps {
                 .opt("OUTBOX_GRACE_SECONDS")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(scan::OUTBOX_GRACE_SECONDS),
+            scan_queue: SqsQueue::new(clients.sqs.clone(), config.get("SCAN_QUEUE_URL")?),
+            page_size: config
+                .opt("SCAN_PAGE_SIZE")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(scan::DUE_PAGE),
+            time_budget: config
+                .opt("SCAN_TIME_BUDGET_SECONDS")
+                .and_then(|s| s.parse().ok())
+                .map_or(scan::TIME_BUDGET, std::time::Duration::from_secs),
         })
     }
 
@@ -49,6 +64,8 @@ impl Deps {
             log: s,
             bus: &self.bus,
             outbox_grace_seconds: self.outbox_grace_seconds,
+            page_size: self.page_size,
+            time_budget: self.time_budget,
             clock: &self.adapters.clock,
         }
     }
@@ -67,7 +84,31 @@ impl Deps {
         }
     }
 
-    /// Runs one practice's nightly scan as if on `day` (also what `pil scan` calls).
+    /// One part of a night's scan, as a scan message runs it: when the night is not done,
+    /// the rest is put on the scan queue as a continuation; when it is, the day is recorded.
+    pub async fn scan_part(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        part: u32,
+    ) -> Result<ScanReport, ScanError> {
+        let deps = self.scan_deps();
+        let report = scan::scan_part(&deps, practice, day, part).await?;
+        if report.more && part < scan::MAX_PARTS {
+            self.scan_queue
+                .send_json(&serde_json::json!({"kind": "scan",
+                    "practice_id": practice, "date": day, "part": part + 1}))
+                .await?;
+            tracing::info!(practice_id = %practice, scan_date = %day, part, reason = "time_budget",
+                "night continued in another invocation");
+        } else {
+            scan::mark_scanned(&deps, practice, day).await?;
+        }
+        Ok(report)
+    }
+
+    /// Runs one practice's nightly scan as if on `day`, every part in this call (what
+    /// `pil scan` does).
     pub async fn scan(&self, practice: &PracticeId, day: Date) -> Result<ScanReport, ScanError> {
         let deps = self.scan_deps();
         let report = scan::scan_practice(&deps, practice, day).await?;
@@ -81,7 +122,13 @@ impl Deps {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ScanMessage {
     Tick,
-    Scan { practice_id: PracticeId, date: Date },
+    /// A practice's night; `part` > 0 continues one a previous invocation could not finish.
+    Scan {
+        practice_id: PracticeId,
+        date: Date,
+        #[serde(default)]
+        part: u32,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,15 +189,25 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
     }
     match serde_json::from_str::<ScanMessage>(body) {
         Ok(ScanMessage::Tick) => {
+            // The tick fans out: one scan message per practice whose night it is, each run in
+            // its own invocation (and continued there if it is large).
             let now = deps.adapters.clock.now();
-            let reports = scan::nightly_tick(&deps.scan_deps(), now).await?;
-            for r in &reports {
-                log_report(r);
+            let due = scan::due_tonight(&deps.scan_deps(), now).await?;
+            for (practice_id, date) in &due {
+                deps.scan_queue
+                    .send_json(&serde_json::json!({"kind": "scan",
+                        "practice_id": practice_id, "date": date}))
+                    .await?;
             }
+            tracing::info!(practices = due.len(), "nightly tick fanned out");
             Ok(())
         }
-        Ok(ScanMessage::Scan { practice_id, date }) => {
-            let r = deps.scan(&practice_id, date).await?;
+        Ok(ScanMessage::Scan {
+            practice_id,
+            date,
+            part,
+        }) => {
+            let r = deps.scan_part(&practice_id, date, part).await?;
             log_report(&r);
             Ok(())
         }

@@ -1560,8 +1560,8 @@ pub const CHANNELS: &[Channel] = &[
         ],
     },
     Channel {
-        name: "ScanQueue (SQS): EventBridge Scheduler, `pil scan`, SlotOpenedRule → scheduler-scan",
-        carries: "The hourly tick, an explicit scan, or a `slot.opened`/`slot.filled` event (see the bus below).",
+        name: "ScanQueue (SQS): EventBridge Scheduler, `pil scan`, SlotOpenedRule, scheduler-scan itself → scheduler-scan",
+        carries: "The hourly tick, a practice's night (the tick's fan-out, or a continuation), or a `slot.opened`/`slot.filled` event (see the bus below).",
         fields: &[
             ("kind", Linked::No, "`tick` or `scan`."),
             ("practice_id", Linked::No, "Practice id (explicit scan)."),
@@ -1569,6 +1569,11 @@ pub const CHANNELS: &[Channel] = &[
                 "date",
                 Linked::No,
                 "The local date to scan as (explicit scan).",
+            ),
+            (
+                "part",
+                Linked::No,
+                "A continuation's part number (a night too large for one invocation).",
             ),
         ],
     },
@@ -1663,6 +1668,7 @@ pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
     for m in [
         serde_json::json!({"kind": "tick"}),
         serde_json::json!({"kind": "scan", "practice_id": "demo-aesthetics", "date": "2026-11-22"}),
+        serde_json::json!({"kind": "scan", "practice_id": "demo-aesthetics", "date": "2026-11-22", "part": 2}),
     ] {
         serde_json::from_value::<scheduler_scan::ScanMessage>(m.clone())
             .map_err(|e| format!("scan message sample does not parse: {e}"))?;
@@ -1760,6 +1766,8 @@ pub const LOG_FIELDS: &[(&str, &str)] = &[
     ("overlap_hours", "A secret rotation's overlap."),
     ("records", "Count of records found for a ref."),
     ("budget", "The practice's nightly budget."),
+    ("part", "Which part of a night's scan (0 first)."),
+    ("practices", "Count of practices a tick fanned out to."),
     (
         "deferred",
         "Count of gaps over the nightly budget, waiting for the next night.",

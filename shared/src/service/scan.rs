@@ -41,8 +41,17 @@ pub struct ScanDeps<'a> {
     /// An approval younger than this is left to the publish that recorded it
     /// ([`OUTBOX_GRACE_SECONDS`] unless configured).
     pub outbox_grace_seconds: i64,
+    /// Due-index entries read per page ([`DUE_PAGE`] unless configured).
+    pub page_size: usize,
+    /// How long one invocation reads before it hands the rest of the night on
+    /// ([`TIME_BUDGET`] unless configured; see [`ScanReport::continue_after`]).
+    pub time_budget: std::time::Duration,
     pub clock: &'a dyn Clock,
 }
+
+/// Ten seconds: the functions time out at fifteen, and what follows the reading (ranking,
+/// creating tonight's proposals, the hand-over) must fit in the rest.
+pub const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScanError {
@@ -116,6 +125,13 @@ pub struct ScanReport {
     /// tomorrow.
     #[serde(default)]
     pub deferred: usize,
+    /// The night is not done: its time budget ran out with more due. The scan for the same
+    /// day runs again (a continuation message) and starts over: everything this part read
+    /// has left the night's due entries (proposed, suppressed or parked), so the next part
+    /// reads what is left, and no cursor (which would name a ref) travels in a message. What
+    /// this part proposed counts against the same nightly budget.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// An approval younger than this is left to the publish that recorded it (the default of
@@ -152,8 +168,8 @@ pub async fn republish_outbox(
     Ok(events.len())
 }
 
-/// Page size for reading the due index.
-const DUE_PAGE: usize = 500;
+/// Page size for reading the due index (the default of [`ScanDeps::page_size`]).
+pub const DUE_PAGE: usize = 500;
 /// After a suppression for opt-out or a kind switched off, look again in this many days.
 const RECHECK_DAYS: i64 = 7;
 
@@ -162,6 +178,46 @@ pub async fn scan_practice(
     practice_id: &PracticeId,
     day: Date,
 ) -> Result<ScanReport, ScanError> {
+    let mut total = scan_part(deps, practice_id, day, 0).await?;
+    let mut part = 0;
+    while total.more && part < MAX_PARTS {
+        part += 1;
+        let next = scan_part(deps, practice_id, day, part).await?;
+        total.absorb(next);
+    }
+    Ok(total)
+}
+
+impl ScanReport {
+    /// Adds a later part of the same night.
+    pub fn absorb(&mut self, part: ScanReport) {
+        self.due_read += part.due_read;
+        self.created.extend(part.created);
+        self.handed_over += part.handed_over;
+        self.suppressed.extend(part.suppressed);
+        self.republished += part.republished;
+        self.deferred += part.deferred;
+        self.more = part.more;
+    }
+}
+
+/// Parts one night may take before it stops (a guard: each part settles or parks what it
+/// reads, so a night needs about one part per ten seconds of reading).
+pub const MAX_PARTS: u32 = 10_000;
+
+/// Part `part` (0 first) of a night's scan: reads due entries until the index is done or
+/// [`ScanDeps::time_budget`] has passed, then ranks, proposes within what is left of the
+/// nightly budget, and hands over. A night too large for one invocation is ranked part by
+/// part (each part by value, then by how long overdue); the budget and every id hold across
+/// parts, and a part run twice (a redelivered continuation) creates nothing twice.
+pub async fn scan_part(
+    deps: &ScanDeps<'_>,
+    practice_id: &PracticeId,
+    day: Date,
+    part: u32,
+) -> Result<ScanReport, ScanError> {
+    let started = std::time::Instant::now();
+    let first_part = part == 0;
     let practice = deps
         .practices
         .get_practice(practice_id)
@@ -175,7 +231,9 @@ pub async fn scan_practice(
     if practice.disabled {
         return Ok(report);
     }
-    report.republished = republish_outbox(deps, practice_id).await?;
+    if first_part {
+        report.republished = republish_outbox(deps, practice_id).await?;
+    }
     let mut run = Run {
         practice: &practice,
         day,
@@ -192,7 +250,7 @@ pub async fn scan_practice(
     loop {
         let (keys, next) = deps
             .due
-            .due_page(practice_id, day, after.as_deref(), DUE_PAGE)
+            .due_page(practice_id, day, after.as_deref(), deps.page_size.max(1))
             .await?;
         let n = keys.len();
         run.report.due_read += n;
@@ -202,6 +260,10 @@ pub async fn scan_practice(
             }
         }
         match next {
+            Some(_) if started.elapsed() >= deps.time_budget => {
+                run.report.more = true;
+                break;
+            }
             Some(c) => after = Some(c),
             None => break,
         }
@@ -704,6 +766,22 @@ pub fn due_for_nightly_scan(practice: &Practice, now: Timestamp) -> Option<Date>
 /// The hourly fan-out tick: scans every practice that has reached its local night for a date
 /// it has not scanned, and records the date. One practice failing does not stop the others;
 /// the tick reports the first error so the queue retries it (re-runs add nothing).
+/// The practices whose night it is at `now`, each with the local date to scan.
+pub async fn due_tonight(
+    deps: &ScanDeps<'_>,
+    now: Timestamp,
+) -> Result<Vec<(PracticeId, Date)>, ScanError> {
+    let mut out = Vec::new();
+    for id in deps.practices.list_practices().await? {
+        if let Some(practice) = deps.practices.get_practice(&id).await?
+            && let Some(day) = due_for_nightly_scan(&practice, now)
+        {
+            out.push((id, day));
+        }
+    }
+    Ok(out)
+}
+
 pub async fn nightly_tick(
     deps: &ScanDeps<'_>,
     now: Timestamp,
