@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 /// The workload's events, built once so every run sends the same bytes.
 struct Workload {
     batch: Value,
+    /// The workload's refs by name (`pt_a`, …).
+    refs: BTreeMap<&'static str, String>,
 }
 
 fn workload() -> &'static Workload {
@@ -63,7 +65,7 @@ fn workload() -> &'static Workload {
             completed(&r["pt_e"], &r["ap_e"], "neurotoxin", 100),
             {"type": "patient.opted_out", "occurred_at": at(2), "data": {"patient_ref": r["pt_e"]}},
         ]});
-        Workload { batch }
+        Workload { batch, refs: r }
     })
 }
 
@@ -180,6 +182,8 @@ async fn expected() -> Outcome {
             // Nothing more happens after it settled.
             tokio::time::sleep(Duration::from_secs(4)).await;
             assert_eq!(outcome(&ts).await, settled, "the fault-free run is stable");
+            // And it is what the rules say, exactly, before any fault case compares with it.
+            assert_control(&settled);
             ts.stop().await;
             settled
         })
@@ -605,19 +609,57 @@ async fn pms_5xx_429_and_timeouts_are_retried_until_delivered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_run_is_what_the_rules_say() {
+    // `expected` asserts it (see `assert_control`); this runs it on its own.
     let o = expected().await;
-    let actions: Vec<&Value> = o
+    assert_control(&o);
+}
+
+/// The fault-free run, exactly: every action by patient, kind, status and suppression, and
+/// each delivered trigger accepted once.
+fn assert_control(o: &Outcome) {
+    let name_of = |r: &str| {
+        workload()
+            .refs
+            .iter()
+            .find(|(_, v)| v.as_str() == r)
+            .map(|(k, _)| *k)
+            .unwrap_or("?")
+    };
+    let got: std::collections::BTreeSet<(String, String, String, String)> = o
         .items
-        .values()
-        .filter(|v| v.get("kind").is_some() && v.get("status").is_some())
+        .iter()
+        .filter(|(k, _)| k.contains("ACTION#"))
+        .map(|(_, v)| {
+            let doc = &v["doc"];
+            (
+                name_of(doc["patient_ref"].as_str().unwrap_or("")).to_owned(),
+                doc["kind"].as_str().unwrap_or("").to_owned(),
+                v["status"].as_str().unwrap_or("").to_owned(),
+                doc["suppression"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
         .collect();
-    for a in &actions {
-        eprintln!("{a}");
-    }
-    assert!(
-        o.items.len() >= 10,
-        "records, appointments, consent, actions"
-    );
+    let want: std::collections::BTreeSet<(String, String, String, String)> = [
+        // Auto-approved rebooks, delivered; the neurotoxin follow-up due with them loses.
+        ("pt_a", "rebook_nudge", "delivered", "-"),
+        ("pt_a", "follow_up", "suppressed", "superseded"),
+        ("pt_b", "rebook_nudge", "delivered", "-"),
+        // The win-back waits for the owner; the follow-up and rebook due with it lose.
+        ("pt_c", "win_back", "pending", "-"),
+        ("pt_c", "follow_up", "suppressed", "superseded"),
+        ("pt_c", "rebook_nudge", "suppressed", "superseded"),
+        // Booked ahead, and opted out.
+        ("pt_d", "rebook_nudge", "suppressed", "booked_ahead"),
+        ("pt_d", "follow_up", "suppressed", "superseded"),
+        ("pt_e", "rebook_nudge", "suppressed", "opted_out"),
+        ("pt_e", "follow_up", "suppressed", "superseded"),
+    ]
+    .into_iter()
+    .map(|(a, b, c, d)| (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned()))
+    .collect();
+    assert_eq!(got, want, "the control run's actions");
+    assert_eq!(o.accepted.len(), 2, "two triggers: {:?}", o.accepted);
+    assert!(o.accepted.values().all(|n| *n == 1), "{:?}", o.accepted);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
