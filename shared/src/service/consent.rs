@@ -10,13 +10,10 @@
 //! reached the PMS, which holds the patient's consent itself and must honour it there
 //! (docs/contracts.md, Consent).
 
-use crate::action::{Action, ActionStatus, Withdrawal};
+use crate::action::{Action, Withdrawal};
 use crate::ids::{ActionId, OpaqueRef, PracticeId};
 use crate::ports::{ActionRepo, AuditLog, Clock, EntityRepo, PatientIndex, StoreError};
 use crate::state::{Entity, EntityKey};
-
-/// Conditional writes that lost a race are re-read and retried this many times.
-const MAX_CONFLICT_RETRIES: usize = 5;
 
 /// Whether the patient has opted out (a consistent read of the consent record).
 pub async fn opted_out(
@@ -35,9 +32,8 @@ pub fn is_open(a: &Action) -> bool {
     !a.status.is_final()
 }
 
-/// Withdraws one action for `why` unless it is final already (a delivered trigger stays
-/// delivered). Re-reads on a lost race (an emitter taking its lease, say). Returns whether
-/// this call withdrew it; the withdrawal is appended to the audit chain.
+/// Withdraws one action for `why` ([`crate::service::withdrawal::withdraw`]) and appends
+/// the withdrawal to the audit chain. Returns whether this call withdrew it.
 pub async fn withdraw(
     actions: &dyn ActionRepo,
     audit: &dyn AuditLog,
@@ -46,19 +42,8 @@ pub async fn withdraw(
     id: &ActionId,
     why: Withdrawal,
 ) -> Result<bool, StoreError> {
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let Some(a) = actions.get_action(practice, id).await? else {
-            return Ok(false);
-        };
-        if !is_open(&a) {
-            return Ok(false);
-        }
-        let mut next = a.clone();
-        next.status = ActionStatus::Withdrawn;
-        next.withdrawal = Some(why);
-        next.lease_until = None;
-        next.last_error = Some(why.as_str().into());
-        if actions.update_action(&next).await? {
+    match crate::service::withdrawal::withdraw(actions, practice, id, why).await? {
+        Some(a) => {
             crate::audit::record(
                 audit,
                 practice,
@@ -72,10 +57,10 @@ pub async fn withdraw(
                 clock.now(),
             )
             .await;
-            return Ok(true);
+            Ok(true)
         }
+        None => Ok(false),
     }
-    Err(StoreError::Conflict)
 }
 
 /// An opt-out's effect on what is already planned: every open action of the patient is
@@ -102,4 +87,21 @@ pub async fn withdraw_open(
             reason = "opted_out", "open actions withdrawn");
     }
     Ok(withdrawn)
+}
+
+/// [`withdraw_open`], when the patient's stored consent says opted out (an opt-out that an
+/// opt-in ranked later has overtaken withdraws nothing). Returns how many this call withdrew.
+pub async fn withdraw_if_opted_out(
+    entities: &dyn EntityRepo,
+    actions: &dyn ActionRepo,
+    patients: &dyn PatientIndex,
+    audit: &dyn AuditLog,
+    clock: &dyn Clock,
+    practice: &PracticeId,
+    patient: &OpaqueRef,
+) -> Result<usize, StoreError> {
+    if !opted_out(entities, practice, patient).await? {
+        return Ok(0);
+    }
+    withdraw_open(actions, patients, audit, clock, practice, patient).await
 }

@@ -11,3 +11,4 @@ pub mod report;
 pub mod scan;
 pub mod settings;
 pub mod slots;
+pub mod withdrawal;

@@ -342,54 +342,25 @@ pub async fn apply(
                     .rewrite(one);
                 let mut n = 0;
                 for e in &fresh.events {
-                    n +=
-                        match &e.data {
-                            EventData::PatientRefRotated { old_ref, new_ref } => {
-                                let moved =
-                                    privacy::rotate(&pdeps, practice, old_ref, new_ref).await?;
-                                // An opt-out under either ref now holds for the new one, and so
-                                // for every action the rotation moved to it.
-                                let withdrawn =
-                                    if consent::opted_out(deps.entities, &practice.id, new_ref)
-                                        .await?
-                                    {
-                                        consent::withdraw_open(
-                                            deps.actions,
-                                            deps.patients,
-                                            deps.audit,
-                                            deps.clock,
-                                            &practice.id,
-                                            new_ref,
-                                        )
-                                        .await?
-                                    } else {
-                                        0
-                                    };
-                                moved + withdrawn
-                            }
-                            EventData::PatientErased { patient_ref } => {
-                                privacy::erase(&pdeps, practice, patient_ref).await?
-                            }
-                            _ => 0,
-                        };
+                    n += match &e.data {
+                        EventData::PatientRefRotated { old_ref, new_ref } => {
+                            let moved = privacy::rotate(&pdeps, practice, old_ref, new_ref).await?;
+                            // An opt-out under either ref now holds for the new one, and so
+                            // for every action the rotation moved to it.
+                            moved + withdraw_if_opted_out(deps, practice, new_ref).await?
+                        }
+                        EventData::PatientErased { patient_ref } => {
+                            privacy::erase(&pdeps, practice, patient_ref).await?
+                        }
+                        _ => 0,
+                    };
                 }
                 n
             }
             // Every opt-out, redeliveries too (a crash between the consent write and the
-            // withdrawals is finished by the retry). The stored consent decides: an opt-out
-            // that an opt-in ranked later has overtaken withdraws nothing.
-            EventData::PatientOptedOut { patient_ref }
-                if consent::opted_out(deps.entities, &practice.id, patient_ref).await? =>
-            {
-                consent::withdraw_open(
-                    deps.actions,
-                    deps.patients,
-                    deps.audit,
-                    deps.clock,
-                    &practice.id,
-                    patient_ref,
-                )
-                .await?
+            // withdrawals is finished by the retry).
+            EventData::PatientOptedOut { patient_ref } => {
+                withdraw_if_opted_out(deps, practice, patient_ref).await?
             }
             _ => 0,
         };
@@ -424,6 +395,23 @@ pub async fn apply(
 }
 
 pub(crate) use crate::rules::due_index_date;
+
+async fn withdraw_if_opted_out(
+    deps: &ReceiverDeps<'_>,
+    practice: &Practice,
+    patient: &crate::ids::OpaqueRef,
+) -> Result<usize, StoreError> {
+    consent::withdraw_if_opted_out(
+        deps.entities,
+        deps.actions,
+        deps.patients,
+        deps.audit,
+        deps.clock,
+        &practice.id,
+        patient,
+    )
+    .await
+}
 
 /// The records one event changes.
 fn touched(ev: &InboundEvent) -> Vec<EntityKey> {

@@ -232,23 +232,14 @@ pub async fn withdraw(
     practice_id: &PracticeId,
     id: &ActionId,
 ) -> Result<bool, StoreError> {
-    for _ in 0..5 {
-        let Some(a) = actions.get_action(practice_id, id).await? else {
-            return Ok(false);
-        };
-        if a.status.is_final() {
-            return Ok(false);
-        }
-        let mut next = a.clone();
-        next.status = ActionStatus::Withdrawn;
-        next.withdrawal = Some(crate::action::Withdrawal::SlotFilled);
-        next.lease_until = None;
-        next.last_error = Some("slot_filled".into());
-        if actions.update_action(&next).await? {
-            return Ok(true);
-        }
-    }
-    Err(StoreError::Conflict)
+    let taken = crate::service::withdrawal::withdraw(
+        actions,
+        practice_id,
+        id,
+        crate::action::Withdrawal::SlotFilled,
+    )
+    .await?;
+    Ok(taken.is_some())
 }
 
 /// The slot record, or one made from the cancelled appointment that reopened it.
