@@ -126,16 +126,14 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Reads the tombstones of the refs in `events`: one eventually consistent batch read
-    /// (and one more per hop of a rotation chain the index has not folded yet), or with
-    /// `consistent` one consistent read per ref (for a rotation or erasure, which must see
-    /// what the batch's earlier ones wrote).
+    /// Reads the tombstones of the refs in `events`: one consistent batch read (so a
+    /// rotation or erasure sees what the batch's earlier ones wrote), and one more per hop of
+    /// a rotation chain the index has not folded yet.
     pub async fn load(
         repo: &dyn TombstoneRepo,
         practice: &PracticeId,
         key: Option<&'a TombstoneKey>,
         events: &[InboundEvent],
-        consistent: bool,
     ) -> Result<Self, StoreError> {
         let Some(k) = key else {
             return Ok(Self::none());
@@ -150,15 +148,7 @@ impl<'a> Resolver<'a> {
             if ask.is_empty() {
                 break;
             }
-            let got = if consistent {
-                let mut got = Vec::new();
-                for id in &ask {
-                    got.extend(repo.tombstone(practice, id).await?);
-                }
-                got
-            } else {
-                repo.tombstones(practice, &ask).await?
-            };
+            let got = repo.tombstones(practice, &ask).await?;
             ask = got
                 .iter()
                 .filter_map(Tombstone::to)

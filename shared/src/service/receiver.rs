@@ -240,7 +240,7 @@ pub async fn apply(
         .secrets
         .tombstone(&practice.id, &practice.secrets)
         .await?;
-    let resolved = Resolver::load(deps.tombstones, &practice.id, key.as_ref(), events, false)
+    let resolved = Resolver::load(deps.tombstones, &practice.id, key.as_ref(), events)
         .await?
         .rewrite(events);
     if resolved.dropped > 0 || resolved.redirected > 0 {
@@ -337,7 +337,7 @@ pub async fn apply(
             // in one batch, ends as in two).
             EventData::PatientRefRotated { .. } | EventData::PatientErased { .. } => {
                 let one = std::slice::from_ref(ev);
-                let fresh = Resolver::load(deps.tombstones, &practice.id, key, one, true)
+                let fresh = Resolver::load(deps.tombstones, &practice.id, key, one)
                     .await?
                     .rewrite(one);
                 let mut n = 0;
