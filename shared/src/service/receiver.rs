@@ -249,8 +249,15 @@ pub async fn apply(
     }
     let events = &resolved.events[..];
     let key = key.as_ref();
+    // Only a delivery that rotates or erases needs them.
+    let privacy_ops = events.iter().any(|e| {
+        matches!(
+            e.data,
+            EventData::PatientRefRotated { .. } | EventData::PatientErased { .. }
+        )
+    });
     let mut fresh: HashMap<crate::ids::OpaqueRef, Vec<crate::ids::OpaqueRef>> = HashMap::new();
-    for ev in events {
+    for ev in events.iter().filter(|_| privacy_ops) {
         if let EventData::AppointmentBooked {
             appointment_ref,
             patient_ref,

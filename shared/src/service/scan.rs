@@ -500,12 +500,9 @@ async fn release_held(deps: &ScanDeps<'_>, run: &mut Run<'_>) -> Result<(), Scan
             continue;
         };
         let mut entity = stored.value;
-        match &mut entity {
-            Entity::PatientTreatment(pt) => pt.recheck_on = Some(tomorrow),
-            Entity::Appointment(a) => a.recheck_on = Some(tomorrow),
-            _ => continue,
+        if recheck(&mut entity, tomorrow) {
+            rewrite(deps, practice, &entity, stored.version).await?;
         }
-        rewrite(deps, practice, &entity, stored.version).await?;
     }
     Ok(())
 }
@@ -519,12 +516,7 @@ async fn defer(deps: &ScanDeps<'_>, run: &mut Run<'_>, p: Proposal) -> Result<()
         version,
         ..
     } = p;
-    let tomorrow = day.saturating_add(1.days());
-    match &mut entity {
-        Entity::PatientTreatment(pt) => pt.recheck_on = Some(tomorrow),
-        Entity::Appointment(a) => a.recheck_on = Some(tomorrow),
-        _ => {}
-    }
+    recheck(&mut entity, day.saturating_add(1.days()));
     run.report.deferred += 1;
     rewrite(deps, practice, &entity, version).await
 }
@@ -578,15 +570,26 @@ fn settle(entity: &mut Entity, practice: &Practice, day: Date) {
 
 /// A suppressed gap: settled for good when it cannot come back (superseded, a no-show the
 /// patient rebooked after), parked until `recheck` otherwise.
-fn park(entity: &mut Entity, practice: &Practice, day: Date, reason: Suppression, recheck: Date) {
+fn park(entity: &mut Entity, practice: &Practice, day: Date, reason: Suppression, on: Date) {
     match (entity, reason) {
         // Too late now, too late later: settled for good.
         (e, Suppression::Stale) => settle(e, practice, day),
         (e @ Entity::Appointment(_), Suppression::BookedAhead) => settle(e, practice, day),
-        (Entity::PatientTreatment(pt), _) => pt.recheck_on = Some(recheck),
-        (Entity::Appointment(a), _) => a.recheck_on = Some(recheck),
-        _ => {}
+        (e, _) => {
+            recheck(e, on);
+        }
     }
+}
+
+/// Keeps a record out of the due index until `on` (treatment records and appointments, the
+/// records with gaps). Returns whether the record has one.
+fn recheck(entity: &mut Entity, on: Date) -> bool {
+    match entity {
+        Entity::PatientTreatment(pt) => pt.recheck_on = Some(on),
+        Entity::Appointment(a) => a.recheck_on = Some(on),
+        _ => return false,
+    }
+    true
 }
 
 fn new_action(
@@ -763,10 +766,8 @@ pub fn due_for_nightly_scan(practice: &Practice, now: Timestamp) -> Option<Date>
     }
 }
 
-/// The hourly fan-out tick: scans every practice that has reached its local night for a date
-/// it has not scanned, and records the date. One practice failing does not stop the others;
-/// the tick reports the first error so the queue retries it (re-runs add nothing).
-/// The practices whose night it is at `now`, each with the local date to scan.
+/// The practices whose night it is at `now` (the hourly tick puts one scan message on the
+/// queue for each), each with the local date to scan.
 pub async fn due_tonight(
     deps: &ScanDeps<'_>,
     now: Timestamp,
@@ -780,36 +781,6 @@ pub async fn due_tonight(
         }
     }
     Ok(out)
-}
-
-pub async fn nightly_tick(
-    deps: &ScanDeps<'_>,
-    now: Timestamp,
-) -> Result<Vec<ScanReport>, ScanError> {
-    let mut reports = Vec::new();
-    let mut first_error = None;
-    for id in deps.practices.list_practices().await? {
-        let Some(practice) = deps.practices.get_practice(&id).await? else {
-            continue;
-        };
-        let Some(day) = due_for_nightly_scan(&practice, now) else {
-            continue;
-        };
-        match scan_practice(deps, &id, day).await {
-            Ok(r) => {
-                mark_scanned(deps, &id, day).await?;
-                reports.push(r);
-            }
-            Err(e) => {
-                tracing::error!(practice_id = %id, error = %e, "nightly scan failed");
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(reports),
-    }
 }
 
 /// Records that `day` was scanned (never moving the date backwards).
