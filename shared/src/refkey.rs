@@ -105,12 +105,17 @@ impl RefKey {
             out.push_str(&p.0);
             out.push('_');
         }
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for b in &tag[..REF_MAC_LEN] {
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0x0f)] as char);
-        }
+        push_lower_hex(&mut out, &tag[..REF_MAC_LEN]);
         OpaqueRef::derived(out)
+    }
+}
+
+/// Appends `bytes` as lowercase hex (refs and tombstone ids).
+pub(crate) fn push_lower_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0x0f)] as char);
     }
 }
 

@@ -715,21 +715,7 @@ impl ActionRepo for MemStore {
         max: u32,
         action: &ActionId,
     ) -> Result<bool, StoreError> {
-        self.write()?;
-        let mut t = lock(&self.t);
-        let ids = t
-            .auto
-            .entry((practice.clone(), format!("{day}#{kind}")))
-            .or_default();
-        // `attribute_not_exists(ids) OR size(ids) < :max OR contains(ids, :id)`, then
-        // `ADD ids :id`: the first reservation of a day is granted even when `max` is 0, as
-        // in the adapter.
-        if ids.is_empty() || ids.len() < max as usize || ids.contains(action) {
-            ids.insert(action.clone());
-            Ok(true)
-        } else {
-            Ok(false)
-        }
+        self.reserve_in_set(practice, format!("{day}#{kind}"), max, action)
     }
 
     async fn reserve_nightly(
@@ -739,12 +725,24 @@ impl ActionRepo for MemStore {
         max: u32,
         action: &ActionId,
     ) -> Result<bool, StoreError> {
+        self.reserve_in_set(practice, format!("NIGHT#{day}"), max, action)
+    }
+}
+
+impl MemStore {
+    /// As the adapter's id-set counters: `attribute_not_exists(ids) OR size(ids) < :max OR
+    /// contains(ids, :id)`, then `ADD ids :id`. The first reservation is granted even when
+    /// `max` is 0, as in the adapter.
+    fn reserve_in_set(
+        &self,
+        practice: &PracticeId,
+        key: String,
+        max: u32,
+        action: &ActionId,
+    ) -> Result<bool, StoreError> {
         self.write()?;
         let mut t = lock(&self.t);
-        let ids = t
-            .auto
-            .entry((practice.clone(), format!("NIGHT#{day}")))
-            .or_default();
+        let ids = t.auto.entry((practice.clone(), key)).or_default();
         if ids.is_empty() || ids.len() < max as usize || ids.contains(action) {
             ids.insert(action.clone());
             Ok(true)
@@ -757,12 +755,7 @@ impl ActionRepo for MemStore {
 #[async_trait]
 impl crate::ports::ActionLog for MemStore {
     async fn practice_actions(&self, practice: &PracticeId) -> Result<Vec<Action>, StoreError> {
-        let t = lock(&self.t);
-        Ok(t.items
-            .iter()
-            .filter(|((p, _), _)| p == practice)
-            .filter_map(|(_, i)| i.action())
-            .collect())
+        Ok(self.actions(practice))
     }
 
     async fn outbox(

@@ -67,12 +67,8 @@ impl TombstoneKey {
         mac.update(b"\0");
         mac.update(r.as_str().as_bytes());
         let out = mac.finalize().into_bytes();
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut id = String::with_capacity(32);
-        for b in &out[..16] {
-            id.push(HEX[usize::from(b >> 4)] as char);
-            id.push(HEX[usize::from(b & 0x0f)] as char);
-        }
+        crate::refkey::push_lower_hex(&mut id, &out[..16]);
         TombstoneId(id)
     }
 
