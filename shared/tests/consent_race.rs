@@ -8,14 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::action::{Action, ActionKind, ActionStatus, Reason, Withdrawal};
-use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
+use pil_shared::action::{Action, ActionStatus, Withdrawal};
+use pil_shared::ids::{OpaqueRef, PracticeId};
 use pil_shared::ports::{ActionRepo, EntityRepo, StoreError};
 use pil_shared::service::admin::{self, NewPractice};
 use pil_shared::service::emitter::{self, EmitOutcome, EmitterDeps, RetryPolicy};
 use pil_shared::state::{Consent, Entity, EntityKey, Lww, Stored};
 use pil_shared::testing::World;
-use pil_shared::treatment::Treatment;
 
 fn run<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
@@ -81,29 +80,15 @@ fn setup(now: Timestamp) -> (World, PracticeId, Action) {
     .unwrap();
     let patient = OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap();
     let action = Action {
-        id: ActionId::derive(&["race-clinic", "rebook_nudge", patient.as_str()]),
-        practice_id: pid.clone(),
-        kind: ActionKind::RebookNudge,
-        patient_ref: patient,
-        treatment: Treatment::Neurotoxin,
-        reason: Reason::CycleDue,
-        evidence_date: "2026-08-01".parse().unwrap(),
-        due_since: "2026-10-30".parse().unwrap(),
-        value: 450,
         status: ActionStatus::Approved,
         created_at: now,
         expires_at: now + SignedDuration::from_hours(24 * 14),
-        decided_by: None,
         decided_at: Some(now),
-        delivered_at: None,
-        attempts: 0,
-        last_error: None,
-        lease_until: None,
-        rev: 0,
-        suppression: None,
-        converted: None,
-        slot: None,
-        withdrawal: None,
+        ..pil_shared::testing::sample_action(
+            "race-clinic",
+            &patient,
+            &["race-clinic", "rebook_nudge", patient.as_str()],
+        )
     };
     assert!(run(world.store.create_action(&action)).unwrap());
     (world, pid, action)
