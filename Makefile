@@ -7,6 +7,7 @@
 #   make browser-tools  Debian's chromium for the browser tests (make test calls it)
 #   make bench   bench-guard, criterion benches, bench-scan, cost, bench-cold, then one table of every figure vs its goal
 #   make bench-guard  the PHI guard's accuracy: generated valid ids accepted, PHI-derived refs refused
+#   make guard-model  rebuild the guard's name model from its public data (docs/guard.md)
 #   make cost    the cost model (docs/cost.md) from counts measured on the local stack
 #   make load    60 s local load test: valid, duplicate and refused webhooks (not in make test)
 #   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
@@ -25,7 +26,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load cost bench bench-guard bench-scan bench-cold sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-cold sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -87,6 +88,18 @@ bench: $(MOTO)
 # --show-misses 3". A release build: it also times the guard per ref (about a minute).
 bench-guard:
 	$(CARGO) run -q --release -p pil-local --bin guard-bench -- $(ARGS)
+
+# Rebuilds the guard's model (shared/data/guard-model.bin, committed) from its public data:
+# the census name lists (`names`), mimesis' person data, gender-guesser's name dictionary
+# (pinned in infra/python/requirements-guard.txt, own venv) and Debian's wamerican word list.
+GUARD_VENV := .venv-guard
+guard-model:
+	@test -f /usr/share/dict/american-english || { echo "guard-model: needs Debian's wamerican (apt-get install wamerican)"; exit 1; }
+	@test -x $(GUARD_VENV)/bin/python || $(PYTHON) -m venv $(GUARD_VENV)
+	$(GUARD_VENV)/bin/pip install -q --disable-pip-version-check -r infra/python/requirements-guard.txt
+	sp=$$($(GUARD_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	$(GUARD_VENV)/bin/python infra/python/guard_model.py $$sp/names /usr/share/dict/american-english \
+	  $$sp/mimesis/datasets $$sp/gender_guesser/data/nam_dict.txt shared/data/guard-model.bin
 
 # The scan's reads must not grow with patients: 10,000 then 100,000 patients with the same due
 # gaps, read units and items per scan compared (fails over ×1.2), then units per inbound event

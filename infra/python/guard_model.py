@@ -3,17 +3,24 @@
 Sources (facts, not code):
 - the US Census Bureau's 1990 name-frequency lists (surnames, female and male first names), as
   shipped by the PyPI package `names` (0.3.0);
+- the first names and surnames of mimesis' person data (PyPI `mimesis` 22.2.0, MIT licence),
+  every locale written in Latin script (about 30: European, Latin American, Turkish...),
+  ASCII-folded;
+- the given names of gender-guesser's name dictionary (PyPI `gender-guesser` 0.4.0; Jörg
+  Michael's list of about 48,000 names from 54 countries, GNU FDL), ASCII-folded;
 - the word list of Debian's `wamerican` package (/usr/share/dict/american-english), lower-case
   words only, to teach the character model what English reads like.
 
-The lexicon holds every first name and the 15,000 most frequent surnames (3 to 12 letters); rarer
-names are left to the character model. The Bloom filters are sized so that a false hit is
+The lexicon holds every census first name, the 15,000 most frequent census surnames and every
+name of the other two lists not in the census (3 to 12 letters; the last in the rarest class);
+rarer census surnames are left to the character model. The Bloom filters are sized so that a false hit is
 rarer than one in 60,000 lookups: a false hit makes random letters read as a name.
 
 Nothing the guard is tested against is read here: the accuracy benchmark draws its names from
-other lists (tests/data/guard/).
+other lists (Faker's, tests/data/guard/).
 
-Run: make guard-model (installs `names` into .venv-guard and `wamerican` when missing).
+Run: make guard-model (installs the three packages, pinned in requirements-guard.txt, into
+.venv-guard; needs Debian's wamerican).
 
 Layout (little-endian), read by shared/src/guard/model.rs:
   b"PILGUARD" | u32 version
@@ -23,14 +30,19 @@ Layout (little-endian), read by shared/src/guard/model.rs:
     lower-case name, probe i at ((h1 + i*h2) mod 2^64) & (m - 1) with h1 = fnv1a64(b"\\x01" + name),
     h2 = fnv1a64(b"\\x02" + name) | 1
 """
+import json
 import math
 import os
 import re
 import struct
 import sys
+import unicodedata
 from collections import Counter
 
 VERSION = 1
+# Weight of a name of mimesis or gender-guesser in the character model (a census name is 1,
+# a census first name 3).
+INTL_WEIGHT = 1.0
 ALPHA = "abcdefghijklmnopqrstuvwxyz"
 IDX = {c: i + 1 for i, c in enumerate(ALPHA)}
 # Cost in nats of a name of each class (about -ln of its share of people), read by the guard.
@@ -79,12 +91,64 @@ def load(path):
     return out
 
 
-def main(names_dir, words_path, out_path):
+FOLD = str.maketrans({"ß": "ss", "ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE",
+                      "đ": "d", "Đ": "D", "ı": "i", "œ": "oe", "þ": "th", "ð": "d"})
+
+
+def fold_words(s):
+    """The ASCII letter words of a name: accents dropped, split at spaces and punctuation."""
+    s = unicodedata.normalize("NFKD", s.translate(FOLD))
+    s = "".join(c for c in s if not unicodedata.combining(c)).lower()
+    return [w for w in re.split(r"[^a-z]+", s) if w]
+
+
+def flat(x):
+    if isinstance(x, dict):
+        return [i for v in x.values() for i in flat(v)]
+    if isinstance(x, list):
+        return [i for i in x if isinstance(i, str)]
+    return []
+
+
+def load_mimesis(datasets_dir):
+    """First names and surnames of every Latin-script locale of mimesis' person data."""
+    first, last = set(), set()
+    for loc in sorted(os.listdir(datasets_dir)):
+        path = os.path.join(datasets_dir, loc, "person.json")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        for target, key in ((first, "names"), (last, "surnames"), (last, "last_names")):
+            for n in flat(d.get(key, {})):
+                # Latin script only: other scripts fold to nothing a ref can hold.
+                if all(unicodedata.name(c, "").startswith(("LATIN", "SPACE", "HYPHEN", "APOSTROPHE"))
+                       or c in " -'’." for c in n):
+                    target.update(w for w in fold_words(n) if len(w) >= 3)
+    return sorted(first), sorted(last)
+
+
+def load_nam_dict(path):
+    """The given names of gender-guesser's name dictionary (every country it covers)."""
+    out = set()
+    with open(path, encoding="iso-8859-1") as f:
+        for line in f:
+            if line.startswith("#") or len(line) < 30:
+                continue
+            out.update(w for w in fold_words(line[3:29].replace("+", " ")) if len(w) >= 3)
+    return sorted(out)
+
+
+def main(names_dir, words_path, mimesis_dir, nam_dict_path, out_path):
     last = load(os.path.join(names_dir, "dist.all.last"))
     female = load(os.path.join(names_dir, "dist.female.first"))
     male = load(os.path.join(names_dir, "dist.male.first"))
     with open(words_path) as f:
         words = [w.strip() for w in f if re.fullmatch(r"[a-z]+", w.strip())]
+    intl_first, intl_last = load_mimesis(mimesis_dir)
+    nam_first = load_nam_dict(nam_dict_path)
+    census = {w for w, _ in last + female + male}
+    intl = sorted((set(intl_first) | set(intl_last) | set(nam_first)) - census)
 
     # Character trigrams, counted over distinct names (first names weighted up: there are
     # few of them and they carry most of a person's name) and words.
@@ -102,6 +166,8 @@ def main(names_dir, words_path, out_path):
         add(w, 3.0)
     for w in words:
         add(w, 0.5)
+    for w in intl:
+        add(w, INTL_WEIGHT)
     k = 0.1
     tri = bytearray(27 * 27 * 27)
     for a in range(27):
@@ -126,6 +192,8 @@ def main(names_dir, words_path, out_path):
             put(w, 0 if i < 300 else 1 if i < 5000 else 2)
     for w in EXTRA_WORDS:
         put(w, 1)
+    for w in intl:
+        put(w, 2)
 
     out = bytearray(b"PILGUARD") + struct.pack("<I", VERSION) + tri
     for c in classes:
@@ -137,4 +205,4 @@ def main(names_dir, words_path, out_path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3])
+    main(*sys.argv[1:6])

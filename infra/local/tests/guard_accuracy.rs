@@ -1,17 +1,15 @@
 //! The PHI guard's accuracy on the corpora of `pil_local::guard_corpus`, smaller than
 //! `make bench-guard` runs them (1,000 ids per generator; every spelling): no valid id
-//! refused (the goal), and PHI-derived refs refused at no less than the rate this guard
-//! reaches (a floor under the measured 97.6 %; the goal of 99.5 % is `make bench-guard`'s,
-//! which fails while it is missed — docs/guard.md has the figures). Also holds the corpora to
+//! refused (the goal), and PHI-derived refs refused at no less than 99.5 %, the goal `make
+//! bench-guard` holds at its larger size (docs/guard.md has the figures). Also holds the corpora to
 //! their own contract: every value fits the wire, and a seed always gives the same values.
 
 use pil_local::guard_corpus::{self, DEFAULT_SEED, Tally, fits_wire};
 
 const PER_GENERATOR: usize = 1_000;
 const PER_SPELLING: usize = 50;
-/// The floor: the guard's measured rate (97.6 % at the bench's size) less a margin for the
-/// smaller sample. Raise it as the guard improves; the goal is 99.5 %.
-const PHI_FLOOR: f64 = 0.97;
+/// The goal, as at the bench's size (measured there: 99.64 %).
+const PHI_FLOOR: f64 = 0.995;
 
 fn check(v: &str) -> Result<(), &'static str> {
     pil_shared::guard::check_ref(v).map_err(|r| r.code())
@@ -104,7 +102,7 @@ fn phi_derived_refs_are_refused() {
         .collect();
     assert!(
         rate >= PHI_FLOOR,
-        "{refused} of {n} PHI-derived refs refused ({:.2} %, floor 97 %, goal ≥ 99.5 %); weakest spellings \
+        "{refused} of {n} PHI-derived refs refused ({:.2} %, goal ≥ 99.5 %); weakest spellings \
          (make bench-guard has them all):\n{}",
         rate * 100.0,
         weakest.join("\n")

@@ -148,14 +148,6 @@ pub(crate) const LEXICON_BONUS: f32 = 8.0;
 /// this skips most lookups on random letters).
 const LOOKUP_RATE: f32 = 3.2;
 
-/// The cost of `word` (ASCII letters) as a name or word: the character model's, lowered by
-/// the lexicon when the word is a known name (by at most [`LEXICON_BONUS`]).
-pub(crate) fn word_cost(word: &[u8], lm: f32) -> f32 {
-    let mut key = LexKey::new();
-    word.iter().for_each(|&c| key.push(c));
-    key.word_cost(lm)
-}
-
 /// A word's lexicon hashes, grown a letter at a time (either case; hashed lower-case).
 #[derive(Clone, Copy)]
 pub(crate) struct LexKey {
@@ -181,7 +173,8 @@ impl LexKey {
         self.h2 = (self.h2 ^ c).wrapping_mul(FNV_PRIME);
         self.len += 1;
     }
-    /// The word's cost given its character-model cost `lm` (see [`word_cost`]).
+    /// The word's cost given its character-model cost `lm`: lowered by the lexicon when the
+    /// word is a known name, by at most [`LEXICON_BONUS`].
     pub(crate) fn word_cost(&self, lm: f32) -> f32 {
         if lm > LOOKUP_RATE * (self.len as f32 + 1.0) {
             return lm;
@@ -221,12 +214,31 @@ pub(crate) fn lexicon_cost(word: &[u8]) -> Option<f32> {
         .map(|(_, c)| c)
 }
 
-/// Whether `word` (lower-case letters) is a lexicon name the character model also reads.
-pub(crate) fn is_name(word: &[u8]) -> bool {
+/// The lexicon class cost of `word` (letters, either case) when it is a lexicon name the
+/// character model also reads (mean cost per letter at most [`LOOKUP_RATE`]): a false
+/// "yes" of the Bloom filters on letters that read like noise is not believed.
+fn known_cost(word: &[u8]) -> Option<f32> {
+    let mut key = LexKey::new();
     let mut c = WordCost::new();
-    word.iter().for_each(|&b| c.push(b));
-    let lm = c.total();
-    word_cost(word, lm) < lm
+    for &b in word {
+        key.push(b);
+        c.push(b);
+    }
+    if c.total() > LOOKUP_RATE * (word.len() as f32 + 1.0) {
+        return None;
+    }
+    key.lexicon_cost()
+}
+
+/// Whether `word` is a lexicon name the character model also reads.
+pub(crate) fn is_name(word: &[u8]) -> bool {
+    known_cost(word).is_some()
+}
+
+/// Whether `word` is a name of the lexicon's two frequent classes (the most common first
+/// names and surnames) that the character model also reads.
+pub(crate) fn frequent_name(word: &[u8]) -> bool {
+    known_cost(word).is_some_and(|cost| cost <= CLASS_COST[1])
 }
 
 #[cfg(test)]

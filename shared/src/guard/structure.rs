@@ -22,7 +22,7 @@ use super::PhiRule;
 use super::model::{self, WordCost};
 
 /// Nats by which the "made by a person" explanation must beat the random one.
-pub(crate) const THRESHOLD: f32 = 13.0;
+pub(crate) const THRESHOLD: f32 = 12.0;
 /// Extra cost of each piece (a name, a number) in the "made by a person" explanation.
 const PIECE: f32 = 1.5;
 /// Extra cost of a noise character in the "made by a person" explanation.
@@ -258,7 +258,7 @@ fn name_strength(seg: &[u8]) -> u8 {
     w.iter().for_each(|&b| c.push(b));
     let lm = c.total();
     // Known: in the lexicon, and read easily enough for the lexicon to be believed.
-    let known = model::word_cost(w, lm) < lm;
+    let known = model::is_name(w);
     let rate = || lm / (n as f32 + 1.0);
     match n {
         _ if known && n >= 5 => 2,
@@ -314,14 +314,62 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
         }
     }
     for (k, s) in segs.iter().enumerate() {
+        // Beside a day or a year: a segment of digits only.
         let near_digits = segs[k.saturating_sub(1)..(k + 2).min(segs.len())]
             .iter()
-            .any(|x| {
-                x.first().is_some_and(u8::is_ascii_digit)
-                    || x.last().is_some_and(u8::is_ascii_digit)
-            });
+            .any(|x| is_digits(x));
         if is_month(s) && near_digits {
             return Some(PhiRule::Date);
+        }
+    }
+    // An e-mail address written out in segments: `_at_` between a local part and a domain
+    // (`jsimek_AT_komuda`), or a top-level domain ending three or more segments with a word
+    // among them (`lmadden67_kusik_pl`).
+    let word =
+        |x: &[u8]| x.len() >= 3 && x.iter().all(u8::is_ascii_alphabetic) && case_consistent(x);
+    if segs.len() >= 3 {
+        let last = segs[segs.len() - 1];
+        // A local part in one case (`mhale62`), `at`, then a word.
+        let local = |x: &[u8]| {
+            x.iter().filter(|c| c.is_ascii_alphabetic()).count() >= 3
+                && (x.iter().all(|c| !c.is_ascii_uppercase())
+                    || x.iter().all(|c| !c.is_ascii_lowercase()))
+        };
+        let at = (1..segs.len() - 1).any(|k| {
+            segs[k].eq_ignore_ascii_case(b"at") && local(segs[k - 1]) && word(segs[k + 1])
+        });
+        let tld = last.iter().all(u8::is_ascii_lowercase)
+            && in_list(TLDS, last)
+            && segs[..segs.len() - 1].iter().any(|x| word(x));
+        if at || tld {
+            return Some(PhiRule::Email);
+        }
+    }
+    // A street suffix as a segment of its own beside a house number, an ordinal or a street
+    // name (`47_motuhanga_ct`, `oak_trl_szczytno`).
+    let number_like = |x: &[u8]| {
+        is_digits(x)
+            || (x.len() >= 3 && {
+                let d = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                (1..=3).contains(&d) && x.len() == d + 2 && x[d..] == *ordinal(&x[..d])
+            })
+    };
+    for k in 0..segs.len() {
+        let s = segs[k];
+        if s.len() >= 2 && case_consistent(s) && in_list(STREET_WORDS, s) {
+            // A street name beside it is written in the suffix's case (`oak_trl`, `OAK_TRL`).
+            let same_case = |x: &[u8]| {
+                word(x)
+                    && x[0].is_ascii_uppercase() == s[0].is_ascii_uppercase()
+                    && x[x.len() - 1].is_ascii_uppercase() == s[s.len() - 1].is_ascii_uppercase()
+            };
+            let before = k > 0 && (number_like(segs[k - 1]) || same_case(segs[k - 1]));
+            let after = segs
+                .get(k + 1)
+                .is_some_and(|x| number_like(x) || same_case(x));
+            if (before && after) || (k > 0 && number_like(segs[k - 1])) {
+                return Some(PhiRule::PostalAddress);
+            }
         }
     }
     let tag = segs[0].len() <= 8
@@ -347,16 +395,33 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
         }
         let letters = s.len() >= 4 && s.iter().all(u8::is_ascii_alphabetic) && case_consistent(s);
         let readable = letters && letter_rate(s) <= READABLE_RATE;
+        // An initial then a surname (`mgonzalez`): the surname judged on its own.
+        let initialled =
+            s.len() >= 6 && s.iter().all(u8::is_ascii_lowercase) && name_strength(&s[1..]) == 2;
         match name_strength(s) {
             2 => return Some(PhiRule::PersonName),
+            _ if initialled => return Some(PhiRule::PersonName),
             1 => weak += 1,
             _ if readable => weak += 1,
             _ => {}
         }
-        // A first segment that is a known name (`anna_x7k2…`) is a name with a suffix.
-        if k == 0 && letters {
+        // Four digits standing alone beside a word (`gonzalez_1120_x7k`): the last four of
+        // an SSN or a house number. Random ids almost never cut out four digits alone.
+        let short_word =
+            |x: &[u8]| x.len() >= 2 && x.iter().all(u8::is_ascii_alphabetic) && case_consistent(x);
+        if s.len() == 4
+            && is_digits(s)
+            && ((k > 0 && !(k == 1 && tag) && short_word(segs[k - 1]))
+                || segs.get(k + 1).is_some_and(|x| word(x)))
+        {
+            return Some(PhiRule::Ssn);
+        }
+        // A first segment (after a tag) that is a known name (`anna_x7k2…`) is a name with a
+        // suffix.
+        if k == usize::from(tag) && letters {
             let (buf, n) = lower(s);
-            if model::is_name(&buf[..n]) {
+            // Four letters only for a frequent name: many short names are random letters.
+            if model::is_name(&buf[..n]) && (n >= 5 || model::frequent_name(&buf[..n])) {
                 return Some(PhiRule::PersonName);
             }
         }
@@ -368,8 +433,13 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
 const LONG_RUN: usize = 12;
 /// Mean trigram cost per letter at or under which a long run reads as written words.
 const LONG_RUN_RATE: f32 = 2.5;
+/// Mean trigram cost per letter at or under which the rest of a run beside a known name reads
+/// as a second name ([`two_names`]).
+const TWO_NAMES_RATE: f32 = 2.8;
 /// The same for the words of a run of capitalised words.
 const CAMEL_RATE: f32 = 3.0;
+/// The same when one of the capitalised words is a known name of four letters or more.
+const KNOWN_CAMEL_RATE: f32 = 3.4;
 
 /// Words written together without separators: a run of twelve or more letters in one case
 /// pattern that reads easily (`DEOLIVEIRABROOKLYN`, `mariagonzalez`), or a value that is
@@ -378,6 +448,9 @@ const CAMEL_RATE: f32 = 3.0;
 /// almost never falls into capitalised words.
 pub(crate) fn written_words(v: &str, prefix: Prefix<'_>) -> bool {
     let body = prefix.map_or(v, |(_, b)| b).as_bytes();
+    if name_then_number(body) {
+        return true;
+    }
     // Long readable runs.
     let mut i = 0;
     while i < body.len() {
@@ -395,7 +468,7 @@ pub(crate) fn written_words(v: &str, prefix: Prefix<'_>) -> bool {
                 let part = &run[start..k];
                 if part.len() >= LONG_RUN
                     && case_consistent(part)
-                    && letter_rate(part) <= LONG_RUN_RATE
+                    && (letter_rate(part) <= LONG_RUN_RATE || two_names(part))
                 {
                     return true;
                 }
@@ -405,12 +478,13 @@ pub(crate) fn written_words(v: &str, prefix: Prefix<'_>) -> bool {
         i = j.max(i + 1);
     }
     // Capitalised words: two or more `Xxx` pieces of three or more letters in a row, with at
-    // most six other characters before and after them (`x7_MariaGonzalez`, `MariaLee1985`).
-    // The head is empty or a segment of its own (ends with `_` or `-`).
+    // most six other characters before and after them (`x7_MariaGonzalez`, `MariaLee1985`,
+    // `OpreaNilsonHfpbx`: the tail may itself start with a capital). The head is empty or a
+    // segment of its own (ends with `_` or `-`).
     (0..body.len().min(5))
         .filter(|&h| h == 0 || matches!(body[h - 1], b'_' | b'-'))
         .any(|head| {
-            let (mut words, mut k, mut rates) = (0, head, 0.0);
+            let (mut words, mut k, mut rates, mut known) = (0, head, 0.0, false);
             while k < body.len() && body[k].is_ascii_uppercase() {
                 let end = k
                     + 1
@@ -423,10 +497,127 @@ pub(crate) fn written_words(v: &str, prefix: Prefix<'_>) -> bool {
                 }
                 words += 1;
                 rates += letter_rate(&body[k..end]);
+                let (buf, n) = lower(&body[k..end]);
+                known |= n >= 4 && model::is_name(&buf[..n]);
                 k = end;
+                let rate = if known { KNOWN_CAMEL_RATE } else { CAMEL_RATE };
+                if words >= 2 && head + (body.len() - k) <= 6 && rates / words as f32 <= rate {
+                    return true;
+                }
             }
-            words >= 2 && head + (body.len() - k) <= 6 && rates / words as f32 <= CAMEL_RATE
+            false
         })
+}
+
+/// A long run of letters in one case (`VANSTRAATENHUSEYIN`) that is a known name of five
+/// letters or more at one end and reads easily in the rest: two names run together. A
+/// random run of letters is a known name at an end about once in a thousand, and reads
+/// easily in the rest almost never.
+fn two_names(run: &[u8]) -> bool {
+    if !(run.iter().all(u8::is_ascii_uppercase) || run.iter().all(u8::is_ascii_lowercase)) {
+        return false;
+    }
+    let (buf, n) = lower(run);
+    let w = &buf[..n];
+    (5..=(n - 5).min(12)).any(|k| {
+        let (head, tail) = (&w[..k], &w[n - k..]);
+        let (rest_of_head, rest_of_tail) = (&w[k..], &w[..n - k]);
+        (model::is_name(head)
+            && (model::is_name(rest_of_head) || letter_rate(rest_of_head) <= TWO_NAMES_RATE))
+            || (model::is_name(tail)
+                && (model::is_name(rest_of_tail) || letter_rate(rest_of_tail) <= TWO_NAMES_RATE))
+    })
+}
+
+/// A street address written together: a house number, capitalised words the last of which
+/// is a street suffix, then a ZIP code or the end (`123MainSt32801`, `4629LakeAve`).
+pub(crate) fn street_address(body: &[u8]) -> bool {
+    let number = body.iter().take_while(|c| c.is_ascii_digit()).count();
+    if !(1..=6).contains(&number) {
+        return false;
+    }
+    let (mut k, mut last) = (number, &body[..0]);
+    while k < body.len() && body[k].is_ascii_uppercase() {
+        let end = k
+            + 1
+            + body[k + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_lowercase())
+                .count();
+        last = &body[k..end];
+        k = end;
+    }
+    let zip = &body[k..];
+    last.len() >= 2
+        && in_list(STREET_WORDS, last)
+        && k > number + last.len()
+        && (zip.is_empty() || (zip.len() == 5 && zip.iter().all(u8::is_ascii_digit)))
+}
+
+/// An e-mail address run together (`mgigli48franzeseeu`, `aylastokes77hajekcom`): lower-case
+/// letters and at most two short numbers, ending with a top-level domain after a letter, the
+/// letters reading as words (an initial aside). Random letters that long almost never read so.
+pub(crate) fn concat_email(body: &[u8]) -> bool {
+    if body.len() < 12
+        || !body
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        return false;
+    }
+    let Some(t) = [4, 3, 2].into_iter().find(|&t| {
+        body.len() > t + 8
+            && body[body.len() - t - 1].is_ascii_lowercase()
+            && in_list(TLDS, &body[body.len() - t..])
+    }) else {
+        return false;
+    };
+    let rest = &body[..body.len() - t];
+    let (mut cost, mut letters, mut numbers) = (0.0, 0usize, 0);
+    for (k, run) in rest
+        .split(u8::is_ascii_digit)
+        .filter(|r| !r.is_empty())
+        .enumerate()
+    {
+        // An initial before a name (`mgigli`): the name read on its own.
+        let run = if k == 0 && run.len() >= 5 && letter_rate(&run[1..]) < letter_rate(run) {
+            &run[1..]
+        } else {
+            run
+        };
+        cost += letter_rate(run) * (run.len() as f32 + 1.0);
+        letters += run.len() + 1;
+    }
+    for num in rest.split(u8::is_ascii_lowercase).filter(|r| !r.is_empty()) {
+        numbers += 1;
+        if num.len() > 4 {
+            return false;
+        }
+    }
+    numbers <= 2 && letters >= 10 && cost / letters as f32 <= READABLE_RATE
+}
+
+/// A body that is one run of letters in one case pattern then one run of digits
+/// (`mgonzalez48213`, `sprochazkova62859`), the letters (or all but an initial) reading as a
+/// name. A random id of 16 characters or more is almost never cut into two such runs; hex
+/// letters alone (`a`–`f`) are left to chance.
+fn name_then_number(body: &[u8]) -> bool {
+    let letters = body.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let (w, digits) = body.split_at(letters);
+    if letters < 6
+        || digits.len() < 2
+        || !digits.iter().all(u8::is_ascii_digit)
+        || !case_consistent(w)
+        || w.iter()
+            .all(|c| matches!(c.to_ascii_lowercase(), b'a'..=b'f'))
+    {
+        return false;
+    }
+    let reads = |x: &[u8]| {
+        let (buf, n) = lower(x);
+        letter_rate(x) <= WORDS_RATE || model::is_name(&buf[..n])
+    };
+    reads(w) || reads(&w[1..])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -530,6 +721,131 @@ enum Piece {
     Word,
     Number,
     Date,
+    /// A mail provider, a domain word or a top-level domain (`gmail`, `com`, `de`).
+    Mail,
+    /// A street suffix or an ordinal (`Ave`, `St`, `65th`).
+    Street,
+}
+
+/// Free-mail providers of North America, Europe and Latin America, four letters or more: a
+/// word of an e-mail address's domain wherever it stands.
+const MAIL_WORDS: &[&str] = &[
+    "gmail",
+    "googlemail",
+    "yahoo",
+    "ymail",
+    "rocketmail",
+    "hotmail",
+    "outlook",
+    "live",
+    "icloud",
+    "proton",
+    "protonmail",
+    "mail",
+    "email",
+    "wanadoo",
+    "orange",
+    "free",
+    "laposte",
+    "seznam",
+    "centrum",
+    "atlas",
+    "onet",
+    "interia",
+    "poczta",
+    "libero",
+    "virgilio",
+    "tiscali",
+    "alice",
+    "terra",
+    "yandex",
+    "rambler",
+    "comcast",
+    "verizon",
+    "sbcglobal",
+    "bellsouth",
+    "charter",
+    "shaw",
+    "rogers",
+    "telus",
+    "btinternet",
+    "virgin",
+    "bigpond",
+    "optusnet",
+    "xtra",
+    "eircom",
+    "telenet",
+    "skynet",
+    "ziggo",
+    "chello",
+    "tele",
+    "telia",
+    "bredband",
+    "freemail",
+    "online",
+    "arcor",
+];
+/// Top-level domains (generic and by country, and `co`), recognised where a value or one of
+/// its segments ends.
+const TLDS: &[&str] = &[
+    "com", "net", "org", "edu", "gov", "info", "biz", "co", "uk", "de", "fr", "it", "es", "pl",
+    "cz", "sk", "nl", "be", "se", "no", "dk", "fi", "pt", "br", "mx", "ar", "cl", "ie", "at", "ch",
+    "in", "au", "nz", "ca", "us", "ru", "tr", "ro", "hu", "gr", "jp", "cn", "io", "eu",
+];
+/// USPS street suffixes and unit words, abbreviated and spelled out.
+const STREET_WORDS: &[&str] = &[
+    "st",
+    "ave",
+    "av",
+    "blvd",
+    "rd",
+    "dr",
+    "ln",
+    "ct",
+    "pl",
+    "pkwy",
+    "hwy",
+    "cir",
+    "trl",
+    "ter",
+    "way",
+    "sq",
+    "ste",
+    "apt",
+    "street",
+    "avenue",
+    "road",
+    "drive",
+    "lane",
+    "court",
+    "place",
+    "parkway",
+    "highway",
+    "circle",
+    "trail",
+    "terrace",
+    "boulevard",
+    "suite",
+];
+/// ln of each list's length (`f32::ln` is not `const`): ln 54, ln 44, ln 32.
+const LN_MAIL_WORDS: f32 = 3.988_984;
+const LN_TLDS: f32 = 3.784_19;
+const LN_STREET_WORDS: f32 = 3.465_736;
+
+/// The English ordinal suffix of a number written in digits (`1` → `st`, `12` → `th`).
+fn ordinal(d: &[u8]) -> &'static [u8] {
+    let n = num(d);
+    match (n % 10, n % 100) {
+        (_, 11..=13) => b"th",
+        (1, _) => b"st",
+        (2, _) => b"nd",
+        (3, _) => b"rd",
+        _ => b"th",
+    }
+}
+
+fn in_list(list: &[&str], w: &[u8]) -> bool {
+    list.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(w))
 }
 
 /// The likelihood ratio (in nats) of "made by a person" over "random", and the rule of the
@@ -613,6 +929,71 @@ pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
                     cost = cost.min(LN_MONTH);
                 }
                 relax(j, cost + PIECE + case_cost, Piece::Word);
+                if w.len() >= 4 && w.len() <= 10 && in_list(MAIL_WORDS, w) {
+                    relax(j, LN_MAIL_WORDS + PIECE + case_cost, Piece::Mail);
+                }
+            }
+        }
+        // A top-level domain where the value or a segment ends (`gmailcom`, `webde`, `_co_uk`),
+        // and a street suffix standing as a word of its own: capitalised after a word
+        // (`MainSt32801`), or between separators and digits (`_st_`, `_Ave`), followed by
+        // a digit, a separator, a capital or the end.
+        if b[i].is_ascii_alphabetic() {
+            let letters = b[i..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .count();
+            let lower_run = b[i..].iter().take_while(|c| c.is_ascii_lowercase()).count();
+            // A domain: the rest of a lower-case run that ends the value or a segment.
+            if lower_run == letters
+                && (2..=4).contains(&letters)
+                && b.get(i + letters).is_none_or(|&c| c == b'_' || c == b'-')
+                && in_list(TLDS, &b[i..i + letters])
+            {
+                relax(i + letters, LN_TLDS + PIECE + case_cost, Piece::Mail);
+            }
+            // A street word: `St` (a capital and its lower-case run), `ST` or `st`.
+            let len = if b[i].is_ascii_uppercase() {
+                match b[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_lowercase())
+                    .count()
+                {
+                    0 => b[i..].iter().take_while(|c| c.is_ascii_uppercase()).count(),
+                    lower => 1 + lower,
+                }
+            } else {
+                lower_run
+            };
+            let capitalised = len > 1 && b[i].is_ascii_uppercase() && b[i + 1].is_ascii_lowercase();
+            let starts = i == 0
+                || !b[i - 1].is_ascii_alphabetic()
+                || (capitalised && b[i - 1].is_ascii_lowercase());
+            if starts
+                && (2..=9).contains(&len)
+                && b.get(i + len).is_none_or(|c| !c.is_ascii_lowercase())
+                && in_list(STREET_WORDS, &b[i..i + len])
+            {
+                relax(i + len, LN_STREET_WORDS + PIECE + case_cost, Piece::Street);
+            }
+        }
+        // An ordinal (`65th`, `3rd`, spelled as English spells it): a street's number.
+        if b[i].is_ascii_digit() {
+            let run = b[i..]
+                .iter()
+                .take(4)
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if (1..=3).contains(&run)
+                && let Some(sfx) = b.get(i + run..i + run + 2)
+                && sfx == ordinal(&b[i..i + run])
+                && b.get(i + run + 2).is_none_or(|c| !c.is_ascii_lowercase())
+            {
+                relax(
+                    i + run + 2,
+                    run as f32 * LN_DIGIT + LN_DATE_SEPS + PIECE,
+                    Piece::Street,
+                );
             }
         }
         // Numbers of three digits or more (shorter ones gain nothing worth their piece cost),
@@ -659,6 +1040,8 @@ pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
                 9 => PhiRule::Ssn,
                 _ => PhiRule::Mrn,
             }),
+            Piece::Mail => Some(PhiRule::Email),
+            Piece::Street => Some(PhiRule::PostalAddress),
             Piece::Noise | Piece::Tag => None,
         };
         if let Some(rule) = rule

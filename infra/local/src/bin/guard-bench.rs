@@ -89,6 +89,17 @@ fn run() -> Result<bool> {
         .filter(|v| std::hint::black_box(pil_shared::guard::check_ref(v)).is_ok())
         .count();
     let ns_per_ref = started.elapsed().as_nanos() as f64 / all_ids.len().max(1) as f64;
+    // The margin: how close the valid ids came to the randomness test's threshold.
+    let closest = gens
+        .iter()
+        .flat_map(|g| {
+            g.generate(cli.seed, cli.per_generator)
+                .into_iter()
+                .map(move |v| (pil_shared::guard::randomness_ratio(&v), g.name))
+        })
+        .fold(((f32::MIN, 0.0), ""), |best, ((r, t), name)| {
+            if r > best.0.0 { ((r, t), name) } else { best }
+        });
     let v_n: usize = valid.iter().map(|(t, _)| t.n).sum();
     let v_refused: usize = valid.iter().map(|(t, _)| t.refused).sum();
     let worst = valid
@@ -124,6 +135,10 @@ fn run() -> Result<bool> {
     println!(
         "Guard cost: {ns_per_ref:.0} ns per valid id ({accepted} of {} accepted on the timed pass).\n",
         all_ids.len()
+    );
+    println!(
+        "Randomness margin: the valid id closest to the threshold ({:.1} nats) scored {:.1} ({}).\n",
+        closest.0.1, closest.0.0, closest.1
     );
     println!(
         "Worst generator: {} ({} of {} refused, {}).\n",
