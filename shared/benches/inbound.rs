@@ -77,6 +77,10 @@ fn bench(c: &mut Criterion) {
         ("prefixed_base62", "p_7Hq2kX9mZ4rT1vB8yW3n"),
         ("nanoid", "V1StGXR8_Z5jdHi6B-myT"),
         ("square", "JDKYHBWT1D4F8MFH63DBMEN8Y4"),
+        // The three refs of each event of the 1 KB body.
+        ("body_appointment", "appt_Qm8Zr2Lx7Vt4Nw9Kc0001"),
+        ("body_patient", "p_7Hq2kX9mZ4rT1vB8yW0001"),
+        ("body_provider", "prov_Zx3Vb7Nm1Qw9Er5Ty2"),
     ] {
         g.bench_function(name, |bench| {
             bench.iter(|| black_box(pil_shared::guard::check_ref(black_box(r)).is_ok()))

@@ -182,8 +182,19 @@ fn phi_shape(v: &str) -> Option<PhiRule> {
     if !has_alpha && (7..=15).contains(&digits) && PHONE.is_match(t) {
         return Some(PhiRule::Phone);
     }
-    // Every label starts with one of these letters.
-    let label_first = b.first().is_some_and(|c| b"mcapdsMCAPDS".contains(c));
+    // Every label starts with one of these pairs of letters (`mrn`, `med rec`, `chart`,
+    // `acct`, `patient`, `pt`, `dob`, `ssn`).
+    let label_first = b.get(..2).is_some_and(|p| {
+        matches!(
+            [p[0].to_ascii_lowercase(), p[1].to_ascii_lowercase()],
+            [b'm', b'r' | b'e']
+                | [b'c', b'h']
+                | [b'a', b'c']
+                | [b'p', b'a' | b't']
+                | [b'd', b'o']
+                | [b's', b's']
+        )
+    });
     if has_alpha && digits > 0 && label_first && is_mrn_label(t) && labelled_number(t) {
         return Some(PhiRule::Mrn);
     }
@@ -319,15 +330,22 @@ fn opaque_shape(v: &str) -> Result<(), PhiRule> {
     {
         return Err(rule);
     }
+    // The rules for words written together need a word: three letters, the last two
+    // lower-case or all three upper-case. Most random ids after their tag have none.
     let body = prefix.map_or(v, |(_, b)| b).as_bytes();
-    if structure::street_address(body) {
-        return Err(PhiRule::PostalAddress);
+    if structure::has_word(body) {
+        if structure::street_address(body) {
+            return Err(PhiRule::PostalAddress);
+        }
+        if structure::concat_email(body) {
+            return Err(PhiRule::Email);
+        }
+        if structure::written_words(v, prefix) {
+            return Err(PhiRule::PersonName);
+        }
     }
-    if structure::concat_email(body) {
-        return Err(PhiRule::Email);
-    }
-    if structure::written_words(v, prefix) {
-        return Err(PhiRule::PersonName);
+    if !structure::may_be_person_made(v, prefix) {
+        return Ok(());
     }
     let (ratio, rule) = structure::person_made(v, prefix);
     if ratio > structure::THRESHOLD {

@@ -62,7 +62,8 @@ impl Bloom {
             return false;
         }
         (0..u64::from(self.k)).all(|i| {
-            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % self.m;
+            // `m` is a power of two (the builder's contract): a mask, not a division.
+            let bit = h1.wrapping_add(i.wrapping_mul(h2)) & (self.m - 1);
             self.bits
                 .get((bit / 8) as usize)
                 .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
@@ -73,12 +74,16 @@ impl Bloom {
 /// The three lexicon classes, located once (three header reads, no allocation).
 struct Lexicon([Bloom; 3]);
 
-fn lexicon() -> Lexicon {
+static LEXICON: std::sync::LazyLock<Lexicon> = std::sync::LazyLock::new(|| {
     let start = HEADER + TRIGRAMS;
     let (a, next) = bloom_at(start);
     let (b, next) = bloom_at(next);
     let (c, _) = bloom_at(next);
     Lexicon([a, b, c])
+});
+
+fn lexicon() -> &'static Lexicon {
+    &LEXICON
 }
 
 /// Whether the model file is the one this code reads (a test checks it).
@@ -87,7 +92,7 @@ pub(crate) fn well_formed() -> bool {
     MODEL.starts_with(MAGIC) && u32_at(8) == 1 && {
         let l = lexicon();
         l.0.iter()
-            .all(|b| b.m > 0 && b.k > 0 && b.bits.len() as u64 * 8 == b.m)
+            .all(|b| b.m.is_power_of_two() && b.k > 0 && b.bits.len() as u64 * 8 == b.m)
     }
 }
 
@@ -172,6 +177,10 @@ impl LexKey {
         self.h1 = (self.h1 ^ c).wrapping_mul(FNV_PRIME);
         self.h2 = (self.h2 ^ c).wrapping_mul(FNV_PRIME);
         self.len += 1;
+    }
+    /// The word's hash (FNV-1a of its lower-cased letters), as the lexicon keys it.
+    pub(crate) fn hash(&self) -> u64 {
+        self.h1
     }
     /// The word's cost given its character-model cost `lm`: lowered by the lexicon when the
     /// word is a known name, by at most [`LEXICON_BONUS`].

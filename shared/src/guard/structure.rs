@@ -73,7 +73,7 @@ const MONTHS: &[&str] = &[
 
 /// Whether `p` (ASCII letters) is a neutral type tag.
 fn is_tag(p: &str) -> bool {
-    p.len() <= 2 || ID_PREFIXES.iter().any(|t| t.eq_ignore_ascii_case(p))
+    p.len() <= 2 || (p.len() <= 8 && in_list(vocab::TAG, p.as_bytes()))
 }
 
 /// A value's prefix and the rest after its separator, as [`split_prefix`] finds them: worked
@@ -271,9 +271,7 @@ fn name_strength(seg: &[u8]) -> u8 {
 fn is_month(seg: &[u8]) -> bool {
     (3..=9).contains(&seg.len())
         && b"adfjmnosADFJMNOS".contains(&seg[0])
-        && MONTHS
-            .iter()
-            .any(|m| m.as_bytes().eq_ignore_ascii_case(seg))
+        && in_list(vocab::MONTH, seg)
 }
 
 /// The segment rules, for a value with at least one `_` or `-`.
@@ -290,6 +288,18 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
     }
     let segs = &store[..count];
     if segs.len() < 2 {
+        return None;
+    }
+    // Every rule below turns on a segment of digits only or of letters only (past a tag): a
+    // tag and random segments that mix them (`appt_Qm8Zr2Lx7Vt4`) are done here.
+    let pure = |s: &&[u8]| {
+        !s.is_empty() && (s.iter().all(u8::is_ascii_digit) || s.iter().all(u8::is_ascii_alphabetic))
+    };
+    let tag = segs[0].len() <= 8
+        && !segs[0].is_empty()
+        && segs[0].iter().all(u8::is_ascii_alphabetic)
+        && std::str::from_utf8(segs[0]).is_ok_and(is_tag);
+    if !segs[usize::from(tag)..].iter().any(pure) {
         return None;
     }
     let is_digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
@@ -339,7 +349,7 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
             segs[k].eq_ignore_ascii_case(b"at") && local(segs[k - 1]) && word(segs[k + 1])
         });
         let tld = last.iter().all(u8::is_ascii_lowercase)
-            && in_list(TLDS, last)
+            && in_list(vocab::TLD, last)
             && segs[..segs.len() - 1].iter().any(|x| word(x));
         if at || tld {
             return Some(PhiRule::Email);
@@ -356,7 +366,7 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
     };
     for k in 0..segs.len() {
         let s = segs[k];
-        if s.len() >= 2 && case_consistent(s) && in_list(STREET_WORDS, s) {
+        if s.len() >= 2 && case_consistent(s) && in_list(vocab::STREET, s) {
             // A street name beside it is written in the suffix's case (`oak_trl`, `OAK_TRL`).
             let same_case = |x: &[u8]| {
                 word(x)
@@ -372,9 +382,6 @@ pub(crate) fn segments(v: &str) -> Option<PhiRule> {
             }
         }
     }
-    let tag = segs[0].len() <= 8
-        && std::str::from_utf8(segs[0])
-            .is_ok_and(|p| p.bytes().all(|b| b.is_ascii_alphabetic()) && is_tag(p));
     // Two or more whole segments of letters in one case pattern (`aldonza_knutsson`,
     // `lenn_sanghvi_ctcc`): words, whatever they are. Random generators that use `_` or `-`
     // mix cases and digits, so they almost never cut out two such segments.
@@ -549,7 +556,7 @@ pub(crate) fn street_address(body: &[u8]) -> bool {
     }
     let zip = &body[k..];
     last.len() >= 2
-        && in_list(STREET_WORDS, last)
+        && in_list(vocab::STREET, last)
         && k > number + last.len()
         && (zip.is_empty() || (zip.len() == 5 && zip.iter().all(u8::is_ascii_digit)))
 }
@@ -568,7 +575,7 @@ pub(crate) fn concat_email(body: &[u8]) -> bool {
     let Some(t) = [4, 3, 2].into_iter().find(|&t| {
         body.len() > t + 8
             && body[body.len() - t - 1].is_ascii_lowercase()
-            && in_list(TLDS, &body[body.len() - t..])
+            && in_list(vocab::TLD, &body[body.len() - t..])
     }) else {
         return false;
     };
@@ -844,8 +851,95 @@ fn ordinal(d: &[u8]) -> &'static [u8] {
     }
 }
 
-fn in_list(list: &[&str], w: &[u8]) -> bool {
-    list.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(w))
+/// The kinds of a word in the guard's small vocabularies (months, mail providers, top-level
+/// domains, street suffixes), looked up by the word's hash: one probe of a small table
+/// instead of a scan of each list.
+mod vocab {
+    use std::sync::LazyLock;
+
+    pub(super) const MONTH: u8 = 1;
+    pub(super) const MAIL: u8 = 2;
+    pub(super) const TLD: u8 = 4;
+    pub(super) const STREET: u8 = 8;
+    pub(super) const TAG: u8 = 16;
+
+    const SLOTS: usize = 512;
+
+    struct Table([(u64, u8); SLOTS]);
+
+    static TABLE: LazyLock<Table> = LazyLock::new(|| {
+        let mut t = Table([(0, 0); SLOTS]);
+        for (list, kind) in [
+            (super::MONTHS, MONTH),
+            (super::MAIL_WORDS, MAIL),
+            (super::TLDS, TLD),
+            (super::STREET_WORDS, STREET),
+            (super::ID_PREFIXES, TAG),
+        ] {
+            for w in list {
+                let h = hash(w.as_bytes());
+                let mut i = slot(h);
+                while t.0[i].0 != 0 && t.0[i].0 != h {
+                    i = (i + 1) % SLOTS;
+                }
+                t.0[i] = (h, t.0[i].1 | kind);
+            }
+        }
+        t
+    });
+
+    /// The high bits of FNV-1a barely depend on a short word's last letters: mixed first.
+    fn slot(h: u64) -> usize {
+        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 55) as usize % SLOTS
+    }
+
+    /// The hash the lexicon's keys use ([`super::model::LexKey`]), of the lower-cased word.
+    pub(super) fn hash(w: &[u8]) -> u64 {
+        let mut k = super::model::LexKey::new();
+        w.iter().for_each(|&c| k.push(c));
+        k.hash()
+    }
+
+    /// The kinds of the word whose hash is `h` (0 when it is in no list).
+    pub(super) fn kinds(h: u64) -> u8 {
+        let t = &TABLE.0;
+        let mut i = slot(h);
+        loop {
+            match t[i] {
+                (0, _) => return 0,
+                (x, kinds) if x == h => return kinds,
+                _ => i = (i + 1) % SLOTS,
+            }
+        }
+    }
+
+    /// The kinds of `w` (letters, either case).
+    pub(super) fn of(w: &[u8]) -> u8 {
+        kinds(hash(w))
+    }
+}
+
+/// Whether `w` is a street word: the two-letter suffixes matched directly (they are met at
+/// every capital of a mixed-case id), longer ones in the vocabulary.
+fn street_word(w: &[u8]) -> bool {
+    match w {
+        [a, b] => matches!(
+            [a.to_ascii_lowercase(), b.to_ascii_lowercase()],
+            [b's', b't']
+                | [b'a', b'v']
+                | [b'r', b'd']
+                | [b'd', b'r']
+                | [b'l', b'n']
+                | [b'c', b't']
+                | [b'p', b'l']
+                | [b's', b'q']
+        ),
+        _ => in_list(vocab::STREET, w),
+    }
+}
+
+fn in_list(kind: u8, w: &[u8]) -> bool {
+    vocab::of(w) & kind != 0
 }
 
 /// The likelihood ratio (in nats) of "made by a person" over "random", and the rule of the
@@ -860,15 +954,18 @@ pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
     // Where no piece can start (no three letters in one case pattern, no three digits, no
     // date in groups), every character is noise and the person-made explanation can only
     // cost more than the random one.
+    // A neutral tag costs nothing in either explanation, and no piece crosses its separator:
+    // the person-made explanation starts after it.
+    let tag_len = prefix.filter(|(p, _)| is_tag(p)).map(|(p, _)| p.len());
+    let start = tag_len.map_or(0, |len| len + 1);
     if ln_a <= LN_HEX_AND_SEPS
-        || !(0..n).any(|i| word_start(b, i) || number_start(b, i) || grouped_date_start(b, i))
+        || !(start..n).any(|i| word_start(b, i) || number_start(b, i) || grouped_date_start(b, i))
     {
         return (-NOISE, PhiRule::RefFormat);
     }
     let mixed_case = b.iter().any(u8::is_ascii_lowercase) && b.iter().any(u8::is_ascii_uppercase);
     let case_cost = if mixed_case { LN_3 } else { 0.0 };
 
-    let tag_len = prefix.filter(|(p, _)| is_tag(p)).map(|(p, _)| p.len());
     // Random: a tag costs nothing; any other prefix is letters then a separator.
     let random = match prefix {
         Some((_, rest)) if tag_len.is_some() => rest.len() as f32 * ln_a,
@@ -876,12 +973,35 @@ pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
         None => n as f32 * ln_a,
     };
 
+    // The runs of letters, lower-case and upper-case letters starting at each position.
+    let (mut alpha_run, mut lower_runs, mut upper_runs) = ([0u8; 65], [0u8; 65], [0u8; 65]);
+    for i in (0..n).rev() {
+        let c = b[i];
+        let next = |r: &[u8; 65]| if i + 1 < n { r[i + 1] + 1 } else { 1 };
+        alpha_run[i] = if c.is_ascii_alphabetic() {
+            next(&alpha_run)
+        } else {
+            0
+        };
+        lower_runs[i] = if c.is_ascii_lowercase() {
+            next(&lower_runs)
+        } else {
+            0
+        };
+        upper_runs[i] = if c.is_ascii_uppercase() {
+            next(&upper_runs)
+        } else {
+            0
+        };
+    }
+
     // Made by a person: cheapest sequence of pieces (dynamic programming over positions).
     const INF: f32 = f32::INFINITY;
     let mut best = [INF; 65];
     let mut from = [(0usize, Piece::Noise); 65];
-    best[0] = 0.0;
-    for i in 0..n {
+    best[start] = 0.0;
+    from[start] = (0, Piece::Tag);
+    for i in start..n {
         let here = best[i];
         if here == INF {
             continue;
@@ -895,11 +1015,6 @@ pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
         let c = b[i];
         let sep = c == b'_' || c == b'-';
         relax(i + 1, ln_a + if sep { 0.0 } else { NOISE }, Piece::Noise);
-        if i == 0
-            && let Some(len) = tag_len
-        {
-            relax(len + 1, 0.0, Piece::Tag);
-        }
         // A piece of letters is three or more in one case pattern (shorter ones gain nothing
         // worth their piece cost); most positions of a random id start none.
         if word_start(b, i) {
@@ -925,11 +1040,16 @@ pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
                     continue;
                 }
                 let mut cost = key.word_cost(wc.total());
-                if is_month(w) {
+                let kinds = if w.len() <= 10 {
+                    vocab::kinds(key.hash())
+                } else {
+                    0
+                };
+                if kinds & vocab::MONTH != 0 {
                     cost = cost.min(LN_MONTH);
                 }
                 relax(j, cost + PIECE + case_cost, Piece::Word);
-                if w.len() >= 4 && w.len() <= 10 && in_list(MAIL_WORDS, w) {
+                if kinds & vocab::MAIL != 0 {
                     relax(j, LN_MAIL_WORDS + PIECE + case_cost, Piece::Mail);
                 }
             }
@@ -939,28 +1059,20 @@ pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
         // (`MainSt32801`), or between separators and digits (`_st_`, `_Ave`), followed by
         // a digit, a separator, a capital or the end.
         if b[i].is_ascii_alphabetic() {
-            let letters = b[i..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphabetic())
-                .count();
-            let lower_run = b[i..].iter().take_while(|c| c.is_ascii_lowercase()).count();
+            let (letters, lower_run) = (usize::from(alpha_run[i]), usize::from(lower_runs[i]));
             // A domain: the rest of a lower-case run that ends the value or a segment.
             if lower_run == letters
                 && (2..=4).contains(&letters)
                 && b.get(i + letters).is_none_or(|&c| c == b'_' || c == b'-')
-                && in_list(TLDS, &b[i..i + letters])
+                && in_list(vocab::TLD, &b[i..i + letters])
             {
                 relax(i + letters, LN_TLDS + PIECE + case_cost, Piece::Mail);
             }
             // A street word: `St` (a capital and its lower-case run), `ST` or `st`.
             let len = if b[i].is_ascii_uppercase() {
-                match b[i + 1..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_lowercase())
-                    .count()
-                {
-                    0 => b[i..].iter().take_while(|c| c.is_ascii_uppercase()).count(),
-                    lower => 1 + lower,
+                match lower_runs.get(i + 1).copied().unwrap_or(0) {
+                    0 => usize::from(upper_runs[i]),
+                    lower => 1 + usize::from(lower),
                 }
             } else {
                 lower_run
@@ -972,7 +1084,7 @@ pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
             if starts
                 && (2..=9).contains(&len)
                 && b.get(i + len).is_none_or(|c| !c.is_ascii_lowercase())
-                && in_list(STREET_WORDS, &b[i..i + len])
+                && street_word(&b[i..i + len])
             {
                 relax(i + len, LN_STREET_WORDS + PIECE + case_cost, Piece::Street);
             }
@@ -1052,6 +1164,97 @@ pub(crate) fn person_made(v: &str, prefix: Prefix<'_>) -> (f32, PhiRule) {
         j = i;
     }
     (random - made, gain_best.1)
+}
+
+/// The fewest nats a character costs in any piece other than a word (a date in groups,
+/// `1985-03-14`: ln(3 × 130 × 366) + ln 4 + 1.5 over ten characters, is the cheapest; then an
+/// eight-digit date, 1.67, an ordinal, 1.73, a year, 1.77).
+const MIN_CHAR_COST: f32 = 1.45;
+
+/// Whether the randomness test can refuse `v` at all. Without three letters in one case
+/// pattern after the tag no word piece exists, and the other pieces (numbers, dates,
+/// ordinals, two-letter street and domain words) each gain at most `ln a − MIN_CHAR_COST`
+/// nats a character over the random explanation: when the characters that can be in one
+/// cannot gain [`THRESHOLD`] together, the value is accepted without the full comparison.
+/// Most random ids end here (a trailing number of up to four digits included).
+pub(crate) fn may_be_person_made(v: &str, prefix: Prefix<'_>) -> bool {
+    let b = v.as_bytes();
+    let n = b.len();
+    let start = prefix
+        .filter(|(p, _)| is_tag(p))
+        .map_or(0, |(p, _)| p.len() + 1);
+    if has_word(&b[start..]) {
+        return true;
+    }
+    let sep = |at: usize| b.get(at).is_some_and(|&c| c == b'_' || c == b'-');
+    let digit = |at: usize| b.get(at).is_some_and(u8::is_ascii_digit);
+    let mut chars = 0usize;
+    let mut i = start;
+    while i < n {
+        let c = b[i];
+        if c.is_ascii_digit() {
+            let run = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let end = i + run;
+            // A group of a date: a separator between it and another group of digits.
+            let grouped = (sep(end) && digit(end + 1)) || (i >= 2 && sep(i - 1) && digit(i - 2));
+            let ordinal = run <= 3
+                && b.get(end..end + 2).is_some_and(|s| {
+                    [b"st", b"nd", b"rd", b"th"]
+                        .iter()
+                        .any(|o| o.eq_ignore_ascii_case(s))
+                });
+            if run >= 3 || grouped || ordinal {
+                chars += run + usize::from(grouped) + 2 * usize::from(ordinal);
+            }
+            i = end;
+            continue;
+        }
+        // A street word (`St`), or a domain: two lower-case letters that end the value or a
+        // segment after a letter (`webde`).
+        if c.is_ascii_alphabetic()
+            && let Some(&d) = b.get(i + 1)
+            && d.is_ascii_alphabetic()
+        {
+            let w = &b[i..i + 2];
+            let tld = c.is_ascii_lowercase()
+                && d.is_ascii_lowercase()
+                && (i + 2 == n || sep(i + 2))
+                && in_list(vocab::TLD, w);
+            if tld || street_word(w) {
+                chars += 2;
+            }
+        }
+        i += 1;
+    }
+    // The largest alphabet first (ln 64): most values end here without reading theirs.
+    const LN_64: f32 = 4.158_883;
+    if chars as f32 * (LN_64 - MIN_CHAR_COST) <= THRESHOLD {
+        return false;
+    }
+    let body = prefix.map_or(b, |(_, r)| r.as_bytes());
+    chars as f32 * (ln(alphabet(body)) - MIN_CHAR_COST) > THRESHOLD
+}
+
+/// Whether `b` holds a word: three letters, the last two lower-case or all three upper-case
+/// (where a piece of letters can start, [`word_start`]).
+pub(crate) fn has_word(b: &[u8]) -> bool {
+    let (mut alpha, mut lower, mut upper) = (0u8, 0u8, 0u8);
+    for &c in b {
+        if c.is_ascii_alphabetic() {
+            alpha = alpha.saturating_add(1);
+            (lower, upper) = if c.is_ascii_lowercase() {
+                (lower.saturating_add(1), 0)
+            } else {
+                (0, upper.saturating_add(1))
+            };
+            if (alpha >= 3 && lower >= 2) || upper >= 3 {
+                return true;
+            }
+        } else {
+            (alpha, lower, upper) = (0, 0, 0);
+        }
+    }
+    false
 }
 
 /// Whether a piece of letters starts at `i`: three letters in one case pattern.
