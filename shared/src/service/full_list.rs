@@ -223,7 +223,6 @@ pub async fn show(deps: &ApprovalDeps<'_>, practice: &Practice) -> Page {
             value,
         ));
     }
-    let shown_rows: usize = waiting_groups.iter().map(|g| g.actions.len()).sum();
     let hidden_in_groups = waiting_groups
         .iter()
         .map(|g| g.count - g.actions.len())
@@ -262,8 +261,9 @@ pub async fn show(deps: &ApprovalDeps<'_>, practice: &Practice) -> Page {
         waiting_total,
         money(waiting_value)
     );
-    tracing::info!(practice_id = %practice.id, open = open.len(), waiting = waiting_total,
-        shown = shown_rows, cut_short, "full list shown");
+    // Counts only (no ref, no date).
+    tracing::info!(practice_id = %practice.id, pending = open.len(), deferred = waiting_total,
+        due_read = records.len().min(WAITING_READ_MAX), "full list shown");
     let html = ListHtml {
         css: page_css(),
         practice_id: practice.id.as_str(),
