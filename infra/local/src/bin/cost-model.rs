@@ -1019,7 +1019,7 @@ fn first_night(w: &mut String) -> Result<()> {
     let latency = night["latency_ms"].as_f64().unwrap_or(5.0);
     writeln!(
         w,
-        "What connecting a practice costs once: its history imported through the events API in 100-event batches, then the first nightly scan, which ranks everything due and proposes the nightly budget (the rest wait for later nights, each of which costs what a night with that much due costs). From `make bench-first-night` (docs/performance.md, \"First night\"): DynamoDB units metered on moto at 1,000 and 10,000 patients, 100,000 extrapolated from the 10,000 run's per-patient figures. Lambda is priced at the modelled DynamoDB time ({latency} ms a request; receiver and scan at 256 MB), API Gateway per batch."
+        "What connecting a practice costs once: its history imported through the events API in 100-event batches, then the first nightly scan, which ranks everything due and proposes the nightly budget (the rest wait for later nights, each of which costs what a night with that much due costs). From `make bench-first-night` (docs/performance.md, \"First night\"): DynamoDB units metered on moto: at 1,000 patients the import and the whole first night; at 10,000 the import, and the first night modelled as its measured count of due records at the 1,000-patient night's figures per record (moto is too slow to finish it); 100,000 extrapolated from the 10,000 run's figures per patient. Lambda is priced at the modelled DynamoDB time ({latency} ms a request; receiver and scan at 256 MB), API Gateway per batch."
     )?;
     writeln!(w)?;
     writeln!(
@@ -1028,6 +1028,13 @@ fn first_night(w: &mut String) -> Result<()> {
     )?;
     writeln!(w, "|---:|---|---:|---:|---:|---:|---:|")?;
     for r in night["runs"].as_array().cloned().unwrap_or_default() {
+        // A night the bench stopped early is priced whole (its WholeNight row), not as read.
+        let figures = match r["figures"].as_str() {
+            Some("Measured") => "measured",
+            Some("WholeNight") => "import measured; scan modelled (due count measured)",
+            Some("Extrapolated") => "extrapolated",
+            _ => continue,
+        };
         let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
         let events = f("events");
         let import = events
@@ -1042,15 +1049,16 @@ fn first_night(w: &mut String) -> Result<()> {
             w,
             "| {} | {} | {:.0} | {import:.4} | {scan:.4} | {compute:.4} | {:.4} |",
             r["patients"].as_u64().unwrap_or(0),
-            if r["measured"].as_bool() == Some(true) {
-                "measured"
-            } else {
-                "extrapolated"
-            },
+            figures,
             events,
             import + scan + compute
         )?;
     }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Not in these figures: the nights after. Every record the budget defers is read, ranked and rewritten again each night until its turn, so a backlog of W records at a budget of B costs about W²/(2B) more record evaluations over W/B nights (docs/performance.md, \"First night\")."
+    )?;
     writeln!(w)?;
     Ok(())
 }

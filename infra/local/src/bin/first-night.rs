@@ -13,7 +13,7 @@
 //!    DynamoStore), one batch at a time;
 //! 2. **the first scan**: the night's scan in parts (`scan::scan_part`, the 10-second reading
 //!    budget of the deployed function) until the night is done, or until `--scan-seconds` of
-//!    wall time have passed (240 by default): then the part under way finishes, the due
+//!    wall time have passed (300 by default): then the part under way finishes, the due
 //!    records left are counted, and the rest of the night is priced at the requests and units
 //!    per record read so far (tonight's proposals were all made in the first part, so the
 //!    records left are deferred, suppressed or parked like most of the sample). The output
@@ -77,7 +77,7 @@ struct Cli {
     seed: u64,
     /// Wall time after which the first scan stops at the end of its current part; the rest of
     /// the night is then priced at the per-record figures measured so far (0: never stop).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 300)]
     scan_seconds: u64,
 }
 
