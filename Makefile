@@ -5,12 +5,13 @@
 #   make lint    cfn-lint (with the serverless rules) and checkov on template.yaml
 #   make sam-build  sam build for arm64 (installs SAM CLI, cargo-lambda, zig, the target)
 #   make browser-tools  Debian's chromium for the browser tests (make test calls it)
-#   make bench   bench-guard, criterion benches, bench-scan, cost, bench-cold, then one table of every figure vs its goal
+#   make bench   bench-guard, criterion benches, bench-scan, bench-first-night, cost, bench-cold, then one table of every figure vs its goal
 #   make bench-guard  the PHI guard's accuracy: generated valid ids accepted, PHI-derived refs refused
 #   make guard-model  rebuild the guard's name model from its public data (docs/guard.md)
 #   make cost    the cost model (docs/cost.md) from counts measured on the local stack
 #   make load    60 s local load test: valid, duplicate and refused webhooks (not in make test)
 #   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
+#   make bench-first-night  a practice's first night: history import and first scan at scale (moto)
 #   make data-inventory  regenerates docs/data-inventory.md from the code (a test checks it is current)
 #   make bench-cold  size, init time, first invocation and peak RSS of each release bootstrap
 # Every tool is installed by the project into a project-local venv on first use.
@@ -26,7 +27,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-cold sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-first-night bench-cold sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -76,6 +77,7 @@ bench: $(MOTO)
 	@guard=0; $(MAKE) --no-print-directory bench-guard || guard=$$?; \
 	$(CARGO) bench -p pil-shared --bench inbound && \
 	$(MAKE) --no-print-directory bench-scan && \
+	$(MAKE) --no-print-directory bench-first-night && \
 	$(MAKE) --no-print-directory cost && \
 	$(MAKE) --no-print-directory bench-cold && \
 	$(CARGO) run -q -p pil-local --bin bench-report && \
@@ -107,6 +109,15 @@ guard-model:
 # units counted do not depend on it and the wall time is the emulator's.
 bench-scan: $(MOTO)
 	$(CARGO) run -q -p pil-local --bin scan-bench -- $(ARGS)
+
+# A practice's first night (docs/performance.md, "First night"): three years of history for
+# 1,000 and 10,000 patients imported in signed 100-event batches through the receiver's
+# handler, then the first scan in parts; requests and units metered, a modelled DynamoDB time
+# beside moto's wall time; 100,000 extrapolated from the 10,000 run's per-patient figures.
+# Figures in target/bench/first-night.json (make cost prices the onboarding from them).
+# Extra flags: make bench-first-night ARGS="--patients 2000 --latency-ms 8".
+bench-first-night: $(MOTO)
+	$(CARGO) run -q -p pil-local --bin first-night -- $(ARGS)
 
 # Local load test (loopback only, bounded): LOAD_RATE requests/s for LOAD_SECONDS with valid,
 # duplicate and refused webhooks; fails unless every valid event took effect exactly once and

@@ -118,6 +118,15 @@ pub trait DueIndex: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<EntityKey>, Option<String>), StoreError>;
+    /// The records [`Self::due_keys`] names, read in bulk and eventually consistent (the
+    /// owner's full list page: what waits for a later night). A record deleted since the
+    /// index was read is left out.
+    async fn due_records(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        limit: usize,
+    ) -> Result<Vec<Stored<Entity>>, StoreError>;
 }
 
 /// What slot fill reads: the pool of due and overdue patients per treatment, and open slots

@@ -433,6 +433,21 @@ impl DueIndex for MemStore {
             .collect())
     }
 
+    async fn due_records(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        limit: usize,
+    ) -> Result<Vec<Stored<Entity>>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.due_keys(practice, day, limit).await? {
+            if let Some(e) = self.get_entity(practice, &key).await? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
     async fn due_page(
         &self,
         practice: &PracticeId,
@@ -1091,6 +1106,7 @@ impl World {
             practices: &self.store,
             actions: &self.store,
             entities: &self.store,
+            due: &self.store,
             log: &self.store,
             tokens: &self.store,
             audit: &self.store,

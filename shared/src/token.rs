@@ -61,6 +61,10 @@ pub enum Decision {
     /// Asks for a settings link by e-mail (the digest's "Approval settings"; no actions): its
     /// page's button has one e-mailed to the practice's owners. It never shows one.
     SettingsRequest,
+    /// The full list of the night (no actions): every open action of the practice and what
+    /// waits for a later night. A page to read; it decides nothing, so it is not single-use
+    /// and lives as long as the digest's approve and reject links.
+    List,
 }
 
 /// How long a settings link works, in minutes: it opens the page that changes what is sent
@@ -74,12 +78,13 @@ impl Decision {
             Self::Reject => "reject",
             Self::Settings => "settings",
             Self::SettingsRequest => "settings_request",
+            Self::List => "list",
         }
     }
 
-    /// Links that name no actions: the settings page and the request for one.
+    /// Links that name no actions: the settings page, the request for one and the full list.
     pub fn names_no_actions(self) -> bool {
-        matches!(self, Self::Settings | Self::SettingsRequest)
+        matches!(self, Self::Settings | Self::SettingsRequest | Self::List)
     }
 }
 
@@ -247,6 +252,8 @@ mod tests {
         for (d, actions, ok) in [
             (Decision::Settings, vec![], true),
             (Decision::SettingsRequest, vec![], true),
+            (Decision::List, vec![], true),
+            (Decision::List, vec![ActionId::derive(&["x"])], false),
             (Decision::Settings, vec![ActionId::derive(&["x"])], false),
             (Decision::Approve, vec![], false),
         ] {

@@ -22,8 +22,8 @@ async fn every_bad_token_changes_nothing() {
     let links = email.links();
     assert_eq!(
         links.len(),
-        3,
-        "one action: approve and reject, no approve-all; the settings request link"
+        4,
+        "one action: approve and reject, no approve-all; the full list; the settings request link"
     );
     let approve = links[0].clone();
     let action_id = {
@@ -184,7 +184,7 @@ async fn digest_links(ts: &TestStack) -> (String, String, String) {
         .await
         .expect("the digest");
     let links = email.links();
-    assert_eq!(links.len(), 3, "approve, reject, settings");
+    assert_eq!(links.len(), 4, "approve, reject, the full list, settings");
     let id = claims_of(&links[0]).action_ids[0].clone();
     eventually(WAIT, || async {
         (ts.store()
@@ -197,7 +197,7 @@ async fn digest_links(ts: &TestStack) -> (String, String, String) {
     })
     .await
     .expect("pending");
-    (links[0].clone(), links[1].clone(), links[2].clone())
+    (links[0].clone(), links[1].clone(), links[3].clone())
 }
 
 async fn action_status(ts: &TestStack, link: &str) -> ActionStatus {

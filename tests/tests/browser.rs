@@ -173,8 +173,8 @@ async fn the_owner_decides_in_a_real_browser() {
     let links = email.links();
     assert_eq!(
         links.len(),
-        10,
-        "approve + reject per action, approve all, settings request"
+        11,
+        "approve + reject per action, approve all, the full list, settings request"
     );
     let mut approve: BTreeMap<ActionId, String> = BTreeMap::new();
     let mut reject: BTreeMap<ActionId, String> = BTreeMap::new();
@@ -187,6 +187,7 @@ async fn the_owner_decides_in_a_real_browser() {
             (Decision::Reject, [one]) => drop(reject.insert(one.clone(), l.clone())),
             (Decision::Approve, many) if many.len() == 4 => approve_all = l.clone(),
             (Decision::SettingsRequest, []) => settings_request = l.clone(),
+            (Decision::List, []) => {}
             other => panic!("unexpected link {other:?}"),
         }
     }
@@ -625,6 +626,33 @@ async fn a_large_first_night_digest_reads_on_phone_and_desktop() {
         .unwrap();
     assert_eq!(approve, json!(25), "one card per proposed action, no more");
     shoot(&mut b, &shots, "20-first-night-digest", PHONE).await;
+
+    // The digest's full list, over the local API: today's 25 awaiting a decision, then the 95
+    // that wait, in the order they will come, 25 a night.
+    let list = email
+        .links()
+        .into_iter()
+        .find(|l| claims_of(l).decision == Decision::List)
+        .expect("the full list link");
+    b.goto(&list).await.unwrap();
+    let text = seen(&mut b, 200).await;
+    assert!(text.contains("Everything open, and what waits"), "{text}");
+    assert!(
+        text.contains("25 awaiting your decision") && text.contains("95 waiting"),
+        "{text}"
+    );
+    let counts = b
+        .eval(
+            "[document.querySelectorAll('#open article.card').length,              document.querySelectorAll('#waiting li.row').length,              document.querySelectorAll('#waiting h3.night').length,              document.querySelectorAll('a, form, script').length].join(',')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        json!("25,95,4,0"),
+        "25 cards, 95 rows over 4 nights, no link, form or script"
+    );
+    shoot(&mut b, &shots, "21-first-night-full-list", PHONE).await;
     ts.stop().await;
 }
 

@@ -46,6 +46,7 @@ impl Deps {
             practices: s,
             actions: s,
             entities: s,
+            due: s,
             log: s,
             audit: s,
             admin: s,

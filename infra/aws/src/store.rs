@@ -549,6 +549,35 @@ impl DueIndex for DynamoStore {
             .collect();
         Ok((keys, cursor))
     }
+
+    async fn due_records(
+        &self,
+        practice: &PracticeId,
+        day: Date,
+        limit: usize,
+    ) -> Result<Vec<Stored<Entity>>, StoreError> {
+        let found = self
+            .query_all(
+                Some(DUE_INDEX),
+                "gsi2pk = :p AND gsi2sk <= :d",
+                vec![
+                    (":p", s(format!("P#{practice}#DUE"))),
+                    (":d", s(format!("{day}#{DUE_KEY_END}"))),
+                ],
+                Some(limit),
+            )
+            .await?;
+        self.fetch_indexed(&found)
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(Stored {
+                    value: from_doc(item)?,
+                    version: num(item, "ver"),
+                })
+            })
+            .collect()
+    }
 }
 
 const AUDIT_HEAD: &str = "AUDITHEAD";

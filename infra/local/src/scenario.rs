@@ -275,8 +275,8 @@ pub async fn run(stack: &Stack) -> Result<Story> {
         "two actions await approval (#A rebook, #C rebook)",
     );
     story.check(
-        links.len() == 6,
-        "per-action Approve/Reject links, Approve all and the settings request link",
+        links.len() == 7,
+        "per-action Approve/Reject links, Approve all, the full list and the settings request link",
     );
     for r in [&a, &b, &c, &d, &e] {
         if email.body.contains(r.as_str()) {

@@ -785,6 +785,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 practices: store,
                 actions: store,
                 entities: store,
+                due: store,
                 log: store,
                 tokens: store,
                 audit: store,

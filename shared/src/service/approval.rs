@@ -22,6 +22,8 @@ pub struct ApprovalDeps<'a> {
     pub actions: &'a dyn ActionRepo,
     /// Consent is read again before anything is approved or mailed.
     pub entities: &'a dyn EntityRepo,
+    /// The full list page reads what waits for a later night from the due index.
+    pub due: &'a dyn crate::ports::DueIndex,
     /// The digest's "Yesterday" line reads the recent deliveries.
     pub log: &'a dyn ActionLog,
     pub tokens: &'a dyn TokenLedger,
@@ -305,7 +307,7 @@ pub struct ActionView {
 }
 
 impl ActionView {
-    fn of(a: &Action) -> Self {
+    pub(crate) fn of(a: &Action) -> Self {
         Self {
             kind_label: a.kind.label(),
             patient_code: a.patient_ref.short_code(),
@@ -339,7 +341,7 @@ fn status_label(s: ActionStatus, withdrawal: Option<Withdrawal>) -> &'static str
     }
 }
 
-fn sentence(words: &str) -> String {
+pub(crate) fn sentence(words: &str) -> String {
     let mut c = words.chars();
     match c.next() {
         Some(first) => format!("{}{}.", first.to_uppercase(), c.as_str()),
@@ -347,7 +349,7 @@ fn sentence(words: &str) -> String {
     }
 }
 
-fn plural(n: usize, one: &str, many: &str) -> String {
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
@@ -375,6 +377,8 @@ struct DigestHtml<'a> {
     approve_all_url: &'a str,
     /// The signed link that asks for a settings link by e-mail (never a settings link).
     settings_url: &'a str,
+    /// The signed link to the full list (everything open, and what waits).
+    list_url: &'a str,
     /// How long the e-mailed settings link works.
     settings_minutes: i64,
     /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
@@ -396,6 +400,8 @@ struct DigestText<'a> {
     approve_all_url: &'a str,
     /// The signed link that asks for a settings link by e-mail (never a settings link).
     settings_url: &'a str,
+    /// The signed link to the full list (everything open, and what waits).
+    list_url: &'a str,
     /// How long the e-mailed settings link works.
     settings_minutes: i64,
     /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
@@ -497,6 +503,10 @@ fn digest(
         expiry,
     );
     let settings_url = link(deps, &ask, key);
+    // The full list: everything awaiting a decision and what waits, for as long as the
+    // approve and reject links work.
+    let list = Claims::new(p.id.clone(), Vec::new(), Decision::List, approver, expiry);
+    let list_url = link(deps, &list, key);
     let total = money(actions.iter().map(|a| u64::from(a.value)).sum());
     let n = actions.len();
     let subject = format!(
@@ -530,6 +540,7 @@ fn digest(
         groups: &groups,
         approve_all_url: &approve_all_url,
         settings_url: &settings_url,
+        list_url: &list_url,
         settings_minutes: token::SETTINGS_LINK_MINUTES,
         yesterday: &yesterday,
         waiting: &waiting,
@@ -546,6 +557,7 @@ fn digest(
         groups: &groups,
         approve_all_url: &approve_all_url,
         settings_url: &settings_url,
+        list_url: &list_url,
         settings_minutes: token::SETTINGS_LINK_MINUTES,
         yesterday: &yesterday,
         waiting: &waiting,
@@ -774,6 +786,7 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
     match claims.decision {
         Decision::Settings => return crate::service::settings::show(&practice),
         Decision::SettingsRequest => return crate::service::settings::link_request_page(&practice),
+        Decision::List => return crate::service::full_list::show(deps, &practice).await,
         Decision::Approve | Decision::Reject => {}
     }
     let actions = match load(deps, &practice.id, &claims.action_ids).await {
@@ -797,7 +810,7 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
         Decision::Approve => ("Approve this action?", "Approve", ""),
         Decision::Reject => ("Reject this action?", "Reject", "reject"),
         // Answered above with their own pages.
-        Decision::Settings | Decision::SettingsRequest => return unavailable(),
+        Decision::Settings | Decision::SettingsRequest | Decision::List => return unavailable(),
     };
     page(
         200,
@@ -825,6 +838,7 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
         Decision::SettingsRequest => {
             return crate::service::settings::request_link(deps, &practice, &claims).await;
         }
+        Decision::List => return crate::service::full_list::post(),
         Decision::Approve | Decision::Reject => {}
     }
     let actions = match load(deps, &practice.id, &claims.action_ids).await {
@@ -890,8 +904,8 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
     let mut opted_out = Vec::new();
     for a in open {
         let ok = match claims.decision {
-            // Settings links returned above; they never reach a decision.
-            Decision::Settings | Decision::SettingsRequest => Ok(false),
+            // Settings and list links returned above; they never reach a decision.
+            Decision::Settings | Decision::SettingsRequest | Decision::List => Ok(false),
             Decision::Approve => {
                 match consent::opted_out(deps.entities, &practice.id, &a.patient_ref).await {
                     // The patient opted out since the digest went out: nothing will be sent.
@@ -999,7 +1013,7 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
             "approved",
             "Your practice software will send the message to the patient.",
         ),
-        Decision::Reject | Decision::Settings | Decision::SettingsRequest => (
+        Decision::Reject | Decision::Settings | Decision::SettingsRequest | Decision::List => (
             "Rejected",
             "rejected",
             "Nothing will be sent for this action.",

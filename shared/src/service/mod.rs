@@ -5,6 +5,7 @@ pub mod approval;
 pub mod attribution;
 pub mod consent;
 pub mod emitter;
+pub mod full_list;
 pub mod privacy;
 pub mod receiver;
 pub mod report;

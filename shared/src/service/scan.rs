@@ -629,7 +629,13 @@ fn new_action(
 }
 
 /// The gap's deterministic action id (same gap, same id).
-fn gap_id(practice: &Practice, gap: &Gap, patient: &OpaqueRef, treatment: Treatment) -> ActionId {
+/// The id of the action a gap becomes (the same gap always gives the same id).
+pub(crate) fn gap_id(
+    practice: &Practice,
+    gap: &Gap,
+    patient: &OpaqueRef,
+    treatment: Treatment,
+) -> ActionId {
     ActionId::derive(&[
         practice.id.as_str(),
         gap.kind.as_str(),

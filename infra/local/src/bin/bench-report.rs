@@ -1,7 +1,7 @@
 //! The last step of `make bench`: one table of every performance and cost figure with a goal
 //! (figure, goal, measured, pass/fail), read from what the benches wrote:
 //! target/bench/guard.json (guard-bench), criterion's estimates (target/criterion),
-//! target/bench/scan.json (scan-bench),
+//! target/bench/scan.json (scan-bench), target/bench/first-night.json (first-night),
 //! target/bench/cold-start.json (cold-start) and target/bench/cost.json (cost-model).
 //! Exits non-zero when a goal is missed or a figure is missing.
 
@@ -257,6 +257,70 @@ fn main() -> ExitCode {
         ratio.map(|r| format!("{r:.3}×")),
         ratio.map(|r| r <= 1.2),
     );
+
+    // 4. A practice's first night (figures, no goal but finishing in parts of 10 s).
+    let night = read(&root.join("target/bench/first-night.json"));
+    let runs: Vec<Value> = night
+        .as_ref()
+        .and_then(|n| n["runs"].as_array().cloned())
+        .unwrap_or_default();
+    let latency = night
+        .as_ref()
+        .and_then(|n| n["latency_ms"].as_f64())
+        .unwrap_or(5.0);
+    for size in [10_000u64, 100_000] {
+        // A night the bench stopped early has two rows: what it read, and the whole night
+        // (modelled); the import is the same in both.
+        let of_size = |r: &&Value| r["patients"].as_u64() == Some(size);
+        let r = runs
+            .iter()
+            .filter(of_size)
+            .find(|r| r["figures"].as_str() != Some("Sample"));
+        let imported = r.is_some_and(|r| r["measured"].as_bool() == Some(true));
+        let how = if imported { "measured" } else { "extrapolated" };
+        let night = match r.and_then(|r| r["figures"].as_str()) {
+            Some("Measured") => "measured",
+            Some("WholeNight") => "modelled from its measured due count",
+            _ => "extrapolated",
+        };
+        let f = |k: &str| r.and_then(|r| r[k].as_f64());
+        row(
+            &format!("first night, {size} patients: history import ({how})"),
+            "(figure)",
+            f("import_wru_per_event").map(|w| {
+                format!(
+                    "{} events/s on moto, {w:.2} WRU/event, {:.2} RRU/event",
+                    f("import_events_per_s").map_or("–".into(), |e| format!("{e:.0}")),
+                    f("import_rru_per_event").unwrap_or(0.0)
+                )
+            }),
+            None,
+        );
+        let modelled = f("scan_modelled_s");
+        row(
+            &format!("first night, {size} patients: first scan ({night})"),
+            "parts of ≤ 10 s, each well inside Lambda's 15 s",
+            modelled.map(|m| {
+                format!(
+                    "{} requests, {:.0} RRU, {:.0} WRU; modelled DynamoDB {m:.0} s at {latency} ms ({} parts); moto {}",
+                    f("scan_read_requests").unwrap_or(0.0) + f("scan_write_requests").unwrap_or(0.0),
+                    f("scan_rru").unwrap_or(0.0),
+                    f("scan_wru").unwrap_or(0.0),
+                    (m / 10.0).ceil().max(1.0),
+                    f("scan_wall_s").map_or("not run to the end".into(), |w| format!("{w:.0} s"))
+                )
+            }),
+            None,
+        );
+        row(
+            &format!(
+                "first night, {size} patients: onboarding cost, DynamoDB on demand + API ({night})"
+            ),
+            "(figure)",
+            f("onboarding_usd").map(|d| format!("${d:.3}")),
+            None,
+        );
+    }
 
     // 5. Cost.
     let cost = read(&root.join("target/bench/cost.json"));

@@ -931,6 +931,7 @@ async fn measure(stack: &Stack, logs: &Captured, args: &Args) -> Result<()> {
         of("API Gateway")
     )?;
     writeln!(w)?;
+    first_night(w)?;
     writeln!(w, "## Assumptions")?;
     writeln!(w)?;
     writeln!(
@@ -995,4 +996,69 @@ fn add(a: &Usage, b: &Usage) -> Usage {
         invocations: a.invocations + b.invocations,
         pms_posts: a.pms_posts + b.pms_posts,
     }
+}
+
+/// "A practice's first night": the onboarding priced from `make bench-first-night`'s figures
+/// (target/bench/first-night.json), when that bench has run.
+fn first_night(w: &mut String) -> Result<()> {
+    use std::fmt::Write as _;
+    writeln!(w, "## A practice's first night (onboarding)")?;
+    writeln!(w)?;
+    let path = pil_local::stack::workspace_root().join("target/bench/first-night.json");
+    let Some(night) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        writeln!(
+            w,
+            "Not priced in this run: `make bench-first-night` measures it (target/bench/first-night.json), then `make cost`."
+        )?;
+        writeln!(w)?;
+        return Ok(());
+    };
+    let latency = night["latency_ms"].as_f64().unwrap_or(5.0);
+    writeln!(
+        w,
+        "What connecting a practice costs once: its history imported through the events API in 100-event batches, then the first nightly scan, which ranks everything due and proposes the nightly budget (the rest wait for later nights, each of which costs what a night with that much due costs). From `make bench-first-night` (docs/performance.md, \"First night\"): DynamoDB units metered on moto: at 1,000 patients the import and the whole first night; at 10,000 the import, and the first night modelled as its measured count of due records at the 1,000-patient night's figures per record (moto is too slow to finish it); 100,000 extrapolated from the 10,000 run's figures per patient. Lambda is priced at the modelled DynamoDB time ({latency} ms a request; receiver and scan at 256 MB), API Gateway per batch."
+    )?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "| patients | figures | events | DynamoDB, import $ | DynamoDB, first scan $ | API Gateway + Lambda $ | total $ |"
+    )?;
+    writeln!(w, "|---:|---|---:|---:|---:|---:|---:|")?;
+    for r in night["runs"].as_array().cloned().unwrap_or_default() {
+        // A night the bench stopped early is priced whole (its WholeNight row), not as read.
+        let figures = match r["figures"].as_str() {
+            Some("Measured") => "measured",
+            Some("WholeNight") => "import measured; scan modelled (due count measured)",
+            Some("Extrapolated") => "extrapolated",
+            _ => continue,
+        };
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        let events = f("events");
+        let import = events
+            * (f("import_wru_per_event") * price::DDB_WRU
+                + f("import_rru_per_event") * price::DDB_RRU);
+        let scan = f("scan_wru") * price::DDB_WRU + f("scan_rru") * price::DDB_RRU;
+        let parts = (f("scan_modelled_s") / 10.0).ceil().max(1.0);
+        let compute = f("batches") * (price::HTTP_API_REQUEST + price::LAMBDA_REQUEST)
+            + parts * price::LAMBDA_REQUEST
+            + (f("import_modelled_s") + f("scan_modelled_s")) * 0.25 * price::LAMBDA_ARM_GB_S;
+        writeln!(
+            w,
+            "| {} | {} | {:.0} | {import:.4} | {scan:.4} | {compute:.4} | {:.4} |",
+            r["patients"].as_u64().unwrap_or(0),
+            figures,
+            events,
+            import + scan + compute
+        )?;
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Not in these figures: the nights after. Every record the budget defers is read, ranked and rewritten again each night until its turn, so a backlog of W records at a budget of B costs about W²/(2B) more record evaluations over W/B nights (docs/performance.md, \"First night\")."
+    )?;
+    writeln!(w)?;
+    Ok(())
 }
