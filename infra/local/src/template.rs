@@ -973,7 +973,7 @@ Resources:
             let v = ctx.resolve(&props["ReservedConcurrentExecutions"]).unwrap();
             (!is_no_value(&v)).then(|| v.as_u64().expect("a number of executions"))
         };
-        // Default: every function reserves; 50 in all (README and the parameter say so).
+        // Default: every function reserves; 50 in all (docs/deploy.md and the parameter say so).
         let reserved = ctx_for(&t, &[]);
         let total: u64 = functions
             .iter()
