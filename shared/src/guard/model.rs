@@ -62,8 +62,9 @@ impl Bloom {
             return false;
         }
         (0..u64::from(self.k)).all(|i| {
-            // `m` is a power of two (the builder's contract): a mask, not a division.
-            let bit = h1.wrapping_add(i.wrapping_mul(h2)) & (self.m - 1);
+            // Lemire's reduction, as the builder places bits: a multiply, not a division.
+            let x = h1.wrapping_add(i.wrapping_mul(h2));
+            let bit = ((u128::from(x) * u128::from(self.m)) >> 64) as u64;
             self.bits
                 .get((bit / 8) as usize)
                 .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
@@ -89,10 +90,10 @@ fn lexicon() -> &'static Lexicon {
 /// Whether the model file is the one this code reads (a test checks it).
 #[cfg(test)]
 pub(crate) fn well_formed() -> bool {
-    MODEL.starts_with(MAGIC) && u32_at(8) == 1 && {
+    MODEL.starts_with(MAGIC) && u32_at(8) == 2 && {
         let l = lexicon();
         l.0.iter()
-            .all(|b| b.m.is_power_of_two() && b.k > 0 && b.bits.len() as u64 * 8 == b.m)
+            .all(|b| b.m % 64 == 0 && b.k > 0 && b.bits.len() as u64 * 8 == b.m)
     }
 }
 

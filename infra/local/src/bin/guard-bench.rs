@@ -95,11 +95,18 @@ fn run() -> Result<bool> {
         .flat_map(|g| {
             g.generate(cli.seed, cli.per_generator)
                 .into_iter()
-                .map(move |v| (pil_shared::guard::randomness_ratio(&v), g.name))
+                .map(move |v| (pil_shared::guard::randomness_ratio(&v), g.name, v))
         })
-        .fold(((f32::MIN, 0.0), ""), |best, ((r, t), name)| {
-            if r > best.0.0 { ((r, t), name) } else { best }
-        });
+        .fold(
+            ((f32::MIN, 0.0), "", String::new()),
+            |best, ((r, t), name, v)| {
+                if r > best.0.0 {
+                    ((r, t), name, v)
+                } else {
+                    best
+                }
+            },
+        );
     let v_n: usize = valid.iter().map(|(t, _)| t.n).sum();
     let v_refused: usize = valid.iter().map(|(t, _)| t.refused).sum();
     let worst = valid
@@ -137,8 +144,8 @@ fn run() -> Result<bool> {
         all_ids.len()
     );
     println!(
-        "Randomness margin: the valid id closest to the threshold ({:.1} nats) scored {:.1} ({}).\n",
-        closest.0.1, closest.0.0, closest.1
+        "Randomness margin: the valid id closest to the threshold ({:.1} nats) scored {:.1} ({}, `{}`).\n",
+        closest.0.1, closest.0.0, closest.1, closest.2
     );
     println!(
         "Worst generator: {} ({} of {} refused, {}).\n",
