@@ -1,19 +1,24 @@
 //! What a ref is made of. A value in the ref charset (`A–Z a–z 0–9 _ -`) that matched none
-//! of the PHI shapes is judged three ways, each reporting the rule it found:
+//! of the PHI shapes is judged four ways, each reporting the rule it found:
 //!
 //! 1. **Decodable text**: a ref whose hex, base32 or base64url decoding reads as text is an
 //!    encoded e-mail, name or number (random bytes almost never decode to text).
 //! 2. **Segments**: split at `_` and `-`, its all-digit groups are dates, phone numbers, SSNs,
-//!    ZIP codes or record numbers, a month name beside digits is a date, and a whole segment
-//!    that is a name (the lexicon, or five or more letters the name model reads easily) is a
-//!    name. Random generators almost never cut their output into such pieces.
-//! 3. **Randomness**: two explanations of the whole value compete. *Random*: every character
+//!    ZIP codes or record numbers, a month name beside digits is a date, `at` or a domain
+//!    makes an e-mail address and a street suffix an address, and a whole segment that is a
+//!    name (the lexicon, or five or more letters the name model reads easily, or an initial
+//!    and such a name) is a name. Random generators almost never cut their output into such
+//!    pieces.
+//! 3. **Written together**: a street address, an e-mail address, a name and a number, two
+//!    names or capitalised words run together without separators.
+//! 4. **Randomness**: two explanations of the whole value compete. *Random*: every character
 //!    drawn uniformly from the smallest usual alphabet that holds it (hex, base32, base36,
 //!    base62, base64url...), the cheapest explanation a random id can have. *Made by a
 //!    person*: a sequence of pieces — names and words (the lexicon, or the trigram model),
-//!    numbers, dates, years — with noise characters in between at a small extra cost. When
-//!    the second is cheaper by more than [`THRESHOLD`] nats (a likelihood ratio of about
-//!    440,000 to one), the value is refused with the rule of the piece that gained most.
+//!    numbers, dates, years, mail and street words — with noise characters in between at a
+//!    small extra cost. When the second is cheaper by more than [`THRESHOLD`] nats (a
+//!    likelihood ratio of about 160,000 to one), the value is refused with the rule of the
+//!    piece that gained most.
 //!
 //! A short letter prefix (`p_`, `cus_`, `appt-`) is a type tag: the tags in [`ID_PREFIXES`]
 //! and any of one or two letters are neutral; a longer one is judged like any segment.
