@@ -91,32 +91,73 @@ fn phi_vectors_are_refused_naming_field_and_rule_never_the_value() {
             "{body}"
         );
         assert_ne!(refusal.code, RefusalCode::MalformedJson);
-        // Nothing of any string value in the body appears in the refusal.
+        // Nothing of any input value in the body appears in the refusal: every string but
+        // the schema's own words (an event's `type`, the envelope's timestamps).
         let shown = format!("{refusal} {refusal:?}");
-        for s in string_values(&case["body"]) {
-            if s.len() >= 4 && !is_wire_word(&s) {
+        for s in input_values(&case["body"]) {
+            if s.len() >= 4 {
                 assert!(!shown.contains(&s), "refusal echoes a value: {shown}");
             }
         }
     }
 }
 
-/// Words the schema itself defines (event types, timestamps of the envelope): not input values.
-fn is_wire_word(s: &str) -> bool {
-    s.contains('.')
-        && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && !s.contains('@')
-        && !s.contains(' ')
-        || s.starts_with("2026-")
-}
-
-fn string_values(v: &Value) -> Vec<String> {
+/// The string values of a body a sender chose: every string but those under `type` (the
+/// schema's event names) and the timestamps the envelope carries (`occurred_at`,
+/// `starts_at`), which the schema itself names in its refusals' rules.
+fn input_values(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().flat_map(string_values).collect(),
-        Value::Object(o) => o.values().flat_map(string_values).collect(),
+        Value::Array(a) => a.iter().flat_map(input_values).collect(),
+        Value::Object(o) => o
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "type" | "occurred_at" | "starts_at"))
+            .flat_map(|(_, v)| input_values(v))
+            .collect(),
         _ => vec![],
     }
+}
+
+/// One event of each shape that carries refs, with `r` in the field `field` and valid refs
+/// in the others.
+fn bodies_with_ref_in_every_field(r: &str) -> Vec<(String, Value)> {
+    let other = "p_Zq9Wm4Kx7Rt2Vb8Ny5Lc";
+    let other2 = "p_Hd3Fg8Jk2Lm7Qw4Er9Ty";
+    let at = "2026-11-20T15:04:05Z";
+    let starts = "2026-12-01T15:00:00Z";
+    let mut out = Vec::new();
+    for field in ["appointment_ref", "patient_ref", "provider_ref"] {
+        let mut data = serde_json::json!({"appointment_ref": other, "patient_ref": other2,
+            "treatment": "neurotoxin", "provider_ref": "prov_Zx3Vb7Nm1Qw9Er5Ty2",
+            "starts_at": starts, "duration_min": 30});
+        data[field] = Value::String(r.to_owned());
+        out.push((
+            format!("appointment.booked {field}"),
+            serde_json::json!({"type": "appointment.booked", "occurred_at": at, "data": data}),
+        ));
+    }
+    for field in ["slot_ref", "provider_ref"] {
+        let mut data = serde_json::json!({"slot_ref": other, "provider_ref": other2,
+            "starts_at": starts, "duration_min": 30, "treatments": ["neurotoxin"]});
+        data[field] = Value::String(r.to_owned());
+        out.push((
+            format!("slot.opened {field}"),
+            serde_json::json!({"type": "slot.opened", "occurred_at": at, "data": data}),
+        ));
+    }
+    for field in ["old_ref", "new_ref"] {
+        let mut data = serde_json::json!({"old_ref": other, "new_ref": other2});
+        data[field] = Value::String(r.to_owned());
+        out.push((
+            format!("patient.ref_rotated {field}"),
+            serde_json::json!({"type": "patient.ref_rotated", "occurred_at": at, "data": data}),
+        ));
+    }
+    out.push((
+        "patient.opted_out patient_ref".into(),
+        serde_json::json!({"type": "patient.opted_out", "occurred_at": at, "data": {"patient_ref": r}}),
+    ));
+    out
 }
 
 #[test]
@@ -125,9 +166,52 @@ fn accepted_refs_pass_in_every_ref_field() {
     let now = "2026-11-21T00:00:00Z".parse().unwrap();
     for r in v["accept_refs"].as_array().unwrap() {
         let r = r.as_str().unwrap();
-        let body = serde_json::json!({"type": "patient.opted_out", "occurred_at": "2026-11-20T15:04:05Z", "data": {"patient_ref": r}});
-        assert!(parse_body(body.to_string().as_bytes(), now).is_ok(), "{r}");
+        for (what, body) in bodies_with_ref_in_every_field(r) {
+            let parsed = parse_body(body.to_string().as_bytes(), now);
+            assert!(parsed.is_ok(), "{r} in {what}: {:?}", parsed.err());
+        }
     }
+}
+
+/// Each refused ref of the examples is refused in every ref field too, naming that field.
+#[test]
+fn refused_refs_are_refused_in_every_ref_field() {
+    let v = load("phi-examples.json");
+    let now = "2026-11-21T00:00:00Z".parse().unwrap();
+    let mut tried = 0;
+    for case in v["reject"].as_array().unwrap() {
+        let Some(field) = case["field"].as_str() else {
+            continue;
+        };
+        if !field.ends_with("_ref") {
+            continue;
+        }
+        let Some(r) = field_value(&case["body"], field) else {
+            continue;
+        };
+        for (what, body) in bodies_with_ref_in_every_field(&r) {
+            let refusal = parse_body(body.to_string().as_bytes(), now).expect_err(&what);
+            let named = what.rsplit(' ').next().unwrap_or_default();
+            assert_eq!(refusal.field, format!("data.{named}"), "{what}");
+            tried += 1;
+        }
+    }
+    assert!(tried > 0, "the examples refuse some ref");
+}
+
+/// The string at a refusal's field path (`data.patient_ref`, `events[1].data.old_ref`).
+fn field_value(body: &Value, path: &str) -> Option<String> {
+    let mut v = body;
+    for part in path.split('.') {
+        v = match part.split_once('[') {
+            Some((key, index)) => {
+                let i: usize = index.trim_end_matches(']').parse().ok()?;
+                v.get(key)?.get(i)?
+            }
+            None => v.get(part)?,
+        };
+    }
+    v.as_str().map(str::to_owned)
 }
 
 #[test]
