@@ -534,6 +534,17 @@ mod tests {
         }
     }
 
+    /// Each value is refused with its rule (compared by code: the rule the wire names).
+    fn assert_refused(cases: &[(&str, PhiRule)]) {
+        for &(value, rule) in cases {
+            assert_eq!(
+                check_ref(value).map_err(|r| r.code()),
+                Err(rule.code()),
+                "{value}"
+            );
+        }
+    }
+
     #[test]
     fn refuses_people_in_every_spelling_family() {
         let cases = [
@@ -554,13 +565,7 @@ mod tests {
                 PhiRule::EncodedText,
             ),
         ];
-        for (value, rule) in cases {
-            assert_eq!(
-                check_ref(value).map_err(|r| r.code()),
-                Err(rule.code()),
-                "{value}"
-            );
-        }
+        assert_refused(&cases);
     }
 
     /// The rules that judge how a person runs PHI together: an initial before a surname, a
@@ -585,13 +590,7 @@ mod tests {
             ("thompson_AT_example", PhiRule::Email),
             ("kjenkins71_harrison_uk", PhiRule::Email),
         ];
-        for (value, rule) in cases {
-            assert_eq!(
-                check_ref(value).map_err(|r| r.code()),
-                Err(rule.code()),
-                "{value}"
-            );
-        }
+        assert_refused(&cases);
     }
 
     /// What those rules must not take for PHI: random ids cut at `_` or `-` beside a word,

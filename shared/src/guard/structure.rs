@@ -498,12 +498,7 @@ pub(crate) fn written_words(v: &str, prefix: Prefix<'_>) -> bool {
         .any(|head| {
             let (mut words, mut k, mut rates, mut known) = (0, head, 0.0, false);
             while k < body.len() && body[k].is_ascii_uppercase() {
-                let end = k
-                    + 1
-                    + body[k + 1..]
-                        .iter()
-                        .take_while(|c| c.is_ascii_lowercase())
-                        .count();
+                let end = capitalised_end(body, k);
                 if end - k < 3 {
                     break;
                 }
@@ -519,6 +514,15 @@ pub(crate) fn written_words(v: &str, prefix: Prefix<'_>) -> bool {
             }
             false
         })
+}
+
+/// Where the capitalised word starting at `k` (a capital, then its lower-case letters) ends.
+fn capitalised_end(b: &[u8], k: usize) -> usize {
+    k + 1
+        + b[k + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_lowercase())
+            .count()
 }
 
 /// A long run of letters in one case (`VANSTRAATENHUSEYIN`) that is a known name of five
@@ -550,12 +554,7 @@ pub(crate) fn street_address(body: &[u8]) -> bool {
     }
     let (mut k, mut last) = (number, &body[..0]);
     while k < body.len() && body[k].is_ascii_uppercase() {
-        let end = k
-            + 1
-            + body[k + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_lowercase())
-                .count();
+        let end = capitalised_end(body, k);
         last = &body[k..end];
         k = end;
     }
