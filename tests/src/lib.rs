@@ -60,6 +60,25 @@ impl TestStack {
         })
     }
 
+    /// The practice's current link key (the one new owner links are signed with).
+    pub async fn link_key(&self) -> pil_shared::token::LinkKey {
+        use pil_shared::ports::PracticeRepo as _;
+        let practice = self
+            .store()
+            .get_practice(&self.practice)
+            .await
+            .expect("read the practice")
+            .expect("the practice exists");
+        self.stack
+            .scan_deps()
+            .expect("scan deps")
+            .adapters
+            .secrets
+            .link(&practice.id, &practice.secrets)
+            .await
+            .expect("the link key")
+    }
+
     /// The table, read and written directly (not metered, never through the fault proxy).
     pub fn store(&self) -> &pil_aws::DynamoStore {
         &self.direct

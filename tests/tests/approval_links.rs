@@ -210,24 +210,6 @@ async fn action_status(ts: &TestStack, link: &str) -> ActionStatus {
         .status
 }
 
-/// The practice's current link key (the one new links are signed with).
-async fn link_key(ts: &TestStack) -> token::LinkKey {
-    let practice = ts
-        .store()
-        .get_practice(&ts.practice)
-        .await
-        .unwrap()
-        .unwrap();
-    ts.stack
-        .scan_deps()
-        .unwrap()
-        .adapters
-        .secrets
-        .link(&practice.id, &practice.secrets)
-        .await
-        .unwrap()
-}
-
 async fn get(url: &str) -> (u16, String) {
     let r = reqwest::get(url).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
@@ -278,7 +260,7 @@ async fn a_removed_owners_links_are_refused_on_show_and_decide() {
     let expired_url = format!(
         "{}/v1/approvals/{}",
         ts.stack.api_url,
-        token::sign(&expired, &link_key(&ts).await)
+        token::sign(&expired, &ts.link_key().await)
     );
     let (status, expired_page) = get(&expired_url).await;
     assert_eq!(status, 410);
@@ -304,7 +286,7 @@ async fn a_removed_owners_links_are_refused_on_show_and_decide() {
     let theirs = format!(
         "{}/v1/approvals/{}",
         ts.stack.api_url,
-        token::sign(&theirs, &link_key(&ts).await)
+        token::sign(&theirs, &ts.link_key().await)
     );
     assert_eq!(post(&theirs, "").await.0, 200);
     assert!(matches!(
@@ -346,7 +328,7 @@ async fn link_rotation_stops_old_links_when_the_overlap_ends_or_at_once_without_
     let fresh = format!(
         "{}/v1/approvals/{}",
         ts.stack.api_url,
-        token::sign(&fresh, &link_key(&ts).await)
+        token::sign(&fresh, &ts.link_key().await)
     );
     assert_eq!(get(&fresh).await.0, 200);
     let wait = overlap_end(&out).duration_since(jiff::Timestamp::now());
@@ -503,7 +485,7 @@ async fn settings_links_are_emailed_on_request_and_never_shown_on_a_page() {
     let late = format!(
         "{}/v1/approvals/{}",
         ts.stack.api_url,
-        token::sign(&late, &link_key(&ts).await)
+        token::sign(&late, &ts.link_key().await)
     );
     let (status, page) = get(&late).await;
     assert_eq!(status, 410);

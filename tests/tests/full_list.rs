@@ -5,7 +5,7 @@
 
 use pil_shared::action::{ActionKind, ActionStatus};
 use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{ActionLog, PracticeRepo};
+use pil_shared::ports::ActionLog;
 use pil_shared::practice::SecretKind;
 use pil_shared::service::admin::{self, KindChange};
 use pil_shared::token::{self, Claims, Decision};
@@ -43,23 +43,6 @@ async fn post(url: &str) -> (u16, String) {
         .await
         .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
-}
-
-async fn link_key(ts: &TestStack) -> token::LinkKey {
-    let practice = ts
-        .store()
-        .get_practice(&ts.practice)
-        .await
-        .unwrap()
-        .unwrap();
-    ts.stack
-        .scan_deps()
-        .unwrap()
-        .adapters
-        .secrets
-        .link(&practice.id, &practice.secrets)
-        .await
-        .unwrap()
 }
 
 fn url(ts: &TestStack, claims: &Claims, key: &token::LinkKey) -> String {
@@ -199,7 +182,7 @@ async fn the_digest_links_to_the_full_list_in_rank_order_and_bad_links_are_refus
     );
 
     // Expired: the same page as an expired approve link.
-    let key = link_key(&ts).await;
+    let key = ts.link_key().await;
     let mut expired = claims_of(&list);
     expired.expires = jiff::Timestamp::now().as_second() - 1;
     let (status, _, gone) = get(&url(&ts, &expired, &key)).await;
