@@ -26,6 +26,7 @@ use crate::practice::Practice;
 use crate::rules::{self, Gap};
 use crate::state::{Entity, EntityKey};
 use crate::treatment::Treatment;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::HashMap;
 
 pub struct ScanDeps<'a> {
@@ -205,6 +206,12 @@ impl ScanReport {
 /// reads, so a night needs about one part per ten seconds of reading).
 pub const MAX_PARTS: u32 = 10_000;
 
+/// Records worked on at once. Each due record is read, with what its gap is checked against,
+/// and written back independently of the others; what a record decides for its patient
+/// (cooldown, the cap) is decided in index order between the reads and the writes, so the
+/// outcome is the same as one record at a time.
+pub const CONCURRENCY: usize = 8;
+
 /// Part `part` (0 first) of a night's scan: reads due entries until the index is done or
 /// [`ScanDeps::time_budget`] has passed, then ranks, proposes within what is left of the
 /// nightly budget, and hands over. A night too large for one invocation is ranked part by
@@ -252,13 +259,25 @@ pub async fn scan_part(
             .due
             .due_page(practice_id, day, after.as_deref(), deps.page_size.max(1))
             .await?;
-        let n = keys.len();
-        run.report.due_read += n;
-        for key in keys {
-            if let Some(p) = evaluate(deps, &mut run, &key).await? {
-                proposals.push(p);
+        run.report.due_read += keys.len();
+        let fetched: Vec<Fetched> = stream::iter(keys)
+            .map(|key| fetch(deps, &practice, day, key))
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut writes = Vec::with_capacity(fetched.len());
+        for f in fetched {
+            let (proposal, w) = decide(deps, &mut run, f);
+            proposals.extend(proposal);
+            if !w.is_empty() {
+                writes.push(w);
             }
         }
+        stream::iter(writes)
+            .map(|w| write_in_order(deps, &practice, w))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
         match next {
             Some(_) if started.elapsed() >= deps.time_budget => {
                 run.report.more = true;
@@ -278,17 +297,47 @@ pub async fn scan_part(
             .then_with(|| a.action.id.as_str().cmp(b.action.id.as_str()))
     });
     let budget = practice.policy.nightly_budget;
-    for p in proposals {
-        // Counted once per night and action (a re-run after a crash counts nothing twice).
-        let within = budget > 0
-            && deps
+    let mut rest = proposals.into_iter();
+    // In rank order until the budget is full (each reservation is counted once per night and
+    // action: a re-run after a crash counts nothing twice).
+    if budget > 0 {
+        for p in rest.by_ref() {
+            if deps
                 .actions
                 .reserve_nightly(&practice.id, day, budget, &p.action.id)
-                .await?;
-        if within {
-            propose(deps, &mut run, p).await?;
-        } else {
-            defer(deps, &mut run, p).await?;
+                .await?
+            {
+                propose(deps, &mut run, p).await?;
+            } else {
+                defer(deps, &practice, day, p).await?;
+                run.report.deferred += 1;
+                break;
+            }
+        }
+    }
+    // The budget is full: a reservation now only confirms one an earlier run of tonight
+    // made (a re-run after a crash), whatever the order, so the rest are asked at once and
+    // the ones not reserved wait for the next night.
+    let late: Vec<Option<Proposal>> = stream::iter(rest)
+        .map(|p| async {
+            let within = budget > 0
+                && deps
+                    .actions
+                    .reserve_nightly(&practice.id, day, budget, &p.action.id)
+                    .await?;
+            if within {
+                return Ok::<_, ScanError>(Some(p));
+            }
+            defer(deps, &practice, day, p).await?;
+            Ok(None)
+        })
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    for slot in late {
+        match slot {
+            Some(p) => propose(deps, &mut run, p).await?,
+            None => run.report.deferred += 1,
         }
     }
     release_held(deps, &mut run).await?;
@@ -344,19 +393,18 @@ enum Outcome {
     Suppress(Gap, Suppression, Date),
 }
 
-async fn evaluate(
-    deps: &ScanDeps<'_>,
-    run: &mut Run<'_>,
-    key: &EntityKey,
-) -> Result<Option<Proposal>, ScanError> {
-    let Some(stored) = deps.entities.get_entity(&run.practice.id, key).await? else {
-        return Ok(None);
-    };
-    let version = stored.version;
-    let mut entity = stored.value;
-    let (practice, day) = (run.practice, run.day);
-    // What is due today, and whom it concerns.
-    let due = match &entity {
+/// The gap a record has due on `day`: the winner, the gaps it supersedes, whose it is, the
+/// treatment and the date the gap is evidenced by.
+struct DueGap {
+    gap: Gap,
+    superseded: Vec<Gap>,
+    patient: OpaqueRef,
+    treatment: Treatment,
+    evidence: Option<Date>,
+}
+
+fn due_gap(entity: &Entity, practice: &Practice, day: Date) -> Option<DueGap> {
+    match entity {
         Entity::PatientTreatment(pt) if pt.recheck_on.is_none_or(|r| r <= day) => {
             rules::due_on_day(pt, practice, day).map(|(g, _)| {
                 // The gaps due with the winner lose to it (one message per category).
@@ -364,47 +412,157 @@ async fn evaluate(
                     .into_iter()
                     .filter(|o| o.due <= day && *o != g)
                     .collect();
-                (
-                    g,
+                DueGap {
+                    gap: g,
                     superseded,
-                    pt.patient_ref.clone(),
-                    pt.treatment,
-                    pt.last.as_ref().map(|l| l.value.on),
-                )
+                    patient: pt.patient_ref.clone(),
+                    treatment: pt.treatment,
+                    evidence: pt.last.as_ref().map(|l| l.value.on),
+                }
             })
         }
         Entity::Appointment(a) if a.recheck_on.is_none_or(|r| r <= day) => {
             rules::no_show_gap(a, practice)
                 .filter(|g| g.due <= day)
                 .and_then(|g| {
-                    a.patient.as_ref().map(|p| {
-                        (
-                            g,
-                            Vec::new(),
-                            p.value.patient_ref.clone(),
-                            p.value.treatment,
-                            a.starts_on.as_ref().map(|s| s.value),
-                        )
+                    a.patient.as_ref().map(|p| DueGap {
+                        gap: g,
+                        superseded: Vec::new(),
+                        patient: p.value.patient_ref.clone(),
+                        treatment: p.value.treatment,
+                        evidence: a.starts_on.as_ref().map(|s| s.value),
                     })
                 })
         }
         _ => None,
+    }
+}
+
+/// A due-index entry as read: its record, and what its gap is checked against.
+struct Fetched {
+    key: EntityKey,
+    stored: Option<crate::state::Stored<Entity>>,
+    patient: Option<PatientView>,
+}
+
+/// What the store says about a patient whose gap may be acted on: read only for a gap that
+/// is neither stale nor of a kind switched off, and only as far as needed (an opt-out needs
+/// nothing more, a booking ahead no actions).
+#[derive(Default)]
+struct PatientView {
+    opted_out: bool,
+    appointments: Vec<crate::state::Appointment>,
+    actions: Vec<Action>,
+}
+
+async fn fetch(
+    deps: &ScanDeps<'_>,
+    practice: &Practice,
+    day: Date,
+    key: EntityKey,
+) -> Result<Fetched, ScanError> {
+    let stored = deps.entities.get_entity(&practice.id, &key).await?;
+    let Some(due) = stored
+        .as_ref()
+        .and_then(|s| due_gap(&s.value, practice, day))
+    else {
+        return Ok(Fetched {
+            key,
+            stored,
+            patient: None,
+        });
     };
-    let Some((gap, superseded, patient, treatment, evidence)) = due else {
+    if due.gap.is_stale(practice, day) || practice.policy.for_kind(due.gap.kind).mode == Mode::Off {
+        return Ok(Fetched {
+            key,
+            stored,
+            patient: None,
+        });
+    }
+    let mut view = PatientView::default();
+    let consent = deps
+        .entities
+        .get_entity(&practice.id, &EntityKey::Consent(due.patient.clone()))
+        .await?;
+    if let Some(Entity::Consent(c)) = consent.map(|s| s.value)
+        && c.is_opted_out()
+    {
+        view.opted_out = true;
+    } else {
+        view.appointments = deps
+            .patients
+            .appointments_of(&practice.id, &due.patient)
+            .await?;
+        if booked_until(&view.appointments, &due.gap, due.treatment, day).is_none() {
+            view.actions = deps.patients.actions_of(&practice.id, &due.patient).await?;
+        }
+    }
+    Ok(Fetched {
+        key,
+        stored,
+        patient: Some(view),
+    })
+}
+
+/// A write the scan makes for one record; a record's writes are made in order.
+enum Write {
+    /// A suppressed gap, kept under the id its action would have had.
+    Suppression(Action, Suppression),
+    /// The record, settled, parked or put right in the due index.
+    Record(Entity, u64),
+}
+
+async fn write_in_order(
+    deps: &ScanDeps<'_>,
+    practice: &Practice,
+    writes: Vec<Write>,
+) -> Result<(), ScanError> {
+    for w in writes {
+        match w {
+            Write::Suppression(a, reason) => record_suppression(deps, a, reason).await?,
+            Write::Record(entity, version) => rewrite(deps, practice, &entity, version).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Decides a fetched record: a proposal for tonight's ranking, or its suppressions and the
+/// record's new state to write.
+fn decide(deps: &ScanDeps<'_>, run: &mut Run<'_>, f: Fetched) -> (Option<Proposal>, Vec<Write>) {
+    let Fetched {
+        key,
+        stored,
+        patient: view,
+    } = f;
+    let Some(stored) = stored else {
+        return (None, Vec::new());
+    };
+    let version = stored.version;
+    let mut entity = stored.value;
+    let (practice, day) = (run.practice, run.day);
+    let Some(DueGap {
+        gap,
+        superseded,
+        patient,
+        treatment,
+        evidence,
+    }) = due_gap(&entity, practice, day)
+    else {
         // A stale index entry (a newer event moved the date): put it right.
-        rewrite(deps, practice, &entity, version).await?;
-        return Ok(None);
+        return (None, vec![Write::Record(entity, version)]);
     };
     let evidence = evidence.unwrap_or(gap.due);
+    let mut writes = Vec::new();
     for lost in &superseded {
         suppressed(run, lost.kind, Suppression::Superseded);
         let a = new_action(deps, practice, lost, &patient, treatment, evidence, day);
-        record_suppression(deps, a, Suppression::Superseded).await?;
+        writes.push(Write::Suppression(a, Suppression::Superseded));
     }
     let outcome = if gap.is_stale(practice, day) {
         Outcome::Suppress(gap, Suppression::Stale, day)
     } else {
-        match suppression(deps, run, &gap, &patient, treatment).await? {
+        let view = view.unwrap_or_default();
+        match suppression(run, &gap, &patient, treatment, &view) {
             Some((reason, recheck)) => Outcome::Suppress(gap, reason, recheck),
             None => Outcome::Act(gap),
         }
@@ -414,13 +572,15 @@ async fn evaluate(
             if matches!(reason, Suppression::Cooldown | Suppression::MonthlyCap)
                 && run.nudged.contains_key(&patient)
             {
-                run.held.push((patient.clone(), key.clone()));
+                run.held.push((patient.clone(), key));
             }
             suppressed(run, gap.kind, reason);
             let a = new_action(deps, practice, &gap, &patient, treatment, evidence, day);
             tracing::info!(practice_id = %practice.id, action_id = %a.id, kind = gap.kind.as_str(), reason = reason.as_str(), "gap suppressed");
-            record_suppression(deps, a, reason).await?;
+            writes.push(Write::Suppression(a, reason));
             park(&mut entity, practice, day, reason, recheck);
+            writes.push(Write::Record(entity, version));
+            (None, writes)
         }
         Outcome::Act(gap) => {
             let action = new_action(deps, practice, &gap, &patient, treatment, evidence, day);
@@ -430,16 +590,15 @@ async fn evaluate(
                 .entry(patient)
                 .or_default()
                 .push(action.id.clone());
-            return Ok(Some(Proposal {
+            let p = Proposal {
                 action,
-                key: key.clone(),
+                key,
                 entity,
                 version,
-            }));
+            };
+            (Some(p), writes)
         }
     }
-    rewrite(deps, practice, &entity, version).await?;
-    Ok(None)
 }
 
 /// Within tonight's budget: the action is created (or a suppressed record of the same gap
@@ -509,15 +668,18 @@ async fn release_held(deps: &ScanDeps<'_>, run: &mut Run<'_>) -> Result<(), Scan
 
 /// Over tonight's budget: nothing is created; the record waits for tomorrow's scan, where it
 /// is ranked again with whatever else is due then.
-async fn defer(deps: &ScanDeps<'_>, run: &mut Run<'_>, p: Proposal) -> Result<(), ScanError> {
-    let (practice, day) = (run.practice, run.day);
+async fn defer(
+    deps: &ScanDeps<'_>,
+    practice: &Practice,
+    day: Date,
+    p: Proposal,
+) -> Result<(), ScanError> {
     let Proposal {
         mut entity,
         version,
         ..
     } = p;
     recheck(&mut entity, day.saturating_add(1.days()));
-    run.report.deferred += 1;
     rewrite(deps, practice, &entity, version).await
 }
 
@@ -645,46 +807,48 @@ pub(crate) fn gap_id(
     ])
 }
 
-/// Why the gap must not become an action now, and when to look again.
-async fn suppression(
-    deps: &ScanDeps<'_>,
-    run: &Run<'_>,
+/// The latest day the patient is booked for `treatment` in a way that settles `gap`: for a
+/// no-show, any booking from the missed day on; otherwise one of the same category from
+/// `day` on.
+fn booked_until(
+    appointments: &[crate::state::Appointment],
     gap: &Gap,
-    patient: &OpaqueRef,
     treatment: Treatment,
-) -> Result<Option<(Suppression, Date)>, ScanError> {
-    let (practice, day) = (run.practice, run.day);
-    let later = |n: i64| day.saturating_add(n.days());
-    if practice.policy.for_kind(gap.kind).mode == Mode::Off {
-        return Ok(Some((Suppression::KindOff, later(RECHECK_DAYS))));
-    }
-    let consent = deps
-        .entities
-        .get_entity(&practice.id, &EntityKey::Consent(patient.clone()))
-        .await?;
-    if let Some(Entity::Consent(c)) = consent.map(|s| s.value)
-        && c.is_opted_out()
-    {
-        return Ok(Some((Suppression::OptedOut, later(RECHECK_DAYS))));
-    }
-    let appts = deps.patients.appointments_of(&practice.id, patient).await?;
-    // Booked ahead: for a no-show, any booking from the missed day on; otherwise one of the
-    // same category from today on.
+    day: Date,
+) -> Option<Date> {
     let from = if gap.kind == ActionKind::NoShowRecovery {
         gap.due.saturating_sub(rules::NO_SHOW_GRACE_DAYS.days())
     } else {
         day
     };
-    let booked = appts
+    appointments
         .iter()
         .filter(|a| a.treatment() == Some(treatment) && a.is_booked_from(from))
         .filter_map(|a| a.starts_on.as_ref().map(|d| d.value))
-        .max();
-    if let Some(until) = booked {
-        return Ok(Some((
+        .max()
+}
+
+/// Why the gap must not become an action now, and when to look again.
+fn suppression(
+    run: &Run<'_>,
+    gap: &Gap,
+    patient: &OpaqueRef,
+    treatment: Treatment,
+    view: &PatientView,
+) -> Option<(Suppression, Date)> {
+    let (practice, day) = (run.practice, run.day);
+    let later = |n: i64| day.saturating_add(n.days());
+    if practice.policy.for_kind(gap.kind).mode == Mode::Off {
+        return Some((Suppression::KindOff, later(RECHECK_DAYS)));
+    }
+    if view.opted_out {
+        return Some((Suppression::OptedOut, later(RECHECK_DAYS)));
+    }
+    if let Some(until) = booked_until(&view.appointments, gap, treatment, day) {
+        return Some((
             Suppression::BookedAhead,
             until.max(day).saturating_add(1.day()),
-        )));
+        ));
     }
     // Cooldown and the monthly cap count every action that may reach the patient (not
     // suppressed gaps, and not this gap's own action, which a crashed run may have left).
@@ -692,15 +856,13 @@ async fn suppression(
     let own = gap_id(practice, gap, patient, treatment);
     let this_run: &[ActionId] = run.nudged.get(patient).map_or(&[], Vec::as_slice);
     if policy.cooldown_days > 0 && !this_run.is_empty() {
-        return Ok(Some((
+        return Some((
             Suppression::Cooldown,
             later(i64::from(policy.cooldown_days)),
-        )));
+        ));
     }
-    let mut nudges: Vec<Date> = deps
-        .patients
-        .actions_of(&practice.id, patient)
-        .await?
+    let mut nudges: Vec<Date> = view
+        .actions
         .iter()
         .filter(|a| a.counts_as_nudge() && a.id != own && !this_run.contains(&a.id))
         .map(|a| practice.local_date(a.created_at))
@@ -712,20 +874,14 @@ async fn suppression(
     if let Some(last) = nudges.last()
         && *last > day.saturating_sub(cooldown.days())
     {
-        return Ok(Some((
-            Suppression::Cooldown,
-            last.saturating_add(cooldown.days()),
-        )));
+        return Some((Suppression::Cooldown, last.saturating_add(cooldown.days())));
     }
     if nudges.len() as u32 >= policy.max_nudges_per_30_days
         && let Some(first) = nudges.first()
     {
-        return Ok(Some((
-            Suppression::MonthlyCap,
-            first.saturating_add(30.days()),
-        )));
+        return Some((Suppression::MonthlyCap, first.saturating_add(30.days())));
     }
-    Ok(None)
+    None
 }
 
 async fn rewrite(

@@ -23,8 +23,9 @@
 //! wall time, a **modelled DynamoDB time**: requests × a per-request latency (`--latency-ms`, 5
 //! by default: AWS describes DynamoDB as "single-digit millisecond" at any scale, and
 //! docs/cost.md prices Lambda time at 5 ms a call), divided by the requests the code keeps in
-//! flight: the receiver merges up to 8 records of a batch at once, the scan evaluates one
-//! record at a time.
+//! flight: the receiver merges up to 8 records of a batch at once; the scan reads, decides and
+//! writes 8 due records at once (`scan::CONCURRENCY`), and makes one at a time only its page
+//! reads and tonight's proposals within the budget (see [`scan_modelled`]).
 //!
 //! Practice sizes in `--extrapolate` (100,000 by default) are not run: their rows are the
 //! largest measured run's figures per patient times the size, and say so. moto answers each
@@ -83,8 +84,12 @@ struct Cli {
 
 /// Records the receiver merges at once (shared/src/service/receiver.rs).
 const RECEIVER_IN_FLIGHT: f64 = 8.0;
-/// Records the scan evaluates at once.
-const SCAN_IN_FLIGHT: f64 = 1.0;
+/// Requests each proposal within the budget makes one at a time (read the record again,
+/// reserve a place in the budget, create the action, settle the record).
+const PROPOSAL_REQUESTS: f64 = 4.0;
+/// Requests each part makes one at a time besides its pages: the practice, the outbox, the
+/// first reservation refused and its deferral.
+const PART_REQUESTS: f64 = 4.0;
 /// DynamoDB on demand, us-east-1 (the prices docs/cost.md uses).
 const USD_PER_WRU: f64 = 0.625 / 1e6;
 const USD_PER_RRU: f64 = 0.125 / 1e6;
@@ -555,6 +560,30 @@ fn modelled(c: &Counts, latency_ms: f64, in_flight: f64) -> f64 {
     requests(c) as f64 * latency_ms / 1000.0 / in_flight
 }
 
+/// The scan's modelled DynamoDB time, in seconds: the requests it makes one at a time (its
+/// due-index pages, tonight's proposals within the budget, a few per part) at the full
+/// latency, the rest (reading, deciding and writing due records, deferring what the budget
+/// leaves) [`scan::CONCURRENCY`] at once. The parts are counted from the time itself.
+fn scan_modelled(r: &Run, latency_ms: f64) -> f64 {
+    let pages = (r.due_read as f64 / scan::DUE_PAGE as f64).ceil() + 1.0;
+    let one_at_a_time = |parts: f64| {
+        (pages + r.created as f64 * PROPOSAL_REQUESTS + parts * PART_REQUESTS)
+            .min(requests(&r.scan) as f64)
+    };
+    let at = |parts: f64| {
+        let seq = one_at_a_time(parts);
+        let par = requests(&r.scan) as f64 - seq;
+        (seq + par / scan::CONCURRENCY as f64) * latency_ms / 1000.0
+    };
+    let first = at(1.0);
+    at(parts_of(first))
+}
+
+/// Parts of [`scan::TIME_BUDGET`] a night of `seconds` takes.
+fn parts_of(seconds: f64) -> f64 {
+    (seconds / scan::TIME_BUDGET.as_secs_f64()).ceil().max(1.0)
+}
+
 fn usd(c: &Counts) -> f64 {
     c.total_write_units() * USD_PER_WRU + c.read_units * USD_PER_RRU
 }
@@ -641,11 +670,12 @@ fn print(runs: &[Run], cli: &Cli) {
     }
     println!("\n## First night: the first scan\n");
     println!(
-        "| patients | figures | due records read | proposed | deferred | suppressed | read requests | write requests | read units | write units | modelled DynamoDB s ({lat} ms, 1 in flight) | parts of 10 s (modelled) | moto s | moto parts |"
+        "| patients | figures | due records read | proposed | deferred | suppressed | read requests | write requests | read units | write units | modelled DynamoDB s ({lat} ms, {} in flight) | parts of 10 s (modelled) | moto s | moto parts |",
+        scan::CONCURRENCY
     );
     println!("|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in runs {
-        let m = modelled(&r.scan, lat, SCAN_IN_FLIGHT);
+        let m = scan_modelled(r, lat);
         let suppressed: Vec<String> = r
             .suppressed
             .iter()
@@ -668,7 +698,7 @@ fn print(runs: &[Run], cli: &Cli) {
             r.scan.read_units,
             r.scan.total_write_units(),
             m,
-            (m / scan::TIME_BUDGET.as_secs_f64()).ceil().max(1.0),
+            parts_of(m),
             match r.figures {
                 Figures::Measured | Figures::Sample => format!("{:.1}", r.scan_wall.as_secs_f64()),
                 Figures::WholeNight | Figures::Extrapolated => "–".into(),
@@ -723,7 +753,7 @@ fn record(runs: &[Run], cli: &Cli) {
                 "scan_write_requests": r.scan.write_requests,
                 "scan_rru": r.scan.read_units,
                 "scan_wru": r.scan.total_write_units(),
-                "scan_modelled_s": modelled(&r.scan, cli.latency_ms, SCAN_IN_FLIGHT),
+                "scan_modelled_s": scan_modelled(r, cli.latency_ms),
                 "scan_wall_s": matches!(r.figures, Figures::Measured | Figures::Sample)
                     .then(|| r.scan_wall.as_secs_f64()),
                 "scan_parts": matches!(r.figures, Figures::Measured | Figures::Sample)
