@@ -27,7 +27,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy lint data-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-first-night bench-cold sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy check-functions lint data-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-first-night bench-cold sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -47,8 +47,14 @@ run: $(MOTO)
 serve: $(MOTO)
 	$(CARGO) run -q -p pil-local --bin pil-local -- serve
 
-test: $(MOTO) browser-tools fmt-check clippy unit lint
+test: $(MOTO) browser-tools fmt-check clippy check-functions unit lint
 	@echo "make test: all checks passed"
+
+# Each function as SAM builds it: alone, with only its own crate's features (the workspace
+# build unifies features, so a function missing one of its own would pass there).
+FUNCTIONS := webhook-receiver scheduler-scan approval-check trigger-emitter
+check-functions:
+	@for f in $(FUNCTIONS); do echo "cargo check -p $$f"; $(CARGO) check -q -p $$f || exit 1; done
 
 # --all-targets also builds the benches (in test mode, each runs once), so they keep compiling.
 unit: $(MOTO)

@@ -397,6 +397,10 @@ pub enum DomainEvent {
         practice_id: PracticeId,
         requested_by: String,
     },
+    /// The practice's PMS answered 410 to a trigger: triggers stopped. approval-check tells
+    /// the owners, once (the emitter sends it only when it retires the endpoint).
+    #[serde(rename = "trigger_endpoint.retired")]
+    EndpointRetired { practice_id: PracticeId },
 }
 
 impl DomainEvent {
@@ -405,6 +409,7 @@ impl DomainEvent {
         match self {
             Self::SlotOpened { .. } | Self::SlotFilled { .. } => "pil.receiver",
             Self::ActionApproved { .. } | Self::SettingsLinkRequested { .. } => "pil.approval",
+            Self::EndpointRetired { .. } => "pil.emitter",
         }
     }
     /// EventBridge `detail-type`.
@@ -414,8 +419,15 @@ impl DomainEvent {
             Self::SlotFilled { .. } => "slot.filled",
             Self::ActionApproved { .. } => "action.approved",
             Self::SettingsLinkRequested { .. } => "settings_link.requested",
+            Self::EndpointRetired { .. } => "trigger_endpoint.retired",
         }
     }
+}
+
+/// Where the emitter hands what the owners must be told (approval-check e-mails them).
+#[async_trait]
+pub trait NoticeSink: Send + Sync {
+    async fn notice(&self, event: &DomainEvent) -> Result<(), PortError>;
 }
 
 #[async_trait]

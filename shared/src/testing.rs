@@ -862,6 +862,7 @@ impl crate::ports::AuditLog for MemStore {
 pub struct MemBus {
     candidates: Mutex<Vec<CandidateBatch>>,
     events: Mutex<Vec<DomainEvent>>,
+    notices: Mutex<Vec<DomainEvent>>,
     mail: Mutex<Vec<Mail>>,
 }
 
@@ -877,6 +878,17 @@ impl MemBus {
     }
     pub fn mail(&self) -> Vec<Mail> {
         lock(&self.mail).clone()
+    }
+    pub fn notices(&self) -> Vec<DomainEvent> {
+        lock(&self.notices).clone()
+    }
+}
+
+#[async_trait]
+impl crate::ports::NoticeSink for MemBus {
+    async fn notice(&self, event: &DomainEvent) -> Result<(), PortError> {
+        lock(&self.notices).push(event.clone());
+        Ok(())
     }
 }
 
@@ -1096,6 +1108,7 @@ impl World {
             secrets: &self.secrets,
             clock: &self.clock,
             policy: RetryPolicy::default(),
+            notices: &self.bus,
         }
     }
 

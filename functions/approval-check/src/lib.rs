@@ -9,7 +9,8 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::{batch_failures, page_headers, response};
-use pil_aws::{Adapters, Clients, Config, EventBus, Meter, MissingVar, SesMailer};
+use pil_aws::metrics::Unit;
+use pil_aws::{Adapters, Clients, Config, EventBus, Meter, Metrics, MissingVar, SesMailer};
 use pil_shared::ids::PracticeId;
 use pil_shared::ports::{CandidateBatch, DomainEvent, Mail, Mailer, PortError};
 use pil_shared::service::approval::{self, ApprovalDeps};
@@ -26,6 +27,7 @@ pub struct Deps {
     /// Public API URL for links in e-mails. Only the candidates consumer mails; the page
     /// function does not need it (its form posts to a relative path).
     pub base_url: Option<String>,
+    pub metrics: Metrics,
 }
 
 impl Deps {
@@ -37,6 +39,7 @@ impl Deps {
                 .opt("SENDER_EMAIL")
                 .map(|from| SesMailer::new(clients.sesv2(), from)),
             base_url: config.opt("PUBLIC_BASE_URL").map(str::to_owned),
+            metrics: Metrics::new(config, "approval-check"),
         })
     }
 
@@ -103,6 +106,9 @@ pub async fn handle_sqs(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
             Ok(CandidatesMessage::Event {
                 detail: DomainEvent::SettingsLinkRequested { practice_id, requested_by },
             }) => settings_link(deps, &id, &practice_id, &requested_by).await,
+            Ok(CandidatesMessage::Event {
+                detail: DomainEvent::EndpointRetired { practice_id },
+            }) => endpoint_retired(deps, &id, &practice_id).await,
             Ok(CandidatesMessage::Event { .. }) | Err(_) => {
                 tracing::error!(message_id = %id, reason = "unrecognised_candidate_message", "dropped");
                 None
@@ -123,6 +129,23 @@ async fn candidates(deps: &Deps, id: &str, batch: &CandidateBatch) -> Option<Str
             tracing::info!(message_id = %id, practice_id = %batch.practice_id, candidates = batch.action_ids.len(),
                 auto_approved = r.auto_approved.len(), pending = r.pending.len(), suppressed = r.suppressed.len(),
                 fell_back = r.fell_back, mailed = r.mailed, "candidates evaluated");
+            deps.metrics.emit(
+                None,
+                &[],
+                &[
+                    (
+                        "ApprovedByPolicy",
+                        r.auto_approved.len() as f64,
+                        Unit::Count,
+                    ),
+                    ("AwaitingOwner", r.pending.len() as f64, Unit::Count),
+                    (
+                        "CandidatesSuppressed",
+                        r.suppressed.len() as f64,
+                        Unit::Count,
+                    ),
+                ],
+            );
             None
         }
         Err(e) if e.is_transient() => {
@@ -137,6 +160,25 @@ async fn candidates(deps: &Deps, id: &str, batch: &CandidateBatch) -> Option<Str
 }
 
 /// E-mails each owner a settings link. Returns the message id when it must be retried.
+async fn endpoint_retired(deps: &Deps, id: &str, practice_id: &PracticeId) -> Option<String> {
+    match approval::endpoint_retired(&deps.approval(), practice_id).await {
+        Ok(owners) => {
+            tracing::info!(message_id = %id, practice_id = %practice_id, owners, reason = "endpoint_retired", "owners told that triggers stopped");
+            deps.metrics
+                .emit(None, &[], &[("OwnerNotices", 1.0, Unit::Count)]);
+            None
+        }
+        Err(e) if e.is_transient() => {
+            tracing::warn!(message_id = %id, practice_id = %practice_id, error = %e, "owner notice failed; will retry");
+            Some(id.to_owned())
+        }
+        Err(e) => {
+            tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, alert = "owner_notice_failed", "owners not told that triggers stopped; the digest says it");
+            None
+        }
+    }
+}
+
 async fn settings_link(
     deps: &Deps,
     id: &str,
@@ -182,6 +224,11 @@ pub async fn handle_http(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatew
         }
     };
     tracing::info!(method = %req.request_context.http.method, status = page.status, outcome = page.outcome, "approval page");
+    deps.metrics.emit(
+        None,
+        &[("Outcome", page.outcome)],
+        &[("OwnerPages", 1.0, Unit::Count)],
+    );
     response(
         page.status,
         "text/html; charset=utf-8",

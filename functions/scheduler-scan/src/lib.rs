@@ -7,7 +7,8 @@ use futures::StreamExt;
 use jiff::civil::Date;
 use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::batch_failures;
-use pil_aws::{Adapters, Clients, Config, EventBus, Meter, MissingVar, SqsQueue};
+use pil_aws::metrics::Unit;
+use pil_aws::{Adapters, Clients, Config, EventBus, Meter, Metrics, MissingVar, SqsQueue};
 use pil_shared::ids::PracticeId;
 use pil_shared::ports::{Clock, DomainEvent};
 use pil_shared::service::scan::{self, ScanDeps, ScanError, ScanReport};
@@ -28,6 +29,7 @@ pub struct Deps {
     pub page_size: usize,
     /// `SCAN_TIME_BUDGET_SECONDS`, else [`scan::TIME_BUDGET`].
     pub time_budget: std::time::Duration,
+    pub metrics: Metrics,
 }
 
 impl Deps {
@@ -49,6 +51,7 @@ impl Deps {
                 .opt("SCAN_TIME_BUDGET_SECONDS")
                 .and_then(|s| s.parse().ok())
                 .map_or(scan::TIME_BUDGET, std::time::Duration::from_secs),
+            metrics: Metrics::new(config, "scheduler-scan"),
         })
     }
 
@@ -93,7 +96,9 @@ impl Deps {
         part: u32,
     ) -> Result<ScanReport, ScanError> {
         let deps = self.scan_deps();
+        let started = std::time::Instant::now();
         let report = scan::scan_part(&deps, practice, day, part).await?;
+        self.scan_metrics(&report, started.elapsed());
         if report.more && part < scan::MAX_PARTS {
             self.scan_queue
                 .send_json(&serde_json::json!({"kind": "scan",
@@ -103,8 +108,41 @@ impl Deps {
                 "night continued in another invocation");
         } else {
             scan::mark_scanned(&deps, practice, day).await?;
+            self.metrics
+                .emit(None, &[], &[("NightsScanned", 1.0, Unit::Count)]);
         }
         Ok(report)
+    }
+
+    /// One part's figures; the suppressed gaps by reason.
+    fn scan_metrics(&self, r: &ScanReport, took: std::time::Duration) {
+        self.metrics.emit(
+            None,
+            &[],
+            &[
+                ("ScanParts", 1.0, Unit::Count),
+                ("DueRead", r.due_read as f64, Unit::Count),
+                ("ActionsCreated", r.created.len() as f64, Unit::Count),
+                ("ActionsDeferred", r.deferred as f64, Unit::Count),
+                ("OutboxRepublished", r.republished as f64, Unit::Count),
+                (
+                    "ScanDuration",
+                    took.as_secs_f64() * 1000.0,
+                    Unit::Milliseconds,
+                ),
+            ],
+        );
+        let mut by_reason: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        for (_, reason) in &r.suppressed {
+            *by_reason.entry(reason.as_str()).or_default() += 1;
+        }
+        for (reason, n) in by_reason {
+            self.metrics.emit(
+                None,
+                &[("Reason", reason)],
+                &[("ActionsSuppressed", n as f64, Unit::Count)],
+            );
+        }
     }
 
     /// Runs one practice's nightly scan as if on `day`, every part in this call (what
@@ -181,7 +219,9 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
                 let r = slots::filled(&deps.slot_deps(), &practice_id, &slot_ref).await?;
                 log_slot(&practice_id, &env.detail_type, &r);
             }
-            DomainEvent::ActionApproved { .. } | DomainEvent::SettingsLinkRequested { .. } => {
+            DomainEvent::ActionApproved { .. }
+            | DomainEvent::SettingsLinkRequested { .. }
+            | DomainEvent::EndpointRetired { .. } => {
                 tracing::error!(detail_type = %env.detail_type, reason = "unexpected_event", "scan message dropped");
             }
         }
@@ -192,7 +232,16 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
             // The tick fans out: one scan message per practice whose night it is, each run in
             // its own invocation (and continued there if it is large).
             let now = deps.adapters.clock.now();
-            let due = scan::due_tonight(&deps.scan_deps(), now).await?;
+            let tonight = scan::tonight(&deps.scan_deps(), now).await?;
+            let due = tonight.due;
+            deps.metrics.emit(
+                None,
+                &[],
+                &[
+                    ("ScansScheduled", due.len() as f64, Unit::Count),
+                    ("PracticesBehind", tonight.behind as f64, Unit::Count),
+                ],
+            );
             for (practice_id, date) in &due {
                 deps.scan_queue
                     .send_json(&serde_json::json!({"kind": "scan",

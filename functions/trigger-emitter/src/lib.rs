@@ -8,7 +8,8 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::batch_failures;
-use pil_aws::{Adapters, Clients, Config, HttpTransport, Meter, MissingVar, SqsQueue};
+use pil_aws::metrics::Unit;
+use pil_aws::{Adapters, Clients, Config, HttpTransport, Meter, Metrics, MissingVar, SqsQueue};
 use pil_shared::ports::DomainEvent;
 use pil_shared::service::emitter::{self, EmitOutcome, EmitterDeps, RetryPolicy};
 use serde::Deserialize;
@@ -19,7 +20,10 @@ pub struct Deps {
     pub transport: HttpTransport,
     pub queue: SqsQueue,
     pub dead_letters: SqsQueue,
+    /// approval-check's queue: the owners' notice when triggers stop.
+    pub notices: SqsQueue,
     pub policy: RetryPolicy,
+    pub metrics: Metrics,
 }
 
 impl Deps {
@@ -39,7 +43,12 @@ impl Deps {
                 clients.sqs.clone(),
                 config.get("TRIGGERS_DLQ_URL").map_err(missing)?,
             ),
+            notices: SqsQueue::new(
+                clients.sqs.clone(),
+                config.get("CANDIDATES_QUEUE_URL").map_err(missing)?,
+            ),
             policy: config.retry_policy(),
+            metrics: Metrics::new(config, "trigger-emitter"),
         })
     }
 
@@ -54,6 +63,7 @@ impl Deps {
             secrets: &self.adapters.secrets,
             clock: &self.adapters.clock,
             policy: self.policy,
+            notices: &self.notices,
         }
     }
 }
@@ -93,8 +103,10 @@ async fn process(deps: &Deps, m: SqsMessage) -> Option<String> {
         return None;
     };
     let jitter = rand_unit(&id);
-    match emitter::emit(&deps.emitter(), &practice_id, &action_id, jitter).await {
-        Ok(EmitOutcome::Delivered) => {
+    let outcome = emitter::emit(&deps.emitter(), &practice_id, &action_id, jitter).await;
+    outcome_metrics(deps, &outcome);
+    match outcome {
+        Ok(EmitOutcome::Delivered { .. }) => {
             tracing::info!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "delivered", "trigger delivered");
             None
         }
@@ -147,4 +159,32 @@ fn rand_unit(seed: &str) -> f64 {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// One line per message: its outcome (a fixed vocabulary), and for a delivery the time from
+/// the approval to the PMS's answer.
+fn outcome_metrics(deps: &Deps, outcome: &Result<EmitOutcome, emitter::EmitError>) {
+    let (name, kind) = match outcome {
+        Ok(EmitOutcome::Delivered { since_approval_ms }) => {
+            if let Some(ms) = since_approval_ms {
+                deps.metrics.emit(
+                    None,
+                    &[],
+                    &[("DeliveryLatency", *ms as f64, Unit::Milliseconds)],
+                );
+            }
+            ("TriggersDelivered", "delivered")
+        }
+        Ok(EmitOutcome::AlreadyDelivered) => ("TriggersRedelivered", "already_delivered"),
+        Ok(EmitOutcome::Dropped(_)) => ("TriggersDropped", "dropped"),
+        Ok(EmitOutcome::Retry { .. }) => ("TriggersRetried", "retry"),
+        Ok(EmitOutcome::Defer { .. }) => ("TriggersDeferred", "quiet_hours"),
+        Ok(EmitOutcome::DeadLetter(r)) if r == "endpoint_gone_410" => {
+            ("TriggersFailed", "endpoint_retired")
+        }
+        Ok(EmitOutcome::DeadLetter(_)) => ("TriggersFailed", "failed"),
+        Err(_) => ("TriggersRetried", "storage"),
+    };
+    deps.metrics
+        .emit(None, &[("Outcome", kind)], &[(name, 1.0, Unit::Count)]);
 }

@@ -99,6 +99,19 @@ impl CandidateSink for SqsQueue {
     }
 }
 
+/// approval-check's queue takes notices as it takes bus events: `{"detail": event}`.
+#[cfg(feature = "sqs")]
+#[async_trait]
+impl pil_shared::ports::NoticeSink for SqsQueue {
+    async fn notice(&self, event: &pil_shared::ports::DomainEvent) -> Result<(), PortError> {
+        self.send_json(&serde_json::json!({
+            "detail-type": event.detail_type(),
+            "detail": event,
+        }))
+        .await
+    }
+}
+
 /// Publishes domain events on the EventBridge bus.
 #[cfg(feature = "eventbridge")]
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 pub mod adapters;
 pub mod lambda;
 pub mod meter;
+pub mod metrics;
 pub mod store;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use adapters::SesMailer;
 #[cfg(feature = "sqs")]
 pub use adapters::SqsQueue;
 pub use meter::Meter;
+pub use metrics::Metrics;
 pub use store::DynamoStore;
 
 /// Configuration, read from the environment in Lambda and from a map in the local stack.

@@ -1693,13 +1693,17 @@ pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
             practice_id: pid.clone(),
             requested_by: pil_shared::token::approver_id("owner@demo-aesthetics.example"),
         },
+        DomainEvent::EndpointRetired {
+            practice_id: pid.clone(),
+        },
     ] {
         // Every variant is sampled.
         match &ev {
             DomainEvent::SlotOpened { .. }
             | DomainEvent::SlotFilled { .. }
             | DomainEvent::ActionApproved { .. }
-            | DomainEvent::SettingsLinkRequested { .. } => {}
+            | DomainEvent::SettingsLinkRequested { .. }
+            | DomainEvent::EndpointRetired { .. } => {}
         }
         json_paths("", &ser(&ev), &mut events);
     }

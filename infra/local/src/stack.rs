@@ -58,11 +58,16 @@ pub struct StackOptions {
     pub queue_visibility_seconds: Option<i32>,
     /// Extra environment for every function (overrides the template's).
     pub extra_env: Vec<(String, String)>,
+    /// Where the handlers write their metrics (embedded metric format, one JSON line each;
+    /// `METRICS_FILE`). Emptied at start. `None`: a file of this stack's own under the
+    /// system's temporary directory.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl StackOptions {
     /// Ports from `PIL_API_PORT`, `PIL_EMULATOR_PORT`, `PIL_PMS_PORT` (3000, 5000, 3100).
     pub fn from_env(workspace: PathBuf) -> Self {
+        let metrics_file = Some(workspace_metrics_file(&workspace));
         let port = |k: &str, d: u16| {
             std::env::var(k)
                 .ok()
@@ -82,6 +87,7 @@ impl StackOptions {
             fault_proxy: false,
             queue_visibility_seconds: None,
             extra_env: Vec::new(),
+            metrics_file,
         }
     }
 
@@ -101,6 +107,7 @@ impl StackOptions {
             fault_proxy: false,
             queue_visibility_seconds: None,
             extra_env: Vec::new(),
+            metrics_file: None,
         })
     }
 }
@@ -228,6 +235,8 @@ pub struct Stack {
     pub faults: Option<FaultProxy>,
     /// The variables `stack.env` holds (and the CLI reads).
     pub env: Vec<(String, String)>,
+    /// The handlers' metrics ([`StackOptions::metrics_file`]).
+    pub metrics_file: PathBuf,
     pub handlers: Arc<HashMap<String, Handler>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -297,9 +306,23 @@ impl Stack {
             None => clients.clone(),
         };
 
+        let metrics_file = opts.metrics_file.clone().unwrap_or_else(|| {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            std::env::temp_dir().join(format!(
+                "pil-metrics-{}-{}.jsonl",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ))
+        });
+        if let Some(dir) = metrics_file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&metrics_file, "")
+            .with_context(|| format!("emptying {}", metrics_file.display()))?;
         let mut handlers = HashMap::new();
         for f in &deployed.functions {
             let mut env = f.env.clone();
+            env.insert("METRICS_FILE".into(), metrics_file.display().to_string());
             // What differs from Lambda: the public URL, loopback triggers, shorter backoff.
             env.insert("PUBLIC_BASE_URL".into(), api_url.clone());
             env.insert("PIL_ALLOW_LOOPBACK_HTTP".into(), "1".into());
@@ -400,7 +423,11 @@ impl Stack {
         }
 
         let pms = PmsSim::start(opts.pms_port, &clients, &deployed).await?;
-        let env = stack_env(&deployed, &moto.url, &api_url, &pms.url);
+        let mut env = stack_env(&deployed, &moto.url, &api_url, &pms.url);
+        env.push((
+            "PIL_METRICS_FILE".to_owned(),
+            metrics_file.display().to_string(),
+        ));
         Ok(Self {
             moto,
             clients,
@@ -410,6 +437,7 @@ impl Stack {
             meter,
             faults,
             env,
+            metrics_file,
             handlers,
             shutdown,
             tasks,
@@ -724,6 +752,11 @@ async fn poll(
             }
         }
     }
+}
+
+/// The metrics file of `make run` and `make serve`: `target/local/metrics.jsonl`.
+pub fn workspace_metrics_file(workspace: &std::path::Path) -> PathBuf {
+    workspace.join("target/local/metrics.jsonl")
 }
 
 #[cfg(test)]

@@ -385,6 +385,8 @@ struct DigestHtml<'a> {
     yesterday: &'a str,
     /// "312 more due patients wait: …" (empty when nothing waits).
     waiting: &'a str,
+    /// Triggers stopped ([`TRIGGERS_STOPPED`]; empty while they flow).
+    notice: &'a str,
 }
 
 #[derive(Template)]
@@ -408,6 +410,7 @@ struct DigestText<'a> {
     yesterday: &'a str,
     /// "312 more due patients wait: …" (empty when nothing waits).
     waiting: &'a str,
+    notice: &'a str,
 }
 
 fn link(deps: &ApprovalDeps<'_>, claims: &Claims, key: &token::LinkKey) -> String {
@@ -544,6 +547,11 @@ fn digest(
         settings_minutes: token::SETTINGS_LINK_MINUTES,
         yesterday: &yesterday,
         waiting: &waiting,
+        notice: if p.endpoint_retired {
+            TRIGGERS_STOPPED
+        } else {
+            ""
+        },
     }
     .render()
     .unwrap_or_default();
@@ -561,6 +569,11 @@ fn digest(
         settings_minutes: token::SETTINGS_LINK_MINUTES,
         yesterday: &yesterday,
         waiting: &waiting,
+        notice: if p.endpoint_retired {
+            TRIGGERS_STOPPED
+        } else {
+            ""
+        },
     }
     .render()
     .unwrap_or_default();
@@ -570,6 +583,78 @@ fn digest(
         html,
         text,
     }
+}
+
+/// What the owners are told while triggers are stopped (the digest says it too).
+pub const TRIGGERS_STOPPED: &str = "Triggers to your practice software have stopped: \
+its trigger endpoint answered that it is gone (HTTP 410). Nothing you approve reaches \
+patients until it has a new endpoint.";
+
+/// What to do about it.
+pub const TRIGGERS_STOPPED_TODO: &str = "Ask your practice software's team (or your \
+integrator) for the new trigger endpoint and send it to your Practice Intelligence \
+operator, who updates it; triggers flow again from the next approval. Actions approved \
+meanwhile are marked failed, not lost: they come back as new gaps on later nights.";
+
+#[derive(Template)]
+#[template(path = "notice.html")]
+struct NoticeHtml<'a> {
+    subject: &'a str,
+    practice_id: &'a str,
+    what: &'a str,
+    todo: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "notice.txt")]
+struct NoticeText<'a> {
+    subject: &'a str,
+    practice_id: &'a str,
+    what: &'a str,
+    todo: &'a str,
+}
+
+/// Tells the owners, in one e-mail, that triggers stopped (the emitter retired the endpoint
+/// after a 410). Nothing is sent if the endpoint was set again meanwhile.
+pub async fn endpoint_retired(
+    deps: &ApprovalDeps<'_>,
+    practice_id: &PracticeId,
+) -> Result<usize, ApprovalError> {
+    let p = deps
+        .practices
+        .get_practice(practice_id)
+        .await?
+        .ok_or(ApprovalError::UnknownPractice)?;
+    if !p.endpoint_retired || p.owner_emails.is_empty() {
+        return Ok(0);
+    }
+    let subject = "Triggers to your practice software have stopped";
+    let (what, todo) = (TRIGGERS_STOPPED, TRIGGERS_STOPPED_TODO);
+    let html = NoticeHtml {
+        subject,
+        practice_id: p.id.as_str(),
+        what,
+        todo,
+    }
+    .render()
+    .unwrap_or_default();
+    let text = NoticeText {
+        subject,
+        practice_id: p.id.as_str(),
+        what,
+        todo,
+    }
+    .render()
+    .unwrap_or_default();
+    deps.mailer
+        .send(&Mail {
+            to: p.owner_emails.clone(),
+            subject: subject.to_owned(),
+            html,
+            text,
+        })
+        .await?;
+    Ok(p.owner_emails.len())
 }
 
 /// The page an approval link leads to.

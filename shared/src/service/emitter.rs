@@ -29,6 +29,8 @@ pub struct EmitterDeps<'a> {
     pub secrets: &'a SecretCache,
     pub clock: &'a dyn Clock,
     pub policy: RetryPolicy,
+    /// What the owners must be told (triggers stopped).
+    pub notices: &'a dyn crate::ports::NoticeSink,
 }
 
 /// Backoff: `base * 2^(attempt-1)`, capped, with ±20 % jitter; `Retry-After` is a floor.
@@ -81,8 +83,8 @@ impl RetryPolicy {
 /// What became of one delivery attempt. Each maps to one SQS decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmitOutcome {
-    /// 2xx or 409: the PMS has it.
-    Delivered,
+    /// 2xx or 409: the PMS has it, this long after the approval (when it has one).
+    Delivered { since_approval_ms: Option<u64> },
     /// Delivered before (a redelivery): nothing sent.
     AlreadyDelivered,
     /// Not ours to send (rejected, unknown, retired endpoint): acknowledged, nothing sent.
@@ -253,19 +255,36 @@ pub async fn emit(
         Ok(r) if (200..300).contains(&r.status) || r.status == 409 => {
             let done = record_delivered(deps, leased).await?;
             audit(deps, &done, "trigger_delivered", serde_json::json!({"kind": done.kind.as_str(), "status": r.status, "attempt": attempt})).await;
-            Ok(EmitOutcome::Delivered)
+            let since_approval_ms = done
+                .decided_at
+                .zip(done.delivered_at)
+                .and_then(|(a, d)| u64::try_from((d - a).get_milliseconds()).ok());
+            Ok(EmitOutcome::Delivered { since_approval_ms })
         }
         Ok(r) if r.status == 410 => {
             let mut p = practice.clone();
             p.endpoint_retired = true;
             p.version += 1;
             // Best effort: if a concurrent config change won, the next attempt sees 410 again.
-            let _ = deps
+            // Only the writer that retires the endpoint tells the owners: one notice, however
+            // many triggers were in flight.
+            let retired = deps
                 .practices
                 .put_practice(&p, Some(practice.version))
-                .await;
+                .await
+                .is_ok();
             fail(deps, &leased, "endpoint_gone_410").await?;
             tracing::error!(practice_id = %practice.id, action_id = %leased.id, alert = "trigger_endpoint_retired", "PMS answered 410: endpoint retired, triggers stopped");
+            if retired
+                && let Err(e) = deps
+                    .notices
+                    .notice(&crate::ports::DomainEvent::EndpointRetired {
+                        practice_id: practice.id.clone(),
+                    })
+                    .await
+            {
+                tracing::error!(practice_id = %practice.id, error = %e, alert = "owner_notice_failed", "owners not told that triggers stopped; the digest says it");
+            }
             Ok(EmitOutcome::DeadLetter("endpoint_gone_410".into()))
         }
         Ok(r) if r.status == 429 || r.status >= 500 => {

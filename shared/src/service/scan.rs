@@ -934,15 +934,46 @@ pub async fn due_tonight(
     deps: &ScanDeps<'_>,
     now: Timestamp,
 ) -> Result<Vec<(PracticeId, Date)>, ScanError> {
-    let mut out = Vec::new();
+    Ok(tonight(deps, now).await?.due)
+}
+
+/// What the hourly tick finds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tonight {
+    /// The practices whose night it is, each with the local date to scan.
+    pub due: Vec<(PracticeId, Date)>,
+    /// Practices (not disabled) whose last night was not scanned in time (see
+    /// [`missed_night`]): what the missed-scan alarm counts.
+    pub behind: usize,
+}
+
+pub async fn tonight(deps: &ScanDeps<'_>, now: Timestamp) -> Result<Tonight, ScanError> {
+    let mut out = Tonight::default();
     for id in deps.practices.list_practices().await? {
-        if let Some(practice) = deps.practices.get_practice(&id).await?
-            && let Some(day) = due_for_nightly_scan(&practice, now)
-        {
-            out.push((id, day));
+        if let Some(practice) = deps.practices.get_practice(&id).await? {
+            if let Some(day) = due_for_nightly_scan(&practice, now) {
+                out.due.push((id, day));
+            }
+            if !practice.disabled && missed_night(&practice, now) {
+                out.behind += 1;
+            }
         }
     }
     Ok(out)
+}
+
+/// Local hour by which a night's scan has finished (it starts at 03:00; a night in parts takes
+/// minutes).
+pub const SCAN_DEADLINE_HOUR: i8 = 6;
+
+/// Whether the practice's night is late: from 06:00 local, a practice scanned before (a new one
+/// waits for its first night) whose last scan is older than today.
+pub fn missed_night(practice: &Practice, now: Timestamp) -> bool {
+    let local = now.to_zoned(practice.tz());
+    local.hour() >= SCAN_DEADLINE_HOUR
+        && practice
+            .last_scan_date
+            .is_some_and(|last| last < local.date())
 }
 
 /// Records that `day` was scanned (never moving the date backwards).
@@ -1036,6 +1067,26 @@ mod tests {
             t += jiff::SignedDuration::from_hours(1);
         }
         assert_eq!(days, vec!["2026-10-24", "2026-10-25", "2026-10-26"]);
+    }
+
+    #[test]
+    fn a_night_not_scanned_by_six_is_late() {
+        let p = practice("Europe/London", Some("2026-12-05"));
+        let at = |t: &str| missed_night(&p, t.parse().unwrap());
+        // 05:59 on the 6th: the night may still be running.
+        assert!(!at("2026-12-06T05:59:00Z"));
+        // 06:00: the 6th was not scanned.
+        assert!(at("2026-12-06T06:00:00Z"));
+        let done = practice("Europe/London", Some("2026-12-06"));
+        assert!(!missed_night(
+            &done,
+            "2026-12-06T18:00:00Z".parse().unwrap()
+        ));
+        let fresh = practice("Europe/London", None);
+        assert!(!missed_night(
+            &fresh,
+            "2026-12-06T18:00:00Z".parse().unwrap()
+        ));
     }
 
     #[test]
