@@ -424,6 +424,38 @@ impl DomainEvent {
     }
 }
 
+/// One count of refused signed deliveries: the hour (UTC) it fell in, the refusal's code and
+/// rule, and the field path (indices dropped: `events[].data.patient_ref`). Never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalCount {
+    pub hour: Timestamp,
+    pub code: String,
+    pub rule: String,
+    pub path: String,
+    pub count: u64,
+}
+
+/// Counts of a practice's refused signed deliveries, for `pil status` and the integration
+/// report: what a PMS team needs to fix a leak the day it starts (rules and field paths;
+/// nothing of the payload). Kept 35 days.
+#[async_trait]
+pub trait RefusalLog: Send + Sync {
+    async fn count_refusal(
+        &self,
+        practice: &PracticeId,
+        at: Timestamp,
+        code: &'static str,
+        rule: &'static str,
+        path: &str,
+    ) -> Result<(), StoreError>;
+    /// The counts of the hours from `since`'s on, oldest first.
+    async fn refusals(
+        &self,
+        practice: &PracticeId,
+        since: Timestamp,
+    ) -> Result<Vec<RefusalCount>, StoreError>;
+}
+
 /// Where the emitter hands what the owners must be told (approval-check e-mails them).
 #[async_trait]
 pub trait NoticeSink: Send + Sync {

@@ -129,6 +129,8 @@ struct Tables {
     audit: BTreeMap<PracticeId, Vec<crate::audit::AuditRecord>>,
     /// Tombstones of erased and rotated refs.
     tombstones: BTreeMap<(PracticeId, crate::tombstone::TombstoneId), crate::tombstone::Tombstone>,
+    /// Refusal counts: `(practice, hour, code, rule, path)` → n.
+    refusals: BTreeMap<(PracticeId, Timestamp, String, String, String), u64>,
 }
 
 /// A record as a test reads it back: the value, its version, its due-index date.
@@ -404,6 +406,54 @@ impl EntityRepo for MemStore {
             },
         );
         Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::ports::RefusalLog for MemStore {
+    async fn count_refusal(
+        &self,
+        practice: &PracticeId,
+        at: Timestamp,
+        code: &'static str,
+        rule: &'static str,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        let hour =
+            Timestamp::from_second(at.as_second() - at.as_second().rem_euclid(3600)).unwrap_or(at);
+        let mut t = lock(&self.t);
+        *t.refusals
+            .entry((
+                practice.clone(),
+                hour,
+                code.to_owned(),
+                rule.to_owned(),
+                path.to_owned(),
+            ))
+            .or_default() += 1;
+        Ok(())
+    }
+
+    async fn refusals(
+        &self,
+        practice: &PracticeId,
+        since: Timestamp,
+    ) -> Result<Vec<crate::ports::RefusalCount>, StoreError> {
+        let from = since.as_second() - since.as_second().rem_euclid(3600);
+        let t = lock(&self.t);
+        Ok(t.refusals
+            .iter()
+            .filter(|((p, h, ..), _)| p == practice && h.as_second() >= from)
+            .map(
+                |((_, hour, code, rule, path), n)| crate::ports::RefusalCount {
+                    hour: *hour,
+                    code: code.clone(),
+                    rule: rule.clone(),
+                    path: path.clone(),
+                    count: *n,
+                },
+            )
+            .collect())
     }
 }
 
@@ -1077,6 +1127,7 @@ impl World {
             audit: &self.store,
             secrets: &self.secrets,
             clock: &self.clock,
+            refusals: &self.store,
         }
     }
 

@@ -74,6 +74,7 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
         audit: &deps.adapters.store,
         secrets: &deps.adapters.secrets,
         clock: &deps.adapters.clock,
+        refusals: &deps.adapters.store,
     };
     match receiver::receive(&rd, delivery).await {
         Ok(a) => {

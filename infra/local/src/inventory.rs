@@ -171,6 +171,14 @@ pub const ITEM_TYPES: &[ItemType] = &[
         read_by: "scheduler-scan (the conditional update)",
     },
     ItemType {
+        name: "refusal counts",
+        key: "REFUSALS#",
+        purpose: "How many of a practice's signed deliveries were refused per UTC hour, by refusal code, rule and field path (`pil status`, `pil report --integration`): what a PMS team needs to fix a leak. Nothing of a refused body: no value, no ref, no id from it.",
+        retention: "TTL: 35 days.",
+        written_by: "webhook-receiver (a refused signed delivery)",
+        read_by: "`pil status`, `pil report --integration`",
+    },
+    ItemType {
         name: "auto-approval counter",
         key: "AUTO#",
         purpose: "The actions auto-approved per practice-local day and kind (`max_auto_per_day`); a set, so a retried approval counts once.",
@@ -976,6 +984,13 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         Linked::No,
         "The action ids proposed that night (a string set; its size is the count).",
     ),
+    // Refusal counts.
+    (
+        "refusal counts",
+        "r:*",
+        Linked::No,
+        "One count per UTC hour, refusal code, rule and field path: `r:{HH}|{code}|{rule}|{path}`, the path with indices dropped and `/` for `.` (`events[]/data/patient_ref`).",
+    ),
     // Auto-approval counter.
     (
         "auto-approval counter",
@@ -1494,6 +1509,16 @@ pub async fn stored_attributes()
         .reserve_nightly(&pid, day("2026-11-22"), 25, &sample_actions()[0].id)
         .await
         .map_err(e("reserve_nightly"))?;
+    pil_shared::ports::RefusalLog::count_refusal(
+        &store,
+        &pid,
+        at("2026-11-22T14:05:00Z"),
+        "phi_detected",
+        "email",
+        "events[].data.patient_ref",
+    )
+    .await
+    .map_err(e("count_refusal"))?;
     for t in sample_tombstones() {
         store
             .put_tombstone(&pid, &t)
@@ -1970,7 +1995,14 @@ fn collect_rs(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 fn matches(pattern: &str, path: &str) -> bool {
     let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), path.split('.').collect());
-    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| a == b || *a == "*")
+    // A segment `*` matches any segment; `prefix*` any segment that starts with `prefix`.
+    p.len() == q.len()
+        && p.iter().zip(&q).all(|(a, b)| {
+            a == b
+                || *a == "*"
+                || a.strip_suffix('*')
+                    .is_some_and(|pre| !pre.is_empty() && b.starts_with(pre))
+        })
 }
 
 /// The whole document. `root` is the workspace root (for the log scan).

@@ -4,6 +4,7 @@
 //! exception: it makes refs on the practice's side, purely locally (no stack, no AWS).
 
 mod import;
+mod ops;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,9 @@ const OUTPUT_VARS: &[(&str, &str)] = &[
     ("ScanQueueUrl", "SCAN_QUEUE_URL"),
     ("TriggersQueueUrl", "TRIGGERS_QUEUE_URL"),
     ("TriggersDLQUrl", "TRIGGERS_DLQ_URL"),
+    ("ScanDLQUrl", "SCAN_DLQ_URL"),
+    ("CandidatesDLQUrl", "CANDIDATES_DLQ_URL"),
+    ("EventsDLQUrl", "EVENTS_DLQ_URL"),
     ("ApiUrl", "PUBLIC_BASE_URL"),
     ("SenderEmail", "SENDER_EMAIL"),
 ];
@@ -112,11 +116,55 @@ enum Cmd {
     /// the practice's side: purely local, needs no stack and no AWS.
     #[command(subcommand)]
     Ref(RefCmd),
+    /// Each practice's health (last scan, actions by status, trigger endpoint, refusals in the
+    /// last 24 hours by rule), the queues' depths, and on the local stack the metrics of the
+    /// last 24 hours. Text, or JSON with --json.
+    Status(StatusArgs),
+    /// Dead-lettered messages: show them (ids and kinds, never bodies), or send them back to
+    /// their queues (every consumer has one effect per message, so nothing applies twice).
+    #[command(subcommand)]
+    Dlq(DlqCmd),
     /// Send a practice's history through the events API: NDJSON (one event per line, as the
     /// API takes them) from --file or stdin, in signed batches of up to 100, progress on
     /// stderr. Creates state only; safe to run again (nothing is applied twice). The webhook
     /// secret comes from --secret-file or PIL_WEBHOOK_SECRET, never the command line.
     Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// One practice (default: all).
+    #[arg(long)]
+    practice_id: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCmd {
+    /// The dead letters of a queue (left where they are).
+    Show {
+        /// scan, candidates, triggers or events.
+        #[arg(long)]
+        queue: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Send a queue's dead letters back to where they came from, then delete them from the DLQ.
+    Redrive {
+        /// scan, candidates, triggers or events.
+        #[arg(long)]
+        queue: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+        /// For triggers: approve a failed, unexpired action again (attempts reset, audited)
+        /// before its message goes back, once the cause is fixed (a new endpoint, the PMS up).
+        #[arg(long)]
+        retry_failed: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -426,11 +474,26 @@ struct ReportArgs {
     #[arg(long)]
     practice_id: String,
     /// First practice-local day (inclusive).
-    #[arg(long, value_name = "YYYY-MM-DD")]
-    from: String,
+    #[arg(
+        long,
+        value_name = "YYYY-MM-DD",
+        required_unless_present = "integration"
+    )]
+    from: Option<String>,
     /// Last practice-local day (inclusive).
-    #[arg(long, value_name = "YYYY-MM-DD")]
-    to: String,
+    #[arg(
+        long,
+        value_name = "YYYY-MM-DD",
+        required_unless_present = "integration"
+    )]
+    to: Option<String>,
+    /// The PMS integration report instead: the practice's refused signed deliveries by rule
+    /// and field path (never a value), over the last --hours.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    integration: bool,
+    /// With --integration: how far back (1-840, the counts are kept 35 days).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=840))]
+    hours: u32,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -980,13 +1043,64 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             .run(&events)
             .await?
         }
+        Cmd::Report(r) if r.integration => {
+            let pid = practice_id(&r.practice_id)?;
+            if store.get_practice(&pid).await?.is_none() {
+                return Err(anyhow!("practice {pid} not found"));
+            }
+            let since =
+                jiff::Timestamp::now() - jiff::SignedDuration::from_hours(i64::from(r.hours));
+            let out = pil_shared::service::ops::integration_report(store, &pid, since).await?;
+            if r.json {
+                serde_json::to_value(out)?
+            } else {
+                serde_json::Value::String(out.table())
+            }
+        }
+        Cmd::Status(a) => {
+            let only = a.practice_id.as_deref().map(practice_id).transpose()?;
+            let out = ops::status(
+                store,
+                &clients.sqs,
+                &config,
+                only.as_ref(),
+                jiff::Timestamp::now(),
+            )
+            .await?;
+            if a.json {
+                out
+            } else {
+                serde_json::Value::String(ops::status_table(&out))
+            }
+        }
+        Cmd::Dlq(DlqCmd::Show { queue, max }) => {
+            ops::show(&clients.sqs, &config, ops::dlq_name(&queue)?, max).await?
+        }
+        Cmd::Dlq(DlqCmd::Redrive {
+            queue,
+            max,
+            retry_failed,
+        }) => {
+            ops::redrive(
+                &clients.sqs,
+                store,
+                &config,
+                ops::dlq_name(&queue)?,
+                max,
+                retry_failed,
+            )
+            .await?
+        }
         Cmd::Report(r) => {
             let pid = practice_id(&r.practice_id)?;
             let day = |flag: &str, v: &str| {
                 v.parse::<Date>()
                     .with_context(|| format!("{flag}: YYYY-MM-DD"))
             };
-            let (from, to) = (day("--from", &r.from)?, day("--to", &r.to)?);
+            let (from, to) = (
+                day("--from", r.from.as_deref().unwrap_or_default())?,
+                day("--to", r.to.as_deref().unwrap_or_default())?,
+            );
             let out = report::report(store, store, &pid, from, to, jiff::Timestamp::now())
                 .await
                 .map_err(|e| match e {

@@ -48,6 +48,8 @@ pub struct ReceiverDeps<'a> {
     pub audit: &'a dyn AuditLog,
     pub secrets: &'a SecretCache,
     pub clock: &'a dyn Clock,
+    /// Counts of refused signed deliveries (rule and field path).
+    pub refusals: &'a dyn crate::ports::RefusalLog,
 }
 
 /// One delivery as the handler saw it.
@@ -149,6 +151,29 @@ pub struct Accepted {
     pub published: usize,
 }
 
+/// A refusal's field as counted: indices dropped (`events[3].data` → `events[].data`), at
+/// most 80 characters, so the paths a practice's counts hold are the schema's, not one per
+/// event.
+pub fn field_path(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut in_index = false;
+    for c in field.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            c if in_index && c.is_ascii_digit() => {}
+            c => out.push(c),
+        }
+    }
+    out.chars().take(80).collect()
+}
+
 fn is_json(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {
         let mime = ct.split(';').next().unwrap_or("").trim();
@@ -188,7 +213,27 @@ pub async fn receive(deps: &ReceiverDeps<'_>, d: Delivery<'_>) -> Result<Accepte
         .await?;
     let verified = signature::verify(d.headers, d.body, &secrets, now.as_second())
         .map_err(ReceiveError::Signature)?;
-    let events = inbound::parse_body(d.body, now).map_err(ReceiveError::Refused)?;
+    let events = match inbound::parse_body(d.body, now) {
+        Ok(e) => e,
+        Err(r) => {
+            // Signed, so the practice's own PMS sent it: counted for its integration report
+            // (rule and field path; nothing of the body). Best effort: the answer is the same.
+            if let Err(e) = deps
+                .refusals
+                .count_refusal(
+                    &practice.id,
+                    now,
+                    r.code.as_str(),
+                    r.rule,
+                    &field_path(&r.field),
+                )
+                .await
+            {
+                tracing::warn!(practice_id = %practice.id, error = %e, reason = "refusal_not_counted", "refusal count not written");
+            }
+            return Err(ReceiveError::Refused(r));
+        }
+    };
     let (changed, published) = apply(deps, &practice, &events, now).await?;
     Ok(Accepted {
         practice_id,
@@ -660,6 +705,19 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, t: EventTime, practice: &Practi
             false
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod field_path_tests {
+    #[test]
+    fn indices_are_dropped_and_paths_capped() {
+        assert_eq!(
+            super::field_path("events[12].data.patient_ref"),
+            "events[].data.patient_ref"
+        );
+        assert_eq!(super::field_path("body"), "body");
+        assert_eq!(super::field_path(&"a".repeat(200)).len(), 80);
     }
 }
 
