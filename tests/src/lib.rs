@@ -165,6 +165,48 @@ impl TestStack {
         out
     }
 
+    /// How many messages from the queue `queue` (its logical name) a function has handled
+    /// whose body contains `needle`, processed or left for redelivery.
+    pub fn handled(&self, queue: &str, needle: &str) -> usize {
+        let url = self.stack.resource(queue).expect("a queue of the template");
+        self.stack
+            .handled()
+            .iter()
+            .filter(|h| h.queue_url == url && h.body.contains(needle))
+            .count()
+    }
+
+    /// Waits until at least `n` messages from `queue` whose body contains `needle` have been
+    /// handled (see [`TestStack::handled`]), then until nothing queued is left to happen
+    /// ([`TestStack::settled`]). Panics after [`WAIT`].
+    pub async fn wait_handled(&self, queue: &str, needle: &str, n: usize) {
+        eventually(WAIT, || async {
+            (self.handled(queue, needle) >= n).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{queue}: {} of {n} messages handled",
+                self.handled(queue, needle)
+            )
+        });
+        self.settled().await;
+    }
+
+    /// Waits until every queue a function polls is empty (nothing visible, in flight or
+    /// delayed), twice in a row: whatever the handlers were doing has finished, and nothing
+    /// more will happen unless something new arrives. Panics after [`WAIT`].
+    pub async fn settled(&self) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let idle_before = AtomicBool::new(false);
+        eventually(WAIT, || async {
+            let idle = self.stack.queues_idle().await.expect("queue attributes");
+            (idle_before.swap(idle, Ordering::SeqCst) && idle).then_some(())
+        })
+        .await
+        .expect("the queues drain");
+    }
+
     pub async fn emails(&self) -> Vec<pil_local::moto::SentEmail> {
         self.stack.moto.sent_emails().await.unwrap_or_default()
     }
