@@ -4,25 +4,37 @@
 //!
 //! A history is a few patients × treatments: completions (days ago, some in a series, some
 //! with a cycle override), bookings with reschedules, cancellations and no-shows, opt-outs and
-//! opt-ins, each event with its own `occurred_at`, some of them dated up to 23 hours ahead of
-//! the receiver's clock (a PMS clock running fast: they rank at their receipt, and tie there
-//! with each other and with events stamped at that instant). It is delivered through the receiver
-//! service (signed JSON bodies, as the PMS sends them) in a random order, with random
-//! duplicates, split into random batches; then the nightly scan runs for the scan date (and,
-//! in some cases, for the one or two nights before it first). The practice's policy varies
-//! (each kind's mode, the cooldown, the monthly cap). Everything runs against the in-memory
-//! ports of `pil_shared::testing`.
+//! opt-ins, slots reported open (`slot.opened`, once or twice), and for some patients a ref
+//! rotation (their events then name the old ref or the new one), an erasure, or both (the
+//! erasure naming either ref): every event type of the contract. Each event has its own
+//! `occurred_at`, some of them up to 23 hours ahead of the receiver's clock (a PMS clock
+//! running fast: they rank at their receipt, and tie there with each other and with events
+//! stamped at that instant). It is delivered through the receiver service (signed JSON
+//! bodies, as the PMS sends them) in a random order, with random duplicates, split into random
+//! batches (so a rotation or an erasure shares a batch with other events), and ends with up to
+//! three late retries (earlier events delivered again after everything else, so after any
+//! erasure or rotation of their ref); then the nightly scan runs for the scan date (and, in
+//! some cases, for the one or two nights before it first), then slot fill for every slot the
+//! deliveries opened and its withdrawal for every slot a booking took. The practice's policy
+//! varies (each kind's mode, the cooldown, the monthly cap). Everything runs against the
+//! in-memory ports of `pil_shared::testing`.
 //!
 //! 1. Any two deliveries of the same history give the same stored records and the same
-//!    actions, scan reports and hand-overs.
+//!    actions, scan reports, slot fill reports and hand-overs; nothing stored names an erased
+//!    or rotated-away ref, or an appointment erasure took.
 //! 2. A re-run of the scans adds nothing and writes nothing, also after the history is
 //!    delivered again.
 //! 3. The same gap gets the same action id in independent runs (fresh stores, other arrival
 //!    orders, another clock, a later scan date), and different gaps different ids.
 //!
+//! `the_histories_reach_every_kind_of_disorder` checks that the generator produces these
+//! cases (every event type, late retries after an erasure or rotation, mixed batches, slot
+//! fill making offers) often enough to matter.
+//!
 //! An appointment's start minute is compared as kept (not its register's time), and its version
-//! is not compared (a forget may cost a write in one order and not in another); the two tests at
-//! the end pin down the arrival-order bugs the minute had (fixed).
+//! is not compared (a forget may cost a write in one order and not in another); the tests at
+//! the end pin down the arrival-order bugs the minute had (fixed), and two orders the system
+//! still gets wrong (expected to fail, each saying why).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,12 +42,12 @@ use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 use pil_shared::action::{Action, ActionKind};
 use pil_shared::ids::{OpaqueRef, PracticeId};
-use pil_shared::ports::{CandidateBatch, Clock, PracticeRepo};
+use pil_shared::ports::{CandidateBatch, Clock, DomainEvent, PracticeRepo};
 use pil_shared::practice::{Mode, Policy};
 use pil_shared::service::admin::{self, NewPractice};
 use pil_shared::service::receiver::{self, Accepted, Delivery};
 use pil_shared::service::scan::{self, ScanReport};
-use pil_shared::service::slots;
+use pil_shared::service::slots::{self, SlotReport};
 use pil_shared::signature::{SignedHeaders, WebhookSecret};
 use pil_shared::state::Entity;
 use pil_shared::testing::{EntityRow, World};
@@ -50,12 +62,19 @@ const PRACTICE: &str = "disorder-clinic";
 const NOW: &str = "2026-11-21T08:30:00Z";
 const SCAN_DAY: &str = "2026-11-21";
 
-const PATIENTS: [&str; 4] = [
+/// Four patients' refs, then the ref each of them may be rotated to (`PATIENTS[p + 4]`).
+const PATIENTS: [&str; 8] = [
     "p_7Hq2kX9mZ4rT1vB8yW3n",
     "p_Q2w8ErT5yU1iO3pA6sDf",
     "p_Oth5Tr6yU2iO8pA3sD7",
     "p_New3Lk8sD2fG6hJ4qW9",
+    "p_Rk4Vw9Zt2Hm7Qc5Xb8Ld",
+    "p_Gy6Pn3Jf8Ws1Kv4Tz7Mq",
+    "p_Bx2Ld7Hs5Rq9Wm3Nc6Fv",
+    "p_Tz8Cm4Yk1Pd6Gb9Vr3Hw",
 ];
+/// How many patients a history has at most (each under one or two refs).
+const PEOPLE: usize = 4;
 /// Two appointments per patient at most.
 const APPOINTMENTS: [&str; 8] = [
     "appt_K3j9Hg2Fd8Sa7Lk4",
@@ -74,6 +93,12 @@ const VISITS: [&str; 3] = [
     "appt_Vs6Tk3Wj8Eh1Rg4",
 ];
 const PROVIDERS: [&str; 2] = ["prov_Dr4Xk9Qm2Lp7", "prov_Nu8Wz3Tb6Yc1"];
+/// Slots the PMS reports open (`slot.opened`).
+const SLOTS: [&str; 3] = [
+    "slot_Zx3Vb7Nm1Qw9Er5T",
+    "slot_Hj8Kl2Mn6Bv4Cx1R",
+    "slot_Wq5Er9Ty3Ui7Op2A",
+];
 /// Treatments with a follow-up, a series interval, short and long cycles, and none.
 const TREATMENTS: [Treatment; 7] = [
     Treatment::Neurotoxin,
@@ -136,6 +161,25 @@ enum Ev {
     Consent {
         patient: usize,
         opted_out: bool,
+        at: Timestamp,
+    },
+    /// A slot's fields are the same in every report of it; only `occurred_at` differs.
+    SlotOpened {
+        slot: usize,
+        provider: usize,
+        starts_at: Timestamp,
+        duration_min: u16,
+        treatments: Vec<Treatment>,
+        at: Timestamp,
+    },
+    /// `PATIENTS[patient]` becomes `PATIENTS[patient + PEOPLE]`.
+    Rotated {
+        patient: usize,
+        at: Timestamp,
+    },
+    /// `patient` indexes [`PATIENTS`]: a patient's first ref or the one it was rotated to.
+    Erased {
+        patient: usize,
         at: Timestamp,
     },
 }
@@ -222,6 +266,34 @@ impl Ev {
                 } else {
                     "patient.opted_in"
                 },
+                at,
+                json!({"patient_ref": PATIENTS[*patient]}),
+            ),
+            Ev::SlotOpened {
+                slot,
+                provider,
+                starts_at,
+                duration_min,
+                treatments,
+                at,
+            } => (
+                "slot.opened",
+                at,
+                json!({
+                    "slot_ref": SLOTS[*slot],
+                    "provider_ref": PROVIDERS[*provider],
+                    "starts_at": starts_at.to_string(),
+                    "duration_min": duration_min,
+                    "treatments": treatments.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                }),
+            ),
+            Ev::Rotated { patient, at } => (
+                "patient.ref_rotated",
+                at,
+                json!({"old_ref": PATIENTS[*patient], "new_ref": PATIENTS[*patient + PEOPLE]}),
+            ),
+            Ev::Erased { patient, at } => (
+                "patient.erased",
                 at,
                 json!({"patient_ref": PATIENTS[*patient]}),
             ),
@@ -345,9 +417,42 @@ fn appointment(
         )
 }
 
+/// What becomes of a patient's ref (docs/contracts.md, Erasure and rotation).
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    Kept,
+    /// Rotated to `PATIENTS[p + PEOPLE]`; each of the patient's events names the old ref or
+    /// the new one (the PMS's retries and its new events).
+    Rotated,
+    Erased,
+    /// Rotated, then erased under its new ref or (`false`) its old one.
+    RotatedThenErased(bool),
+}
+
+fn fate() -> impl Strategy<Value = Fate> {
+    prop_oneof![
+        5 => Just(Fate::Kept),
+        2 => Just(Fate::Rotated),
+        1 => Just(Fate::Erased),
+        1 => any::<bool>().prop_map(Fate::RotatedThenErased),
+    ]
+}
+
+impl Ev {
+    /// Names the patient's rotated-to ref instead of its first one.
+    fn under_new_ref(&mut self) {
+        match self {
+            Ev::Completed { patient, .. }
+            | Ev::Booked { patient, .. }
+            | Ev::Consent { patient, .. } => *patient += PEOPLE,
+            _ => {}
+        }
+    }
+}
+
 fn patient_history(patient: usize) -> impl Strategy<Value = Vec<Ev>> {
-    prop::collection::vec(prop::sample::select(TREATMENTS.to_vec()), 1..=2).prop_flat_map(
-        move |treatments| {
+    let own = prop::collection::vec(prop::sample::select(TREATMENTS.to_vec()), 1..=2)
+        .prop_flat_map(move |treatments| {
             let completions: Vec<_> = treatments
                 .iter()
                 .map(|t| prop::collection::vec(completion(patient, *t), 0..=3))
@@ -378,14 +483,79 @@ fn patient_history(patient: usize) -> impl Strategy<Value = Vec<Ev>> {
                     .chain(k)
                     .collect::<Vec<Ev>>()
             })
+        });
+    (own, fate(), any::<u64>(), occurred(90), occurred(90)).prop_map(
+        move |(mut evs, fate, coins, rotated_at, erased_at)| {
+            if let Fate::Rotated | Fate::RotatedThenErased(_) = fate {
+                for (i, ev) in evs.iter_mut().enumerate() {
+                    if coins >> (i % 64) & 1 == 1 {
+                        ev.under_new_ref();
+                    }
+                }
+                evs.push(Ev::Rotated {
+                    patient,
+                    at: rotated_at,
+                });
+            }
+            let erased = match fate {
+                Fate::Erased | Fate::RotatedThenErased(false) => Some(patient),
+                Fate::RotatedThenErased(true) => Some(patient + PEOPLE),
+                Fate::Kept | Fate::Rotated => None,
+            };
+            if let Some(patient) = erased {
+                evs.push(Ev::Erased {
+                    patient,
+                    at: erased_at,
+                });
+            }
+            evs
         },
     )
 }
 
+/// One slot reported open once or twice (a retry, or the PMS reporting it again). It starts
+/// on the half hour, so no generated booking takes it (bookings start on the hour; a booking
+/// that takes a slot is the test at the end).
+fn slot_reports(slot: usize) -> impl Strategy<Value = Vec<Ev>> {
+    (
+        0..PROVIDERS.len(),
+        // Mostly ahead (slot fill offers those), some already past or too close.
+        prop_oneof![3 => (2i64 * 24..=45 * 24).prop_map(|h| hours_before_now(-h)), 1 => start()],
+        duration(),
+        prop::sample::subsequence(TREATMENTS.to_vec(), 1..=4),
+        prop::collection::vec(occurred(30), 1..=2),
+    )
+        .prop_map(
+            move |(provider, starts_at, duration_min, treatments, ats)| {
+                ats.into_iter()
+                    .map(|at| Ev::SlotOpened {
+                        slot,
+                        provider,
+                        starts_at: starts_at + SignedDuration::from_mins(30),
+                        duration_min,
+                        treatments: treatments.clone(),
+                        at,
+                    })
+                    .collect()
+            },
+        )
+}
+
 fn history() -> impl Strategy<Value = Vec<Ev>> {
-    (1..=PATIENTS.len())
-        .prop_flat_map(|n| (0..n).map(patient_history).collect::<Vec<_>>())
-        .prop_map(|per_patient| per_patient.into_iter().flatten().collect::<Vec<Ev>>())
+    (1..=PEOPLE, 0..=SLOTS.len())
+        .prop_flat_map(|(n, k)| {
+            (
+                (0..n).map(patient_history).collect::<Vec<_>>(),
+                (0..k).map(slot_reports).collect::<Vec<_>>(),
+            )
+        })
+        .prop_map(|(per_patient, slots)| {
+            per_patient
+                .into_iter()
+                .chain(slots)
+                .flatten()
+                .collect::<Vec<Ev>>()
+        })
         .prop_filter("at least one event", |h| !h.is_empty())
 }
 
@@ -418,6 +588,8 @@ fn policy() -> impl Strategy<Value = PolicyChoice> {
 struct Plan {
     order: Vec<usize>,
     batch_sizes: Vec<usize>,
+    /// How many of `order`'s last entries are late retries.
+    late: usize,
 }
 
 impl Plan {
@@ -436,17 +608,31 @@ impl Plan {
     }
 }
 
+/// Every event once, some again, shuffled; then up to three late retries (redeliveries of
+/// earlier events after everything else, so after any erasure or rotation of their ref).
 fn plan(n: usize) -> impl Strategy<Value = Plan> {
-    prop::collection::vec(0..n, 0..=n)
-        .prop_flat_map(move |dups| {
+    (
+        prop::collection::vec(0..n, 0..=n),
+        prop::collection::vec(0..n, 0..=3),
+    )
+        .prop_flat_map(move |(dups, late)| {
             let order: Vec<usize> = (0..n).chain(dups).collect();
-            let m = order.len();
+            let m = order.len() + late.len();
             (
                 Just(order).prop_shuffle(),
+                Just(late),
                 prop::collection::vec(1usize..=12, m),
             )
         })
-        .prop_map(|(order, batch_sizes)| Plan { order, batch_sizes })
+        .prop_map(|(mut order, late, batch_sizes)| {
+            let n = late.len();
+            order.extend(late);
+            Plan {
+                order,
+                batch_sizes,
+                late: n,
+            }
+        })
 }
 
 // ---- running ----
@@ -535,6 +721,7 @@ struct Outcome {
     entities: Vec<(String, Entity, Option<Date>)>,
     actions: Vec<Action>,
     reports: Vec<ScanReport>,
+    fills: BTreeMap<String, SlotReport>,
     candidates: Vec<CandidateBatch>,
     published: BTreeSet<String>,
 }
@@ -570,7 +757,19 @@ fn stored(world: &World) -> (Vec<Row>, Vec<Action>) {
     )
 }
 
-fn outcome(world: &World, reports: Vec<ScanReport>) -> Outcome {
+fn outcome(
+    world: &World,
+    case: &Case,
+    reports: Vec<ScanReport>,
+    mut fills: BTreeMap<String, SlotReport>,
+) -> Outcome {
+    let erased = case.erased_appointments();
+    // Slot fill for a slot reopened by an appointment erased since finds no slot.
+    fills.retain(|slot, report| {
+        let gone = erased.iter().any(|a| slot.ends_with(a));
+        assert!(!gone || report.outcome == "no_slot", "{slot}: {report:?}");
+        !gone
+    });
     Outcome {
         entities: world
             .store
@@ -584,42 +783,91 @@ fn outcome(world: &World, reports: Vec<ScanReport>) -> Outcome {
             .collect(),
         actions: world.store.actions(&pid()),
         reports,
+        fills,
         candidates: world.bus.candidates(),
         published: world
             .bus
             .events()
             .iter()
+            // A cancellation that reopens the slot of an appointment erased later is
+            // published when it arrives before the erasure and dropped after it; slot fill
+            // finds no slot either way (the appointment is gone).
+            .filter(|e| !matches!(e, DomainEvent::SlotOpened { slot_ref, .. } if erased.contains(slot_ref.as_str())))
             .map(|e| serde_json::to_string(e).unwrap())
             .collect(),
     }
 }
 
-/// Onboards the practice in a fresh world, delivers the history by `plan`, runs the scans.
-fn run_once(case: &Case, plan: &Plan) -> (World, WebhookSecret, Outcome) {
-    run_lagged(case, plan, 0)
+/// Slot fill for every slot the deliveries reported open, and its withdrawal for every slot
+/// a booking took, once each in a fixed order (as the bus's rules run them, late); the
+/// reports by `fill <slot>` and `filled <slot>`.
+async fn fill_slots(world: &World) -> BTreeMap<String, SlotReport> {
+    let mut opened = BTreeSet::new();
+    let mut taken = BTreeSet::new();
+    for e in world.bus.events() {
+        match e {
+            DomainEvent::SlotOpened { slot_ref, .. } => {
+                opened.insert(slot_ref);
+            }
+            DomainEvent::SlotFilled { slot_ref, .. } => {
+                taken.insert(slot_ref);
+            }
+            _ => {}
+        }
+    }
+    let mut reports = BTreeMap::new();
+    for slot in &opened {
+        let r = slots::fill(&world.slots(), &pid(), slot).await.unwrap();
+        reports.insert(format!("fill {}", slot.as_str()), r);
+    }
+    for slot in &taken {
+        let r = slots::filled(&world.slots(), &pid(), slot).await.unwrap();
+        reports.insert(format!("filled {}", slot.as_str()), r);
+    }
+    reports
 }
 
-/// As [`run_once`], with the receiver's eventually consistent reads up to `lag` writes stale.
-fn run_lagged(case: &Case, plan: &Plan, lag: usize) -> (World, WebhookSecret, Outcome) {
+/// Onboards the practice in a fresh world, delivers the history by `plan`, runs the scans
+/// and then slot fill.
+fn run_once(case: &Case, plan: &Plan) -> (World, WebhookSecret, Outcome) {
+    run_lagged(case, plan, 0, true)
+}
+
+/// As [`run_once`], with the receiver's eventually consistent reads up to `lag` writes stale,
+/// and slot fill only when `fill`.
+fn run_lagged(case: &Case, plan: &Plan, lag: usize, fill: bool) -> (World, WebhookSecret, Outcome) {
     let (world, secret) = onboarded(now(), &case.policy);
     world.store.lag_recent_reads(lag);
-    let reports = futures::executor::block_on(async {
+    let (reports, fills) = futures::executor::block_on(async {
         deliver(&world, &secret, &case.events(), plan).await;
         let mut reports = Vec::new();
         for day in case.scan_days() {
             reports.push(scan(&world, day).await);
         }
-        reports
+        let fills = if fill {
+            fill_slots(&world).await
+        } else {
+            BTreeMap::new()
+        };
+        (reports, fills)
     });
-    let out = outcome(&world, reports);
+    let out = outcome(&world, case, reports, fills);
     (world, secret, out)
 }
 
-/// What identifies a gap: kind, patient, treatment, and the date it opened.
-type GapKey = (ActionKind, OpaqueRef, Treatment, Date);
+/// What identifies a gap: kind, patient, treatment, and the date it opened (and for a slot
+/// offer, the slot).
+type GapKey = (ActionKind, OpaqueRef, Treatment, Date, Option<OpaqueRef>);
 
 fn gap(a: &Action) -> GapKey {
-    (a.kind, a.patient_ref.clone(), a.treatment, a.due_since)
+    let slot = a.slot.as_ref().map(|s| s.slot_ref.clone());
+    (
+        a.kind,
+        a.patient_ref.clone(),
+        a.treatment,
+        a.due_since,
+        slot,
+    )
 }
 
 /// One history, one policy, two deliveries of it, and how many nights before the scan date
@@ -638,6 +886,47 @@ struct Case {
 impl Case {
     fn events(&self) -> Vec<Value> {
         self.history.iter().map(Ev::json).collect()
+    }
+
+    /// Appointments whose patient is erased (by either of its refs) and whose booking the
+    /// history has: the erasure takes them too.
+    fn erased_appointments(&self) -> BTreeSet<&'static str> {
+        let erased: BTreeSet<usize> = self
+            .history
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Erased { patient, .. } => Some(patient % PEOPLE),
+                _ => None,
+            })
+            .collect();
+        self.history
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Booked { appt, patient, .. } if erased.contains(&(patient % PEOPLE)) => {
+                    Some(APPOINTMENTS[*appt])
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Refs nothing may name afterwards: erased and rotated-away patient refs, and the
+    /// appointments erasure took.
+    fn gone(&self) -> BTreeSet<&'static str> {
+        let mut gone = self.erased_appointments();
+        for e in &self.history {
+            match e {
+                Ev::Rotated { patient, .. } => {
+                    gone.insert(PATIENTS[*patient]);
+                }
+                Ev::Erased { patient, .. } => {
+                    gone.insert(PATIENTS[patient % PEOPLE]);
+                    gone.insert(PATIENTS[patient % PEOPLE + PEOPLE]);
+                }
+                _ => {}
+            }
+        }
+        gone
     }
 
     fn scan_days(&self) -> Vec<Date> {
@@ -666,6 +955,7 @@ fn case() -> impl Strategy<Value = Case> {
 fn the_refs_pass_the_guard() {
     for r in PATIENTS
         .iter()
+        .chain(&SLOTS)
         .chain(&APPOINTMENTS)
         .chain(&VISITS)
         .chain(&PROVIDERS)
@@ -913,12 +1203,18 @@ proptest! {
     #[test]
     fn any_order_and_any_duplicates_give_the_same_actions(case in case()) {
         let (_, _, one) = run_once(&case, &case.one);
-        let (_, _, two) = run_lagged(&case, &case.two, case.lag);
+        let (_, _, two) = run_lagged(&case, &case.two, case.lag, true);
         prop_assert_eq!(&one.entities, &two.entities, "stored records differ");
         prop_assert_eq!(&one.actions, &two.actions, "actions differ");
         prop_assert_eq!(&one.reports, &two.reports, "scan reports differ");
+        prop_assert_eq!(&one.fills, &two.fills, "slot fill differs");
         prop_assert_eq!(&one.candidates, &two.candidates, "hand-overs differ");
         prop_assert_eq!(&one.published, &two.published, "published events differ");
+        // Nothing stored names an erased ref, a rotated-away ref or an erased appointment.
+        let text = serde_json::to_string(&(&one.entities, &one.actions)).unwrap();
+        for gone in case.gone() {
+            prop_assert!(!text.contains(gone), "{} survives", gone);
+        }
     }
 }
 
@@ -930,7 +1226,9 @@ proptest! {
     ///    other duplicates).
     #[test]
     fn a_rerun_of_the_scan_adds_nothing(case in case()) {
-        let (world, secret, first) = run_once(&case, &case.one);
+        // Without slot fill: a redelivered booking brings back the start minute slot fill
+        // forgot (the test at the end).
+        let (world, secret, first) = run_lagged(&case, &case.one, 0, false);
         let snapshot = stored(&world);
         let rerun_adds_nothing = || async {
             for day in case.scan_days() {
@@ -985,4 +1283,233 @@ proptest! {
             prop_assert_eq!(g.len(), 1, "id {} names gaps {:?}", i, g);
         }
     }
+}
+
+/// Slot fill takes over a reopened appointment's slot and forgets the appointment's start
+/// minute, keeping the register's time; a redelivered booking ranks at that same time, and a
+/// tie between a minute and no minute goes to the minute (registers break ties by value), so
+/// the redelivery writes the record again and brings the minute back. Property 2 therefore
+/// runs without slot fill. Expected to fail until the forget outranks the report it forgets;
+/// then this test fails ("did not panic"): remove `should_panic` and run slot fill in
+/// property 2.
+#[test]
+#[should_panic(expected = "a redelivered booking brought the minute back")]
+fn a_redelivered_booking_after_slot_fill_writes_nothing() {
+    let (world, secret) = onboarded(now(), &default_policy());
+    let booked = Ev::Booked {
+        appt: 0,
+        patient: 0,
+        treatment: Treatment::Neurotoxin,
+        provider: 0,
+        starts_at: ts("2026-12-10T15:00:00Z"),
+        duration_min: 30,
+        at: ts("2026-11-01T15:00:00Z"),
+    }
+    .json();
+    let cancel = Ev::Cancelled {
+        appt: 0,
+        reopens_slot: true,
+        at: ts("2026-11-12T15:00:00Z"),
+    }
+    .json();
+    assert_eq!(
+        deliver_each(&world, &secret, &[booked.clone(), cancel]),
+        [1, 1]
+    );
+    let slot = OpaqueRef::parse(APPOINTMENTS[0]).unwrap();
+    let fill = futures::executor::block_on(slots::fill(&world.slots(), &pid(), &slot)).unwrap();
+    assert_eq!(fill.outcome, "no_candidates");
+    let minute = |world: &World| match &world.store.entities(&pid())[0].entity {
+        Entity::Appointment(a) => a.start_minute(),
+        other => panic!("not an appointment: {other:?}"),
+    };
+    assert_eq!(minute(&world), None, "slot fill forgets the minute");
+    let before = stored(&world);
+    let changed = deliver_each(&world, &secret, &[booked]);
+    assert_eq!(
+        minute(&world),
+        None,
+        "a redelivered booking brought the minute back"
+    );
+    assert_eq!(changed, [0]);
+    assert_eq!(stored(&world), before);
+}
+
+impl Ev {
+    /// The patient (0..PEOPLE) an event is about, whichever of its refs it names.
+    fn person(&self) -> Option<usize> {
+        match self {
+            Ev::Completed { patient, .. }
+            | Ev::Booked { patient, .. }
+            | Ev::Consent { patient, .. }
+            | Ev::Rotated { patient, .. }
+            | Ev::Erased { patient, .. } => Some(patient % PEOPLE),
+            Ev::Rescheduled { appt, .. } | Ev::Cancelled { appt, .. } | Ev::NoShow { appt, .. } => {
+                Some(appt / 2)
+            }
+            Ev::SlotOpened { .. } => None,
+        }
+    }
+
+    fn is_privacy(&self) -> bool {
+        matches!(self, Ev::Rotated { .. } | Ev::Erased { .. })
+    }
+
+    fn at(&self) -> Timestamp {
+        match self {
+            Ev::Completed { at, .. }
+            | Ev::Booked { at, .. }
+            | Ev::Rescheduled { at, .. }
+            | Ev::Cancelled { at, .. }
+            | Ev::NoShow { at, .. }
+            | Ev::Consent { at, .. }
+            | Ev::SlotOpened { at, .. }
+            | Ev::Rotated { at, .. }
+            | Ev::Erased { at, .. } => *at,
+        }
+    }
+}
+
+/// The generator reaches the cases the properties are about, often enough to matter: each
+/// counted over 300 generated cases (a fixed seed), with the first delivery run for the
+/// outcomes.
+#[test]
+fn the_histories_reach_every_kind_of_disorder() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let strategy = case();
+    for _ in 0..300 {
+        let case = strategy.new_tree(&mut runner).unwrap().current();
+        let h = &case.history;
+        let mut count = |what, yes: bool| *seen.entry(what).or_default() += usize::from(yes);
+        for ty in [
+            "appointment.completed",
+            "appointment.booked",
+            "appointment.rescheduled",
+            "appointment.cancelled",
+            "appointment.no_show",
+            "patient.opted_out",
+            "patient.opted_in",
+            "slot.opened",
+            "patient.ref_rotated",
+            "patient.erased",
+        ] {
+            count(ty, h.iter().any(|e| e.json()["type"] == ty));
+        }
+        count(
+            "a privacy event dated ahead",
+            h.iter().any(|e| e.is_privacy() && e.at() > now()),
+        );
+        // Whose ref changes, and where in the first delivery that happens.
+        let changed: BTreeSet<usize> = h
+            .iter()
+            .filter(|e| e.is_privacy())
+            .filter_map(Ev::person)
+            .collect();
+        let order = &case.one.order;
+        let first_change = |p: usize| {
+            order
+                .iter()
+                .position(|j| h[*j].is_privacy() && h[*j].person() == Some(p))
+        };
+        count(
+            "an event delivered after its patient's erasure or rotation",
+            order.iter().enumerate().any(|(i, j)| {
+                let e = &h[*j];
+                !e.is_privacy()
+                    && e.person().is_some_and(|p| {
+                        changed.contains(&p) && first_change(p).is_some_and(|f| f < i)
+                    })
+            }),
+        );
+        let late = &order[order.len() - case.one.late..];
+        count(
+            "a late retry about an erased or rotated patient",
+            late.iter()
+                .any(|j| h[*j].person().is_some_and(|p| changed.contains(&p))),
+        );
+        count(
+            "an old ref's event after the rotation",
+            order.iter().enumerate().any(|(i, j)| match &h[*j] {
+                Ev::Completed { patient, .. }
+                | Ev::Booked { patient, .. }
+                | Ev::Consent { patient, .. } => {
+                    *patient < PEOPLE
+                        && h.iter()
+                            .any(|e| matches!(e, Ev::Rotated { patient: q, .. } if q == patient))
+                        && first_change(*patient).is_some_and(|f| f < i)
+                }
+                _ => false,
+            }),
+        );
+        count(
+            "a batch mixing a rotation or erasure with other events",
+            case.one.batches().iter().any(|b| {
+                b.iter().any(|j| h[*j].is_privacy()) && b.iter().any(|j| !h[*j].is_privacy())
+            }),
+        );
+        let (_, _, out) = run_once(&case, &case.one);
+        count(
+            "slot fill made offers",
+            out.fills.values().any(|f| !f.offers.is_empty()),
+        );
+        count("an action", !out.actions.is_empty());
+    }
+    for (what, n) in &seen {
+        assert!(*n >= 10, "{what}: {n} of 300 cases\n{seen:#?}");
+    }
+}
+
+/// A booking takes an open slot (same provider, same start). Delivered after the slot's
+/// `slot.opened`, the receiver publishes `slot.filled` and the slot is marked taken; delivered
+/// before it (an ordinary reordering), nothing marks the slot taken when it arrives, and slot
+/// fill offers a slot that is booked. The receiver checks stored slots against a new
+/// booking, but not stored bookings against a new slot. Expected to fail until it does; then
+/// this test fails ("did not panic"): remove `should_panic`, and let the property's slots
+/// start on the hour like the bookings.
+#[test]
+#[should_panic(expected = "slot fill depends on arrival order")]
+fn a_booking_that_arrives_before_its_slot_still_takes_it() {
+    let starts_at = ts("2026-12-10T15:00:00Z");
+    let opened = Ev::SlotOpened {
+        slot: 0,
+        provider: 0,
+        starts_at,
+        duration_min: 30,
+        treatments: vec![Treatment::Neurotoxin],
+        at: ts("2026-11-15T15:00:00Z"),
+    }
+    .json();
+    let booked = Ev::Booked {
+        appt: 0,
+        patient: 0,
+        treatment: Treatment::Neurotoxin,
+        provider: 0,
+        starts_at,
+        duration_min: 30,
+        at: ts("2026-11-16T15:00:00Z"),
+    }
+    .json();
+    // Whether the slot ends taken once slot fill and its withdrawal have run.
+    let run = |bodies: &[Value]| {
+        let (world, secret) = onboarded(now(), &default_policy());
+        deliver_each(&world, &secret, bodies);
+        futures::executor::block_on(fill_slots(&world));
+        world
+            .store
+            .entities(&pid())
+            .into_iter()
+            .find_map(|r| match r.entity {
+                Entity::Slot(s) => Some(s.filled),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert!(run(&[opened.clone(), booked.clone()]), "taken in order");
+    assert!(
+        run(&[booked, opened]),
+        "slot fill depends on arrival order: the slot stays open"
+    );
 }

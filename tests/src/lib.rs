@@ -30,6 +30,61 @@ impl TestStack {
         Self::start_with(StackOptions::ephemeral(workspace_root())?).await
     }
 
+    /// As [`TestStack::start`], with the handlers' calls through the fault proxy (no faults
+    /// injected), which records every message and e-mail they send ([`TestStack::sent`]).
+    pub async fn start_recorded() -> Result<Self> {
+        let mut opts = StackOptions::ephemeral(workspace_root())?;
+        opts.fault_proxy = true;
+        Self::start_with(opts).await
+    }
+
+    /// Every string in what the handlers sent ([`TestStack::sent`]), unescaped: the SDK's
+    /// JSON and the JSON inside it (a queue message's body, an event's detail, an e-mail), as
+    /// far down as it goes. Fails unless the recording holds a queue message and an e-mail
+    /// and every send reached the emulator.
+    pub fn sent_text(&self) -> String {
+        fn texts(s: &str, out: &mut Vec<String>) {
+            fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+                match v {
+                    serde_json::Value::String(s) => texts(s, out),
+                    serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                    serde_json::Value::Object(o) => o.iter().for_each(|(k, v)| {
+                        out.push(k.clone());
+                        walk(v, out);
+                    }),
+                    _ => {}
+                }
+            }
+            out.push(s.to_owned());
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(s)
+                && (v.is_object() || v.is_array())
+            {
+                walk(&v, out);
+            }
+        }
+        let sent = self.sent();
+        for op in ["SendMessage", "SendEmail"] {
+            assert!(
+                sent.iter().any(|s| s.operation == op),
+                "the recording holds no {op}: {sent:?}"
+            );
+        }
+        assert!(
+            sent.iter().all(|s| s.status == Some(200)),
+            "every send reached the emulator: {sent:?}"
+        );
+        let mut out = Vec::new();
+        for s in &sent {
+            texts(&s.body, &mut out);
+        }
+        let text = out.join("\n");
+        assert!(
+            text.contains(self.practice.as_str()),
+            "the recording is read unescaped"
+        );
+        text
+    }
+
     pub async fn start_with(opts: StackOptions) -> Result<Self> {
         let stack = Stack::start(opts).await?;
         let onboarded = stack.onboard("test-clinic").await?;
@@ -140,33 +195,92 @@ impl TestStack {
             .date()
     }
 
-    /// Every message body sitting in every queue of the template (made visible again after).
+    /// Up to ten message bodies sitting in each queue of the template (made visible again
+    /// after), e.g. what a DLQ holds. What was sent, also once handled, is [`TestStack::sent`].
     pub async fn queue_dump(&self) -> String {
         let mut out = String::new();
         for (name, url) in &self.stack.deployed.refs {
             if !(name.ends_with("Queue") || name.ends_with("DLQ")) {
                 continue;
             }
-            let sqs = &self.stack.clients.sqs;
-            if let Ok(r) = sqs
+            let r = self
+                .stack
+                .clients
+                .sqs
                 .receive_message()
                 .queue_url(url)
                 .max_number_of_messages(10)
                 .visibility_timeout(0)
                 .send()
                 .await
-            {
-                for m in r.messages.unwrap_or_default() {
-                    out.push_str(m.body.as_deref().unwrap_or(""));
-                    out.push('\n');
-                }
+                .unwrap_or_else(|e| panic!("reading {name}: {e}"));
+            for m in r.messages.unwrap_or_default() {
+                out.push_str(m.body.as_deref().unwrap_or(""));
+                out.push('\n');
             }
         }
         out
     }
 
+    /// How many messages from the queue `queue` (its logical name) a function has handled
+    /// whose body contains `needle`, processed or left for redelivery.
+    pub fn handled(&self, queue: &str, needle: &str) -> usize {
+        let url = self.stack.resource(queue).expect("a queue of the template");
+        self.stack
+            .handled()
+            .iter()
+            .filter(|h| h.queue_url == url && h.body.contains(needle))
+            .count()
+    }
+
+    /// Waits until at least `n` messages from `queue` whose body contains `needle` have been
+    /// handled (see [`TestStack::handled`]), then until nothing queued is left to happen
+    /// ([`TestStack::settled`]). Panics after [`WAIT`].
+    pub async fn wait_handled(&self, queue: &str, needle: &str, n: usize) {
+        eventually(WAIT, || async {
+            (self.handled(queue, needle) >= n).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{queue}: {} of {n} messages handled",
+                self.handled(queue, needle)
+            )
+        });
+        self.settled().await;
+    }
+
+    /// Waits until every queue a function polls is empty (nothing visible, in flight or
+    /// delayed), twice in a row: whatever the handlers were doing has finished, and nothing
+    /// more will happen unless something new arrives. Panics after [`WAIT`].
+    pub async fn settled(&self) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let idle_before = AtomicBool::new(false);
+        eventually(WAIT, || async {
+            let idle = self.stack.queues_idle().await.expect("queue attributes");
+            (idle_before.swap(idle, Ordering::SeqCst) && idle).then_some(())
+        })
+        .await
+        .expect("the queues drain");
+    }
+
+    /// Every e-mail the emulator has taken; an emulator that cannot be read fails the test.
     pub async fn emails(&self) -> Vec<pil_local::moto::SentEmail> {
-        self.stack.moto.sent_emails().await.unwrap_or_default()
+        self.stack
+            .moto
+            .sent_emails()
+            .await
+            .expect("reading the e-mails the emulator holds")
+    }
+
+    /// Every message the handlers sent through the fault proxy (queue messages, bus events,
+    /// e-mails): a stack started with [`StackOptions::fault_proxy`] only.
+    pub fn sent(&self) -> Vec<pil_local::fault::Sent> {
+        self.stack
+            .faults
+            .as_ref()
+            .expect("a stack with the fault proxy")
+            .sent()
     }
 
     pub async fn stop(self) {

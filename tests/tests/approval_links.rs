@@ -276,8 +276,13 @@ async fn a_removed_owners_links_are_refused_on_show_and_decide() {
         );
     }
     assert_eq!(action_status(&ts, &approve).await, ActionStatus::Pending);
-    // No settings link was asked for either.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // No settings link was asked for either (a request is queued before the answer).
+    ts.settled().await;
+    assert_eq!(
+        ts.handled("CandidatesQueue", "settings_link.requested"),
+        0,
+        "a settings link was requested"
+    );
     assert_eq!(ts.emails().await.len(), 1, "the digest only");
 
     // A link of the new owner works.
@@ -429,7 +434,12 @@ async fn settings_links_are_emailed_on_request_and_never_shown_on_a_page() {
 
     // Once a minute at most: a second press now sends nothing more.
     assert_eq!(post(&request, "").await.0, 429);
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    ts.settled().await;
+    assert_eq!(
+        ts.handled("CandidatesQueue", "settings_link.requested"),
+        1,
+        "the first press's request only"
+    );
     assert_eq!(
         ts.emails().await.len(),
         2,

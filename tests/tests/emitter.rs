@@ -109,6 +109,7 @@ async fn transient_failures_retry_then_deliver_exactly_once_even_when_redelivere
         ts.stack.clients.eventbridge.clone(),
         ts.stack.resource("EventBus").unwrap(),
     );
+    let handled = ts.handled("TriggersQueue", id.as_str());
     for _ in 0..3 {
         bus.publish(&[DomainEvent::ActionApproved {
             practice_id: ts.practice.clone(),
@@ -117,7 +118,9 @@ async fn transient_failures_retry_then_deliver_exactly_once_even_when_redelivere
         .await
         .unwrap();
     }
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // The emitter has taken each of the three, and nothing is left queued.
+    ts.wait_handled("TriggersQueue", id.as_str(), handled + 3)
+        .await;
     let n = ts
         .stack
         .pms
@@ -256,7 +259,12 @@ async fn quiet_hours_defer_delivery_without_dropping_or_counting_attempts() {
     .await
     .expect("auto-approved");
     // Several re-checks pass (more than the max attempts): nothing sent, nothing failed.
-    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let handled = ts.handled("TriggersQueue", id.as_str());
+    eventually(WAIT, || async {
+        (ts.handled("TriggersQueue", id.as_str()) >= handled + 3).then_some(())
+    })
+    .await
+    .expect("the emitter re-checks three more times");
     assert!(
         ts.stack.pms.received().is_empty(),
         "nothing is delivered in quiet hours"

@@ -179,8 +179,8 @@ async fn expected() -> Outcome {
             })
             .await
             .expect("the fault-free run delivers two triggers");
-            // Nothing more happens after it settled.
-            tokio::time::sleep(Duration::from_secs(4)).await;
+            // Nothing more happens after it settled: once nothing is queued, it is the same.
+            ts.settled().await;
             assert_eq!(outcome(&ts).await, settled, "the fault-free run is stable");
             // And it is what the rules say, exactly, before any fault case compares with it.
             assert_control(&settled);
@@ -212,8 +212,8 @@ async fn converges(ts: &TestStack, what: &str) {
         assert_eq!(o.accepted, want.accepted, "{what}: triggers accepted");
         panic!("{what}: the state differs from the fault-free run");
     }
-    // And stays there: a late retry changes nothing.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // And stays there: once every retry has run and nothing is queued, it is the same.
+    ts.settled().await;
     assert!(outcome(ts).await == want, "{what}: changed after settling");
 }
 

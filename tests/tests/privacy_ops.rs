@@ -60,8 +60,12 @@ async fn patient_with_history(ts: &TestStack, patient: &str, appointment: &str) 
     id
 }
 
-/// No queue holds a message with `value`, no e-mail and no log line carries it.
+/// No message or e-mail the handlers ever sent (queue messages and bus events carry ids only,
+/// e-mails short codes), no message still queued (a DLQ's), no e-mail and no log line
+/// carries `value`.
 async fn nowhere_else(ts: &TestStack, logs: &Captured, value: &str) {
+    ts.settled().await;
+    assert!(!ts.sent_text().contains(value), "in a message sent");
     assert!(
         !ts.queue_dump().await.contains(value),
         "in a queued message"
@@ -88,7 +92,7 @@ async fn entity(ts: &TestStack, key: EntityKey) -> Option<Entity> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_rekeys_every_record_and_a_redelivery_changes_nothing() {
     let logs = Captured::global();
-    let ts = TestStack::start().await.unwrap();
+    let ts = TestStack::start_recorded().await.unwrap();
     let (a, b, appt) = (new_ref("p"), new_ref("p"), new_ref("appt"));
     // The new ref already has a (older) consent record: rotation merges into it.
     let opt_in = consent("patient.opted_in", &b, 30);
@@ -178,7 +182,7 @@ async fn a_rotation_rekeys_every_record_and_a_redelivery_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_deletes_every_record_and_a_redelivery_is_a_no_op() {
     let logs = Captured::global();
-    let ts = TestStack::start().await.unwrap();
+    let ts = TestStack::start_recorded().await.unwrap();
     let (p, appt) = (new_ref("p"), new_ref("appt"));
     let other = new_ref("p");
     let keep = consent("patient.opted_out", &other, 1);
@@ -241,7 +245,7 @@ async fn an_erasure_deletes_every_record_and_a_redelivery_is_a_no_op() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_cannot_bring_an_erased_or_rotated_ref_back() {
-    let ts = TestStack::start().await.unwrap();
+    let ts = TestStack::start_recorded().await.unwrap();
     let (gone, gone_appt) = (new_ref("p"), new_ref("appt"));
     let (old, new) = (new_ref("p"), new_ref("p"));
     let history = json!({"events": [

@@ -82,8 +82,9 @@ async fn no_refused_value_reaches_a_log_line_the_response_or_the_table() {
         })
     });
     result.unwrap();
-    // Let the pollers log whatever they would (nothing was queued).
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // Nothing was queued: every queue is empty and no function has handled a message.
+    ts.settled().await;
+    assert!(ts.stack.handled().is_empty(), "a refused body queued work");
     let logged = logs.text();
     assert!(
         logged.contains("webhook refused"),

@@ -144,13 +144,16 @@ async fn an_opened_slot_goes_to_the_top_k_due_patients_in_real_time() {
     assert!(made.iter().all(|(_, a)| a.reason == Reason::SlotOpen));
 
     // The same slot reported again (a PMS retry with a new webhook-id): nothing new.
+    let handled = ts.handled("ScanQueue", slot.as_str());
     assert_eq!(
         ts.send("msg_slot_again", &slot_opened(&slot, &provider, starts_at))
             .await
             .status,
         202
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Slot fill has run for it again, and whatever it handed on has been handled.
+    ts.wait_handled("ScanQueue", slot.as_str(), handled + 1)
+        .await;
     assert_eq!(offers(&ts, &p).await.len(), 3);
     assert_eq!(
         ts.stack
@@ -171,7 +174,7 @@ async fn an_opened_slot_goes_to_the_top_k_due_patients_in_real_time() {
             .status,
         202
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    ts.wait_handled("ScanQueue", slot2.as_str(), 1).await;
     assert_eq!(
         offers(&ts, &p).await.len(),
         3,
@@ -228,7 +231,8 @@ async fn booking_the_slot_withdraws_pending_offers_and_none_goes_out() {
         let r = http.post(link).send().await.unwrap();
         assert!(r.status().as_u16() >= 400, "{}", r.status());
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Whatever the presses and the slot's withdrawal queued has been handled.
+    ts.wait_handled("ScanQueue", slot.as_str(), 2).await;
     assert!(
         ts.stack
             .pms

@@ -6,7 +6,9 @@
 //! string in the request body (an action id, a ref), and injects one [`Fault`] a number of
 //! times. [`FaultProxy::set_down`] drops every open connection and closes each new one at
 //! once (the port stays bound, so no other listener takes it): the emulator is unreachable
-//! until it is up again. It also counts the calls per operation.
+//! until it is up again. It also counts the calls per operation, and records every message
+//! the handlers send ([`FaultProxy::sent`]: queue messages, bus events and e-mails, as the
+//! emulator received them).
 //!
 //! Only the handlers go through it; the local stack's own plumbing (the SQS pollers standing in
 //! for Lambda's event-source mappings, the PMS simulator, test assertions) talks to the
@@ -115,6 +117,22 @@ struct ProxyState {
     forwarded: BTreeMap<String, u64>,
     /// Faults injected per operation.
     injected: BTreeMap<String, u64>,
+    /// Requests of the [`SENDS`] operations that reached the emulator.
+    sent: Vec<Sent>,
+}
+
+/// The operations by which a handler sends something on: a queue message, a bus event, an
+/// e-mail.
+pub const SENDS: [&str; 4] = ["SendMessage", "SendMessageBatch", "PutEvents", "SendEmail"];
+
+/// One request of a [`SENDS`] operation that reached the emulator.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub operation: String,
+    /// The request body as sent (the SDK's JSON; the message, event or e-mail inside it).
+    pub body: String,
+    /// The emulator's answer; `None` when no answer came back.
+    pub status: Option<u16>,
 }
 
 struct Shared {
@@ -195,6 +213,12 @@ impl FaultProxy {
     /// Faults injected per operation.
     pub fn injected(&self) -> BTreeMap<String, u64> {
         self.state().injected.clone()
+    }
+
+    /// Every queue message, bus event and e-mail the handlers sent that reached the emulator,
+    /// in order.
+    pub fn sent(&self) -> Vec<Sent> {
+        self.state().sent.clone()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ProxyState> {
@@ -327,8 +351,18 @@ async fn handle(
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::ForwardThenDrop) | None => {}
     }
+    let sent = SENDS
+        .contains(&op.as_str())
+        .then(|| String::from_utf8_lossy(&body).into_owned());
     let resp = forward(shared, &parts, body).await;
     if let Ok(mut st) = shared.state.lock() {
+        if let Some(body) = sent {
+            st.sent.push(Sent {
+                operation: op.clone(),
+                body,
+                status: resp.as_ref().ok().map(|r| r.status().as_u16()),
+            });
+        }
         *st.forwarded.entry(op).or_default() += 1;
     }
     if matches!(fault, Some(Fault::ForwardThenDrop)) {

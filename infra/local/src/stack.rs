@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
@@ -224,6 +224,18 @@ pub struct Onboarded {
     pub trigger_secret: WebhookSecret,
 }
 
+/// A message an SQS poller handed to its function, once the function answered.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// The template's logical name of the function.
+    pub function: String,
+    pub queue_url: String,
+    pub body: String,
+    /// Deleted from the queue (processed); `false`: left for redelivery (a failure, or a
+    /// message the function defers).
+    pub deleted: bool,
+}
+
 pub struct Stack {
     pub moto: Moto,
     pub clients: Clients,
@@ -238,6 +250,8 @@ pub struct Stack {
     /// The handlers' metrics ([`StackOptions::metrics_file`]).
     pub metrics_file: PathBuf,
     pub handlers: Arc<HashMap<String, Handler>>,
+    /// Every message the SQS pollers handed to a function, in the order the functions answered.
+    handled: Arc<Mutex<Vec<Handled>>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -392,11 +406,13 @@ impl Stack {
         }));
 
         // The SQS event-source mappings.
+        let handled = Arc::new(Mutex::new(Vec::new()));
         for m in &deployed.mappings {
             tasks.push(tokio::spawn(poll(
                 clients.sqs.clone(),
                 m.clone(),
                 handlers.clone(),
+                handled.clone(),
                 rx.clone(),
                 opts.poll_wait_seconds,
             )));
@@ -439,9 +455,54 @@ impl Stack {
             env,
             metrics_file,
             handlers,
+            handled,
             shutdown,
             tasks,
         })
+    }
+
+    /// Every message the SQS pollers have handed to a function so far (see [`Handled`]).
+    pub fn handled(&self) -> Vec<Handled> {
+        self.handled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether every queue a function polls is empty: no message visible, in flight (being
+    /// handled, or left for redelivery) or delayed. A function sends what it sends before its
+    /// message is deleted, so when this holds nothing queued is left to happen.
+    pub async fn queues_idle(&self) -> Result<bool> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        for m in &self.deployed.mappings {
+            let attrs = self
+                .clients
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&m.queue_url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+                .send()
+                .await
+                .with_context(|| format!("reading {}'s attributes", m.queue_url))?
+                .attributes
+                .unwrap_or_default();
+            for a in [
+                A::ApproximateNumberOfMessages,
+                A::ApproximateNumberOfMessagesNotVisible,
+                A::ApproximateNumberOfMessagesDelayed,
+            ] {
+                let n: u64 = attrs
+                    .get(&a)
+                    .ok_or_else(|| anyhow!("{} has no {}", m.queue_url, a.as_str()))?
+                    .parse()?;
+                if n > 0 {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Onboards a practice (see [`onboard`]) whose triggers go to the PMS simulator.
@@ -670,6 +731,7 @@ async fn poll(
     sqs: aws_sdk_sqs::Client,
     m: Mapping,
     handlers: Arc<HashMap<String, Handler>>,
+    handled: Arc<Mutex<Vec<Handled>>>,
     mut stop: watch::Receiver<bool>,
     wait: i32,
 ) {
@@ -735,21 +797,29 @@ async fn poll(
             Ok(_) | Err(_) => msgs.iter().filter_map(|x| x.message_id.clone()).collect(),
         };
         for msg in &msgs {
-            if msg
+            let kept = msg
                 .message_id
                 .as_ref()
-                .is_some_and(|id| failed.contains(id))
-            {
-                continue;
-            }
-            if let Some(rh) = &msg.receipt_handle {
-                let _ = sqs
+                .is_some_and(|id| failed.contains(id));
+            let mut deleted = false;
+            if !kept && let Some(rh) = &msg.receipt_handle {
+                deleted = sqs
                     .delete_message()
                     .queue_url(&m.queue_url)
                     .receipt_handle(rh)
                     .send()
-                    .await;
+                    .await
+                    .is_ok();
             }
+            handled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Handled {
+                    function: m.function.clone(),
+                    queue_url: m.queue_url.clone(),
+                    body: msg.body.clone().unwrap_or_default(),
+                    deleted,
+                });
         }
     }
 }
