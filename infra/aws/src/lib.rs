@@ -4,6 +4,8 @@ pub mod adapters;
 pub mod lambda;
 pub mod meter;
 pub mod metrics;
+#[cfg(feature = "sqs")]
+pub mod status;
 pub mod store;
 
 use std::collections::HashMap;

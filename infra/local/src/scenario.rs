@@ -1010,6 +1010,33 @@ pub async fn run(stack: &Stack) -> Result<Story> {
     story.say(format!(
         "\nFigures: one accepted single-event webhook cost {wcu} DynamoDB write units (goal ≤ 2)."
     ));
+
+    // Health, as `pil status` shows it.
+    story.say("\nHealth (`pil status`):");
+    let config = pil_aws::Config::from_map(stack.env.iter().cloned().collect());
+    match pil_aws::status::status(store, &stack.clients.sqs, &config, None, Timestamp::now()).await
+    {
+        Ok(v) => {
+            for line in pil_aws::status::status_table(&v).lines() {
+                story.say(format!("   {line}"));
+            }
+            let dead: u64 = ["ScanDLQ", "CandidatesDLQ", "TriggersDLQ", "EventsDLQ"]
+                .iter()
+                .map(|q| v["queues"][q]["visible"].as_u64().unwrap_or(0))
+                .sum();
+            story.check(dead == 0, "no message was dead-lettered");
+            story.check(
+                v["metrics_24h"]["trigger-emitter/TriggersDelivered"]
+                    .as_f64()
+                    .is_some_and(|n| n >= 1.0)
+                    && v["metrics_24h"]["webhook-receiver/WebhooksAccepted"]
+                        .as_f64()
+                        .is_some_and(|n| n >= 1.0),
+                "the handlers' metrics were written (target/local/metrics.jsonl)",
+            );
+        }
+        Err(e) => story.check(false, &format!("pil status: {e}")),
+    }
     Ok(story)
 }
 

@@ -1059,7 +1059,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
         }
         Cmd::Status(a) => {
             let only = a.practice_id.as_deref().map(practice_id).transpose()?;
-            let out = ops::status(
+            let out = pil_aws::status::status(
                 store,
                 &clients.sqs,
                 &config,
@@ -1070,7 +1070,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             if a.json {
                 out
             } else {
-                serde_json::Value::String(ops::status_table(&out))
+                serde_json::Value::String(pil_aws::status::status_table(&out))
             }
         }
         Cmd::Dlq(DlqCmd::Show { queue, max }) => {
