@@ -401,6 +401,11 @@ pub enum DomainEvent {
     /// the owners, once (the emitter sends it only when it retires the endpoint).
     #[serde(rename = "trigger_endpoint.retired")]
     EndpointRetired { practice_id: PracticeId },
+    /// A practice's night was scanned: approval-check sends its technical contacts the PMS
+    /// integration report if its PMS had deliveries refused in the last 24 hours (once per
+    /// practice and date).
+    #[serde(rename = "integration_report.due")]
+    IntegrationReportDue { practice_id: PracticeId, date: Date },
 }
 
 impl DomainEvent {
@@ -410,6 +415,7 @@ impl DomainEvent {
             Self::SlotOpened { .. } | Self::SlotFilled { .. } => "pil.receiver",
             Self::ActionApproved { .. } | Self::SettingsLinkRequested { .. } => "pil.approval",
             Self::EndpointRetired { .. } => "pil.emitter",
+            Self::IntegrationReportDue { .. } => "pil.scan",
         }
     }
     /// EventBridge `detail-type`.
@@ -420,6 +426,7 @@ impl DomainEvent {
             Self::ActionApproved { .. } => "action.approved",
             Self::SettingsLinkRequested { .. } => "settings_link.requested",
             Self::EndpointRetired { .. } => "trigger_endpoint.retired",
+            Self::IntegrationReportDue { .. } => "integration_report.due",
         }
     }
 }

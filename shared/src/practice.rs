@@ -408,6 +408,11 @@ pub struct Practice {
     /// Set when the PMS answered 410: no triggers are sent until the URL is updated.
     #[serde(default)]
     pub endpoint_retired: bool,
+    /// Who gets the daily PMS integration report on days the practice's PMS had deliveries
+    /// refused (rules and field paths, never values): the practice's or its PMS vendor's
+    /// technical contact. Empty: nobody.
+    #[serde(default)]
+    pub technical_contacts: Vec<String>,
     /// Last practice-local date the nightly scan ran for.
     #[serde(default)]
     pub last_scan_date: Option<Date>,

@@ -14,6 +14,7 @@ use pil_aws::{Adapters, Clients, Config, EventBus, Meter, Metrics, MissingVar, S
 use pil_shared::ids::PracticeId;
 use pil_shared::ports::{CandidateBatch, DomainEvent, Mail, Mailer, PortError};
 use pil_shared::service::approval::{self, ApprovalDeps};
+use pil_shared::service::ops;
 use pil_shared::service::settings;
 use serde_json::Value;
 
@@ -109,6 +110,9 @@ pub async fn handle_sqs(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
             Ok(CandidatesMessage::Event {
                 detail: DomainEvent::EndpointRetired { practice_id },
             }) => endpoint_retired(deps, &id, &practice_id).await,
+            Ok(CandidatesMessage::Event {
+                detail: DomainEvent::IntegrationReportDue { practice_id, date },
+            }) => integration_report(deps, &id, &practice_id, date).await,
             Ok(CandidatesMessage::Event { .. }) | Err(_) => {
                 tracing::error!(message_id = %id, reason = "unrecognised_candidate_message", "dropped");
                 None
@@ -174,6 +178,37 @@ async fn endpoint_retired(deps: &Deps, id: &str, practice_id: &PracticeId) -> Op
         }
         Err(e) => {
             tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, alert = "owner_notice_failed", "owners not told that triggers stopped; the digest says it");
+            None
+        }
+    }
+}
+
+async fn integration_report(
+    deps: &Deps,
+    id: &str,
+    practice_id: &PracticeId,
+    date: jiff::civil::Date,
+) -> Option<String> {
+    let s = &deps.adapters.store;
+    let mailer: &dyn Mailer = match &deps.mailer {
+        Some(m) => m,
+        None => &NoMailer,
+    };
+    let now = pil_shared::ports::Clock::now(&deps.adapters.clock);
+    match ops::integration_mail(s, s, s, mailer, practice_id, date, now).await {
+        Ok(0) => None,
+        Ok(contacts) => {
+            tracing::info!(message_id = %id, practice_id = %practice_id, contacts, reason = "refusals", "integration report sent");
+            deps.metrics
+                .emit(None, &[], &[("IntegrationReports", 1.0, Unit::Count)]);
+            None
+        }
+        Err(e) if e.is_transient() => {
+            tracing::warn!(message_id = %id, practice_id = %practice_id, error = %e, "integration report failed; will retry");
+            Some(id.to_owned())
+        }
+        Err(e) => {
+            tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, "integration report failed permanently; dropped");
             None
         }
     }

@@ -110,6 +110,16 @@ impl Deps {
             scan::mark_scanned(&deps, practice, day).await?;
             self.metrics
                 .emit(None, &[], &[("NightsScanned", 1.0, Unit::Count)]);
+            // The night is done: the technical contacts' integration report, if anything was
+            // refused (approval-check decides, once per practice and date).
+            pil_shared::ports::NoticeSink::notice(
+                &self.candidates,
+                &DomainEvent::IntegrationReportDue {
+                    practice_id: practice.clone(),
+                    date: day,
+                },
+            )
+            .await?;
         }
         Ok(report)
     }
@@ -221,7 +231,8 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
             }
             DomainEvent::ActionApproved { .. }
             | DomainEvent::SettingsLinkRequested { .. }
-            | DomainEvent::EndpointRetired { .. } => {
+            | DomainEvent::EndpointRetired { .. }
+            | DomainEvent::IntegrationReportDue { .. } => {
                 tracing::error!(detail_type = %env.detail_type, reason = "unexpected_event", "scan message dropped");
             }
         }

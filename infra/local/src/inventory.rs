@@ -303,6 +303,12 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
     ),
     (
         "practice config",
+        "doc.technical_contacts[]",
+        Linked::Owner,
+        "Where the daily PMS integration report goes (refusals by rule and field path), on days with refusals.",
+    ),
+    (
+        "practice config",
         "doc.trigger_url",
         Linked::No,
         "The PMS trigger endpoint: https to a host name or a public IP address (docs/contracts.md, Triggers).",
@@ -1232,6 +1238,7 @@ pub fn sample_practice() -> Practice {
         id: sample_practice_id(),
         time_zone: "America/Chicago".into(),
         owner_emails: vec!["owner@demo-aesthetics.example".into()],
+        technical_contacts: vec!["it@pms-vendor.example".into()],
         trigger_url: Some(
             "https://pms.example/triggers"
                 .parse()
@@ -1603,8 +1610,8 @@ pub const CHANNELS: &[Channel] = &[
         ],
     },
     Channel {
-        name: "EventBridge bus `pil-<stack>` (events, `detail`); TriggersQueue and TriggersDLQ carry the `action.approved` event, CandidatesQueue `settings_link.requested`",
-        carries: "Domain events with ids only (`DomainEvent`): `slot.opened`, `slot.filled` (source `pil.receiver`), `action.approved`, `settings_link.requested` (source `pil.approval`).",
+        name: "EventBridge bus `pil-<stack>` (events, `detail`); TriggersQueue and TriggersDLQ carry the `action.approved` event, CandidatesQueue `settings_link.requested`, and (sent to it directly) `trigger_endpoint.retired` and `integration_report.due`",
+        carries: "Domain events with ids only (`DomainEvent`): `slot.opened`, `slot.filled` (source `pil.receiver`), `action.approved`, `settings_link.requested` (source `pil.approval`); `trigger_endpoint.retired` (trigger-emitter) and `integration_report.due` (scheduler-scan, when a night is done) go to CandidatesQueue as `{\"detail-type\", \"detail\"}`.",
         fields: &[
             (
                 "type",
@@ -1618,6 +1625,11 @@ pub const CHANNELS: &[Channel] = &[
                 "requested_by",
                 Linked::No,
                 "Hash of the owner who asked for a settings link (never the address).",
+            ),
+            (
+                "date",
+                Linked::No,
+                "The practice-local night an integration report is for.",
             ),
         ],
     },
@@ -1721,6 +1733,10 @@ pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
         DomainEvent::EndpointRetired {
             practice_id: pid.clone(),
         },
+        DomainEvent::IntegrationReportDue {
+            practice_id: pid.clone(),
+            date: day("2026-11-22"),
+        },
     ] {
         // Every variant is sampled.
         match &ev {
@@ -1728,7 +1744,8 @@ pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
             | DomainEvent::SlotFilled { .. }
             | DomainEvent::ActionApproved { .. }
             | DomainEvent::SettingsLinkRequested { .. }
-            | DomainEvent::EndpointRetired { .. } => {}
+            | DomainEvent::EndpointRetired { .. }
+            | DomainEvent::IntegrationReportDue { .. } => {}
         }
         json_paths("", &ser(&ev), &mut events);
     }
@@ -1821,7 +1838,14 @@ pub const LOG_FIELDS: &[(&str, &str)] = &[
         "already_bound",
         "Count of a practice's sealed secrets already bound to their context (reseal).",
     ),
-    ("owners", "Count of owners e-mailed a settings link."),
+    (
+        "owners",
+        "Count of owners e-mailed (a settings link, or the notice that triggers stopped).",
+    ),
+    (
+        "contacts",
+        "Count of technical contacts sent the integration report.",
+    ),
     (
         "resealed",
         "Count of a practice's sealed secrets sealed again under their context.",
@@ -2123,13 +2147,16 @@ pub async fn render(root: &Path) -> Result<String, String> {
         }
     }
     md.push_str(&format!(
-        "\n### Owner e-mail (SESv2, approval-check)\n\n\
-         Two kinds, to the practice's `owner_emails`. The digest: subject with the count and \
+        "\n### E-mail (SESv2, approval-check)\n\n\
+         Three kinds to the practice's `owner_emails`, one to its `technical_contacts`. The digest: subject with the count and \
          value at stake; HTML and text parts listing pending actions by kind, reason in words, \
          treatment, estimated value and the patient only as a short code derived from the ref \
          (not the ref); signed approve/reject links and a settings request link (tokens bound to \
          practice, actions and an approver hash). The settings link, on request: one e-mail per \
-         owner, to that owner only, with a settings link bound to them ({} minutes, once). No \
+         owner, to that owner only, with a settings link bound to them ({} minutes, once). When the \
+         PMS retires its trigger endpoint (410): one notice to the owners that triggers stopped and \
+         what to do. On days the practice's PMS had deliveries refused: the integration report to \
+         the technical contacts, refusals counted by code, rule and field path (never a value). No \
          names, contacts, notes or dates of birth exist to be mailed.\n",
         pil_shared::token::SETTINGS_LINK_MINUTES
     ));

@@ -553,6 +553,13 @@ struct PracticeUpdateArgs {
     /// Replaces the owner addresses (repeat for several).
     #[arg(long = "owner-email")]
     owner_emails: Vec<String>,
+    /// Replaces the technical contacts who get the daily PMS integration report on days
+    /// with refused deliveries (repeat for several).
+    #[arg(long = "technical-contact", conflicts_with = "no_technical_contacts")]
+    technical_contacts: Vec<String>,
+    /// Nobody gets the integration report.
+    #[arg(long)]
+    no_technical_contacts: bool,
     /// A new trigger URL (the rules of `practice create`); also re-enables an endpoint the PMS
     /// retired with 410.
     #[arg(long)]
@@ -622,7 +629,7 @@ fn kind_overrides(flag: &str, vals: &[String]) -> Result<Vec<(ActionKind, Option
 
 fn practice_json(p: &pil_shared::practice::Practice) -> serde_json::Value {
     serde_json::json!({
-        "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "trigger_url": p.trigger_url,
+        "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "technical_contacts": p.technical_contacts, "trigger_url": p.trigger_url,
         "disabled": p.disabled, "endpoint_retired": p.endpoint_retired, "last_scan_date": p.last_scan_date,
         "webhook_secrets": p.secrets.webhook.len(), "webhook_previous_until": p.secrets.webhook_previous_until,
         "trigger_previous_until": p.secrets.trigger_previous.as_ref().map(|t| t.until),
@@ -784,6 +791,11 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             let update = admin::PracticeUpdate {
                 time_zone: u.time_zone,
                 owner_emails: (!u.owner_emails.is_empty()).then_some(u.owner_emails),
+                technical_contacts: if u.no_technical_contacts {
+                    Some(Vec::new())
+                } else {
+                    (!u.technical_contacts.is_empty()).then_some(u.technical_contacts)
+                },
                 trigger_url: u
                     .trigger_url
                     .as_deref()

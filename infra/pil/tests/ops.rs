@@ -61,6 +61,35 @@ async fn status_integration_report_and_dlq_redrive() {
     let (ok, _, err) = run(&env, &["report", "--practice-id", &pid]).await;
     assert!(!ok && err.contains("--from"), "{err}");
 
+    // The PMS vendor's technical contact gets the daily integration report.
+    let (ok, shown, err) = run(
+        &env,
+        &[
+            "practice",
+            "update",
+            "--practice-id",
+            &pid,
+            "--technical-contact",
+            "it@pms-vendor.example",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(shown["technical_contacts"][0], "it@pms-vendor.example");
+    let (ok, _, err) = run(
+        &env,
+        &[
+            "practice",
+            "update",
+            "--practice-id",
+            &pid,
+            "--technical-contact",
+            "not an address",
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("--technical-contact"), "{err}");
+
     // A trigger that fails for good (the PMS answers 400): dead-lettered, action failed.
     ts.set_mode(ActionKind::RebookNudge, Mode::Auto).await;
     ts.stack.pms.script([Scripted::status(400)]);
@@ -74,6 +103,29 @@ async fn status_integration_report_and_dlq_redrive() {
     })
     .await
     .expect("the trigger failed");
+
+    // The night is done: the technical contact hears about the refusals, once, however often
+    // the night is scanned again.
+    let report_mail =
+        |m: &pil_local::moto::SentEmail| m.to.iter().any(|t| t == "it@pms-vendor.example");
+    let mails = eventually(WAIT, || async {
+        let m: Vec<_> = ts.emails().await.into_iter().filter(report_mail).collect();
+        (!m.is_empty()).then_some(m)
+    })
+    .await
+    .expect("the integration report");
+    assert!(
+        mails[0].subject.contains("2 deliveries refused"),
+        "{}",
+        mails[0].subject
+    );
+    assert!(mails[0].body.contains("events[].data.patient_ref"));
+    assert!(!mails[0].body.contains("maria"), "never the value");
+    ts.scan_via_queue(ts.today()).await;
+    ts.wait_handled("CandidatesQueue", "integration_report.due", 2)
+        .await;
+    let again: Vec<_> = ts.emails().await.into_iter().filter(report_mail).collect();
+    assert_eq!(again.len(), 1, "one report per practice and night");
 
     // Status: the practice, its actions, its refusals, the queues (the DLQ holds one).
     let status = eventually(WAIT, || async {
@@ -174,7 +226,7 @@ async fn status_integration_report_and_dlq_redrive() {
     assert!(ok);
     assert_eq!(moved["redriven"][0]["retry"], "not_failed");
     let delivered = ts.stack.pms.received().len();
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    ts.wait_handled("TriggersQueue", id.as_str(), 4).await;
     assert_eq!(ts.stack.pms.received().len(), delivered, "sent once");
     ts.stop().await;
 }

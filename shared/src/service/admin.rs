@@ -117,6 +117,7 @@ pub async fn create_practice(
         win_back_multiple: None,
         disabled: false,
         endpoint_retired: false,
+        technical_contacts: Vec::new(),
         last_scan_date: None,
         version: 1,
     };
@@ -300,6 +301,8 @@ pub struct PracticeUpdate {
     /// `Some(None)` returns to the default (2).
     pub win_back_multiple: Option<Option<u32>>,
     pub disabled: Option<bool>,
+    /// Replaces the technical contacts (an empty list: nobody).
+    pub technical_contacts: Option<Vec<String>>,
 }
 
 impl PracticeUpdate {
@@ -314,6 +317,11 @@ impl PracticeUpdate {
             }
             for e in emails {
                 practice::validate_email(e)?;
+            }
+        }
+        for e in self.technical_contacts.iter().flatten() {
+            if practice::validate_email(e).is_err() {
+                return bad("technical_contact", "an e-mail address");
             }
         }
         let out_of = |v: &[(Treatment, Option<u32>)], lo: u32, hi: u32| {
@@ -418,6 +426,9 @@ pub async fn update_practice(
         if let Some(d) = update.disabled {
             p.disabled = d;
         }
+        if let Some(c) = &update.technical_contacts {
+            p.technical_contacts.clone_from(c);
+        }
         if p == before {
             return Ok(p);
         }
@@ -428,7 +439,7 @@ pub async fn update_practice(
                 let overrides = |x: &Practice| {
                     serde_json::json!({"cycle_days": x.cycle_days, "avg_ticket": x.avg_ticket,
                         "follow_up_days": x.follow_up_days, "stale_after_days": x.stale_after_days, "win_back_multiple": x.win_back_multiple,
-                        "disabled": x.disabled})
+                        "disabled": x.disabled, "technical_contacts": x.technical_contacts.len()})
                 };
                 crate::audit::record(
                     repo,

@@ -11,7 +11,10 @@ use serde::Serialize;
 
 use crate::action::ActionStatus;
 use crate::ids::{ActionId, PracticeId};
-use crate::ports::{ActionLog, ActionRepo, AuditLog, PracticeRepo, RefusalLog, StoreError};
+use crate::ports::{
+    ActionLog, ActionRepo, AuditLog, Mail, Mailer, PortError, PracticeRepo, RefusalLog, StoreError,
+    TokenLedger,
+};
 
 /// The trigger endpoint as the emitter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -227,4 +230,96 @@ pub async fn retry_failed(
     )
     .await;
     Ok(Retry::Approved)
+}
+
+#[derive(askama::Template)]
+#[template(path = "integration.txt")]
+struct IntegrationText<'a> {
+    practice_id: &'a str,
+    date: String,
+    refused: u64,
+    rows: &'a [IntegrationRow],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("mail: {0}")]
+    Port(#[from] PortError),
+}
+
+impl MailError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_transient(),
+            Self::Port(PortError::Transient(_)) => true,
+            Self::Port(PortError::Permanent(_)) => false,
+        }
+    }
+}
+
+/// The daily PMS integration report to the practice's technical contacts, for the night of
+/// `date`: sent when its PMS had signed deliveries refused in the 24 hours before `now`, at
+/// most once per practice and date (a redelivered request sends nothing twice). Returns the
+/// addresses mailed (0: no contact, nothing refused, or sent already).
+pub async fn integration_mail(
+    practices: &dyn PracticeRepo,
+    refusals: &dyn RefusalLog,
+    tokens: &dyn TokenLedger,
+    mailer: &dyn Mailer,
+    id: &PracticeId,
+    date: Date,
+    now: Timestamp,
+) -> Result<usize, MailError> {
+    let Some(p) = practices.get_practice(id).await? else {
+        return Ok(0);
+    };
+    if p.technical_contacts.is_empty() {
+        return Ok(0);
+    }
+    let report = integration_report(refusals, id, now - SignedDuration::from_hours(24)).await?;
+    if report.refused == 0 {
+        return Ok(0);
+    }
+    let keep = now + SignedDuration::from_hours(72);
+    if !tokens
+        .consume_token(id, &format!("integration_report:{date}"), keep)
+        .await?
+    {
+        return Ok(0);
+    }
+    let subject = format!(
+        "{}: {} deliveries refused in 24 hours",
+        p.id, report.refused
+    );
+    let text = askama::Template::render(&IntegrationText {
+        practice_id: p.id.as_str(),
+        date: date.to_string(),
+        refused: report.refused,
+        rows: &report.rows,
+    })
+    .unwrap_or_default();
+    // Plain text for the technical contact: the html part is the same text, preformatted.
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title></head><body><pre style=\"font-family:Menlo,Consolas,monospace;font-size:13px\">{}</pre></body></html>",
+        escape(&subject),
+        escape(&text)
+    );
+    mailer
+        .send(&Mail {
+            to: p.technical_contacts.clone(),
+            subject,
+            html,
+            text,
+        })
+        .await?;
+    Ok(p.technical_contacts.len())
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

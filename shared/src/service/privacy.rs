@@ -918,6 +918,7 @@ mod tests {
             win_back_multiple: None,
             disabled: false,
             endpoint_retired: false,
+            technical_contacts: Vec::new(),
             last_scan_date: None,
             version: 1,
         }

@@ -1022,6 +1022,7 @@ mod tests {
             win_back_multiple: None,
             disabled: false,
             endpoint_retired: false,
+            technical_contacts: Vec::new(),
             last_scan_date: last.map(|d| d.parse().unwrap()),
             version: 1,
         }
