@@ -102,6 +102,45 @@ async fn each_path_emits_its_metrics_and_a_retired_endpoint_tells_the_owners_onc
         .await
         .unwrap();
     assert_eq!(r.status, 401);
+    // Refused before the signature: the wrong content type, a body over the limit.
+    let url = format!(
+        "{}/v1/practices/{}/events",
+        ts.stack.api_url,
+        ts.practice.as_str()
+    );
+    let http = reqwest::Client::new();
+    let code = |r: reqwest::Response| r.status().as_u16();
+    let r = http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r), 415);
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 300 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r), 413);
+    // Signed but not JSON, and signed JSON that breaks the schema: refused after the
+    // signature, so counted for the practice too.
+    let r = ts
+        .pms
+        .send(ts.practice.as_str(), &ts.secret, "msg_not_json", "{nope")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    let r = ts
+        .send(
+            "msg_schema",
+            &serde_json::json!({"type": "appointment.teleported", "occurred_at": pil_tests::ago(1), "data": {}}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
 
     // The first trigger meets a 503 and is retried, then delivered; the second meets a 410.
     ts.stack
@@ -113,10 +152,6 @@ async fn each_path_emits_its_metrics_and_a_retired_endpoint_tells_the_owners_onc
     let receiver = "webhook-receiver";
     assert_eq!(total(&all, receiver, "WebhooksAccepted", None), 1.0);
     assert_eq!(total(&all, receiver, "Events", None), 2.0);
-    assert_eq!(
-        total(&all, receiver, "WebhooksRefused", Some(("Status", "422"))),
-        1.0
-    );
     assert_eq!(
         total(
             &all,
@@ -130,13 +165,39 @@ async fn each_path_emits_its_metrics_and_a_retired_endpoint_tells_the_owners_onc
         total(&all, receiver, "WebhooksRefused", Some(("Status", "401"))),
         1.0
     );
+    for (status, code) in [
+        ("415", "unsupported_media_type"),
+        ("413", "payload_too_large"),
+        ("400", "malformed_json"),
+    ] {
+        assert_eq!(
+            total(&all, receiver, "WebhooksRefused", Some(("Status", status))),
+            1.0,
+            "{status}"
+        );
+        assert_eq!(
+            total(&all, receiver, "WebhooksRefused", Some(("Code", code))),
+            1.0,
+            "{code}"
+        );
+    }
+    assert_eq!(
+        total(&all, receiver, "WebhooksRefused", Some(("Status", "422"))),
+        2.0,
+        "PHI and schema"
+    );
+    assert_eq!(total(&all, receiver, "WebhooksRefused", None), 6.0);
     let per_practice = lines(&all, receiver, "PracticeRefusals");
     assert_eq!(
         per_practice.len(),
-        1,
-        "only the signed refusal names the practice"
+        3,
+        "only the refusals after the signature name the practice"
     );
-    assert_eq!(per_practice[0]["Practice"], ts.practice.as_str());
+    assert!(
+        per_practice
+            .iter()
+            .all(|l| l["Practice"] == ts.practice.as_str())
+    );
 
     let scan = "scheduler-scan";
     assert!(total(&all, scan, "ScanParts", None) >= 1.0);
