@@ -232,6 +232,15 @@ mod reference {
     use proptest::prelude::*;
 
     proptest! {
+        #![proptest_config(ProptestConfig {
+            // A failure's seed is kept (and replayed first) in a committed file.
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(
+                    "tests/vectors.proptest-regressions",
+                ),
+            )),
+            ..ProptestConfig::default()
+        })]
         /// Our signatures are byte-for-byte the reference implementation's.
         #[test]
         fn signatures_equal_the_standardwebhooks_crate(

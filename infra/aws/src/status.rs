@@ -46,7 +46,7 @@ pub fn queue_url(config: &Config, name: &str) -> Option<String> {
 
 /// `pil status`: each practice's health, the queues' depths and, on the local stack, the
 /// metrics of the last 24 hours.
-pub async fn status(
+pub async fn stack_status(
     store: &DynamoStore,
     sqs: &aws_sdk_sqs::Client,
     config: &Config,
@@ -133,7 +133,7 @@ fn metrics_24h(path: &std::path::Path, now: jiff::Timestamp) -> Result<Value, St
 }
 
 /// The status as text.
-pub fn status_table(v: &Value) -> String {
+pub fn stack_status_table(v: &Value) -> String {
     let mut out = String::new();
     for p in v["practices"].as_array().into_iter().flatten() {
         let actions: Vec<String> = p["actions"]

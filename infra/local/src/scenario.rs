@@ -1014,10 +1014,11 @@ pub async fn run(stack: &Stack) -> Result<Story> {
     // Health, as `pil status` shows it.
     story.say("\nHealth (`pil status`):");
     let config = pil_aws::Config::from_map(stack.env.iter().cloned().collect());
-    match pil_aws::status::status(store, &stack.clients.sqs, &config, None, Timestamp::now()).await
+    match pil_aws::status::stack_status(store, &stack.clients.sqs, &config, None, Timestamp::now())
+        .await
     {
         Ok(v) => {
-            for line in pil_aws::status::status_table(&v).lines() {
+            for line in pil_aws::status::stack_status_table(&v).lines() {
                 story.say(format!("   {line}"));
             }
             let dead: u64 = ["ScanDLQ", "CandidatesDLQ", "TriggersDLQ", "EventsDLQ"]

@@ -1071,7 +1071,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
         }
         Cmd::Status(a) => {
             let only = a.practice_id.as_deref().map(practice_id).transpose()?;
-            let out = pil_aws::status::status(
+            let out = pil_aws::status::stack_status(
                 store,
                 &clients.sqs,
                 &config,
@@ -1082,7 +1082,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             if a.json {
                 out
             } else {
-                serde_json::Value::String(pil_aws::status::status_table(&out))
+                serde_json::Value::String(pil_aws::status::stack_status_table(&out))
             }
         }
         Cmd::Dlq(DlqCmd::Show { queue, max }) => {

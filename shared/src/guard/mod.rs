@@ -429,10 +429,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-            failure_persistence: None,
-            ..fixed_seed_config(4000)
-        })]
+        #![proptest_config(fixed_seed_config(4000))]
         #[test]
         fn hand_matchers_are_their_regexes(v in prop_oneof![near_miss(), date_like(), label_like(), uuid_like(), any::<String>()]) {
             prop_assert_eq!(is_uuid(&v), REGEXES[0].is_match(&v), "uuid");
@@ -520,7 +517,12 @@ mod tests {
         ProptestConfig {
             cases,
             rng_seed: proptest::test_runner::RngSeed::Fixed(20_240_601),
-            failure_persistence: None,
+            // A failure's seed is kept (and replayed first) in a committed file.
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(
+                    "src/guard/guard.proptest-regressions",
+                ),
+            )),
             max_shrink_iters: 0,
             ..ProptestConfig::default()
         }
