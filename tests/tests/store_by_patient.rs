@@ -104,11 +104,23 @@ async fn a_patients_appointments_are_fetched_whole_through_the_keys_only_index()
 }
 
 /// The receiver's first reads are eventually consistent: the same practice and record as a
-/// consistent read, for half the read units.
+/// consistent read, for half the read units. What DynamoDB was asked is read from the request
+/// bodies (recorded at the proxy between the store and the emulator), and the units the meter
+/// counts are what DynamoDB's price rules give for those requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recent_reads_return_the_same_records_for_half_the_units() {
-    let ts = TestStack::start().await.unwrap();
-    let (store, meter) = metered_store(&ts);
+    let ts = TestStack::start_recorded().await.unwrap();
+    let proxy = ts.stack.faults.as_ref().expect("a recording proxy");
+    let table = ts
+        .stack
+        .env
+        .iter()
+        .find(|(k, _)| k == "TABLE_NAME")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let meter = Meter::enabled();
+    let through_proxy = pil_aws::Clients::local(&proxy.url, pil_local::stack::REGION);
+    let store = DynamoStore::new(through_proxy.dynamodb.clone(), table, meter.clone());
     let mut a = Appointment::new(OpaqueRef::parse(&new_ref("ap")).unwrap());
     a.status = Some(Lww::new(AppointmentStatus::Booked, Timestamp::now()));
     let entity = Entity::Appointment(a.clone());
@@ -117,6 +129,21 @@ async fn recent_reads_return_the_same_records_for_half_the_units() {
         .await
         .unwrap();
     let key = EntityKey::Appointment(a.appointment_ref.clone());
+    // The last GetItem the store sent: whether it asked for a consistent read, and the
+    // units DynamoDB charges for it (an item under 4 KiB, or none: one unit consistent,
+    // half a unit eventually consistent).
+    let asked = || {
+        let last = proxy
+            .reads()
+            .into_iter()
+            .rev()
+            .find(|r| r.operation == "GetItem")
+            .expect("a GetItem reached the emulator");
+        assert_eq!(last.status, Some(200));
+        let body: serde_json::Value = serde_json::from_str(&last.body).unwrap();
+        let consistent = body["ConsistentRead"].as_bool().unwrap_or(false);
+        (consistent, if consistent { 1.0 } else { 0.5 })
+    };
 
     let units = || {
         let c = meter.snapshot();
@@ -124,18 +151,26 @@ async fn recent_reads_return_the_same_records_for_half_the_units() {
     };
     meter.reset();
     let consistent = store.get_entity(&ts.practice, &key).await.unwrap();
+    assert_eq!(asked(), (true, 1.0));
     assert_eq!(units(), (1.0, 1));
     meter.reset();
     let recent = store.get_entity_recent(&ts.practice, &key).await.unwrap();
+    assert_eq!(
+        asked(),
+        (false, 0.5),
+        "sent as an eventually consistent read"
+    );
     assert_eq!(units(), (0.5, 1));
     assert_eq!(consistent, recent);
     assert_eq!(recent.map(|s| (s.value, s.version)), Some((entity, 1)));
 
     meter.reset();
     let consistent = store.get_practice(&ts.practice).await.unwrap();
+    assert_eq!(asked(), (true, 1.0));
     assert_eq!(units(), (1.0, 1));
     meter.reset();
     let recent = store.get_practice_recent(&ts.practice).await.unwrap();
+    assert_eq!(asked(), (false, 0.5));
     assert_eq!(units(), (0.5, 1));
     assert!(recent.is_some());
     assert_eq!(consistent, recent);
@@ -150,5 +185,6 @@ async fn recent_reads_return_the_same_records_for_half_the_units() {
             .unwrap(),
         None
     );
+    assert_eq!(asked(), (false, 0.5));
     assert_eq!(units(), (0.5, 1));
 }

@@ -119,7 +119,13 @@ struct ProxyState {
     injected: BTreeMap<String, u64>,
     /// Requests of the [`SENDS`] operations that reached the emulator.
     sent: Vec<Sent>,
+    /// Requests of the [`READS`] operations that reached the emulator.
+    reads: Vec<Sent>,
 }
+
+/// The DynamoDB reads whose requests are recorded (what a read costs depends on what it
+/// asked for: `ConsistentRead`, the keys, the index).
+pub const READS: [&str; 3] = ["GetItem", "BatchGetItem", "Query"];
 
 /// The operations by which a handler sends something on: a queue message, a bus event, an
 /// e-mail.
@@ -219,6 +225,11 @@ impl FaultProxy {
     /// in order.
     pub fn sent(&self) -> Vec<Sent> {
         self.state().sent.clone()
+    }
+
+    /// Every DynamoDB read ([`READS`]) that reached the emulator, in order.
+    pub fn reads(&self) -> Vec<Sent> {
+        self.state().reads.clone()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ProxyState> {
@@ -354,13 +365,24 @@ async fn handle(
     let sent = SENDS
         .contains(&op.as_str())
         .then(|| String::from_utf8_lossy(&body).into_owned());
+    let read = READS
+        .contains(&op.as_str())
+        .then(|| String::from_utf8_lossy(&body).into_owned());
     let resp = forward(shared, &parts, body).await;
     if let Ok(mut st) = shared.state.lock() {
+        let status = resp.as_ref().ok().map(|r| r.status().as_u16());
         if let Some(body) = sent {
             st.sent.push(Sent {
                 operation: op.clone(),
                 body,
-                status: resp.as_ref().ok().map(|r| r.status().as_u16()),
+                status,
+            });
+        }
+        if let Some(body) = read {
+            st.reads.push(Sent {
+                operation: op.clone(),
+                body,
+                status,
             });
         }
         *st.forwarded.entry(op).or_default() += 1;
