@@ -406,6 +406,15 @@ pub enum DomainEvent {
     /// practice and date).
     #[serde(rename = "integration_report.due")]
     IntegrationReportDue { practice_id: PracticeId, date: Date },
+    /// A trigger failed for good (other than a retired endpoint): approval-check tells the
+    /// owners, once per practice and practice-local day. `reason` is the failure's code
+    /// (`http_400`, `retries_exhausted`, …).
+    #[serde(rename = "triggers.failing")]
+    TriggersFailing {
+        practice_id: PracticeId,
+        date: Date,
+        reason: String,
+    },
 }
 
 impl DomainEvent {
@@ -414,7 +423,7 @@ impl DomainEvent {
         match self {
             Self::SlotOpened { .. } | Self::SlotFilled { .. } => "pil.receiver",
             Self::ActionApproved { .. } | Self::SettingsLinkRequested { .. } => "pil.approval",
-            Self::EndpointRetired { .. } => "pil.emitter",
+            Self::EndpointRetired { .. } | Self::TriggersFailing { .. } => "pil.emitter",
             Self::IntegrationReportDue { .. } => "pil.scan",
         }
     }
@@ -427,6 +436,7 @@ impl DomainEvent {
             Self::SettingsLinkRequested { .. } => "settings_link.requested",
             Self::EndpointRetired { .. } => "trigger_endpoint.retired",
             Self::IntegrationReportDue { .. } => "integration_report.due",
+            Self::TriggersFailing { .. } => "triggers.failing",
         }
     }
 }

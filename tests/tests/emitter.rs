@@ -160,6 +160,45 @@ async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
         dead.is_some_and(|m| m[0].body.as_deref().unwrap_or("").contains(id.as_str())),
         "dead-lettered"
     );
+    // The owners hear that triggers fail: one e-mail a day, however many fail.
+    let failing = "Some approved messages could not be sent today";
+    let told = eventually(WAIT, || async {
+        let n = ts
+            .emails()
+            .await
+            .into_iter()
+            .filter(|m| m.subject == failing)
+            .count();
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert_eq!(told, Some(1), "the owners are told");
+    ts.stack.pms.script([Scripted::status(422)]);
+    let p = new_ref("p");
+    ts.send("msg_second_4xx", &completed(&p, "neurotoxin", 101))
+        .await;
+    let report = ts
+        .stack
+        .scan_deps()
+        .unwrap()
+        .scan(&ts.practice, ts.today())
+        .await
+        .unwrap();
+    let second = report.created[0].clone();
+    eventually(WAIT, || async {
+        (status(&ts, &second).await == Some(ActionStatus::Failed)).then_some(())
+    })
+    .await
+    .expect("the second fails too");
+    ts.wait_handled("CandidatesQueue", "triggers.failing", 2)
+        .await;
+    let n = ts
+        .emails()
+        .await
+        .into_iter()
+        .filter(|m| m.subject == failing)
+        .count();
+    assert_eq!(n, 1, "one notice a day");
 
     ts.stack.pms.script([Scripted::status(410)]);
     let p = new_ref("p");

@@ -113,6 +113,9 @@ pub async fn handle_sqs(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
             Ok(CandidatesMessage::Event {
                 detail: DomainEvent::IntegrationReportDue { practice_id, date },
             }) => integration_report(deps, &id, &practice_id, date).await,
+            Ok(CandidatesMessage::Event {
+                detail: DomainEvent::TriggersFailing { practice_id, date, reason },
+            }) => triggers_failing(deps, &id, &practice_id, date, &reason).await,
             Ok(CandidatesMessage::Event { .. }) | Err(_) => {
                 tracing::error!(message_id = %id, reason = "unrecognised_candidate_message", "dropped");
                 None
@@ -178,6 +181,32 @@ async fn endpoint_retired(deps: &Deps, id: &str, practice_id: &PracticeId) -> Op
         }
         Err(e) => {
             tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, alert = "owner_notice_failed", "owners not told that triggers stopped; the digest says it");
+            None
+        }
+    }
+}
+
+async fn triggers_failing(
+    deps: &Deps,
+    id: &str,
+    practice_id: &PracticeId,
+    date: jiff::civil::Date,
+    reason: &str,
+) -> Option<String> {
+    match approval::triggers_failing(&deps.approval(), practice_id, date, reason).await {
+        Ok(0) => None,
+        Ok(owners) => {
+            tracing::info!(message_id = %id, practice_id = %practice_id, owners, reason = "triggers_failing", "owners told that triggers fail");
+            deps.metrics
+                .emit(None, &[], &[("OwnerNotices", 1.0, Unit::Count)]);
+            None
+        }
+        Err(e) if e.is_transient() => {
+            tracing::warn!(message_id = %id, practice_id = %practice_id, error = %e, "owner notice failed; will retry");
+            Some(id.to_owned())
+        }
+        Err(e) => {
+            tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, alert = "owner_notice_failed", "owners not told that triggers fail");
             None
         }
     }

@@ -232,7 +232,8 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
             DomainEvent::ActionApproved { .. }
             | DomainEvent::SettingsLinkRequested { .. }
             | DomainEvent::EndpointRetired { .. }
-            | DomainEvent::IntegrationReportDue { .. } => {
+            | DomainEvent::IntegrationReportDue { .. }
+            | DomainEvent::TriggersFailing { .. } => {
                 tracing::error!(detail_type = %env.detail_type, reason = "unexpected_event", "scan message dropped");
             }
         }

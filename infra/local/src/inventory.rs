@@ -1610,8 +1610,8 @@ pub const CHANNELS: &[Channel] = &[
         ],
     },
     Channel {
-        name: "EventBridge bus `pil-<stack>` (events, `detail`); TriggersQueue and TriggersDLQ carry the `action.approved` event, CandidatesQueue `settings_link.requested`, and (sent to it directly) `trigger_endpoint.retired` and `integration_report.due`",
-        carries: "Domain events with ids only (`DomainEvent`): `slot.opened`, `slot.filled` (source `pil.receiver`), `action.approved`, `settings_link.requested` (source `pil.approval`); `trigger_endpoint.retired` (trigger-emitter) and `integration_report.due` (scheduler-scan, when a night is done) go to CandidatesQueue as `{\"detail-type\", \"detail\"}`.",
+        name: "EventBridge bus `pil-<stack>` (events, `detail`); TriggersQueue and TriggersDLQ carry the `action.approved` event, CandidatesQueue `settings_link.requested`, and (sent to it directly) `trigger_endpoint.retired`, `triggers.failing` and `integration_report.due`",
+        carries: "Domain events with ids only (`DomainEvent`): `slot.opened`, `slot.filled` (source `pil.receiver`), `action.approved`, `settings_link.requested` (source `pil.approval`); `trigger_endpoint.retired` and `triggers.failing` (trigger-emitter) and `integration_report.due` (scheduler-scan, when a night is done) go to CandidatesQueue as `{\"detail-type\", \"detail\"}`.",
         fields: &[
             (
                 "type",
@@ -1629,7 +1629,12 @@ pub const CHANNELS: &[Channel] = &[
             (
                 "date",
                 Linked::No,
-                "The practice-local night an integration report is for.",
+                "The practice-local day an integration report or a failing-triggers notice is for.",
+            ),
+            (
+                "reason",
+                Linked::No,
+                "Why a trigger failed for good, as a code (`http_4xx`, `retries_exhausted`, …).",
             ),
         ],
     },
@@ -1737,6 +1742,11 @@ pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
             practice_id: pid.clone(),
             date: day("2026-11-22"),
         },
+        DomainEvent::TriggersFailing {
+            practice_id: pid.clone(),
+            date: day("2026-11-22"),
+            reason: "http_4xx".into(),
+        },
     ] {
         // Every variant is sampled.
         match &ev {
@@ -1745,7 +1755,8 @@ pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
             | DomainEvent::ActionApproved { .. }
             | DomainEvent::SettingsLinkRequested { .. }
             | DomainEvent::EndpointRetired { .. }
-            | DomainEvent::IntegrationReportDue { .. } => {}
+            | DomainEvent::IntegrationReportDue { .. }
+            | DomainEvent::TriggersFailing { .. } => {}
         }
         json_paths("", &ser(&ev), &mut events);
     }
@@ -2148,14 +2159,14 @@ pub async fn render(root: &Path) -> Result<String, String> {
     }
     md.push_str(&format!(
         "\n### E-mail (SESv2, approval-check)\n\n\
-         Three kinds to the practice's `owner_emails`, one to its `technical_contacts`. The digest: subject with the count and \
+         Four kinds to the practice's `owner_emails`, one to its `technical_contacts`. The digest: subject with the count and \
          value at stake; HTML and text parts listing pending actions by kind, reason in words, \
          treatment, estimated value and the patient only as a short code derived from the ref \
          (not the ref); signed approve/reject links and a settings request link (tokens bound to \
          practice, actions and an approver hash). The settings link, on request: one e-mail per \
          owner, to that owner only, with a settings link bound to them ({} minutes, once). When the \
          PMS retires its trigger endpoint (410): one notice to the owners that triggers stopped and \
-         what to do. On days the practice's PMS had deliveries refused: the integration report to \
+         what to do; when triggers fail for good otherwise, at most one notice a day. On days the practice's PMS had deliveries refused: the integration report to \
          the technical contacts, refusals counted by code, rule and field path (never a value). No \
          names, contacts, notes or dates of birth exist to be mailed.\n",
         pil_shared::token::SETTINGS_LINK_MINUTES

@@ -657,6 +657,74 @@ pub async fn endpoint_retired(
     Ok(p.owner_emails.len())
 }
 
+/// Tells the owners, in one e-mail a day, that triggers fail: the PMS refused one for good,
+/// or it stayed unreachable past the retries (`reason`: `http_4xx`, `retries_exhausted`, …).
+/// Nothing is sent twice for the same practice and practice-local `date`.
+pub async fn triggers_failing(
+    deps: &ApprovalDeps<'_>,
+    practice_id: &PracticeId,
+    date: jiff::civil::Date,
+    reason: &str,
+) -> Result<usize, ApprovalError> {
+    let p = deps
+        .practices
+        .get_practice(practice_id)
+        .await?
+        .ok_or(ApprovalError::UnknownPractice)?;
+    if p.owner_emails.is_empty() {
+        return Ok(0);
+    }
+    let keep = deps.clock.now() + SignedDuration::from_hours(72);
+    if !deps
+        .tokens
+        .consume_token(&p.id, &format!("triggers_failing:{date}"), keep)
+        .await?
+    {
+        return Ok(0);
+    }
+    let subject = "Some approved messages could not be sent today";
+    let why = match reason {
+        "http_4xx" => "your practice software refused a trigger it should have taken",
+        "retries_exhausted" | "retry_horizon_reached" => {
+            "your practice software did not answer, or answered with errors, through every retry"
+        }
+        _ => "a trigger could not be sent to your practice software",
+    };
+    let what = format!(
+        "At least one action you (or your settings) approved was not delivered: {why}. The \
+         patient was not messaged."
+    );
+    let todo = "Ask your practice software's team (or your integrator) to check the trigger \
+                endpoint's logs for today. Undelivered actions are marked failed, not lost: \
+                their gaps come back on later nights, and your operator can send them again \
+                once the cause is fixed. You get at most one of these e-mails a day.";
+    let html = NoticeHtml {
+        subject,
+        practice_id: p.id.as_str(),
+        what: &what,
+        todo,
+    }
+    .render()
+    .unwrap_or_default();
+    let text = NoticeText {
+        subject,
+        practice_id: p.id.as_str(),
+        what: &what,
+        todo,
+    }
+    .render()
+    .unwrap_or_default();
+    deps.mailer
+        .send(&Mail {
+            to: p.owner_emails.clone(),
+            subject: subject.to_owned(),
+            html,
+            text,
+        })
+        .await?;
+    Ok(p.owner_emails.len())
+}
+
 /// The page an approval link leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {

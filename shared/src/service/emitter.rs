@@ -145,7 +145,54 @@ impl<'a> Trigger<'a> {
     }
 }
 
+/// Delivers the approved action's trigger once (see [`EmitOutcome`]). A trigger that fails for
+/// good for a reason other than a retired endpoint (which has its own notice) also queues a
+/// notice for the owners; approval-check sends at most one a day.
 pub async fn emit(
+    deps: &EmitterDeps<'_>,
+    practice_id: &PracticeId,
+    action_id: &ActionId,
+    jitter_unit: f64,
+) -> Result<EmitOutcome, EmitError> {
+    let out = emit_once(deps, practice_id, action_id, jitter_unit).await?;
+    if let EmitOutcome::DeadLetter(reason) = &out
+        && reason != "endpoint_gone_410"
+    {
+        let date = match deps.practices.get_practice(practice_id).await {
+            Ok(Some(p)) => p.local_date(deps.clock.now()),
+            _ => deps.clock.now().to_zoned(jiff::tz::TimeZone::UTC).date(),
+        };
+        let notice = crate::ports::DomainEvent::TriggersFailing {
+            practice_id: practice_id.clone(),
+            date,
+            reason: failure_code(reason).to_owned(),
+        };
+        if let Err(e) = deps.notices.notice(&notice).await {
+            tracing::error!(practice_id = %practice_id, error = %e, alert = "owner_notice_failed", "owners not told that a trigger failed");
+        }
+    }
+    Ok(out)
+}
+
+/// A dead letter's reason as a bounded code: `http_400`…`http_499`, or one of the named ones.
+fn failure_code(reason: &str) -> &'static str {
+    const NAMED: [&str; 5] = [
+        "unsignable_body",
+        "trigger_url_refused",
+        "retries_exhausted",
+        "retry_horizon_reached",
+        "http_4xx",
+    ];
+    if reason.starts_with("http_4") {
+        return "http_4xx";
+    }
+    NAMED
+        .into_iter()
+        .find(|n| reason.starts_with(n))
+        .unwrap_or("failed")
+}
+
+async fn emit_once(
     deps: &EmitterDeps<'_>,
     practice_id: &PracticeId,
     action_id: &ActionId,
