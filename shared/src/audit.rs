@@ -15,21 +15,6 @@ use sha2::{Digest, Sha256};
 
 use crate::ids::{ActionId, PracticeId};
 
-/// Appends `event` to the practice's chain after the state change it records. A failed
-/// append does not undo that change: it is logged with `alert = "audit_append_failed"` (an
-/// alarm on that log line is the operator's cue; see docs/operations.md).
-pub async fn record(
-    log: &dyn crate::ports::AuditLog,
-    practice: &PracticeId,
-    event: AuditEvent,
-    at: Timestamp,
-) {
-    if let Err(e) = log.append(practice, &event, at).await {
-        tracing::error!(practice_id = %practice, event = event.event, error = %e,
-            alert = "audit_append_failed", "audit record not written");
-    }
-}
-
 /// The actor for a decider: `owner:<approver hash>` or `policy:<rule>`.
 pub fn actor_of(d: &crate::action::Decider) -> String {
     match d {

@@ -166,6 +166,15 @@ pub trait AuditLog: Send + Sync {
         &self,
         practice: &PracticeId,
     ) -> Result<(Vec<crate::audit::AuditRecord>, Option<(u64, String)>), StoreError>;
+    /// Appends `event` to the practice's chain after the state change it records. A failed
+    /// append does not undo that change: it is logged with `alert = "audit_append_failed"` (an
+    /// alarm on that log line is the operator's cue; see docs/operations.md).
+    async fn record(&self, practice: &PracticeId, event: crate::audit::AuditEvent, at: Timestamp) {
+        if let Err(e) = self.append(practice, &event, at).await {
+            tracing::error!(practice_id = %practice, event = event.event, error = %e,
+                alert = "audit_append_failed", "audit record not written");
+        }
+    }
 }
 
 #[async_trait]

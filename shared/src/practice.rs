@@ -397,7 +397,7 @@ pub struct Practice {
     #[serde(default)]
     pub follow_up_days: BTreeMap<Treatment, u32>,
     /// Per-kind overrides of how long a gap stays actionable past its due date
-    /// ([`crate::rules::default_stale_after_days`]).
+    /// ([`default_stale_after_days`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stale_after_days: BTreeMap<ActionKind, u32>,
     /// Win-back after this many cycles without a visit (default 2).
@@ -455,26 +455,26 @@ impl Practice {
         self.stale_after_days
             .get(&kind)
             .copied()
-            .or_else(|| crate::rules::default_stale_after_days(kind))
+            .or_else(|| default_stale_after_days(kind))
     }
 
     pub fn follow_up_days(&self, t: Treatment) -> Option<u32> {
         self.follow_up_days
             .get(&t)
             .copied()
-            .or_else(|| crate::rules::default_follow_up_days(t))
+            .or_else(|| default_follow_up_days(t))
     }
 
     pub fn series_interval(&self, t: Treatment) -> Option<u32> {
         self.cycle_days
             .get(&t)
             .copied()
-            .or_else(|| crate::rules::default_series_interval(t))
+            .or_else(|| default_series_interval(t))
     }
 
     pub fn win_back_multiple(&self) -> u32 {
         self.win_back_multiple
-            .unwrap_or(crate::rules::DEFAULT_WIN_BACK_MULTIPLE)
+            .unwrap_or(DEFAULT_WIN_BACK_MULTIPLE)
             .max(2)
     }
 
@@ -710,6 +710,44 @@ fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(Ipv4Addr::new(a, b, c, d));
     }
     ip.to_ipv4()
+}
+
+/// Default win-back: no visit for this many cycles.
+pub const DEFAULT_WIN_BACK_MULTIPLE: u32 = 2;
+
+/// How many days after its due date a gap of `kind` is still worth acting on, by default
+/// (docs/contracts.md, Windows). Past that the gap is stale: settled as suppressed with
+/// reason `stale`, never sent. `None`: no window of its own.
+///
+/// - follow-up: 7 days. A "two-week check-in" three weeks late reads as a form letter.
+/// - no-show recovery: 12 days, so 14 days after the missed appointment (recovery is due two
+///   days after it). Later, the patient has moved on or rebooked elsewhere.
+/// - win-back: 180 days. Someone lapsed for two cycles and then half a year more is not won
+///   back by one message; a history import would otherwise mail every patient ever seen.
+/// - rebook and series continuation: none. They stay actionable until the win-back (due at
+///   two cycles) takes over by precedence.
+/// - slot offers live as long as their slot; they are not scanned.
+pub fn default_stale_after_days(kind: ActionKind) -> Option<u32> {
+    match kind {
+        ActionKind::FollowUp => Some(7),
+        ActionKind::NoShowRecovery => Some(12),
+        ActionKind::WinBack => Some(180),
+        ActionKind::RebookNudge | ActionKind::SeriesContinue | ActionKind::SlotOffer => None,
+    }
+}
+
+/// Default follow-up interval after a completion (docs/design.md §4.1).
+pub fn default_follow_up_days(t: Treatment) -> Option<u32> {
+    matches!(t, Treatment::Neurotoxin | Treatment::DermalFiller).then_some(14)
+}
+
+/// Default interval between sessions of a series (docs/design.md §4.1): the cycle otherwise.
+pub fn default_series_interval(t: Treatment) -> Option<u32> {
+    match t {
+        Treatment::LaserHairRemoval => Some(42),
+        Treatment::LaserResurfacing => Some(35),
+        other => other.default_cycle_days(),
+    }
 }
 
 #[cfg(test)]

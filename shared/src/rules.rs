@@ -18,12 +18,14 @@ use jiff::civil::Date;
 use crate::action::{ActionKind, Reason};
 use crate::practice::Practice;
 use crate::state::{Appointment, AppointmentStatus, Entity, PatientTreatment};
-use crate::treatment::Treatment;
+
+pub use crate::practice::{
+    DEFAULT_WIN_BACK_MULTIPLE, default_follow_up_days, default_series_interval,
+    default_stale_after_days,
+};
 
 /// Days after a no-show before recovery, if nothing was rebooked.
 pub const NO_SHOW_GRACE_DAYS: i64 = 2;
-/// Default win-back: no visit for this many cycles.
-pub const DEFAULT_WIN_BACK_MULTIPLE: u32 = 2;
 
 /// One gap a record opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,27 +57,6 @@ impl Gap {
     }
 }
 
-/// How many days after its due date a gap of `kind` is still worth acting on, by default
-/// (docs/contracts.md, Windows). Past that the gap is stale: settled as suppressed with
-/// reason `stale`, never sent. `None`: no window of its own.
-///
-/// - follow-up: 7 days. A "two-week check-in" three weeks late reads as a form letter.
-/// - no-show recovery: 12 days, so 14 days after the missed appointment (recovery is due two
-///   days after it). Later, the patient has moved on or rebooked elsewhere.
-/// - win-back: 180 days. Someone lapsed for two cycles and then half a year more is not won
-///   back by one message; a history import would otherwise mail every patient ever seen.
-/// - rebook and series continuation: none. They stay actionable until the win-back (due at
-///   two cycles) takes over by precedence.
-/// - slot offers live as long as their slot; they are not scanned.
-pub fn default_stale_after_days(kind: ActionKind) -> Option<u32> {
-    match kind {
-        ActionKind::FollowUp => Some(7),
-        ActionKind::NoShowRecovery => Some(12),
-        ActionKind::WinBack => Some(180),
-        ActionKind::RebookNudge | ActionKind::SeriesContinue | ActionKind::SlotOffer => None,
-    }
-}
-
 impl Gap {
     /// Stale on `day`: more than the practice's window for its kind past its due date.
     pub fn is_stale(&self, practice: &Practice, day: Date) -> bool {
@@ -83,20 +64,6 @@ impl Gap {
             .stale_after_days(self.kind)
             .and_then(|n| plus(self.due, n))
             .is_some_and(|last| day > last)
-    }
-}
-
-/// Default follow-up interval after a completion (docs/design.md §4.1).
-pub fn default_follow_up_days(t: Treatment) -> Option<u32> {
-    matches!(t, Treatment::Neurotoxin | Treatment::DermalFiller).then_some(14)
-}
-
-/// Default interval between sessions of a series (docs/design.md §4.1): the cycle otherwise.
-pub fn default_series_interval(t: Treatment) -> Option<u32> {
-    match t {
-        Treatment::LaserHairRemoval => Some(42),
-        Treatment::LaserResurfacing => Some(35),
-        other => other.default_cycle_days(),
     }
 }
 
@@ -224,6 +191,7 @@ pub fn due_index_date(practice: &Practice, entity: &Entity) -> Option<Date> {
 mod tests {
     use super::*;
     use crate::ids::{OpaqueRef, PracticeId};
+    use crate::treatment::Treatment;
     use crate::inbound::Series;
     use crate::practice::{Policy, SealedSecrets};
     use crate::state::Completion;

@@ -14,7 +14,7 @@ use pil_shared::ids::{OpaqueRef, PracticeId};
 use pil_shared::ports::{ActionRepo, AuditLog, DomainEvent, PracticeRepo};
 use pil_shared::practice::SecretKind;
 use pil_shared::service::admin::{self, NewPractice, PracticeUpdate};
-use pil_shared::service::approval::{self, Page};
+use pil_shared::service::approval::Page;
 use pil_shared::service::receiver::{self, Delivery};
 use pil_shared::service::settings;
 use pil_shared::signature::{SignedHeaders, WebhookSecret};
@@ -86,11 +86,11 @@ fn link(
 }
 
 fn show(w: &World, t: &str) -> Page {
-    run(approval::show(&w.approval(), t))
+    run(pil_shared::service::links::show(&w.approval(), t))
 }
 
 fn decide(w: &World, t: &str, body: &[u8]) -> Page {
-    run(approval::decide(&w.approval(), t, body))
+    run(pil_shared::service::links::decide(&w.approval(), t, body))
 }
 
 fn status(w: &World, id: &pil_shared::ids::ActionId) -> ActionStatus {

@@ -273,10 +273,10 @@ pub async fn handle_http(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatew
         .map(String::as_str)
         .unwrap_or("");
     let page = match req.request_context.http.method.as_str() {
-        "GET" | "HEAD" => approval::show(&deps.approval(), token).await,
+        "GET" | "HEAD" => pil_shared::service::links::show(&deps.approval(), token).await,
         "POST" => {
             let body = pil_aws::lambda::request_body(req).unwrap_or_default();
-            approval::decide(&deps.approval(), token, &body).await
+            pil_shared::service::links::decide(&deps.approval(), token, &body).await
         }
         _ => {
             return response(

@@ -264,9 +264,7 @@ pub async fn set_policy_as(
         p.version += 1;
         match repo.put_practice(&p, Some(expected)).await {
             Ok(()) => {
-                crate::audit::record(
-                    repo,
-                    id,
+                repo.record(id,
                     crate::audit::AuditEvent::new(actor, "policy_changed").details(
                         serde_json::json!({"kind": kind.map(ActionKind::as_str), "before": before, "after": p.policy}),
                     ),
@@ -441,9 +439,7 @@ pub async fn update_practice(
                         "follow_up_days": x.follow_up_days, "stale_after_days": x.stale_after_days, "win_back_multiple": x.win_back_multiple,
                         "disabled": x.disabled, "technical_contacts": x.technical_contacts.len()})
                 };
-                crate::audit::record(
-                    repo,
-                    id,
+                repo.record(id,
                     crate::audit::AuditEvent::new(actor, "practice_updated").details(
                         serde_json::json!({"fields": update.fields(), "before": overrides(&before), "after": overrides(&p)}),
                     ),
@@ -492,8 +488,7 @@ pub async fn replace_policy(
         p.version += 1;
         match repo.put_practice(&p, Some(expected)).await {
             Ok(()) => {
-                crate::audit::record(
-                    repo,
+                repo.record(
                     id,
                     crate::audit::AuditEvent::new(actor, "policy_changed").details(
                         serde_json::json!({"kind": null, "before": before, "after": p.policy}),
@@ -686,8 +681,7 @@ async fn finish(
     now: Timestamp,
     rotated: Rotated,
 ) -> SecretRotation {
-    crate::audit::record(
-        repo,
+    repo.record(
         id,
         crate::audit::AuditEvent::new("admin", "secret_rotated").details(serde_json::json!({
             "which": which.as_str(),
@@ -796,8 +790,7 @@ pub async fn reseal_secrets(
         p.version += 1;
         match repo.put_practice(&p, Some(expected)).await {
             Ok(()) => {
-                crate::audit::record(
-                    repo,
+                repo.record(
                     id,
                     crate::audit::AuditEvent::new("admin", "secrets_resealed").details(
                         serde_json::json!({"resealed": resealed, "already_bound": already_bound}),

@@ -128,9 +128,7 @@ pub async fn handle_candidates(
                 next.decided_at = Some(now);
                 if deps.actions.update_action(&next).await? {
                     report.suppressed.push(action.id.clone());
-                    crate::audit::record(
-                        deps.audit,
-                        &practice.id,
+                    deps.audit.record(&practice.id,
                         crate::audit::AuditEvent::new(
                             format!("policy:{}:off", action.kind),
                             "action_suppressed",
@@ -180,20 +178,20 @@ pub async fn handle_candidates(
                     };
                     tracing::info!(practice_id = %practice.id, action_id = %action.id, reason,
                         "auto-approval limit reached; owner approval needed");
-                    crate::audit::record(
-                        deps.audit,
-                        &practice.id,
-                        crate::audit::AuditEvent::new(
-                            format!("policy:{}:auto", action.kind),
-                            "auto_limit_fell_back",
+                    deps.audit
+                        .record(
+                            &practice.id,
+                            crate::audit::AuditEvent::new(
+                                format!("policy:{}:auto", action.kind),
+                                "auto_limit_fell_back",
+                            )
+                            .action(&action.id)
+                            .details(
+                                serde_json::json!({"kind": action.kind.as_str(), "reason": reason}),
+                            ),
+                            now,
                         )
-                        .action(&action.id)
-                        .details(
-                            serde_json::json!({"kind": action.kind.as_str(), "reason": reason}),
-                        ),
-                        now,
-                    )
-                    .await;
+                        .await;
                     for_owner.push(action);
                 }
             }
@@ -263,15 +261,15 @@ async fn approve(
     if !deps.actions.update_action(&next).await? {
         return Ok(false);
     }
-    crate::audit::record(
-        deps.audit,
-        &action.practice_id,
-        crate::audit::AuditEvent::new(actor, "action_approved")
-            .action(&action.id)
-            .details(serde_json::json!({"kind": action.kind.as_str(), "value": action.value})),
-        now,
-    )
-    .await;
+    deps.audit
+        .record(
+            &action.practice_id,
+            crate::audit::AuditEvent::new(actor, "action_approved")
+                .action(&action.id)
+                .details(serde_json::json!({"kind": action.kind.as_str(), "value": action.value})),
+            now,
+        )
+        .await;
     if let Err(e) = deps
         .bus
         .publish(&[DomainEvent::ActionApproved {
@@ -860,7 +858,7 @@ fn no_longer_valid(outcome: &'static str) -> Page {
 /// Verifies a token against its practice's link key (during a link-key rotation's overlap,
 /// the replaced key too), then that its approver is still one of the practice's owners.
 /// Cross-practice, tampered, rotated-out, expired and revoked tokens fail here.
-async fn check(deps: &ApprovalDeps<'_>, raw: &str) -> Result<(Practice, Claims), Page> {
+pub(crate) async fn check(deps: &ApprovalDeps<'_>, raw: &str) -> Result<(Practice, Claims), Page> {
     let practice_id = token::unverified_practice(raw).map_err(token_page)?;
     let practice = match deps.practices.get_practice(&practice_id).await {
         Ok(Some(p)) => p,
@@ -930,18 +928,13 @@ fn open_for_decision(a: &Action) -> bool {
     matches!(a.status, ActionStatus::Pending | ActionStatus::Proposed)
 }
 
-/// GET: shows what the link would do. Never changes anything (mail scanners prefetch links).
-pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
-    let (practice, claims) = match check(deps, raw).await {
-        Ok(x) => x,
-        Err(p) => return p,
-    };
-    match claims.decision {
-        Decision::Settings => return crate::service::settings::show(&practice),
-        Decision::SettingsRequest => return crate::service::settings::link_request_page(&practice),
-        Decision::List => return crate::service::full_list::show(deps, &practice).await,
-        Decision::Approve | Decision::Reject => {}
-    }
+/// GET of an approve or reject link ([`crate::service::links::show`] routes it here): shows
+/// what the link would do. Never changes anything (mail scanners prefetch links).
+pub(crate) async fn show_decision(
+    deps: &ApprovalDeps<'_>,
+    practice: &Practice,
+    claims: &Claims,
+) -> Page {
     let actions = match load(deps, &practice.id, &claims.action_ids).await {
         Ok(a) => a,
         Err(p) => return p,
@@ -976,24 +969,13 @@ pub async fn show(deps: &ApprovalDeps<'_>, raw: &str) -> Page {
     )
 }
 
-/// POST: decides. The token's nonce is consumed by a conditional write, so a link works once.
-/// `body` is the form a settings page posts (ignored for decisions).
-pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
-    let (practice, claims) = match check(deps, raw).await {
-        Ok(x) => x,
-        Err(p) => return p,
-    };
-    match claims.decision {
-        Decision::Settings => {
-            return crate::service::settings::save(deps, deps.admin, &practice, &claims, body)
-                .await;
-        }
-        Decision::SettingsRequest => {
-            return crate::service::settings::request_link(deps, &practice, &claims).await;
-        }
-        Decision::List => return crate::service::full_list::post(),
-        Decision::Approve | Decision::Reject => {}
-    }
+/// POST of an approve or reject link ([`crate::service::links::decide`] routes it here):
+/// decides. The token's nonce is consumed by a conditional write, so a link works once.
+pub(crate) async fn decide_actions(
+    deps: &ApprovalDeps<'_>,
+    practice: &Practice,
+    claims: &Claims,
+) -> Page {
     let actions = match load(deps, &practice.id, &claims.action_ids).await {
         Ok(a) => a,
         Err(p) => return p,
@@ -1108,18 +1090,20 @@ pub async fn decide(deps: &ApprovalDeps<'_>, raw: &str, body: &[u8]) -> Page {
                     .await
                     .map_err(ApprovalError::from);
                 if matches!(done, Ok(true)) {
-                    crate::audit::record(
-                        deps.audit,
-                        &practice.id,
-                        crate::audit::AuditEvent::new(
-                            format!("owner:{}", claims.approver),
-                            "action_rejected",
+                    deps.audit
+                        .record(
+                            &practice.id,
+                            crate::audit::AuditEvent::new(
+                                format!("owner:{}", claims.approver),
+                                "action_rejected",
+                            )
+                            .action(&a.id)
+                            .details(
+                                serde_json::json!({"kind": a.kind.as_str(), "value": a.value}),
+                            ),
+                            now,
                         )
-                        .action(&a.id)
-                        .details(serde_json::json!({"kind": a.kind.as_str(), "value": a.value})),
-                        now,
-                    )
-                    .await;
+                        .await;
                 }
                 done
             }

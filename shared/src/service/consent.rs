@@ -44,19 +44,19 @@ pub async fn withdraw(
 ) -> Result<bool, StoreError> {
     match crate::service::withdrawal::withdraw(actions, practice, id, why).await? {
         Some(a) => {
-            crate::audit::record(
-                audit,
-                practice,
-                crate::audit::AuditEvent::new("consent", "action_withdrawn")
-                    .action(id)
-                    .details(serde_json::json!({
-                        "kind": a.kind.as_str(),
-                        "from": a.status.as_str(),
-                        "reason": why.as_str(),
-                    })),
-                clock.now(),
-            )
-            .await;
+            audit
+                .record(
+                    practice,
+                    crate::audit::AuditEvent::new("consent", "action_withdrawn")
+                        .action(id)
+                        .details(serde_json::json!({
+                            "kind": a.kind.as_str(),
+                            "from": a.status.as_str(),
+                            "reason": why.as_str(),
+                        })),
+                    clock.now(),
+                )
+                .await;
             Ok(true)
         }
         None => Ok(false),

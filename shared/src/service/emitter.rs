@@ -467,15 +467,15 @@ async fn audit(
     event: &'static str,
     details: serde_json::Value,
 ) {
-    crate::audit::record(
-        deps.audit,
-        &action.practice_id,
-        crate::audit::AuditEvent::new("emitter", event)
-            .action(&action.id)
-            .details(details),
-        deps.clock.now(),
-    )
-    .await;
+    deps.audit
+        .record(
+            &action.practice_id,
+            crate::audit::AuditEvent::new("emitter", event)
+                .action(&action.id)
+                .details(details),
+            deps.clock.now(),
+        )
+        .await;
 }
 
 #[cfg(test)]

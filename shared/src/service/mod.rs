@@ -6,6 +6,7 @@ pub mod attribution;
 pub mod consent;
 pub mod emitter;
 pub mod full_list;
+pub mod links;
 pub mod ops;
 pub mod privacy;
 pub mod receiver;

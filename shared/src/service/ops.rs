@@ -220,15 +220,15 @@ pub async fn retry_failed(
         // Changed meanwhile: whoever changed it decided.
         return Ok(Retry::NotFailed);
     }
-    crate::audit::record(
-        audit,
-        practice,
-        crate::audit::AuditEvent::new("admin", "trigger_retried")
-            .action(id)
-            .details(serde_json::json!({"kind": a.kind.as_str(), "last_error": a.last_error})),
-        now,
-    )
-    .await;
+    audit
+        .record(
+            practice,
+            crate::audit::AuditEvent::new("admin", "trigger_retried")
+                .action(id)
+                .details(serde_json::json!({"kind": a.kind.as_str(), "last_error": a.last_error})),
+            now,
+        )
+        .await;
     Ok(Retry::Approved)
 }
 

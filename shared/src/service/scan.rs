@@ -76,36 +76,7 @@ impl ScanError {
     }
 }
 
-/// Why a due gap did not become an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Suppression {
-    OptedOut,
-    BookedAhead,
-    KindOff,
-    /// The patient had a nudge within the policy's cooldown.
-    Cooldown,
-    /// The patient reached the policy's nudges per 30 days.
-    MonthlyCap,
-    /// Another gap of the same record won (one message per patient and category).
-    Superseded,
-    /// Past its kind's window (docs/contracts.md, Windows): too late to be worth sending.
-    Stale,
-}
-
-impl Suppression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::OptedOut => "opted_out",
-            Self::BookedAhead => "booked_ahead",
-            Self::KindOff => "kind_off",
-            Self::Cooldown => "cooldown",
-            Self::MonthlyCap => "monthly_cap",
-            Self::Superseded => "superseded",
-            Self::Stale => "stale",
-        }
-    }
-}
+pub use crate::action::Suppression;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanReport {

@@ -372,16 +372,16 @@ pub async fn send_links(
             .await?;
     }
     let sent = practice.owner_emails.len();
-    crate::audit::record(
-        deps.audit,
-        &practice.id,
-        crate::audit::AuditEvent::new(actor, "settings_link_sent").details(serde_json::json!({
-            "owners": sent,
-            "valid_until": until,
-        })),
-        now,
-    )
-    .await;
+    deps.audit
+        .record(
+            &practice.id,
+            crate::audit::AuditEvent::new(actor, "settings_link_sent").details(serde_json::json!({
+                "owners": sent,
+                "valid_until": until,
+            })),
+            now,
+        )
+        .await;
     tracing::info!(practice_id = %practice.id, event = "settings_link_sent", owners = sent, "settings links e-mailed");
     Ok(sent)
 }

@@ -208,15 +208,15 @@ pub async fn filled(
         for id in slot.offers.iter().flatten() {
             if withdraw(deps.actions, practice_id, id).await? {
                 report.withdrawn += 1;
-                crate::audit::record(
-                    deps.audit,
-                    practice_id,
-                    crate::audit::AuditEvent::new("slot_fill", "offer_withdrawn")
-                        .action(id)
-                        .details(serde_json::json!({"reason": "slot_filled"})),
-                    deps.clock.now(),
-                )
-                .await;
+                deps.audit
+                    .record(
+                        practice_id,
+                        crate::audit::AuditEvent::new("slot_fill", "offer_withdrawn")
+                            .action(id)
+                            .details(serde_json::json!({"reason": "slot_filled"})),
+                        deps.clock.now(),
+                    )
+                    .await;
             }
         }
         report.offers = slot.offers.unwrap_or_default();
