@@ -21,3 +21,4 @@ pub mod testing;
 pub mod token;
 pub mod tombstone;
 pub mod treatment;
+pub mod views;

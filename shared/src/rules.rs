@@ -191,10 +191,10 @@ pub fn due_index_date(practice: &Practice, entity: &Entity) -> Option<Date> {
 mod tests {
     use super::*;
     use crate::ids::{OpaqueRef, PracticeId};
-    use crate::treatment::Treatment;
     use crate::inbound::Series;
     use crate::practice::{Policy, SealedSecrets};
     use crate::state::Completion;
+    use crate::treatment::Treatment;
     use std::collections::BTreeMap;
 
     pub(crate) fn practice() -> Practice {

@@ -13,9 +13,15 @@ use crate::ports::{
 use crate::practice::{Mode, Practice};
 use crate::secrets::SecretCache;
 use crate::service::consent;
-use crate::service::report::{self, money};
+use crate::service::report;
+use crate::views::{
+    ActionGroup, ActionView, DigestHtml, DigestText, NoticeHtml, NoticeText, money, page, plural,
+    unavailable,
+};
+// The pages' kit, where the functions and the tests have always found it.
 use crate::service::scan::Suppression;
 use crate::token::{self, Claims, Decision, TokenError};
+pub use crate::views::{Page, page_css, page_style_csp_source};
 
 pub struct ApprovalDeps<'a> {
     pub practices: &'a dyn PracticeRepo,
@@ -285,132 +291,6 @@ async fn approve(
     Ok(true)
 }
 
-#[derive(Debug, Clone)]
-pub struct ActionView {
-    pub kind_label: &'static str,
-    pub patient_code: String,
-    pub treatment_label: &'static str,
-    pub reason: &'static str,
-    /// The reason as a sentence ("Treatment cycle has passed and nothing is booked.").
-    pub reason_sentence: String,
-    pub due_since: String,
-    pub value: u32,
-    /// The value with a currency sign and thousands separators ("$1,350").
-    pub value_display: String,
-    pub status: &'static str,
-    /// The status in the owner's words ("Awaiting your decision").
-    pub status_label: &'static str,
-    pub approve_url: String,
-    pub reject_url: String,
-}
-
-impl ActionView {
-    pub(crate) fn of(a: &Action) -> Self {
-        Self {
-            kind_label: a.kind.label(),
-            patient_code: a.patient_ref.short_code(),
-            treatment_label: a.treatment.label(),
-            reason: a.reason.plain_words(),
-            reason_sentence: sentence(a.reason.plain_words()),
-            due_since: a.due_since.strftime("%b %-d, %Y").to_string(),
-            value: a.value,
-            value_display: money(u64::from(a.value)),
-            status: a.status.as_str(),
-            status_label: status_label(a.status, a.withdrawal),
-            approve_url: String::new(),
-            reject_url: String::new(),
-        }
-    }
-}
-
-fn status_label(s: ActionStatus, withdrawal: Option<Withdrawal>) -> &'static str {
-    match s {
-        ActionStatus::Proposed | ActionStatus::Pending => "Awaiting your decision",
-        ActionStatus::Approved => "Approved",
-        ActionStatus::Delivered => "Approved · sent to your software",
-        ActionStatus::Rejected => "Rejected",
-        ActionStatus::Suppressed => "Not needed",
-        ActionStatus::Failed => "Approved · delivery failed",
-        ActionStatus::Expired => "Expired",
-        ActionStatus::Withdrawn if withdrawal == Some(Withdrawal::OptedOut) => {
-            "Withdrawn · the patient opted out"
-        }
-        ActionStatus::Withdrawn => "Withdrawn · the slot was booked",
-    }
-}
-
-pub(crate) fn sentence(words: &str) -> String {
-    let mut c = words.chars();
-    match c.next() {
-        Some(first) => format!("{}{}.", first.to_uppercase(), c.as_str()),
-        None => String::new(),
-    }
-}
-
-pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// The digest's pending actions of one kind.
-#[derive(Debug, Clone)]
-pub struct ActionGroup {
-    pub label: &'static str,
-    pub count: usize,
-    pub value_display: String,
-    pub actions: Vec<ActionView>,
-}
-
-#[derive(Template)]
-#[template(path = "digest.html")]
-struct DigestHtml<'a> {
-    subject: &'a str,
-    headline: &'a str,
-    preheader: &'a str,
-    practice_id: &'a str,
-    scan_date: String,
-    expires: String,
-    total_display: &'a str,
-    count: usize,
-    groups: &'a [ActionGroup],
-    approve_all_url: &'a str,
-    /// The signed link that asks for a settings link by e-mail (never a settings link).
-    settings_url: &'a str,
-    /// The signed link to the full list (everything open, and what waits).
-    list_url: &'a str,
-    /// How long the e-mailed settings link works.
-    settings_minutes: i64,
-    /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
-    yesterday: &'a str,
-    /// "312 more due patients wait: …" (empty when nothing waits).
-    waiting: &'a str,
-    /// Triggers stopped ([`TRIGGERS_STOPPED`]; empty while they flow).
-    notice: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "digest.txt")]
-struct DigestText<'a> {
-    headline: &'a str,
-    practice_id: &'a str,
-    scan_date: String,
-    expires: String,
-    total_display: &'a str,
-    count: usize,
-    groups: &'a [ActionGroup],
-    approve_all_url: &'a str,
-    /// The signed link that asks for a settings link by e-mail (never a settings link).
-    settings_url: &'a str,
-    /// The signed link to the full list (everything open, and what waits).
-    list_url: &'a str,
-    /// How long the e-mailed settings link works.
-    settings_minutes: i64,
-    /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
-    yesterday: &'a str,
-    /// "312 more due patients wait: …" (empty when nothing waits).
-    waiting: &'a str,
-    notice: &'a str,
-}
-
 fn link(deps: &ApprovalDeps<'_>, claims: &Claims, key: &token::LinkKey) -> String {
     format!(
         "{}/v1/approvals/{}",
@@ -594,24 +474,6 @@ integrator) for the new trigger endpoint and send it to your Practice Intelligen
 operator, who updates it; triggers flow again from the next approval. Actions approved \
 meanwhile are marked failed, not lost: they come back as new gaps on later nights.";
 
-#[derive(Template)]
-#[template(path = "notice.html")]
-struct NoticeHtml<'a> {
-    subject: &'a str,
-    practice_id: &'a str,
-    what: &'a str,
-    todo: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "notice.txt")]
-struct NoticeText<'a> {
-    subject: &'a str,
-    practice_id: &'a str,
-    what: &'a str,
-    todo: &'a str,
-}
-
 /// Tells the owners, in one e-mail, that triggers stopped (the emitter retired the endpoint
 /// after a 410). Nothing is sent if the endpoint was set again meanwhile.
 pub async fn endpoint_retired(
@@ -723,108 +585,6 @@ pub async fn triggers_failing(
     Ok(p.owner_emails.len())
 }
 
-/// The page an approval link leads to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub status: u16,
-    pub html: String,
-    /// What happened, for logs and tests (never PHI).
-    pub outcome: &'static str,
-}
-
-/// The pages' whole stylesheet, exactly as it appears inside their one `<style>` element:
-/// the vendored fonts as `data:` URIs (the CSP allows nothing to be fetched), then
-/// `templates/page.css`. Built by `build.rs`.
-pub fn page_css() -> &'static str {
-    include_str!(concat!(env!("OUT_DIR"), "/page.css"))
-}
-
-/// The CSP source that allows exactly the pages' `<style>` element: `'sha256-…'`.
-/// `pil_aws::lambda::page_headers` puts it in the pages' CSP.
-pub fn page_style_csp_source() -> String {
-    // The stylesheet's SHA-256 in base64, computed by `build.rs` (a test recomputes it).
-    format!(
-        "'sha256-{}'",
-        include_str!(concat!(env!("OUT_DIR"), "/page.css.sha256"))
-    )
-}
-
-#[derive(Template)]
-#[template(path = "page.html")]
-struct PageHtml<'a> {
-    css: &'static str,
-    title: &'a str,
-    message: &'a str,
-    practice_id: &'a str,
-    badge: &'a str,
-    tone: &'a str,
-    summary: &'a str,
-    actions: &'a [ActionView],
-    button: Option<&'a str>,
-    button_class: &'a str,
-}
-
-pub(crate) fn page(
-    status: u16,
-    outcome: &'static str,
-    title: &str,
-    message: &str,
-    practice: &str,
-    actions: &[ActionView],
-    button: Option<(&str, &str)>,
-) -> Page {
-    // The button's form posts back to the page's own address (no `action`): the page carries
-    // no link of any kind.
-    let (label, class) = match button {
-        Some((l, c)) => (Some(l), c),
-        None => (None, ""),
-    };
-    // What happened, at a glance: a badge and a colour per outcome.
-    let (badge, tone) = match outcome {
-        "confirm" if class == "reject" => ("Please confirm", "confirm-reject"),
-        "confirm" => ("Please confirm", "confirm"),
-        "approved" => ("Approved", "approved"),
-        "rejected" => ("Rejected", "rejected"),
-        "already_decided" => ("Already decided", "settled"),
-        "reused" => ("Link already used", "settled"),
-        "expired" | "revoked" => ("Link no longer valid", "settled"),
-        "settings_request" => ("Your settings", "confirm"),
-        "settings_link_sent" => ("Check your e-mail", "approved"),
-        "settings_link_recent" => ("Check your e-mail", "settled"),
-        "invalid" => ("Link not valid", "invalid"),
-        "unavailable" => ("Nothing changed", "settled"),
-        "opted_out" => ("Patient opted out", "settled"),
-        _ => ("", "settled"),
-    };
-    let total = money(actions.iter().map(|a| u64::from(a.value)).sum());
-    let summary = match (outcome, actions.len()) {
-        (_, 0) => String::new(),
-        ("confirm", n) => format!("{} · {total} at stake", plural(n, "action", "actions")),
-        ("approved", n) => format!("{} approved · {total}", plural(n, "action", "actions")),
-        ("rejected", n) => format!("{} rejected", plural(n, "action", "actions")),
-        (_, n) => plural(n, "action", "actions"),
-    };
-    let html = PageHtml {
-        css: page_css(),
-        title,
-        message,
-        practice_id: practice,
-        badge,
-        tone,
-        summary: &summary,
-        actions,
-        button: label,
-        button_class: class,
-    }
-    .render()
-    .unwrap_or_default();
-    Page {
-        status,
-        html,
-        outcome,
-    }
-}
-
 fn token_page(e: TokenError) -> Page {
     match e {
         TokenError::Expired => no_longer_valid("expired"),
@@ -894,18 +654,6 @@ pub(crate) async fn check(deps: &ApprovalDeps<'_>, raw: &str) -> Result<(Practic
         return Err(no_longer_valid("revoked"));
     }
     Ok((practice, claims))
-}
-
-pub(crate) fn unavailable() -> Page {
-    page(
-        503,
-        "unavailable",
-        "Please try again",
-        "We could not reach our records just now. Nothing was changed.",
-        "",
-        &[],
-        None,
-    )
 }
 
 async fn load(

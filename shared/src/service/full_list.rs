@@ -19,9 +19,10 @@ use crate::action::{Action, ActionStatus};
 use crate::ids::ActionId;
 use crate::practice::Practice;
 use crate::rules;
-use crate::service::approval::{ActionView, ApprovalDeps, Page, page_css, unavailable};
+use crate::service::approval::ApprovalDeps;
 use crate::service::report::money;
 use crate::state::Entity;
+use crate::views::{ActionView, Page, page_css, unavailable};
 
 /// Due records the page reads at most (one BatchGetItem per 100): a bound on what one page
 /// view costs. A practice with more due than this (a very large first night) sees the first
@@ -108,7 +109,7 @@ fn waiting_of(practice: &Practice, entity: &Entity, night: Date) -> Option<Waiti
             patient_code: patient.short_code(),
             treatment_label: treatment.label(),
             reason,
-            reason_sentence: crate::service::approval::sentence(reason),
+            reason_sentence: crate::views::sentence(reason),
             due_since: gap.due.strftime("%b %-d, %Y").to_string(),
             value,
             value_display: money(u64::from(value)),
@@ -242,7 +243,7 @@ pub async fn show(deps: &ApprovalDeps<'_>, practice: &Practice) -> Page {
                 } else {
                     rest_count.to_string()
                 },
-                crate::service::approval::plural(nights, "night", "nights"),
+                crate::views::plural(nights, "night", "nights"),
                 night_label(rest_last)
             )
         }
@@ -286,7 +287,7 @@ pub async fn show(deps: &ApprovalDeps<'_>, practice: &Practice) -> Page {
 
 /// POST of a list link: the list decides nothing.
 pub fn post() -> Page {
-    crate::service::approval::page(
+    crate::views::page(
         405,
         "invalid",
         "Nothing to confirm",

@@ -20,8 +20,9 @@ use crate::ids::PracticeId;
 use crate::ports::{DomainEvent, Mail, PortError};
 use crate::practice::{KindPolicy, Mode, Policy, Practice};
 use crate::service::admin::{self, AdminError, AdminStore};
-use crate::service::approval::{ApprovalDeps, ApprovalError, Page, page, page_css, unavailable};
+use crate::service::approval::{ApprovalDeps, ApprovalError};
 use crate::token::{self, Claims, Decision, SETTINGS_LINK_MINUTES};
+use crate::views::{Page, page, page_css, unavailable};
 
 /// One kind's settings as the page shows them.
 struct KindView {
