@@ -1914,7 +1914,19 @@ pub fn log_fields(root: &Path, dirs: &[&str]) -> BTreeMap<String, BTreeSet<Strin
             .replace('\\', "/");
         // Test modules log nothing in production.
         let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-        for level in ["error!(", "warn!(", "info!(", "debug!(", "trace!("] {
+        // Events' fields, and spans' (a span's fields are on every line logged inside it).
+        for level in [
+            "error!(",
+            "warn!(",
+            "info!(",
+            "debug!(",
+            "trace!(",
+            "error_span!(",
+            "warn_span!(",
+            "info_span!(",
+            "debug_span!(",
+            "trace_span!(",
+        ] {
             let mut rest = text;
             while let Some(i) = rest.find(level) {
                 let args = &rest[i + level.len()..];
@@ -2161,7 +2173,7 @@ pub async fn render(root: &Path) -> Result<String, String> {
         pil_shared::token::SETTINGS_LINK_MINUTES
     ));
 
-    md.push_str("\n## Logs\n\nStructured fields of the functions' log lines (JSON in Lambda; log groups KMS-encrypted, 365 days). Request and message bodies are never logged; a refused webhook is logged by reason code and field path only. Read from the `tracing` macros in `functions/`, `shared/src` and `infra/aws/src`.\n\n| field | carries | logged in |\n|---|---|---|\n");
+    md.push_str("\n## Logs\n\nStructured fields of the functions' log lines (JSON in Lambda; log groups KMS-encrypted, 365 days). Request and message bodies are never logged; a refused webhook is logged by reason code and field path only. Read from the `tracing` macros in `functions/`, `shared/src` and `infra/aws/src`; a span's fields (an SQS message's: `message_id`, and `practice_id` and `action_id` once known) are under `span` on every line logged inside it.\n\n| field | carries | logged in |\n|---|---|---|\n");
     let fields = log_fields(root, &["functions", "shared/src", "infra/aws/src"]);
     for (name, files) in &fields {
         match LOG_FIELDS.iter().find(|(f, _)| f == name) {
