@@ -104,7 +104,7 @@ pub const ITEM_TYPES: &[ItemType] = &[
         purpose: "A practice's configuration: time zone, owner e-mails, trigger URL, sealed secrets, policy, rule overrides.",
         retention: "While the practice is a customer (no TTL); deleted by hand on offboarding.",
         written_by: "`pil practice create/update`, `pil secret rotate`, `pil policy set`; approval-page (settings page); scheduler-scan (`last_scan_date`); trigger-emitter (`endpoint_retired` on 410)",
-        read_by: "all four functions, `pil`",
+        read_by: "all five functions, `pil`",
     },
     ItemType {
         name: "practice list entry",
@@ -152,7 +152,7 @@ pub const ITEM_TYPES: &[ItemType] = &[
         purpose: "A gap turned into a candidate action (or a suppressed gap), its decision, delivery and attribution.",
         retention: "Until `patient.erased` for its patient (no TTL); re-keyed by `patient.ref_rotated`. Reports read the history.",
         written_by: "scheduler-scan (create, suppress, offers), approval-check and approval-page (decide), trigger-emitter (lease, deliver, fail), webhook-receiver (attribution, rotation, withdrawal)",
-        read_by: "all four functions, `pil report`",
+        read_by: "all five functions, `pil report`",
     },
     ItemType {
         name: "approval-link nonce",
