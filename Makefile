@@ -52,7 +52,7 @@ test: $(MOTO) browser-tools fmt-check clippy check-functions unit lint
 
 # Each function as SAM builds it: alone, with only its own crate's features (the workspace
 # build unifies features, so a function missing one of its own would pass there).
-FUNCTIONS := webhook-receiver scheduler-scan approval-check trigger-emitter
+FUNCTIONS := webhook-receiver scheduler-scan approval-check approval-page trigger-emitter
 check-functions:
 	@for f in $(FUNCTIONS); do echo "cargo check -p $$f"; $(CARGO) check -q -p $$f || exit 1; done
 
@@ -147,7 +147,7 @@ cost: $(MOTO)
 # Built as Lambda gets them: an explicit --target (so the flags below reach the bootstraps
 # and not the host's build scripts and proc macros) and non-PIE, as .cargo/config.toml sets
 # for the arm64 builds sam build makes.
-BOOTSTRAPS := webhook-receiver scheduler-scan approval-check trigger-emitter hello-lambda
+BOOTSTRAPS := webhook-receiver scheduler-scan approval-check approval-page trigger-emitter hello-lambda
 HOST_TRIPLE := x86_64-unknown-linux-gnu
 bench-cold: $(MOTO)
 	@for p in $(BOOTSTRAPS); do \

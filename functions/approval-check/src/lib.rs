@@ -1,33 +1,28 @@
-//! approval-check: one function, two event sources.
-//! - SQS (candidates queue): applies the owner's policy; auto-approves or e-mails the owner;
-//!   e-mails the owners a settings link when one asked for it (`settings_link.requested`).
-//! - HTTP API: `GET /v1/approvals/{token}` shows a confirmation page (never changes state);
-//!   `POST /v1/approvals/{token}` decides.
+//! approval-check: consumes the candidates queue. Applies the owner's policy to a scan's
+//! candidates (auto-approves, or e-mails the owner a digest); e-mails the owners a settings
+//! link when one asked for it (`settings_link.requested`), the notice that triggers stopped
+//! (`endpoint.retired`), and the technical contacts the night's integration report. The
+//! pages the digest links to are approval-page's.
 
-use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
-use pil_aws::lambda::{batch_failures, page_headers, response};
+use pil_aws::lambda::{Disposition, record_practice, sqs_batch};
 use pil_aws::metrics::Unit;
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, Metrics, MissingVar, SesMailer};
 use pil_shared::ids::PracticeId;
-use pil_shared::ports::{CandidateBatch, DomainEvent, Mail, Mailer, PortError};
+use pil_shared::ports::{CandidateBatch, DomainEvent};
 use pil_shared::service::approval::{self, ApprovalDeps};
 use pil_shared::service::ops;
 use pil_shared::service::settings;
-use serde_json::Value;
 
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub adapters: Adapters,
     pub bus: EventBus,
-    /// The owner's digest: sent by the deployment that consumes candidates, the one with
-    /// `SENDER_EMAIL`. The page deployment has neither the variable nor an SES client.
-    pub mailer: Option<SesMailer>,
-    /// Public API URL for links in e-mails. Only the candidates consumer mails; the page
-    /// function does not need it (its form posts to a relative path).
-    pub base_url: Option<String>,
+    /// The owners' digests and notices, from `SENDER_EMAIL`.
+    pub mailer: SesMailer,
+    /// Public API URL for the links in e-mails (`PUBLIC_BASE_URL`).
+    pub base_url: String,
     pub metrics: Metrics,
 }
 
@@ -36,10 +31,8 @@ impl Deps {
         Ok(Self {
             adapters: Adapters::new(clients, config, meter)?,
             bus: EventBus::new(clients.eventbridge.clone(), config.get("EVENT_BUS_NAME")?),
-            mailer: config
-                .opt("SENDER_EMAIL")
-                .map(|from| SesMailer::new(clients.sesv2(), from)),
-            base_url: config.opt("PUBLIC_BASE_URL").map(str::to_owned),
+            mailer: SesMailer::new(clients.sesv2(), config.get("SENDER_EMAIL")?),
+            base_url: config.get("PUBLIC_BASE_URL")?.to_owned(),
             metrics: Metrics::new(config, "approval-check"),
         })
     }
@@ -56,38 +49,16 @@ impl Deps {
             admin: s,
             tokens: s,
             bus: &self.bus,
-            mailer: match &self.mailer {
-                Some(m) => m,
-                None => &NoMailer,
-            },
+            mailer: &self.mailer,
             secrets: &self.adapters.secrets,
             clock: &self.adapters.clock,
-            base_url: self.base_url.as_deref().unwrap_or_default(),
+            base_url: &self.base_url,
         }
     }
 }
 
-/// The mailer of a deployment without `SENDER_EMAIL` (the pages): a digest reaching it is a
-/// misconfiguration, refused as such (the candidate message is retried, then dead-lettered).
-struct NoMailer;
-
-#[async_trait::async_trait]
-impl Mailer for NoMailer {
-    async fn send(&self, _mail: &Mail) -> Result<(), PortError> {
-        Err(PortError::Permanent("no_sender_email".into()))
-    }
-}
-
-/// Lambda entry: dispatches on the event's shape.
-pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Error> {
-    let payload = event.payload;
-    if payload.get("Records").is_some() {
-        let sqs: SqsEvent = serde_json::from_value(payload)?;
-        Ok(serde_json::to_value(handle_sqs(deps, sqs).await)?)
-    } else {
-        let req: ApiGatewayV2httpRequest = serde_json::from_value(payload)?;
-        Ok(serde_json::to_value(handle_http(deps, &req).await)?)
-    }
+pub async fn handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    Ok(handle(deps, event.payload).await)
 }
 
 /// What arrives on the candidates queue: a scan's candidates, or (routed from the bus by
@@ -99,43 +70,57 @@ enum CandidatesMessage {
     Event { detail: DomainEvent },
 }
 
-pub async fn handle_sqs(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    let failed: Vec<String> = futures::stream::iter(event.records.into_iter().map(|m| async move {
-        let id = m.message_id.clone().unwrap_or_default();
+/// Four messages at a time, each in its message's span (which names the practice once the
+/// message is read). A transient failure is retried. A permanent one is dropped, except for
+/// candidates: those are retried until the redrive policy moves them to CandidatesDLQ
+/// (alarmed), as an owner's digest is worth an operator's look.
+pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    sqs_batch(event, 4, |m| async move {
         match serde_json::from_str::<CandidatesMessage>(m.body.as_deref().unwrap_or("")) {
-            Ok(CandidatesMessage::Candidates(batch)) => candidates(deps, &id, &batch).await,
+            Ok(CandidatesMessage::Candidates(batch)) => candidates(deps, &batch).await,
             Ok(CandidatesMessage::Event {
-                detail: DomainEvent::SettingsLinkRequested { practice_id, requested_by },
-            }) => settings_link(deps, &id, &practice_id, &requested_by).await,
+                detail:
+                    DomainEvent::SettingsLinkRequested {
+                        practice_id,
+                        requested_by,
+                    },
+            }) => settings_link(deps, &practice_id, &requested_by).await,
             Ok(CandidatesMessage::Event {
                 detail: DomainEvent::EndpointRetired { practice_id },
-            }) => endpoint_retired(deps, &id, &practice_id).await,
+            }) => endpoint_retired(deps, &practice_id).await,
             Ok(CandidatesMessage::Event {
                 detail: DomainEvent::IntegrationReportDue { practice_id, date },
-            }) => integration_report(deps, &id, &practice_id, date).await,
+            }) => integration_report(deps, &practice_id, date).await,
             Ok(CandidatesMessage::Event {
-                detail: DomainEvent::TriggersFailing { practice_id, date, reason },
-            }) => triggers_failing(deps, &id, &practice_id, date, &reason).await,
+                detail:
+                    DomainEvent::TriggersFailing {
+                        practice_id,
+                        date,
+                        reason,
+                    },
+            }) => triggers_failing(deps, &practice_id, date, &reason).await,
             Ok(CandidatesMessage::Event { .. }) | Err(_) => {
-                tracing::error!(message_id = %id, reason = "unrecognised_candidate_message", "dropped");
-                None
+                tracing::error!(reason = "unrecognised_candidate_message", "dropped");
+                Disposition::DeadLetter
             }
         }
-    }))
-    .buffer_unordered(4)
-    .filter_map(|x| async move { x })
-    .collect()
-    .await;
-    batch_failures(failed)
+    })
+    .await
 }
 
-/// Returns the message id when the message must stay on the queue.
-async fn candidates(deps: &Deps, id: &str, batch: &CandidateBatch) -> Option<String> {
+async fn candidates(deps: &Deps, batch: &CandidateBatch) -> Disposition {
+    record_practice(&batch.practice_id);
     match approval::handle_candidates(&deps.approval(), batch).await {
         Ok(r) => {
-            tracing::info!(message_id = %id, practice_id = %batch.practice_id, candidates = batch.action_ids.len(),
-                auto_approved = r.auto_approved.len(), pending = r.pending.len(), suppressed = r.suppressed.len(),
-                fell_back = r.fell_back, mailed = r.mailed, "candidates evaluated");
+            tracing::info!(
+                candidates = batch.action_ids.len(),
+                auto_approved = r.auto_approved.len(),
+                pending = r.pending.len(),
+                suppressed = r.suppressed.len(),
+                fell_back = r.fell_back,
+                mailed = r.mailed,
+                "candidates evaluated"
+            );
             deps.metrics.emit(
                 None,
                 &[],
@@ -153,150 +138,117 @@ async fn candidates(deps: &Deps, id: &str, batch: &CandidateBatch) -> Option<Str
                     ),
                 ],
             );
-            None
+            Disposition::Done
         }
         Err(e) if e.is_transient() => {
-            tracing::warn!(message_id = %id, practice_id = %batch.practice_id, error = %e, "candidates failed; will retry");
-            Some(id.to_owned())
+            tracing::warn!(error = %e, "candidates failed; will retry");
+            Disposition::Retry
         }
         Err(e) => {
-            tracing::error!(message_id = %id, practice_id = %batch.practice_id, error = %e, "candidates failed permanently");
-            Some(id.to_owned())
+            tracing::error!(error = %e, "candidates failed permanently");
+            Disposition::Retry
         }
     }
 }
 
-/// E-mails each owner a settings link. Returns the message id when it must be retried.
-async fn endpoint_retired(deps: &Deps, id: &str, practice_id: &PracticeId) -> Option<String> {
+/// E-mails each owner that triggers stopped.
+async fn endpoint_retired(deps: &Deps, practice_id: &PracticeId) -> Disposition {
+    record_practice(practice_id);
     match approval::endpoint_retired(&deps.approval(), practice_id).await {
         Ok(owners) => {
-            tracing::info!(message_id = %id, practice_id = %practice_id, owners, reason = "endpoint_retired", "owners told that triggers stopped");
+            tracing::info!(
+                owners,
+                reason = "endpoint_retired",
+                "owners told that triggers stopped"
+            );
             deps.metrics
                 .emit(None, &[], &[("OwnerNotices", 1.0, Unit::Count)]);
-            None
+            Disposition::Done
         }
         Err(e) if e.is_transient() => {
-            tracing::warn!(message_id = %id, practice_id = %practice_id, error = %e, "owner notice failed; will retry");
-            Some(id.to_owned())
+            tracing::warn!(error = %e, "owner notice failed; will retry");
+            Disposition::Retry
         }
         Err(e) => {
-            tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, alert = "owner_notice_failed", "owners not told that triggers stopped; the digest says it");
-            None
+            tracing::error!(error = %e, alert = "owner_notice_failed", "owners not told that triggers stopped; the digest says it");
+            Disposition::DeadLetter
         }
     }
 }
 
 async fn triggers_failing(
     deps: &Deps,
-    id: &str,
     practice_id: &PracticeId,
     date: jiff::civil::Date,
     reason: &str,
-) -> Option<String> {
+) -> Disposition {
+    record_practice(practice_id);
     match approval::triggers_failing(&deps.approval(), practice_id, date, reason).await {
-        Ok(0) => None,
+        Ok(0) => Disposition::Done,
         Ok(owners) => {
-            tracing::info!(message_id = %id, practice_id = %practice_id, owners, reason = "triggers_failing", "owners told that triggers fail");
+            tracing::info!(
+                owners,
+                reason = "triggers_failing",
+                "owners told that triggers fail"
+            );
             deps.metrics
                 .emit(None, &[], &[("OwnerNotices", 1.0, Unit::Count)]);
-            None
+            Disposition::Done
         }
         Err(e) if e.is_transient() => {
-            tracing::warn!(message_id = %id, practice_id = %practice_id, error = %e, "owner notice failed; will retry");
-            Some(id.to_owned())
+            tracing::warn!(error = %e, "owner notice failed; will retry");
+            Disposition::Retry
         }
         Err(e) => {
-            tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, alert = "owner_notice_failed", "owners not told that triggers fail");
-            None
+            tracing::error!(error = %e, alert = "owner_notice_failed", "owners not told that triggers fail");
+            Disposition::DeadLetter
         }
     }
 }
 
 async fn integration_report(
     deps: &Deps,
-    id: &str,
     practice_id: &PracticeId,
     date: jiff::civil::Date,
-) -> Option<String> {
+) -> Disposition {
+    record_practice(practice_id);
     let s = &deps.adapters.store;
-    let mailer: &dyn Mailer = match &deps.mailer {
-        Some(m) => m,
-        None => &NoMailer,
-    };
     let now = pil_shared::ports::Clock::now(&deps.adapters.clock);
-    match ops::integration_mail(s, s, s, mailer, practice_id, date, now).await {
-        Ok(0) => None,
+    match ops::integration_mail(s, s, s, &deps.mailer, practice_id, date, now).await {
+        Ok(0) => Disposition::Done,
         Ok(contacts) => {
-            tracing::info!(message_id = %id, practice_id = %practice_id, contacts, reason = "refusals", "integration report sent");
+            tracing::info!(contacts, reason = "refusals", "integration report sent");
             deps.metrics
                 .emit(None, &[], &[("IntegrationReports", 1.0, Unit::Count)]);
-            None
+            Disposition::Done
         }
         Err(e) if e.is_transient() => {
-            tracing::warn!(message_id = %id, practice_id = %practice_id, error = %e, "integration report failed; will retry");
-            Some(id.to_owned())
+            tracing::warn!(error = %e, "integration report failed; will retry");
+            Disposition::Retry
         }
         Err(e) => {
-            tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, "integration report failed permanently; dropped");
-            None
+            tracing::error!(error = %e, "integration report failed permanently; dropped");
+            Disposition::DeadLetter
         }
     }
 }
 
-async fn settings_link(
-    deps: &Deps,
-    id: &str,
-    practice_id: &PracticeId,
-    requested_by: &str,
-) -> Option<String> {
+/// E-mails each owner a settings link of their own.
+async fn settings_link(deps: &Deps, practice_id: &PracticeId, requested_by: &str) -> Disposition {
+    record_practice(practice_id);
     let actor = format!("owner:{requested_by}");
     match settings::send_links(&deps.approval(), practice_id, &actor).await {
         Ok(sent) => {
-            tracing::info!(message_id = %id, practice_id = %practice_id, owners = sent, "settings link request handled");
-            None
+            tracing::info!(owners = sent, "settings link request handled");
+            Disposition::Done
         }
         Err(e) if e.is_transient() => {
-            tracing::warn!(message_id = %id, practice_id = %practice_id, error = %e, "settings link failed; will retry");
-            Some(id.to_owned())
+            tracing::warn!(error = %e, "settings link failed; will retry");
+            Disposition::Retry
         }
         Err(e) => {
-            tracing::error!(message_id = %id, practice_id = %practice_id, error = %e, "settings link failed permanently; dropped");
-            None
+            tracing::error!(error = %e, "settings link failed permanently; dropped");
+            Disposition::DeadLetter
         }
     }
-}
-
-pub async fn handle_http(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
-    let token = req
-        .path_parameters
-        .get("token")
-        .map(String::as_str)
-        .unwrap_or("");
-    let page = match req.request_context.http.method.as_str() {
-        "GET" | "HEAD" => pil_shared::service::links::show(&deps.approval(), token).await,
-        "POST" => {
-            let body = pil_aws::lambda::request_body(req).unwrap_or_default();
-            pil_shared::service::links::decide(&deps.approval(), token, &body).await
-        }
-        _ => {
-            return response(
-                405,
-                "text/plain; charset=utf-8",
-                "method not allowed".into(),
-                page_headers(),
-            );
-        }
-    };
-    tracing::info!(method = %req.request_context.http.method, status = page.status, outcome = page.outcome, "approval page");
-    deps.metrics.emit(
-        None,
-        &[("Outcome", page.outcome)],
-        &[("OwnerPages", 1.0, Unit::Count)],
-    );
-    response(
-        page.status,
-        "text/html; charset=utf-8",
-        page.html,
-        page_headers(),
-    )
 }

@@ -13,10 +13,5 @@ async fn main() -> Result<(), Error> {
         &config,
         Meter::default(),
     )?;
-    // The pages' headers (their CSP names the stylesheet's hash, computed at build time):
-    // built in init, not on the first request.
-    if config.warm_up() {
-        let _ = pil_aws::lambda::page_headers();
-    }
     run(service_fn(|event| handler(&deps, event))).await
 }

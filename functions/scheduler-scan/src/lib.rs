@@ -3,10 +3,9 @@
 //! or a `slot.opened` event routed by the EventBridge rule. Reports partial batch failures.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use futures::StreamExt;
 use jiff::civil::Date;
 use lambda_runtime::{Error, LambdaEvent};
-use pil_aws::lambda::batch_failures;
+use pil_aws::lambda::{Disposition, record_practice, sqs_batch};
 use pil_aws::metrics::Unit;
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, Metrics, MissingVar, SqsQueue};
 use pil_shared::ids::PracticeId;
@@ -104,7 +103,7 @@ impl Deps {
                 .send_json(&serde_json::json!({"kind": "scan",
                     "practice_id": practice, "date": day, "part": part + 1}))
                 .await?;
-            tracing::info!(practice_id = %practice, scan_date = %day, part, reason = "time_budget",
+            tracing::info!(scan_date = %day, part, reason = "time_budget",
                 "night continued in another invocation");
         } else {
             scan::mark_scanned(&deps, practice, day).await?;
@@ -190,26 +189,23 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBat
     Ok(handle(deps, event.payload).await)
 }
 
+/// Four messages at a time, each in its message's span (which names the practice once it is
+/// known). A transient failure is retried; a permanent one is logged and dropped.
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    let failed: Vec<String> = futures::stream::iter(event.records.into_iter().map(|m| async move {
-        let id = m.message_id.clone().unwrap_or_default();
+    sqs_batch(event, 4, |m| async move {
         match process(deps, m.body.as_deref().unwrap_or("")).await {
-            Ok(()) => None,
+            Ok(()) => Disposition::Done,
             Err(e) if e.is_transient() => {
-                tracing::warn!(message_id = %id, error = %e, "scan message failed; will retry");
-                Some(id)
+                tracing::warn!(error = %e, "scan message failed; will retry");
+                Disposition::Retry
             }
             Err(e) => {
-                tracing::error!(message_id = %id, error = %e, "scan message failed permanently; dropped");
-                None
+                tracing::error!(error = %e, "scan message failed permanently; dropped");
+                Disposition::DeadLetter
             }
         }
-    }))
-    .buffer_unordered(4)
-    .filter_map(|x| async move { x })
-    .collect()
-    .await;
-    batch_failures(failed)
+    })
+    .await
 }
 
 async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
@@ -219,15 +215,17 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
                 practice_id,
                 slot_ref,
             } => {
+                record_practice(&practice_id);
                 let r = slots::fill(&deps.slot_deps(), &practice_id, &slot_ref).await?;
-                log_slot(&practice_id, &env.detail_type, &r);
+                log_slot(&env.detail_type, &r);
             }
             DomainEvent::SlotFilled {
                 practice_id,
                 slot_ref,
             } => {
+                record_practice(&practice_id);
                 let r = slots::filled(&deps.slot_deps(), &practice_id, &slot_ref).await?;
-                log_slot(&practice_id, &env.detail_type, &r);
+                log_slot(&env.detail_type, &r);
             }
             DomainEvent::ActionApproved { .. }
             | DomainEvent::SettingsLinkRequested { .. }
@@ -268,6 +266,7 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
             date,
             part,
         }) => {
+            record_practice(&practice_id);
             let r = deps.scan_part(&practice_id, date, part).await?;
             log_report(&r);
             Ok(())
@@ -279,10 +278,9 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
     }
 }
 
-fn log_slot(practice_id: &PracticeId, detail_type: &str, r: &SlotReport) {
+fn log_slot(detail_type: &str, r: &SlotReport) {
     let skipped: Vec<&str> = r.skipped.iter().map(|s| s.as_str()).collect();
     tracing::info!(
-        practice_id = %practice_id,
         detail_type,
         outcome = r.outcome,
         pool_read = r.pool_read,
@@ -296,7 +294,6 @@ fn log_slot(practice_id: &PracticeId, detail_type: &str, r: &SlotReport) {
 
 fn log_report(r: &ScanReport) {
     tracing::info!(
-        practice_id = %r.practice_id.as_ref().map(PracticeId::as_str).unwrap_or("-"),
         scan_date = %r.scan_date.map(|d| d.to_string()).unwrap_or_default(),
         due_read = r.due_read,
         created = r.created.len(),

@@ -1,13 +1,13 @@
 //! trigger-emitter: consumes approved actions (EventBridge → SQS), delivers each as a
 //! signed trigger to the practice's PMS, once. Retries back off by keeping the message
 //! invisible (honouring `Retry-After`); permanent failures go to the dead-letter queue.
+//! Messages run through `pil_aws::lambda::sqs_batch` (partial batch failures, one span each).
 
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
-use pil_aws::lambda::batch_failures;
+use pil_aws::lambda::{Disposition, record_action, record_practice, sqs_batch};
 use pil_aws::metrics::Unit;
 use pil_aws::{Adapters, Clients, Config, HttpTransport, Meter, Metrics, MissingVar, SqsQueue};
 use pil_shared::ports::DomainEvent;
@@ -77,18 +77,16 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBat
     Ok(handle(deps, event.payload).await)
 }
 
+/// Ten messages at a time, each in its message's span (which names the practice and the
+/// action once the message is read).
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    let failed: Vec<String> =
-        futures::stream::iter(event.records.into_iter().map(|m| process(deps, m)))
-            .buffer_unordered(10)
-            .filter_map(|x| async move { x })
-            .collect()
-            .await;
-    batch_failures(failed)
+    sqs_batch(event, 10, |m| process(deps, m)).await
 }
 
-/// Returns the message id when the message must stay on the queue.
-async fn process(deps: &Deps, m: SqsMessage) -> Option<String> {
+/// A retry or a deferral stays on the queue, kept invisible for its delay. A permanent
+/// failure is put in the dead-letter queue here (at the retry horizon, not after the queue's
+/// receive count) and then dropped from the queue; when that send fails, it is retried.
+async fn process(deps: &Deps, m: SqsMessage) -> Disposition {
     let id = m.message_id.clone().unwrap_or_default();
     let body = m.body.as_deref().unwrap_or("");
     let Ok(EventEnvelope {
@@ -99,56 +97,63 @@ async fn process(deps: &Deps, m: SqsMessage) -> Option<String> {
             },
     }) = serde_json::from_str(body)
     else {
-        tracing::error!(message_id = %id, reason = "unrecognised_trigger_message", "dropped");
-        return None;
+        tracing::error!(reason = "unrecognised_trigger_message", "dropped");
+        return Disposition::DeadLetter;
     };
+    record_practice(&practice_id);
+    record_action(&action_id);
     let jitter = rand_unit(&id);
     let outcome = emitter::emit(&deps.emitter(), &practice_id, &action_id, jitter).await;
     outcome_metrics(deps, &outcome);
     match outcome {
         Ok(EmitOutcome::Delivered { .. }) => {
-            tracing::info!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "delivered", "trigger delivered");
-            None
+            tracing::info!(outcome = "delivered", "trigger delivered");
+            Disposition::Done
         }
         Ok(EmitOutcome::AlreadyDelivered) => {
-            tracing::info!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "already_delivered", "redelivery ignored");
-            None
+            tracing::info!(outcome = "already_delivered", "redelivery ignored");
+            Disposition::Done
         }
         Ok(EmitOutcome::Dropped(reason)) => {
-            tracing::warn!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "dropped", reason, "trigger not sent");
-            None
+            tracing::warn!(outcome = "dropped", reason, "trigger not sent");
+            Disposition::Done
         }
         Ok(EmitOutcome::Retry {
             after_seconds,
             reason,
         }) => {
-            tracing::warn!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "retry", reason = %reason, after_seconds, "trigger will be retried");
+            tracing::warn!(outcome = "retry", reason = %reason, after_seconds, "trigger will be retried");
             if let Some(rh) = m.receipt_handle.as_deref()
                 && let Err(e) = deps.queue.delay(rh, after_seconds).await
             {
-                tracing::warn!(message_id = %id, error = %e, "could not set retry delay; default visibility applies");
+                tracing::warn!(error = %e, "could not set retry delay; default visibility applies");
             }
-            Some(id)
+            Disposition::Retry
         }
         Ok(EmitOutcome::Defer { after_seconds }) => {
-            tracing::info!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "deferred", reason = "quiet_hours", after_seconds, "trigger deferred to the end of quiet hours");
+            tracing::info!(
+                outcome = "deferred",
+                reason = "quiet_hours",
+                after_seconds,
+                "trigger deferred to the end of quiet hours"
+            );
             if let Some(rh) = m.receipt_handle.as_deref()
                 && let Err(e) = deps.queue.delay(rh, after_seconds).await
             {
-                tracing::warn!(message_id = %id, error = %e, "could not set the deferral; default visibility applies");
+                tracing::warn!(error = %e, "could not set the deferral; default visibility applies");
             }
-            Some(id)
+            Disposition::Retry
         }
         Ok(EmitOutcome::DeadLetter(reason)) => {
-            tracing::error!(message_id = %id, practice_id = %practice_id, action_id = %action_id, outcome = "dead_letter", reason = %reason, alert = "trigger_dead_lettered", "trigger failed permanently");
+            tracing::error!(outcome = "dead_letter", reason = %reason, alert = "trigger_dead_lettered", "trigger failed permanently");
             match deps.dead_letters.send_raw(body).await {
-                Ok(()) => None,
-                Err(_) => Some(id),
+                Ok(()) => Disposition::DeadLetter,
+                Err(_) => Disposition::Retry,
             }
         }
         Err(e) => {
-            tracing::warn!(message_id = %id, practice_id = %practice_id, action_id = %action_id, error = %e, "emitter storage failure; will retry");
-            Some(id)
+            tracing::warn!(error = %e, "emitter storage failure; will retry");
+            Disposition::Retry
         }
     }
 }

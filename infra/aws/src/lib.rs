@@ -116,8 +116,8 @@ impl Config {
 
 /// The SDK clients, built once per cold start: DynamoDB always, the others with their cargo
 /// feature (each handler enables only the ones it calls, see Cargo.toml: a client costs about
-/// 0.2 ms of init, docs/performance.md). SES is built on demand ([`Clients::sesv2`]): of the
-/// two deployments of approval-check only one mails.
+/// 0.2 ms of init, docs/performance.md). SES is built on demand ([`Clients::sesv2`]): only
+/// approval-check mails, and the local stack and the CLI share one `Clients` among all.
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -317,7 +317,10 @@ impl Adapters {
 }
 
 /// Structured logs: JSON in Lambda (one object per line, ids and reason codes only), compact
-/// text elsewhere. Level from `RUST_LOG`.
+/// text elsewhere. Level from `RUST_LOG`. A line logged while an SQS message is handled
+/// carries the message's span (`lambda::sqs_batch`) as `"span": {"name": "sqs_message",
+/// "message_id": …, "practice_id": …, "action_id": …}`; the list of enclosing spans is left
+/// out (there is only that one).
 pub fn init_logging() {
     use tracing_subscriber::prelude::*;
     // RUST_LOG as `level` or `target=level,…` (what the template's LogLevel sets). A
@@ -330,6 +333,7 @@ pub fn init_logging() {
             .with(
                 fmt.json()
                     .flatten_event(true)
+                    .with_span_list(false)
                     .without_time()
                     .with_filter(filter),
             )

@@ -104,7 +104,7 @@ pub const ITEM_TYPES: &[ItemType] = &[
         purpose: "A practice's configuration: time zone, owner e-mails, trigger URL, sealed secrets, policy, rule overrides.",
         retention: "While the practice is a customer (no TTL); deleted by hand on offboarding.",
         written_by: "`pil practice create/update`, `pil secret rotate`, `pil policy set`; approval-page (settings page); scheduler-scan (`last_scan_date`); trigger-emitter (`endpoint_retired` on 410)",
-        read_by: "all four functions, `pil`",
+        read_by: "all five functions, `pil`",
     },
     ItemType {
         name: "practice list entry",
@@ -152,7 +152,7 @@ pub const ITEM_TYPES: &[ItemType] = &[
         purpose: "A gap turned into a candidate action (or a suppressed gap), its decision, delivery and attribution.",
         retention: "Until `patient.erased` for its patient (no TTL); re-keyed by `patient.ref_rotated`. Reports read the history.",
         written_by: "scheduler-scan (create, suppress, offers), approval-check and approval-page (decide), trigger-emitter (lease, deliver, fail), webhook-receiver (attribution, rotation, withdrawal)",
-        read_by: "all four functions, `pil report`",
+        read_by: "all five functions, `pil report`",
     },
     ItemType {
         name: "approval-link nonce",
@@ -1925,7 +1925,19 @@ pub fn log_fields(root: &Path, dirs: &[&str]) -> BTreeMap<String, BTreeSet<Strin
             .replace('\\', "/");
         // Test modules log nothing in production.
         let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-        for level in ["error!(", "warn!(", "info!(", "debug!(", "trace!("] {
+        // Events' fields, and spans' (a span's fields are on every line logged inside it).
+        for level in [
+            "error!(",
+            "warn!(",
+            "info!(",
+            "debug!(",
+            "trace!(",
+            "error_span!(",
+            "warn_span!(",
+            "info_span!(",
+            "debug_span!(",
+            "trace_span!(",
+        ] {
             let mut rest = text;
             while let Some(i) = rest.find(level) {
                 let args = &rest[i + level.len()..];
@@ -2172,7 +2184,7 @@ pub async fn render(root: &Path) -> Result<String, String> {
         pil_shared::token::SETTINGS_LINK_MINUTES
     ));
 
-    md.push_str("\n## Logs\n\nStructured fields of the functions' log lines (JSON in Lambda; log groups KMS-encrypted, 365 days). Request and message bodies are never logged; a refused webhook is logged by reason code and field path only. Read from the `tracing` macros in `functions/`, `shared/src` and `infra/aws/src`.\n\n| field | carries | logged in |\n|---|---|---|\n");
+    md.push_str("\n## Logs\n\nStructured fields of the functions' log lines (JSON in Lambda; log groups KMS-encrypted, 365 days). Request and message bodies are never logged; a refused webhook is logged by reason code and field path only. Read from the `tracing` macros in `functions/`, `shared/src` and `infra/aws/src`; a span's fields (an SQS message's: `message_id`, and `practice_id` and `action_id` once known) are under `span` on every line logged inside it.\n\n| field | carries | logged in |\n|---|---|---|\n");
     let fields = log_fields(root, &["functions", "shared/src", "infra/aws/src"]);
     for (name, files) in &fields {
         match LOG_FIELDS.iter().find(|(f, _)| f == name) {

@@ -122,6 +122,7 @@ pub enum Handler {
     Receiver(webhook_receiver::Deps),
     Scan(scheduler_scan::Deps),
     Approval(approval_check::Deps),
+    Page(approval_page::Deps),
     Emitter(trigger_emitter::Deps),
 }
 
@@ -131,13 +132,12 @@ impl Handler {
             Self::Receiver(d) => webhook_receiver::handler(d, ev(req))
                 .await
                 .map_err(|e| anyhow!("{e}")),
-            Self::Approval(d) => {
-                let v = approval_check::handler(d, ev(serde_json::to_value(req)?))
-                    .await
-                    .map_err(|e| anyhow!("{e}"))?;
-                Ok(serde_json::from_value(v)?)
+            Self::Page(d) => approval_page::handler(d, ev(req))
+                .await
+                .map_err(|e| anyhow!("{e}")),
+            Self::Scan(_) | Self::Approval(_) | Self::Emitter(_) => {
+                Err(anyhow!("function has no HTTP handler"))
             }
-            _ => Err(anyhow!("function has no HTTP handler")),
         }
     }
 
@@ -147,16 +147,13 @@ impl Handler {
             Self::Scan(d) => scheduler_scan::handler(d, ev(event))
                 .await
                 .map_err(|e| anyhow!("{e}")),
+            Self::Approval(d) => approval_check::handler(d, ev(event))
+                .await
+                .map_err(|e| anyhow!("{e}")),
             Self::Emitter(d) => trigger_emitter::handler(d, ev(event))
                 .await
                 .map_err(|e| anyhow!("{e}")),
-            Self::Approval(d) => {
-                let v = approval_check::handler(d, ev(serde_json::to_value(event)?))
-                    .await
-                    .map_err(|e| anyhow!("{e}"))?;
-                Ok(serde_json::from_value(v)?)
-            }
-            Self::Receiver(_) => Err(anyhow!("function has no SQS handler")),
+            Self::Receiver(_) | Self::Page(_) => Err(anyhow!("function has no SQS handler")),
         }
     }
 }
@@ -369,6 +366,11 @@ impl Stack {
                     meter.clone(),
                 )?),
                 "approval-check" => Handler::Approval(approval_check::Deps::new(
+                    &handler_clients,
+                    &config,
+                    meter.clone(),
+                )?),
+                "approval-page" => Handler::Page(approval_page::Deps::new(
                     &handler_clients,
                     &config,
                     meter.clone(),

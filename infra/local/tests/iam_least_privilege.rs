@@ -9,9 +9,9 @@
 //!    (`deps.actions.update_action(a)`) leads to the AWS adapter's implementation of it in
 //!    `pil-aws` (each port has one), so a function reaches only the adapter methods the
 //!    domain code it runs calls.
-//! 3. From the function's entry points (every function of its crate; for the two
-//!    deployments of `approval-check`, the handler of its own event source) every reachable
-//!    AWS SDK fluent call (`self.client.put_item()`, ...) is mapped to its IAM action
+//! 3. From the function's entry points (every function of its crate: each deployment has a
+//!    crate of its own, named by its `BuildProperties.Binary`) every reachable AWS SDK
+//!    fluent call (`self.client.put_item()`, ...) is mapped to its IAM action
 //!    ([`SDK_OPS`]); a `TransactWriteItems` is authorised per item (`Put` needs
 //!    `dynamodb:PutItem`, and so on), so its items' builders are read too. Query's index
 //!    resources come from the index-name constants the reachable store code names.
@@ -145,15 +145,6 @@ const SAM_POLICY_TEMPLATES: &[(&str, &[&str])] = &[
             "ses:VerifyEmailIdentity",
         ],
     ),
-];
-
-/// Deployments whose code is only part of their binary: the same `approval-check` binary
-/// serves the candidates queue (ApprovalCheckFunction) and the pages (ApprovalPageFunction);
-/// each can only run the handler of its own event source. Every other function's entry points
-/// are all of its crate's functions.
-const ENTRY_POINTS: &[(&str, &[&str])] = &[
-    ("ApprovalCheckFunction", &["handle_sqs", "new"]),
-    ("ApprovalPageFunction", &["handle_http", "new"]),
 ];
 
 /// The arity of a function named as a value rather than called.
@@ -541,19 +532,14 @@ fn all_purposes() -> BTreeSet<String> {
         .collect()
 }
 
-fn reach(
-    g: &Graph,
-    krate: &str,
-    entries: Option<&[&str]>,
-    index_names: &BTreeSet<String>,
-) -> Reach {
+fn reach(g: &Graph, krate: &str, index_names: &BTreeSet<String>) -> Reach {
     let sdk: HashMap<&str, &[&str]> = SDK_OPS.iter().copied().collect();
     let mut seen = vec![false; g.nodes.len()];
     let mut queue: VecDeque<usize> = g
         .nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.krate == krate && entries.is_none_or(|e| e.contains(&n.name.as_str())))
+        .filter(|(_, n)| n.krate == krate)
         .map(|(i, _)| i)
         .collect();
     for &i in &queue {
@@ -886,11 +872,12 @@ fn each_function_is_granted_exactly_the_calls_its_code_makes() {
         let binary = r["Metadata"]["BuildProperties"]["Binary"]
             .as_str()
             .unwrap_or_else(|| panic!("{id}: no Metadata.BuildProperties.Binary"));
-        if crates_added.insert(binary.to_owned()) {
-            graph.add_crate(binary, &root.join("functions").join(binary).join("src"));
-        }
-        let entries = ENTRY_POINTS.iter().find(|(f, _)| *f == id).map(|(_, e)| *e);
-        let reach = reach(&graph, binary, entries, &index_names);
+        assert!(
+            crates_added.insert(binary.to_owned()),
+            "{id}: binary {binary} is another function's too (one crate per deployment)"
+        );
+        graph.add_crate(binary, &root.join("functions").join(binary).join("src"));
+        let reach = reach(&graph, binary, &index_names);
         let mut problems: Vec<String> = reach
             .unknown_sdk_calls
             .iter()

@@ -690,6 +690,7 @@ async fn bench(cli: &Cli) -> Result<Vec<String>> {
         "webhook-receiver",
         "scheduler-scan",
         "approval-check",
+        "approval-page",
         "trigger-emitter",
     ] {
         if !bins.join(b).exists() {

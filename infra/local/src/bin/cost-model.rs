@@ -340,6 +340,7 @@ async fn run(args: Args) -> Result<()> {
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
+        .with_span_list(false)
         .without_time()
         .with_target(false)
         .with_env_filter("info")
