@@ -3,6 +3,7 @@
 //! `PIL_STACK_NAME`) with real credentials for a deployed stack. `pil ref …` is the
 //! exception: it makes refs on the practice's side, purely locally (no stack, no AWS).
 
+mod conformance;
 mod import;
 mod ops;
 
@@ -124,11 +125,36 @@ enum Cmd {
     /// their queues (every consumer has one effect per message, so nothing applies twice).
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// For a PMS team: check a trigger endpoint against the trigger contract with signed test
+    /// triggers (valid, repeated, badly signed, unsigned, stale, two signatures during a
+    /// rotation, answered in time), and print a card of what passed. Exit code 1 if anything
+    /// failed. Needs no stack: the endpoint and the practice's trigger secret (--secret-file or
+    /// PIL_TRIGGER_SECRET). The test triggers name a patient ref no practice has.
+    Conformance(ConformanceArgs),
     /// Send a practice's history through the events API: NDJSON (one event per line, as the
     /// API takes them) from --file or stdin, in signed batches of up to 100, progress on
     /// stderr. Creates state only; safe to run again (nothing is applied twice). The webhook
     /// secret comes from --secret-file or PIL_WEBHOOK_SECRET, never the command line.
     Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConformanceArgs {
+    /// The trigger endpoint (the URL the practice gives for `--trigger-url`).
+    #[arg(long)]
+    url: String,
+    /// The practice the test triggers are for (as in the real triggers' `practice_id`).
+    #[arg(long)]
+    practice_id: String,
+    /// A file holding the practice's trigger secret (`whsec_…`); else PIL_TRIGGER_SECRET.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// How long the layer waits for an answer.
+    #[arg(long, default_value_t = 10)]
+    timeout_seconds: u64,
+    /// Print JSON instead of the card.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -719,6 +745,19 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Cli {
+            cmd: Cmd::Conformance(a),
+            ..
+        } => {
+            return match conformance_cmd(&a).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("pil: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         cli => cli,
     };
     match run(cli).await {
@@ -739,6 +778,31 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `pil conformance`: prints the card; `Ok(false)` when a check failed.
+async fn conformance_cmd(a: &ConformanceArgs) -> Result<bool> {
+    let pid = practice_id(&a.practice_id)?;
+    let env = Config::from_env();
+    let url = trigger_url_arg(&a.url, &env).map_err(|e| anyhow!("--url: {e}"))?;
+    let secret_text = match &a.secret_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("--secret-file {}: cannot read it", p.display()))?,
+        None => std::env::var("PIL_TRIGGER_SECRET").map_err(|_| {
+            anyhow!("the trigger secret: pass --secret-file PATH or set PIL_TRIGGER_SECRET")
+        })?,
+    };
+    let secret = pil_shared::signature::WebhookSecret::parse(secret_text.trim())
+        .map_err(|_| anyhow!("the trigger secret: not a whsec_ secret"))?;
+    let timeout = std::time::Duration::from_secs(a.timeout_seconds.clamp(1, 60));
+    let card = conformance::run(&url, &pid, &secret, timeout).await?;
+    #[allow(clippy::print_stdout)]
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&card)?);
+    } else {
+        print!("{}", card.text());
+    }
+    Ok(card.passed)
 }
 
 fn practice_id(s: &str) -> Result<PracticeId> {
@@ -1021,6 +1085,9 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             serde_json::Value::Array(out)
         }
         Cmd::Ref(_) => unreachable!("`pil ref` is run by main, before any configuration"),
+        Cmd::Conformance(_) => {
+            unreachable!("`pil conformance` is run by main, before any configuration")
+        }
         Cmd::Import(a) => {
             let pid = practice_id(&a.practice_id)?;
             let secret_text = match &a.secret_file {
