@@ -124,7 +124,6 @@ fn the_old_webhook_secret_is_accepted_during_the_overlap_and_refused_after() {
     world.advance(SignedDuration::from_secs(1));
     let err = send(&world, &old, "msg_4").unwrap_err();
     assert_eq!(err, ReceiveError::Signature(SignatureError::NoMatch));
-    assert_eq!(err.status(), 401);
     assert_eq!(send(&world, &new, "msg_5"), Ok(()));
 
     // The next rotation (no overlap running any more) drops it; still two at most.

@@ -152,6 +152,13 @@ async fn each_path_emits_its_metrics_and_a_retired_endpoint_tells_the_owners_onc
     let receiver = "webhook-receiver";
     assert_eq!(total(&all, receiver, "WebhooksAccepted", None), 1.0);
     assert_eq!(total(&all, receiver, "Events", None), 2.0);
+    // The units the accepted delivery used, from the receiver's meter: two new patients'
+    // records at least (refused deliveries write nothing but their count).
+    assert!(
+        total(&all, receiver, "WriteUnits", None) >= 2.0,
+        "{:?}",
+        lines(&all, receiver, "WriteUnits")
+    );
     assert_eq!(
         total(
             &all,

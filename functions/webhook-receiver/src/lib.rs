@@ -17,12 +17,15 @@ pub struct Deps {
     pub adapters: Adapters,
     pub bus: EventBus,
     pub metrics: Metrics,
+    /// The store's meter: the units a delivery used become its metrics.
+    pub meter: Meter,
 }
 
 impl Deps {
     pub fn new(clients: &Clients, config: &Config, meter: Meter) -> Result<Self, MissingVar> {
         Ok(Self {
-            adapters: Adapters::new(clients, config, meter)?,
+            adapters: Adapters::new(clients, config, meter.clone())?,
+            meter,
             bus: EventBus::new(clients.eventbridge.clone(), config.get("EVENT_BUS_NAME")?),
             metrics: Metrics::new(config, "webhook-receiver"),
         })
@@ -76,6 +79,7 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
         clock: &deps.adapters.clock,
         refusals: &deps.adapters.store,
     };
+    let before = deps.meter.snapshot();
     match receiver::receive(&rd, delivery).await {
         Ok(a) => {
             // `a.webhook_id` passed `verify`, so it is well-formed (and signed).
@@ -90,6 +94,20 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
                     ("RecordsChanged", a.changed as f64, Unit::Count),
                 ],
             );
+            // With the meter off (as in tests that pass a disabled one) both are 0: not written.
+            let used = deps.meter.snapshot();
+            let write = used.total_write_units() - before.total_write_units();
+            let read = used.read_units - before.read_units;
+            if write > 0.0 || read > 0.0 {
+                deps.metrics.emit(
+                    None,
+                    &[],
+                    &[
+                        ("WriteUnits", write, Unit::Count),
+                        ("ReadUnits", read, Unit::Count),
+                    ],
+                );
+            }
             json_response(
                 202,
                 &serde_json::json!({"accepted": a.events, "webhook_id": a.webhook_id}),
@@ -119,7 +137,7 @@ fn refuse(
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         })
         .unwrap_or("-");
-    let status = e.status();
+    let status = status_of(e);
     if status >= 500 {
         tracing::error!(practice_id = practice, webhook_id = wid, status, reason = %e.reason(), "webhook not processed; PMS will retry");
     } else {
@@ -149,12 +167,45 @@ fn refuse(
     if let Some(p) = &signed {
         metrics.emit(Some(p), &[], &[("PracticeRefusals", 1.0, Unit::Count)]);
     }
-    let mut resp = json_response(status, &e.body());
+    let mut resp = json_response(status, &body_of(e));
     if status == 503 {
         resp.headers
             .insert("retry-after", http::HeaderValue::from_static("5"));
     }
     resp
+}
+
+/// The HTTP status of a refusal (docs/contracts.md, Responses). An unknown practice is
+/// answered exactly as the signature refusal it carries.
+pub fn status_of(e: &ReceiveError) -> u16 {
+    use pil_shared::inbound::RefusalCode;
+    use pil_shared::signature::SignatureError;
+    match e {
+        ReceiveError::UnsupportedMediaType => 415,
+        ReceiveError::TooLarge => 413,
+        ReceiveError::Signature(SignatureError::BodyNotUtf8)
+        | ReceiveError::UnknownPractice(SignatureError::BodyNotUtf8) => 400,
+        ReceiveError::Signature(_) | ReceiveError::UnknownPractice(_) => 401,
+        ReceiveError::Refused(r) if r.code == RefusalCode::MalformedJson => 400,
+        ReceiveError::Refused(_) => 422,
+        ReceiveError::Unavailable => 503,
+    }
+}
+
+/// `{"error": {"code", "field", "rule"}}`: never a value from the request.
+pub fn body_of(e: &ReceiveError) -> serde_json::Value {
+    let (code, field, rule) = match e {
+        ReceiveError::UnsupportedMediaType => {
+            ("unsupported_media_type", "content-type", "application/json")
+        }
+        ReceiveError::TooLarge => ("payload_too_large", "body", "max_262144_bytes"),
+        ReceiveError::Signature(s) | ReceiveError::UnknownPractice(s) => {
+            ("invalid_signature", s.field(), s.reason())
+        }
+        ReceiveError::Refused(r) => (r.code.as_str(), r.field.as_str(), r.rule),
+        ReceiveError::Unavailable => ("temporarily_unavailable", "", "retry_later"),
+    };
+    serde_json::json!({"error": {"code": code, "field": field, "rule": rule}})
 }
 
 /// The refusal's code and rule, from their fixed vocabularies (docs/contracts.md, Errors).
@@ -178,5 +229,59 @@ fn status_str(status: u16) -> &'static str {
         422 => "422",
         503 => "503",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pil_shared::signature::SignatureError;
+
+    const SIGNATURE_REFUSALS: [SignatureError; 7] = [
+        SignatureError::MissingHeader("webhook-signature"),
+        SignatureError::MissingHeader("webhook-id"),
+        SignatureError::IdFormat,
+        SignatureError::MalformedHeader("webhook-timestamp"),
+        SignatureError::StaleTimestamp,
+        SignatureError::NoMatch,
+        SignatureError::BodyNotUtf8,
+    ];
+
+    #[test]
+    fn an_unknown_practice_is_answered_exactly_as_its_signature_refusal() {
+        for s in SIGNATURE_REFUSALS {
+            let (known, unknown) = (ReceiveError::Signature(s), ReceiveError::UnknownPractice(s));
+            assert_eq!(
+                (status_of(&unknown), body_of(&unknown)),
+                (status_of(&known), body_of(&known)),
+                "{s:?}"
+            );
+            assert_eq!(body_of(&known)["error"]["code"], "invalid_signature");
+            assert!(matches!(status_of(&known), 400 | 401), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn each_refusal_has_its_status_and_a_body_without_values() {
+        let missing =
+            ReceiveError::UnknownPractice(SignatureError::MissingHeader("webhook-signature"));
+        assert_eq!(status_of(&missing), 401);
+        assert_eq!(
+            body_of(&missing).to_string(),
+            r#"{"error":{"code":"invalid_signature","field":"webhook-signature","rule":"missing_signature_header"}}"#
+        );
+        let id = ReceiveError::Signature(SignatureError::IdFormat);
+        assert_eq!(status_of(&id), 401);
+        assert_eq!(
+            body_of(&id).to_string(),
+            r#"{"error":{"code":"invalid_signature","field":"webhook-id","rule":"webhook_id_format"}}"#
+        );
+        assert_eq!(status_of(&ReceiveError::UnsupportedMediaType), 415);
+        assert_eq!(status_of(&ReceiveError::TooLarge), 413);
+        assert_eq!(status_of(&ReceiveError::Unavailable), 503);
+        assert_eq!(
+            status_of(&ReceiveError::Signature(SignatureError::BodyNotUtf8)),
+            400
+        );
     }
 }

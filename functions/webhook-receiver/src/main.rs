@@ -11,7 +11,9 @@ async fn main() -> Result<(), Error> {
     let deps = Deps::new(
         &Clients::from_lambda_env(&config)?,
         &config,
-        Meter::default(),
+        // Counts this function's DynamoDB units for its `WriteUnits`/`ReadUnits` metrics: one
+        // event at a time per execution environment, so the units around a request are its own.
+        Meter::enabled(),
     )?;
     run(service_fn(|event| handler(&deps, event))).await
 }

@@ -781,6 +781,10 @@ async fn run_all(
         KindChange {
             mode: Some(Mode::Auto),
             max_auto_per_day: Some(1000),
+            // Every due gap proposed in one night (the default budget of 25 would pick the
+            // most overdue, the win-backs, which wait for the owner), at any hour.
+            nightly_budget: Some(500),
+            quiet_hours: Some(None),
             ..Default::default()
         },
     )
