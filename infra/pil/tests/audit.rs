@@ -49,7 +49,7 @@ async fn practice_with_chain(stack: &Stack, env: &[(String, String)], id: &str) 
     assert_eq!(shown[1]["actor"], "admin");
 }
 
-/// The audit head's sort key (infra/aws/src/store.rs).
+/// The audit head's sort key (infra/aws/src/store/audit.rs).
 const HEAD_SK: &str = "AUDITHEAD";
 
 /// The practice's stored item under `sk`.
