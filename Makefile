@@ -69,7 +69,7 @@ clippy:
 # Every stored attribute, message field and log field with its purpose and retention, derived
 # from the item types (infra/local/src/inventory.rs); infra/local/tests/data_inventory.rs fails when stale.
 data-inventory:
-	$(CARGO) run -q -p pil-local --bin data-inventory > docs/data-inventory.md.tmp
+	$(CARGO) run -q -p pil-bench --bin data-inventory > docs/data-inventory.md.tmp
 	mv docs/data-inventory.md.tmp docs/data-inventory.md
 
 lint: $(CFN_LINT) $(CHECKOV)
@@ -86,7 +86,7 @@ bench: $(MOTO)
 	$(MAKE) --no-print-directory bench-first-night && \
 	$(MAKE) --no-print-directory cost && \
 	$(MAKE) --no-print-directory bench-cold && \
-	$(CARGO) run -q -p pil-local --bin bench-report && \
+	$(CARGO) run -q -p pil-bench --bin bench-report && \
 	if [ $$guard -ne 0 ]; then echo "make bench: the PHI guard missed a goal (make bench-guard)"; exit $$guard; fi
 
 # The PHI guard's accuracy (docs/guard.md, "How it is measured"): 10,000 ids from each of the
@@ -95,7 +95,7 @@ bench: $(MOTO)
 # Figures in target/bench/guard.json. Extra flags: make bench-guard ARGS="--seed 7
 # --show-misses 3". A release build: it also times the guard per ref (about a minute).
 bench-guard:
-	$(CARGO) run -q --release -p pil-local --bin guard-bench -- $(ARGS)
+	$(CARGO) run -q --release -p pil-bench --bin guard-bench -- $(ARGS)
 
 # Rebuilds the guard's model (shared/data/guard-model.bin, committed) from its public data:
 # the census name lists (`names`), mimesis' person data, gender-guesser's name dictionary
@@ -114,7 +114,7 @@ guard-model:
 # (docs/units.md). Extra flags: make bench-scan ARGS="--due 200". The dev build is enough: the
 # units counted do not depend on it and the wall time is the emulator's.
 bench-scan: $(MOTO)
-	$(CARGO) run -q -p pil-local --bin scan-bench -- $(ARGS)
+	$(CARGO) run -q -p pil-bench --bin scan-bench -- $(ARGS)
 
 # A practice's first night (docs/performance.md, "First night"): three years of history for
 # 1,000 and 10,000 patients imported in signed 100-event batches through the receiver's
@@ -123,7 +123,7 @@ bench-scan: $(MOTO)
 # Figures in target/bench/first-night.json (make cost prices the onboarding from them).
 # Extra flags: make bench-first-night ARGS="--patients 2000 --latency-ms 8".
 bench-first-night: $(MOTO)
-	$(CARGO) run -q -p pil-local --bin first-night -- $(ARGS)
+	$(CARGO) run -q -p pil-bench --bin first-night -- $(ARGS)
 
 # Local load test (loopback only, bounded): LOAD_RATE requests/s for LOAD_SECONDS with valid,
 # duplicate and refused webhooks; fails unless every valid event took effect exactly once and
@@ -132,12 +132,12 @@ bench-first-night: $(MOTO)
 LOAD_RATE ?= 15
 LOAD_SECONDS ?= 60
 load: $(MOTO)
-	$(CARGO) run -q -p pil-local --bin load -- --rate $(LOAD_RATE) --seconds $(LOAD_SECONDS)
+	$(CARGO) run -q -p pil-bench --bin load -- --rate $(LOAD_RATE) --seconds $(LOAD_SECONDS)
 
 # The cost model: measures each operation's use on the local stack and prices it
 # (docs/cost.md; figures in target/bench/cost.json).
 cost: $(MOTO)
-	$(CARGO) run -q -p pil-local --bin cost-model -- --out docs/cost.md
+	$(CARGO) run -q -p pil-bench --bin cost-model -- --out docs/cost.md
 
 # Cold start and memory (docs/performance.md): each handler's release bootstrap for the host and
 # a hello-world lambda_runtime baseline, built one package at a time (a package's own cargo
@@ -153,7 +153,7 @@ bench-cold: $(MOTO)
 	@for p in $(BOOTSTRAPS); do \
 	  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C relocation-model=static" \
 	  $(CARGO) build -q --release --target $(HOST_TRIPLE) -p $$p || exit 1; done
-	$(CARGO) run -q -p pil-local --bin cold-start -- --bin-dir $(CURDIR)/target/$(HOST_TRIPLE)/release $(ARGS)
+	$(CARGO) run -q -p pil-bench --bin cold-start -- --bin-dir $(CURDIR)/target/$(HOST_TRIPLE)/release $(ARGS)
 
 # sam build: SAM CLI, cargo-lambda and zig from PyPI (pinned; the venv is rebuilt when the
 # pins change); the arm64 Rust target from rustup. sam build reads infra/samconfig.toml

@@ -4,7 +4,6 @@
 
 pub mod capture;
 pub mod fault;
-pub mod guard_corpus;
 pub mod inventory;
 pub mod moto;
 pub mod pms;

@@ -33,7 +33,7 @@ async fn data_inventory_is_current() {
     }
     panic!(
         "docs/data-inventory.md is not current; regenerate it with `make data-inventory` \
-         (cargo run -q -p pil-local --bin data-inventory > docs/data-inventory.md).\n{}",
+         (cargo run -q -p pil-bench --bin data-inventory > docs/data-inventory.md).\n{}",
         diff.join("\n")
     );
 }

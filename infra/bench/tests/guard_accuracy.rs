@@ -1,10 +1,10 @@
-//! The PHI guard's accuracy on the corpora of `pil_local::guard_corpus`, smaller than
+//! The PHI guard's accuracy on the corpora of `pil_bench::guard_corpus`, smaller than
 //! `make bench-guard` runs them (1,000 ids per generator; every spelling): no valid id
 //! refused (the goal), and PHI-derived refs refused at no less than 99.5 %, the goal `make
 //! bench-guard` holds at its larger size (docs/guard.md has the figures). Also holds the corpora to
 //! their own contract: every value fits the wire, and a seed always gives the same values.
 
-use pil_local::guard_corpus::{self, DEFAULT_SEED, Tally, fits_wire};
+use pil_bench::guard_corpus::{self, DEFAULT_SEED, Tally, fits_wire};
 
 const PER_GENERATOR: usize = 1_000;
 const PER_SPELLING: usize = 50;

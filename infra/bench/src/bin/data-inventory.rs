@@ -2,7 +2,7 @@
 //! derived from the code (see `pil_local::inventory`). Exits non-zero, naming them, when an
 //! attribute or field has no description.
 //!
-//! `cargo run -q -p pil-local --bin data-inventory > docs/data-inventory.md` (`make data-inventory`)
+//! `cargo run -q -p pil-bench --bin data-inventory > docs/data-inventory.md` (`make data-inventory`)
 
 use std::path::Path;
 

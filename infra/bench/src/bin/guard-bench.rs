@@ -1,6 +1,6 @@
 //! `guard-bench`: the PHI guard's accuracy (`make bench-guard`; docs/guard.md, "How it is
 //! measured"). Runs `pil_shared::guard::check_ref` over the two corpora of
-//! `pil_local::guard_corpus` — valid ids from real generators, every one of which must be
+//! `pil_bench::guard_corpus` — valid ids from real generators, every one of which must be
 //! accepted, and PHI-derived refs in named spellings, which must be refused — and prints a
 //! Markdown table per generator (refusals and their rules) and per spelling (misses), the
 //! worst generator and the weakest spelling. Writes target/bench/guard.json (read by
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use pil_local::guard_corpus::{self, DEFAULT_SEED, Tally};
+use pil_bench::guard_corpus::{self, DEFAULT_SEED, Tally};
 use pil_local::stack::workspace_root;
 use serde_json::{Value, json};
 
