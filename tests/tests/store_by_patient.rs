@@ -188,3 +188,45 @@ async fn recent_reads_return_the_same_records_for_half_the_units() {
     assert_eq!(asked(), (false, 0.5));
     assert_eq!(units(), (0.5, 1));
 }
+
+/// The approval outbox through the index, whose sort key holds only the decision's second:
+/// an approval made earlier in the same second as `decided_before` is in the outbox, one
+/// made later in it is not (as the in-memory store answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_holds_approvals_decided_earlier_in_the_same_second() {
+    use pil_shared::action::ActionStatus;
+    use pil_shared::ports::{ActionLog, ActionRepo};
+    let ts = TestStack::start().await.unwrap();
+    let store = ts.store();
+    let second = Timestamp::now().as_second() - 60;
+    let at = |ms: i64| Timestamp::from_millisecond(second * 1000 + ms).unwrap();
+    let mut action = pil_local::inventory::sample_actions()
+        .into_iter()
+        .next()
+        .unwrap();
+    action.practice_id = ts.practice.clone();
+    action.status = ActionStatus::Approved;
+    action.attempts = 0;
+    action.lease_until = None;
+    action.decided_at = Some(at(200));
+    assert!(store.create_action(&action).await.unwrap());
+    let ids = |v: Vec<pil_shared::action::Action>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.outbox(&ts.practice, at(900)).await.unwrap()),
+        vec![action.id.clone()],
+        "decided at .200, asked before .900 of the same second"
+    );
+    assert!(
+        store
+            .outbox(&ts.practice, at(100))
+            .await
+            .unwrap()
+            .is_empty(),
+        "decided after .100"
+    );
+    assert_eq!(
+        ids(store.outbox(&ts.practice, at(2000)).await.unwrap()),
+        vec![action.id.clone()]
+    );
+    ts.stop().await;
+}

@@ -146,20 +146,28 @@ impl ActionLog for DynamoStore {
         practice: &PracticeId,
         decided_before: Timestamp,
     ) -> Result<Vec<Action>, StoreError> {
+        // The index's sort key holds the decision's second: read through the end of
+        // `decided_before`'s second, then keep what was decided before it (an approval made
+        // earlier in that same second is in the outbox too).
+        let through = Timestamp::from_second(decided_before.as_second().saturating_add(1))
+            .unwrap_or(decided_before);
         let items = self
             .query_all(
                 Some(BY_DELIVERY),
                 "gsi3pk = :p AND gsi3sk < :before",
                 vec![
                     (":p", s(outbox_key(practice))),
-                    (":before", s(outbox_sort_prefix(decided_before))),
+                    (":before", s(outbox_sort_prefix(through))),
                 ],
                 None,
             )
             .await?;
         let found: Vec<Action> = items.iter().map(action_of).collect::<Result<_, _>>()?;
         // The index lags a write by a moment: what left the outbox meanwhile is dropped.
-        Ok(found.into_iter().filter(Action::in_outbox).collect())
+        Ok(found
+            .into_iter()
+            .filter(|a| a.in_outbox() && a.decided_at.unwrap_or(a.created_at) < decided_before)
+            .collect())
     }
 
     async fn delivered_between(
