@@ -154,28 +154,11 @@ async fn candidates(deps: &Deps, batch: &CandidateBatch) -> Disposition {
 /// E-mails each owner that triggers stopped.
 async fn endpoint_retired(deps: &Deps, practice_id: &PracticeId) -> Disposition {
     record_practice(practice_id);
-    match approval::endpoint_retired(&deps.approval(), practice_id).await {
-        Ok(owners) => {
-            tracing::info!(
-                owners,
-                reason = "endpoint_retired",
-                "owners told that triggers stopped"
-            );
-            deps.metrics
-                .emit(None, &[], &[("OwnerNotices", 1.0, Unit::Count)]);
-            Disposition::Done
-        }
-        Err(e) if e.is_transient() => {
-            tracing::warn!(error = %e, "owner notice failed; will retry");
-            Disposition::Retry
-        }
-        Err(e) => {
-            tracing::error!(error = %e, alert = "owner_notice_failed", "owners not told that triggers stopped; the digest says it");
-            Disposition::DeadLetter
-        }
-    }
+    let sent = approval::endpoint_retired(&deps.approval(), practice_id).await;
+    notice_sent(deps, sent, "endpoint_retired")
 }
 
+/// E-mails each owner that triggers fail (at most once a day).
 async fn triggers_failing(
     deps: &Deps,
     practice_id: &PracticeId,
@@ -183,24 +166,31 @@ async fn triggers_failing(
     reason: &str,
 ) -> Disposition {
     record_practice(practice_id);
-    match approval::triggers_failing(&deps.approval(), practice_id, date, reason).await {
+    let sent = approval::triggers_failing(&deps.approval(), practice_id, date, reason).await;
+    notice_sent(deps, sent, "triggers_failing")
+}
+
+/// An owners' notice sent (a line and a metric), left for a retry, or given up with an alert
+/// (the digest still says triggers stopped).
+fn notice_sent(
+    deps: &Deps,
+    sent: Result<usize, approval::ApprovalError>,
+    reason: &'static str,
+) -> Disposition {
+    match sent {
         Ok(0) => Disposition::Done,
         Ok(owners) => {
-            tracing::info!(
-                owners,
-                reason = "triggers_failing",
-                "owners told that triggers fail"
-            );
+            tracing::info!(owners, reason, "owners told");
             deps.metrics
                 .emit(None, &[], &[("OwnerNotices", 1.0, Unit::Count)]);
             Disposition::Done
         }
         Err(e) if e.is_transient() => {
-            tracing::warn!(error = %e, "owner notice failed; will retry");
+            tracing::warn!(error = %e, reason, "owner notice failed; will retry");
             Disposition::Retry
         }
         Err(e) => {
-            tracing::error!(error = %e, alert = "owner_notice_failed", "owners not told that triggers fail");
+            tracing::error!(error = %e, reason, alert = "owner_notice_failed", "owners not told");
             Disposition::DeadLetter
         }
     }

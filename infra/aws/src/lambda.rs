@@ -191,6 +191,17 @@ mod tests {
             .block_on(f)
     }
 
+    /// The tests that run `sqs_batch` one at a time: its span's callsite caches whether any
+    /// subscriber wants it, and a test running it without one beside the test that logs could
+    /// leave that cache saying no.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn disposition(body: &str) -> Disposition {
         match body {
             "done" => Disposition::Done,
@@ -201,6 +212,7 @@ mod tests {
 
     #[test]
     fn only_retried_messages_are_batch_failures() {
+        let _serial = serial();
         let bodies = ["done", "retry", "dead", "retry", "done", "dead"];
         let resp = block_on(sqs_batch(event(&bodies), 2, |m| async move {
             disposition(m.body.as_deref().unwrap_or_default())
@@ -221,6 +233,7 @@ mod tests {
 
     #[test]
     fn at_most_the_bound_run_at_once() {
+        let _serial = serial();
         for bound in [1, 3] {
             let (running, peak, seen) = (
                 AtomicUsize::new(0),
@@ -264,6 +277,7 @@ mod tests {
 
     #[test]
     fn each_message_logs_inside_a_span_naming_it() {
+        let _serial = serial();
         let lines = Lines::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
@@ -273,6 +287,8 @@ mod tests {
             .with_writer(lines.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
+            // This subscriber wants the span, whatever an earlier test left cached.
+            tracing::callsite::rebuild_interest_cache();
             block_on(sqs_batch(
                 event(&["pr-1", "pr-2", "-"]),
                 3,

@@ -474,6 +474,31 @@ integrator) for the new trigger endpoint and send it to your Practice Intelligen
 operator, who updates it; triggers flow again from the next approval. Actions approved \
 meanwhile are marked failed, not lost: they come back as new gaps on later nights.";
 
+/// A notice to the practice's owners: what happened, and what to do.
+fn notice_mail(p: &Practice, subject: &str, what: &str, todo: &str) -> Mail {
+    let practice_id = p.id.as_str();
+    Mail {
+        to: p.owner_emails.clone(),
+        subject: subject.to_owned(),
+        html: NoticeHtml {
+            subject,
+            practice_id,
+            what,
+            todo,
+        }
+        .render()
+        .unwrap_or_default(),
+        text: NoticeText {
+            subject,
+            practice_id,
+            what,
+            todo,
+        }
+        .render()
+        .unwrap_or_default(),
+    }
+}
+
 /// Tells the owners, in one e-mail, that triggers stopped (the emitter retired the endpoint
 /// after a 410). Nothing is sent if the endpoint was set again meanwhile.
 pub async fn endpoint_retired(
@@ -489,30 +514,13 @@ pub async fn endpoint_retired(
         return Ok(0);
     }
     let subject = "Triggers to your practice software have stopped";
-    let (what, todo) = (TRIGGERS_STOPPED, TRIGGERS_STOPPED_TODO);
-    let html = NoticeHtml {
-        subject,
-        practice_id: p.id.as_str(),
-        what,
-        todo,
-    }
-    .render()
-    .unwrap_or_default();
-    let text = NoticeText {
-        subject,
-        practice_id: p.id.as_str(),
-        what,
-        todo,
-    }
-    .render()
-    .unwrap_or_default();
     deps.mailer
-        .send(&Mail {
-            to: p.owner_emails.clone(),
-            subject: subject.to_owned(),
-            html,
-            text,
-        })
+        .send(&notice_mail(
+            &p,
+            subject,
+            TRIGGERS_STOPPED,
+            TRIGGERS_STOPPED_TODO,
+        ))
         .await?;
     Ok(p.owner_emails.len())
 }
@@ -558,29 +566,8 @@ pub async fn triggers_failing(
                 endpoint's logs for today. Undelivered actions are marked failed, not lost: \
                 their gaps come back on later nights, and your operator can send them again \
                 once the cause is fixed. You get at most one of these e-mails a day.";
-    let html = NoticeHtml {
-        subject,
-        practice_id: p.id.as_str(),
-        what: &what,
-        todo,
-    }
-    .render()
-    .unwrap_or_default();
-    let text = NoticeText {
-        subject,
-        practice_id: p.id.as_str(),
-        what: &what,
-        todo,
-    }
-    .render()
-    .unwrap_or_default();
     deps.mailer
-        .send(&Mail {
-            to: p.owner_emails.clone(),
-            subject: subject.to_owned(),
-            html,
-            text,
-        })
+        .send(&notice_mail(&p, subject, &what, todo))
         .await?;
     Ok(p.owner_emails.len())
 }
