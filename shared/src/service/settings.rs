@@ -18,161 +18,14 @@ use jiff::{SignedDuration, Timestamp};
 use crate::action::ActionKind;
 use crate::ids::PracticeId;
 use crate::ports::{DomainEvent, Mail, PortError};
-use crate::practice::{KindPolicy, Mode, Policy, Practice};
+use crate::practice::{Mode, Policy, Practice};
 use crate::service::admin::{self, AdminError, AdminStore};
 use crate::service::approval::{ApprovalDeps, ApprovalError};
 use crate::token::{self, Claims, Decision, SETTINGS_LINK_MINUTES};
-use crate::views::{Page, page, page_css, unavailable};
-
-/// One kind's settings as the page shows them.
-struct KindView {
-    key: &'static str,
-    label: &'static str,
-    words: String,
-    mode: &'static str,
-    max_auto_per_day: u32,
-    max_auto_value: u32,
-}
-
-#[derive(Template)]
-#[template(path = "settings.html")]
-struct SettingsHtml<'a> {
-    css: &'static str,
-    title: &'a str,
-    message: &'a str,
-    badge: &'a str,
-    tone: &'a str,
-    error: &'a str,
-    practice_id: &'a str,
-    /// The form (posting back to the page's own address), or the policy in words.
-    editing: bool,
-    kinds: Vec<KindView>,
-    general_words: String,
-    /// How long each kind stays worth sending ([`window_words`]).
-    window_words: String,
-    cooldown_days: u32,
-    max_nudges: u32,
-    quiet_hours: String,
-    expiry_hours: u32,
-    slot_fill_k: u32,
-    nightly_budget: u32,
-    link_minutes: i64,
-}
-
-/// A kind's policy in the owner's words ("I approve each one").
-pub fn kind_words(k: &KindPolicy) -> String {
-    match k.mode {
-        Mode::Approve => "I approve each one".into(),
-        Mode::Off => "Off: never proposed".into(),
-        Mode::Auto if k.max_auto_per_day == 0 => {
-            "Automatic, but the daily limit is 0, so each one comes to me".into()
-        }
-        Mode::Auto => format!(
-            "Sent automatically, up to {} a day and {} each; the rest come to me",
-            k.max_auto_per_day,
-            crate::service::report::money(u64::from(k.max_auto_value))
-        ),
-    }
-}
-
-fn quiet_words(q: Option<(u8, u8)>) -> String {
-    match q {
-        Some((a, b)) => format!("{a:02}:00-{b:02}:00"),
-        None => "none".into(),
-    }
-}
-
-pub fn general_words(p: &Policy) -> String {
-    format!(
-        "at most one message every {} days and {} in 30 days; quiet hours {}; approval links work {} hours; an opened slot goes to {} patients; at most {} new actions a night",
-        p.cooldown_days,
-        p.max_nudges_per_30_days,
-        quiet_words(p.quiet_hours),
-        p.approval_expiry_hours,
-        p.slot_fill_k,
-        p.nightly_budget
-    )
-}
-
-/// The practice's windows in words: how long past its due date each kind is still sent
-/// (docs/contracts.md, Windows). Set with `pil practice update --stale-after-days`.
-pub fn window_words(p: &Practice) -> String {
-    let parts: Vec<String> = ActionKind::ALL
-        .into_iter()
-        .filter_map(|k| {
-            p.stale_after_days(k).map(|d| {
-                format!(
-                    "{} up to {d} days after due",
-                    k.plural_label().to_lowercase()
-                )
-            })
-        })
-        .collect();
-    format!(
-        "{}; rebooks and series sessions until a win-back takes over. Later than that, nothing is sent.",
-        parts.join(", ")
-    )
-}
-
-fn kinds(p: &Policy) -> Vec<KindView> {
-    ActionKind::ALL
-        .into_iter()
-        .map(|k| {
-            let kp = p.for_kind(k);
-            KindView {
-                key: k.as_str(),
-                label: k.plural_label(),
-                words: kind_words(&kp),
-                mode: kp.mode.as_str(),
-                max_auto_per_day: kp.max_auto_per_day,
-                max_auto_value: kp.max_auto_value,
-            }
-        })
-        .collect()
-}
-
-struct View<'a> {
-    status: u16,
-    outcome: &'static str,
-    title: &'a str,
-    message: &'a str,
-    badge: &'a str,
-    tone: &'a str,
-    error: &'a str,
-    editing: bool,
-}
-
-fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page {
-    let html = SettingsHtml {
-        css: page_css(),
-        title: v.title,
-        message: v.message,
-        badge: v.badge,
-        tone: v.tone,
-        error: v.error,
-        practice_id: practice.id.as_str(),
-        editing: v.editing,
-        kinds: kinds(policy),
-        general_words: general_words(policy),
-        window_words: window_words(practice),
-        cooldown_days: policy.cooldown_days,
-        max_nudges: policy.max_nudges_per_30_days,
-        quiet_hours: policy
-            .quiet_hours
-            .map_or_else(|| "none".into(), |(a, b)| format!("{a}-{b}")),
-        expiry_hours: policy.approval_expiry_hours,
-        slot_fill_k: policy.slot_fill_k,
-        nightly_budget: policy.nightly_budget,
-        link_minutes: SETTINGS_LINK_MINUTES,
-    }
-    .render()
-    .unwrap_or_default();
-    Page {
-        status: v.status,
-        html,
-        outcome: v.outcome,
-    }
-}
+use crate::views::settings::{SettingsLinkHtml, SettingsLinkText, View, render};
+use crate::views::{Page, page, unavailable};
+// The policy in words, where the CLI and the tests have found it.
+pub use crate::views::settings::{general_words, kind_words, window_words};
 
 /// A settings link for the owner `approver_email`: it works for [`SETTINGS_LINK_MINUTES`]
 /// from `now`, once. Only ever e-mailed to that owner ([`send_links`]).
@@ -284,25 +137,6 @@ pub async fn request_link(deps: &ApprovalDeps<'_>, practice: &Practice, claims: 
         &[],
         None,
     )
-}
-
-#[derive(Template)]
-#[template(path = "settings_link.html")]
-struct SettingsLinkHtml<'a> {
-    subject: &'a str,
-    practice_id: &'a str,
-    url: &'a str,
-    expires: &'a str,
-    minutes: i64,
-}
-
-#[derive(Template)]
-#[template(path = "settings_link.txt")]
-struct SettingsLinkText<'a> {
-    practice_id: &'a str,
-    url: &'a str,
-    expires: &'a str,
-    minutes: i64,
 }
 
 /// E-mails each of the practice's owners a settings link of their own (bound to them, so it
@@ -559,6 +393,7 @@ fn settings_unavailable(practice: &Practice) -> Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::practice::KindPolicy;
 
     #[test]
     fn the_form_parses_into_a_policy_and_names_a_bad_field() {

@@ -5,6 +5,8 @@
 
 use askama::Template;
 
+pub mod settings;
+
 use crate::action::{Action, ActionStatus, Withdrawal};
 
 /// `$1,350`: whole currency units with thousands separators.
