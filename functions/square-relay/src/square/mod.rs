@@ -1,0 +1,3 @@
+//! Square's side: webhook signatures, the booking payloads the relay reads, the API client.
+
+pub mod signature;
