@@ -1,0 +1,34 @@
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use pil_aws::{Clients, Config};
+use square_relay::config::{AwsClients, Role, backfill_span, relay};
+use square_relay::jobs;
+use square_relay::square::client::RetryPolicy;
+
+// The schedule's tick (EventBridge Scheduler, every 15 minutes; one run at a time).
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    pil_aws::init_logging();
+    let config = Config::from_env();
+    let clients = Clients::from_lambda_env(&config)?;
+    let aws = AwsClients {
+        dynamodb: clients.dynamodb.clone(),
+        kms: clients.kms.clone(),
+    };
+    let relay = relay(&config, &aws, Role::Jobs, RetryPolicy::default()).await?;
+    let span = backfill_span(&config);
+    run(service_fn(|e: LambdaEvent<EventBridgeEvent<serde_json::Value>>| {
+        let relay = &relay;
+        async move {
+            let deadline = jiff::Timestamp::from_millisecond(e.context.deadline as i64)
+                .map(jobs::deadline_before)
+                .unwrap_or_else(|_| jiff::Timestamp::now());
+            jobs::run(relay, span, jiff::Timestamp::now, deadline)
+                .await
+                .inspect(|r| tracing::info!(report = ?r, "jobs_done"))
+                .inspect_err(|e| tracing::warn!(reason = e.code(), "jobs_stopped"))
+                .map_err(Error::from)
+        }
+    }))
+    .await
+}
