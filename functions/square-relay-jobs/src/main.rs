@@ -17,18 +17,20 @@ async fn main() -> Result<(), Error> {
     };
     let relay = relay(&config, &aws, Role::Jobs, RetryPolicy::default()).await?;
     let span = backfill_span(&config);
-    run(service_fn(|e: LambdaEvent<EventBridgeEvent<serde_json::Value>>| {
-        let relay = &relay;
-        async move {
-            let deadline = jiff::Timestamp::from_millisecond(e.context.deadline as i64)
-                .map(jobs::deadline_before)
-                .unwrap_or_else(|_| jiff::Timestamp::now());
-            jobs::run(relay, span, jiff::Timestamp::now, deadline)
-                .await
-                .inspect(|r| tracing::info!(report = ?r, "jobs_done"))
-                .inspect_err(|e| tracing::warn!(reason = e.code(), "jobs_stopped"))
-                .map_err(Error::from)
-        }
-    }))
+    run(service_fn(
+        |e: LambdaEvent<EventBridgeEvent<serde_json::Value>>| {
+            let relay = &relay;
+            async move {
+                let deadline = jiff::Timestamp::from_millisecond(e.context.deadline as i64)
+                    .map(jobs::deadline_before)
+                    .unwrap_or_else(|_| jiff::Timestamp::now());
+                jobs::run(relay, span, jiff::Timestamp::now, deadline)
+                    .await
+                    .inspect(|r| tracing::info!(report = ?r, "jobs_done"))
+                    .inspect_err(|e| tracing::warn!(reason = e.code(), "jobs_stopped"))
+                    .map_err(Error::from)
+            }
+        },
+    ))
     .await
 }

@@ -185,7 +185,9 @@ pub fn backfill_span(config: &Config) -> BackfillSpan {
     let d = BackfillSpan::default();
     BackfillSpan {
         days_back: config.num("BACKFILL_DAYS", d.days_back).clamp(0, 3650),
-        days_ahead: config.num("BACKFILL_AHEAD_DAYS", d.days_ahead).clamp(0, 365),
+        days_ahead: config
+            .num("BACKFILL_AHEAD_DAYS", d.days_ahead)
+            .clamp(0, 365),
     }
 }
 
@@ -219,15 +221,13 @@ pub async fn relay(
     let secret = |p: Purpose| secrets.get(&p).cloned().ok_or(InitError::Missing(p.env()));
     let ref_key = RefKey::parse(&secret(Purpose::RefKey)?)
         .map_err(|_| InitError::Invalid(Purpose::RefKey.env(), "a ref key (pil ref key)"))?;
-    let layer_secret = WebhookSecret::parse(&secret(Purpose::LayerWebhookSecret)?).map_err(|_| {
-        InitError::Invalid(Purpose::LayerWebhookSecret.env(), "a whsec_ secret")
-    })?;
+    let layer_secret = WebhookSecret::parse(&secret(Purpose::LayerWebhookSecret)?)
+        .map_err(|_| InitError::Invalid(Purpose::LayerWebhookSecret.env(), "a whsec_ secret"))?;
     let (signature_key, notification_url, trigger_secrets) = match role {
         Role::Jobs => (None, String::new(), Vec::new()),
         Role::Http => {
-            let key = SignatureKey::new(secret(Purpose::SquareSignatureKey)?).map_err(|_| {
-                InitError::Invalid(Purpose::SquareSignatureKey.env(), "not empty")
-            })?;
+            let key = SignatureKey::new(secret(Purpose::SquareSignatureKey)?)
+                .map_err(|_| InitError::Invalid(Purpose::SquareSignatureKey.env(), "not empty"))?;
             let mut trigger = Vec::new();
             for p in [Purpose::TriggerSecret, Purpose::TriggerSecretPrevious] {
                 if let Some(s) = secrets.get(&p) {

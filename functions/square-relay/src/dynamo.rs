@@ -243,7 +243,10 @@ impl RelayStore for DynamoRelayStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(MEMBER_PK, &member_sk(&m.group_id, &m.customer_id))))
+            .set_key(Some(key(
+                MEMBER_PK,
+                &member_sk(&m.group_id, &m.customer_id),
+            )))
             .update_expression("SET group_id = :g, customer_id = :c, expires_at = :e")
             .condition_expression("attribute_not_exists(expires_at) OR expires_at < :e")
             .expression_attribute_values(":g", AttributeValue::S(m.group_id.clone()))
@@ -298,7 +301,10 @@ impl RelayStore for DynamoRelayStore {
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key(MEMBER_PK, &member_sk(&m.group_id, &m.customer_id))))
+            .set_key(Some(key(
+                MEMBER_PK,
+                &member_sk(&m.group_id, &m.customer_id),
+            )))
             .condition_expression("expires_at = :e")
             .expression_attribute_values(":e", AttributeValue::S(m.expires_at.to_string()))
             .send()

@@ -110,11 +110,25 @@ async fn square(
             respond(200, json!({ "status": status }), false)
         }
         Err(WebhookError::Signature) => {
-            tracing::warn!(route = "square_webhook", reason = "signature_mismatch", "refused");
-            error(401, "invalid_signature", signature::HEADER, "signature_mismatch")
+            tracing::warn!(
+                route = "square_webhook",
+                reason = "signature_mismatch",
+                "refused"
+            );
+            error(
+                401,
+                "invalid_signature",
+                signature::HEADER,
+                "signature_mismatch",
+            )
         }
         Err(WebhookError::Malformed(field)) => {
-            tracing::warn!(route = "square_webhook", reason = "malformed", field, "refused");
+            tracing::warn!(
+                route = "square_webhook",
+                reason = "malformed",
+                field,
+                "refused"
+            );
             error(400, "malformed_notification", field, "square_webhook_v2")
         }
         Err(WebhookError::Layer(LayerError::Refused {
@@ -177,7 +191,12 @@ async fn trigger(
         }
         Err(TriggerError::Square(SquareError::NotFound)) => {
             tracing::warn!(route = "trigger", reason = "square_not_found", "refused");
-            error(404, "unknown_customer", "patient_ref", "square_customer_exists")
+            error(
+                404,
+                "unknown_customer",
+                "patient_ref",
+                "square_customer_exists",
+            )
         }
         Err(TriggerError::Square(SquareError::Rejected {
             status,

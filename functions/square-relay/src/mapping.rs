@@ -71,12 +71,7 @@ impl ServiceMap {
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Treatment)>) -> Self {
-        Self(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-        )
+        Self(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
 
     pub fn treatment(&self, variation_id: &str) -> Option<Treatment> {
@@ -308,4 +303,221 @@ pub fn completions(b: &Booking, now: Timestamp, rules: &Rules, refs: &Refs) -> M
     m.events
         .retain(|e| e["type"].as_str() == Some("appointment.completed"));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::square::model::Booking;
+
+    const NEURO: &str = "VAR_NEUROTOXIN";
+    const FILLER: &str = "VAR_FILLER";
+
+    fn rules() -> Rules {
+        Rules {
+            services: ServiceMap::from_pairs([
+                (NEURO, Treatment::Neurotoxin),
+                (FILLER, Treatment::DermalFiller),
+            ]),
+            completion_grace: DEFAULT_COMPLETION_GRACE,
+        }
+    }
+
+    fn refs() -> Refs {
+        Refs::new(RefKey::parse("dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktMzJi").unwrap())
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn booking(status: &str, start: &str, services: &[&str]) -> Booking {
+        let segments: Vec<_> = services
+            .iter()
+            .map(|s| serde_json::json!({"duration_minutes": 30, "service_variation_id": s, "team_member_id": "TM1", "service_variation_version": 1}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": "BOOKING1", "version": 2, "status": status,
+            "created_at": "2026-11-01T10:00:00Z", "updated_at": "2026-11-02T09:30:00Z",
+            "start_at": start, "location_id": "L1", "customer_id": "CUSTOMER1",
+            "customer_note": "Maria Lopez, 555-0100, allergic to lidocaine",
+            "seller_note": "DOB 1984-03-02",
+            "appointment_segments": segments,
+        }))
+        .unwrap()
+    }
+
+    fn kinds(m: &Mapped) -> Vec<&str> {
+        m.events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn accepted_ahead_is_booked_at_its_last_update() {
+        let b = booking("ACCEPTED", "2026-11-20T15:00:00Z", &[NEURO]);
+        let m = map_booking(&b, ts("2026-11-03T00:00:00Z"), &rules(), &refs());
+        assert_eq!(kinds(&m), ["appointment.booked"]);
+        let e = &m.events[0];
+        assert_eq!(e["occurred_at"], "2026-11-02T09:30:00Z");
+        assert_eq!(e["data"]["starts_at"], "2026-11-20T15:00:00Z");
+        assert_eq!(e["data"]["duration_min"], 30);
+        assert_eq!(e["data"]["treatment"], "neurotoxin");
+        assert_eq!(
+            e["data"]["patient_ref"],
+            refs().patient("CUSTOMER1").as_str()
+        );
+        assert_eq!(
+            e["data"]["appointment_ref"],
+            refs().appointment("BOOKING1").as_str()
+        );
+        assert_eq!(e["data"]["provider_ref"], refs().provider("TM1").as_str());
+        assert_eq!(
+            m.patient.as_ref().map(|(_, c)| c.as_str()),
+            Some("CUSTOMER1")
+        );
+    }
+
+    #[test]
+    fn pending_is_booked_too() {
+        let b = booking("PENDING", "2026-11-20T15:00:00Z", &[NEURO]);
+        let m = map_booking(&b, ts("2026-11-03T00:00:00Z"), &rules(), &refs());
+        assert_eq!(kinds(&m), ["appointment.booked"]);
+    }
+
+    #[test]
+    fn accepted_and_past_the_grace_is_completed_per_treatment() {
+        let b = booking("ACCEPTED", "2026-11-20T15:00:00Z", &[NEURO, FILLER, NEURO]);
+        // Ends 16:30; the mark is 24 h later.
+        let before = map_booking(&b, ts("2026-11-21T16:29:59Z"), &rules(), &refs());
+        assert_eq!(kinds(&before), ["appointment.booked"]);
+        let after = map_booking(&b, ts("2026-11-21T16:30:00Z"), &rules(), &refs());
+        assert_eq!(
+            kinds(&after),
+            [
+                "appointment.booked",
+                "appointment.completed",
+                "appointment.completed"
+            ]
+        );
+        assert_eq!(after.events[0]["data"]["duration_min"], 90);
+        assert_eq!(after.events[1]["occurred_at"], "2026-11-20T16:30:00Z");
+        assert_eq!(after.events[1]["data"]["treatment"], "neurotoxin");
+        assert_eq!(after.events[2]["data"]["treatment"], "dermal_filler");
+        let only = completions(&b, ts("2026-11-22T00:00:00Z"), &rules(), &refs());
+        assert_eq!(
+            kinds(&only),
+            ["appointment.completed", "appointment.completed"]
+        );
+    }
+
+    #[test]
+    fn cancellations_reopen_the_slot_only_when_it_lay_ahead() {
+        for status in ["CANCELLED_BY_CUSTOMER", "CANCELLED_BY_SELLER"] {
+            let ahead = booking(status, "2026-11-20T15:00:00Z", &[NEURO]);
+            let m = map_booking(&ahead, ts("2026-11-03T00:00:00Z"), &rules(), &refs());
+            assert_eq!(kinds(&m), ["appointment.booked", "appointment.cancelled"]);
+            assert_eq!(m.events[0]["occurred_at"], "2026-11-01T10:00:00Z");
+            assert_eq!(m.events[1]["occurred_at"], "2026-11-02T09:30:00Z");
+            assert_eq!(m.events[1]["data"]["reopens_slot"], true);
+            // Cancelled after the start: nothing to offer.
+            let past = booking(status, "2026-11-02T08:00:00Z", &[NEURO]);
+            let m = map_booking(&past, ts("2026-11-03T00:00:00Z"), &rules(), &refs());
+            assert_eq!(m.events[1]["data"]["reopens_slot"], false);
+        }
+    }
+
+    #[test]
+    fn declined_never_reopens_and_no_show_is_reported() {
+        let d = booking("DECLINED", "2026-11-20T15:00:00Z", &[NEURO]);
+        let m = map_booking(&d, ts("2026-11-03T00:00:00Z"), &rules(), &refs());
+        assert_eq!(kinds(&m), ["appointment.booked", "appointment.cancelled"]);
+        assert_eq!(m.events[1]["data"]["reopens_slot"], false);
+        let n = booking("NO_SHOW", "2026-11-02T08:00:00Z", &[NEURO]);
+        let m = map_booking(&n, ts("2026-11-30T00:00:00Z"), &rules(), &refs());
+        assert_eq!(kinds(&m), ["appointment.booked", "appointment.no_show"]);
+        assert_eq!(m.events[1]["occurred_at"], "2026-11-02T09:30:00Z");
+    }
+
+    #[test]
+    fn unmapped_services_are_skipped_never_guessed() {
+        let b = booking("ACCEPTED", "2026-11-20T15:00:00Z", &["VAR_UNKNOWN"]);
+        let m = map_booking(&b, ts("2026-11-03T00:00:00Z"), &rules(), &refs());
+        assert_eq!(m.skipped, Some(Skip::UnmappedService));
+        assert!(m.events.is_empty());
+        // One mapped service among unmapped ones is enough; its treatment is used.
+        let b = booking("ACCEPTED", "2026-11-20T15:00:00Z", &["VAR_UNKNOWN", FILLER]);
+        let m = map_booking(&b, ts("2026-11-03T00:00:00Z"), &rules(), &refs());
+        assert_eq!(m.events[0]["data"]["treatment"], "dermal_filler");
+    }
+
+    #[test]
+    fn bookings_the_layer_cannot_take_are_skipped_with_a_reason() {
+        let now = ts("2026-11-03T00:00:00Z");
+        let mut b = booking("ACCEPTED", "2026-11-20T15:00:00Z", &[NEURO]);
+        b.customer_id = None;
+        assert_eq!(
+            map_booking(&b, now, &rules(), &refs()).skipped,
+            Some(Skip::NoCustomer)
+        );
+        let mut b = booking("ACCEPTED", "2026-11-20T15:00:00Z", &[NEURO]);
+        b.all_day = Some(true);
+        assert_eq!(
+            map_booking(&b, now, &rules(), &refs()).skipped,
+            Some(Skip::AllDay)
+        );
+        let mut b = booking("ACCEPTED", "2026-11-20T15:00:00Z", &[NEURO]);
+        b.appointment_segments[0].duration_minutes = Some(721);
+        assert_eq!(
+            map_booking(&b, now, &rules(), &refs()).skipped,
+            Some(Skip::DurationOutOfRange)
+        );
+        let b: Booking = serde_json::from_value(serde_json::json!({
+            "id": "B", "status": "SOMETHING_NEW", "created_at": "2026-11-01T10:00:00Z",
+            "updated_at": "2026-11-01T10:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(
+            map_booking(&b, now, &rules(), &refs()).skipped,
+            Some(Skip::UnknownStatus)
+        );
+    }
+
+    #[test]
+    fn nothing_but_ids_made_opaque_leaves() {
+        let b = booking("NO_SHOW", "2026-11-02T08:00:00Z", &[NEURO]);
+        let m = map_booking(&b, ts("2026-11-30T00:00:00Z"), &rules(), &refs());
+        let text = serde_json::to_string(&m.events).unwrap();
+        for raw in [
+            "CUSTOMER1",
+            "BOOKING1",
+            "TM1",
+            "L1",
+            "Maria",
+            "555",
+            "1984",
+            "lidocaine",
+            NEURO,
+        ] {
+            assert!(!text.contains(raw), "{raw} left the relay");
+        }
+    }
+
+    #[test]
+    fn the_service_map_names_the_rule_never_the_value() {
+        let m = ServiceMap::parse(r#"{"A": "neurotoxin", "B": "iv_therapy"}"#).unwrap();
+        assert_eq!(m.treatment("B"), Some(Treatment::IvTherapy));
+        let e = ServiceMap::parse(r#"{"A": "neurotoxin", "B": "botox for maria"}"#).unwrap_err();
+        assert_eq!(e, ServiceMapError::UnknownTreatment(1));
+        assert!(!e.to_string().contains("maria"));
+        assert_eq!(
+            ServiceMap::parse("[1]").unwrap_err(),
+            ServiceMapError::NotAnObject
+        );
+        assert_eq!(
+            ServiceMap::parse(r#"{" ": "facial"}"#).unwrap_err(),
+            ServiceMapError::EmptyId(0)
+        );
+    }
 }

@@ -72,7 +72,10 @@ pub const ITEMS: &[ItemDoc] = &[
         what: "the Square customer group made for an action kind and treatment (\"Rebook due: neurotoxin\")",
         kept: "as long as the relay runs",
         attributes: &[
-            ("pk", "the item's key (the group's name: an action kind and a treatment category)"),
+            (
+                "pk",
+                "the item's key (the group's name: an action kind and a treatment category)",
+            ),
             ("sk", "always `-`"),
             ("group_id", "Square's id of the group"),
         ],
@@ -86,7 +89,10 @@ pub const ITEMS: &[ItemDoc] = &[
             ("sk", "the group id and the customer id"),
             ("group_id", "Square's id of the group"),
             ("customer_id", "the Square customer id"),
-            ("expires_at", "when the membership ends (the latest trigger's `expires_at`)"),
+            (
+                "expires_at",
+                "when the membership ends (the latest trigger's `expires_at`)",
+            ),
         ],
     },
     ItemDoc {

@@ -7,6 +7,7 @@ pub mod fault;
 pub mod inventory;
 pub mod moto;
 pub mod pms;
+pub mod relay;
 pub mod scenario;
 pub mod stack;
 pub mod template;

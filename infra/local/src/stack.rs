@@ -509,12 +509,18 @@ impl Stack {
 
     /// Onboards a practice (see [`onboard`]) whose triggers go to the PMS simulator.
     pub async fn onboard(&self, id: &str) -> Result<Onboarded> {
+        self.onboard_with_trigger_url(id, &self.pms.trigger_url())
+            .await
+    }
+
+    /// Onboards a practice whose triggers go to `trigger_url` (e.g. the Square relay).
+    pub async fn onboard_with_trigger_url(&self, id: &str, trigger_url: &str) -> Result<Onboarded> {
         let deps = self.scan_deps()?;
         onboard(
             &deps.adapters.store,
             deps.adapters.secrets.keys(),
             id,
-            &self.pms.trigger_url(),
+            trigger_url,
         )
         .await
     }
@@ -671,9 +677,35 @@ async fn api(State(state): State<Arc<ApiState>>, req: Request<Body>) -> Response
             r#"{"message":"Request Entity Too Large"}"#,
         );
     };
+    let ev = apigw_request(
+        &parts,
+        &bytes,
+        format!("{} {}", route.method, route.path),
+        params,
+    );
+    match handler.http(ev).await {
+        Ok(resp) => apigw_response(resp),
+        Err(e) => {
+            tracing::error!(error = %e, "function error");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"message":"Internal Server Error"}"#,
+            )
+        }
+    }
+}
+
+/// A request as API Gateway (HTTP API, payload 2.0) hands it to a function.
+pub fn apigw_request(
+    parts: &http::request::Parts,
+    bytes: &[u8],
+    route_key: String,
+    params: HashMap<String, String>,
+) -> ApiGatewayV2httpRequest {
+    let path = parts.uri.path().to_owned();
     let mut ev = ApiGatewayV2httpRequest::default();
     ev.version = Some("2.0".into());
-    ev.route_key = Some(format!("{} {}", route.method, route.path));
+    ev.route_key = Some(route_key);
     ev.raw_path = Some(path.clone());
     ev.raw_query_string = Some(parts.uri.query().unwrap_or("").to_owned());
     ev.headers = parts.headers.clone();
@@ -684,36 +716,30 @@ async fn api(State(state): State<Arc<ApiState>>, req: Request<Body>) -> Response
     ev.request_context.request_id = Some(format!("local-{}", rand::random::<u64>()));
     ev.request_context.time_epoch = jiff::Timestamp::now().as_millisecond();
     if !bytes.is_empty() {
-        match std::str::from_utf8(&bytes) {
+        match std::str::from_utf8(bytes) {
             Ok(s) => ev.body = Some(s.to_owned()),
             Err(_) => {
-                ev.body = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+                ev.body = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
                 ev.is_base64_encoded = true;
             }
         }
     }
-    match handler.http(ev).await {
-        Ok(resp) => {
-            let mut b = Response::builder().status(u16::try_from(resp.status_code).unwrap_or(500));
-            for (k, v) in &resp.headers {
-                b = b.header(k, v);
-            }
-            let body = match resp.body {
-                Some(LambdaBody::Text(t)) => Body::from(t),
-                Some(LambdaBody::Binary(b)) => Body::from(b),
-                _ => Body::empty(),
-            };
-            b.body(body)
-                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "{}"))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "function error");
-            plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                r#"{"message":"Internal Server Error"}"#,
-            )
-        }
+    ev
+}
+
+/// A function's answer as API Gateway sends it back.
+pub fn apigw_response(resp: ApiGatewayV2httpResponse) -> Response<Body> {
+    let mut b = Response::builder().status(u16::try_from(resp.status_code).unwrap_or(500));
+    for (k, v) in &resp.headers {
+        b = b.header(k, v);
     }
+    let body = match resp.body {
+        Some(LambdaBody::Text(t)) => Body::from(t),
+        Some(LambdaBody::Binary(b)) => Body::from(b),
+        _ => Body::empty(),
+    };
+    b.body(body)
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "{}"))
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
