@@ -32,12 +32,12 @@ pub struct Story {
 }
 
 impl Story {
-    fn say(&mut self, s: impl Into<String>) {
+    pub(crate) fn say(&mut self, s: impl Into<String>) {
         let s = s.into();
         tracing::debug!(line = %s, "story");
         self.lines.push(s);
     }
-    fn check(&mut self, ok: bool, what: &str) {
+    pub(crate) fn check(&mut self, ok: bool, what: &str) {
         if ok {
             self.lines.push(format!("   ✓ {what}"));
         } else {
@@ -1010,6 +1010,9 @@ pub async fn run(stack: &Stack) -> Result<Story> {
     story.say(format!(
         "\nFigures: one accepted single-event webhook cost {wcu} DynamoDB write units (goal ≤ 2)."
     ));
+
+    // The Square relay: a real PMS's bookings in, a nudge out into a Square customer group.
+    crate::square_story::run(stack, &mut story).await?;
 
     // Health, as `pil status` shows it.
     story.say("\nHealth (`pil status`):");

@@ -59,6 +59,9 @@ pub struct Deployed {
     pub routes: Vec<Route>,
     pub mappings: Vec<Mapping>,
     pub schedules: Vec<Schedule>,
+    /// Functions invoked by a schedule of their own (`Type: ScheduleV2` event): function,
+    /// expression. The local stack runs them on demand.
+    pub function_schedules: Vec<(String, String)>,
     /// Template Outputs, resolved.
     pub outputs: BTreeMap<String, String>,
     /// Logical id → physical id (`Ref`).
@@ -630,6 +633,13 @@ pub async fn deploy(
                             partial_batch: partial,
                         });
                     }
+                    "ScheduleV2" => deployed.function_schedules.push((
+                        name.clone(),
+                        props
+                            .get("ScheduleExpression")
+                            .and_then(scalar)
+                            .unwrap_or_default(),
+                    )),
                     other => {
                         bail!("{name}: event type {other} is not supported by the local stack")
                     }

@@ -5,7 +5,9 @@
 //!
 //! The test triggers are real triggers of the contract's shape for a patient ref no practice
 //! has (`p_conformance_…`), a rebook nudge that expires in ten minutes: an endpoint that acts
-//! on them finds no patient. Point it at a staging endpoint where that matters.
+//! on them finds no patient. Point it at a staging endpoint where that matters. An endpoint
+//! that acts on triggers (the Square relay) refuses a ref it never sent: `--patient-ref`
+//! names a test patient it knows instead.
 
 use std::time::{Duration, Instant};
 
@@ -90,15 +92,15 @@ fn new_id() -> String {
         .collect()
 }
 
-/// A test trigger of the contract's shape.
-fn trigger(practice: &PracticeId, trigger_id: &str) -> Vec<u8> {
+/// A test trigger of the contract's shape, for `patient` or else a ref no practice has.
+fn trigger(practice: &PracticeId, trigger_id: &str, patient: Option<&str>) -> Vec<u8> {
     let now = jiff::Timestamp::now();
     let expires = now + jiff::SignedDuration::from_mins(10);
     json!({
         "type": "action.rebook_nudge",
         "trigger_id": trigger_id,
         "practice_id": practice.as_str(),
-        "patient_ref": format!("p_conformance_{}", new_id()),
+        "patient_ref": patient.map_or_else(|| format!("p_conformance_{}", new_id()), str::to_owned),
         "treatment": "neurotoxin",
         "reason": "cycle_due",
         "due_since": now.to_zoned(jiff::tz::TimeZone::UTC).date().to_string(),
@@ -154,12 +156,14 @@ async fn post(
 }
 
 /// Runs every check against `url` with the practice's trigger `secret`; `timeout` is the
-/// layer's (10 s unless `TRIGGER_TIMEOUT_SECONDS` says otherwise).
+/// layer's (10 s unless `TRIGGER_TIMEOUT_SECONDS` says otherwise). `patient`: the ref the
+/// test triggers name (`--patient-ref`).
 pub async fn run(
     url: &TriggerUrl,
     practice: &PracticeId,
     secret: &WebhookSecret,
     timeout: Duration,
+    patient: Option<&str>,
 ) -> Result<Card> {
     let http = reqwest::Client::builder()
         .timeout(timeout)
@@ -177,7 +181,7 @@ pub async fn run(
 
     // 1. A valid trigger is taken.
     let id = format!("trg_conformance_{}", new_id());
-    let body = trigger(practice, &id);
+    let body = trigger(practice, &id, patient);
     let ts = now();
     let a = post(&http, url, &id, ts, &sign(secret, &id, ts, &body)?, &body).await;
     checks.push(Check {
@@ -202,7 +206,7 @@ pub async fn run(
 
     // 3. A signature made with another secret is refused.
     let id = format!("trg_conformance_{}", new_id());
-    let body = trigger(practice, &id);
+    let body = trigger(practice, &id, patient);
     let stranger = WebhookSecret::generate();
     let ts = now();
     let a = post(
@@ -246,7 +250,7 @@ pub async fn run(
     // 6. During a secret rotation the header carries two signatures, the new secret's first:
     // the endpoint holding either one takes the trigger.
     let id = format!("trg_conformance_{}", new_id());
-    let body = trigger(practice, &id);
+    let body = trigger(practice, &id, patient);
     let ts = now();
     let both = format!(
         "{} {}",

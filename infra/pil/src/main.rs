@@ -152,6 +152,11 @@ struct ConformanceArgs {
     /// How long the layer waits for an answer.
     #[arg(long, default_value_t = 10)]
     timeout_seconds: u64,
+    /// The patient ref the test triggers name: a test patient the endpoint knows (for
+    /// example a test customer's ref at a Square relay, which answers 404 for a ref it never
+    /// sent). Default: a fresh `p_conformance_…` ref no practice has.
+    #[arg(long)]
+    patient_ref: Option<String>,
     /// Print JSON instead of the card.
     #[arg(long)]
     json: bool,
@@ -795,7 +800,16 @@ async fn conformance_cmd(a: &ConformanceArgs) -> Result<bool> {
     let secret = pil_shared::signature::WebhookSecret::parse(secret_text.trim())
         .map_err(|_| anyhow!("the trigger secret: not a whsec_ secret"))?;
     let timeout = std::time::Duration::from_secs(a.timeout_seconds.clamp(1, 60));
-    let card = conformance::run(&url, &pid, &secret, timeout).await?;
+    let patient = a
+        .patient_ref
+        .as_deref()
+        .map(|r| {
+            pil_shared::ids::OpaqueRef::parse(r)
+                .map(|r| r.as_str().to_owned())
+                .map_err(|_| anyhow!("--patient-ref: not a ref (docs/contracts.md, Refs)"))
+        })
+        .transpose()?;
+    let card = conformance::run(&url, &pid, &secret, timeout, patient.as_deref()).await?;
     #[allow(clippy::print_stdout)]
     if a.json {
         println!("{}", serde_json::to_string_pretty(&card)?);
