@@ -116,3 +116,79 @@ async fn the_simulator_conforms_and_broken_endpoints_are_named() {
     let _ = std::fs::remove_file(&secret_file);
     ts.stop().await;
 }
+
+/// The Square relay as a PMS's trigger endpoint: with a test customer's ref it meets the
+/// contract (and the customer joins the group for the triggers' ten minutes); with a ref it
+/// never sent, the card names the one thing it does differently (404 for an unknown patient).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_square_relay_conforms() {
+    let ts = TestStack::start().await.unwrap();
+    let sq = pil_tests::SquareSetup::start(&ts.stack, "square-conformance")
+        .await
+        .unwrap();
+    let now = jiff::Timestamp::now();
+    let test_customer = sq.customer("Test");
+    let (_, st) = sq
+        .square
+        .create_booking(
+            sq.booking(
+                &test_customer,
+                now + jiff::SignedDuration::from_hours(24 * 30),
+                &sq.botox,
+                "ACCEPTED",
+            ),
+            now,
+        )
+        .await;
+    assert_eq!(st, Some(200));
+    let patient = sq.relay.http.refs.patient(&test_customer);
+    let secret_file = std::env::temp_dir().join(format!(
+        "pil-conformance-relay-{}.secret",
+        std::process::id()
+    ));
+    std::fs::write(&secret_file, sq.practice.trigger_secret.expose()).unwrap();
+    let env = vec![("PIL_ALLOW_LOOPBACK_HTTP".to_owned(), "1".to_owned())];
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec![
+            "--url".to_owned(),
+            sq.relay.trigger_url(),
+            "--practice-id".to_owned(),
+            sq.practice.practice.as_str().to_owned(),
+            "--secret-file".to_owned(),
+            secret_file.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let (ok, card, err) =
+        conformance(env.clone(), args(&["--patient-ref", patient.as_str()])).await;
+    assert!(ok, "{card}{err}");
+    assert_eq!(card.matches('✓').count(), 7, "{card}");
+    assert_eq!(
+        sq.square.group_names_of(&test_customer),
+        ["Rebook due: neurotoxin"]
+    );
+    // Without a ref it knows, the valid triggers name no customer: the card says so.
+    let (ok, json, _) = conformance(env, args(&["--json"])).await;
+    assert!(!ok);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let failed: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        vec![
+            "valid_signature_accepted",
+            "repeated_webhook_id_is_one_delivery",
+            "either_signature_during_rotation"
+        ]
+    );
+    assert!(json.contains("404"), "{json}");
+    let _ = std::fs::remove_file(&secret_file);
+    sq.stop().await;
+    ts.stop().await;
+}
