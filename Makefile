@@ -13,6 +13,7 @@
 #   make bench-scan  DynamoDB units per scan at 10k vs 100k patients and per inbound event (moto)
 #   make bench-first-night  a practice's first night: history import and first scan at scale (moto)
 #   make data-inventory  regenerates docs/data-inventory.md from the code (a test checks it is current)
+#   make relay-inventory  regenerates docs/square-relay-data-inventory.md (the Square relay's; a test checks it)
 #   make bench-cold  size, init time, first invocation and peak RSS of each release bootstrap
 # Every tool is installed by the project into a project-local venv on first use.
 
@@ -27,7 +28,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy check-functions lint data-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-first-night bench-cold sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy check-functions lint data-inventory relay-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-first-night bench-cold sam-tools sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -52,7 +53,7 @@ test: $(MOTO) browser-tools fmt-check clippy check-functions unit lint
 
 # Each function as SAM builds it: alone, with only its own crate's features (the workspace
 # build unifies features, so a function missing one of its own would pass there).
-FUNCTIONS := webhook-receiver scheduler-scan approval-check approval-page trigger-emitter
+FUNCTIONS := webhook-receiver scheduler-scan approval-check approval-page trigger-emitter square-relay square-relay-jobs
 check-functions:
 	@for f in $(FUNCTIONS); do echo "cargo check -p $$f"; $(CARGO) check -q -p $$f || exit 1; done
 
@@ -72,10 +73,17 @@ data-inventory:
 	$(CARGO) run -q -p pil-bench --bin data-inventory > docs/data-inventory.md.tmp
 	mv docs/data-inventory.md.tmp docs/data-inventory.md
 
+# The layer's template and the Square relay's (infra/relay/template.yaml, deployed by a practice).
+TEMPLATES := template.yaml infra/relay/template.yaml
 lint: $(CFN_LINT) $(CHECKOV)
-	$(CFN_LINT) template.yaml
-	$(CFN_LINT) --append-rules cfn_lint_serverless.rules -- template.yaml
-	$(CHECKOV) -f template.yaml --framework cloudformation --quiet --compact --skip-download
+	@for t in $(TEMPLATES); do \
+	  echo "cfn-lint $$t" && $(CFN_LINT) $$t && \
+	  $(CFN_LINT) --append-rules cfn_lint_serverless.rules -- $$t && \
+	  $(CHECKOV) -f $$t --framework cloudformation --quiet --compact --skip-download || exit 1; done
+
+relay-inventory:
+	$(CARGO) run -q -p square-relay --example data-inventory > docs/square-relay-data-inventory.md.tmp
+	mv docs/square-relay-data-inventory.md.tmp docs/square-relay-data-inventory.md
 
 # The guard's accuracy runs first; when it misses a goal the other benches still run and
 # make bench fails at the end.

@@ -24,11 +24,17 @@ async fn main() -> Result<(), Error> {
                 let deadline = jiff::Timestamp::from_millisecond(e.context.deadline as i64)
                     .map(jobs::deadline_before)
                     .unwrap_or_else(|_| jiff::Timestamp::now());
-                jobs::run(relay, span, jiff::Timestamp::now, deadline)
-                    .await
-                    .inspect(|r| tracing::info!(report = ?r, "jobs_done"))
-                    .inspect_err(|e| tracing::warn!(reason = e.code(), "jobs_stopped"))
-                    .map_err(Error::from)
+                // Progress is saved as it goes: a run that stops leaves the rest to the next.
+                // Only a cause someone must fix is an alert; Lambda's retries of the
+                // invocation would change nothing, so the run still succeeds.
+                match jobs::run(relay, span, jiff::Timestamp::now, deadline).await {
+                    Ok(r) => tracing::info!(report = ?r, "jobs_done"),
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(reason = e.code(), "jobs_paused");
+                    }
+                    Err(e) => tracing::error!(alert = e.code(), reason = %e, "jobs_stopped"),
+                }
+                Ok::<(), Error>(())
             }
         },
     ))

@@ -27,6 +27,18 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// Whether the next run may succeed by itself (Square or the layer busy, DynamoDB
+    /// unavailable), as against a cause someone must fix (a refused token, a request Square
+    /// or the layer refuses).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Square(SquareError::Unavailable(_))
+                | Self::Layer(LayerError::Unavailable(_))
+                | Self::Store(_)
+        )
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::Square(e) => e.code(),

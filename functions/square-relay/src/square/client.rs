@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use super::model::{BookingsPage, CustomerGroup, ErrorBody, GroupCreated, GroupsPage};
 
 /// The API version the relay was written and tested against (`Square-Version`).
-pub const SQUARE_VERSION: &str = "2025-10-16";
+pub const SQUARE_VERSION: &str = "2025-08-20";
 /// Square's production API.
 pub const PRODUCTION_URL: &str = "https://connect.squareup.com";
 /// Square's sandbox.
