@@ -47,7 +47,7 @@ const NOTES: &[&str] = &[
 
 #[test]
 fn a_large_generated_backfill_is_accepted_whole_and_carries_only_opaque_ids() {
-    let mut rng = Rng(0x5EED_0F_5A_0A_4E);
+    let mut rng = Rng(0x5EED_0F5A_0A4E);
     let refs = Refs::new(RefKey::generate());
     let variations: Vec<String> = (0..40).map(|_| rng.id(UPPER_DIGITS, 24)).collect();
     // Three in four services are mapped; the rest are skipped, as the practice left them.
