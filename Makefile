@@ -82,7 +82,7 @@ lint: $(CFN_LINT) $(CHECKOV)
 	  $(CHECKOV) -f $$t --framework cloudformation --quiet --compact --skip-download || exit 1; done
 
 relay-inventory:
-	$(CARGO) run -q -p square-relay --example data-inventory > docs/square-relay-data-inventory.md.tmp
+	$(CARGO) run -q -p pil-bench --bin data-inventory -- --relay > docs/square-relay-data-inventory.md.tmp
 	mv docs/square-relay-data-inventory.md.tmp docs/square-relay-data-inventory.md
 
 # The guard's accuracy runs first; when it misses a goal the other benches still run and

@@ -33,9 +33,10 @@ impl DynamoRelayStore {
     }
 }
 
-fn unavailable<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> StoreError {
-    move |e| {
-        tracing::warn!(operation = what, error = ?e, "dynamodb_error");
+/// A failed call, logged by operation only (an SDK error's text may quote a key).
+fn unavailable<E>(what: &'static str) -> impl Fn(E) -> StoreError {
+    move |_| {
+        tracing::warn!(operation = what, "dynamodb_error");
         StoreError::Unavailable(what.to_owned())
     }
 }

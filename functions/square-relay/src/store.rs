@@ -136,8 +136,8 @@ pub const ITEMS: &[ItemDoc] = &[
     },
 ];
 
-/// The data inventory as Markdown (`make relay-inventory` writes it to
-/// docs/square-relay-data-inventory.md; a test checks the file is current).
+/// The stored part of the data inventory as Markdown (`make relay-inventory` adds the log
+/// fields and writes docs/square-relay-data-inventory.md; a test checks the file is current).
 pub fn inventory_markdown() -> String {
     let mut out = String::from(
         "# Square relay: data inventory\n\nGenerated from `functions/square-relay/src/store.rs` \
@@ -277,3 +277,54 @@ impl RelayStore for MemoryStore {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Every field of the relay's log lines and what it holds (the data inventory lists them; a
+/// test fails when the code logs a field missing here, or this names one no line has).
+pub const LOG_FIELDS: &[(&str, &str)] = &[
+    (
+        "alert",
+        "What needs a person (`layer_refused_events`, `square_unauthorized`, `square_rejected`, a jobs run's stop code): the alarm counts these lines.",
+    ),
+    (
+        "attempt",
+        "Count: the try of a Square call about to be retried.",
+    ),
+    ("attempts", "Count: tries of a Square call that gave up."),
+    ("bookings", "Count: bookings a backfill read."),
+    (
+        "category",
+        "Square's error category (e.g. `INVALID_REQUEST_ERROR`); never its `detail` text.",
+    ),
+    (
+        "code",
+        "An error code: Square's (e.g. `NOT_FOUND`) or the layer's (`schema_violation`).",
+    ),
+    ("events", "Count: events sent to the layer."),
+    (
+        "field",
+        "A field path (the layer's refusal, or what is malformed in a request); never a value.",
+    ),
+    (
+        "operation",
+        "The DynamoDB operation that failed (`remember_refs`, `group`, ...).",
+    ),
+    (
+        "outcome",
+        "What a trigger led to: `added`, `duplicate`, `expired`.",
+    ),
+    ("pages", "Count: Square pages a backfill read."),
+    (
+        "reason",
+        "A reason code (a skip, a refusal rule, a retry's cause) or an error's text, which names a cause, never a value.",
+    ),
+    (
+        "report",
+        "A jobs run's counts (pages, bookings, events, skipped, completions, memberships).",
+    ),
+    ("route", "`square_webhook` or `trigger`."),
+    ("rule", "The rule a refusal names."),
+    ("skipped", "Count: bookings a backfill skipped."),
+    ("square_status", "The HTTP status Square answered."),
+    ("status", "The HTTP status the layer answered."),
+    ("wait_ms", "Milliseconds before a Square call is retried."),
+];

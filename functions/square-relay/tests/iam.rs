@@ -118,7 +118,10 @@ fn reached(role: Role) -> BTreeSet<String> {
 }
 
 fn granted(function: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/relay/template.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../infra/relay/template.yaml"
+    );
     let t: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let statements = t["Resources"][function]["Properties"]["Policies"][0]["Statement"]
         .as_sequence()
@@ -129,7 +132,10 @@ fn granted(function: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     for s in statements {
         let actions: Vec<String> = match &s["Action"] {
             Value::String(a) => vec![a.clone()],
-            Value::Sequence(v) => v.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
+            Value::Sequence(v) => v
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
             _ => vec![],
         };
         for a in &actions {
@@ -165,7 +171,10 @@ fn granted(function: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 fn each_function_is_granted_exactly_what_its_code_calls() {
     let ops = store_ops();
     assert!(ops["remember_refs"].contains("dynamodb:BatchWriteItem"));
-    assert!(ops["customer_of"].contains("dynamodb:GetItem"), "helpers are followed");
+    assert!(
+        ops["customer_of"].contains("dynamodb:GetItem"),
+        "helpers are followed"
+    );
     for (role, function) in [(Role::Http, "RelayFunction"), (Role::Jobs, "JobsFunction")] {
         let calls = reached(role);
         let needed: BTreeSet<String> = ops
@@ -174,9 +183,18 @@ fn each_function_is_granted_exactly_what_its_code_calls() {
             .flat_map(|(_, a)| a.iter().map(|s| (*s).to_owned()))
             .collect();
         let (dynamo, purposes) = granted(function);
-        assert_eq!(dynamo, needed, "{function}: DynamoDB actions granted vs called");
-        let opened: BTreeSet<String> =
-            role.purposes().iter().map(|p| p.as_str().to_owned()).collect();
-        assert_eq!(purposes, opened, "{function}: KMS purposes granted vs opened");
+        assert_eq!(
+            dynamo, needed,
+            "{function}: DynamoDB actions granted vs called"
+        );
+        let opened: BTreeSet<String> = role
+            .purposes()
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        assert_eq!(
+            purposes, opened,
+            "{function}: KMS purposes granted vs opened"
+        );
     }
 }

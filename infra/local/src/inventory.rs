@@ -1907,9 +1907,80 @@ pub const LOG_FIELDS: &[(&str, &str)] = &[
     ("withdrawn", "Count."),
 ];
 
+/// The Square relay's sources: it runs in the practice's own account, and its data inventory is
+/// its own (docs/square-relay-data-inventory.md, [`render_relay`]).
+pub const RELAY_SOURCES: [&str; 2] = ["functions/square-relay/", "functions/square-relay-jobs/"];
+
+/// The Square relay's data inventory: its items (`square_relay::store::ITEMS`) and its log
+/// fields, each field found in its code described in `square_relay::store::LOG_FIELDS`.
+pub fn render_relay(root: &Path) -> Result<String, String> {
+    let fields = log_fields(
+        root,
+        &[
+            "functions/square-relay/src",
+            "functions/square-relay-jobs/src",
+        ],
+    );
+    let described = square_relay::store::LOG_FIELDS;
+    let mut errors = Vec::new();
+    for (name, files) in &fields {
+        if !described.iter().any(|(f, _)| f == name) {
+            errors.push(format!(
+                "relay log field {name} (in {files:?}) has no description: add it to LOG_FIELDS in functions/square-relay/src/store.rs"
+            ));
+        }
+    }
+    for (f, _) in described {
+        if !fields.contains_key(*f) {
+            errors.push(format!(
+                "the relay's LOG_FIELDS describes {f}, which no log line has"
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    let mut md = square_relay::store::inventory_markdown();
+    md.push_str(
+        "\n## Log fields\n\nEvery field of the relay's log lines (JSON in Lambda), found in its code. \
+         No log line carries a request body, a ref, a Square id or a secret.\n\n| field | what |\n|---|---|\n",
+    );
+    for (f, what) in described {
+        md.push_str(&format!("| `{f}` | {what} |\n"));
+    }
+    Ok(md)
+}
+
+/// The `tracing` macros whose fields are read: events' fields, and spans' (a span's fields
+/// are on every line logged inside it).
+const LOG_MACROS: [&str; 10] = [
+    "error",
+    "warn",
+    "info",
+    "debug",
+    "trace",
+    "error_span",
+    "warn_span",
+    "info_span",
+    "debug_span",
+    "trace_span",
+];
+
 /// Field names in the `tracing` macros of the source trees `dirs` (relative to `root`), with
-/// the files (relative to `root`) they appear in.
+/// the files (relative to `root`) they appear in. Each file is parsed with `syn`; items under
+/// `#[cfg(test)]` log nothing in production and are left out. A macro's arguments are read
+/// as `tracing` reads them: fields (`name = value`, `name`, `%name`, `?name`, dotted names)
+/// up to the message literal; what follows the message is its format arguments.
 pub fn log_fields(root: &Path, dirs: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    log_fields_except(root, dirs, &[])
+}
+
+/// [`log_fields`] without the files under any of `skip` (relative paths' prefixes).
+pub fn log_fields_except(
+    root: &Path,
+    dirs: &[&str],
+    skip: &[&str],
+) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
     let mut files = Vec::new();
@@ -1917,106 +1988,140 @@ pub fn log_fields(root: &Path, dirs: &[&str]) -> BTreeMap<String, BTreeSet<Strin
         collect_rs(&root.join(d), &mut files);
     }
     for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
         let rel = f
             .strip_prefix(&root)
             .unwrap_or(&f)
             .to_string_lossy()
             .replace('\\', "/");
-        // Test modules log nothing in production.
-        let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-        // Events' fields, and spans' (a span's fields are on every line logged inside it).
-        for level in [
-            "error!(",
-            "warn!(",
-            "info!(",
-            "debug!(",
-            "trace!(",
-            "error_span!(",
-            "warn_span!(",
-            "info_span!(",
-            "debug_span!(",
-            "trace_span!(",
-        ] {
-            let mut rest = text;
-            while let Some(i) = rest.find(level) {
-                let args = &rest[i + level.len()..];
-                let end = matching_paren(args);
-                for arg in split_top(&args[..end]) {
-                    let a = arg.trim();
-                    if a.starts_with('"') || a.is_empty() {
-                        continue;
-                    }
-                    let name: String = a
-                        .trim_start_matches(['%', '?'])
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-                        .collect();
-                    let is_field = a.contains('=') || !a.contains(['(', '.', '"']);
-                    if is_field && !name.is_empty() && name != "target" && name != "parent" {
-                        out.entry(name).or_default().insert(rel.clone());
-                    }
-                }
-                rest = &args[end.min(args.len())..];
-            }
+        if skip.iter().any(|s| rel.starts_with(s)) {
+            continue;
         }
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let Ok(file) = syn::parse_file(&text) else {
+            // Not Rust the compiler accepts: cargo build fails on it first.
+            continue;
+        };
+        let mut scan = LogScan {
+            rel: &rel,
+            out: &mut out,
+        };
+        syn::visit::Visit::visit_file(&mut scan, &file);
     }
     out
 }
 
-fn matching_paren(s: &str) -> usize {
-    let (mut depth, mut in_str, mut esc) = (0i32, false, false);
-    for (i, c) in s.char_indices() {
-        if in_str {
-            match (esc, c) {
-                (true, _) => esc = false,
-                (false, '\\') => esc = true,
-                (false, '"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_str = true,
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => {
-                if depth == 0 {
-                    return i;
-                }
-                depth -= 1;
-            }
-            _ => {}
-        }
-    }
-    s.len()
+struct LogScan<'a> {
+    rel: &'a str,
+    out: &'a mut BTreeMap<String, BTreeSet<String>>,
 }
 
-fn split_top(s: &str) -> Vec<&str> {
-    let (mut depth, mut in_str, mut esc, mut start) = (0i32, false, false, 0);
-    let mut out = Vec::new();
-    for (i, c) in s.char_indices() {
-        if in_str {
-            match (esc, c) {
-                (true, _) => esc = false,
-                (false, '\\') => esc = true,
-                (false, '"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_str = true,
-            '(' | '[' | '{' | '<' => depth += 1,
-            ')' | ']' | '}' | '>' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
+fn is_cfg_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test")
+    })
+}
+
+impl<'ast> syn::visit::Visit<'ast> for LogScan<'_> {
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if !is_cfg_test(&m.attrs) {
+            syn::visit::visit_item_mod(self, m);
         }
     }
-    out.push(&s[start..]);
-    out
+
+    fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+        if !is_cfg_test(&f.attrs) {
+            syn::visit::visit_item_fn(self, f);
+        }
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        let name = m.path.segments.last().map(|s| s.ident.to_string());
+        if let Some(n) = name.as_deref().filter(|n| LOG_MACROS.contains(n)) {
+            self.fields(m.tokens.clone(), n.ends_with("_span"));
+        }
+        // Log calls inside another macro's tokens (`tokio::select!`, a log call's own
+        // arguments never hold one).
+        self.nested(m.tokens.clone());
+    }
+}
+
+impl LogScan<'_> {
+    /// Tracing macros inside an unparsed token stream: `name ! ( … )`.
+    fn nested(&mut self, tokens: proc_macro2::TokenStream) {
+        use proc_macro2::TokenTree;
+        let trees: Vec<TokenTree> = tokens.into_iter().collect();
+        for (i, t) in trees.iter().enumerate() {
+            match t {
+                TokenTree::Ident(id)
+                    if LOG_MACROS.contains(&id.to_string().as_str())
+                        && matches!(trees.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == '!') =>
+                {
+                    if let Some(TokenTree::Group(g)) = trees.get(i + 2) {
+                        self.fields(g.stream(), id.to_string().ends_with("_span"));
+                    }
+                }
+                TokenTree::Group(g) => self.nested(g.stream()),
+                _ => {}
+            }
+        }
+    }
+
+    /// The field names of one macro's arguments. An event's fields end at its message; a
+    /// span's name (a literal) comes before its fields.
+    fn fields(&mut self, tokens: proc_macro2::TokenStream, span: bool) {
+        use proc_macro2::TokenTree;
+        let mut segments: Vec<Vec<TokenTree>> = vec![Vec::new()];
+        for t in tokens {
+            match &t {
+                TokenTree::Punct(p) if p.as_char() == ',' => segments.push(Vec::new()),
+                _ => segments
+                    .last_mut()
+                    .into_iter()
+                    .for_each(|s| s.push(t.clone())),
+            }
+        }
+        for seg in segments {
+            let mut it = seg.iter().peekable();
+            let Some(first) = it.next() else { continue };
+            let mut name = String::new();
+            match first {
+                TokenTree::Literal(_) if span => continue,
+                // The message: the fields end here.
+                TokenTree::Literal(_) => break,
+                TokenTree::Punct(p) if matches!(p.as_char(), '%' | '?') => {
+                    if let Some(TokenTree::Ident(id)) = it.next() {
+                        name.push_str(&id.to_string());
+                    }
+                }
+                TokenTree::Ident(id) => name.push_str(&id.to_string()),
+                _ => continue,
+            }
+            // A dotted name (`a.b`).
+            while let Some(TokenTree::Punct(p)) = it.peek()
+                && p.as_char() == '.'
+            {
+                it.next();
+                match it.next() {
+                    Some(TokenTree::Ident(id)) => {
+                        name.push('.');
+                        name.push_str(&id.to_string());
+                    }
+                    _ => break,
+                }
+            }
+            let is_field = match it.next() {
+                None => true,
+                Some(TokenTree::Punct(p)) => p.as_char() == '=',
+                Some(_) => false,
+            };
+            if is_field && !name.is_empty() && name != "target" && name != "parent" {
+                self.out
+                    .entry(name)
+                    .or_default()
+                    .insert(self.rel.to_owned());
+            }
+        }
+    }
 }
 
 fn collect_rs(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -2185,7 +2290,12 @@ pub async fn render(root: &Path) -> Result<String, String> {
     ));
 
     md.push_str("\n## Logs\n\nStructured fields of the functions' log lines (JSON in Lambda; log groups KMS-encrypted, 365 days). Request and message bodies are never logged; a refused webhook is logged by reason code and field path only. Read from the `tracing` macros in `functions/`, `shared/src` and `infra/aws/src`; a span's fields (an SQS message's: `message_id`, and `practice_id` and `action_id` once known) are under `span` on every line logged inside it.\n\n| field | carries | logged in |\n|---|---|---|\n");
-    let fields = log_fields(root, &["functions", "shared/src", "infra/aws/src"]);
+    // The Square relay runs in the practice's account: its logs are in its own inventory.
+    let fields = log_fields_except(
+        root,
+        &["functions", "shared/src", "infra/aws/src"],
+        &RELAY_SOURCES,
+    );
     for (name, files) in &fields {
         match LOG_FIELDS.iter().find(|(f, _)| f == name) {
             Some((_, desc)) => {

@@ -37,3 +37,17 @@ async fn data_inventory_is_current() {
         diff.join("\n")
     );
 }
+
+/// The Square relay's inventory (docs/square-relay-data-inventory.md) is current too.
+#[test]
+fn relay_data_inventory_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let fresh = pil_local::inventory::render_relay(&root)
+        .unwrap_or_else(|e| panic!("the relay's data inventory cannot be generated:\n{e}"));
+    let current = std::fs::read_to_string(root.join("docs/square-relay-data-inventory.md"))
+        .unwrap_or_default();
+    assert!(
+        fresh == current,
+        "docs/square-relay-data-inventory.md is stale: run `make relay-inventory`"
+    );
+}
