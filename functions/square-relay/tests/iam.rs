@@ -80,7 +80,7 @@ fn store_ops() -> BTreeMap<String, BTreeSet<&'static str>> {
     let adapter = fns(&src("dynamo.rs"));
     let op = |name: &str| SDK_OPS.iter().find(|(m, _)| *m == name).map(|(_, a)| *a);
     let mut out = BTreeMap::new();
-    for (name, _) in &adapter {
+    for name in adapter.keys() {
         let mut seen = BTreeSet::new();
         let mut todo = vec![name.clone()];
         let mut ops = BTreeSet::new();
