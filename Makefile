@@ -184,7 +184,7 @@ sam-build: sam-tools
 clean-local:
 	rm -rf target/local
 
-# The browser tests (tests/tests/browser.rs) drive Debian's headless chromium; make test installs
+# The browser tests (tests/tests/integration/browser.rs) drive Debian's headless chromium; make test installs
 # it when missing. Without it they are skipped with a message, or fail when CI is set.
 browser-tools:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \

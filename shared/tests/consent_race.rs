@@ -1,6 +1,6 @@
 //! The emitter's last consent check: an opt-out that lands after the lease was taken (its
 //! withdrawal lost the race with the lease) still stops the POST. The real-stack tests
-//! (tests/tests/consent.rs) cover the other checks; this moment cannot be timed through
+//! (tests/tests/integration/consent.rs) cover the other checks; this moment cannot be timed through
 //! HTTP, so a store wrapper flips consent exactly between the two reads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -21,7 +21,8 @@ impl Captured {
         logs
     }
 
-    /// The process's capture, installed by the first caller (one subscriber per test binary).
+    /// The process's capture, installed by the first caller (one subscriber per test binary:
+    /// tests sharing a binary share it, and each searches it for its own values).
     pub fn global() -> Self {
         static GLOBAL: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
         GLOBAL.get_or_init(Self::install).clone()

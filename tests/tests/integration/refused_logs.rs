@@ -56,7 +56,7 @@ fn body(value: &str, place: u8, before: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_refused_value_reaches_a_log_line_the_response_or_the_table() {
-    let logs = Captured::install();
+    let logs = Captured::global();
     let ts = TestStack::start().await.unwrap();
     let handle = tokio::runtime::Handle::current();
     let sent: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -4,7 +4,7 @@
 //! either secret, and after the overlap with the new one only; every rotation is audited and
 //! no secret reaches stderr, `practice show` or the audit trail.
 
-mod common;
+use crate::common;
 use common::run;
 
 use jiff::{SignedDuration, Timestamp};

@@ -1,7 +1,7 @@
 //! `pil import` through the CLI against the local stack: a history in batches, safe to run
 //! again, a refused line named; the first night proposes at most the nightly budget.
 
-mod common;
+use crate::common;
 use common::pil;
 
 use pil_local::scenario::new_ref;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-mod common;
+use crate::common;
 
 use pil_local::stack::{Stack, StackOptions, workspace_root};
 use pil_shared::signature::{self, WebhookSecret};

@@ -1,7 +1,7 @@
 //! `pil audit verify` against the local stack: a chain of real policy changes verifies; a
 //! changed, a removed and a reordered record each make it exit non-zero naming the record.
 
-mod common;
+use crate::common;
 use common::run;
 
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
 //! `pil ref key` and `pil ref derive`: purely local (run here with no stack.env, no AWS
 //! variables, only the key), the fixed vector, the stdin mode, and what is refused.
 
-mod common;
+use crate::common;
 use common::pil_text;
 
 /// The key bytes 0, 1, …, 31. The refs were computed independently with Python's standard

@@ -4,7 +4,7 @@
 //! `pil practice update --owner-email` removing an owner stops that owner's links;
 //! `pil secret reseal` leaves secrets that are bound already alone.
 
-mod common;
+use crate::common;
 use common::run;
 
 use pil_shared::token::{self, Claims, Decision};

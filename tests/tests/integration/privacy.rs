@@ -24,7 +24,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_phi_appears_in_no_table_queue_email_or_log_line() {
-    let logs = Captured::install();
+    let logs = Captured::global();
 
     let ts = TestStack::start_recorded().await.unwrap();
     let dir =

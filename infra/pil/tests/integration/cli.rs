@@ -1,6 +1,6 @@
 //! The `pil` CLI, driven only through stack.env as outside scripts do.
 
-mod common;
+use crate::common;
 use common::pil;
 
 use pil_local::stack::{Stack, StackOptions, workspace_root};

@@ -1,7 +1,7 @@
 //! `pil status`, `pil report --integration` and `pil dlq show|redrive` against the local
 //! stack, driven through stack.env as outside scripts do.
 
-mod common;
+use crate::common;
 
 use common::run;
 use pil_local::pms::Scripted;

@@ -1,6 +1,6 @@
 //! Running the `pil` binary as outside scripts do: only the given environment (stack.env).
 
-#![allow(dead_code)] // each test crate uses what it needs
+#![allow(dead_code)] // each module uses what it needs
 
 use std::process::Command;
 
