@@ -382,6 +382,24 @@ impl SquareSetup {
         }
     }
 
+    /// An `ACCEPTED` booking made now, whose `booking.created` the relay took (200).
+    pub async fn book(
+        &self,
+        customer: &str,
+        start: jiff::Timestamp,
+        service: &str,
+    ) -> serde_json::Value {
+        let (b, status) = self
+            .square
+            .create_booking(
+                self.booking(customer, start, service, "ACCEPTED"),
+                jiff::Timestamp::now(),
+            )
+            .await;
+        assert_eq!(status, Some(200), "the relay took booking.created");
+        b
+    }
+
     /// A customer whose profile carries PHI.
     pub fn customer(&self, given: &str) -> String {
         self.square.add_customer(square_sim::Person {

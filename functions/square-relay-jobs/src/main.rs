@@ -1,22 +1,15 @@
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use pil_aws::{Clients, Config};
-use square_relay::config::{AwsClients, Role, backfill_span, relay};
+use pil_aws::Config;
+use square_relay::config::{Role, backfill_span, from_lambda_env};
 use square_relay::jobs;
-use square_relay::square::client::RetryPolicy;
 
 // The schedule's tick (EventBridge Scheduler, every 15 minutes; one run at a time).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     pil_aws::init_logging();
-    let config = Config::from_env();
-    let clients = Clients::from_lambda_env(&config)?;
-    let aws = AwsClients {
-        dynamodb: clients.dynamodb.clone(),
-        kms: clients.kms.clone(),
-    };
-    let relay = relay(&config, &aws, Role::Jobs, RetryPolicy::default()).await?;
-    let span = backfill_span(&config);
+    let relay = from_lambda_env(Role::Jobs).await?;
+    let span = backfill_span(&Config::from_env());
     run(service_fn(
         |e: LambdaEvent<EventBridgeEvent<serde_json::Value>>| {
             let relay = &relay;

@@ -191,6 +191,19 @@ pub fn backfill_span(config: &Config) -> BackfillSpan {
     }
 }
 
+/// In Lambda: the AWS clients from the environment Lambda sets, then the relay for `role`.
+pub async fn from_lambda_env(
+    role: Role,
+) -> Result<Relay, Box<dyn std::error::Error + Send + Sync>> {
+    let config = Config::from_env();
+    let clients = pil_aws::Clients::from_lambda_env(&config)?;
+    let aws = AwsClients {
+        dynamodb: clients.dynamodb.clone(),
+        kms: clients.kms.clone(),
+    };
+    Ok(relay(&config, &aws, role, RetryPolicy::default()).await?)
+}
+
 /// Builds the relay from the environment (every setting is read here, once).
 pub async fn relay(
     config: &Config,

@@ -19,7 +19,7 @@ use crate::square::signature::SignatureKey;
 use crate::store::{Membership, RelayStore, StoreError};
 
 /// Everything a relay handler needs, built once per cold start.
-pub struct Relay {
+pub struct RelayParts {
     pub practice_id: String,
     pub rules: Rules,
     pub refs: Refs,
@@ -33,37 +33,26 @@ pub struct Relay {
     pub square: Arc<dyn SquareApi>,
     pub layer: Arc<dyn EventSink>,
     pub store: Arc<dyn RelayStore>,
-    /// Patient refs already remembered by this execution environment (saves a write each).
+}
+
+/// The relay: its parts (read through `Deref`), and the patient refs this execution
+/// environment has already remembered (each saves a write).
+pub struct Relay {
+    parts: RelayParts,
     remembered: Mutex<HashSet<String>>,
 }
 
-/// What [`Relay`] is made of.
-pub struct RelayParts {
-    pub practice_id: String,
-    pub rules: Rules,
-    pub refs: Refs,
-    pub signature_key: Option<SignatureKey>,
-    pub notification_url: String,
-    pub trigger_secrets: Vec<WebhookSecret>,
-    pub location_id: Option<String>,
-    pub square: Arc<dyn SquareApi>,
-    pub layer: Arc<dyn EventSink>,
-    pub store: Arc<dyn RelayStore>,
+impl std::ops::Deref for Relay {
+    type Target = RelayParts;
+    fn deref(&self) -> &RelayParts {
+        &self.parts
+    }
 }
 
 impl Relay {
-    pub fn new(p: RelayParts) -> Self {
+    pub fn new(parts: RelayParts) -> Self {
         Self {
-            practice_id: p.practice_id,
-            rules: p.rules,
-            refs: p.refs,
-            signature_key: p.signature_key,
-            notification_url: p.notification_url,
-            trigger_secrets: p.trigger_secrets,
-            location_id: p.location_id,
-            square: p.square,
-            layer: p.layer,
-            store: p.store,
+            parts,
             remembered: Mutex::new(HashSet::new()),
         }
     }

@@ -68,11 +68,7 @@ async fn every_square_status_reaches_the_layer_as_its_event() {
     let ana = sq.customer("Ana");
 
     // ACCEPTED ahead → booked; moved in Square → still booked (the later start wins).
-    let (b, st) = sq
-        .square
-        .create_booking(sq.booking(&ana, now + days(5), &sq.botox, "ACCEPTED"), now)
-        .await;
-    assert_eq!(st, Some(200));
+    let b = sq.book(&ana, now + days(5), &sq.botox).await;
     assert_eq!(
         appointment_status(&ts, &sq, &id(&b)).await,
         Some(AppointmentStatus::Booked)
@@ -195,14 +191,7 @@ async fn every_square_status_reaches_the_layer_as_its_event() {
     assert_eq!(sweep(now + SignedDuration::from_hours(17)).await, 0);
 
     // An unmapped service is skipped: acknowledged to Square, nothing in the layer.
-    let (c, st) = sq
-        .square
-        .create_booking(
-            sq.booking(&cleo, now + days(3), &sq.consult, "ACCEPTED"),
-            now,
-        )
-        .await;
-    assert_eq!(st, Some(200));
+    let c = sq.book(&cleo, now + days(3), &sq.consult).await;
     assert_eq!(appointment_status(&ts, &sq, &id(&c)).await, None);
 
     // A notification whose signature does not match (another key, or another URL) is refused.
@@ -415,11 +404,7 @@ async fn triggers_put_customers_into_groups_once_until_they_expire() {
     let now = Timestamp::now();
     let ana = sq.customer("Ana");
     // The relay learns Ana's ref from her booking.
-    let (_, st) = sq
-        .square
-        .create_booking(sq.booking(&ana, now + days(30), &sq.botox, "ACCEPTED"), now)
-        .await;
-    assert_eq!(st, Some(200));
+    sq.book(&ana, now + days(30), &sq.botox).await;
     let ana_ref = sq.relay.http.refs.patient(&ana);
     let secret = &sq.practice.trigger_secret;
     let http = reqwest::Client::new();
