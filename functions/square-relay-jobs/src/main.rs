@@ -21,7 +21,10 @@ async fn main() -> Result<(), Error> {
                 // Only a cause someone must fix is an alert; Lambda's retries of the
                 // invocation would change nothing, so the run still succeeds.
                 match jobs::run(relay, span, jiff::Timestamp::now, deadline).await {
-                    Ok(r) => tracing::info!(report = ?r, "jobs_done"),
+                    Ok(r) => {
+                        tracing::info!(report = ?r, "jobs_done");
+                        relay.metrics.emit(None, &[], &r.metrics());
+                    }
                     Err(e) if e.is_transient() => {
                         tracing::warn!(reason = e.code(), "jobs_paused");
                     }

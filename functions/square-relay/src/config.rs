@@ -283,5 +283,12 @@ pub async fn relay(
         )),
         layer: Arc::new(HttpLayer::new(http, &layer_url, &practice_id, layer_secret)),
         store: Arc::new(DynamoRelayStore::new(aws.dynamodb.clone(), table)),
+        metrics: pil_aws::metrics::Metrics::new(
+            config,
+            match role {
+                Role::Http => "square-relay",
+                Role::Jobs => "square-relay-jobs",
+            },
+        ),
     }))
 }

@@ -6,6 +6,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use base64::Engine;
 use jiff::Timestamp;
 use pil_aws::lambda::header;
+use pil_aws::metrics::Unit;
 use pil_shared::signature::{
     HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignatureError, SignedHeaders,
 };
@@ -91,6 +92,14 @@ async fn square(
             let status = match &outcome {
                 WebhookOutcome::Sent { events } => {
                     tracing::info!(route = "square_webhook", events, "booking_sent");
+                    relay.metrics.emit(
+                        None,
+                        &[],
+                        &[
+                            ("BookingsSent", 1.0, Unit::Count),
+                            ("EventsSent", *events as f64, Unit::Count),
+                        ],
+                    );
                     "sent"
                 }
                 WebhookOutcome::Skipped(why) => {
@@ -98,6 +107,11 @@ async fn square(
                         route = "square_webhook",
                         reason = why.as_str(),
                         "booking_skipped"
+                    );
+                    relay.metrics.emit(
+                        None,
+                        &[("Reason", why.as_str())],
+                        &[("BookingsSkipped", 1.0, Unit::Count)],
                     );
                     "skipped"
                 }
@@ -139,6 +153,9 @@ async fn square(
         })) => {
             // Square's retries cannot change the answer: acknowledged, and alerted on (a
             // backfill re-sends the window once the cause is fixed).
+            relay
+                .metrics
+                .emit(None, &[], &[("LayerRefusals", 1.0, Unit::Count)]);
             tracing::error!(
                 route = "square_webhook",
                 alert = "layer_refused_events",
@@ -163,7 +180,25 @@ async fn trigger(
     body: &[u8],
     now: Timestamp,
 ) -> ApiGatewayV2httpResponse {
-    match relay.trigger(headers, body, now).await {
+    let result = relay.trigger(headers, body, now).await;
+    let outcome = match &result {
+        Ok(TriggerOutcome::Added { .. }) => "added",
+        Ok(TriggerOutcome::Duplicate) => "duplicate",
+        Ok(TriggerOutcome::Expired) => "expired",
+        Err(TriggerError::Signature(_)) => "signature_refused",
+        Err(TriggerError::Invalid { .. }) => "invalid",
+        Err(TriggerError::UnknownPatient | TriggerError::Square(SquareError::NotFound)) => {
+            "unknown_patient"
+        }
+        Err(TriggerError::Square(SquareError::Rejected { .. })) => "square_rejected",
+        Err(_) => "retry_later",
+    };
+    relay.metrics.emit(
+        None,
+        &[("Outcome", outcome)],
+        &[("Triggers", 1.0, Unit::Count)],
+    );
+    match result {
         Ok(TriggerOutcome::Added { group }) => {
             tracing::info!(route = "trigger", outcome = "added", "trigger_done");
             respond(200, json!({"status": "added", "group": group}), false)

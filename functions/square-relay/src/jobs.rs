@@ -80,6 +80,21 @@ pub struct JobReport {
     pub memberships_kept: u64,
 }
 
+impl JobReport {
+    /// The run's counts as metric values.
+    pub fn metrics(&self) -> Vec<pil_aws::metrics::Value> {
+        use pil_aws::metrics::Unit::Count;
+        vec![
+            ("BackfillPages", self.backfill_pages as f64, Count),
+            ("BackfillBookings", self.backfill_bookings as f64, Count),
+            ("BackfillEvents", self.backfill_events as f64, Count),
+            ("BookingsSkipped", self.backfill_skipped as f64, Count),
+            ("CompletionsSent", self.completions_sent as f64, Count),
+            ("MembershipsEnded", self.memberships_ended as f64, Count),
+        ]
+    }
+}
+
 fn days(n: i64) -> SignedDuration {
     SignedDuration::from_hours(24 * n)
 }

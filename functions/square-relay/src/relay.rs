@@ -33,6 +33,8 @@ pub struct RelayParts {
     pub square: Arc<dyn SquareApi>,
     pub layer: Arc<dyn EventSink>,
     pub store: Arc<dyn RelayStore>,
+    /// Embedded-metric-format lines (CloudWatch), per function.
+    pub metrics: pil_aws::metrics::Metrics,
 }
 
 /// The relay: its parts (read through `Deref`), and the patient refs this execution

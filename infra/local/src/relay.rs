@@ -45,6 +45,8 @@ pub struct RelayStack {
     pub jobs: Arc<Relay>,
     pub table: String,
     pub key_id: String,
+    /// Where both functions write their metrics (one JSON line each).
+    pub metrics_file: std::path::PathBuf,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -141,8 +143,15 @@ impl RelayStack {
                 seal(&clients.kms, &key_id, p, &plain).await?,
             ));
         }
-        // The emulator stands in for Square's API.
+        // The emulator stands in for Square's API; metrics go to a file, not stdout.
         extra.push(("SQUARE_API_URL".into(), settings.square_api_url.clone()));
+        let metrics_file = std::env::temp_dir().join(format!(
+            "pil-relay-metrics-{}-{}.jsonl",
+            std::process::id(),
+            url.rsplit(':').next().unwrap_or("0")
+        ));
+        let _ = std::fs::remove_file(&metrics_file);
+        extra.push(("METRICS_FILE".into(), metrics_file.display().to_string()));
         let aws = AwsClients {
             dynamodb: clients.dynamodb.clone(),
             kms: clients.kms.clone(),
@@ -187,6 +196,7 @@ impl RelayStack {
             jobs,
             table,
             key_id,
+            metrics_file,
             stop,
             task,
         })

@@ -604,6 +604,20 @@ async fn triggers_put_customers_into_groups_once_until_they_expire() {
         .unwrap();
     assert_eq!(report.memberships_ended, 1);
     assert!(sq.square.group_names_of(&ana).is_empty());
+    // Each answer was counted by outcome (embedded-metric-format lines).
+    let lines = pil_aws::metrics::read_file(&sq.relay.metrics_file).unwrap();
+    let count = |outcome: &str| {
+        lines
+            .iter()
+            .filter(|l| l["Outcome"] == outcome)
+            .map(|l| l["Triggers"].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    assert_eq!(
+        (count("added"), count("duplicate"), count("expired")),
+        (3.0, 1.0, 1.0)
+    );
+    assert_eq!(count("signature_refused"), 2.0);
     let _ = table_dump;
     sq.stop().await;
     ts.stop().await;
