@@ -4,6 +4,7 @@
 #   make test    everything CI checks: fmt, clippy, unit + integration tests, template lint
 #   make lint    cfn-lint (with the serverless rules) and checkov on template.yaml
 #   make sam-build  sam build for arm64 (installs SAM CLI, cargo-lambda, zig, the target)
+#   make relay-sam-build  sam build of the Square relay's template (infra/relay/template.yaml) for arm64
 #   make browser-tools  Debian's chromium for the browser tests (make test calls it)
 #   make bench   bench-guard, criterion benches, bench-scan, bench-first-night, cost, bench-cold, then one table of every figure vs its goal
 #   make bench-guard  the PHI guard's accuracy: generated valid ids accepted, PHI-derived refs refused
@@ -28,7 +29,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy check-functions lint data-inventory relay-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-first-night bench-cold sam-tools sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy check-functions lint data-inventory relay-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-first-night bench-cold sam-tools sam-build relay-sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -180,6 +181,11 @@ sam-tools:
 sam-build: sam-tools
 	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" CARGO_TARGET_DIR="$(SAM_TARGET_DIR)" SAM_CLI_TELEMETRY=0 \
 	  $(SAM) build --config-file infra/samconfig.toml
+
+# The Square relay, a practice's own deployment: its template and its two functions.
+relay-sam-build: sam-tools
+	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" CARGO_TARGET_DIR="$(SAM_TARGET_DIR)" SAM_CLI_TELEMETRY=0 \
+	  $(SAM) build -t infra/relay/template.yaml --beta-features --build-in-source --build-dir target/sam-relay-build
 
 clean-local:
 	rm -rf target/local
