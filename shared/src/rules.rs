@@ -349,6 +349,133 @@ mod tests {
         );
     }
 
+    fn appointment(status: AppointmentStatus, at: &str) -> Appointment {
+        use crate::state::{Lww, PatientTreatmentKey};
+        let mut a = Appointment::new(OpaqueRef::parse("appt_K3j9Hg2Fd8Sa7Lk4").unwrap());
+        a.patient = Some(Lww::new(
+            PatientTreatmentKey {
+                patient_ref: OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap(),
+                treatment: Treatment::Neurotoxin,
+            },
+            "2026-03-01T15:00:00Z".parse().unwrap(),
+        ));
+        a.status = Some(Lww::new(status, at.parse().unwrap()));
+        a
+    }
+
+    #[test]
+    fn a_no_show_opens_recovery_two_local_days_later() {
+        let p = practice();
+        // 03:00 UTC is the evening before in New York: the grace counts from the local day.
+        let a = appointment(AppointmentStatus::NoShow, "2026-03-10T03:00:00Z");
+        assert_eq!(
+            no_show_gap(&a, &p),
+            Some(Gap {
+                kind: ActionKind::NoShowRecovery,
+                reason: Reason::NoShow,
+                due: d("2026-03-11"),
+            })
+        );
+        assert_eq!(
+            due_index_date(&p, &Entity::Appointment(a.clone())),
+            Some(d("2026-03-11"))
+        );
+        // A re-check date later than the gap moves it in the index; an earlier one does not.
+        let mut later = a.clone();
+        later.recheck_on = Some(d("2026-03-20"));
+        assert_eq!(
+            due_index_date(&p, &Entity::Appointment(later)),
+            Some(d("2026-03-20"))
+        );
+        let mut earlier = a.clone();
+        earlier.recheck_on = Some(d("2026-03-05"));
+        assert_eq!(
+            due_index_date(&p, &Entity::Appointment(earlier)),
+            Some(d("2026-03-11"))
+        );
+        // No recovery for a kept or cancelled appointment, an unknown patient, or once settled.
+        for status in [
+            AppointmentStatus::Booked,
+            AppointmentStatus::Cancelled,
+            AppointmentStatus::Completed,
+        ] {
+            let other = appointment(status, "2026-03-10T03:00:00Z");
+            assert_eq!(no_show_gap(&other, &p), None, "{status:?}");
+            assert_eq!(due_index_date(&p, &Entity::Appointment(other)), None);
+        }
+        let mut unknown = a.clone();
+        unknown.patient = None;
+        assert_eq!(no_show_gap(&unknown, &p), None);
+        let mut settled = a;
+        settled.recovery_settled = true;
+        assert_eq!(no_show_gap(&settled, &p), None);
+        assert_eq!(due_index_date(&p, &Entity::Appointment(settled)), None);
+    }
+
+    #[test]
+    fn a_recheck_date_before_the_next_gap_leaves_the_index_date() {
+        let p = practice();
+        let mut r = pt(Treatment::Neurotoxin, "2026-01-01", None);
+        r.recheck_on = Some(d("2026-01-05"));
+        assert_eq!(
+            due_index_date(&p, &Entity::PatientTreatment(r)),
+            Some(d("2026-01-15"))
+        );
+    }
+
+    /// Precedence decides, not the due date: a gap of a higher kind that fell due earlier
+    /// still wins over a lower one that fell due later.
+    #[test]
+    fn precedence_beats_a_later_due_date() {
+        // A 10-day cycle: the rebook (day 10) falls due before the follow-up (day 14).
+        let mut p = practice();
+        p.cycle_days.insert(Treatment::Neurotoxin, 10);
+        let r = pt(Treatment::Neurotoxin, "2026-01-01", None);
+        let (g, superseded) = due_on_day(&r, &p, d("2026-01-16")).unwrap();
+        assert_eq!(
+            (g.kind, g.due, superseded),
+            (ActionKind::RebookNudge, d("2026-01-11"), 1),
+            "rebook over follow-up"
+        );
+        // A completion's own 10-day cycle: the win-back (day 20) falls due before the next
+        // series session (the treatment's 42-day interval).
+        let mut r = PatientTreatment::new(
+            OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap(),
+            Treatment::LaserHairRemoval,
+        );
+        r.merge_completion(
+            Completion::new(d("2026-01-01"), Some(Series { index: 2, of: 6 }), Some(10)),
+            "2026-01-01T12:00:00Z".parse().unwrap(),
+        );
+        let (g, superseded) = due_on_day(&r, &practice(), d("2026-03-01")).unwrap();
+        assert_eq!(
+            (g.kind, g.due, superseded),
+            (ActionKind::WinBack, d("2026-01-21"), 1),
+            "win-back over series"
+        );
+    }
+
+    /// How long the PMS may act on a trigger (its `expires_at`, docs/contracts.md): a week
+    /// for a follow-up or a no-show recovery, a month for a win-back, two weeks otherwise.
+    #[test]
+    fn each_kind_is_valid_for_its_window() {
+        for (kind, days) in [
+            (ActionKind::FollowUp, 7),
+            (ActionKind::NoShowRecovery, 7),
+            (ActionKind::WinBack, 30),
+            (ActionKind::RebookNudge, 14),
+            (ActionKind::SeriesContinue, 14),
+            (ActionKind::SlotOffer, 14),
+        ] {
+            let g = Gap {
+                kind,
+                reason: Reason::CycleDue,
+                due: d("2026-01-01"),
+            };
+            assert_eq!(g.valid_days(), days, "{kind:?}");
+        }
+    }
+
     #[test]
     fn overrides_change_the_dates() {
         let mut p = practice();
