@@ -897,6 +897,92 @@ mod tests {
         );
     }
 
+    /// An appointment booked for 15:00 on 10 March (30 minutes), its minute and day known
+    /// from a booking reported at `booked_at`.
+    fn booked(booked_at: &str) -> Appointment {
+        let mut a = Appointment::new(OpaqueRef::parse("appt_K3j9Hg2Fd8Sa7Lk4").unwrap());
+        a.status = Some(Lww::new(AppointmentStatus::Booked, ts(booked_at)));
+        a.starts_on = Some(Lww::new(d("2026-03-10"), ts(booked_at)));
+        a.slot_start = Some(Lww::new(
+            Some(SlotTime {
+                starts_at: ts("2026-03-10T15:00:00Z"),
+                duration_min: 30,
+            }),
+            ts(booked_at),
+        ));
+        a
+    }
+
+    #[test]
+    fn forgetting_the_minute_keeps_the_day_and_the_registers_time() {
+        let mut a = booked("2026-03-01T09:00:00Z");
+        assert_eq!(
+            a.start_minute().map(|(s, _)| s.starts_at),
+            Some(ts("2026-03-10T15:00:00Z"))
+        );
+        assert!(a.forget_minute());
+        assert_eq!(a.start_minute(), None);
+        assert_eq!(
+            a.slot_start.as_ref().map(|l| l.at),
+            Some(ts("2026-03-01T09:00:00Z"))
+        );
+        assert_eq!(a.starts_on.as_ref().map(|l| l.value), Some(d("2026-03-10")));
+        assert!(!a.forget_minute(), "nothing left to forget");
+        assert!(!Appointment::new(a.appointment_ref.clone()).forget_minute());
+    }
+
+    #[test]
+    fn the_minute_is_forgotten_once_an_event_is_reported_at_or_after_it() {
+        // Reported before the start: the minute stays (slot fill may need it).
+        let mut a = booked("2026-03-01T09:00:00Z");
+        assert!(!a.forget_stale_minute());
+        assert!(a.start_minute().is_some());
+        // A status reported exactly at the start, or later: only the day stays.
+        for at in ["2026-03-10T15:00:00Z", "2026-03-10T16:00:00Z"] {
+            let mut a = booked("2026-03-01T09:00:00Z");
+            Lww::merge(
+                &mut a.status,
+                Lww::new(AppointmentStatus::Completed, ts(at)),
+            );
+            assert!(a.forget_stale_minute(), "{at}");
+            assert_eq!(a.start_minute(), None, "{at}");
+            assert!(!a.forget_stale_minute(), "{at}: already forgotten");
+        }
+        // Any of the registers counts, the patient's too.
+        let mut a = booked("2026-03-01T09:00:00Z");
+        a.patient = Some(Lww::new(
+            PatientTreatmentKey {
+                patient_ref: OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap(),
+                treatment: Treatment::Neurotoxin,
+            },
+            ts("2026-03-11T00:00:00Z"),
+        ));
+        assert!(a.forget_stale_minute());
+        // Without a minute, or without any other register, nothing to do.
+        let mut bare = Appointment::new(a.appointment_ref.clone());
+        assert!(!bare.forget_stale_minute());
+        bare.slot_start = booked("2026-03-01T09:00:00Z").slot_start;
+        assert!(!bare.forget_stale_minute());
+        assert!(bare.start_minute().is_some());
+    }
+
+    #[test]
+    fn booked_from_a_day_means_booked_and_starting_on_or_after_it() {
+        let a = booked("2026-03-01T09:00:00Z");
+        assert!(a.is_booked_from(d("2026-03-09")));
+        assert!(a.is_booked_from(d("2026-03-10")), "the same day");
+        assert!(!a.is_booked_from(d("2026-03-11")), "already past");
+        let mut cancelled = a.clone();
+        Lww::merge(
+            &mut cancelled.status,
+            Lww::new(AppointmentStatus::Cancelled, ts("2026-03-02T09:00:00Z")),
+        );
+        assert!(!cancelled.is_booked_from(d("2026-03-09")));
+        let mut no_day = a;
+        no_day.starts_on = None;
+        assert!(!no_day.is_booked_from(d("2026-03-09")));
+    }
+
     #[test]
     fn sort_keys_round_trip() {
         let r = OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap();
