@@ -157,4 +157,53 @@ mod tests {
         assert!(!a.as_str().contains("7Hq2"));
         assert!(TombstoneId::parse("p_7Hq2kX9mZ4rT1vB8yW3n").is_none());
     }
+
+    #[test]
+    fn ids_read_back_only_as_32_lowercase_hex_digits() {
+        let id =
+            TombstoneKey::generate().patient(&OpaqueRef::parse("p_7Hq2kX9mZ4rT1vB8yW3n").unwrap());
+        assert_eq!(id.to_string(), id.as_str(), "shown as stored");
+        assert_eq!(TombstoneId::parse(&id.to_string()), Some(id.clone()));
+        let hex = "0123456789abcdef0123456789abcdef";
+        assert!(TombstoneId::parse(hex).is_some());
+        for bad in [
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcdeg",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "",
+        ] {
+            assert!(TombstoneId::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_key_is_never_shown() {
+        let k = TombstoneKey::from_bytes(vec![0xAB; 16]).unwrap();
+        let shown = format!("{k:?}");
+        assert!(
+            shown.starts_with("TombstoneKey") && shown.contains("redacted"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("ab,"),
+            "{shown}"
+        );
+        assert!(
+            TombstoneKey::from_bytes(vec![0; 15]).is_none(),
+            "at least 128 bits"
+        );
+    }
+
+    #[test]
+    fn a_tombstone_expires_after_its_retention() {
+        let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t = Tombstone::new(TombstoneId("0".repeat(32)), Fate::Erased, at);
+        assert_eq!(
+            t.expires_at(),
+            "2027-02-05T00:00:00Z".parse::<Timestamp>().unwrap(),
+            "400 days later"
+        );
+        assert_eq!(t.to(), None);
+    }
 }
