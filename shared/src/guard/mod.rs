@@ -595,6 +595,41 @@ mod tests {
         assert_refused(&cases);
     }
 
+    /// Names cut into segments where no one segment is enough: short words that add up,
+    /// two pieces of weak evidence together, a frequent four-letter first name before a
+    /// suffix.
+    #[test]
+    fn refuses_names_cut_into_weak_segments() {
+        assert_refused(&[
+            ("vor_tam_kilb_x9Q2", PhiRule::PersonName),
+            ("lee_kim_Qm8Zr2Lx7V", PhiRule::PersonName),
+            ("ann_482_Qm8Zr2Lx7V", PhiRule::PersonName),
+            ("anna_x7k2q9vbm3zt", PhiRule::PersonName),
+            ("john_k3v9x2m7q8w4", PhiRule::PersonName),
+        ]);
+    }
+
+    /// Words written together that only the written-words rule sees: capitalised names
+    /// with a short tail, a known name run into a readable one.
+    #[test]
+    fn refuses_names_written_together() {
+        assert_refused(&[
+            ("OpreaNilsonHfpbx", PhiRule::PersonName),
+            ("p_HeyvetullahLoos", PhiRule::PersonName),
+            ("elizabethvorkaly", PhiRule::PersonName),
+        ]);
+    }
+
+    /// An e-mail address run together after an initial: the name is read without it.
+    #[test]
+    fn refuses_e_mail_addresses_run_together_after_an_initial() {
+        assert_refused(&[
+            ("mgigli48franzeseeu", PhiRule::Email),
+            ("dlorimer62aolcom", PhiRule::Email),
+            ("qthompson7yahoocom", PhiRule::Email),
+        ]);
+    }
+
     /// What those rules must not take for PHI: random ids cut at `_` or `-` beside a word,
     /// ending in letters that spell a domain, or holding a street suffix or four digits.
     #[test]
@@ -618,6 +653,34 @@ mod tests {
             "p_19850314887766554433221100aabbcc",
             "qwhzkfbnaeolrtxcmpvd",
             "XKQZVBNMWPLRTGHJDFSY",
+        ] {
+            assert_eq!(check_ref(v), Ok(()), "{v}");
+        }
+    }
+
+    /// An all-digit value is a date only when it is eight digits that read as YYYYMMDD;
+    /// any other is another system's number.
+    #[test]
+    fn all_digit_values_are_dates_only_as_eight_digit_dates() {
+        assert_refused(&[
+            ("19850314", PhiRule::Date),
+            ("12345678", PhiRule::Mrn),
+            ("198503141234", PhiRule::Mrn),
+        ]);
+    }
+
+    /// The type tags a ref may start with are neutral, those that read as words too.
+    #[test]
+    fn ids_with_a_tag_that_reads_as_a_word_are_accepted() {
+        for v in [
+            "booking_Qm8Zr2Lx7Vt4Nw9K",
+            "customer_7Hq2kX9mZ4rT1vB8",
+            "location_Xq7kP2mWv9RtLb4Z",
+            "session_k3v9x2m7q8w4z5t1",
+            "payment_9dKq2LmX7vRt4WbN",
+            "provider_Qm8Zr2Lx7Vt4Nw9K",
+            "invoice_7Hq2kX9mZ4rT1vB8y",
+            "member_q7x2kzv9wm4tp8rb",
         ] {
             assert_eq!(check_ref(v), Ok(()), "{v}");
         }

@@ -284,6 +284,41 @@ mod tests {
         }
     }
 
+    /// The lexicon lowers a name's cost by at most [`LEXICON_BONUS`], however cheap its
+    /// class: long names hit that bound.
+    #[test]
+    fn the_lexicon_lowers_a_name_by_at_most_its_bonus() {
+        let mut bounded = 0;
+        for w in [
+            "smith",
+            "maria",
+            "gonzalez",
+            "johnson",
+            "patricia",
+            "nguyen",
+            "christopher",
+            "elizabeth",
+            "margaret",
+            "washington",
+        ] {
+            let (mut key, mut c) = (LexKey::new(), WordCost::new());
+            w.bytes().for_each(|b| {
+                key.push(b);
+                c.push(b);
+            });
+            let lm = c.total();
+            let cost = key.word_cost(lm);
+            assert!(
+                cost <= lm && cost >= lm - LEXICON_BONUS,
+                "{w}: {cost} from {lm}"
+            );
+            if lexicon_cost(w.as_bytes()).is_some_and(|lex| lex < cost) {
+                bounded += 1;
+            }
+        }
+        assert!(bounded > 0, "no name reached the bound");
+    }
+
     #[test]
     fn names_read_cheaper_than_noise() {
         assert!(lm_cost(b"marianne") < lm_cost(b"xqzvkwjh") - 8.0);

@@ -1313,3 +1313,39 @@ fn separated_date(b: &[u8]) -> Option<usize> {
         Some(at)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alphabet_is_the_smallest_usual_one() {
+        for (body, size) in [
+            ("19850314", 10.0),
+            ("qwhzkfbnaeolrtxc", 26.0),
+            ("XKQZVBNMwplrtghj", 52.0),
+            ("3f6c2a9e8b1d4e57", 16.0),
+            ("3f6c2a9e8b1d4e5", 36.0),
+            ("NJQW4ZJOMRXWKQDF", 32.0),
+            ("q7x2kzv9wm4tp8rb", 36.0),
+            ("Q7X2KZV9WM4TP8RB", 36.0),
+            ("7Hq2kX9mZ4rT1vB8", 62.0),
+            ("7Hq2kX9m_Z4rT-1vB8", 64.0),
+        ] {
+            assert_eq!(alphabet(body.as_bytes()), size, "{body}");
+        }
+    }
+
+    /// A segment that reads easily as a name of six letters or more is strong evidence
+    /// alone, listed in the lexicon or not; noise is none.
+    #[test]
+    fn readable_names_outside_the_lexicon_are_strong() {
+        for w in ["wexford", "thistle", "delmont", "tormund"] {
+            assert!(!model::is_name(w.as_bytes()), "{w} is not in the lexicon");
+            assert_eq!(name_strength(w.as_bytes()), 2, "{w}");
+        }
+        for w in ["xqzvkw", "hqkxzt", "zzqpvb"] {
+            assert_eq!(name_strength(w.as_bytes()), 0, "{w}");
+        }
+    }
+}
