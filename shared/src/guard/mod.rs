@@ -630,6 +630,19 @@ mod tests {
         ]);
     }
 
+    /// PHI that only the randomness test sees: a date or a name after a prefix that is not
+    /// a type tag (the prefix is paid for as random letters), a date in groups joined by
+    /// hyphens inside a run.
+    #[test]
+    fn refuses_phi_only_the_randomness_test_sees() {
+        assert_refused(&[
+            ("xqv_19850314k7q2", PhiRule::Date),
+            ("bzt_maria1985x7k2", PhiRule::PersonName),
+            ("Qm8Zr2x03-14-85Lx7Vt4", PhiRule::Date),
+            ("xQ7v03-14-1985Kz8Lm2", PhiRule::Date),
+        ]);
+    }
+
     /// What those rules must not take for PHI: random ids cut at `_` or `-` beside a word,
     /// ending in letters that spell a domain, or holding a street suffix or four digits.
     #[test]
