@@ -16,6 +16,7 @@
 #   make data-inventory  regenerates docs/data-inventory.md from the code (a test checks it is current)
 #   make relay-inventory  regenerates docs/square-relay-data-inventory.md (the Square relay's; a test checks it)
 #   make bench-cold  size, init time, first invocation and peak RSS of each release bootstrap
+#   make mutants  cargo-mutants on the PHI guard (a sample), the merges and the gap rules (not in make test)
 # Every tool is installed by the project into a project-local venv on first use.
 
 SHELL := /bin/bash
@@ -29,7 +30,7 @@ CHECKOV := $(LINT_VENV)/bin/checkov
 SAM := $(SAM_VENV)/bin/sam
 CARGO ?= cargo
 
-.PHONY: setup run serve test unit fmt-check clippy check-functions lint data-inventory relay-inventory fuzz load cost bench bench-guard guard-model bench-scan bench-first-night bench-cold sam-tools sam-build relay-sam-build browser-tools clean-local
+.PHONY: setup run serve test unit fmt-check clippy check-functions lint data-inventory relay-inventory fuzz mutants load cost bench bench-guard guard-model bench-scan bench-first-night bench-cold sam-tools sam-build relay-sam-build browser-tools clean-local
 
 setup: $(MOTO)
 
@@ -208,3 +209,26 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 	rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 	cd fuzz && cargo +nightly fuzz run inbound corpus/inbound -- -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1
+
+# Mutation testing (docs/reliability.md, "Mutation testing"; not part of make test): cargo-mutants,
+# one job, with pil-shared's own tests. The merges and the gap rules in full (~1 hour here), then
+# one shard in GUARD_SHARD of the PHI guard's ~1,170 mutants, round-robin (1/25: ~47; all of
+# them would take ~8 hours). Its own target directory, without debug info. Reports in
+# mutants.out-merges-rules/ and mutants.out-guard/ (missed.txt, caught.txt...); mutants that
+# survive are compared by hand with the list in docs/reliability.md, so missed mutants and
+# timeouts (exits 2 and 3) do not fail the target, any other error does. Extra flags: make mutants MUTANTS_ARGS="--re forget".
+GUARD_SHARD ?= 1/25
+MUTANTS_ARGS ?=
+MUTANTS := CARGO_TARGET_DIR=$(CURDIR)/target/mutants CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=0 \
+  $(CARGO) mutants -j 1 --package pil-shared --timeout 60
+mutants:
+	@command -v cargo-mutants >/dev/null 2>&1 || $(CARGO) install cargo-mutants --version 27.1.0 --locked
+	$(MUTANTS) -f shared/src/state.rs -f shared/src/tombstone.rs -f shared/src/rules.rs \
+	  -o mutants.out-merges-rules $(MUTANTS_ARGS) || { rc=$$?; test $$rc -eq 2 -o $$rc -eq 3; }
+	$(MUTANTS) -f 'shared/src/guard/*.rs' --shard $(GUARD_SHARD) --sharding round-robin \
+	  -o mutants.out-guard $(MUTANTS_ARGS) || { rc=$$?; test $$rc -eq 2 -o $$rc -eq 3; }
+	@for d in mutants.out-merges-rules mutants.out-guard; do \
+	  test -f $$d/mutants.out/missed.txt || continue; \
+	  echo "$$d: $$(wc -l < $$d/mutants.out/caught.txt) caught, $$(wc -l < $$d/mutants.out/missed.txt) missed," \
+	    "$$(wc -l < $$d/mutants.out/unviable.txt) unviable, $$(wc -l < $$d/mutants.out/timeout.txt) timeouts"; \
+	  cat $$d/mutants.out/missed.txt; done
