@@ -157,26 +157,9 @@ async fn open(
         .map_err(|_| InitError::Invalid(purpose.env(), "UTF-8 text"))
 }
 
-/// An HTTPS client (rustls on ring, Mozilla's roots compiled in; no redirects) for Square and
-/// the layer. Plain `http://` works too, for the local simulator.
+/// The HTTPS client for Square and the layer ([`pil_aws::adapters::https_client`]).
 pub fn http_client() -> Result<reqwest::Client, InitError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| InitError::Http(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(20))
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent("pil-square-relay/1")
-        .build()
+    pil_aws::adapters::https_client(Duration::from_secs(20), "pil-square-relay/1")
         .map_err(|e| InitError::Http(e.to_string()))
 }
 

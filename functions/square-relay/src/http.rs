@@ -3,9 +3,8 @@
 //! are never logged.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use base64::Engine;
 use jiff::Timestamp;
-use pil_aws::lambda::header;
+use pil_aws::lambda::{header, request_body};
 use pil_aws::metrics::Unit;
 use pil_shared::signature::{
     HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignatureError, SignedHeaders,
@@ -39,15 +38,6 @@ fn error(status: u16, code: &str, field: &str, rule: &str) -> ApiGatewayV2httpRe
     )
 }
 
-fn body_bytes(req: &ApiGatewayV2httpRequest) -> Option<Vec<u8>> {
-    let body = req.body.as_deref().unwrap_or("");
-    if req.is_base64_encoded {
-        base64::engine::general_purpose::STANDARD.decode(body).ok()
-    } else {
-        Some(body.as_bytes().to_vec())
-    }
-}
-
 /// Routes one request.
 pub async fn handle(
     relay: &Relay,
@@ -66,7 +56,7 @@ pub async fn handle(
     if method != "POST" {
         return error(405, "method_not_allowed", "method", "post");
     }
-    let Some(body) = body_bytes(req) else {
+    let Some(body) = request_body(req) else {
         return error(400, "malformed_body", "body", "base64");
     };
     if route == "square_webhook" {

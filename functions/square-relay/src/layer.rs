@@ -3,8 +3,6 @@
 //! describes. Every event is a merge in the layer, so sending one twice has one effect: the
 //! relay keeps no outbox and simply sends again when in doubt.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use pil_shared::signature::WebhookSecret;
 use serde::Deserialize;
@@ -124,7 +122,6 @@ impl EventSink for HttpLayer {
             .client
             .post(&self.url)
             .header("content-type", "application/json")
-            .timeout(Duration::from_secs(20))
             .body(body);
         for (k, v) in headers {
             req = req.header(k, v);

@@ -319,24 +319,36 @@ impl HttpTransport {
         timeout: Duration,
         scope: TriggerUrlScope,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent("pil-trigger-emitter/1")
-            .build()?;
+        let client = https_client(timeout, "pil-trigger-emitter/1")?;
         Ok(Self { client, scope })
     }
+}
+
+/// An HTTPS client for calls outside AWS (a PMS's trigger endpoint; the Square relay's calls
+/// to Square and to the layer): rustls with ring, the crypto provider the SDK clients already
+/// link (no second one), Mozilla's root certificates compiled in (nothing read from disk),
+/// no redirects followed. Plain `http://` works too (the local stack's simulators).
+#[cfg(feature = "http")]
+pub fn https_client(
+    timeout: Duration,
+    user_agent: &'static str,
+) -> Result<reqwest::Client, Box<dyn std::error::Error + Send + Sync>> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent)
+        .build()?)
 }
 
 #[cfg(feature = "http")]
