@@ -70,7 +70,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
 
 # Every stored attribute, message field and log field with its purpose and retention, derived
-# from the item types (infra/local/src/inventory.rs); infra/local/tests/data_inventory.rs fails when stale.
+# from the item types (infra/pil-local/src/inventory.rs); infra/pil-local/tests/data_inventory.rs fails when stale.
 data-inventory:
 	$(CARGO) run -q -p pil-bench --bin data-inventory > docs/data-inventory.md.tmp
 	mv docs/data-inventory.md.tmp docs/data-inventory.md
@@ -91,7 +91,7 @@ relay-inventory:
 # make bench fails at the end.
 bench: $(MOTO)
 	@guard=0; $(MAKE) --no-print-directory bench-guard || guard=$$?; \
-	$(CARGO) bench -p pil-shared --bench inbound && \
+	$(CARGO) bench -p shared --bench inbound && \
 	$(MAKE) --no-print-directory bench-scan && \
 	$(MAKE) --no-print-directory bench-first-night && \
 	$(MAKE) --no-print-directory cost && \
@@ -211,7 +211,7 @@ fuzz:
 	cd fuzz && cargo +nightly fuzz run inbound corpus/inbound -- -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1
 
 # Mutation testing (docs/reliability.md, "Mutation testing"; not part of make test): cargo-mutants,
-# one job, with pil-shared's own tests. The merges and the gap rules in full (~1 hour here), then
+# one job, with shared's own tests. The merges and the gap rules in full (~1 hour here), then
 # one shard in GUARD_SHARD of the PHI guard's ~1,170 mutants, round-robin (1/25: ~47; all of
 # them would take ~8 hours). Its own target directory, without debug info. Reports in
 # mutants.out-merges-rules/ and mutants.out-guard/ (missed.txt, caught.txt...); mutants that
@@ -220,7 +220,7 @@ fuzz:
 GUARD_SHARD ?= 1/25
 MUTANTS_ARGS ?=
 MUTANTS := CARGO_TARGET_DIR=$(CURDIR)/target/mutants CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=0 \
-  $(CARGO) mutants -j 1 --package pil-shared --timeout 60
+  $(CARGO) mutants -j 1 --package shared --timeout 60
 mutants:
 	@command -v cargo-mutants >/dev/null 2>&1 || $(CARGO) install cargo-mutants --version 27.1.0 --locked
 	$(MUTANTS) -f shared/src/state.rs -f shared/src/tombstone.rs -f shared/src/rules.rs \

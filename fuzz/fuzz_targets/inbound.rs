@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pil_shared::{guard, inbound};
+use shared::{guard, inbound};
 
 fuzz_target!(|data: &[u8]| {
     let now = jiff::Timestamp::from_second(1_795_000_000).expect("a valid instant");

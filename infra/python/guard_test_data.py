@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerates tests/data/guard/: the word lists behind the PHI guard's accuracy corpus
-(infra/local/src/guard_corpus.rs builds the refs from them; docs/guard.md, "How it is
+(infra/pil-local/src/guard_corpus.rs builds the refs from them; docs/guard.md, "How it is
 measured").
 
 The lists come from the Faker package (PyPI, MIT licence), not from the US Census name lists

@@ -2,9 +2,9 @@
 //! Goal: ≤ 10 µs for a 1 KB body on one core.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pil_shared::inbound::parse_body;
-use pil_shared::signature::{SignedHeaders, WebhookSecret, verify};
 use serde_json::json;
+use shared::inbound::parse_body;
+use shared::signature::{SignedHeaders, WebhookSecret, verify};
 use std::hint::black_box;
 
 fn event(i: usize) -> serde_json::Value {
@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
         ("body_provider", "prov_Zx3Vb7Nm1Qw9Er5Ty2"),
     ] {
         g.bench_function(name, |bench| {
-            bench.iter(|| black_box(pil_shared::guard::check_ref(black_box(r)).is_ok()))
+            bench.iter(|| black_box(shared::guard::check_ref(black_box(r)).is_ok()))
         });
     }
     g.finish();
@@ -93,13 +93,13 @@ fn bench(c: &mut Criterion) {
 }
 
 /// The whole receiver in-process (verify, parse, guard, secrets, the merges, the bus), its
-/// storage and bus ports faked in memory (`pil_shared::testing`): what the handler costs apart
+/// storage and bus ports faked in memory (`shared::testing`): what the handler costs apart
 /// from DynamoDB's and EventBridge's latency. Every iteration delivers new events (fresh refs),
 /// so each is a first delivery that writes.
 fn bench_handler(c: &mut Criterion) {
-    use pil_shared::service::admin::{NewPractice, create_practice};
-    use pil_shared::service::receiver::{Delivery, receive};
-    use pil_shared::testing::World;
+    use shared::service::admin::{NewPractice, create_practice};
+    use shared::service::receiver::{Delivery, receive};
+    use shared::testing::World;
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -110,7 +110,7 @@ fn bench_handler(c: &mut Criterion) {
             &world.store,
             world.keys(),
             NewPractice {
-                id: pil_shared::ids::PracticeId::parse("bench-clinic").expect("id"),
+                id: shared::ids::PracticeId::parse("bench-clinic").expect("id"),
                 time_zone: "America/New_York".into(),
                 owner_emails: vec!["owner@bench-clinic.example".into()],
                 trigger_url: "https://pms.example/triggers".parse().expect("url"),

@@ -1,7 +1,7 @@
 //! The Practice Intelligence Layer's domain: boundary types, the inbound parser and PHI guard,
 //! state merges, rules, policy, approval tokens, triggers, and the services the Lambda
 //! handlers call. Nothing here knows about AWS; the ports in [`ports`] are implemented by
-//! `infra/aws`.
+//! `infra/pil-aws`.
 
 pub mod action;
 pub mod audit;

@@ -1,4 +1,4 @@
-//! Narrow ports, one per capability. AWS adapters implement them (infra/aws); unit tests use
+//! Narrow ports, one per capability. AWS adapters implement them (infra/pil-aws); unit tests use
 //! in-memory fakes. Each handler's IAM policy follows the ports it takes.
 
 use async_trait::async_trait;

@@ -1,7 +1,7 @@
 //! In-memory implementations of every port, for tests (`#[cfg(test)]` here, the `testing`
 //! feature elsewhere). Never built into a Lambda.
 //!
-//! [`MemStore`] keeps what the DynamoDB adapter (`infra/aws/src/store/`) keeps, and answers
+//! [`MemStore`] keeps what the DynamoDB adapter (`infra/pil-aws/src/store/`) keeps, and answers
 //! as it does:
 //!
 //! - every record is one item in the practice's partition, keyed by the adapter's sort key;

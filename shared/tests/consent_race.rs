@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::action::{Action, ActionStatus, Withdrawal};
-use pil_shared::ids::{OpaqueRef, PracticeId};
-use pil_shared::ports::{ActionRepo, EntityRepo, StoreError};
-use pil_shared::service::admin::{self, NewPractice};
-use pil_shared::service::emitter::{self, EmitOutcome, EmitterDeps, RetryPolicy};
-use pil_shared::state::{Consent, Entity, EntityKey, Lww, Stored};
-use pil_shared::testing::World;
+use shared::action::{Action, ActionStatus, Withdrawal};
+use shared::ids::{OpaqueRef, PracticeId};
+use shared::ports::{ActionRepo, EntityRepo, StoreError};
+use shared::service::admin::{self, NewPractice};
+use shared::service::emitter::{self, EmitOutcome, EmitterDeps, RetryPolicy};
+use shared::state::{Consent, Entity, EntityKey, Lww, Stored};
+use shared::testing::World;
 
 fn run<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
@@ -84,7 +84,7 @@ fn setup(now: Timestamp) -> (World, PracticeId, Action) {
         created_at: now,
         expires_at: now + SignedDuration::from_hours(24 * 14),
         decided_at: Some(now),
-        ..pil_shared::testing::sample_action(
+        ..shared::testing::sample_action(
             "race-clinic",
             &patient,
             &["race-clinic", "rebook_nudge", patient.as_str()],

@@ -2,15 +2,15 @@
 //! rotations and erasures are honoured), and nothing is sent to the PMS.
 
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
-use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
-use pil_shared::ports::ActionRepo;
-use pil_shared::service::admin::{self, NewPractice, PracticeUpdate};
-use pil_shared::service::emitter::{self, EmitOutcome};
-use pil_shared::service::receiver::{self, Delivery};
-use pil_shared::signature::{SignedHeaders, WebhookSecret};
-use pil_shared::testing::World;
-use pil_shared::treatment::Treatment;
+use shared::action::{Action, ActionKind, ActionStatus, Reason};
+use shared::ids::{ActionId, OpaqueRef, PracticeId};
+use shared::ports::ActionRepo;
+use shared::service::admin::{self, NewPractice, PracticeUpdate};
+use shared::service::emitter::{self, EmitOutcome};
+use shared::service::receiver::{self, Delivery};
+use shared::signature::{SignedHeaders, WebhookSecret};
+use shared::testing::World;
+use shared::treatment::Treatment;
 
 fn run<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)

@@ -17,7 +17,7 @@
 //! some cases, for the one or two nights before it first), then slot fill for every slot the
 //! deliveries opened and its withdrawal for every slot a booking took. The practice's policy
 //! varies (each kind's mode, the cooldown, the monthly cap). Everything runs against the
-//! in-memory ports of `pil_shared::testing`.
+//! in-memory ports of `shared::testing`.
 //!
 //! 1. Any two deliveries of the same history give the same stored records and the same
 //!    actions, scan reports, slot fill reports and hand-overs; nothing stored names an erased
@@ -40,22 +40,22 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::action::{Action, ActionKind};
-use pil_shared::ids::{OpaqueRef, PracticeId};
-use pil_shared::ports::{CandidateBatch, Clock, DomainEvent, PracticeRepo};
-use pil_shared::practice::{Mode, Policy};
-use pil_shared::service::admin::{self, NewPractice};
-use pil_shared::service::receiver::{self, Accepted, Delivery};
-use pil_shared::service::scan::{self, ScanReport};
-use pil_shared::service::slots::{self, SlotReport};
-use pil_shared::signature::{SignedHeaders, WebhookSecret};
-use pil_shared::state::Entity;
-use pil_shared::testing::{EntityRow, World};
-use pil_shared::treatment::Treatment;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Value, json};
+use shared::action::{Action, ActionKind};
+use shared::ids::{OpaqueRef, PracticeId};
+use shared::ports::{CandidateBatch, Clock, DomainEvent, PracticeRepo};
+use shared::practice::{Mode, Policy};
+use shared::service::admin::{self, NewPractice};
+use shared::service::receiver::{self, Accepted, Delivery};
+use shared::service::scan::{self, ScanReport};
+use shared::service::slots::{self, SlotReport};
+use shared::signature::{SignedHeaders, WebhookSecret};
+use shared::state::Entity;
+use shared::testing::{EntityRow, World};
+use shared::treatment::Treatment;
 
 const PRACTICE: &str = "disorder-clinic";
 /// 03:30 in New York on 2026-11-21: the night of the 21st's scan.
@@ -737,7 +737,7 @@ fn comparable(row: EntityRow) -> Row {
             // against a different, equally old report).
             a.slot_start = a
                 .start_minute()
-                .map(|(t, at)| pil_shared::state::Lww::new(Some(t), at));
+                .map(|(t, at)| shared::state::Lww::new(Some(t), at));
             (row.sort_key, Entity::Appointment(a), row.due_on, None)
         }
         other => (row.sort_key, other, row.due_on, Some(row.version)),

@@ -9,17 +9,17 @@
 //! - `pil secret reseal` binds secrets sealed before contexts existed, without changing them.
 
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::action::ActionStatus;
-use pil_shared::ids::{OpaqueRef, PracticeId};
-use pil_shared::ports::{ActionRepo, AuditLog, DomainEvent, PracticeRepo};
-use pil_shared::practice::SecretKind;
-use pil_shared::service::admin::{self, NewPractice, PracticeUpdate};
-use pil_shared::service::approval::Page;
-use pil_shared::service::receiver::{self, Delivery};
-use pil_shared::service::settings;
-use pil_shared::signature::{SignedHeaders, WebhookSecret};
-use pil_shared::testing::{MemKeys, World, sample_action};
-use pil_shared::token::{self, Claims, Decision, SETTINGS_LINK_MINUTES};
+use shared::action::ActionStatus;
+use shared::ids::{OpaqueRef, PracticeId};
+use shared::ports::{ActionRepo, AuditLog, DomainEvent, PracticeRepo};
+use shared::practice::SecretKind;
+use shared::service::admin::{self, NewPractice, PracticeUpdate};
+use shared::service::approval::Page;
+use shared::service::receiver::{self, Delivery};
+use shared::service::settings;
+use shared::signature::{SignedHeaders, WebhookSecret};
+use shared::testing::{MemKeys, World, sample_action};
+use shared::token::{self, Claims, Decision, SETTINGS_LINK_MINUTES};
 
 const A: &str = "ana@links.example";
 const B: &str = "ben@links.example";
@@ -37,7 +37,7 @@ fn noon() -> Timestamp {
 }
 
 /// A practice owned by A and B, with one pending action; its webhook secret in clear.
-fn world() -> (World, pil_shared::ids::ActionId, WebhookSecret) {
+fn world() -> (World, shared::ids::ActionId, WebhookSecret) {
     let world = World::new(noon());
     let out = run(admin::create_practice(
         &world.store,
@@ -62,17 +62,12 @@ fn world() -> (World, pil_shared::ids::ActionId, WebhookSecret) {
 }
 
 fn now(w: &World) -> Timestamp {
-    use pil_shared::ports::Clock;
+    use shared::ports::Clock;
     w.clock.now()
 }
 
 /// A link signed with the practice's current link key.
-fn link(
-    w: &World,
-    decision: Decision,
-    actions: Vec<pil_shared::ids::ActionId>,
-    owner: &str,
-) -> String {
+fn link(w: &World, decision: Decision, actions: Vec<shared::ids::ActionId>, owner: &str) -> String {
     let p = run(w.store.get_practice(&pid())).unwrap().unwrap();
     let key = run(w.secrets.link(&p.id, &p.secrets)).unwrap();
     let claims = Claims::new(
@@ -86,14 +81,14 @@ fn link(
 }
 
 fn show(w: &World, t: &str) -> Page {
-    run(pil_shared::service::links::show(&w.approval(), t))
+    run(shared::service::links::show(&w.approval(), t))
 }
 
 fn decide(w: &World, t: &str, body: &[u8]) -> Page {
-    run(pil_shared::service::links::decide(&w.approval(), t, body))
+    run(shared::service::links::decide(&w.approval(), t, body))
 }
 
-fn status(w: &World, id: &pil_shared::ids::ActionId) -> ActionStatus {
+fn status(w: &World, id: &shared::ids::ActionId) -> ActionStatus {
     run(w.store.get_action(&pid(), id)).unwrap().unwrap().status
 }
 
@@ -430,7 +425,7 @@ fn secrets_sealed_before_contexts_are_refused_until_resealed_and_then_unchanged(
     let (w, id, webhook) = world();
     // What a record written before contexts holds: the same secrets, sealed without one.
     let mut p = run(w.store.get_practice(&pid())).unwrap().unwrap();
-    let opened = run(pil_shared::secrets::open_all(w.keys(), &pid(), &p.secrets)).unwrap();
+    let opened = run(shared::secrets::open_all(w.keys(), &pid(), &p.secrets)).unwrap();
     p.secrets.webhook = vec![MemKeys::seal_unbound(webhook.expose().as_bytes())];
     p.secrets.trigger = MemKeys::seal_unbound(opened.trigger.expose().as_bytes());
     p.secrets.link = MemKeys::seal_unbound(opened.link.expose());
@@ -460,12 +455,7 @@ fn secrets_sealed_before_contexts_are_refused_until_resealed_and_then_unchanged(
     assert_eq!(deliver(&w, &webhook, "msg_2"), Ok(()));
     assert_eq!(show(&w, &approve).status, 200);
     let back = run(w.store.get_practice(&pid())).unwrap().unwrap();
-    let reopened = run(pil_shared::secrets::open_all(
-        w.keys(),
-        &pid(),
-        &back.secrets,
-    ))
-    .unwrap();
+    let reopened = run(shared::secrets::open_all(w.keys(), &pid(), &back.secrets)).unwrap();
     assert_eq!(reopened.trigger.expose(), opened.trigger.expose());
     // Idempotent, and audited once.
     let again = run(admin::reseal_secrets(&w.store, w.keys(), &pid(), now(&w))).unwrap();
@@ -481,7 +471,7 @@ fn secrets_sealed_before_contexts_are_refused_until_resealed_and_then_unchanged(
     // A value sealed for another practice opens neither way: refused, nothing written.
     let mut q = back.clone();
     q.secrets.trigger = run(w.keys().seal(
-        &pil_shared::ports::SecretContext::for_trigger(&PracticeId::parse("other-clinic").unwrap()),
+        &shared::ports::SecretContext::for_trigger(&PracticeId::parse("other-clinic").unwrap()),
         b"whsec_x",
     ))
     .unwrap();

@@ -6,17 +6,17 @@
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
-use pil_shared::audit::AuditRecord;
-use pil_shared::ids::{ActionId, OpaqueRef, PracticeId};
-use pil_shared::ports::{ActionRepo, AuditLog, PracticeRepo, StoreError};
-use pil_shared::practice::{Practice, SecretKind};
-use pil_shared::service::admin::{self, NewPractice, RotateError};
-use pil_shared::service::emitter::{self, EmitOutcome};
-use pil_shared::service::receiver::{self, Delivery, ReceiveError};
-use pil_shared::signature::{self, SignatureError, SignedHeaders, WebhookSecret};
-use pil_shared::testing::{MemStore, World};
-use pil_shared::treatment::Treatment;
+use shared::action::{Action, ActionKind, ActionStatus, Reason};
+use shared::audit::AuditRecord;
+use shared::ids::{ActionId, OpaqueRef, PracticeId};
+use shared::ports::{ActionRepo, AuditLog, PracticeRepo, StoreError};
+use shared::practice::{Practice, SecretKind};
+use shared::service::admin::{self, NewPractice, RotateError};
+use shared::service::emitter::{self, EmitOutcome};
+use shared::service::receiver::{self, Delivery, ReceiveError};
+use shared::signature::{self, SignatureError, SignedHeaders, WebhookSecret};
+use shared::testing::{MemStore, World};
+use shared::treatment::Treatment;
 
 fn pid() -> PracticeId {
     PracticeId::parse("rot-clinic").unwrap()
@@ -76,7 +76,7 @@ trait Now {
 
 impl Now for World {
     fn clock_now(&self) -> Timestamp {
-        pil_shared::ports::Clock::now(&self.clock)
+        shared::ports::Clock::now(&self.clock)
     }
     fn advance(&self, d: SignedDuration) {
         self.clock.set(self.clock_now() + d);
@@ -364,7 +364,7 @@ impl AuditLog for Flaky {
     async fn append(
         &self,
         practice: &PracticeId,
-        event: &pil_shared::audit::AuditEvent,
+        event: &shared::audit::AuditEvent,
         at: Timestamp,
     ) -> Result<AuditRecord, StoreError> {
         self.inner.append(practice, event, at).await
@@ -404,7 +404,7 @@ fn a_lost_reply_is_not_rotated_twice_and_a_concurrent_change_is_kept() {
         stored.secrets.webhook[1], p.secrets.webhook[0],
         "the old one kept"
     );
-    let opened = run(pil_shared::secrets::open_all(
+    let opened = run(shared::secrets::open_all(
         world.keys(),
         &pid(),
         &stored.secrets,
@@ -431,7 +431,7 @@ fn a_lost_reply_is_not_rotated_twice_and_a_concurrent_change_is_kept() {
     .unwrap();
     let stored = run(flaky.inner.get_practice(&pid())).unwrap().unwrap();
     assert_eq!(stored.policy.cooldown_days, 30);
-    let opened = run(pil_shared::secrets::open_all(
+    let opened = run(shared::secrets::open_all(
         world.keys(),
         &pid(),
         &stored.secrets,

@@ -14,19 +14,19 @@
 use std::collections::BTreeSet;
 
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::action::Action;
-use pil_shared::ids::{OpaqueRef, PracticeId};
-use pil_shared::ports::{Clock, PracticeRepo};
-use pil_shared::service::admin::{self, NewPractice};
-use pil_shared::service::receiver::{self, Delivery};
-use pil_shared::service::scan;
-use pil_shared::signature::{SignedHeaders, WebhookSecret};
-use pil_shared::state::Entity;
-use pil_shared::testing::World;
-use pil_shared::tombstone::Fate;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Value, json};
+use shared::action::Action;
+use shared::ids::{OpaqueRef, PracticeId};
+use shared::ports::{Clock, PracticeRepo};
+use shared::service::admin::{self, NewPractice};
+use shared::service::receiver::{self, Delivery};
+use shared::service::scan;
+use shared::signature::{SignedHeaders, WebhookSecret};
+use shared::state::Entity;
+use shared::testing::World;
+use shared::tombstone::Fate;
 
 const PRACTICE: &str = "tomb-clinic";
 const NOW: &str = "2026-11-21T08:30:00Z";

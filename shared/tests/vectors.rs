@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use pil_shared::inbound::{RefusalCode, parse_body};
-use pil_shared::signature::{SignedHeaders, WebhookSecret, verify};
 use serde_json::Value;
+use shared::inbound::{RefusalCode, parse_body};
+use shared::signature::{SignedHeaders, WebhookSecret, verify};
 
 fn vectors_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("PIL_VECTORS_DIR") {
@@ -228,8 +228,8 @@ fn a_batch_with_one_refused_event_is_refused_whole() {
 }
 
 mod reference {
-    use pil_shared::signature::WebhookSecret;
     use proptest::prelude::*;
+    use shared::signature::WebhookSecret;
 
     proptest! {
         #![proptest_config(ProptestConfig {

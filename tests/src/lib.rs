@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use pil_local::pms::{PmsClient, Reply};
 pub use pil_local::stack::{Stack, StackOptions, workspace_root};
-use pil_shared::ids::PracticeId;
-use pil_shared::service::admin;
-use pil_shared::signature::WebhookSecret;
+use shared::ids::PracticeId;
+use shared::service::admin;
+use shared::signature::WebhookSecret;
 
 pub use pil_local::capture::Captured;
 pub use pil_local::scenario::{eventually, new_ref, table_dump, table_items};
@@ -116,8 +116,8 @@ impl TestStack {
     }
 
     /// The practice's current link key (the one new owner links are signed with).
-    pub async fn link_key(&self) -> pil_shared::token::LinkKey {
-        use pil_shared::ports::PracticeRepo as _;
+    pub async fn link_key(&self) -> shared::token::LinkKey {
+        use shared::ports::PracticeRepo as _;
         let practice = self
             .store()
             .get_practice(&self.practice)
@@ -140,11 +140,7 @@ impl TestStack {
     }
 
     /// Sets one kind's policy mode (`pil policy set --kind K --mode M`).
-    pub async fn set_mode(
-        &self,
-        kind: pil_shared::action::ActionKind,
-        mode: pil_shared::practice::Mode,
-    ) {
+    pub async fn set_mode(&self, kind: shared::action::ActionKind, mode: shared::practice::Mode) {
         admin::set_kind_policy(
             self.store(),
             &self.practice,
@@ -342,7 +338,7 @@ impl SquareSetup {
                 square_signature_key: SQUARE_SIGNATURE_KEY.into(),
                 service_map: serde_json::json!({ botox.clone(): "neurotoxin", filler.clone(): "dermal_filler" })
                     .to_string(),
-                ref_key: pil_shared::refkey::RefKey::generate(),
+                ref_key: shared::refkey::RefKey::generate(),
             },
         )
         .await?;

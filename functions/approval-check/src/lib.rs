@@ -9,11 +9,11 @@ use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::{Disposition, record_practice, sqs_batch};
 use pil_aws::metrics::Unit;
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, Metrics, MissingVar, SesMailer};
-use pil_shared::ids::PracticeId;
-use pil_shared::ports::{CandidateBatch, DomainEvent};
-use pil_shared::service::approval::{self, ApprovalDeps};
-use pil_shared::service::ops;
-use pil_shared::service::settings;
+use shared::ids::PracticeId;
+use shared::ports::{CandidateBatch, DomainEvent};
+use shared::service::approval::{self, ApprovalDeps};
+use shared::service::ops;
+use shared::service::settings;
 
 #[derive(Debug, Clone)]
 pub struct Deps {
@@ -203,7 +203,7 @@ async fn integration_report(
 ) -> Disposition {
     record_practice(practice_id);
     let s = &deps.adapters.store;
-    let now = pil_shared::ports::Clock::now(&deps.adapters.clock);
+    let now = shared::ports::Clock::now(&deps.adapters.clock);
     match ops::integration_mail(s, s, s, &deps.mailer, practice_id, date, now).await {
         Ok(0) => Disposition::Done,
         Ok(contacts) => {

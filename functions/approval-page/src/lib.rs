@@ -8,9 +8,9 @@ use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::{page_headers, request_body, response};
 use pil_aws::metrics::Unit;
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, Metrics, MissingVar};
-use pil_shared::ports::{Mail, Mailer, PortError};
-use pil_shared::service::approval::ApprovalDeps;
-use pil_shared::service::links;
+use shared::ports::{Mail, Mailer, PortError};
+use shared::service::approval::ApprovalDeps;
+use shared::service::links;
 
 #[derive(Debug, Clone)]
 pub struct Deps {

@@ -8,11 +8,11 @@ use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::{Disposition, record_practice, sqs_batch};
 use pil_aws::metrics::Unit;
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, Metrics, MissingVar, SqsQueue};
-use pil_shared::ids::PracticeId;
-use pil_shared::ports::{Clock, DomainEvent};
-use pil_shared::service::scan::{self, ScanDeps, ScanError, ScanReport};
-use pil_shared::service::slots::{self, SlotDeps, SlotReport};
 use serde::Deserialize;
+use shared::ids::PracticeId;
+use shared::ports::{Clock, DomainEvent};
+use shared::service::scan::{self, ScanDeps, ScanError, ScanReport};
+use shared::service::slots::{self, SlotDeps, SlotReport};
 
 #[derive(Debug, Clone)]
 pub struct Deps {
@@ -111,7 +111,7 @@ impl Deps {
                 .emit(None, &[], &[("NightsScanned", 1.0, Unit::Count)]);
             // The night is done: the technical contacts' integration report, if anything was
             // refused (approval-check decides, once per practice and date).
-            pil_shared::ports::NoticeSink::notice(
+            shared::ports::NoticeSink::notice(
                 &self.candidates,
                 &DomainEvent::IntegrationReportDue {
                     practice_id: practice.clone(),

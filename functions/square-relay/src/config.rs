@@ -10,8 +10,8 @@ use aws_sdk_kms::primitives::Blob;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use pil_aws::Config;
-use pil_shared::refkey::RefKey;
-use pil_shared::signature::WebhookSecret;
+use shared::refkey::RefKey;
+use shared::signature::WebhookSecret;
 
 use crate::dynamo::DynamoRelayStore;
 use crate::jobs::BackfillSpan;

@@ -6,10 +6,10 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use jiff::Timestamp;
 use pil_aws::lambda::{header, request_body};
 use pil_aws::metrics::Unit;
-use pil_shared::signature::{
+use serde_json::json;
+use shared::signature::{
     HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignatureError, SignedHeaders,
 };
-use serde_json::json;
 
 use crate::layer::LayerError;
 use crate::relay::{Relay, TriggerError, TriggerOutcome, WebhookError, WebhookOutcome};

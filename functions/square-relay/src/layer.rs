@@ -4,10 +4,10 @@
 //! relay keeps no outbox and simply sends again when in doubt.
 
 use async_trait::async_trait;
-use pil_shared::signature::WebhookSecret;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use shared::signature::WebhookSecret;
 
 /// Most events the layer takes in one delivery.
 pub const MAX_BATCH: usize = 100;

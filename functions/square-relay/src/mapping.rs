@@ -24,10 +24,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use pil_shared::ids::OpaqueRef;
-use pil_shared::refkey::{RefKey, RefPrefix};
-use pil_shared::treatment::Treatment;
 use serde_json::{Value, json};
+use shared::ids::OpaqueRef;
+use shared::refkey::{RefKey, RefPrefix};
+use shared::treatment::Treatment;
 
 use crate::square::model::{Booking, BookingStatus};
 

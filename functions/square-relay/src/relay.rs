@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use pil_shared::signature::{self, SignatureError, SignedHeaders, WebhookSecret};
-use pil_shared::treatment::Treatment;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use shared::signature::{self, SignatureError, SignedHeaders, WebhookSecret};
+use shared::treatment::Treatment;
 
 use crate::layer::{EventSink, LayerError, send_all};
 use crate::mapping::{Refs, Rules, Skip, map_booking};

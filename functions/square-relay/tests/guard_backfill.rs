@@ -3,9 +3,9 @@
 //! PHI) must be accepted, and nothing of the bookings but their ids made opaque may appear.
 
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::inbound::parse_body;
-use pil_shared::refkey::RefKey;
-use pil_shared::treatment::Treatment;
+use shared::inbound::parse_body;
+use shared::refkey::RefKey;
+use shared::treatment::Treatment;
 use square_relay::layer::MAX_BATCH;
 use square_relay::mapping::{DEFAULT_COMPLETION_GRACE, Refs, Rules, ServiceMap, map_booking};
 use square_relay::square::model::Booking;

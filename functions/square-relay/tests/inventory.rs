@@ -1,7 +1,7 @@
 //! The relay's data inventory is generated from its item types and cannot go stale: every
 //! attribute an item is written with has a documented purpose, and every documented attribute
 //! is written. (That docs/square-relay-data-inventory.md is current, log fields included, is
-//! checked by infra/local/tests/data_inventory.rs.)
+//! checked by infra/pil-local/tests/data_inventory.rs.)
 
 use std::collections::BTreeSet;
 

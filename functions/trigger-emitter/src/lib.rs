@@ -10,9 +10,9 @@ use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::{Disposition, record_action, record_practice, sqs_batch};
 use pil_aws::metrics::Unit;
 use pil_aws::{Adapters, Clients, Config, HttpTransport, Meter, Metrics, MissingVar, SqsQueue};
-use pil_shared::ports::DomainEvent;
-use pil_shared::service::emitter::{self, EmitOutcome, EmitterDeps, RetryPolicy};
 use serde::Deserialize;
+use shared::ports::DomainEvent;
+use shared::service::emitter::{self, EmitOutcome, EmitterDeps, RetryPolicy};
 
 #[derive(Debug, Clone)]
 pub struct Deps {

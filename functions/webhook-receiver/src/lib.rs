@@ -7,9 +7,9 @@ use lambda_runtime::{Error, LambdaEvent};
 use pil_aws::lambda::{header, json_response, request_body};
 use pil_aws::metrics::Unit;
 use pil_aws::{Adapters, Clients, Config, EventBus, Meter, Metrics, MissingVar};
-use pil_shared::ids::PracticeId;
-use pil_shared::service::receiver::{self, Delivery, ReceiveError, ReceiverDeps};
-use pil_shared::signature::{self, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignedHeaders};
+use shared::ids::PracticeId;
+use shared::service::receiver::{self, Delivery, ReceiveError, ReceiverDeps};
+use shared::signature::{self, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignedHeaders};
 
 /// Built once per cold start.
 #[derive(Debug, Clone)]
@@ -46,8 +46,8 @@ pub async fn handle(deps: &Deps, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2h
             &deps.metrics,
             practice_id,
             None,
-            &ReceiveError::Refused(pil_shared::inbound::Refusal {
-                code: pil_shared::inbound::RefusalCode::MalformedJson,
+            &ReceiveError::Refused(shared::inbound::Refusal {
+                code: shared::inbound::RefusalCode::MalformedJson,
                 field: String::new(),
                 rule: "json",
             }),
@@ -127,7 +127,7 @@ fn refuse(
     // delivery is not authenticated, so of the well-formed webhook-ids only the token-shaped
     // ones are logged (`[A-Za-z0-9_-]`, at most 64): one with `@`, `.` or `/` may be an address.
     let practice = practice_id
-        .filter(|p| pil_shared::ids::PracticeId::parse(p).is_ok())
+        .filter(|p| shared::ids::PracticeId::parse(p).is_ok())
         .unwrap_or("-");
     let wid = webhook_id
         .filter(|w| {
@@ -178,8 +178,8 @@ fn refuse(
 /// The HTTP status of a refusal (docs/contracts.md, Responses). An unknown practice is
 /// answered exactly as the signature refusal it carries.
 pub fn status_of(e: &ReceiveError) -> u16 {
-    use pil_shared::inbound::RefusalCode;
-    use pil_shared::signature::SignatureError;
+    use shared::inbound::RefusalCode;
+    use shared::signature::SignatureError;
     match e {
         ReceiveError::UnsupportedMediaType => 415,
         ReceiveError::TooLarge => 413,
@@ -235,7 +235,7 @@ fn status_str(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pil_shared::signature::SignatureError;
+    use shared::signature::SignatureError;
 
     const SIGNATURE_REFUSALS: [SignatureError; 7] = [
         SignatureError::MissingHeader("webhook-signature"),

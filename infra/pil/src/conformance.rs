@@ -12,11 +12,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use pil_shared::ids::PracticeId;
-use pil_shared::practice::TriggerUrl;
-use pil_shared::signature::{self, WebhookSecret};
 use serde::Serialize;
 use serde_json::json;
+use shared::ids::PracticeId;
+use shared::practice::TriggerUrl;
+use shared::signature::{self, WebhookSecret};
 
 /// One check of the card.
 #[derive(Debug, Clone, Serialize)]

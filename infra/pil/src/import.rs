@@ -14,8 +14,8 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use pil_shared::signature::{self, WebhookSecret};
 use sha2::{Digest, Sha256};
+use shared::signature::{self, WebhookSecret};
 
 /// The events API's limit per delivery.
 pub const MAX_BATCH: usize = 100;

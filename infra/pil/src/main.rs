@@ -15,15 +15,15 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use jiff::civil::Date;
 use pil_aws::{Adapters, Clients, Config, Meter};
-use pil_shared::action::ActionKind;
-use pil_shared::ids::PracticeId;
-use pil_shared::ports::{AuditLog, PracticeRepo};
-use pil_shared::practice::{ConfigError, Mode, SecretKind, TriggerUrl};
-use pil_shared::refkey::{RefKey, RefPrefix};
-use pil_shared::service::admin::{self, KindChange, NewPractice};
-use pil_shared::service::approval::{ApprovalDeps, ApprovalError};
-use pil_shared::service::{report, settings};
-use pil_shared::treatment::Treatment;
+use shared::action::ActionKind;
+use shared::ids::PracticeId;
+use shared::ports::{AuditLog, PracticeRepo};
+use shared::practice::{ConfigError, Mode, SecretKind, TriggerUrl};
+use shared::refkey::{RefKey, RefPrefix};
+use shared::service::admin::{self, KindChange, NewPractice};
+use shared::service::approval::{ApprovalDeps, ApprovalError};
+use shared::service::{report, settings};
+use shared::treatment::Treatment;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -464,7 +464,7 @@ fn rotation_next_step(which: SecretKind, until: jiff::Timestamp, overlap: u32) -
 }
 
 fn rotate_err(e: admin::RotateError, pid: &PracticeId) -> anyhow::Error {
-    use pil_shared::ports::StoreError;
+    use shared::ports::StoreError;
     match e {
         admin::RotateError::Admin(admin::AdminError::NotFound(_)) => {
             anyhow!("practice {pid} not found: check --practice-id (nothing was changed)")
@@ -658,7 +658,7 @@ fn kind_overrides(flag: &str, vals: &[String]) -> Result<Vec<(ActionKind, Option
         .collect()
 }
 
-fn practice_json(p: &pil_shared::practice::Practice) -> serde_json::Value {
+fn practice_json(p: &shared::practice::Practice) -> serde_json::Value {
     serde_json::json!({
         "practice_id": p.id, "time_zone": p.time_zone, "owner_emails": p.owner_emails, "technical_contacts": p.technical_contacts, "trigger_url": p.trigger_url,
         "disabled": p.disabled, "endpoint_retired": p.endpoint_retired, "last_scan_date": p.last_scan_date,
@@ -730,7 +730,7 @@ struct PolicySet {
 }
 
 fn quiet_hours(s: &str) -> Result<Option<(u8, u8)>> {
-    pil_shared::practice::parse_quiet_hours(s).map_err(|()| {
+    shared::practice::parse_quiet_hours(s).map_err(|()| {
         anyhow!("--quiet-hours: two different local hours 0-23 as START-END (e.g. 20-8), or none")
     })
 }
@@ -797,14 +797,14 @@ async fn conformance_cmd(a: &ConformanceArgs) -> Result<bool> {
             anyhow!("the trigger secret: pass --secret-file PATH or set PIL_TRIGGER_SECRET")
         })?,
     };
-    let secret = pil_shared::signature::WebhookSecret::parse(secret_text.trim())
+    let secret = shared::signature::WebhookSecret::parse(secret_text.trim())
         .map_err(|_| anyhow!("the trigger secret: not a whsec_ secret"))?;
     let timeout = std::time::Duration::from_secs(a.timeout_seconds.clamp(1, 60));
     let patient = a
         .patient_ref
         .as_deref()
         .map(|r| {
-            pil_shared::ids::OpaqueRef::parse(r)
+            shared::ids::OpaqueRef::parse(r)
                 .map(|r| r.as_str().to_owned())
                 .map_err(|_| anyhow!("--patient-ref: not a ref (docs/contracts.md, Refs)"))
         })
@@ -956,7 +956,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                     e => anyhow!("{e}; check `pil audit show --practice-id {pid}` for a settings_link_sent record before running it again"),
                 })?;
             serde_json::json!({"practice_id": pid, "owners_emailed": sent,
-                "valid_minutes": pil_shared::token::SETTINGS_LINK_MINUTES})
+                "valid_minutes": shared::token::SETTINGS_LINK_MINUTES})
         }
         Cmd::Policy(PolicyCmd::Show { practice_id: id }) => {
             let p = store
@@ -1037,7 +1037,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             let pid = practice_id(&id)?;
             let (records, head) = store.audit_trail(&pid).await?;
             let head = head.as_ref().map(|(s, h)| (*s, h.as_str()));
-            let summary = pil_shared::audit::verify(&records, head, jiff::Timestamp::now())
+            let summary = shared::audit::verify(&records, head, jiff::Timestamp::now())
                 .map_err(|b| anyhow!("audit trail of {pid} is broken at {b}"))?;
             serde_json::json!({"practice_id": pid, "verified": true, "records": summary.records,
                 "first_seq": summary.first_seq, "last_seq": summary.last_seq, "head": summary.head})
@@ -1111,7 +1111,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                     anyhow!("the webhook secret: pass --secret-file PATH or set PIL_WEBHOOK_SECRET")
                 })?,
             };
-            let secret = pil_shared::signature::WebhookSecret::parse(secret_text.trim())
+            let secret = shared::signature::WebhookSecret::parse(secret_text.trim())
                 .map_err(|_| anyhow!("the webhook secret: not a whsec_ secret"))?;
             let api_url = match &a.api_url {
                 Some(u) => u.clone(),
@@ -1143,7 +1143,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
             }
             let since =
                 jiff::Timestamp::now() - jiff::SignedDuration::from_hours(i64::from(r.hours));
-            let out = pil_shared::service::ops::integration_report(store, &pid, since).await?;
+            let out = shared::service::ops::integration_report(store, &pid, since).await?;
             if r.json {
                 serde_json::to_value(out)?
             } else {

@@ -7,9 +7,9 @@ use anyhow::{Context, Result, anyhow};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use pil_aws::status::queue_url;
 use pil_aws::{Config, DynamoStore};
-use pil_shared::ids::{ActionId, PracticeId};
-use pil_shared::service::ops::{self, Retry};
 use serde_json::{Value, json};
+use shared::ids::{ActionId, PracticeId};
+use shared::service::ops::{self, Retry};
 
 /// What a message is about, parsed from its body: ids and kinds, never the body.
 pub fn summary(body: &str) -> Value {

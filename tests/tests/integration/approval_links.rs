@@ -3,12 +3,12 @@
 //! that signed it is the practice's (a link-key rotation's overlap included); settings links
 //! come by e-mail on request, live `SETTINGS_LINK_MINUTES` and appear on no page.
 
-use pil_shared::action::ActionStatus;
-use pil_shared::ports::{ActionRepo, PracticeRepo};
-use pil_shared::practice::SecretKind;
-use pil_shared::service::admin;
-use pil_shared::token::{self, Claims, Decision};
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
+use shared::action::ActionStatus;
+use shared::ports::{ActionRepo, PracticeRepo};
+use shared::practice::SecretKind;
+use shared::service::admin;
+use shared::token::{self, Claims, Decision};
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_token_changes_nothing() {
@@ -93,7 +93,7 @@ async fn every_bad_token_changes_nothing() {
     assert!(r.text().await.unwrap().contains("not valid"));
 
     // Cross-practice: the same claims signed with another practice's key.
-    let other = pil_shared::token::LinkKey::generate();
+    let other = shared::token::LinkKey::generate();
     let cross = token::sign(&c, &other);
     let r = http
         .post(format!("{}/v1/approvals/{cross}", ts.stack.api_url))
@@ -226,8 +226,8 @@ async fn post(url: &str, body: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn audit_events(ts: &TestStack) -> Vec<pil_shared::audit::AuditRecord> {
-    use pil_shared::ports::AuditLog;
+async fn audit_events(ts: &TestStack) -> Vec<shared::audit::AuditRecord> {
+    use shared::ports::AuditLog;
     let (mut records, _) = ts.store().audit_trail(&ts.practice).await.unwrap();
     records.sort_by_key(|r| r.seq);
     records

@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use pil_shared::action::ActionKind;
-use pil_shared::action::ActionStatus;
-use pil_shared::ids::ActionId;
-use pil_shared::ports::{ActionRepo, AuditLog, PracticeRepo};
-use pil_shared::practice::Mode;
-use pil_shared::token::{self, Claims, Decision};
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref, workspace_root};
 use serde_json::json;
+use shared::action::ActionKind;
+use shared::action::ActionStatus;
+use shared::ids::ActionId;
+use shared::ports::{ActionRepo, AuditLog, PracticeRepo};
+use shared::practice::Mode;
+use shared::token::{self, Claims, Decision};
+use tests::{TestStack, WAIT, completed, eventually, new_ref, workspace_root};
 
 use cdp::{Browser, Viewport};
 

@@ -2,15 +2,15 @@
 //! highest estimated value and most overdue first, in every mode; the rest come on later
 //! nights in the same order, once each.
 
-use pil_shared::action::{ActionKind, ActionStatus};
-use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{ActionLog, PatientIndex};
-use pil_shared::practice::Mode;
-use pil_shared::service::admin::{self, KindChange, PracticeUpdate};
-use pil_shared::service::scan::ScanReport;
-use pil_shared::treatment::Treatment;
-use pil_tests::{TestStack, completed, new_ref};
 use serde_json::json;
+use shared::action::{ActionKind, ActionStatus};
+use shared::ids::OpaqueRef;
+use shared::ports::{ActionLog, PatientIndex};
+use shared::practice::Mode;
+use shared::service::admin::{self, KindChange, PracticeUpdate};
+use shared::service::scan::ScanReport;
+use shared::treatment::Treatment;
+use tests::{TestStack, completed, new_ref};
 
 async fn scan(ts: &TestStack, day: jiff::civil::Date) -> ScanReport {
     ts.stack
@@ -158,15 +158,15 @@ async fn a_gap_held_back_by_a_deferred_proposal_waits_one_night_not_the_cooldown
     // Nothing reached P tonight, so both of P's records are looked at again tomorrow.
     let tomorrow = night1.tomorrow().unwrap();
     for t in [Treatment::Neurotoxin, Treatment::ChemicalPeel] {
-        let rec = pil_shared::ports::EntityRepo::get_entity(
+        let rec = shared::ports::EntityRepo::get_entity(
             ts.store(),
             &ts.practice,
-            &pil_shared::state::EntityKey::PatientTreatment(OpaqueRef::parse(&p).unwrap(), t),
+            &shared::state::EntityKey::PatientTreatment(OpaqueRef::parse(&p).unwrap(), t),
         )
         .await
         .unwrap()
         .unwrap();
-        let pil_shared::state::Entity::PatientTreatment(pt) = rec.value else {
+        let shared::state::Entity::PatientTreatment(pt) = rec.value else {
             panic!("a treatment record")
         };
         assert_eq!(pt.recheck_on, Some(tomorrow), "{t:?}");

@@ -3,12 +3,12 @@
 //! again, the emitter reads it before its lease, and an opt-in dated ahead cannot outrank a
 //! real opt-out (time cannot be borrowed).
 
-use pil_shared::action::{Action, ActionStatus, Withdrawal};
-use pil_shared::ids::{ActionId, OpaqueRef};
-use pil_shared::ports::{ActionRepo, EntityRepo};
-use pil_shared::state::{Consent, Entity, Lww};
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::json;
+use shared::action::{Action, ActionStatus, Withdrawal};
+use shared::ids::{ActionId, OpaqueRef};
+use shared::ports::{ActionRepo, EntityRepo};
+use shared::state::{Consent, Entity, Lww};
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 /// The first e-mail's approve link and the action it approves, once the action is pending.
 async fn pending_action(ts: &TestStack) -> (String, ActionId) {
@@ -17,7 +17,7 @@ async fn pending_action(ts: &TestStack) -> (String, ActionId) {
         .expect("the owner's e-mail");
     let approve = email.links()[0].clone();
     let raw = approve.rsplit('/').next().unwrap();
-    let claims: pil_shared::token::Claims = serde_json::from_slice(
+    let claims: shared::token::Claims = serde_json::from_slice(
         &base64::Engine::decode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
             raw.split('.').next().unwrap(),
@@ -103,7 +103,7 @@ async fn an_opt_out_withdraws_the_pending_action_and_approving_it_sends_nothing(
 
     // The report counts it as withdrawn for opt-out.
     let today = ts.today();
-    let report = pil_shared::service::report::report(
+    let report = shared::service::report::report(
         ts.store(),
         ts.store(),
         &ts.practice,
@@ -148,10 +148,10 @@ fn stored_action(ts: &TestStack, patient: &str, status: ActionStatus) -> Action 
     Action {
         id: ActionId::derive(&[ts.practice.as_str(), patient, "consent-test"]),
         practice_id: ts.practice.clone(),
-        kind: pil_shared::action::ActionKind::RebookNudge,
+        kind: shared::action::ActionKind::RebookNudge,
         patient_ref: OpaqueRef::parse(patient).unwrap(),
-        treatment: pil_shared::treatment::Treatment::Neurotoxin,
-        reason: pil_shared::action::Reason::CycleDue,
+        treatment: shared::treatment::Treatment::Neurotoxin,
+        reason: shared::action::Reason::CycleDue,
         evidence_date: ts.today().saturating_sub(jiff::ToSpan::days(100)),
         due_since: ts.today().saturating_sub(jiff::ToSpan::days(10)),
         value: 450,
@@ -185,8 +185,8 @@ fn sqs_event(body: String) -> aws_lambda_events::sqs::SqsEvent {
 async fn approval_check_and_the_emitter_read_consent_again() {
     let ts = TestStack::start().await.unwrap();
     ts.set_mode(
-        pil_shared::action::ActionKind::RebookNudge,
-        pil_shared::practice::Mode::Auto,
+        shared::action::ActionKind::RebookNudge,
+        shared::practice::Mode::Auto,
     )
     .await;
 
@@ -239,8 +239,8 @@ async fn approval_check_and_the_emitter_read_consent_again() {
 async fn an_opt_in_dated_ahead_cannot_outrank_a_real_opt_out() {
     let ts = TestStack::start().await.unwrap();
     ts.set_mode(
-        pil_shared::action::ActionKind::RebookNudge,
-        pil_shared::practice::Mode::Auto,
+        shared::action::ActionKind::RebookNudge,
+        shared::practice::Mode::Auto,
     )
     .await;
     let p = new_ref("p");
@@ -266,7 +266,7 @@ async fn an_opt_in_dated_ahead_cannot_outrank_a_real_opt_out() {
         .store()
         .get_entity(
             &ts.practice,
-            &pil_shared::state::EntityKey::Consent(OpaqueRef::parse(&p).unwrap()),
+            &shared::state::EntityKey::Consent(OpaqueRef::parse(&p).unwrap()),
         )
         .await
         .unwrap()

@@ -1,12 +1,12 @@
 //! trigger-emitter against the PMS simulator: retries, permanent failures, 410, redelivery.
 
 use pil_local::pms::Scripted;
-use pil_shared::action::{ActionKind, ActionStatus};
-use pil_shared::ids::ActionId;
-use pil_shared::ports::{ActionRepo, DomainEvent, EventPublisher, PracticeRepo};
-use pil_shared::practice::Mode;
-use pil_shared::service::admin::{self, KindChange};
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
+use shared::action::{ActionKind, ActionStatus};
+use shared::ids::ActionId;
+use shared::ports::{ActionRepo, DomainEvent, EventPublisher, PracticeRepo};
+use shared::practice::Mode;
+use shared::service::admin::{self, KindChange};
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 /// One auto-approved rebook nudge; returns its action id.
 async fn auto_action(ts: &TestStack) -> ActionId {
@@ -33,9 +33,9 @@ async fn auto_action(ts: &TestStack) -> ActionId {
 /// auto-approved action, once it has failed: the stack, the action, and how many times its
 /// trigger was sent.
 async fn fails_against_503s(
-    opts: pil_tests::StackOptions,
+    opts: tests::StackOptions,
     answers: usize,
-) -> (TestStack, pil_shared::action::Action, usize) {
+) -> (TestStack, shared::action::Action, usize) {
     let ts = TestStack::start_with(opts).await.unwrap();
     ts.stack
         .pms
@@ -231,7 +231,7 @@ async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_at_the_horizon_and_dead_letter() {
-    let mut opts = pil_tests::StackOptions::ephemeral(pil_tests::workspace_root()).unwrap();
+    let mut opts = tests::StackOptions::ephemeral(tests::workspace_root()).unwrap();
     opts.trigger_max_attempts = Some(3);
     let (ts, a, attempts) = fails_against_503s(opts, 5).await;
     assert_eq!(attempts, 3, "exactly the configured number of attempts");
@@ -256,7 +256,7 @@ async fn retries_stop_at_the_horizon_and_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_at_the_time_horizon_after_approval() {
-    let mut opts = pil_tests::StackOptions::ephemeral(pil_tests::workspace_root()).unwrap();
+    let mut opts = tests::StackOptions::ephemeral(tests::workspace_root()).unwrap();
     opts.extra_env = vec![("TRIGGER_RETRY_HORIZON_SECONDS".into(), "5".into())];
     let (ts, a, attempts) = fails_against_503s(opts, 30).await;
     assert_eq!(a.last_error.as_deref(), Some("retry_horizon_reached"));
@@ -271,7 +271,7 @@ async fn retries_stop_at_the_time_horizon_after_approval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_hours_defer_delivery_without_dropping_or_counting_attempts() {
-    let mut opts = pil_tests::StackOptions::ephemeral(pil_tests::workspace_root()).unwrap();
+    let mut opts = tests::StackOptions::ephemeral(tests::workspace_root()).unwrap();
     // Re-check every 2 s instead of sleeping until the window ends.
     opts.quiet_recheck_seconds = Some(2);
     opts.trigger_max_attempts = Some(2);

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use pil_local::fault::{Fault, Rule};
 use pil_local::pms::Scripted;
-use pil_shared::action::ActionKind;
-use pil_shared::ports::ActionRepo;
-use pil_shared::practice::Mode;
-use pil_tests::{StackOptions, TestStack, eventually, workspace_root};
+use shared::action::ActionKind;
+use shared::ports::ActionRepo;
+use shared::practice::Mode;
+use tests::{StackOptions, TestStack, eventually, workspace_root};
 
 use serde_json::{Value, json};
 
@@ -48,7 +48,7 @@ fn workload() -> &'static Workload {
             "pt_e", "ap_e",
         ]
         .into_iter()
-        .map(|k| (k, pil_tests::new_ref(&k[..2])))
+        .map(|k| (k, tests::new_ref(&k[..2])))
         .collect();
         let batch = json!({"events": [
             // Two rebook nudges (auto-approved, so each becomes a trigger).
@@ -108,7 +108,7 @@ fn normalize(mut v: Value) -> Value {
 
 async fn outcome(ts: &TestStack) -> Outcome {
     let mut items = BTreeMap::new();
-    for item in pil_tests::table_items(&ts.stack).await.unwrap() {
+    for item in tests::table_items(&ts.stack).await.unwrap() {
         let key = format!(
             "{} | {}",
             item["pk"].as_str().unwrap_or(""),
@@ -231,7 +231,7 @@ fn proxy(ts: &TestStack) -> &pil_local::fault::FaultProxy {
 
 /// Keys of the items the workload's webhook writes (patient records, appointments, consent).
 async fn patient_items(ts: &TestStack) -> usize {
-    pil_tests::table_items(&ts.stack)
+    tests::table_items(&ts.stack)
         .await
         .unwrap()
         .iter()
@@ -257,7 +257,7 @@ async fn delivered_ids() -> Vec<String> {
 
 /// The message EventBridge puts on the triggers queue for an approved action.
 fn approved_message(ts: &TestStack, action_id: &str) -> String {
-    json!({"version": "0", "id": pil_tests::new_ref("ev"), "detail-type": "action.approved",
+    json!({"version": "0", "id": tests::new_ref("ev"), "detail-type": "action.approved",
         "source": "pil", "detail": {"type": "action.approved",
         "practice_id": ts.practice.as_str(), "action_id": action_id}})
     .to_string()
@@ -366,10 +366,10 @@ async fn approvals_whose_publish_fails_for_good_are_published_by_the_next_scan()
         for id in &ids {
             let a = ts
                 .store()
-                .get_action(&ts.practice, &pil_shared::ids::ActionId::parse(id).unwrap())
+                .get_action(&ts.practice, &shared::ids::ActionId::parse(id).unwrap())
                 .await
                 .ok()??;
-            approved += usize::from(a.status == pil_shared::action::ActionStatus::Approved);
+            approved += usize::from(a.status == shared::action::ActionStatus::Approved);
         }
         (approved == ids.len()).then_some(())
     })
@@ -508,12 +508,12 @@ async fn two_emitters_racing_on_one_action_send_one_trigger() {
             .store()
             .get_action(
                 &ts.practice,
-                &pil_shared::ids::ActionId::parse(&ids[0]).unwrap(),
+                &shared::ids::ActionId::parse(&ids[0]).unwrap(),
             )
             .await
             .ok()??;
         let tried = !proxy(&ts).injected().is_empty();
-        (a.status == pil_shared::action::ActionStatus::Approved && tried).then_some(())
+        (a.status == shared::action::ActionStatus::Approved && tried).then_some(())
     })
     .await
     .expect("approved, and the queue's emitter was held back");
@@ -678,22 +678,22 @@ async fn a_night_in_many_parts_with_a_redelivered_continuation_creates_each_acti
             .containing("part")
             .times(1),
     );
-    let patients: Vec<String> = (0..20).map(|_| pil_tests::new_ref("p")).collect();
+    let patients: Vec<String> = (0..20).map(|_| tests::new_ref("p")).collect();
     let events: Vec<Value> = patients
         .iter()
         .enumerate()
-        .map(|(i, pt)| pil_tests::completed(pt, "neurotoxin", 95 + i as i64))
+        .map(|(i, pt)| tests::completed(pt, "neurotoxin", 95 + i as i64))
         .collect();
     let r = ts.send("msg_parts", &json!({ "events": events })).await;
     assert_eq!(r.status, 202, "{}", r.body);
     night(&ts).await;
     let all = eventually(Duration::from_secs(90), || async {
-        let actions = pil_shared::ports::ActionLog::practice_actions(ts.store(), &ts.practice)
+        let actions = shared::ports::ActionLog::practice_actions(ts.store(), &ts.practice)
             .await
             .ok()?;
         let delivered = actions
             .iter()
-            .filter(|a| a.status == pil_shared::action::ActionStatus::Delivered)
+            .filter(|a| a.status == shared::action::ActionStatus::Delivered)
             .count();
         (delivered == 20).then_some(actions)
     })

@@ -7,7 +7,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{Context, LambdaEvent};
 use pil_local::stack::Handler;
-use pil_tests::TestStack;
+use tests::TestStack;
 
 fn fixture<T: serde::de::DeserializeOwned>(path: &str) -> T {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -3,14 +3,14 @@
 //! with the night each is expected; it changes nothing; and a tampered, expired, revoked or
 //! rotated-out link is refused exactly as an approve link is.
 
-use pil_shared::action::{ActionKind, ActionStatus};
-use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::ActionLog;
-use pil_shared::practice::SecretKind;
-use pil_shared::service::admin::{self, KindChange};
-use pil_shared::token::{self, Claims, Decision};
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::json;
+use shared::action::{ActionKind, ActionStatus};
+use shared::ids::OpaqueRef;
+use shared::ports::ActionLog;
+use shared::practice::SecretKind;
+use shared::service::admin::{self, KindChange};
+use shared::token::{self, Claims, Decision};
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 fn claims_of(link: &str) -> Claims {
     let raw = link.rsplit('/').next().unwrap();

@@ -4,13 +4,13 @@
 //! one notice when the PMS retires its endpoint.
 
 use pil_local::pms::Scripted;
-use pil_shared::action::{ActionKind, ActionStatus};
-use pil_shared::ids::ActionId;
-use pil_shared::ports::ActionRepo;
-use pil_shared::practice::Mode;
-use pil_shared::signature::WebhookSecret;
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::Value;
+use shared::action::{ActionKind, ActionStatus};
+use shared::ids::ActionId;
+use shared::ports::ActionRepo;
+use shared::practice::Mode;
+use shared::signature::WebhookSecret;
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 /// The metric lines of `function` that carry `metric`, with their dimensions.
 fn lines<'a>(all: &'a [Value], function: &str, metric: &str) -> Vec<&'a Value> {
@@ -137,7 +137,7 @@ async fn each_path_emits_its_metrics_and_a_retired_endpoint_tells_the_owners_onc
     let r = ts
         .send(
             "msg_schema",
-            &serde_json::json!({"type": "appointment.teleported", "occurred_at": pil_tests::ago(1), "data": {}}),
+            &serde_json::json!({"type": "appointment.teleported", "occurred_at": tests::ago(1), "data": {}}),
         )
         .await;
     assert_eq!(r.status, 422);
@@ -251,13 +251,13 @@ async fn each_path_emits_its_metrics_and_a_retired_endpoint_tells_the_owners_onc
     assert_eq!(report.created.len(), 2);
     let ids = report.created.clone();
     let deps = ts.stack.scan_deps().unwrap();
-    let batch = pil_shared::ports::CandidateBatch {
+    let batch = shared::ports::CandidateBatch {
         practice_id: ts.practice.clone(),
         scan_date: ts.today().tomorrow().unwrap(),
         action_ids: ids.clone(),
         deferred: 0,
     };
-    pil_shared::ports::CandidateSink::send_candidates(&deps.candidates, &batch)
+    shared::ports::CandidateSink::send_candidates(&deps.candidates, &batch)
         .await
         .unwrap();
     eventually(WAIT, || async {
@@ -312,13 +312,13 @@ async fn each_path_emits_its_metrics_and_a_retired_endpoint_tells_the_owners_onc
     let day = ts.today().tomorrow().unwrap().tomorrow().unwrap();
     let report = deps.scan(&ts.practice, day).await.unwrap();
     assert_eq!(report.created.len(), 1);
-    let batch = pil_shared::ports::CandidateBatch {
+    let batch = shared::ports::CandidateBatch {
         practice_id: ts.practice.clone(),
         scan_date: day,
         action_ids: report.created.clone(),
         deferred: 0,
     };
-    pil_shared::ports::CandidateSink::send_candidates(&deps.candidates, &batch)
+    shared::ports::CandidateSink::send_candidates(&deps.candidates, &batch)
         .await
         .unwrap();
     let digest = eventually(WAIT, || async {
@@ -336,7 +336,7 @@ async fn each_path_emits_its_metrics_and_a_retired_endpoint_tells_the_owners_onc
         digest.body.contains("Action needed.")
             && digest
                 .body
-                .contains(pil_shared::service::approval::TRIGGERS_STOPPED),
+                .contains(shared::service::approval::TRIGGERS_STOPPED),
         "the digest says triggers stopped"
     );
 

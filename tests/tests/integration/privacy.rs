@@ -4,8 +4,8 @@
 //! injected) as it reached the emulator, so messages already handled and deleted are searched
 //! too; the recording must hold the night's queue messages and e-mail for the search to count.
 
-use pil_tests::{Captured, TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::Value;
+use tests::{Captured, TestStack, WAIT, completed, eventually, new_ref};
 
 /// The string values of a body a sender chose: all but those under `type` (the schema's
 /// event names) and the envelope's timestamps, which legitimately occur elsewhere.
@@ -39,8 +39,8 @@ async fn refused_phi_appears_in_no_table_queue_email_or_log_line() {
         for s in strings(&case["body"]) {
             // PHI-shaped and free-text values; the vocabulary (treatments) and refs the guard
             // accepts legitimately occur elsewhere.
-            let own_word = pil_shared::treatment::Treatment::parse(&s).is_some()
-                || pil_shared::ids::OpaqueRef::parse(&s).is_ok();
+            let own_word = shared::treatment::Treatment::parse(&s).is_some()
+                || shared::ids::OpaqueRef::parse(&s).is_ok();
             if !own_word {
                 values.push(s);
             }
@@ -62,7 +62,7 @@ async fn refused_phi_appears_in_no_table_queue_email_or_log_line() {
         .expect("owner e-mail");
     ts.settled().await;
 
-    let table = pil_tests::table_dump(&ts.stack).await.unwrap();
+    let table = tests::table_dump(&ts.stack).await.unwrap();
     let sent = ts.sent_text();
     let emails: String = ts
         .emails()

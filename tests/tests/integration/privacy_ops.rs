@@ -1,13 +1,13 @@
 //! `patient.ref_rotated` and `patient.erased` over real HTTP, state in moto (docs/design.md
 //! §2.6): afterwards the old ref is stored nowhere, and a redelivery has no second effect.
 
-use pil_shared::action::ActionStatus;
-use pil_shared::ids::{ActionId, OpaqueRef};
-use pil_shared::ports::{ActionRepo, EntityRepo, PatientIndex};
-use pil_shared::state::{Entity, EntityKey};
-use pil_shared::treatment::Treatment;
-use pil_tests::{Captured, TestStack, WAIT, ago, completed, eventually, new_ref};
 use serde_json::{Value, json};
+use shared::action::ActionStatus;
+use shared::ids::{ActionId, OpaqueRef};
+use shared::ports::{ActionRepo, EntityRepo, PatientIndex};
+use shared::state::{Entity, EntityKey};
+use shared::treatment::Treatment;
+use tests::{Captured, TestStack, WAIT, ago, completed, eventually, new_ref};
 
 fn booked(patient: &str, appointment: &str) -> Value {
     let starts_at = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 30);
@@ -98,7 +98,7 @@ async fn a_rotation_rekeys_every_record_and_a_redelivery_changes_nothing() {
     let opt_in = consent("patient.opted_in", &b, 30);
     assert_eq!(ts.send("msg_b_in", &opt_in).await.status, 202);
     let id = patient_with_history(&ts, &a, &appt).await;
-    assert!(pil_tests::table_dump(&ts.stack).await.unwrap().contains(&a));
+    assert!(tests::table_dump(&ts.stack).await.unwrap().contains(&a));
 
     // WHEN the PMS rotates A to B
     let r = ts.send("msg_rotate", &rotated(&a, &b)).await;
@@ -106,7 +106,7 @@ async fn a_rotation_rekeys_every_record_and_a_redelivery_changes_nothing() {
 
     // THEN A is stored nowhere (no item, queued message, e-mail or log line; the audit trail
     // is in the table and names action ids only), and B holds A's state
-    let dump = pil_tests::table_dump(&ts.stack).await.unwrap();
+    let dump = tests::table_dump(&ts.stack).await.unwrap();
     assert!(!dump.contains(&a), "the old ref is gone from every item");
     nowhere_else(&ts, &logs, &a).await;
     let (ra, rb) = (OpaqueRef::parse(&a).unwrap(), OpaqueRef::parse(&b).unwrap());
@@ -194,12 +194,12 @@ async fn an_erasure_deletes_every_record_and_a_redelivery_is_a_no_op() {
     assert_eq!(r.status, 202, "{}", r.body);
 
     // THEN nothing of it is stored, the pending action included; other patients stay
-    let dump = pil_tests::table_dump(&ts.stack).await.unwrap();
+    let dump = tests::table_dump(&ts.stack).await.unwrap();
     assert!(!dump.contains(&p), "the ref is gone from every item");
     assert!(!dump.contains(&appt), "its appointment is gone");
     // (The audit chain keeps naming the action by id, as it names every action: an id,
     // never a ref; so does the night's budget counter, for three days.)
-    let items = pil_tests::table_items(&ts.stack).await.unwrap();
+    let items = tests::table_items(&ts.stack).await.unwrap();
     let outside_audit = items
         .iter()
         .filter(|i| {
@@ -238,7 +238,7 @@ async fn an_erasure_deletes_every_record_and_a_redelivery_is_a_no_op() {
     let batch = json!({"events": [erased(&q), completed(&q, "facial", 3),
         consent("patient.opted_out", &q, 0), booked(&q, &new_ref("appt"))]});
     assert_eq!(ts.send("msg_erase_batch", &batch).await.status, 202);
-    let dump = pil_tests::table_dump(&ts.stack).await.unwrap();
+    let dump = tests::table_dump(&ts.stack).await.unwrap();
     assert!(!dump.contains(&q));
     ts.stop().await;
 }
@@ -273,7 +273,7 @@ async fn late_events_cannot_bring_an_erased_or_rotated_ref_back() {
     // THEN they are accepted (so the PMS stops retrying)
     assert_eq!(r.status, 202, "{}", r.body);
     // AND nothing names the erased ref, its appointment or the rotated-away ref
-    let dump = pil_tests::table_dump(&ts.stack).await.unwrap();
+    let dump = tests::table_dump(&ts.stack).await.unwrap();
     for (what, r) in [
         ("erased ref", &gone),
         ("erased appointment", &gone_appt),
@@ -298,7 +298,7 @@ async fn late_events_cannot_bring_an_erased_or_rotated_ref_back() {
     assert!(c.is_opted_out());
     // AND the tombstones hold keyed hashes only (three: the erased ref, its appointment, the
     // rotated-away ref), the rotation's naming the new ref
-    let items = pil_tests::table_items(&ts.stack).await.unwrap();
+    let items = tests::table_items(&ts.stack).await.unwrap();
     let tombs: Vec<&Value> = items
         .iter()
         .filter(|i| i["sk"].as_str().is_some_and(|k| k.starts_with("TOMB#")))

@@ -1,12 +1,12 @@
 //! webhook-receiver over real HTTP through the local API Gateway, state in moto.
 
-use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::EntityRepo;
-use pil_shared::signature::WebhookSecret;
-use pil_shared::state::{AppointmentStatus, Entity, EntityKey};
-use pil_tests::{TestStack, ago, completed, new_ref};
 use reqwest::header::HeaderValue;
 use serde_json::json;
+use shared::ids::OpaqueRef;
+use shared::ports::EntityRepo;
+use shared::signature::WebhookSecret;
+use shared::state::{AppointmentStatus, Entity, EntityKey};
+use tests::{TestStack, ago, completed, new_ref};
 
 async fn post_raw(
     ts: &TestStack,
@@ -243,7 +243,7 @@ async fn a_refused_batch_leaves_no_trace_and_duplicates_have_one_effect() {
     assert_eq!(r.status, 422);
     assert_eq!(r.body["error"]["field"], "events[1].data.patient_ref");
     assert_eq!(r.body["error"]["rule"], "person_name");
-    let dump = pil_tests::table_dump(&ts.stack).await.unwrap();
+    let dump = tests::table_dump(&ts.stack).await.unwrap();
     assert!(
         !dump.contains(&good),
         "no event of a refused batch takes effect"

@@ -6,10 +6,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use pil_tests::{Captured, TestStack, ago, completed, new_ref};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
+use tests::{Captured, TestStack, ago, completed, new_ref};
 
 fn phi() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -90,7 +90,7 @@ async fn no_refused_value_reaches_a_log_line_the_response_or_the_table() {
         logged.contains("webhook refused"),
         "the refusals were logged"
     );
-    let table = pil_tests::table_dump(&ts.stack).await.unwrap();
+    let table = tests::table_dump(&ts.stack).await.unwrap();
     for v in sent.lock().unwrap().iter() {
         assert!(!logged.contains(v.as_str()), "a log line carries {v:?}");
         assert!(!table.contains(v.as_str()), "the table carries {v:?}");

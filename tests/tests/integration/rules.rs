@@ -1,12 +1,12 @@
 //! Each gap rule through the real stack (moto, HTTP), with its suppressions.
 
-use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
-use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{ActionRepo, PatientIndex, PracticeRepo};
-use pil_shared::practice::Mode;
-use pil_shared::service::scan::{ScanReport, Suppression};
-use pil_tests::{TestStack, ago, completed, new_ref};
 use serde_json::json;
+use shared::action::{Action, ActionKind, ActionStatus, Reason};
+use shared::ids::OpaqueRef;
+use shared::ports::{ActionRepo, PatientIndex, PracticeRepo};
+use shared::practice::Mode;
+use shared::service::scan::{ScanReport, Suppression};
+use tests::{TestStack, ago, completed, new_ref};
 
 async fn scan(ts: &TestStack) -> ScanReport {
     ts.stack
@@ -344,7 +344,7 @@ async fn stale_gaps_are_settled_as_suppressed_and_never_proposed() {
     );
     // The report counts them by reason.
     let today = ts.today();
-    let r = pil_shared::service::report::report(
+    let r = shared::service::report::report(
         ts.store(),
         ts.store(),
         &ts.practice,
@@ -357,10 +357,10 @@ async fn stale_gaps_are_settled_as_suppressed_and_never_proposed() {
     assert_eq!(r.total.suppressed.get("stale"), Some(&3));
 
     // A practice that allows follow-ups two weeks late gets the same late one proposed.
-    pil_shared::service::admin::update_practice(
+    shared::service::admin::update_practice(
         ts.store(),
         &ts.practice,
-        pil_shared::service::admin::PracticeUpdate {
+        shared::service::admin::PracticeUpdate {
             stale_after_days: vec![(ActionKind::FollowUp, Some(14))],
             ..Default::default()
         },

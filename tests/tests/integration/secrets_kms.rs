@@ -3,11 +3,11 @@
 //! a practice whose secrets were sealed before contexts existed is refused (no fallback) until
 //! `pil secret reseal` binds them, after which it works with the same secrets.
 
-use pil_shared::ids::PracticeId;
-use pil_shared::ports::{KeyService, PracticeRepo, SecretContext};
-use pil_shared::practice::SecretKind;
-use pil_shared::service::admin;
-use pil_tests::{TestStack, completed, new_ref};
+use shared::ids::PracticeId;
+use shared::ports::{KeyService, PracticeRepo, SecretContext};
+use shared::practice::SecretKind;
+use shared::service::admin;
+use tests::{TestStack, completed, new_ref};
 
 /// The stack's KMS key service (the adapter the functions use) and the raw KMS client.
 fn kms(ts: &TestStack) -> (&dyn KeyService, aws_sdk_kms::Client, String) {

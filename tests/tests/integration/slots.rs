@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::action::{Action, ActionKind, ActionStatus, Reason};
-use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{EntityRepo, PatientIndex};
-use pil_shared::practice::Mode;
-use pil_shared::state::{Entity, EntityKey};
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::json;
+use shared::action::{Action, ActionKind, ActionStatus, Reason};
+use shared::ids::OpaqueRef;
+use shared::ports::{EntityRepo, PatientIndex};
+use shared::practice::Mode;
+use shared::state::{Entity, EntityKey};
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 async fn actions(ts: &TestStack, patient: &str) -> Vec<Action> {
     ts.store()

@@ -3,15 +3,15 @@
 //! into the layer; the layer's triggers out, into Square customer groups.
 
 use jiff::{SignedDuration, Timestamp};
-use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::EntityRepo;
-use pil_shared::signature::WebhookSecret;
-use pil_shared::state::{AppointmentStatus, Entity, EntityKey};
-use pil_shared::treatment::Treatment;
-use pil_tests::{SquareSetup, TestStack, eventually, table_dump};
+use shared::ids::OpaqueRef;
+use shared::ports::EntityRepo;
+use shared::signature::WebhookSecret;
+use shared::state::{AppointmentStatus, Entity, EntityKey};
+use shared::treatment::Treatment;
 use square_relay::jobs::{BackfillSpan, JobReport};
 use square_relay::square::signature::SignatureKey;
 use square_sim::BookingChange;
+use tests::{SquareSetup, TestStack, eventually, table_dump};
 
 fn days(n: i64) -> SignedDuration {
     SignedDuration::from_hours(24 * n)
@@ -200,7 +200,7 @@ async fn every_square_status_reaches_the_layer_as_its_event() {
     for (key, url) in [
         ("another-key", sq.relay.notification_url()),
         (
-            pil_tests::SQUARE_SIGNATURE_KEY,
+            tests::SQUARE_SIGNATURE_KEY,
             format!("{}/", sq.relay.notification_url()),
         ),
     ] {
@@ -232,7 +232,7 @@ async fn every_square_status_reaches_the_layer_as_its_event() {
         "data": {"type": "customer", "id": ana, "deleted": true, "object": {"customer": {"id": ana}}}
     })
     .to_string();
-    let sig = SignatureKey::new(pil_tests::SQUARE_SIGNATURE_KEY)
+    let sig = SignatureKey::new(tests::SQUARE_SIGNATURE_KEY)
         .unwrap()
         .sign(&sq.relay.notification_url(), body.as_bytes());
     let r = http
@@ -252,7 +252,7 @@ async fn every_square_status_reaches_the_layer_as_its_event() {
             .unwrap()
             .is_none()
     );
-    let erased = eventually(pil_tests::WAIT, || async {
+    let erased = eventually(tests::WAIT, || async {
         (appointment_status(&ts, &sq, &id(&b)).await.is_none()).then_some(())
     })
     .await;
@@ -416,7 +416,7 @@ async fn triggers_put_customers_into_groups_once_until_they_expire() {
             let body = body.to_string();
             let refs: Vec<&WebhookSecret> = secrets.iter().collect();
             let headers =
-                pil_shared::signature::signed_headers(&refs, &id, at, body.as_bytes()).unwrap();
+                shared::signature::signed_headers(&refs, &id, at, body.as_bytes()).unwrap();
             let mut req = http.post(&url).header("content-type", "application/json");
             for (k, v) in headers {
                 req = req.header(k, v);

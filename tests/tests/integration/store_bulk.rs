@@ -3,12 +3,12 @@
 
 use jiff::{SignedDuration, Timestamp};
 use pil_aws::Meter;
-use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{DueIndex, EntityRepo, PracticeRepo};
-use pil_shared::rules;
-use pil_shared::state::{Completion, Entity, PatientTreatment};
-use pil_shared::treatment::Treatment;
-use pil_tests::{TestStack, new_ref};
+use shared::ids::OpaqueRef;
+use shared::ports::{DueIndex, EntityRepo, PracticeRepo};
+use shared::rules;
+use shared::state::{Completion, Entity, PatientTreatment};
+use shared::treatment::Treatment;
+use tests::{TestStack, new_ref};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_loaded_records_are_the_records_a_put_writes() {
@@ -54,7 +54,7 @@ async fn bulk_loaded_records_are_the_records_a_put_writes() {
         .filter(|(_, d)| d.is_some_and(|d| d <= ts.today()))
         .map(|(e, _)| e.key())
         .collect();
-    let by_key = |k: &pil_shared::state::EntityKey| k.sort_key();
+    let by_key = |k: &shared::state::EntityKey| k.sort_key();
     due.sort_by_key(by_key);
     want.sort_by_key(by_key);
     assert_eq!(due, want);

@@ -4,13 +4,11 @@
 
 use jiff::{SignedDuration, Timestamp};
 use pil_aws::{DynamoStore, Meter};
-use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{EntityRepo, PatientIndex, PracticeRepo};
-use pil_shared::state::{
-    Appointment, AppointmentStatus, Entity, EntityKey, Lww, PatientTreatmentKey,
-};
-use pil_shared::treatment::Treatment;
-use pil_tests::{TestStack, new_ref};
+use shared::ids::OpaqueRef;
+use shared::ports::{EntityRepo, PatientIndex, PracticeRepo};
+use shared::state::{Appointment, AppointmentStatus, Entity, EntityKey, Lww, PatientTreatmentKey};
+use shared::treatment::Treatment;
+use tests::{TestStack, new_ref};
 
 /// The stack's table through the DynamoDB adapter, with a meter of its own.
 fn metered_store(ts: &TestStack) -> (DynamoStore, Meter) {
@@ -194,8 +192,8 @@ async fn recent_reads_return_the_same_records_for_half_the_units() {
 /// made later in it is not (as the in-memory store answers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_holds_approvals_decided_earlier_in_the_same_second() {
-    use pil_shared::action::ActionStatus;
-    use pil_shared::ports::{ActionLog, ActionRepo};
+    use shared::action::ActionStatus;
+    use shared::ports::{ActionLog, ActionRepo};
     let ts = TestStack::start().await.unwrap();
     let store = ts.store();
     let second = Timestamp::now().as_second() - 60;
@@ -210,7 +208,7 @@ async fn the_outbox_holds_approvals_decided_earlier_in_the_same_second() {
     action.lease_until = None;
     action.decided_at = Some(at(200));
     assert!(store.create_action(&action).await.unwrap());
-    let ids = |v: Vec<pil_shared::action::Action>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    let ids = |v: Vec<shared::action::Action>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.outbox(&ts.practice, at(900)).await.unwrap()),
         vec![action.id.clone()],

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use pil_local::stack::{Stack, StackOptions, workspace_root};
-use pil_shared::audit::AuditRecord;
+use shared::audit::AuditRecord;
 
 /// A practice with three audited policy changes.
 async fn practice_with_chain(stack: &Stack, env: &[(String, String)], id: &str) {
@@ -49,7 +49,7 @@ async fn practice_with_chain(stack: &Stack, env: &[(String, String)], id: &str) 
     assert_eq!(shown[1]["actor"], "admin");
 }
 
-/// The audit head's sort key (infra/aws/src/store/audit.rs).
+/// The audit head's sort key (infra/pil-aws/src/store/audit.rs).
 const HEAD_SK: &str = "AUDITHEAD";
 
 /// The practice's stored item under `sk`.
@@ -282,7 +282,7 @@ async fn practice_update_overrides_drive_the_rules_and_disable_stops_the_scan() 
     // A neurotoxin visit 70 days ago is due under the 60-day override (not the default 90),
     // valued at the practice's own ticket.
     let secret =
-        pil_shared::signature::WebhookSecret::parse(created["webhook_secret"].as_str().unwrap())
+        shared::signature::WebhookSecret::parse(created["webhook_secret"].as_str().unwrap())
             .unwrap();
     let pms = pil_local::pms::PmsClient::new(&stack.api_url);
     let patient = pil_local::scenario::new_ref("p");

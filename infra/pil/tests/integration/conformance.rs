@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use pil_tests::TestStack;
+use tests::TestStack;
 
 async fn conformance(env: Vec<(String, String)>, args: Vec<String>) -> (bool, String, String) {
     tokio::task::spawn_blocking(move || {
@@ -123,7 +123,7 @@ async fn the_simulator_conforms_and_broken_endpoints_are_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_square_relay_conforms() {
     let ts = TestStack::start().await.unwrap();
-    let sq = pil_tests::SquareSetup::start(&ts.stack, "square-conformance")
+    let sq = tests::SquareSetup::start(&ts.stack, "square-conformance")
         .await
         .unwrap();
     let now = jiff::Timestamp::now();

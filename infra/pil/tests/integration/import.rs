@@ -6,8 +6,8 @@ use common::pil;
 
 use pil_local::scenario::new_ref;
 use pil_local::stack::{Stack, StackOptions, workspace_root};
-use pil_shared::ids::PracticeId;
-use pil_shared::ports::ActionLog;
+use shared::ids::PracticeId;
+use shared::ports::ActionLog;
 
 fn completed(patient: &str, days_ago: i64) -> String {
     let at = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days_ago);

@@ -7,8 +7,8 @@
 use crate::common;
 use common::run;
 
-use pil_shared::token::{self, Claims, Decision};
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
+use shared::token::{self, Claims, Decision};
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 fn claims_of(link: &str) -> Claims {
     let raw = link.rsplit('/').next().unwrap();

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use crate::common;
 
 use pil_local::stack::{Stack, StackOptions, workspace_root};
-use pil_shared::signature::{self, WebhookSecret};
+use shared::signature::{self, WebhookSecret};
 
 /// `pil ARGS`, which must succeed; its JSON output.
 async fn run(env: &[(String, String)], args: &[&str]) -> serde_json::Value {
@@ -281,7 +281,7 @@ fn the_ref_recipes_in_python_and_javascript_match_pil_ref_derive() {
     std::fs::create_dir_all(&dir).unwrap();
     let ids = "12345\nZo\u{eb}-\u{d1}\u{fa}\u{f1}ez/7\n  AB 12  \nMRN 0048213\n\u{674e}\u{5c0f}\u{9f8d}-42\n\u{1f9b7} tooth\npat:00042\n";
     let fixed = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
-    let fresh = pil_shared::refkey::RefKey::generate().expose();
+    let fresh = shared::refkey::RefKey::generate().expose();
     // The fresh key in standard, padded base64: the recipes accept that spelling too.
     let fresh_std = {
         let mut s = fresh.replace('-', "+").replace('_', "/");

@@ -5,12 +5,12 @@ use crate::common;
 
 use common::run;
 use pil_local::pms::Scripted;
-use pil_shared::action::{ActionKind, ActionStatus};
-use pil_shared::ids::ActionId;
-use pil_shared::ports::{ActionLog, ActionRepo};
-use pil_shared::practice::Mode;
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::json;
+use shared::action::{ActionKind, ActionStatus};
+use shared::ids::ActionId;
+use shared::ports::{ActionLog, ActionRepo};
+use shared::practice::Mode;
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 async fn status_of(ts: &TestStack, id: &ActionId) -> Option<ActionStatus> {
     ts.store()

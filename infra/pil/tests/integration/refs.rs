@@ -72,7 +72,7 @@ fn derive_matches_the_fixed_vector() {
 
     // Every ref is one the receiver's parser accepts.
     for r in prefixed.iter().chain(&hex) {
-        assert!(pil_shared::ids::OpaqueRef::parse(r).is_ok(), "{r}");
+        assert!(shared::ids::OpaqueRef::parse(r).is_ok(), "{r}");
     }
 }
 
@@ -218,7 +218,7 @@ fn key_prints_a_fresh_key_and_a_warning() {
         key.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     );
-    assert!(pil_shared::refkey::RefKey::parse(key).is_ok());
+    assert!(shared::refkey::RefKey::parse(key).is_ok());
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("secret") && !err.contains(key), "{err}");
     let (_, again, _) = pil_text(&[], &["ref", "key"], b"");

@@ -4,12 +4,12 @@
 use std::process::Command;
 
 use jiff::{SignedDuration, Timestamp, ToSpan};
-use pil_shared::action::{Action, ActionKind, ActionStatus};
-use pil_shared::ids::OpaqueRef;
-use pil_shared::ports::{ActionRepo, PatientIndex, PracticeRepo};
-use pil_shared::practice::Mode;
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
 use serde_json::json;
+use shared::action::{Action, ActionKind, ActionStatus};
+use shared::ids::OpaqueRef;
+use shared::ports::{ActionRepo, PatientIndex, PracticeRepo};
+use shared::practice::Mode;
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 fn pil(env: &[(String, String)], args: &[String]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pil"))
@@ -68,7 +68,7 @@ async fn a_booking_after_a_delivered_trigger_is_recovered_revenue_in_the_report(
     let body = json!({"events": [
         completed(&p, "neurotoxin", 95),
         completed(&out, "neurotoxin", 95),
-        {"type": "patient.opted_out", "occurred_at": pil_tests::ago(1), "data": {"patient_ref": out}},
+        {"type": "patient.opted_out", "occurred_at": tests::ago(1), "data": {"patient_ref": out}},
     ]});
     assert_eq!(ts.send("msg_attr_1", &body).await.status, 202);
 
@@ -224,7 +224,7 @@ async fn a_booking_after_a_delivered_trigger_is_recovered_revenue_in_the_report(
     let mut moved = after.clone();
     moved.delivered_at = Some(Timestamp::now() - SignedDuration::from_hours(24));
     let yesterday = practice.local_date(moved.delivered_at.unwrap());
-    moved.converted = Some(pil_shared::action::Conversion {
+    moved.converted = Some(shared::action::Conversion {
         on: yesterday,
         value: conversion.value,
     });

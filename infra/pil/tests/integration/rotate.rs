@@ -9,12 +9,12 @@ use common::run;
 
 use jiff::{SignedDuration, Timestamp};
 use pil_local::pms::Received;
-use pil_shared::action::{ActionKind, ActionStatus};
-use pil_shared::ids::ActionId;
-use pil_shared::ports::{ActionRepo, PracticeRepo};
-use pil_shared::practice::Mode;
-use pil_shared::signature::WebhookSecret;
-use pil_tests::{TestStack, WAIT, completed, eventually, new_ref};
+use shared::action::{ActionKind, ActionStatus};
+use shared::ids::ActionId;
+use shared::ports::{ActionRepo, PracticeRepo};
+use shared::practice::Mode;
+use shared::signature::WebhookSecret;
+use tests::{TestStack, WAIT, completed, eventually, new_ref};
 
 /// `pil secret rotate` for test-clinic; the parsed new secret and the output.
 async fn rotate(ts: &TestStack, extra: &[&str]) -> (WebhookSecret, serde_json::Value) {
