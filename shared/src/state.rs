@@ -245,6 +245,12 @@ pub struct Appointment {
     pub provider_ref: Option<Lww<OpaqueRef>>,
 }
 
+/// The start-minute register's order: time, reported time, then a forgotten minute above any
+/// kept one (see [`Appointment::merge_minute_event`]), then the minute itself.
+fn minute_rank(l: &Lww<Option<SlotTime>>) -> (Timestamp, Timestamp, bool, Option<SlotTime>) {
+    (l.at, l.reported_at(), l.value.is_none(), l.value)
+}
+
 /// A booked start to the minute and its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SlotTime {
@@ -277,6 +283,19 @@ impl Appointment {
         self.slot_start
             .as_ref()
             .and_then(|l| l.value.map(|v| (v, l.at)))
+    }
+
+    /// Merges a report of the start minute (`None`: the appointment was missed) at `t`.
+    ///
+    /// The register is ordered as the others, except that at the same time forgetting wins
+    /// over a minute: [`Self::forget_minute`] keeps the register's time, so a redelivery of
+    /// the report whose minute was forgotten ranks at that time and must lose to it.
+    pub fn merge_minute_event(&mut self, minute: Option<SlotTime>, t: EventTime) -> bool {
+        let other = Lww::of_event(&self.slot_start, t, |_| minute);
+        Lww::merge_by(&mut self.slot_start, other, |o, c| {
+            minute_rank(o) > minute_rank(c)
+        })
+        .changed
     }
 
     /// Forgets the start minute (keeps the day): the appointment is past, missed, or its
@@ -929,6 +948,38 @@ mod tests {
         assert_eq!(a.starts_on.as_ref().map(|l| l.value), Some(d("2026-03-10")));
         assert!(!a.forget_minute(), "nothing left to forget");
         assert!(!Appointment::new(a.appointment_ref.clone()).forget_minute());
+    }
+
+    #[test]
+    fn a_forgotten_minute_outranks_its_own_report_but_not_a_later_one() {
+        let at = "2026-03-01T09:00:00Z";
+        let minute = |h: &str| {
+            Some(SlotTime {
+                starts_at: ts(h),
+                duration_min: 30,
+            })
+        };
+        let mut a = booked(at);
+        assert!(a.forget_minute());
+        let forgotten = a.clone();
+        // The report whose minute was forgotten, redelivered: nothing changes.
+        assert!(!a.merge_minute_event(minute("2026-03-10T15:00:00Z"), ev(at, at)));
+        assert_eq!(a, forgotten);
+        // A later report (a reschedule) sets a minute again.
+        let later = "2026-03-02T09:00:00Z";
+        assert!(a.merge_minute_event(minute("2026-03-11T15:00:00Z"), ev(later, later)));
+        assert_eq!(
+            a.start_minute().map(|(s, _)| s.starts_at),
+            Some(ts("2026-03-11T15:00:00Z"))
+        );
+        // Two reports of the same instant, in either order: the missed one wins.
+        let (mut x, mut y) = (booked(at), booked(at));
+        assert!(x.merge_minute_event(None, ev(at, at)));
+        y.slot_start = None;
+        assert!(y.merge_minute_event(None, ev(at, at)));
+        assert!(!y.merge_minute_event(minute("2026-03-10T15:00:00Z"), ev(at, at)));
+        assert_eq!(x.slot_start, y.slot_start);
+        assert_eq!(x.start_minute(), None);
     }
 
     #[test]

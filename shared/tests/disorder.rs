@@ -830,12 +830,11 @@ async fn fill_slots(world: &World) -> BTreeMap<String, SlotReport> {
 /// Onboards the practice in a fresh world, delivers the history by `plan`, runs the scans
 /// and then slot fill.
 fn run_once(case: &Case, plan: &Plan) -> (World, WebhookSecret, Outcome) {
-    run_lagged(case, plan, 0, true)
+    run_lagged(case, plan, 0)
 }
 
-/// As [`run_once`], with the receiver's eventually consistent reads up to `lag` writes stale,
-/// and slot fill only when `fill`.
-fn run_lagged(case: &Case, plan: &Plan, lag: usize, fill: bool) -> (World, WebhookSecret, Outcome) {
+/// As [`run_once`], with the receiver's eventually consistent reads up to `lag` writes stale.
+fn run_lagged(case: &Case, plan: &Plan, lag: usize) -> (World, WebhookSecret, Outcome) {
     let (world, secret) = onboarded(now(), &case.policy);
     world.store.lag_recent_reads(lag);
     let (reports, fills) = futures::executor::block_on(async {
@@ -844,11 +843,7 @@ fn run_lagged(case: &Case, plan: &Plan, lag: usize, fill: bool) -> (World, Webho
         for day in case.scan_days() {
             reports.push(scan(&world, day).await);
         }
-        let fills = if fill {
-            fill_slots(&world).await
-        } else {
-            BTreeMap::new()
-        };
+        let fills = fill_slots(&world).await;
         (reports, fills)
     });
     let out = outcome(&world, case, reports, fills);
@@ -1203,7 +1198,7 @@ proptest! {
     #[test]
     fn any_order_and_any_duplicates_give_the_same_actions(case in case()) {
         let (_, _, one) = run_once(&case, &case.one);
-        let (_, _, two) = run_lagged(&case, &case.two, case.lag, true);
+        let (_, _, two) = run_lagged(&case, &case.two, case.lag);
         prop_assert_eq!(&one.entities, &two.entities, "stored records differ");
         prop_assert_eq!(&one.actions, &two.actions, "actions differ");
         prop_assert_eq!(&one.reports, &two.reports, "scan reports differ");
@@ -1226,9 +1221,7 @@ proptest! {
     ///    other duplicates).
     #[test]
     fn a_rerun_of_the_scan_adds_nothing(case in case()) {
-        // Without slot fill: a redelivered booking brings back the start minute slot fill
-        // forgot (the test at the end).
-        let (world, secret, first) = run_lagged(&case, &case.one, 0, false);
+        let (world, secret, first) = run_once(&case, &case.one);
         let snapshot = stored(&world);
         let rerun_adds_nothing = || async {
             for day in case.scan_days() {
@@ -1286,14 +1279,10 @@ proptest! {
 }
 
 /// Slot fill takes over a reopened appointment's slot and forgets the appointment's start
-/// minute, keeping the register's time; a redelivered booking ranks at that same time, and a
-/// tie between a minute and no minute goes to the minute (registers break ties by value), so
-/// the redelivery writes the record again and brings the minute back. Property 2 therefore
-/// runs without slot fill. Expected to fail until the forget outranks the report it forgets;
-/// then this test fails ("did not panic"): remove `should_panic` and run slot fill in
-/// property 2.
+/// minute, keeping the register's time; a redelivered booking ranks at that same time, and
+/// loses to the forget (a forgotten minute outranks a kept one reported at the same time), so
+/// the redelivery writes nothing.
 #[test]
-#[should_panic(expected = "a redelivered booking brought the minute back")]
 fn a_redelivered_booking_after_slot_fill_writes_nothing() {
     let (world, secret) = onboarded(now(), &default_policy());
     let booked = Ev::Booked {

@@ -598,7 +598,7 @@ fn merge_minute(
         starts_at,
         duration_min,
     };
-    let changed = Lww::merge_event(&mut a.slot_start, Some(minute), t);
+    let changed = a.merge_minute_event(Some(minute), t);
     changed | a.forget_stale_minute()
 }
 
@@ -649,7 +649,7 @@ fn merge(entity: &mut Entity, ev: &InboundEvent, t: EventTime, practice: &Practi
         (Entity::Appointment(a), EventData::AppointmentNoShow { .. }) => {
             let c1 = Lww::merge_event(&mut a.status, AppointmentStatus::NoShow, t);
             // Missed: the minute goes, unless a later report (a reschedule) set it again.
-            let c2 = Lww::merge_event(&mut a.slot_start, None, t);
+            let c2 = a.merge_minute_event(None, t);
             c1 | c2 | a.forget_stale_minute()
         }
         (
