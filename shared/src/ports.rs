@@ -149,6 +149,15 @@ pub trait SlotIndex: Send + Sync {
         provider: &OpaqueRef,
         starts_at: Timestamp,
     ) -> Result<Vec<OpaqueRef>, StoreError>;
+    /// Refs of appointments placed at this provider and start
+    /// ([`crate::state::Appointment::placed_at`], whatever their status; eventually
+    /// consistent): the caller reads each and checks [`crate::state::Appointment::holds`].
+    async fn appointments_at(
+        &self,
+        practice: &PracticeId,
+        provider: &OpaqueRef,
+        starts_at: Timestamp,
+    ) -> Result<Vec<OpaqueRef>, StoreError>;
 }
 
 /// The per-practice audit hash chain (see [`crate::audit`]).
@@ -387,11 +396,16 @@ pub enum DomainEvent {
         practice_id: PracticeId,
         slot_ref: OpaqueRef,
     },
-    /// A booking took an open slot: its pending offers are withdrawn.
+    /// A booking took an open slot: its pending offers are withdrawn (once the booking is
+    /// seen to hold the slot).
     #[serde(rename = "slot.filled")]
     SlotFilled {
         practice_id: PracticeId,
         slot_ref: OpaqueRef,
+        /// The appointment that took it (absent: any appointment at the slot's provider and
+        /// start may have).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        appointment_ref: Option<OpaqueRef>,
     },
     #[serde(rename = "action.approved")]
     ActionApproved {

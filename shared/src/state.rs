@@ -329,6 +329,20 @@ impl Appointment {
         }
     }
 
+    /// The provider and start minute, while the minute is kept and the provider known
+    /// (whatever the status): where an index of appointments by start files it.
+    pub fn placed_at(&self) -> Option<(&OpaqueRef, Timestamp)> {
+        let (minute, _) = self.start_minute()?;
+        Some((&self.provider_ref.as_ref()?.value, minute.starts_at))
+    }
+
+    /// [`Self::placed_at`] while the appointment is booked: a slot at the same provider and
+    /// start is taken by it.
+    pub fn holds(&self) -> Option<(&OpaqueRef, Timestamp)> {
+        let booked = matches!(&self.status, Some(s) if s.value == AppointmentStatus::Booked);
+        self.placed_at().filter(|_| booked)
+    }
+
     /// Booked and starting on or after `day`: this blocks a rebook nudge for its category.
     pub fn is_booked_from(&self, day: Date) -> bool {
         matches!(&self.status, Some(s) if s.value == AppointmentStatus::Booked)

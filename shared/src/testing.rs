@@ -576,6 +576,27 @@ impl SlotIndex for MemStore {
             .take(10)
             .collect())
     }
+
+    async fn appointments_at(
+        &self,
+        practice: &PracticeId,
+        provider: &OpaqueRef,
+        starts_at: Timestamp,
+    ) -> Result<Vec<OpaqueRef>, StoreError> {
+        let t = lock(&self.t);
+        Ok(Self::items_of(&t, practice)
+            .filter_map(|(_, item)| match item {
+                Item::Entity {
+                    value: Entity::Appointment(a),
+                    ..
+                } => a
+                    .placed_at()
+                    .filter(|(p, at)| *p == provider && at.as_second() == starts_at.as_second())
+                    .map(|_| a.appointment_ref.clone()),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 #[async_trait]

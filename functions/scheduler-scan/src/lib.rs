@@ -222,9 +222,16 @@ async fn process(deps: &Deps, body: &str) -> Result<(), ScanError> {
             DomainEvent::SlotFilled {
                 practice_id,
                 slot_ref,
+                appointment_ref,
             } => {
                 record_practice(&practice_id);
-                let r = slots::filled(&deps.slot_deps(), &practice_id, &slot_ref).await?;
+                let r = slots::filled(
+                    &deps.slot_deps(),
+                    &practice_id,
+                    &slot_ref,
+                    appointment_ref.as_ref(),
+                )
+                .await?;
                 log_slot(&env.detail_type, &r);
             }
             DomainEvent::ActionApproved { .. }

@@ -281,6 +281,18 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
     ),
     (
         "*",
+        "gsi4pk",
+        Linked::No,
+        "ByStart index: `P#{practice}#SLOTAT#{provider}#{start}` while an appointment keeps its start minute (a slot opening there finds it).",
+    ),
+    (
+        "*",
+        "gsi4sk",
+        Linked::No,
+        "ByStart sort key: the item's `sk`.",
+    ),
+    (
+        "*",
         "status",
         Linked::Fact,
         "An action's status, outside `doc` for filtering.",
@@ -1618,6 +1630,11 @@ pub const CHANNELS: &[Channel] = &[
             ),
             ("practice_id", Linked::No, "Practice id."),
             ("slot_ref", Linked::No, "Opaque slot ref."),
+            (
+                "appointment_ref",
+                Linked::No,
+                "`slot.filled`: the opaque ref of the appointment that took the slot.",
+            ),
             ("action_id", Linked::No, "The approved action's id."),
             (
                 "requested_by",
@@ -1724,6 +1741,7 @@ pub fn channel_paths() -> Result<Vec<BTreeSet<String>>, String> {
         DomainEvent::SlotFilled {
             practice_id: pid.clone(),
             slot_ref: slot,
+            appointment_ref: Some(opaque("a_Xw4rT8mN2kP6qZ9vB3cJ")),
         },
         DomainEvent::ActionApproved {
             practice_id: pid.clone(),

@@ -883,6 +883,39 @@ Resources:
         assert!(ctx.condition("Nope").is_err());
     }
 
+    /// The write-unit meter prices the indexes the template declares, with their projections.
+    #[test]
+    fn the_meter_knows_every_index() {
+        let t = template();
+        let table = &t["Resources"]["StateTable"]["Properties"];
+        let mut declared: Vec<(String, String, bool)> = table["GlobalSecondaryIndexes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let key = |ty: &str| {
+                    g["KeySchema"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .find(|k| k["KeyType"].as_str() == Some(ty))
+                        .and_then(|k| k["AttributeName"].as_str())
+                        .unwrap()
+                        .to_owned()
+                };
+                let all = g["Projection"]["ProjectionType"].as_str() == Some("ALL");
+                (key("HASH"), key("RANGE"), all)
+            })
+            .collect();
+        let mut metered: Vec<(String, String, bool)> = pil_aws::meter::INDEXES
+            .iter()
+            .map(|i| (i.pk.to_owned(), i.sk.to_owned(), i.projects_all))
+            .collect();
+        declared.sort();
+        metered.sort();
+        assert_eq!(declared, metered);
+    }
+
     /// The state table in both capacity modes, as the template says.
     #[test]
     fn table_capacity_modes() {

@@ -388,26 +388,50 @@ pub async fn apply(
             _ => 0,
         };
     }
+    // A booking (or a reschedule) onto a slot already reported open fills it: `slot.filled`
+    // names the booking, and slot fill checks that it still holds the slot. A slot reported
+    // after its booking is found taken by slot fill itself.
     for ev in events {
-        if let EventData::AppointmentBooked {
-            appointment_ref,
-            provider_ref,
-            starts_at,
-            ..
-        } = &ev.data
+        let (appt, provider, starts_at) = match &ev.data {
+            EventData::AppointmentBooked {
+                appointment_ref,
+                provider_ref,
+                starts_at,
+                ..
+            } => (appointment_ref, provider_ref.clone(), *starts_at),
+            // Moved onto a slot: where the merged record holds now.
+            EventData::AppointmentRescheduled {
+                appointment_ref, ..
+            } => {
+                let stored = deps
+                    .entities
+                    .get_entity(
+                        &practice.id,
+                        &EntityKey::Appointment(appointment_ref.clone()),
+                    )
+                    .await?;
+                let Some(Entity::Appointment(a)) = stored.map(|s| s.value) else {
+                    continue;
+                };
+                let Some((provider, at)) = a.holds() else {
+                    continue;
+                };
+                (appointment_ref, provider.clone(), at)
+            }
+            _ => continue,
+        };
+        for slot_ref in deps
+            .slots
+            .slots_at(&practice.id, &provider, starts_at)
+            .await?
         {
-            for slot_ref in deps
-                .slots
-                .slots_at(&practice.id, provider_ref, *starts_at)
-                .await?
-            {
-                // A slot reopened by this very appointment is not filled by its own booking.
-                if slot_ref != *appointment_ref {
-                    publish.push(DomainEvent::SlotFilled {
-                        practice_id: practice.id.clone(),
-                        slot_ref,
-                    });
-                }
+            // A slot reopened by this very appointment is not filled by its own booking.
+            if slot_ref != *appt {
+                publish.push(DomainEvent::SlotFilled {
+                    practice_id: practice.id.clone(),
+                    slot_ref,
+                    appointment_ref: Some(appt.clone()),
+                });
             }
         }
     }

@@ -69,7 +69,8 @@ impl SlotSkip {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SlotReport {
     /// What happened: `offered`, `already_offered`, `no_candidates`, `filled`, `too_late`,
-    /// `kind_off`, `practice_disabled`, `no_slot`.
+    /// `kind_off`, `practice_disabled`, `no_slot`; for `slot.filled`, `not_taken` when the
+    /// booking does not hold the slot.
     pub outcome: &'static str,
     /// Pool entries read.
     pub pool_read: usize,
@@ -117,6 +118,19 @@ pub async fn fill(
         report.offers = offers.clone();
         report.handed_over = hand_over(deps, &practice, offers).await?;
         return Ok(report);
+    }
+    // A booking that arrived before the slot was reported open (or before the cancellation
+    // that reopened it) has taken it already.
+    if holder(deps.entities, deps.slots, &practice.id, &slot)
+        .await?
+        .is_some()
+    {
+        let mut taken = slot.clone();
+        taken.filled = true;
+        deps.entities
+            .put_entity(&practice.id, &Entity::Slot(taken), version, None)
+            .await?;
+        return Ok(SlotReport::outcome("filled"));
     }
     if practice.policy.for_kind(ActionKind::SlotOffer).mode == Mode::Off {
         return Ok(SlotReport::outcome("kind_off"));
@@ -170,11 +184,19 @@ pub async fn fill(
     Ok(report)
 }
 
-/// A booking took the slot (`slot.filled`): mark it, and withdraw every offer not yet sent.
+/// A booking took the slot (`slot.filled`, naming the booking): mark it, and withdraw every
+/// offer not yet sent.
+///
+/// The event is a hint, checked against the store before anything is written: the booking
+/// must hold the slot's provider and start now (it may have moved, or been a stale report
+/// that lost to a newer one). An event that names no booking is checked against every
+/// appointment at the slot's provider and start. Not held: outcome `not_taken`, nothing
+/// written (the slot stays open).
 pub async fn filled(
     deps: &SlotDeps<'_>,
     practice_id: &PracticeId,
     slot_ref: &OpaqueRef,
+    by: Option<&OpaqueRef>,
 ) -> Result<SlotReport, ScanError> {
     let mut report = SlotReport::outcome("filled");
     for _ in 0..5 {
@@ -189,6 +211,15 @@ pub async fn filled(
             return Ok(SlotReport::outcome("no_slot"));
         };
         if !slot.filled {
+            let taken = match by {
+                Some(appt) => holds(deps.entities, practice_id, appt, &slot).await?,
+                None => holder(deps.entities, deps.slots, practice_id, &slot)
+                    .await?
+                    .is_some(),
+            };
+            if !taken {
+                return Ok(SlotReport::outcome("not_taken"));
+            }
             slot.filled = true;
             match deps
                 .entities
@@ -223,6 +254,45 @@ pub async fn filled(
         return Ok(report);
     }
     Err(StoreError::Conflict.into())
+}
+
+/// The booking that holds the slot's provider and start
+/// ([`crate::state::Appointment::holds`]), other than
+/// the appointment that reopened it. Reads what the index names consistently: the index is
+/// eventually consistent, and a cancelled or moved appointment stays in it.
+pub async fn holder(
+    entities: &dyn EntityRepo,
+    slots: &dyn SlotIndex,
+    practice_id: &PracticeId,
+    slot: &Slot,
+) -> Result<Option<OpaqueRef>, StoreError> {
+    for appt in slots
+        .appointments_at(practice_id, &slot.provider_ref, slot.starts_at)
+        .await?
+    {
+        if appt != slot.slot_ref && holds(entities, practice_id, &appt, slot).await? {
+            return Ok(Some(appt));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the appointment, read consistently, holds the slot's provider and start.
+async fn holds(
+    entities: &dyn EntityRepo,
+    practice_id: &PracticeId,
+    appt: &OpaqueRef,
+    slot: &Slot,
+) -> Result<bool, StoreError> {
+    let stored = entities
+        .get_entity(practice_id, &EntityKey::Appointment(appt.clone()))
+        .await?;
+    Ok(
+        matches!(stored.map(|s| s.value), Some(Entity::Appointment(a))
+        if a.holds().is_some_and(|(p, at)| {
+            *p == slot.provider_ref && at.as_second() == slot.starts_at.as_second()
+        })),
+    )
 }
 
 /// Withdraws one offer unless it is already final (delivered offers stay delivered: the PMS

@@ -1,7 +1,8 @@
 //! Real-time slot fill through the real stack: `slot.opened` (and a cancellation that reopens a
 //! slot) reaches scheduler-scan through EventBridge and SQS within seconds; the top K due
 //! patients get offers (skipping booked, opted-out and recently offered ones); a redelivery
-//! adds nothing; booking the slot withdraws the offers still pending and none goes out.
+//! adds nothing; booking the slot (or moving an appointment onto it) withdraws the offers still
+//! pending and none goes out; a slot reported after its booking is not offered at all.
 
 use std::time::Duration;
 
@@ -310,5 +311,100 @@ async fn a_cancellation_that_reopens_its_slot_is_offered_then_filled() {
         }
         other => panic!("{other:?}"),
     }
+    ts.stop().await;
+}
+
+async fn slot_record(ts: &TestStack, slot: &str) -> shared::state::Slot {
+    let key = EntityKey::Slot(OpaqueRef::parse(slot).unwrap());
+    match ts.store().get_entity(&ts.practice, &key).await.unwrap() {
+        Some(stored) => match stored.value {
+            Entity::Slot(s) => s,
+            other => panic!("{other:?}"),
+        },
+        None => panic!("no slot record"),
+    }
+}
+
+/// A slot reported open after the booking that takes it (the PMS's events crossed): slot
+/// fill finds the booking through the ByStart index and offers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_reported_after_its_booking_is_not_offered() {
+    let ts = TestStack::start().await.unwrap();
+    let p = due_patients(&ts).await;
+    ts.set_mode(ActionKind::SlotOffer, Mode::Auto).await;
+    let (slot, provider) = (new_ref("slot"), new_ref("prov"));
+    let starts_at = Timestamp::now() + SignedDuration::from_hours(30);
+    let b = booked(&new_ref("p"), "neurotoxin", &provider, starts_at);
+    assert_eq!(ts.send("msg_book_first", &b).await.status, 202);
+    // Another provider's slot at the same start is offered as usual.
+    let (free, other) = (new_ref("slot"), new_ref("prov"));
+    assert_eq!(
+        ts.send("msg_free", &slot_opened(&free, &other, starts_at))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        ts.send("msg_slot_after", &slot_opened(&slot, &provider, starts_at))
+            .await
+            .status,
+        202
+    );
+    ts.wait_handled("ScanQueue", slot.as_str(), 1).await;
+    ts.wait_handled("ScanQueue", free.as_str(), 1).await;
+    assert!(slot_record(&ts, &slot).await.filled, "the slot is taken");
+    let o = offers(&ts, &p).await;
+    assert!(
+        o.iter()
+            .all(|(_, a)| a.slot.as_ref().is_some_and(|s| s.slot_ref.as_str() == free)),
+        "an offer for the taken slot: {o:?}"
+    );
+    assert_eq!(o.len(), 3, "the free slot is offered");
+    ts.stop().await;
+}
+
+/// An appointment moved onto a slot that has offers out fills it (the reschedule names no
+/// provider: the stored appointment does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reschedule_onto_an_offered_slot_withdraws_its_offers() {
+    let ts = TestStack::start().await.unwrap();
+    let p = due_patients(&ts).await;
+    let (slot, provider) = (new_ref("slot"), new_ref("prov"));
+    let starts_at = Timestamp::now() + SignedDuration::from_hours(32);
+    assert_eq!(
+        ts.send("msg_slot", &slot_opened(&slot, &provider, starts_at))
+            .await
+            .status,
+        202
+    );
+    eventually(WAIT, || async {
+        let o = offers(&ts, &p).await;
+        (o.len() == 3 && o.iter().all(|(_, a)| a.status == ActionStatus::Pending)).then_some(())
+    })
+    .await
+    .expect("three pending offers");
+    // Booked the day after at the same provider, then moved onto the slot.
+    let b = booked(
+        &new_ref("p"),
+        "neurotoxin",
+        &provider,
+        starts_at + SignedDuration::from_hours(24),
+    );
+    let appt = b["events"][0]["data"]["appointment_ref"].clone();
+    assert_eq!(ts.send("msg_book_elsewhere", &b).await.status, 202);
+    assert!(!slot_record(&ts, &slot).await.filled);
+    let moved = json!({"events": [{"type": "appointment.rescheduled",
+        "occurred_at": Timestamp::now().to_string(),
+        "data": {"appointment_ref": appt, "starts_at": starts_at.to_string(), "duration_min": 30}}]});
+    assert_eq!(ts.send("msg_moved_onto", &moved).await.status, 202);
+    eventually(WAIT, || async {
+        let o = offers(&ts, &p).await;
+        o.iter()
+            .all(|(_, a)| a.status == ActionStatus::Withdrawn)
+            .then_some(())
+    })
+    .await
+    .expect("offers withdrawn");
+    assert!(slot_record(&ts, &slot).await.filled);
     ts.stop().await;
 }

@@ -37,7 +37,8 @@ impl EntityRepo for DynamoStore {
 }
 
 /// An entity as stored: its `doc`, its version, and its index keys (ByPatient for an
-/// appointment whose patient is known, DueIndex while something is due on `due_on`).
+/// appointment whose patient is known and for a slot, ByStart for an appointment that keeps
+/// its start minute, DueIndex while something is due on `due_on`).
 pub(super) fn entity_item(
     practice: &PracticeId,
     entity: &Entity,
@@ -53,6 +54,13 @@ pub(super) fn entity_item(
     if let (Entity::Appointment(_), Some(patient)) = (entity, entity.patient()) {
         item.insert("gsi1pk".into(), s(patient_key(practice, patient)));
         item.insert("gsi1sk".into(), s(sk.clone()));
+    }
+    if let Entity::Appointment(a) = entity
+        && let Some((provider, starts_at)) = a.placed_at()
+    {
+        // Found by provider and start when a slot opens there.
+        item.insert("gsi4pk".into(), s(slot_key(practice, provider, starts_at)));
+        item.insert("gsi4sk".into(), s(sk.clone()));
     }
     if let Entity::Slot(slot) = entity {
         // Found by provider and start when a booking takes the slot.

@@ -1,13 +1,13 @@
-//! DynamoDB adapter: one table, one partition per practice, three sparse indexes.
+//! DynamoDB adapter: one table, one partition per practice, four sparse indexes.
 //!
 //! | item | pk | sk | indexes |
 //! |---|---|---|---|
 //! | practice config | `P#{practice}` | `CONFIG` | |
 //! | practice list entry | `PRACTICES` | `{practice}` | |
-//! | appointment | `P#{practice}` | `APPT#{ref}` | ByPatient (once the patient is known) |
+//! | appointment | `P#{practice}` | `APPT#{ref}` | ByPatient (once the patient is known); ByStart (while it keeps its start minute) |
 //! | patient × treatment | `P#{practice}` | `PT#{patient}#{treatment}` | DueIndex (while something is due) |
 //! | consent | `P#{practice}` | `CONSENT#{patient}` | |
-//! | slot | `P#{practice}` | `SLOT#{ref}` | |
+//! | slot | `P#{practice}` | `SLOT#{ref}` | ByPatient (under its provider and start) |
 //! | action | `P#{practice}` | `ACTION#{id}` | ByPatient; DueIndex (slot pool); ByDelivery (delivered, or in the outbox) |
 //! | token nonce | `P#{practice}` | `TOKEN#{nonce}` | (TTL) |
 //! | tombstone | `P#{practice}` | `TOMB#{keyed hash of the ref}` | ByPatient (a rotation's, under the new ref) (TTL) |
@@ -18,7 +18,7 @@
 //! Each record's domain value sits in one `doc` map (serde_dynamo); `ver`/`rev` make every
 //! write conditional on what was read.
 //!
-//! ByPatient (gsi1) and DueIndex (gsi2) project keys only: a write that changes a record
+//! ByPatient (gsi1), DueIndex (gsi2) and ByStart (gsi4) project keys only: a write that changes a record
 //! but not its index keys (a reschedule, a cancellation, an action's approval or delivery)
 //! costs no index write, and a reader fetches the records the index names
 //! ([`DynamoStore::fetch_indexed`], BatchGetItem). Half a read unit per record against one
@@ -29,6 +29,11 @@
 //! deliveries, however long the practice's history. The same index holds the approval outbox
 //! (`P#{practice}#OBX`, `{decided second}#{id}`): approved actions no emitter has taken yet
 //! ([`Action::in_outbox`]), which the scan publishes again once they are a few minutes old.
+//!
+//! ByStart (gsi4) files an appointment that keeps its start minute under
+//! `P#{practice}#SLOTAT#{provider}#{start}`, the key a slot at that provider and start has in
+//! ByPatient: a slot that opens after its booking arrived finds the booking. A cancellation
+//! keeps the key (no index write); readers check the status.
 //!
 //! Everything stored for one patient ref (rotation, erasure): the `PT#{ref}#` items and the
 //! `CONSENT#{ref}` item in the practice's partition, and whatever ByPatient lists under
@@ -88,6 +93,7 @@ pub struct DynamoStore {
 const BY_PATIENT: &str = "ByPatient";
 const DUE_INDEX: &str = "DueIndex";
 const BY_DELIVERY: &str = "ByDelivery";
+const BY_START: &str = "ByStart";
 /// Keys per BatchGetItem request (DynamoDB's limit).
 const BATCH_GET_MAX: usize = 100;
 /// BatchGetItem requests for one set of keys before unprocessed keys fail the read.

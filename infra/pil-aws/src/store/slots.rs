@@ -58,4 +58,29 @@ impl SlotIndex for DynamoStore {
             )
             .collect())
     }
+
+    async fn appointments_at(
+        &self,
+        practice: &PracticeId,
+        provider: &OpaqueRef,
+        starts_at: Timestamp,
+    ) -> Result<Vec<OpaqueRef>, StoreError> {
+        let items = self
+            .query_all(
+                Some(BY_START),
+                "gsi4pk = :p",
+                vec![(":p", s(slot_key(practice, provider, starts_at)))],
+                None,
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(
+                |i| match EntityKey::parse_sort_key(i.get("sk")?.as_s().ok()?) {
+                    Some(EntityKey::Appointment(r)) => Some(r),
+                    _ => None,
+                },
+            )
+            .collect())
+    }
 }

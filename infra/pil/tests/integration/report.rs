@@ -123,7 +123,7 @@ async fn a_booking_after_a_delivered_trigger_is_recovered_revenue_in_the_report(
     );
     assert_eq!(conversion.on, practice.local_date(at));
     // A booking of another category converts nothing, and the booking path still writes
-    // only the appointment (and its index entry).
+    // only the appointment (and its ByPatient and ByStart entries).
     let rev = converted.rev;
     let meter = &ts.stack.meter;
     let before = meter.snapshot().total_write_units();
@@ -133,7 +133,7 @@ async fn a_booking_after_a_delivered_trigger_is_recovered_revenue_in_the_report(
             .status,
         202
     );
-    assert_eq!(meter.snapshot().total_write_units() - before, 2.0);
+    assert_eq!(meter.snapshot().total_write_units() - before, 3.0);
     // A redelivery (same event, new webhook id) and a second booking change nothing.
     let again = json!({"events": [
         booking,
