@@ -7,9 +7,10 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::layer::{LayerError, send_all};
-use crate::mapping::{completions, map_booking};
+use crate::mapping::{Mapped, completions, map_booking};
 use crate::relay::Relay;
 use crate::square::client::{BookingsQuery, MAX_RANGE_DAYS, SquareError};
+use crate::square::model::BookingsPage;
 use crate::store::{Backfill, StoreError};
 
 /// Longest visit the layer knows (720 minutes): a booking that ends in a window started at
@@ -156,48 +157,37 @@ pub async fn backfill(
             b
         }
     };
+    let mut walk = Walk {
+        window_start: b.window_start,
+        until: b.until,
+        cursor: b.cursor.clone(),
+    };
     while !b.done && now() < deadline {
-        let window_end = (b.window_start + days(MAX_RANGE_DAYS)).min(b.until);
-        let page = relay
-            .square
-            .list_bookings(&BookingsQuery {
-                location_id: relay.location_id.clone(),
-                start_at_min: Some(b.window_start),
-                start_at_max: Some(window_end),
-                cursor: b.cursor.clone(),
-            })
-            .await?;
+        let page = walk.page(relay).await?;
         let at = now();
-        let mut events = Vec::new();
-        let mut pairs = Vec::new();
+        let mapped: Vec<Mapped> = page
+            .bookings
+            .iter()
+            .map(|booking| map_booking(booking, at, &relay.rules, &relay.refs))
+            .collect();
         let mut skipped = 0;
-        for booking in &page.bookings {
-            let m = map_booking(booking, at, &relay.rules, &relay.refs);
-            if let Some(why) = m.skipped {
-                skipped += 1;
-                tracing::debug!(reason = why.as_str(), "booking_skipped");
-            }
-            events.extend(m.events);
-            pairs.extend(m.patient.map(|(r, c)| (r.as_str().to_owned(), c)));
+        for why in mapped.iter().filter_map(|m| m.skipped) {
+            skipped += 1;
+            tracing::debug!(reason = why.as_str(), "booking_skipped");
         }
-        relay.remember(pairs).await?;
-        send_all(relay.layer.as_ref(), &events).await?;
+        let events = deliver(relay, mapped).await? as u64;
         b.pages += 1;
         b.bookings += page.bookings.len() as u64;
-        b.events += events.len() as u64;
+        b.events += events;
         b.skipped += skipped;
         report.backfill_pages += 1;
         report.backfill_bookings += page.bookings.len() as u64;
-        report.backfill_events += events.len() as u64;
+        report.backfill_events += events;
         report.backfill_skipped += skipped;
-        match page.cursor.filter(|c| !c.is_empty()) {
-            Some(c) => b.cursor = Some(c),
-            None => {
-                b.cursor = None;
-                b.window_start = window_end;
-                b.done = b.window_start >= b.until;
-            }
-        }
+        walk.advance(page.cursor);
+        b.window_start = walk.window_start;
+        b.cursor.clone_from(&walk.cursor);
+        b.done = walk.done();
         relay.store.put_backfill(&b).await?;
     }
     report.backfill_done = b.done;
@@ -230,44 +220,81 @@ pub async fn sweep_completions(
     if cutoff <= wm {
         return Ok(());
     }
-    let mut window_start = wm - LONGEST_VISIT;
-    while window_start < cutoff {
-        let window_end = (window_start + days(MAX_RANGE_DAYS)).min(cutoff);
-        let mut cursor = None;
-        loop {
-            let page = relay
-                .square
-                .list_bookings(&BookingsQuery {
-                    location_id: relay.location_id.clone(),
-                    start_at_min: Some(window_start),
-                    start_at_max: Some(window_end),
-                    cursor: cursor.take(),
-                })
-                .await?;
-            let mut events = Vec::new();
-            let mut pairs = Vec::new();
-            for booking in &page.bookings {
-                let Some(end) = booking.end_at() else {
-                    continue;
-                };
-                if end <= wm || end > cutoff {
-                    continue;
-                }
-                let m = completions(booking, now, &relay.rules, &relay.refs);
-                events.extend(m.events);
-                pairs.extend(m.patient.map(|(r, c)| (r.as_str().to_owned(), c)));
-            }
-            relay.remember(pairs).await?;
-            report.completions_sent += send_all(relay.layer.as_ref(), &events).await? as u64;
-            match page.cursor.filter(|c| !c.is_empty()) {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        window_start = window_end;
+    let mut walk = Walk {
+        window_start: wm - LONGEST_VISIT,
+        until: cutoff,
+        cursor: None,
+    };
+    while !walk.done() {
+        let page = walk.page(relay).await?;
+        let ended = page.bookings.iter().filter(|booking| {
+            booking
+                .end_at()
+                .is_some_and(|end| wm < end && end <= cutoff)
+        });
+        let mapped: Vec<Mapped> = ended
+            .map(|booking| completions(booking, now, &relay.rules, &relay.refs))
+            .collect();
+        report.completions_sent += deliver(relay, mapped).await? as u64;
+        walk.advance(page.cursor);
     }
     relay.store.put_watermark(cutoff).await?;
     Ok(())
+}
+
+/// Where a walk over the seller's bookings stands: the window of starts being listed (Square
+/// lists at most 31 days of starts at once) and Square's cursor within it.
+struct Walk {
+    window_start: Timestamp,
+    until: Timestamp,
+    cursor: Option<String>,
+}
+
+impl Walk {
+    fn done(&self) -> bool {
+        self.window_start >= self.until
+    }
+
+    fn window_end(&self) -> Timestamp {
+        (self.window_start + days(MAX_RANGE_DAYS)).min(self.until)
+    }
+
+    /// The page the walk stands on.
+    async fn page(&self, relay: &Relay) -> Result<BookingsPage, JobError> {
+        Ok(relay
+            .square
+            .list_bookings(&BookingsQuery {
+                location_id: relay.location_id.clone(),
+                start_at_min: Some(self.window_start),
+                start_at_max: Some(self.window_end()),
+                cursor: self.cursor.clone(),
+            })
+            .await?)
+    }
+
+    /// Past a page: to Square's next cursor in the window, or to the next window.
+    fn advance(&mut self, next: Option<String>) {
+        match next.filter(|c| !c.is_empty()) {
+            Some(c) => self.cursor = Some(c),
+            None => {
+                self.cursor = None;
+                self.window_start = self.window_end();
+            }
+        }
+    }
+}
+
+/// Remembers the customer behind each patient ref (triggers name the ref), then sends the
+/// events to the layer. Returns the events sent.
+async fn deliver(relay: &Relay, mapped: Vec<Mapped>) -> Result<usize, JobError> {
+    let mut events = Vec::new();
+    let mut pairs = Vec::new();
+    for m in mapped {
+        events.extend(m.events);
+        pairs.extend(m.patient.map(|(r, c)| (r.as_str().to_owned(), c)));
+    }
+    relay.remember(pairs).await?;
+    Ok(send_all(relay.layer.as_ref(), &events).await?)
 }
 
 /// Memberships past their trigger's expiry: the customer leaves the group. A trigger that
