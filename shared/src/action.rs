@@ -280,6 +280,9 @@ pub enum Withdrawal {
     SlotFilled,
     /// The patient opted out: at approval, at the emitter, or by the opt-out itself.
     OptedOut,
+    /// A slot offer whose slot was reopened by an appointment whose patient was erased since
+    /// (the slot's ref is that appointment's).
+    SlotErased,
 }
 
 impl Withdrawal {
@@ -287,6 +290,7 @@ impl Withdrawal {
         match self {
             Self::SlotFilled => "slot_filled",
             Self::OptedOut => "opted_out",
+            Self::SlotErased => "slot_erased",
         }
     }
 }

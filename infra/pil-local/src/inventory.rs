@@ -954,7 +954,7 @@ pub const ATTRIBUTES: &[(&str, &str, Linked, &str)] = &[
         "action",
         "doc.withdrawal",
         Linked::Fact,
-        "Why it was withdrawn: `slot_filled` or `opted_out`.",
+        "Why it was withdrawn: `slot_filled`, `opted_out` or `slot_erased`.",
     ),
     (
         "action",

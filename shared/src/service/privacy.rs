@@ -31,14 +31,15 @@ use std::collections::HashMap;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
-use crate::action::Action;
-use crate::ids::{OpaqueRef, PracticeId};
+use crate::action::{Action, Withdrawal};
+use crate::ids::{ActionId, OpaqueRef, PracticeId};
 use crate::inbound::{EventData, InboundEvent};
 use crate::ports::{
     ActionRepo, EntityRepo, PatientRecord, PatientRecords, RecordKey, StoreError, TombstoneRepo,
 };
 use crate::practice::Practice;
 use crate::rules::due_index_date;
+use crate::service::withdrawal;
 use crate::state::{Entity, EntityKey, Stored};
 use crate::tombstone::{Fate, Tombstone, TombstoneId, TombstoneKey};
 
@@ -310,6 +311,7 @@ pub async fn erase_appointment(
             return Ok(false);
         }
         leave_tombstone(deps, practice, |k| k.appointment(appointment), Fate::Erased).await?;
+        erase_reopened_slot(deps, practice, appointment).await?;
         let Some(s) = stored else {
             return Ok(false);
         };
@@ -464,12 +466,18 @@ pub async fn erase(
     leave_tombstone(deps, practice, |k| k.patient(patient), Fate::Erased).await?;
     let records = records_with_fresh(deps, practice, patient).await?;
     let found = records.len();
-    for r in &records {
-        if let PatientRecord::Entity(s) = r
-            && let EntityKey::Appointment(a) = s.value.key()
-        {
-            leave_tombstone(deps, practice, |k| k.appointment(&a), Fate::Erased).await?;
-        }
+    let appointments: Vec<OpaqueRef> = records
+        .iter()
+        .filter_map(|r| match r {
+            PatientRecord::Entity(s) => match s.value.key() {
+                EntityKey::Appointment(a) => Some(a),
+                _ => None,
+            },
+            PatientRecord::Action(_) => None,
+        })
+        .collect();
+    for a in &appointments {
+        leave_tombstone(deps, practice, |k| k.appointment(a), Fate::Erased).await?;
     }
     let gone: Vec<bool> = stream::iter(
         records
@@ -479,12 +487,74 @@ pub async fn erase(
     .buffer_unordered(CONCURRENCY)
     .try_collect()
     .await?;
-    let deleted = gone.into_iter().filter(|g| *g).count();
+    let mut deleted = gone.into_iter().filter(|g| *g).count();
+    for a in &appointments {
+        deleted += erase_reopened_slot(deps, practice, a).await?;
+    }
     // Refs rotated to this one earlier are erased too (and stop naming it).
     repoint_tombstones(deps, practice, patient, &Fate::Erased).await?;
     tracing::info!(practice_id = %practice.id, event_type = "patient.erased", records = found,
         deleted, "patient erased");
     Ok(deleted)
+}
+
+/// A slot reopened by an erased appointment is keyed by the appointment's ref, and the offers
+/// of it made to other patients carry that ref: the slot record is deleted, offers not yet
+/// sent are withdrawn (`slot_erased`), and every offer of it forgets the slot (its ref, start
+/// and provider). Returns 1 when this call deleted the slot record.
+async fn erase_reopened_slot(
+    deps: &PrivacyDeps<'_>,
+    practice: &Practice,
+    appointment: &OpaqueRef,
+) -> Result<usize, StoreError> {
+    let key = EntityKey::Slot(appointment.clone());
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let Some(stored) = deps.entities.get_entity(&practice.id, &key).await? else {
+            return Ok(0);
+        };
+        let Entity::Slot(slot) = &stored.value else {
+            return Ok(0);
+        };
+        for id in slot.offers.iter().flatten() {
+            withdrawal::withdraw(deps.actions, &practice.id, id, Withdrawal::SlotErased).await?;
+            forget_slot(deps.actions, &practice.id, id, appointment).await?;
+        }
+        if deps
+            .records
+            .delete_record(
+                &practice.id,
+                &RecordKey::Entity(key.clone()),
+                stored.version,
+            )
+            .await?
+        {
+            return Ok(1);
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
+/// Drops the slot from an offer of the slot `slot_ref`.
+async fn forget_slot(
+    actions: &dyn ActionRepo,
+    practice: &PracticeId,
+    id: &ActionId,
+    slot_ref: &OpaqueRef,
+) -> Result<(), StoreError> {
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let Some(a) = actions.get_action(practice, id).await? else {
+            return Ok(());
+        };
+        if a.slot.as_ref().is_none_or(|s| s.slot_ref != *slot_ref) {
+            return Ok(());
+        }
+        let mut next = a;
+        next.slot = None;
+        if actions.update_action(&next).await? {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Conflict)
 }
 
 async fn rotate_record(

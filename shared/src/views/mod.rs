@@ -73,6 +73,9 @@ pub(crate) fn status_label(s: ActionStatus, withdrawal: Option<Withdrawal>) -> &
         ActionStatus::Withdrawn if withdrawal == Some(Withdrawal::OptedOut) => {
             "Withdrawn · the patient opted out"
         }
+        ActionStatus::Withdrawn if withdrawal == Some(Withdrawal::SlotErased) => {
+            "Withdrawn · the slot's records were erased"
+        }
         ActionStatus::Withdrawn => "Withdrawn · the slot was booked",
     }
 }

@@ -408,3 +408,47 @@ async fn a_reschedule_onto_an_offered_slot_withdraws_its_offers() {
     assert!(slot_record(&ts, &slot).await.filled);
     ts.stop().await;
 }
+
+/// Erasing the patient whose cancelled appointment reopened a slot: the slot record (keyed by
+/// the appointment's ref) goes, its offers still waiting for the owner are withdrawn, and no
+/// offer keeps the appointment's ref; nothing goes out for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_the_patient_of_a_reopened_slot_erases_the_slot_from_its_offers() {
+    let ts = TestStack::start().await.unwrap();
+    let p = due_patients(&ts).await;
+    // Default policy: slot offers wait for the owner.
+    let (appt, provider, other) = (new_ref("appt"), new_ref("prov"), new_ref("p"));
+    let starts_at = Timestamp::now() + SignedDuration::from_hours(29);
+    let book = json!({"events": [{"type": "appointment.booked", "occurred_at": Timestamp::now().to_string(),
+        "data": {"appointment_ref": appt, "patient_ref": other, "treatment": "neurotoxin",
+                 "provider_ref": provider, "starts_at": starts_at.to_string(), "duration_min": 30}}]});
+    assert_eq!(ts.send("msg_book", &book).await.status, 202);
+    let cancel = json!({"events": [{"type": "appointment.cancelled", "occurred_at": Timestamp::now().to_string(),
+        "data": {"appointment_ref": appt, "reopens_slot": true}}]});
+    assert_eq!(ts.send("msg_cancel", &cancel).await.status, 202);
+    eventually(WAIT, || async {
+        let o = offers(&ts, &p).await;
+        (o.len() == 3 && o.iter().all(|(_, a)| a.status == ActionStatus::Pending)).then_some(())
+    })
+    .await
+    .expect("three pending offers of the reopened slot");
+    assert!(tests::table_dump(&ts.stack).await.unwrap().contains(&appt));
+
+    let erase = json!({"events": [{"type": "patient.erased", "occurred_at": Timestamp::now().to_string(),
+        "data": {"patient_ref": other}}]});
+    assert_eq!(ts.send("msg_erase", &erase).await.status, 202);
+    let o = offers(&ts, &p).await;
+    assert_eq!(o.len(), 3);
+    for (_, a) in &o {
+        assert_eq!(a.status, ActionStatus::Withdrawn, "{a:?}");
+        assert_eq!(a.withdrawal, Some(shared::action::Withdrawal::SlotErased));
+        assert!(a.slot.is_none(), "{a:?}");
+    }
+    let dump = tests::table_dump(&ts.stack).await.unwrap();
+    assert!(
+        !dump.contains(&appt),
+        "the erased appointment's ref is kept"
+    );
+    assert!(!dump.contains(&other), "the erased ref is kept");
+    ts.stop().await;
+}
