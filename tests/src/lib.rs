@@ -299,117 +299,13 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub const SQUARE_TOKEN: &str = "EAAAl-test-access-token";
 pub const SQUARE_SIGNATURE_KEY: &str = "test-signature-key";
 
-/// A practice on Square: the Square simulator (a location, a provider, Botox and lip filler
-/// mapped, a consultation not), the practice onboarded with its relay as the trigger
-/// endpoint, and the relay started and subscribed to Square's booking webhooks.
-pub struct SquareSetup {
-    pub square: square_sim::SquareSim,
-    pub relay: pil_local::relay::RelayStack,
-    pub practice: pil_local::stack::Onboarded,
-    pub location: String,
-    pub provider: String,
-    pub botox: String,
-    pub filler: String,
-    pub consult: String,
-}
+pub use pil_local::square_seller::{Seller, SquareSetup};
 
-impl SquareSetup {
-    pub async fn start(stack: &Stack, practice_id: &str) -> Result<Self> {
-        let square = square_sim::SquareSim::start(0, SQUARE_TOKEN).await?;
-        let location = square.add_location();
-        let provider = square.add_team_member();
-        let botox = square.add_service_variation("Botox");
-        let filler = square.add_service_variation("Lip filler");
-        let consult = square.add_service_variation("Consultation");
-        let bound = pil_local::relay::RelayStack::bind().await?;
-        let trigger_url = format!("{}{}", bound.1, square_relay::http::TRIGGER_PATH);
-        let practice = stack
-            .onboard_with_trigger_url(practice_id, &trigger_url)
-            .await?;
-        let relay = pil_local::relay::RelayStack::start(
-            bound,
-            &workspace_root(),
-            &stack.clients,
-            &practice,
-            &pil_local::relay::RelaySettings {
-                layer_api_url: stack.api_url.clone(),
-                square_api_url: square.url.clone(),
-                square_access_token: SQUARE_TOKEN.into(),
-                square_signature_key: SQUARE_SIGNATURE_KEY.into(),
-                service_map: serde_json::json!({ botox.clone(): "neurotoxin", filler.clone(): "dermal_filler" })
-                    .to_string(),
-                ref_key: shared::refkey::RefKey::generate(),
-            },
-        )
-        .await?;
-        square.subscribe(&relay.notification_url(), SQUARE_SIGNATURE_KEY);
-        Ok(Self {
-            square,
-            relay,
-            practice,
-            location,
-            provider,
-            botox,
-            filler,
-            consult,
-        })
-    }
-
-    /// A new booking of `service` for `customer` (30 minutes with the provider).
-    pub fn booking(
-        &self,
-        customer: &str,
-        start: jiff::Timestamp,
-        service: &str,
-        status: &str,
-    ) -> square_sim::NewBooking {
-        square_sim::NewBooking {
-            customer_id: customer.to_owned(),
-            location_id: self.location.clone(),
-            start_at: start,
-            segments: vec![square_sim::Segment {
-                service_variation_id: service.to_owned(),
-                team_member_id: self.provider.clone(),
-                duration_minutes: 30,
-            }],
-            status: status.to_owned(),
-            customer_note: Some("Call 555-0100 first; allergic to lidocaine".into()),
-            seller_note: Some("DOB 1984-03-02".into()),
-        }
-    }
-
-    /// An `ACCEPTED` booking made now, whose `booking.created` the relay took (200).
-    pub async fn book(
-        &self,
-        customer: &str,
-        start: jiff::Timestamp,
-        service: &str,
-    ) -> serde_json::Value {
-        let (b, status) = self
-            .square
-            .create_booking(
-                self.booking(customer, start, service, "ACCEPTED"),
-                jiff::Timestamp::now(),
-            )
-            .await;
-        assert_eq!(status, Some(200), "the relay took booking.created");
-        b
-    }
-
-    /// A customer whose profile carries PHI.
-    pub fn customer(&self, given: &str) -> String {
-        self.square.add_customer(square_sim::Person {
-            given_name: Some(given.into()),
-            family_name: Some("Testperson".into()),
-            email_address: Some(format!("{}@example.com", given.to_lowercase())),
-            phone_number: Some("+15555550100".into()),
-            birthday: Some("1984-03-02".into()),
-            note: Some("prefers mornings".into()),
-        })
-    }
-
-    pub async fn stop(self) {
-        self.relay.stop().await;
-        self.square.stop().await;
-    }
+/// A practice on Square: the simulated seller (Botox and lip filler mapped, a consultation
+/// not) connected through its relay to a new practice `practice_id`.
+pub async fn square_setup(stack: &Stack, practice_id: &str) -> Result<SquareSetup> {
+    Seller::start(SQUARE_TOKEN)
+        .await?
+        .connect(stack, practice_id, SQUARE_SIGNATURE_KEY)
+        .await
 }

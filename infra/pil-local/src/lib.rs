@@ -9,6 +9,7 @@ pub mod moto;
 pub mod pms;
 pub mod relay;
 pub mod scenario;
+pub mod square_seller;
 pub mod square_story;
 pub mod stack;
 pub mod template;

@@ -9,13 +9,12 @@ use std::time::Duration;
 use anyhow::Result;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
-use shared::ids::{OpaqueRef, PracticeId};
-use shared::refkey::RefKey;
+use shared::ids::OpaqueRef;
 use square_relay::jobs::BackfillSpan;
-use square_sim::{BookingChange, NewBooking, Person, Segment, SquareSim};
+use square_sim::{BookingChange, NewBooking, Segment};
 
-use crate::relay::{RelaySettings, RelayStack};
 use crate::scenario::{Story, eventually, links_after, table_dump};
+use crate::square_seller::{Seller, SquareSetup};
 use crate::stack::Stack;
 
 pub const SQUARE_PRACTICE: &str = "demo-square";
@@ -27,66 +26,33 @@ fn days(n: i64) -> SignedDuration {
 }
 
 pub async fn run(stack: &Stack, story: &mut Story) -> Result<()> {
-    let square = SquareSim::start(0, TOKEN).await?;
-    let out = tell(stack, story, &square).await;
-    square.stop().await;
-    out
-}
-
-async fn tell(stack: &Stack, story: &mut Story, square: &SquareSim) -> Result<()> {
     let now = Timestamp::now();
-    story.say(format!(
-        "\n12. A practice on Square Appointments, through its relay (infra/relay/template.yaml, \
-         in the practice's own AWS account; here in the same emulator). Square simulator at {}.",
-        square.url
-    ));
     // The seller's Square: a location, a provider, three services, three customers (their
     // profiles carry names, e-mails, phones and notes: PHI that must stay in Square).
-    let location = square.add_location();
-    let provider = square.add_team_member();
-    let botox = square.add_service_variation("Botox - forehead");
-    let filler = square.add_service_variation("Lip filler");
-    let consult = square.add_service_variation("Consultation");
-    let person = |g: &str, f: &str| Person {
-        given_name: Some(g.into()),
-        family_name: Some(f.into()),
-        email_address: Some(format!(
-            "{}.{}@example.com",
-            g.to_lowercase(),
-            f.to_lowercase()
-        )),
-        phone_number: Some("+15555550123".into()),
-        birthday: Some("1984-03-02".into()),
-        note: Some("prefers afternoons".into()),
-    };
-    let ana = square.add_customer(person("Ana", "Whitfield"));
-    let ben = square.add_customer(person("Ben", "Okafor"));
-    let cleo = square.add_customer(person("Cleo", "Marchetti"));
-    let seg = |service: &str, minutes| Segment {
-        service_variation_id: service.to_owned(),
-        team_member_id: provider.clone(),
-        duration_minutes: minutes,
-    };
-    let booking = |customer: &str, start: Timestamp, service: &str| NewBooking {
-        customer_id: customer.to_owned(),
-        location_id: location.clone(),
-        start_at: start,
-        segments: vec![seg(service, 30)],
-        status: "ACCEPTED".into(),
-        customer_note: Some("Allergic to lidocaine; call +1 555 555 0123".into()),
-        seller_note: Some("DOB 1984-03-02, prefers Dr. Lee".into()),
-    };
+    let seller = Seller::start(TOKEN).await?;
+    story.say(format!(
+        "\n16. A practice on Square Appointments, through its relay (infra/relay/template.yaml, \
+         in the practice's own AWS account; here in the same emulator). Square simulator at {}.",
+        seller.square.url
+    ));
+    let ana = seller.customer("Ana", "Whitfield");
+    let ben = seller.customer("Ben", "Okafor");
+    let cleo = seller.customer("Cleo", "Marchetti");
     // History, made before the relay subscribed (no webhooks): Ana's Botox 100 days ago;
     // Cleo's consultation (an unmapped service) 20 days ago; Ben cancelled a filler 150 days
     // ago.
+    let square = &seller.square;
+    let booking = |customer: &str, days_ago: i64, service: &str| {
+        seller.booking(customer, now - days(days_ago), service, "ACCEPTED")
+    };
     let (_, none) = square
-        .create_booking(booking(&ana, now - days(100), &botox), now - days(120))
+        .create_booking(booking(&ana, 100, &seller.botox), now - days(120))
         .await;
     square
-        .create_booking(booking(&cleo, now - days(20), &consult), now - days(25))
+        .create_booking(booking(&cleo, 20, &seller.consult), now - days(25))
         .await;
     let (b, _) = square
-        .create_booking(booking(&ben, now - days(150), &filler), now - days(170))
+        .create_booking(booking(&ben, 150, &seller.filler), now - days(170))
         .await;
     if let Some(id) = b["id"].as_str() {
         square
@@ -107,62 +73,28 @@ async fn tell(stack: &Stack, story: &mut Story, square: &SquareSim) -> Result<()
 
     // The practice's side: onboarded in the layer with the relay as its trigger endpoint,
     // the relay deployed with the practice's ref key and service map, Square subscribed.
-    let bound = RelayStack::bind().await?;
-    let trigger_url = format!("{}{}", bound.1, square_relay::http::TRIGGER_PATH);
-    let practice = stack
-        .onboard_with_trigger_url(SQUARE_PRACTICE, &trigger_url)
+    let sq = seller
+        .connect(stack, SQUARE_PRACTICE, SIGNATURE_KEY)
         .await?;
-    let service_map = json!({ botox.clone(): "neurotoxin", filler.clone(): "dermal_filler" });
-    let relay = RelayStack::start(
-        bound,
-        &crate::stack::workspace_root(),
-        &stack.clients,
-        &practice,
-        &RelaySettings {
-            layer_api_url: stack.api_url.clone(),
-            square_api_url: square.url.clone(),
-            square_access_token: TOKEN.into(),
-            square_signature_key: SIGNATURE_KEY.into(),
-            service_map: service_map.to_string(),
-            ref_key: RefKey::generate(),
-        },
-    )
-    .await?;
-    square.subscribe(&relay.notification_url(), SIGNATURE_KEY);
     story.say(format!(
         "   Practice {SQUARE_PRACTICE} onboarded with the relay ({}) as its trigger URL; service \
          map: Botox → neurotoxin, Lip filler → dermal_filler (Consultation left unmapped).",
-        relay.url
+        sq.relay.url
     ));
-
-    let result = square_part(
-        stack,
-        story,
-        square,
-        &relay,
-        &practice.practice,
-        [&ana, &ben, &cleo],
-        [&botox, &filler],
-        &location,
-        &provider,
-    )
-    .await;
-    relay.stop().await;
+    let result = square_part(stack, story, &sq, [&ana, &ben, &cleo]).await;
+    sq.stop().await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn square_part(
     stack: &Stack,
     story: &mut Story,
-    square: &SquareSim,
-    relay: &RelayStack,
-    pid: &PracticeId,
+    sq: &SquareSetup,
     [ana, ben, cleo]: [&String; 3],
-    [botox, filler]: [&String; 2],
-    location: &str,
-    provider: &str,
 ) -> Result<()> {
+    let (square, relay, pid) = (&sq.square, &sq.relay, &sq.practice.practice);
+    let (botox, filler) = (&sq.botox, &sq.filler);
+    let (location, provider) = (&sq.location, &sq.provider);
     let now = Timestamp::now();
     // a. The backfill, as the jobs function's first run does it; Square rate-limits once.
     square.rate_limit_next(1, Some(1));
@@ -347,7 +279,7 @@ async fn square_part(
         "Okafor",
         "Marchetti",
         "whitfield@example.com",
-        "5555550123",
+        "5555550100",
         "lidocaine",
         "1984-03-02",
         ana,

@@ -61,14 +61,14 @@ fn id(b: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_square_status_reaches_the_layer_as_its_event() {
     let ts = TestStack::start().await.unwrap();
-    let sq = SquareSetup::start(&ts.stack, "square-statuses")
+    let sq = tests::square_setup(&ts.stack, "square-statuses")
         .await
         .unwrap();
     let now = Timestamp::now();
-    let ana = sq.customer("Ana");
+    let ana = sq.customer("Ana", "Testperson");
 
     // ACCEPTED ahead → booked; moved in Square → still booked (the later start wins).
-    let b = sq.book(&ana, now + days(5), &sq.botox).await;
+    let b = sq.book(&ana, now + days(5), &sq.botox).await.unwrap();
     assert_eq!(
         appointment_status(&ts, &sq, &id(&b)).await,
         Some(AppointmentStatus::Booked)
@@ -117,7 +117,7 @@ async fn every_square_status_reaches_the_layer_as_its_event() {
     }
 
     // NO_SHOW, reported the day after a visit.
-    let ben = sq.customer("Ben");
+    let ben = sq.customer("Ben", "Testperson");
     let (n, _) = sq
         .square
         .create_booking(
@@ -144,7 +144,7 @@ async fn every_square_status_reaches_the_layer_as_its_event() {
 
     // A visit that took place: ACCEPTED, and its end passes the completion mark. The sweep
     // (the jobs function) sends it once the mark is behind it, and not before.
-    let cleo = sq.customer("Cleo");
+    let cleo = sq.customer("Cleo", "Testperson");
     let visit_start = now - SignedDuration::from_hours(10);
     let (v, st) = sq
         .square
@@ -191,7 +191,7 @@ async fn every_square_status_reaches_the_layer_as_its_event() {
     assert_eq!(sweep(now + SignedDuration::from_hours(17)).await, 0);
 
     // An unmapped service is skipped: acknowledged to Square, nothing in the layer.
-    let c = sq.book(&cleo, now + days(3), &sq.consult).await;
+    let c = sq.book(&cleo, now + days(3), &sq.consult).await.unwrap();
     assert_eq!(appointment_status(&ts, &sq, &id(&c)).await, None);
 
     // A notification whose signature does not match (another key, or another URL) is refused.
@@ -282,13 +282,15 @@ async fn every_square_status_reaches_the_layer_as_its_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_pages_through_history_survives_rate_limits_and_resumes() {
     let ts = TestStack::start().await.unwrap();
-    let sq = SquareSetup::start(&ts.stack, "square-backfill")
+    let sq = tests::square_setup(&ts.stack, "square-backfill")
         .await
         .unwrap();
     sq.square.unsubscribe();
     let now = Timestamp::now();
     // 230 past visits in one 31-day window (three pages of 100), 40 the month before.
-    let customers: Vec<String> = (0..60).map(|i| sq.customer(&format!("C{i}"))).collect();
+    let customers: Vec<String> = (0..60)
+        .map(|i| sq.customer(&format!("C{i}"), "Testperson"))
+        .collect();
     for i in 0..270i64 {
         let start = if i < 230 {
             now - days(2) - SignedDuration::from_mins(i * 90)
@@ -398,13 +400,13 @@ async fn a_backfill_pages_through_history_survives_rate_limits_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_put_customers_into_groups_once_until_they_expire() {
     let ts = TestStack::start().await.unwrap();
-    let sq = SquareSetup::start(&ts.stack, "square-triggers")
+    let sq = tests::square_setup(&ts.stack, "square-triggers")
         .await
         .unwrap();
     let now = Timestamp::now();
-    let ana = sq.customer("Ana");
+    let ana = sq.customer("Ana", "Testperson");
     // The relay learns Ana's ref from her booking.
-    sq.book(&ana, now + days(30), &sq.botox).await;
+    sq.book(&ana, now + days(30), &sq.botox).await.unwrap();
     let ana_ref = sq.relay.http.refs.patient(&ana);
     let secret = &sq.practice.trigger_secret;
     let http = reqwest::Client::new();
@@ -554,7 +556,7 @@ async fn triggers_put_customers_into_groups_once_until_they_expire() {
 
     // Square unavailable: 503 with Retry-After, so the layer retries.
     sq.square.rate_limit_next(10, Some(60));
-    let bob = sq.customer("Bob");
+    let bob = sq.customer("Bob", "Testperson");
     let (_, st) = sq
         .square
         .create_booking(sq.booking(&bob, now + days(30), &sq.botox, "ACCEPTED"), now)

@@ -123,11 +123,11 @@ async fn the_simulator_conforms_and_broken_endpoints_are_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_square_relay_conforms() {
     let ts = TestStack::start().await.unwrap();
-    let sq = tests::SquareSetup::start(&ts.stack, "square-conformance")
+    let sq = tests::square_setup(&ts.stack, "square-conformance")
         .await
         .unwrap();
     let now = jiff::Timestamp::now();
-    let test_customer = sq.customer("Test");
+    let test_customer = sq.customer("Test", "Testperson");
     let (_, st) = sq
         .square
         .create_booking(
