@@ -559,22 +559,12 @@ impl SlotIndex for MemStore {
         provider: &OpaqueRef,
         starts_at: Timestamp,
     ) -> Result<Vec<OpaqueRef>, StoreError> {
-        let t = lock(&self.t);
-        // The adapter keys slots by provider and start in whole seconds.
-        Ok(Self::items_of(&t, practice)
-            .filter_map(|(_, item)| match item {
-                Item::Entity {
-                    value: Entity::Slot(s),
-                    ..
-                } if s.provider_ref == *provider
-                    && s.starts_at.as_second() == starts_at.as_second() =>
-                {
-                    Some(s.slot_ref.clone())
-                }
-                _ => None,
-            })
-            .take(10)
-            .collect())
+        let mut slots = self.filed_at(practice, provider, starts_at, |e| match e {
+            Entity::Slot(s) => Some((s.slot_ref.clone(), &s.provider_ref, s.starts_at)),
+            _ => None,
+        });
+        slots.truncate(10);
+        Ok(slots)
     }
 
     async fn appointments_at(
@@ -583,19 +573,34 @@ impl SlotIndex for MemStore {
         provider: &OpaqueRef,
         starts_at: Timestamp,
     ) -> Result<Vec<OpaqueRef>, StoreError> {
+        Ok(self.filed_at(practice, provider, starts_at, |e| match e {
+            Entity::Appointment(a) => a
+                .placed_at()
+                .map(|(p, at)| (a.appointment_ref.clone(), p, at)),
+            _ => None,
+        }))
+    }
+}
+
+impl MemStore {
+    /// The records `place` files at this provider and start, as the adapter keys them (the
+    /// start in whole seconds).
+    fn filed_at(
+        &self,
+        practice: &PracticeId,
+        provider: &OpaqueRef,
+        starts_at: Timestamp,
+        place: impl Fn(&Entity) -> Option<(OpaqueRef, &OpaqueRef, Timestamp)>,
+    ) -> Vec<OpaqueRef> {
         let t = lock(&self.t);
-        Ok(Self::items_of(&t, practice)
+        Self::items_of(&t, practice)
             .filter_map(|(_, item)| match item {
-                Item::Entity {
-                    value: Entity::Appointment(a),
-                    ..
-                } => a
-                    .placed_at()
-                    .filter(|(p, at)| *p == provider && at.as_second() == starts_at.as_second())
-                    .map(|_| a.appointment_ref.clone()),
+                Item::Entity { value, .. } => place(value),
                 _ => None,
             })
-            .collect())
+            .filter(|(_, p, at)| *p == provider && at.as_second() == starts_at.as_second())
+            .map(|(r, _, _)| r)
+            .collect()
     }
 }
 

@@ -60,6 +60,59 @@ async fn due_patients(ts: &TestStack) -> Vec<String> {
     patients
 }
 
+/// Waits for three offers of a slot to `patients`, pending the owner's decision.
+async fn pending_offers(ts: &TestStack, patients: &[String]) -> Vec<(String, Action)> {
+    eventually(WAIT, || async {
+        let o = offers(ts, patients).await;
+        (o.len() == 3 && o.iter().all(|(_, a)| a.status == ActionStatus::Pending)).then_some(o)
+    })
+    .await
+    .expect("three pending offers")
+}
+
+/// A slot opened `hours` ahead at a new provider, and its three pending offers.
+async fn offered_slot(
+    ts: &TestStack,
+    patients: &[String],
+    hours: i64,
+) -> (String, String, Timestamp, Vec<(String, Action)>) {
+    let (slot, provider) = (new_ref("slot"), new_ref("prov"));
+    let starts_at = Timestamp::now() + SignedDuration::from_hours(hours);
+    assert_eq!(
+        ts.send("msg_slot", &slot_opened(&slot, &provider, starts_at))
+            .await
+            .status,
+        202
+    );
+    let pending = pending_offers(ts, patients).await;
+    (slot, provider, starts_at, pending)
+}
+
+/// An appointment that reopened its slot.
+struct Reopened {
+    appt: String,
+    provider: String,
+    patient: String,
+}
+
+/// Someone else's neurotoxin appointment at `starts_at`, booked and then cancelled with
+/// `reopens_slot`.
+async fn reopen(ts: &TestStack, starts_at: Timestamp) -> Reopened {
+    let (appt, provider, patient) = (new_ref("appt"), new_ref("prov"), new_ref("p"));
+    let book = json!({"events": [{"type": "appointment.booked", "occurred_at": Timestamp::now().to_string(),
+        "data": {"appointment_ref": appt, "patient_ref": patient, "treatment": "neurotoxin",
+                 "provider_ref": provider, "starts_at": starts_at.to_string(), "duration_min": 30}}]});
+    assert_eq!(ts.send("msg_book", &book).await.status, 202);
+    let cancel = json!({"events": [{"type": "appointment.cancelled", "occurred_at": Timestamp::now().to_string(),
+        "data": {"appointment_ref": appt, "reopens_slot": true}}]});
+    assert_eq!(ts.send("msg_cancel", &cancel).await.status, 202);
+    Reopened {
+        appt,
+        provider,
+        patient,
+    }
+}
+
 fn slot_opened(slot: &str, provider: &str, starts_at: Timestamp) -> serde_json::Value {
     json!({"events": [{"type": "slot.opened", "occurred_at": Timestamp::now().to_string(),
         "data": {"slot_ref": slot, "provider_ref": provider, "starts_at": starts_at.to_string(),
@@ -189,20 +242,7 @@ async fn booking_the_slot_withdraws_pending_offers_and_none_goes_out() {
     let ts = TestStack::start().await.unwrap();
     let p = due_patients(&ts).await;
     // Default policy: the owner approves slot offers (an e-mail with links).
-    let (slot, provider) = (new_ref("slot"), new_ref("prov"));
-    let starts_at = Timestamp::now() + SignedDuration::from_hours(26);
-    assert_eq!(
-        ts.send("msg_slot", &slot_opened(&slot, &provider, starts_at))
-            .await
-            .status,
-        202
-    );
-    let pending = eventually(WAIT, || async {
-        let o = offers(&ts, &p).await;
-        (o.len() == 3 && o.iter().all(|(_, a)| a.status == ActionStatus::Pending)).then_some(o)
-    })
-    .await
-    .expect("three pending offers");
+    let (slot, provider, starts_at, pending) = offered_slot(&ts, &p, 26).await;
     let mail = eventually(WAIT, || async {
         ts.emails()
             .await
@@ -259,15 +299,12 @@ async fn a_cancellation_that_reopens_its_slot_is_offered_then_filled() {
     let p = due_patients(&ts).await;
     ts.set_mode(ActionKind::SlotOffer, Mode::Auto).await;
     // Someone else's neurotoxin appointment tomorrow is cancelled and reopens its slot.
-    let (appt, provider, other) = (new_ref("appt"), new_ref("prov"), new_ref("p"));
     let starts_at = Timestamp::now() + SignedDuration::from_hours(28);
-    let book = json!({"events": [{"type": "appointment.booked", "occurred_at": Timestamp::now().to_string(),
-        "data": {"appointment_ref": appt, "patient_ref": other, "treatment": "neurotoxin",
-                 "provider_ref": provider, "starts_at": starts_at.to_string(), "duration_min": 30}}]});
-    assert_eq!(ts.send("msg_book", &book).await.status, 202);
-    let cancel = json!({"events": [{"type": "appointment.cancelled", "occurred_at": Timestamp::now().to_string(),
-        "data": {"appointment_ref": appt, "reopens_slot": true}}]});
-    assert_eq!(ts.send("msg_cancel", &cancel).await.status, 202);
+    let Reopened {
+        appt,
+        provider,
+        patient: other,
+    } = reopen(&ts, starts_at).await;
     let triggers = eventually(WAIT, || async {
         let got: Vec<_> = ts
             .stack
@@ -369,20 +406,7 @@ async fn a_slot_reported_after_its_booking_is_not_offered() {
 async fn a_reschedule_onto_an_offered_slot_withdraws_its_offers() {
     let ts = TestStack::start().await.unwrap();
     let p = due_patients(&ts).await;
-    let (slot, provider) = (new_ref("slot"), new_ref("prov"));
-    let starts_at = Timestamp::now() + SignedDuration::from_hours(32);
-    assert_eq!(
-        ts.send("msg_slot", &slot_opened(&slot, &provider, starts_at))
-            .await
-            .status,
-        202
-    );
-    eventually(WAIT, || async {
-        let o = offers(&ts, &p).await;
-        (o.len() == 3 && o.iter().all(|(_, a)| a.status == ActionStatus::Pending)).then_some(())
-    })
-    .await
-    .expect("three pending offers");
+    let (slot, provider, starts_at, _) = offered_slot(&ts, &p, 32).await;
     // Booked the day after at the same provider, then moved onto the slot.
     let b = booked(
         &new_ref("p"),
@@ -417,21 +441,12 @@ async fn erasing_the_patient_of_a_reopened_slot_erases_the_slot_from_its_offers(
     let ts = TestStack::start().await.unwrap();
     let p = due_patients(&ts).await;
     // Default policy: slot offers wait for the owner.
-    let (appt, provider, other) = (new_ref("appt"), new_ref("prov"), new_ref("p"));
-    let starts_at = Timestamp::now() + SignedDuration::from_hours(29);
-    let book = json!({"events": [{"type": "appointment.booked", "occurred_at": Timestamp::now().to_string(),
-        "data": {"appointment_ref": appt, "patient_ref": other, "treatment": "neurotoxin",
-                 "provider_ref": provider, "starts_at": starts_at.to_string(), "duration_min": 30}}]});
-    assert_eq!(ts.send("msg_book", &book).await.status, 202);
-    let cancel = json!({"events": [{"type": "appointment.cancelled", "occurred_at": Timestamp::now().to_string(),
-        "data": {"appointment_ref": appt, "reopens_slot": true}}]});
-    assert_eq!(ts.send("msg_cancel", &cancel).await.status, 202);
-    eventually(WAIT, || async {
-        let o = offers(&ts, &p).await;
-        (o.len() == 3 && o.iter().all(|(_, a)| a.status == ActionStatus::Pending)).then_some(())
-    })
-    .await
-    .expect("three pending offers of the reopened slot");
+    let Reopened {
+        appt,
+        patient: other,
+        ..
+    } = reopen(&ts, Timestamp::now() + SignedDuration::from_hours(29)).await;
+    pending_offers(&ts, &p).await;
     assert!(tests::table_dump(&ts.stack).await.unwrap().contains(&appt));
 
     let erase = json!({"events": [{"type": "patient.erased", "occurred_at": Timestamp::now().to_string(),

@@ -40,22 +40,22 @@ impl SlotIndex for DynamoStore {
         provider: &OpaqueRef,
         starts_at: Timestamp,
     ) -> Result<Vec<OpaqueRef>, StoreError> {
-        let items = self
-            .query_all(
-                Some(BY_PATIENT),
-                "gsi1pk = :p",
-                vec![(":p", s(slot_key(practice, provider, starts_at)))],
+        let keys = self
+            .keys_at(
+                BY_PATIENT,
+                "gsi1pk",
+                practice,
+                provider,
+                starts_at,
                 Some(10),
             )
             .await?;
-        Ok(items
-            .iter()
-            .filter_map(
-                |i| match EntityKey::parse_sort_key(i.get("sk")?.as_s().ok()?) {
-                    Some(EntityKey::Slot(r)) => Some(r),
-                    _ => None,
-                },
-            )
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| match k {
+                EntityKey::Slot(r) => Some(r),
+                _ => None,
+            })
             .collect())
     }
 
@@ -65,22 +65,41 @@ impl SlotIndex for DynamoStore {
         provider: &OpaqueRef,
         starts_at: Timestamp,
     ) -> Result<Vec<OpaqueRef>, StoreError> {
+        let keys = self
+            .keys_at(BY_START, "gsi4pk", practice, provider, starts_at, None)
+            .await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| match k {
+                EntityKey::Appointment(r) => Some(r),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl DynamoStore {
+    /// The records an index files under a provider and start (`slot_key`).
+    async fn keys_at(
+        &self,
+        index: &str,
+        attribute: &str,
+        practice: &PracticeId,
+        provider: &OpaqueRef,
+        starts_at: Timestamp,
+        limit: Option<usize>,
+    ) -> Result<Vec<EntityKey>, StoreError> {
         let items = self
             .query_all(
-                Some(BY_START),
-                "gsi4pk = :p",
+                Some(index),
+                &format!("{attribute} = :p"),
                 vec![(":p", s(slot_key(practice, provider, starts_at)))],
-                None,
+                limit,
             )
             .await?;
         Ok(items
             .iter()
-            .filter_map(
-                |i| match EntityKey::parse_sort_key(i.get("sk")?.as_s().ok()?) {
-                    Some(EntityKey::Appointment(r)) => Some(r),
-                    _ => None,
-                },
-            )
+            .filter_map(|i| EntityKey::parse_sort_key(i.get("sk")?.as_s().ok()?))
             .collect())
     }
 }
