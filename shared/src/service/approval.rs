@@ -1,7 +1,6 @@
 //! approval-check's domain: apply the owner's policy to candidates, e-mail the owner the rest,
 //! and serve the approve/reject links (GET shows, POST decides).
 
-use askama::Template;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::action::{Action, ActionKind, ActionStatus, Decider, Withdrawal};
@@ -14,10 +13,7 @@ use crate::practice::{Mode, Practice};
 use crate::secrets::SecretCache;
 use crate::service::consent;
 use crate::service::report;
-use crate::views::{
-    ActionGroup, ActionView, DigestHtml, DigestText, NoticeHtml, NoticeText, money, page, plural,
-    unavailable,
-};
+use crate::views::{ActionGroup, ActionView, Digest, Notice, money, page, plural, unavailable};
 // The pages' kit, where the functions and the tests have always found it.
 use crate::service::scan::Suppression;
 use crate::token::{self, Claims, Decision, TokenError};
@@ -409,31 +405,7 @@ fn digest(
     let scan_date = scan_date.strftime("%A, %B %-d").to_string();
     let yesterday = yesterday.map(|y| y.line("Yesterday")).unwrap_or_default();
     let waiting = waiting_line(deferred, p.policy.nightly_budget);
-    let html = DigestHtml {
-        subject: &subject,
-        headline: &headline,
-        preheader: &preheader,
-        practice_id: p.id.as_str(),
-        scan_date: scan_date.clone(),
-        expires: expires.clone(),
-        total_display: &total,
-        count: n,
-        groups: &groups,
-        approve_all_url: &approve_all_url,
-        settings_url: &settings_url,
-        list_url: &list_url,
-        settings_minutes: token::SETTINGS_LINK_MINUTES,
-        yesterday: &yesterday,
-        waiting: &waiting,
-        notice: if p.endpoint_retired {
-            TRIGGERS_STOPPED
-        } else {
-            ""
-        },
-    }
-    .render()
-    .unwrap_or_default();
-    let text = DigestText {
+    let digest = Digest {
         headline: &headline,
         practice_id: p.id.as_str(),
         scan_date,
@@ -452,9 +424,8 @@ fn digest(
         } else {
             ""
         },
-    }
-    .render()
-    .unwrap_or_default();
+    };
+    let (html, text) = digest.parts(&subject, &preheader);
     Mail {
         to: p.owner_emails.clone(),
         subject,
@@ -476,26 +447,18 @@ meanwhile are marked failed, not lost: they come back as new gaps on later night
 
 /// A notice to the practice's owners: what happened, and what to do.
 fn notice_mail(p: &Practice, subject: &str, what: &str, todo: &str) -> Mail {
-    let practice_id = p.id.as_str();
+    let notice = Notice {
+        subject,
+        practice_id: p.id.as_str(),
+        what,
+        todo,
+    };
+    let (html, text) = notice.parts();
     Mail {
         to: p.owner_emails.clone(),
         subject: subject.to_owned(),
-        html: NoticeHtml {
-            subject,
-            practice_id,
-            what,
-            todo,
-        }
-        .render()
-        .unwrap_or_default(),
-        text: NoticeText {
-            subject,
-            practice_id,
-            what,
-            todo,
-        }
-        .render()
-        .unwrap_or_default(),
+        html,
+        text,
     }
 }
 

@@ -11,7 +11,6 @@
 //! checks the scan makes on the night itself (consent, a booking ahead, cooldown, the monthly
 //! cap) are made then, so a night's list can shrink; the page says so.
 
-use askama::Template;
 use jiff::ToSpan;
 use jiff::civil::Date;
 
@@ -22,7 +21,8 @@ use crate::rules;
 use crate::service::approval::ApprovalDeps;
 use crate::service::report::money;
 use crate::state::Entity;
-use crate::views::{ActionView, Page, page_css, unavailable};
+use crate::views::list::{List, ListGroup};
+use crate::views::{ActionView, Page, unavailable};
 
 /// Due records the page reads at most (one BatchGetItem per 100): a bound on what one page
 /// view costs. A practice with more due than this (a very large first night) sees the first
@@ -31,32 +31,6 @@ pub const WAITING_READ_MAX: usize = 5_000;
 /// Waiting records shown as rows; the rest are counted per night (a page stays light on a
 /// phone however long the queue).
 pub const WAITING_SHOWN: usize = 250;
-
-/// One heading and its rows.
-#[derive(Debug, Clone)]
-pub struct ListGroup {
-    pub id: String,
-    pub label: String,
-    pub count: usize,
-    pub value_display: String,
-    pub actions: Vec<ActionView>,
-}
-
-#[derive(Template)]
-#[template(path = "list.html")]
-struct ListHtml<'a> {
-    css: &'static str,
-    practice_id: &'a str,
-    summary: &'a str,
-    open: &'a [ListGroup],
-    waiting: &'a [ListGroup],
-    /// "…and 9,725 more over the following 389 nights" (empty when every row is shown).
-    rest: &'a str,
-    /// Said when more were due than the page reads.
-    cut: &'a str,
-    budget: u32,
-    first_night: String,
-}
 
 /// What waits: one record's gap as the next night's scan would propose it.
 struct Waiting {
@@ -265,8 +239,7 @@ pub async fn show(deps: &ApprovalDeps<'_>, practice: &Practice) -> Page {
     // Counts only (no ref, no date).
     tracing::info!(practice_id = %practice.id, pending = open.len(), deferred = waiting_total,
         due_read = records.len().min(WAITING_READ_MAX), "full list shown");
-    let html = ListHtml {
-        css: page_css(),
+    List {
         practice_id: practice.id.as_str(),
         summary: &summary,
         open: &open_groups,
@@ -276,13 +249,7 @@ pub async fn show(deps: &ApprovalDeps<'_>, practice: &Practice) -> Page {
         budget: practice.policy.nightly_budget,
         first_night: night_label(first),
     }
-    .render()
-    .unwrap_or_default();
-    Page {
-        status: 200,
-        html,
-        outcome: "list",
-    }
+    .page()
 }
 
 /// POST of a list link: the list decides nothing.

@@ -15,6 +15,7 @@ use crate::ports::{
     ActionLog, ActionRepo, AuditLog, Mail, Mailer, PortError, PracticeRepo, RefusalLog, StoreError,
     TokenLedger,
 };
+use crate::views::integration::{IntegrationText, RefusalLine};
 
 /// The trigger endpoint as the emitter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -232,15 +233,6 @@ pub async fn retry_failed(
     Ok(Retry::Approved)
 }
 
-#[derive(askama::Template)]
-#[template(path = "integration.txt")]
-struct IntegrationText<'a> {
-    practice_id: &'a str,
-    date: String,
-    refused: u64,
-    rows: &'a [IntegrationRow],
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
     #[error("storage: {0}")]
@@ -293,19 +285,24 @@ pub async fn integration_mail(
         "{}: {} deliveries refused in 24 hours",
         p.id, report.refused
     );
-    let text = askama::Template::render(&IntegrationText {
+    let rows: Vec<RefusalLine> = report
+        .rows
+        .iter()
+        .map(|r| RefusalLine {
+            count: r.count,
+            code: &r.code,
+            rule: &r.rule,
+            path: &r.path,
+            last_seen: r.last_seen.to_string(),
+        })
+        .collect();
+    let (html, text) = IntegrationText {
         practice_id: p.id.as_str(),
         date: date.to_string(),
         refused: report.refused,
-        rows: &report.rows,
-    })
-    .unwrap_or_default();
-    // Plain text for the technical contact: the html part is the same text, preformatted.
-    let html = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title></head><body><pre style=\"font-family:Menlo,Consolas,monospace;font-size:13px\">{}</pre></body></html>",
-        escape(&subject),
-        escape(&text)
-    );
+        rows: &rows,
+    }
+    .parts(&subject);
     mailer
         .send(&Mail {
             to: p.technical_contacts.clone(),
@@ -315,11 +312,4 @@ pub async fn integration_mail(
         })
         .await?;
     Ok(p.technical_contacts.len())
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 
-use askama::Template;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::action::ActionKind;
@@ -22,7 +21,7 @@ use crate::practice::{Mode, Policy, Practice};
 use crate::service::admin::{self, AdminError, AdminStore};
 use crate::service::approval::{ApprovalDeps, ApprovalError};
 use crate::token::{self, Claims, Decision, SETTINGS_LINK_MINUTES};
-use crate::views::settings::{SettingsLinkHtml, SettingsLinkText, View, render};
+use crate::views::settings::{SettingsLink, View, render};
 use crate::views::{Page, page, unavailable};
 // The policy in words, where the CLI and the tests have found it.
 pub use crate::views::settings::{general_words, kind_words, window_words};
@@ -180,23 +179,14 @@ pub async fn send_links(
         format!("Your approval settings link (works for {SETTINGS_LINK_MINUTES} minutes)");
     for owner in &practice.owner_emails {
         let url = settings_link(deps.base_url, &practice, owner, &key, now);
-        let html = SettingsLinkHtml {
+        let (html, text) = SettingsLink {
             subject: &subject,
             practice_id: practice.id.as_str(),
             url: &url,
             expires: &expires,
             minutes: SETTINGS_LINK_MINUTES,
         }
-        .render()
-        .unwrap_or_default();
-        let text = SettingsLinkText {
-            practice_id: practice.id.as_str(),
-            url: &url,
-            expires: &expires,
-            minutes: SETTINGS_LINK_MINUTES,
-        }
-        .render()
-        .unwrap_or_default();
+        .parts();
         deps.mailer
             .send(&Mail {
                 to: vec![owner.clone()],

@@ -5,6 +5,21 @@
 
 use askama::Template;
 
+// A template wrapper reads its content's fields (the templates name them directly).
+macro_rules! reads_through {
+    ($outer:ident, $field:ident, $inner:ident) => {
+        impl<'a> std::ops::Deref for $outer<'a> {
+            type Target = $inner<'a>;
+
+            fn deref(&self) -> &$inner<'a> {
+                self.$field
+            }
+        }
+    };
+}
+
+pub mod integration;
+pub mod list;
 pub mod settings;
 
 use crate::action::{Action, ActionStatus, Withdrawal};
@@ -101,12 +116,9 @@ pub struct ActionGroup {
     pub actions: Vec<ActionView>,
 }
 
-#[derive(Template)]
-#[template(path = "digest.html")]
-pub(crate) struct DigestHtml<'a> {
-    pub(crate) subject: &'a str,
+/// What the digest e-mail says, in HTML and in text.
+pub(crate) struct Digest<'a> {
     pub(crate) headline: &'a str,
-    pub(crate) preheader: &'a str,
     pub(crate) practice_id: &'a str,
     pub(crate) scan_date: String,
     pub(crate) expires: String,
@@ -129,46 +141,67 @@ pub(crate) struct DigestHtml<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "digest.html")]
+struct DigestHtml<'a> {
+    digest: &'a Digest<'a>,
+    subject: &'a str,
+    preheader: &'a str,
+}
+
+#[derive(Template)]
 #[template(path = "digest.txt")]
-pub(crate) struct DigestText<'a> {
-    pub(crate) headline: &'a str,
+struct DigestText<'a> {
+    digest: &'a Digest<'a>,
+}
+
+impl Digest<'_> {
+    /// The e-mail's HTML and text parts; `preheader` is the inbox preview line.
+    pub(crate) fn parts(&self, subject: &str, preheader: &str) -> (String, String) {
+        let html = DigestHtml {
+            digest: self,
+            subject,
+            preheader,
+        }
+        .render()
+        .unwrap_or_default();
+        let text = DigestText { digest: self }.render().unwrap_or_default();
+        (html, text)
+    }
+}
+
+/// A notice to the owners (a stopped endpoint, failing triggers), in HTML and in text.
+pub(crate) struct Notice<'a> {
+    pub(crate) subject: &'a str,
     pub(crate) practice_id: &'a str,
-    pub(crate) scan_date: String,
-    pub(crate) expires: String,
-    pub(crate) total_display: &'a str,
-    pub(crate) count: usize,
-    pub(crate) groups: &'a [ActionGroup],
-    pub(crate) approve_all_url: &'a str,
-    /// The signed link that asks for a settings link by e-mail (never a settings link).
-    pub(crate) settings_url: &'a str,
-    /// The signed link to the full list (everything open, and what waits).
-    pub(crate) list_url: &'a str,
-    /// How long the e-mailed settings link works.
-    pub(crate) settings_minutes: i64,
-    /// "Yesterday: 2 triggers delivered, $900 recovered" (empty when unknown).
-    pub(crate) yesterday: &'a str,
-    /// "312 more due patients wait: …" (empty when nothing waits).
-    pub(crate) waiting: &'a str,
-    pub(crate) notice: &'a str,
+    pub(crate) what: &'a str,
+    pub(crate) todo: &'a str,
 }
 
 #[derive(Template)]
 #[template(path = "notice.html")]
-pub(crate) struct NoticeHtml<'a> {
-    pub(crate) subject: &'a str,
-    pub(crate) practice_id: &'a str,
-    pub(crate) what: &'a str,
-    pub(crate) todo: &'a str,
+struct NoticeHtml<'a> {
+    notice: &'a Notice<'a>,
 }
 
 #[derive(Template)]
 #[template(path = "notice.txt")]
-pub(crate) struct NoticeText<'a> {
-    pub(crate) subject: &'a str,
-    pub(crate) practice_id: &'a str,
-    pub(crate) what: &'a str,
-    pub(crate) todo: &'a str,
+struct NoticeText<'a> {
+    notice: &'a Notice<'a>,
 }
+
+impl Notice<'_> {
+    /// The e-mail's HTML and text parts.
+    pub(crate) fn parts(&self) -> (String, String) {
+        let html = NoticeHtml { notice: self }.render().unwrap_or_default();
+        let text = NoticeText { notice: self }.render().unwrap_or_default();
+        (html, text)
+    }
+}
+
+reads_through!(DigestHtml, digest, Digest);
+reads_through!(DigestText, digest, Digest);
+reads_through!(NoticeHtml, notice, Notice);
+reads_through!(NoticeText, notice, Notice);
 
 /// The page an approval link leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -158,9 +158,8 @@ pub(crate) fn render(practice: &Practice, policy: &Policy, v: View<'_>) -> Page 
     }
 }
 
-#[derive(Template)]
-#[template(path = "settings_link.html")]
-pub(crate) struct SettingsLinkHtml<'a> {
+/// The e-mail that carries one owner's settings link.
+pub(crate) struct SettingsLink<'a> {
     pub(crate) subject: &'a str,
     pub(crate) practice_id: &'a str,
     pub(crate) url: &'a str,
@@ -169,10 +168,25 @@ pub(crate) struct SettingsLinkHtml<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "settings_link.html")]
+struct SettingsLinkHtml<'a> {
+    link: &'a SettingsLink<'a>,
+}
+
+#[derive(Template)]
 #[template(path = "settings_link.txt")]
-pub(crate) struct SettingsLinkText<'a> {
-    pub(crate) practice_id: &'a str,
-    pub(crate) url: &'a str,
-    pub(crate) expires: &'a str,
-    pub(crate) minutes: i64,
+struct SettingsLinkText<'a> {
+    link: &'a SettingsLink<'a>,
+}
+
+reads_through!(SettingsLinkHtml, link, SettingsLink);
+reads_through!(SettingsLinkText, link, SettingsLink);
+
+impl SettingsLink<'_> {
+    /// The e-mail's HTML and text parts.
+    pub(crate) fn parts(&self) -> (String, String) {
+        let html = SettingsLinkHtml { link: self }.render().unwrap_or_default();
+        let text = SettingsLinkText { link: self }.render().unwrap_or_default();
+        (html, text)
+    }
 }
