@@ -190,32 +190,14 @@ pub fn due_index_date(practice: &Practice, entity: &Entity) -> Option<Date> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{OpaqueRef, PracticeId};
+    use crate::ids::OpaqueRef;
     use crate::inbound::Series;
-    use crate::practice::{Policy, SealedSecrets};
+
     use crate::state::Completion;
     use crate::treatment::Treatment;
-    use std::collections::BTreeMap;
 
     pub(crate) fn practice() -> Practice {
-        Practice {
-            id: PracticeId::parse("rules-clinic").unwrap(),
-            time_zone: "America/New_York".into(),
-            owner_emails: vec!["o@x.example".into()],
-            trigger_url: Some("https://pms.example/t".parse().unwrap()),
-            secrets: SealedSecrets::default(),
-            policy: Policy::default(),
-            cycle_days: BTreeMap::new(),
-            avg_ticket: BTreeMap::new(),
-            follow_up_days: BTreeMap::new(),
-            stale_after_days: BTreeMap::new(),
-            win_back_multiple: None,
-            disabled: false,
-            endpoint_retired: false,
-            technical_contacts: Vec::new(),
-            last_scan_date: None,
-            version: 1,
-        }
+        crate::testing::practice("rules-clinic")
     }
 
     fn d(s: &str) -> Date {

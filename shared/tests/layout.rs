@@ -276,7 +276,11 @@ fn services_leave_presentation_to_the_views() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src.join("service"), &mut files);
-    assert!(files.len() >= 10, "the scan found {} service files", files.len());
+    assert!(
+        files.len() >= 10,
+        "the scan found {} service files",
+        files.len()
+    );
     for f in &files {
         let text = code(&std::fs::read_to_string(f).unwrap());
         for marker in ["askama", "Template", "<!DOCTYPE", "<html", "&lt;"] {

@@ -105,7 +105,7 @@ pub async fn attribute(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::HashMap;
     use std::sync::Mutex;
 
     use async_trait::async_trait;
@@ -114,28 +114,11 @@ mod tests {
     use super::*;
     use crate::action::ActionKind;
     use crate::ids::PracticeId;
-    use crate::practice::{Policy, SealedSecrets};
+
     use crate::state::Appointment;
 
     fn practice() -> Practice {
-        Practice {
-            id: PracticeId::parse("attr-clinic").unwrap(),
-            time_zone: "America/New_York".into(),
-            owner_emails: vec![],
-            trigger_url: Some("https://pms.example/t".parse().unwrap()),
-            secrets: SealedSecrets::default(),
-            policy: Policy::default(),
-            cycle_days: BTreeMap::new(),
-            avg_ticket: BTreeMap::new(),
-            follow_up_days: BTreeMap::new(),
-            stale_after_days: BTreeMap::new(),
-            win_back_multiple: None,
-            disabled: false,
-            endpoint_retired: false,
-            technical_contacts: Vec::new(),
-            last_scan_date: None,
-            version: 1,
-        }
+        crate::testing::practice("attr-clinic")
     }
 
     fn r(s: &str) -> OpaqueRef {

@@ -754,7 +754,7 @@ mod tests {
     use super::*;
     use crate::action::{ActionKind, ActionStatus};
     use crate::ids::{ActionId, PracticeId};
-    use crate::practice::{Policy, SealedSecrets};
+
     use crate::state::{
         Appointment, AppointmentStatus, Completion, Consent, EntityKey, Lww, PatientTreatment,
         PatientTreatmentKey,
@@ -974,24 +974,7 @@ mod tests {
     }
 
     fn practice() -> Practice {
-        Practice {
-            id: PracticeId::parse("test-clinic").unwrap(),
-            time_zone: "America/New_York".into(),
-            owner_emails: vec![],
-            trigger_url: Some("https://pms.example.com/t".parse().unwrap()),
-            secrets: SealedSecrets::default(),
-            policy: Policy::default(),
-            cycle_days: BTreeMap::new(),
-            avg_ticket: BTreeMap::new(),
-            follow_up_days: BTreeMap::new(),
-            stale_after_days: BTreeMap::new(),
-            win_back_multiple: None,
-            disabled: false,
-            endpoint_retired: false,
-            technical_contacts: Vec::new(),
-            last_scan_date: None,
-            version: 1,
-        }
+        crate::testing::practice("test-clinic")
     }
 
     fn old() -> OpaqueRef {

@@ -397,28 +397,11 @@ mod tests {
     use super::*;
     use crate::action::Conversion;
     use crate::ids::OpaqueRef;
-    use crate::practice::{Policy, SealedSecrets};
+
     use crate::service::scan::Suppression;
 
     fn practice() -> Practice {
-        Practice {
-            id: PracticeId::parse("report-clinic").unwrap(),
-            time_zone: "America/New_York".into(),
-            owner_emails: vec![],
-            trigger_url: Some("https://pms.example/t".parse().unwrap()),
-            secrets: SealedSecrets::default(),
-            policy: Policy::default(),
-            cycle_days: BTreeMap::new(),
-            avg_ticket: BTreeMap::new(),
-            follow_up_days: BTreeMap::new(),
-            stale_after_days: BTreeMap::new(),
-            win_back_multiple: None,
-            disabled: false,
-            endpoint_retired: false,
-            technical_contacts: Vec::new(),
-            last_scan_date: None,
-            version: 1,
-        }
+        crate::testing::practice("report-clinic")
     }
 
     fn ts(s: &str) -> Timestamp {
