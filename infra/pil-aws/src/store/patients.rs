@@ -10,18 +10,7 @@ impl PatientIndex for DynamoStore {
         practice: &PracticeId,
         patient: &OpaqueRef,
     ) -> Result<Vec<Appointment>, StoreError> {
-        let items = self
-            .query_all(
-                Some(BY_PATIENT),
-                "gsi1pk = :p AND begins_with(gsi1sk, :a)",
-                vec![
-                    (":p", s(patient_key(practice, patient))),
-                    (":a", s("APPT#")),
-                ],
-                None,
-            )
-            .await?;
-        let items = self.fetch_indexed(&items).await?;
+        let items = self.patients_items(practice, patient, "APPT#").await?;
         items
             .iter()
             .map(from_doc::<Entity>)
@@ -38,19 +27,32 @@ impl PatientIndex for DynamoStore {
         practice: &PracticeId,
         patient: &OpaqueRef,
     ) -> Result<Vec<Action>, StoreError> {
-        let items = self
+        let items = self.patients_items(practice, patient, "ACTION#").await?;
+        items.iter().map(action_of).collect()
+    }
+}
+
+impl DynamoStore {
+    /// The patient's items of one type (`APPT#`, `ACTION#`): their keys from ByPatient, then
+    /// the items themselves.
+    async fn patients_items(
+        &self,
+        practice: &PracticeId,
+        patient: &OpaqueRef,
+        sort_prefix: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let keys = self
             .query_all(
                 Some(BY_PATIENT),
                 "gsi1pk = :p AND begins_with(gsi1sk, :a)",
                 vec![
                     (":p", s(patient_key(practice, patient))),
-                    (":a", s("ACTION#")),
+                    (":a", s(sort_prefix)),
                 ],
                 None,
             )
             .await?;
-        let items = self.fetch_indexed(&items).await?;
-        items.iter().map(action_of).collect()
+        self.fetch_indexed(&keys).await
     }
 }
 
