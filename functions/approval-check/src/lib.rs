@@ -38,22 +38,8 @@ impl Deps {
     }
 
     fn approval(&self) -> ApprovalDeps<'_> {
-        let s = &self.adapters.store;
-        ApprovalDeps {
-            practices: s,
-            actions: s,
-            entities: s,
-            due: s,
-            log: s,
-            audit: s,
-            admin: s,
-            tokens: s,
-            bus: &self.bus,
-            mailer: &self.mailer,
-            secrets: &self.adapters.secrets,
-            clock: &self.adapters.clock,
-            base_url: &self.base_url,
-        }
+        self.adapters
+            .approval_deps(&self.bus, &self.mailer, &self.base_url)
     }
 }
 

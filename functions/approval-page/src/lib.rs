@@ -29,23 +29,8 @@ impl Deps {
     }
 
     fn approval(&self) -> ApprovalDeps<'_> {
-        let s = &self.adapters.store;
-        ApprovalDeps {
-            practices: s,
-            actions: s,
-            entities: s,
-            due: s,
-            log: s,
-            audit: s,
-            admin: s,
-            tokens: s,
-            bus: &self.bus,
-            mailer: &NoMailer,
-            secrets: &self.adapters.secrets,
-            clock: &self.adapters.clock,
-            // The pages' forms post back to a relative path: no public URL needed.
-            base_url: "",
-        }
+        // The pages' forms post back to a relative path: no public URL needed.
+        self.adapters.approval_deps(&self.bus, &NoMailer, "")
     }
 }
 

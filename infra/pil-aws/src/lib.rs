@@ -316,6 +316,36 @@ impl Adapters {
     }
 }
 
+#[cfg(feature = "kms")]
+impl Adapters {
+    /// What the owner's side needs (the digest, the pages, the settings links): the store in
+    /// each of its roles, these secrets and this clock, with `bus`, `mailer` and the public
+    /// `base_url` links in e-mails start with.
+    pub fn approval_deps<'a>(
+        &'a self,
+        bus: &'a dyn shared::ports::EventPublisher,
+        mailer: &'a dyn shared::ports::Mailer,
+        base_url: &'a str,
+    ) -> shared::service::approval::ApprovalDeps<'a> {
+        let s = &self.store;
+        shared::service::approval::ApprovalDeps {
+            practices: s,
+            actions: s,
+            entities: s,
+            due: s,
+            log: s,
+            audit: s,
+            admin: s,
+            tokens: s,
+            bus,
+            mailer,
+            secrets: &self.secrets,
+            clock: &self.clock,
+            base_url,
+        }
+    }
+}
+
 /// Structured logs: JSON in Lambda (one object per line, ids and reason codes only), compact
 /// text elsewhere. Level from `RUST_LOG`. A line logged while an SQS message is handled
 /// carries the message's span (`lambda::sqs_batch`) as `"span": {"name": "sqs_message",

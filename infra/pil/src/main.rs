@@ -21,7 +21,7 @@ use shared::ports::{AuditLog, PracticeRepo};
 use shared::practice::{ConfigError, Mode, SecretKind, TriggerUrl};
 use shared::refkey::{RefKey, RefPrefix};
 use shared::service::admin::{self, KindChange, NewPractice};
-use shared::service::approval::{ApprovalDeps, ApprovalError};
+use shared::service::approval::ApprovalError;
 use shared::service::{report, settings};
 use shared::treatment::Treatment;
 
@@ -934,21 +934,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value> {
                 clients.eventbridge.clone(),
                 config.get("EVENT_BUS_NAME").map_err(|e| anyhow!("{e}"))?,
             );
-            let deps = ApprovalDeps {
-                practices: store,
-                actions: store,
-                entities: store,
-                due: store,
-                log: store,
-                tokens: store,
-                audit: store,
-                admin: store,
-                bus: &bus,
-                mailer: &mailer,
-                secrets: &adapters.secrets,
-                clock: &adapters.clock,
-                base_url,
-            };
+            let deps = adapters.approval_deps(&bus, &mailer, base_url);
             let sent = settings::send_links(&deps, &pid, "admin")
                 .await
                 .map_err(|e| match e {
