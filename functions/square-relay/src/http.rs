@@ -92,10 +92,11 @@ async fn square(
                     );
                     "sent"
                 }
-                WebhookOutcome::Skipped(why) => {
+                WebhookOutcome::Skipped { why, services } => {
                     tracing::info!(
                         route = "square_webhook",
                         reason = why.as_str(),
+                        services = ?services,
                         "booking_skipped"
                     );
                     relay.metrics.emit(

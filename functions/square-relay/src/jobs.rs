@@ -79,7 +79,13 @@ pub struct JobReport {
     pub completions_sent: u64,
     pub memberships_ended: u64,
     pub memberships_kept: u64,
+    /// Service variation ids the backfill met that the service map lacks (at most
+    /// [`UNMAPPED_LISTED`]): what to add to `ServiceMap`, or leave out on purpose.
+    pub unmapped_services: std::collections::BTreeSet<String>,
 }
+
+/// Unmapped service variation ids a run lists, at most.
+pub const UNMAPPED_LISTED: usize = 20;
 
 impl JobReport {
     /// The run's counts as metric values.
@@ -171,9 +177,16 @@ pub async fn backfill(
             .map(|booking| map_booking(booking, at, &relay.rules, &relay.refs))
             .collect();
         let mut skipped = 0;
-        for why in mapped.iter().filter_map(|m| m.skipped) {
-            skipped += 1;
-            tracing::debug!(reason = why.as_str(), "booking_skipped");
+        for m in &mapped {
+            if let Some(why) = m.skipped {
+                skipped += 1;
+                tracing::debug!(reason = why.as_str(), "booking_skipped");
+            }
+            for id in &m.unmapped {
+                if report.unmapped_services.len() < UNMAPPED_LISTED {
+                    report.unmapped_services.insert(id.clone());
+                }
+            }
         }
         let events = deliver(relay, mapped).await? as u64;
         b.pages += 1;

@@ -160,6 +160,9 @@ pub struct Mapped {
     /// The patient ref and its customer id, for the ref ↔ customer map (triggers).
     pub patient: Option<(OpaqueRef, String)>,
     pub skipped: Option<Skip>,
+    /// For `unmapped_service`: the booking's service variation ids, none in the service map
+    /// (catalog ids, for the practice to map or leave out on purpose).
+    pub unmapped: Vec<String>,
 }
 
 impl Mapped {
@@ -168,6 +171,7 @@ impl Mapped {
             events: Vec::new(),
             patient: None,
             skipped: Some(why),
+            unmapped: Vec::new(),
         }
     }
 }
@@ -218,7 +222,17 @@ pub fn map_booking(b: &Booking, now: Timestamp, rules: &Rules, refs: &Refs) -> M
         }
     }
     let Some(&first) = treatments.first() else {
-        return Mapped::skip(Skip::UnmappedService);
+        let mut unmapped: Vec<String> = b
+            .appointment_segments
+            .iter()
+            .filter_map(|s| s.service_variation_id.clone())
+            .collect();
+        unmapped.sort();
+        unmapped.dedup();
+        return Mapped {
+            unmapped,
+            ..Mapped::skip(Skip::UnmappedService)
+        };
     };
     let duration = b.total_minutes();
     if !(DURATION_MIN..=DURATION_MAX).contains(&duration) {
@@ -293,6 +307,7 @@ pub fn map_booking(b: &Booking, now: Timestamp, rules: &Rules, refs: &Refs) -> M
         events,
         patient: Some((patient, customer_id.to_owned())),
         skipped: None,
+        unmapped: Vec::new(),
     }
 }
 
@@ -446,10 +461,12 @@ mod tests {
         let m = map_booking(&b, ts("2026-11-03T00:00:00Z"), &rules(), &refs());
         assert_eq!(m.skipped, Some(Skip::UnmappedService));
         assert!(m.events.is_empty());
+        assert_eq!(m.unmapped, ["VAR_UNKNOWN"], "named for the practice to map");
         // One mapped service among unmapped ones is enough; its treatment is used.
         let b = booking("ACCEPTED", "2026-11-20T15:00:00Z", &["VAR_UNKNOWN", FILLER]);
         let m = map_booking(&b, ts("2026-11-03T00:00:00Z"), &rules(), &refs());
         assert_eq!(m.events[0]["data"]["treatment"], "dermal_filler");
+        assert!(m.unmapped.is_empty());
     }
 
     #[test]

@@ -86,8 +86,9 @@ impl Relay {
 pub enum WebhookOutcome {
     /// The booking's events were taken by the layer.
     Sent { events: usize },
-    /// The booking sent nothing (counted by reason).
-    Skipped(Skip),
+    /// The booking sent nothing (counted by reason); for `unmapped_service`, its service
+    /// variation ids.
+    Skipped { why: Skip, services: Vec<String> },
     /// A customer deleted in Square: `patient.erased` sent, the ref forgotten.
     Erased,
     /// A notification type the relay does not act on.
@@ -136,8 +137,11 @@ impl Relay {
                     return Ok(WebhookOutcome::Ignored);
                 }
                 let mapped = map_booking(&booking, now, &self.rules, &self.refs);
-                if let Some(skip) = mapped.skipped {
-                    return Ok(WebhookOutcome::Skipped(skip));
+                if let Some(why) = mapped.skipped {
+                    return Ok(WebhookOutcome::Skipped {
+                        why,
+                        services: mapped.unmapped,
+                    });
                 }
                 // The ref ↔ customer pair first: a trigger may follow the events at once.
                 self.remember(

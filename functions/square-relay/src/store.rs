@@ -322,6 +322,10 @@ pub const LOG_FIELDS: &[(&str, &str)] = &[
         "A jobs run's counts (pages, bookings, events, skipped, completions, memberships).",
     ),
     ("route", "`square_webhook` or `trigger`."),
+    (
+        "services",
+        "Square service variation ids (catalog ids, no customer data) a skipped booking had and the service map lacks.",
+    ),
     ("rule", "The rule a refusal names."),
     ("skipped", "Count: bookings a backfill skipped."),
     ("square_status", "The HTTP status Square answered."),

@@ -123,6 +123,15 @@ async fn square_part(
         "the backfill read all three bookings and skipped the unmapped consultation",
     );
     story.check(limited == 1, "the 429 was retried, not lost");
+    story.say(format!(
+        "   The run's report lists the service variations the service map lacks, to map or \
+         leave out: {:?}.",
+        report.unmapped_services
+    ));
+    story.check(
+        report.unmapped_services.iter().eq([&sq.consult]),
+        "the unmapped service is named (the Consultation's variation id), for the ServiceMap",
+    );
 
     // b. A booking made in Square → booking.created → the relay → the layer.
     let start = now + days(9);
