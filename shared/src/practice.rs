@@ -439,6 +439,35 @@ impl From<TriggerUrlError> for ConfigError {
 }
 
 impl Practice {
+    /// A new practice as onboarding makes it: the default policy and settings, enabled, no
+    /// technical contact, never scanned, version 1.
+    pub fn new(
+        id: PracticeId,
+        time_zone: String,
+        owner_emails: Vec<String>,
+        trigger_url: TriggerUrl,
+        secrets: SealedSecrets,
+    ) -> Self {
+        Self {
+            id,
+            time_zone,
+            owner_emails,
+            trigger_url: Some(trigger_url),
+            secrets,
+            policy: Policy::default(),
+            cycle_days: BTreeMap::new(),
+            avg_ticket: BTreeMap::new(),
+            follow_up_days: BTreeMap::new(),
+            stale_after_days: BTreeMap::new(),
+            win_back_multiple: None,
+            disabled: false,
+            endpoint_retired: false,
+            technical_contacts: Vec::new(),
+            last_scan_date: None,
+            version: 1,
+        }
+    }
+
     pub fn tz(&self) -> TimeZone {
         TimeZone::get(&self.time_zone).unwrap_or(TimeZone::UTC)
     }

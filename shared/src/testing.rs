@@ -1226,24 +1226,13 @@ impl World {
 /// A practice for unit tests: New York, the default policy and settings, one owner, a trigger
 /// URL, no sealed secrets.
 pub fn practice(id: &str) -> Practice {
-    Practice {
-        id: PracticeId::parse(id).expect("a valid practice id"),
-        time_zone: "America/New_York".into(),
-        owner_emails: vec!["o@x.example".into()],
-        trigger_url: Some("https://pms.example/t".parse().expect("a valid URL")),
-        secrets: crate::practice::SealedSecrets::default(),
-        policy: crate::practice::Policy::default(),
-        cycle_days: BTreeMap::new(),
-        avg_ticket: BTreeMap::new(),
-        follow_up_days: BTreeMap::new(),
-        stale_after_days: BTreeMap::new(),
-        win_back_multiple: None,
-        disabled: false,
-        endpoint_retired: false,
-        technical_contacts: Vec::new(),
-        last_scan_date: None,
-        version: 1,
-    }
+    Practice::new(
+        PracticeId::parse(id).expect("a valid practice id"),
+        "America/New_York".into(),
+        vec!["o@x.example".into()],
+        "https://pms.example/t".parse().expect("a valid URL"),
+        crate::practice::SealedSecrets::default(),
+    )
 }
 
 /// A proposed neurotoxin rebook nudge (value 450; gap opened 2026-10-30, evidence

@@ -103,24 +103,13 @@ pub async fn create_practice(
         )
         .await?,
     );
-    let p = Practice {
-        id: input.id.clone(),
-        time_zone: input.time_zone.clone(),
-        owner_emails: input.owner_emails,
-        trigger_url: Some(input.trigger_url),
-        secrets: sealed,
-        policy: Policy::default(),
-        cycle_days: BTreeMap::new(),
-        avg_ticket: BTreeMap::new(),
-        follow_up_days: BTreeMap::new(),
-        stale_after_days: BTreeMap::new(),
-        win_back_multiple: None,
-        disabled: false,
-        endpoint_retired: false,
-        technical_contacts: Vec::new(),
-        last_scan_date: None,
-        version: 1,
-    };
+    let p = Practice::new(
+        input.id.clone(),
+        input.time_zone.clone(),
+        input.owner_emails,
+        input.trigger_url,
+        sealed,
+    );
     match repo.put_practice(&p, None).await {
         Ok(()) => {}
         Err(StoreError::Conflict) => return Err(AdminError::Exists(input.id)),

@@ -975,27 +975,12 @@ pub async fn mark_scanned(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::practice::{Policy, SealedSecrets};
-    use std::collections::BTreeMap;
 
     fn practice(tz: &str, last: Option<&str>) -> Practice {
         Practice {
-            id: PracticeId::parse("tz-clinic").unwrap(),
             time_zone: tz.into(),
-            owner_emails: vec!["o@x.example".into()],
-            trigger_url: Some("https://pms.example/t".parse().unwrap()),
-            secrets: SealedSecrets::default(),
-            policy: Policy::default(),
-            cycle_days: BTreeMap::new(),
-            avg_ticket: BTreeMap::new(),
-            follow_up_days: BTreeMap::new(),
-            stale_after_days: BTreeMap::new(),
-            win_back_multiple: None,
-            disabled: false,
-            endpoint_retired: false,
-            technical_contacts: Vec::new(),
             last_scan_date: last.map(|d| d.parse().unwrap()),
-            version: 1,
+            ..crate::testing::practice("tz-clinic")
         }
     }
 
