@@ -41,11 +41,7 @@ async fn fails_against_503s(
         .pms
         .script((0..answers).map(|_| Scripted::status(503)));
     let id = auto_action(&ts).await;
-    eventually(WAIT, || async {
-        (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(())
-    })
-    .await
-    .expect("failed");
+    failed(&ts, &id, "failed").await;
     let action = ts
         .store()
         .get_action(&ts.practice, &id)
@@ -60,6 +56,15 @@ async fn fails_against_503s(
         .filter(|r| r.webhook_id == id.trigger_id())
         .count();
     (ts, action, attempts)
+}
+
+/// Waits until the action has failed.
+async fn failed(ts: &TestStack, id: &ActionId, what: &str) {
+    eventually(WAIT, || async {
+        (status(ts, id).await == Some(ActionStatus::Failed)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what}"));
 }
 
 async fn status(ts: &TestStack, id: &ActionId) -> Option<ActionStatus> {
@@ -137,11 +142,7 @@ async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
     let ts = TestStack::start().await.unwrap();
     ts.stack.pms.script([Scripted::status(400)]);
     let id = auto_action(&ts).await;
-    eventually(WAIT, || async {
-        (status(&ts, &id).await == Some(ActionStatus::Failed)).then_some(())
-    })
-    .await
-    .expect("failed");
+    failed(&ts, &id, "failed").await;
     let dlq = ts.stack.resource("TriggersDLQ").unwrap().to_owned();
     let dead = eventually(WAIT, || async {
         let r = ts
@@ -174,22 +175,8 @@ async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
     .await;
     assert_eq!(told, Some(1), "the owners are told");
     ts.stack.pms.script([Scripted::status(422)]);
-    let p = new_ref("p");
-    ts.send("msg_second_4xx", &completed(&p, "neurotoxin", 101))
-        .await;
-    let report = ts
-        .stack
-        .scan_deps()
-        .unwrap()
-        .scan(&ts.practice, ts.today())
-        .await
-        .unwrap();
-    let second = report.created[0].clone();
-    eventually(WAIT, || async {
-        (status(&ts, &second).await == Some(ActionStatus::Failed)).then_some(())
-    })
-    .await
-    .expect("the second fails too");
+    let second = auto_action(&ts).await;
+    failed(&ts, &second, "the second fails too").await;
     ts.wait_handled("CandidatesQueue", "triggers.failing", 2)
         .await;
     let n = ts
@@ -201,21 +188,8 @@ async fn permanent_4xx_dead_letters_and_410_retires_the_endpoint() {
     assert_eq!(n, 1, "one notice a day");
 
     ts.stack.pms.script([Scripted::status(410)]);
-    let p = new_ref("p");
-    ts.send("msg_410", &completed(&p, "neurotoxin", 100)).await;
-    let report = ts
-        .stack
-        .scan_deps()
-        .unwrap()
-        .scan(&ts.practice, ts.today())
-        .await
-        .unwrap();
-    let id2 = report.created[0].clone();
-    eventually(WAIT, || async {
-        (status(&ts, &id2).await == Some(ActionStatus::Failed)).then_some(())
-    })
-    .await
-    .expect("failed on 410");
+    let id2 = auto_action(&ts).await;
+    failed(&ts, &id2, "failed on 410").await;
     let practice = ts
         .store()
         .get_practice(&ts.practice)
