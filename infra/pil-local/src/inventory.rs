@@ -1902,6 +1902,10 @@ pub const LOG_FIELDS: &[(&str, &str)] = &[
     ("mailed", "Whether a digest was mailed."),
     ("message_id", "SQS message id."),
     ("method", "HTTP method of an approval page request."),
+    (
+        "notice",
+        "The owners' notice that could not be queued (`trigger_endpoint.retired`, `triggers.failing`).",
+    ),
     ("offers", "Count."),
     ("outcome", "Outcome code (`delivered`, `retry`, ...)."),
     ("pending", "Count."),

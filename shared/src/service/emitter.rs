@@ -167,11 +167,22 @@ pub async fn emit(
             date,
             reason: failure_code(reason).to_owned(),
         };
-        if let Err(e) = deps.notices.notice(&notice).await {
-            tracing::error!(practice_id = %practice_id, error = %e, alert = "owner_notice_failed", "owners not told that a trigger failed");
-        }
+        tell_owners(deps, practice_id, &notice).await;
     }
     Ok(out)
+}
+
+/// Queues a notice for the practice's owners (approval-check e-mails it). A notice that
+/// cannot be queued is an alert; the trigger's own outcome stands.
+async fn tell_owners(
+    deps: &EmitterDeps<'_>,
+    practice_id: &PracticeId,
+    notice: &crate::ports::DomainEvent,
+) {
+    if let Err(e) = deps.notices.notice(notice).await {
+        tracing::error!(practice_id = %practice_id, error = %e, notice = notice.detail_type(),
+            alert = "owner_notice_failed", "owners not told");
+    }
 }
 
 /// A dead letter's reason as a bounded code: `http_400`…`http_499`, or one of the named ones.
@@ -322,15 +333,12 @@ async fn emit_once(
                 .is_ok();
             fail(deps, &leased, "endpoint_gone_410").await?;
             tracing::error!(practice_id = %practice.id, action_id = %leased.id, alert = "trigger_endpoint_retired", "PMS answered 410: endpoint retired, triggers stopped");
-            if retired
-                && let Err(e) = deps
-                    .notices
-                    .notice(&crate::ports::DomainEvent::EndpointRetired {
-                        practice_id: practice.id.clone(),
-                    })
-                    .await
-            {
-                tracing::error!(practice_id = %practice.id, error = %e, alert = "owner_notice_failed", "owners not told that triggers stopped; the digest says it");
+            // If this notice is lost, the digest still says triggers stopped.
+            if retired {
+                let notice = crate::ports::DomainEvent::EndpointRetired {
+                    practice_id: practice.id.clone(),
+                };
+                tell_owners(deps, &practice.id, &notice).await;
             }
             Ok(EmitOutcome::DeadLetter("endpoint_gone_410".into()))
         }
