@@ -1179,6 +1179,7 @@ impl World {
         EmitterDeps {
             practices: &self.store,
             entities: &self.store,
+            slots: &self.store,
             actions: &self.store,
             transport: &self.transport,
             audit: &self.store,

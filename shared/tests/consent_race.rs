@@ -98,6 +98,7 @@ fn deps<'a>(world: &'a World, entities: &'a dyn EntityRepo) -> EmitterDeps<'a> {
     EmitterDeps {
         practices: &world.store,
         entities,
+        slots: &world.store,
         actions: &world.store,
         transport: &world.transport,
         audit: &world.store,

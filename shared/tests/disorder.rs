@@ -1559,3 +1559,50 @@ fn a_booking_that_arrives_before_its_slot_still_takes_it() {
         "slot fill depends on arrival order: the slot stays open"
     );
 }
+
+/// A reschedule onto an open slot that arrives before the appointment's booking (which names
+/// the provider) fills the slot once the booking arrives: the receiver reads where the merged
+/// record holds, not only where the booking itself said.
+#[test]
+fn a_reschedule_onto_a_slot_before_its_booking_fills_the_slot() {
+    let (world, secret) = onboarded(now(), &default_policy());
+    let starts_at = ts("2026-12-10T15:00:00Z");
+    let opened = Ev::SlotOpened {
+        slot: 0,
+        provider: 0,
+        starts_at,
+        duration_min: 30,
+        treatments: vec![Treatment::Neurotoxin],
+        at: ts("2026-11-15T15:00:00Z"),
+    }
+    .json();
+    let moved = Ev::Rescheduled {
+        appt: 0,
+        starts_at,
+        duration_min: 30,
+        at: ts("2026-11-17T15:00:00Z"),
+    }
+    .json();
+    let booked = Ev::Booked {
+        appt: 0,
+        patient: 0,
+        treatment: Treatment::Neurotoxin,
+        provider: 0,
+        starts_at: ts("2026-12-08T15:00:00Z"),
+        duration_min: 30,
+        at: ts("2026-11-16T15:00:00Z"),
+    }
+    .json();
+    let filled = |world: &World| {
+        world
+            .bus
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e, DomainEvent::SlotFilled { .. }))
+            .count()
+    };
+    deliver_each(&world, &secret, &[opened, moved]);
+    assert_eq!(filled(&world), 0, "the reschedule names no provider");
+    deliver_each(&world, &secret, &[booked]);
+    assert_eq!(filled(&world), 1, "the booking completes where it holds");
+}

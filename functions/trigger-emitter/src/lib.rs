@@ -57,6 +57,7 @@ impl Deps {
         EmitterDeps {
             practices: s,
             entities: s,
+            slots: s,
             actions: s,
             transport: &self.transport,
             audit: s,

@@ -22,6 +22,8 @@ pub struct EmitterDeps<'a> {
     pub practices: &'a dyn PracticeRepo,
     /// Slot offers: the slot is checked again before the trigger goes out.
     pub entities: &'a dyn EntityRepo,
+    /// ... and whether a booking holds it (one that arrived too early to mark it).
+    pub slots: &'a dyn crate::ports::SlotIndex,
     pub actions: &'a dyn ActionRepo,
     pub transport: &'a dyn TriggerTransport,
     /// Deliveries, failures and withdrawals are appended to the audit chain.
@@ -253,7 +255,16 @@ async fn emit_once(
             .entities
             .get_entity(practice_id, &EntityKey::Slot(slot.slot_ref.clone()))
             .await?;
-        if matches!(stored.map(|s| s.value), Some(Entity::Slot(s)) if s.filled) {
+        let taken = match stored.map(|s| s.value) {
+            Some(Entity::Slot(s)) => {
+                s.filled
+                    || crate::service::slots::holder(deps.entities, deps.slots, practice_id, &s)
+                        .await?
+                        .is_some()
+            }
+            _ => false,
+        };
+        if taken {
             if crate::service::slots::withdraw(deps.actions, practice_id, &action.id).await? {
                 audit(
                     deps,

@@ -479,6 +479,11 @@ pub async fn erase(
     for a in &appointments {
         leave_tombstone(deps, practice, |k| k.appointment(a), Fate::Erased).await?;
     }
+    // Before the appointments go: a retry after a failure here still finds them.
+    let mut deleted = 0;
+    for a in &appointments {
+        deleted += erase_reopened_slot(deps, practice, a).await?;
+    }
     let gone: Vec<bool> = stream::iter(
         records
             .into_iter()
@@ -487,10 +492,7 @@ pub async fn erase(
     .buffer_unordered(CONCURRENCY)
     .try_collect()
     .await?;
-    let mut deleted = gone.into_iter().filter(|g| *g).count();
-    for a in &appointments {
-        deleted += erase_reopened_slot(deps, practice, a).await?;
-    }
+    deleted += gone.into_iter().filter(|g| *g).count();
     // Refs rotated to this one earlier are erased too (and stop naming it).
     repoint_tombstones(deps, practice, patient, &Fate::Erased).await?;
     tracing::info!(practice_id = %practice.id, event_type = "patient.erased", records = found,

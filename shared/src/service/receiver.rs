@@ -389,50 +389,42 @@ pub async fn apply(
         };
     }
     // A booking (or a reschedule) onto a slot already reported open fills it: `slot.filled`
-    // names the booking, and slot fill checks that it still holds the slot. A slot reported
-    // after its booking is found taken by slot fill itself.
+    // names the appointment, and slot fill checks that it still holds the slot. Where it
+    // holds is read from the merged record (a reschedule names no provider, and either may
+    // have arrived first). A slot reported after its booking is found taken by slot fill.
     for ev in events {
-        let (appt, provider, starts_at) = match &ev.data {
-            EventData::AppointmentBooked {
-                appointment_ref,
-                provider_ref,
-                starts_at,
-                ..
-            } => (appointment_ref, provider_ref.clone(), *starts_at),
-            // Moved onto a slot: where the merged record holds now.
-            EventData::AppointmentRescheduled {
-                appointment_ref, ..
-            } => {
-                let stored = deps
-                    .entities
-                    .get_entity(
-                        &practice.id,
-                        &EntityKey::Appointment(appointment_ref.clone()),
-                    )
-                    .await?;
-                let Some(Entity::Appointment(a)) = stored.map(|s| s.value) else {
-                    continue;
-                };
-                let Some((provider, at)) = a.holds() else {
-                    continue;
-                };
-                (appointment_ref, provider.clone(), at)
-            }
-            _ => continue,
+        let (EventData::AppointmentBooked {
+            appointment_ref, ..
+        }
+        | EventData::AppointmentRescheduled {
+            appointment_ref, ..
+        }) = &ev.data
+        else {
+            continue;
+        };
+        let stored = deps
+            .entities
+            .get_entity(
+                &practice.id,
+                &EntityKey::Appointment(appointment_ref.clone()),
+            )
+            .await?;
+        let Some(Entity::Appointment(a)) = stored.map(|s| s.value) else {
+            continue;
+        };
+        let Some((provider, starts_at)) = a.holds() else {
+            continue;
         };
         for slot_ref in deps
             .slots
-            .slots_at(&practice.id, &provider, starts_at)
+            .slots_at(&practice.id, provider, starts_at)
             .await?
         {
-            // A slot reopened by this very appointment is not filled by its own booking.
-            if slot_ref != *appt {
-                publish.push(DomainEvent::SlotFilled {
-                    practice_id: practice.id.clone(),
-                    slot_ref,
-                    appointment_ref: Some(appt.clone()),
-                });
-            }
+            publish.push(DomainEvent::SlotFilled {
+                practice_id: practice.id.clone(),
+                slot_ref,
+                appointment_ref: Some(appointment_ref.clone()),
+            });
         }
     }
     if !publish.is_empty() {

@@ -112,25 +112,25 @@ pub async fn fill(
     if slot.filled {
         return Ok(SlotReport::outcome("filled"));
     }
-    if let Some(offers) = &slot.offers {
-        // A redelivery, or a run that stopped before handing over: hand over what is left.
-        let mut report = SlotReport::outcome("already_offered");
-        report.offers = offers.clone();
-        report.handed_over = hand_over(deps, &practice, offers).await?;
-        return Ok(report);
-    }
     // A booking that arrived before the slot was reported open (or before the cancellation
-    // that reopened it) has taken it already.
-    if holder(deps.entities, deps.slots, &practice.id, &slot)
-        .await?
-        .is_some()
-    {
+    // that reopened it), or since the offers were made, has taken it: nothing more goes out.
+    if let Some(by) = holder(deps.entities, deps.slots, &practice.id, &slot).await? {
+        if slot.offers.is_some() {
+            return filled(deps, practice_id, slot_ref, Some(&by)).await;
+        }
         let mut taken = slot.clone();
         taken.filled = true;
         deps.entities
             .put_entity(&practice.id, &Entity::Slot(taken), version, None)
             .await?;
         return Ok(SlotReport::outcome("filled"));
+    }
+    if let Some(offers) = &slot.offers {
+        // A redelivery, or a run that stopped before handing over: hand over what is left.
+        let mut report = SlotReport::outcome("already_offered");
+        report.offers = offers.clone();
+        report.handed_over = hand_over(deps, &practice, offers).await?;
+        return Ok(report);
     }
     if practice.policy.for_kind(ActionKind::SlotOffer).mode == Mode::Off {
         return Ok(SlotReport::outcome("kind_off"));
@@ -257,8 +257,8 @@ pub async fn filled(
 }
 
 /// The booking that holds the slot's provider and start
-/// ([`crate::state::Appointment::holds`]), other than
-/// the appointment that reopened it. Reads what the index names consistently: the index is
+/// ([`crate::state::Appointment::holds`]; the appointment that reopened the slot too, if it
+/// was booked there again). Reads what the index names consistently: the index is
 /// eventually consistent, and a cancelled or moved appointment stays in it.
 pub async fn holder(
     entities: &dyn EntityRepo,
@@ -270,7 +270,7 @@ pub async fn holder(
         .appointments_at(practice_id, &slot.provider_ref, slot.starts_at)
         .await?
     {
-        if appt != slot.slot_ref && holds(entities, practice_id, &appt, slot).await? {
+        if holds(entities, practice_id, &appt, slot).await? {
             return Ok(Some(appt));
         }
     }

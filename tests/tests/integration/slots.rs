@@ -467,3 +467,71 @@ async fn erasing_the_patient_of_a_reopened_slot_erases_the_slot_from_its_offers(
     assert!(!dump.contains(&other), "the erased ref is kept");
     ts.stop().await;
 }
+
+/// A booking slot fill and the receiver could not match to the slot (stored while the slot's
+/// record was being written, so no `slot.filled` followed): the emitter finds it through the
+/// ByStart index before an approved offer goes out, and withdraws the offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_offer_of_a_slot_a_booking_holds_is_not_sent() {
+    use shared::state::{Appointment, AppointmentStatus, Lww, PatientTreatmentKey, SlotTime};
+    use shared::treatment::Treatment;
+
+    let ts = TestStack::start().await.unwrap();
+    let p = due_patients(&ts).await;
+    // Default policy: the owner approves slot offers (an e-mail with links).
+    let (_, provider, starts_at, _) = offered_slot(&ts, &p, 27).await;
+    let mail = eventually(WAIT, || async {
+        ts.emails()
+            .await
+            .into_iter()
+            .find(|m| m.subject.starts_with("3 actions"))
+    })
+    .await
+    .expect("the owner's e-mail for the slot offers");
+
+    // The booking, stored as the receiver stores one, with nothing published.
+    let at = Timestamp::now();
+    let mut a = Appointment::new(OpaqueRef::parse(&new_ref("appt")).unwrap());
+    a.patient = Some(Lww::new(
+        PatientTreatmentKey {
+            patient_ref: OpaqueRef::parse(&new_ref("p")).unwrap(),
+            treatment: Treatment::Neurotoxin,
+        },
+        at,
+    ));
+    a.status = Some(Lww::new(AppointmentStatus::Booked, at));
+    a.slot_start = Some(Lww::new(
+        Some(SlotTime {
+            starts_at,
+            duration_min: 30,
+        }),
+        at,
+    ));
+    a.provider_ref = Some(Lww::new(OpaqueRef::parse(&provider).unwrap(), at));
+    ts.store()
+        .put_entity(&ts.practice, &Entity::Appointment(a), None, None)
+        .await
+        .unwrap();
+
+    // The owner approves the first link's offers.
+    let approve = mail.links()[0].clone();
+    let r = reqwest::Client::new().post(&approve).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    eventually(WAIT, || async {
+        let o = offers(&ts, &p).await;
+        o.iter()
+            .any(|(_, a)| a.status == ActionStatus::Withdrawn)
+            .then_some(())
+    })
+    .await
+    .expect("the approved offer withdrawn by the emitter");
+    assert!(
+        ts.stack
+            .pms
+            .received()
+            .iter()
+            .all(|r| r.body["type"] != "action.slot_offer"),
+        "no offer goes out for a slot a booking holds"
+    );
+    ts.stop().await;
+}
