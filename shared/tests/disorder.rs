@@ -1015,16 +1015,7 @@ fn ts(s: &str) -> Timestamp {
 #[test]
 fn a_redelivered_booking_reported_after_its_start_writes_nothing() {
     let (world, secret) = onboarded(now(), &default_policy());
-    let booked = Ev::Booked {
-        appt: 0,
-        patient: 0,
-        treatment: Treatment::Neurotoxin,
-        provider: 0,
-        starts_at: ts("2026-11-06T18:00:00Z"),
-        duration_min: 30,
-        at: ts("2026-11-08T12:00:00Z"),
-    }
-    .json();
+    let booked = booked_with_provider(ts("2026-11-06T18:00:00Z"), ts("2026-11-08T12:00:00Z"));
     assert_eq!(
         deliver_each(&world, &secret, &[booked.clone(), booked]),
         vec![1, 0]
@@ -1039,16 +1030,7 @@ fn a_redelivered_booking_reported_after_its_start_writes_nothing() {
 /// order.
 #[test]
 fn a_stale_no_show_and_a_later_reschedule_commute() {
-    let booked = Ev::Booked {
-        appt: 0,
-        patient: 0,
-        treatment: Treatment::Neurotoxin,
-        provider: 0,
-        starts_at: ts("2026-11-04T15:00:00Z"),
-        duration_min: 30,
-        at: ts("2026-11-01T15:00:00Z"),
-    }
-    .json();
+    let booked = booked_with_provider(ts("2026-11-04T15:00:00Z"), ts("2026-11-01T15:00:00Z"));
     // Missed on the 4th (reported on the 5th), then moved to December on the 10th.
     let resched = Ev::Rescheduled {
         appt: 0,
@@ -1097,16 +1079,7 @@ fn a_stale_no_show_and_a_later_reschedule_commute() {
 /// fill then offers a slot the appointment no longer holds.
 #[test]
 fn a_late_older_booking_does_not_bring_back_a_forgotten_minute() {
-    let booked = Ev::Booked {
-        appt: 0,
-        patient: 0,
-        treatment: Treatment::Neurotoxin,
-        provider: 0,
-        starts_at: ts("2027-01-10T15:00:00Z"),
-        duration_min: 30,
-        at: ts("2026-10-20T15:00:00Z"),
-    }
-    .json();
+    let booked = booked_with_provider(ts("2027-01-10T15:00:00Z"), ts("2026-10-20T15:00:00Z"));
     let resched = Ev::Rescheduled {
         appt: 0,
         starts_at: ts("2026-11-05T15:00:00Z"),
@@ -1313,16 +1286,7 @@ proptest! {
 #[test]
 fn a_redelivered_booking_after_slot_fill_writes_nothing() {
     let (world, secret) = onboarded(now(), &default_policy());
-    let booked = Ev::Booked {
-        appt: 0,
-        patient: 0,
-        treatment: Treatment::Neurotoxin,
-        provider: 0,
-        starts_at: ts("2026-12-10T15:00:00Z"),
-        duration_min: 30,
-        at: ts("2026-11-01T15:00:00Z"),
-    }
-    .json();
+    let booked = booked_with_provider(ts("2026-12-10T15:00:00Z"), ts("2026-11-01T15:00:00Z"));
     let cancel = Ev::Cancelled {
         appt: 0,
         reopens_slot: true,
@@ -1515,29 +1479,12 @@ fn the_histories_reach_every_kind_of_disorder() {
 
 /// A booking takes an open slot (same provider, same start), whichever of the two arrives
 /// first: after the slot, the receiver publishes `slot.filled` for the booking; before it,
-/// for the slot, and slot fill finds the booking too.
+/// slot fill finds the booking.
 #[test]
 fn a_booking_that_arrives_before_its_slot_still_takes_it() {
     let starts_at = ts("2026-12-10T15:00:00Z");
-    let opened = Ev::SlotOpened {
-        slot: 0,
-        provider: 0,
-        starts_at,
-        duration_min: 30,
-        treatments: vec![Treatment::Neurotoxin],
-        at: ts("2026-11-15T15:00:00Z"),
-    }
-    .json();
-    let booked = Ev::Booked {
-        appt: 0,
-        patient: 0,
-        treatment: Treatment::Neurotoxin,
-        provider: 0,
-        starts_at,
-        duration_min: 30,
-        at: ts("2026-11-16T15:00:00Z"),
-    }
-    .json();
+    let opened = slot_opened(starts_at);
+    let booked = booked_with_provider(starts_at, ts("2026-11-16T15:00:00Z"));
     // Whether the slot ends taken once slot fill and its withdrawal have run.
     let run = |bodies: &[Value]| {
         let (world, secret) = onboarded(now(), &default_policy());
@@ -1567,15 +1514,7 @@ fn a_booking_that_arrives_before_its_slot_still_takes_it() {
 fn a_reschedule_onto_a_slot_before_its_booking_fills_the_slot() {
     let (world, secret) = onboarded(now(), &default_policy());
     let starts_at = ts("2026-12-10T15:00:00Z");
-    let opened = Ev::SlotOpened {
-        slot: 0,
-        provider: 0,
-        starts_at,
-        duration_min: 30,
-        treatments: vec![Treatment::Neurotoxin],
-        at: ts("2026-11-15T15:00:00Z"),
-    }
-    .json();
+    let opened = slot_opened(starts_at);
     let moved = Ev::Rescheduled {
         appt: 0,
         starts_at,
@@ -1583,16 +1522,7 @@ fn a_reschedule_onto_a_slot_before_its_booking_fills_the_slot() {
         at: ts("2026-11-17T15:00:00Z"),
     }
     .json();
-    let booked = Ev::Booked {
-        appt: 0,
-        patient: 0,
-        treatment: Treatment::Neurotoxin,
-        provider: 0,
-        starts_at: ts("2026-12-08T15:00:00Z"),
-        duration_min: 30,
-        at: ts("2026-11-16T15:00:00Z"),
-    }
-    .json();
+    let booked = booked_with_provider(ts("2026-12-08T15:00:00Z"), ts("2026-11-16T15:00:00Z"));
     let filled = |world: &World| {
         world
             .bus
@@ -1605,4 +1535,31 @@ fn a_reschedule_onto_a_slot_before_its_booking_fills_the_slot() {
     assert_eq!(filled(&world), 0, "the reschedule names no provider");
     deliver_each(&world, &secret, &[booked]);
     assert_eq!(filled(&world), 1, "the booking completes where it holds");
+}
+
+/// Slot 0 with provider 0 at `starts_at` for neurotoxin, reported open on Nov 15.
+fn slot_opened(starts_at: Timestamp) -> Value {
+    Ev::SlotOpened {
+        slot: 0,
+        provider: 0,
+        starts_at,
+        duration_min: 30,
+        treatments: vec![Treatment::Neurotoxin],
+        at: ts("2026-11-15T15:00:00Z"),
+    }
+    .json()
+}
+
+/// Patient 0's neurotoxin appointment 0 with provider 0 at `starts_at`, booked `at`.
+fn booked_with_provider(starts_at: Timestamp, at: Timestamp) -> Value {
+    Ev::Booked {
+        appt: 0,
+        patient: 0,
+        treatment: Treatment::Neurotoxin,
+        provider: 0,
+        starts_at,
+        duration_min: 30,
+        at,
+    }
+    .json()
 }

@@ -88,6 +88,18 @@ async fn offered_slot(
     (slot, provider, starts_at, pending)
 }
 
+/// The owner's e-mail for three slot offers.
+async fn offers_mail(ts: &TestStack) -> pil_local::moto::SentEmail {
+    eventually(WAIT, || async {
+        ts.emails()
+            .await
+            .into_iter()
+            .find(|m| m.subject.starts_with("3 actions"))
+    })
+    .await
+    .expect("the owner's e-mail for the slot offers")
+}
+
 /// An appointment that reopened its slot.
 struct Reopened {
     appt: String,
@@ -243,14 +255,7 @@ async fn booking_the_slot_withdraws_pending_offers_and_none_goes_out() {
     let p = due_patients(&ts).await;
     // Default policy: the owner approves slot offers (an e-mail with links).
     let (slot, provider, starts_at, pending) = offered_slot(&ts, &p, 26).await;
-    let mail = eventually(WAIT, || async {
-        ts.emails()
-            .await
-            .into_iter()
-            .find(|m| m.subject.starts_with("3 actions"))
-    })
-    .await
-    .expect("the owner's e-mail for the slot offers");
+    let mail = offers_mail(&ts).await;
 
     // Another patient books the slot at the PMS.
     let b = booked(&new_ref("p"), "neurotoxin", &provider, starts_at);
@@ -480,14 +485,7 @@ async fn an_approved_offer_of_a_slot_a_booking_holds_is_not_sent() {
     let p = due_patients(&ts).await;
     // Default policy: the owner approves slot offers (an e-mail with links).
     let (_, provider, starts_at, _) = offered_slot(&ts, &p, 27).await;
-    let mail = eventually(WAIT, || async {
-        ts.emails()
-            .await
-            .into_iter()
-            .find(|m| m.subject.starts_with("3 actions"))
-    })
-    .await
-    .expect("the owner's e-mail for the slot offers");
+    let mail = offers_mail(&ts).await;
 
     // The booking, stored as the receiver stores one, with nothing published.
     let at = Timestamp::now();
