@@ -327,14 +327,22 @@ pub async fn apply(
         }
     }
     let tomb = key;
-    let changed: Vec<bool> = stream::iter(order.into_iter().map(|key| {
+    let upserted: Vec<(bool, Entity)> = stream::iter(order.into_iter().map(|key| {
         let evs = groups.remove(&key).unwrap_or_default();
         async move { upsert(deps, practice, key, &evs, received_at, tomb).await }
     }))
     .buffer_unordered(8)
     .try_collect()
     .await?;
-    let mut changed = erased + changed.into_iter().filter(|c| *c).count();
+    let mut changed = erased + upserted.iter().filter(|(c, _)| *c).count();
+    // The appointments as merged, for the slots they take (below).
+    let merged: HashMap<EntityKey, Appointment> = upserted
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Entity::Appointment(a) => Some((EntityKey::Appointment(a.appointment_ref.clone()), a)),
+            _ => None,
+        })
+        .collect();
     for ev in events {
         changed += match &ev.data {
             // Every booking, redeliveries too: a crash after the appointment write is finished
@@ -390,8 +398,8 @@ pub async fn apply(
     }
     // A booking (or a reschedule) onto a slot already reported open fills it: `slot.filled`
     // names the appointment, and slot fill checks that it still holds the slot. Where it
-    // holds is read from the merged record (a reschedule names no provider, and either may
-    // have arrived first). A slot reported after its booking is found taken by slot fill.
+    // holds is the merged record's (a reschedule names no provider, and either may have
+    // arrived first). A slot reported after its booking is found taken by slot fill.
     for ev in events {
         let (EventData::AppointmentBooked {
             appointment_ref, ..
@@ -402,17 +410,8 @@ pub async fn apply(
         else {
             continue;
         };
-        let stored = deps
-            .entities
-            .get_entity(
-                &practice.id,
-                &EntityKey::Appointment(appointment_ref.clone()),
-            )
-            .await?;
-        let Some(Entity::Appointment(a)) = stored.map(|s| s.value) else {
-            continue;
-        };
-        let Some((provider, starts_at)) = a.holds() else {
+        let key = EntityKey::Appointment(appointment_ref.clone());
+        let Some((provider, starts_at)) = merged.get(&key).and_then(Appointment::holds) else {
             continue;
         };
         for slot_ref in deps
@@ -486,7 +485,8 @@ fn touched(ev: &InboundEvent) -> Vec<EntityKey> {
 
 const MAX_CONFLICT_RETRIES: usize = 5;
 
-/// Read, merge, conditional write; on a lost race, again.
+/// Read, merge, conditional write; on a lost race, again. Returns whether it wrote, and the
+/// record as merged.
 async fn upsert(
     deps: &ReceiverDeps<'_>,
     practice: &Practice,
@@ -494,7 +494,7 @@ async fn upsert(
     evs: &[&InboundEvent],
     received_at: Timestamp,
     tomb: Option<&TombstoneKey>,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, Entity), StoreError> {
     for attempt in 0..MAX_CONFLICT_RETRIES {
         // The first read may be a second stale (half the read units): a stale version makes
         // the conditional write fail, and every retry reads consistently. A merge that
@@ -534,7 +534,7 @@ async fn upsert(
         // A merge can set a field and clear it again (a start minute already past when it
         // arrives): that changes nothing, and a redelivery must not cost a write.
         if expected.is_some() && (!touched || before.as_ref() == Some(&entity)) {
-            return Ok(false);
+            return Ok((false, entity));
         }
         let due = due_index_date(practice, &entity);
         match deps
@@ -542,7 +542,7 @@ async fn upsert(
             .put_entity(&practice.id, &entity, expected, due)
             .await
         {
-            Ok(()) => return Ok(true),
+            Ok(()) => return Ok((true, entity)),
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e),
         }
