@@ -88,6 +88,18 @@ async fn offered_slot(
     (slot, provider, starts_at, pending)
 }
 
+/// A delivered trigger offers this slot (ref, provider, start).
+fn assert_offers(t: &pil_local::pms::Received, slot: &str, provider: &str, starts_at: Timestamp) {
+    assert_eq!(t.body["slot"]["slot_ref"], slot);
+    assert_eq!(t.body["slot"]["provider_ref"], provider);
+    let start: Timestamp = t.body["slot"]["starts_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(start, starts_at);
+}
+
 /// The owner's e-mail for three slot offers.
 async fn offers_mail(ts: &TestStack) -> pil_local::moto::SentEmail {
     eventually(WAIT, || async {
@@ -191,16 +203,7 @@ async fn an_opened_slot_goes_to_the_top_k_due_patients_in_real_time() {
     want.sort();
     assert_eq!(got, want);
     for t in &triggers {
-        assert_eq!(t.body["slot"]["slot_ref"], slot.as_str());
-        assert_eq!(t.body["slot"]["provider_ref"], provider.as_str());
-        assert_eq!(
-            t.body["slot"]["starts_at"]
-                .as_str()
-                .unwrap()
-                .parse::<Timestamp>()
-                .unwrap(),
-            starts_at
-        );
+        assert_offers(t, &slot, &provider, starts_at);
         assert_eq!(t.body["reason"], "slot_open");
         let expires: Timestamp = t.body["expires_at"].as_str().unwrap().parse().unwrap();
         assert!(expires < starts_at, "offers expire before the slot starts");
@@ -323,16 +326,7 @@ async fn a_cancellation_that_reopens_its_slot_is_offered_then_filled() {
     .await
     .expect("offers for the reopened slot");
     for t in &triggers {
-        assert_eq!(t.body["slot"]["slot_ref"], appt.as_str());
-        assert_eq!(t.body["slot"]["provider_ref"], provider.as_str());
-        assert_eq!(
-            t.body["slot"]["starts_at"]
-                .as_str()
-                .unwrap()
-                .parse::<Timestamp>()
-                .unwrap(),
-            starts_at
-        );
+        assert_offers(t, &appt, &provider, starts_at);
         assert_ne!(t.body["patient_ref"], other.as_str());
     }
     assert_eq!(offers(&ts, &p).await.len(), 3);
