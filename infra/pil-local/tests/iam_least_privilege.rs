@@ -421,6 +421,9 @@ impl Graph {
                 .filter(|(_, n)| {
                     &n.name == name
                         && (*argc == ANY_ARITY || n.arity + usize::from(n.has_self) == *argc)
+                        // A bare name (`f(..)`, or a value such as a local variable) is never a
+                        // method: methods are named through their type or a receiver.
+                        && !(segs.len() == 1 && n.has_self)
                 })
                 .map(|(i, _)| i)
                 .collect();
